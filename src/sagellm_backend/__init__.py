@@ -1,0 +1,171 @@
+"""sagellm-backend: the hardware abstraction layer of the sageLLM inference stack.
+
+One API, :class:`BackendProvider`, over CPU, NVIDIA CUDA, Huawei Ascend, Baidu Kunlun and a
+hardware-free Mock. Importing this package imports neither torch nor any vendor SDK; providers
+import them when they are detected or created.
+
+Quick start::
+
+    from sagellm_backend import MockBackendProvider, DType
+
+    backend = MockBackendProvider(supported_dtypes=[DType.FP16, DType.BF16], has_collective=True)
+    print(backend.capability().supported_dtypes)
+    block = backend.kv_block_alloc(128, DType.FP16)
+
+    from sagellm_backend import get_provider
+    best = get_provider()            # cuda > ascend > kunlun > cpu, or $SAGELLM_BACKEND
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ._version import __version__
+from .contract import BackendProvider, Event, Graph, KVBlock, Stream
+from .device import Device, normalize_device
+from .errors import (
+    BackendError,
+    BlockFreedError,
+    CollectiveError,
+    CommGroupError,
+    CommTimeoutError,
+    DeviceUnreachableError,
+    ForeignBlockError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidBlockError,
+    InvalidDeviceError,
+    KernelNotFoundError,
+    KVTransferError,
+    ProviderNotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+    UnsupportedDTypeError,
+    UnsupportedOperationError,
+)
+from .kernels import KernelRegistry, global_kernels, register_kernel
+from .kv.geometry import DEFAULT_KV_GEOMETRY, KVGeometry
+from .kv.pool import KVCachePool, PoolStats, SwappedBlocks
+from .protocol import (
+    CapabilityDescriptor,
+    CollectiveOp,
+    CommBackendType,
+    DType,
+    ErrorCode,
+    KernelKind,
+    KVLayout,
+    ReduceOp,
+    coerce_dtype,
+    dtype_bits,
+    format_device_str,
+    parse_device_str,
+)
+from .providers.ascend import AscendBackendProvider, create_ascend_backend
+from .providers.config import Availability, ProviderConfig, provider_factory
+from .providers.cpu import CPUBackendProvider, create_cpu_backend
+from .providers.cuda import CUDABackendProvider, create_cuda_backend
+from .providers.kunlun import KunlunBackendProvider, create_kunlun_backend
+from .providers.mock import MockBackendProvider, MockWorld, create_mock_backend, create_mock_world
+from .registry import (
+    available_providers,
+    get_provider,
+    list_providers,
+    provider_registry,
+    refresh_providers,
+    register_provider,
+)
+
+__all__ = [
+    "DEFAULT_KV_GEOMETRY",
+    "AscendBackendProvider",
+    "Availability",
+    "BackendError",
+    "BackendProvider",
+    "BlockFreedError",
+    "CPUBackendProvider",
+    "CUDABackendProvider",
+    "CapabilityDescriptor",
+    "CollectiveError",
+    "CollectiveOp",
+    "CommBackendType",
+    "CommGroupError",
+    "CommTimeoutError",
+    "DType",
+    "Device",
+    "DeviceUnreachableError",
+    "ErrorCode",
+    "Event",
+    "ForeignBlockError",
+    "Graph",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
+    "InvalidBlockError",
+    "InvalidDeviceError",
+    "KVBlock",
+    "KVCachePool",
+    "KVGeometry",
+    "KVLayout",
+    "KVTransferError",
+    "KernelKind",
+    "KernelNotFoundError",
+    "KernelRegistry",
+    "KunlunBackendProvider",
+    "MockBackendProvider",
+    "MockWorld",
+    "PoolStats",
+    "ProviderConfig",
+    "ProviderNotFoundError",
+    "ReduceOp",
+    "ResourceExhaustedError",
+    "Stream",
+    "SwappedBlocks",
+    "UnavailableError",
+    "UnsupportedDTypeError",
+    "UnsupportedOperationError",
+    "__version__",
+    "available_providers",
+    "coerce_dtype",
+    "create_ascend_backend",
+    "create_cpu_backend",
+    "create_cuda_backend",
+    "create_kunlun_backend",
+    "create_mock_backend",
+    "create_mock_world",
+    "dtype_bits",
+    "format_device_str",
+    "get_provider",
+    "global_kernels",
+    "list_providers",
+    "normalize_device",
+    "parse_device_str",
+    "provider_factory",
+    "provider_registry",
+    "refresh_providers",
+    "register_kernel",
+    "register_provider",
+]
+
+# The seed release's names, kept importable; they warn once per use site.
+_DEPRECATED: dict[str, tuple[Any, str]] = {
+    "PyTorchCUDABackendProvider": (CUDABackendProvider, "CUDABackendProvider"),
+    "create_pytorch_cuda_backend": (create_cuda_backend, "create_cuda_backend"),
+    "PyTorchAscendBackendProvider": (AscendBackendProvider, "AscendBackendProvider"),
+    "create_pytorch_ascend_backend": (create_ascend_backend, "create_ascend_backend"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        target, new = _DEPRECATED[name]
+        warnings.warn(
+            f"sagellm_backend.{name} is deprecated; use sagellm_backend.{new} (same object).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return target
+    raise AttributeError(f"module 'sagellm_backend' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, *_DEPRECATED])

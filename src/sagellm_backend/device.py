@@ -1,0 +1,126 @@
+"""The one device normaliser: every device-like argument in this package passes through it.
+
+Accepted spellings: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"npu:0"``, ``"xpu:0"``, ``"mock:0"``,
+a :class:`Device`, a ``torch.device`` (read by duck typing, so torch is never imported here), or a
+bare ``int`` ordinal when the caller says which device type it means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InvalidArgumentTypeError, InvalidDeviceError
+
+__all__ = ["KNOWN_DEVICE_TYPES", "Device", "DeviceLike", "normalize_device"]
+
+#: Device types this package knows. ``npu`` is Ascend (torch_npu); ``xpu`` is the protocol's
+#: name for XPU-class accelerators; ``mock`` is the hardware-free Mock provider's device.
+KNOWN_DEVICE_TYPES: tuple[str, ...] = ("cpu", "cuda", "npu", "xpu", "mock")
+
+_HINTS = {
+    "gpu": "cuda",
+    "nvidia": "cuda",
+    "ascend": "npu",
+    "hccl": "npu",
+    "kunlun": "cuda (Kunlun's XPyTorch exposes its XPUs through torch.cuda)",
+    "host": "cpu",
+}
+
+DeviceLike = object
+"""Anything :func:`normalize_device` accepts (``str``, ``int``, :class:`Device`, ``torch.device``)."""
+
+
+@dataclass(frozen=True, order=True)
+class Device:
+    """A device: its type and ordinal. ``str(Device("cuda", 1)) == "cuda:1"``.
+
+    Attributes:
+        type: One of :data:`KNOWN_DEVICE_TYPES`.
+        index: The ordinal, or ``None`` for "the current one" (and always ``None`` for ``cpu``).
+    """
+
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def with_index(self, index: int) -> Device:
+        """Return this device with ``index`` filled in (cpu stays index-less).
+
+        Args:
+            index: The ordinal to use where this device has none.
+
+        Returns:
+            The resolved device.
+        """
+        if self.type == "cpu" or self.index is not None:
+            return self
+        return Device(self.type, index)
+
+
+def _bad(value: object, why: str) -> InvalidDeviceError:
+    return InvalidDeviceError(
+        f"device {value!r} is not a valid device: {why}. "
+        f"Expected 'cpu' or '<type>[:<index>]' with type one of {', '.join(KNOWN_DEVICE_TYPES)} "
+        "(e.g. 'cuda:0'), a torch.device, or an int ordinal.",
+        device=value,
+    )
+
+
+def normalize_device(value: object, *, default_type: str | None = None) -> Device:
+    """Normalise any device-like value to a :class:`Device`.
+
+    Args:
+        value: ``"cuda:1"``, ``"cpu"``, a :class:`Device`, a ``torch.device``, or an ``int``.
+        default_type: The device type an ``int`` ordinal refers to (the provider's own type).
+
+    Returns:
+        The normalised device. ``cpu`` never carries an index.
+
+    Raises:
+        InvalidArgumentTypeError: ``value`` is of a type that cannot name a device (``None``,
+            ``float`` ...), or an ``int`` is given without ``default_type``.
+        InvalidDeviceError: the string is malformed, names an unknown type, or has a negative index.
+    """
+    if isinstance(value, Device):
+        return value
+    if isinstance(value, bool):
+        raise InvalidArgumentTypeError(
+            f"device must be a string, int or torch.device; got bool {value!r}. Pass e.g. 'cuda:0' or 0."
+        )
+    if isinstance(value, int):
+        if default_type is None:
+            raise InvalidArgumentTypeError(
+                f"device ordinal {value!r} is ambiguous here: no device type is implied. "
+                "Pass a string such as 'cuda:0'."
+            )
+        if value < 0:
+            raise _bad(value, "the ordinal is negative")
+        return Device(default_type, None if default_type == "cpu" else value)
+    if not isinstance(value, str):
+        dev_type = getattr(value, "type", None)
+        if isinstance(dev_type, str) and type(value).__name__ == "device":  # torch.device
+            index = getattr(value, "index", None)
+            return normalize_device(dev_type if index is None else f"{dev_type}:{index}")
+        raise InvalidArgumentTypeError(
+            f"device must be a string, int or torch.device; got {type(value).__name__} {value!r}. "
+            "Pass e.g. 'cpu' or 'cuda:0'."
+        )
+    text = value.strip().lower()
+    if not text:
+        raise _bad(value, "it is empty")
+    dev_type, sep, index_text = text.partition(":")
+    if dev_type not in KNOWN_DEVICE_TYPES:
+        hint = _HINTS.get(dev_type)
+        raise _bad(value, f"unknown device type {dev_type!r}" + (f"; did you mean {hint}?" if hint else ""))
+    if not sep:
+        return Device(dev_type, None)
+    if not index_text.isdigit():
+        raise _bad(value, f"the index {index_text!r} is not a non-negative integer")
+    index = int(index_text)
+    if dev_type == "cpu":
+        if index != 0:
+            raise _bad(value, "the host has one cpu device; use 'cpu'")
+        return Device("cpu", None)
+    return Device(dev_type, index)

@@ -1,0 +1,158 @@
+"""Typed errors. Every error carries the protocol :class:`~sagellm_backend.protocol.ErrorCode`.
+
+Each class also derives from the built-in exception Python users expect for that failure
+(``ValueError`` for bad values, ``TypeError`` for wrong types, ``MemoryError`` for exhaustion,
+``TimeoutError`` for timeouts, ``KeyError`` for missing kernels, ``NotImplementedError`` for
+operations a backend cannot do), so ``except ValueError`` keeps working.
+
+Messages follow one rule: what was wrong, what was found, and how to fix it. Every operation
+that raises one of these leaves the provider's state as it was before the call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .protocol import ErrorCode
+
+__all__ = [
+    "BackendError",
+    "BlockFreedError",
+    "CollectiveError",
+    "CommGroupError",
+    "CommTimeoutError",
+    "DeviceUnreachableError",
+    "ForeignBlockError",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
+    "InvalidBlockError",
+    "InvalidDeviceError",
+    "KVTransferError",
+    "KernelNotFoundError",
+    "ProviderNotFoundError",
+    "ResourceExhaustedError",
+    "UnavailableError",
+    "UnsupportedDTypeError",
+    "UnsupportedOperationError",
+]
+
+
+class BackendError(Exception):
+    """Base of every error this package raises on purpose.
+
+    Attributes:
+        code: The protocol error code.
+        details: Structured facts about the failure (e.g. requested and available bytes).
+    """
+
+    default_code: ClassVar[ErrorCode] = ErrorCode.DISTRIBUTED_RUNTIME_ERROR
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code: ErrorCode = code if code is not None else self.default_code
+        self.details: dict[str, Any] = details
+
+    def __str__(self) -> str:  # KeyError would otherwise add quotes around the message
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return ``{"code", "message", "type", "details"}`` for logs and wire transport.
+
+        Returns:
+            A JSON-ready dict.
+        """
+        return {
+            "code": self.code.value,
+            "type": type(self).__name__,
+            "message": self.message,
+            "details": {k: repr(v) for k, v in self.details.items()},
+        }
+
+
+class InvalidArgumentError(BackendError, ValueError):
+    """An argument has the right type but a bad value (negative size, unknown name ...)."""
+
+    default_code = ErrorCode.INVALID_ARGUMENT
+
+
+class InvalidArgumentTypeError(BackendError, TypeError):
+    """An argument has the wrong type (a float where a DType belongs, a list for a tensor ...)."""
+
+    default_code = ErrorCode.INVALID_ARGUMENT
+
+
+class UnsupportedDTypeError(InvalidArgumentError):
+    """A valid protocol dtype that this backend or device cannot hold or compute with."""
+
+
+class InvalidDeviceError(InvalidArgumentError):
+    """A device string or index that is malformed or names no device of this machine."""
+
+
+class DeviceUnreachableError(InvalidArgumentError):
+    """A real device that this provider cannot move data to (e.g. ``cuda:0`` from the CPU provider)."""
+
+
+class InvalidBlockError(InvalidArgumentError):
+    """A KV block that this call cannot use."""
+
+
+class BlockFreedError(InvalidBlockError):
+    """The block was already freed (double free, or use after free)."""
+
+
+class ForeignBlockError(InvalidBlockError):
+    """The block belongs to another provider instance."""
+
+
+class ProviderNotFoundError(InvalidArgumentError):
+    """No provider is registered under that name."""
+
+
+class ResourceExhaustedError(BackendError, MemoryError):
+    """Not enough memory (or free blocks) for the request; nothing was allocated."""
+
+    default_code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+class UnavailableError(BackendError, RuntimeError):
+    """The backend or its hardware/SDK is not available on this machine."""
+
+    default_code = ErrorCode.UNAVAILABLE
+
+
+class UnsupportedOperationError(BackendError, NotImplementedError):
+    """The operation cannot work on this backend or hardware (e.g. graph capture on CPU)."""
+
+    default_code = ErrorCode.NOT_IMPLEMENTED
+
+
+class KVTransferError(BackendError, RuntimeError):
+    """Moving KV data failed; the source block is intact."""
+
+    default_code = ErrorCode.KV_TRANSFER_FAILED
+
+
+class CommTimeoutError(BackendError, TimeoutError):
+    """A collective's peers did not arrive (or left) within the group's timeout."""
+
+    default_code = ErrorCode.COMM_TIMEOUT
+
+
+class CommGroupError(BackendError, RuntimeError):
+    """No process group is set up, or the group/rank arguments do not fit it."""
+
+    default_code = ErrorCode.COMM_GROUP_INVALID
+
+
+class CollectiveError(BackendError, RuntimeError):
+    """A collective failed: mismatched shapes/dtypes across ranks, a backend error ..."""
+
+    default_code = ErrorCode.COMM_COLLECTIVE_FAILED
+
+
+class KernelNotFoundError(BackendError, KeyError):
+    """No kernel is registered under that name for this provider."""
+
+    default_code = ErrorCode.OPERATOR_NOT_FOUND

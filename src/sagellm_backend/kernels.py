@@ -1,0 +1,231 @@
+"""Kernel registry: named implementations with priorities and fallback across provider types.
+
+Registrations are keyed by *target*: a provider name (``"cuda"``, ``"kunlun"``), a device type
+(``"cuda"``, ``"npu"``), or ``"*"`` for any provider. A provider resolves a name through its
+own instance registrations first, then the global registry in the order
+``(provider name, device type, "*")``; within one target the highest priority wins, and among
+equal priorities the latest registration wins. So a generic torch kernel registered for ``"*"``
+serves every provider until a faster one is registered for ``"cuda"``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidArgumentError, InvalidArgumentTypeError, KernelNotFoundError
+from .protocol import KernelKind, coerce_enum
+
+__all__ = ["KernelEntry", "KernelRegistry", "ProviderKernels", "global_kernels", "register_kernel"]
+
+_order = itertools.count()
+
+
+@dataclass(frozen=True)
+class KernelEntry:
+    """One registration.
+
+    Attributes:
+        name: Kernel name.
+        impl: The callable.
+        target: Provider name, device type, or ``"*"``.
+        priority: Higher wins.
+        kind: The :class:`KernelKind`, if given.
+        seq: Registration order (later wins ties).
+    """
+
+    name: str
+    impl: Callable[..., Any]
+    target: str
+    priority: int = 0
+    kind: KernelKind | None = None
+    seq: int = field(default_factory=lambda: next(_order))
+
+    def sort_key(self) -> tuple[int, int]:
+        """Key sorting best first: priority, then most recent."""
+        return (-self.priority, -self.seq)
+
+
+def _check(name: object, impl: object, priority: object) -> None:
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError(f"kernel name must be a non-empty string; got {name!r}.")
+    if not callable(impl):
+        raise InvalidArgumentTypeError(f"kernel {name!r} implementation must be callable; got {type(impl).__name__}.")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidArgumentTypeError(f"kernel priority must be an int; got {priority!r}.")
+
+
+class KernelRegistry:
+    """Thread-safe map of kernel name -> registrations."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, list[KernelEntry]] = {}
+        self._lock = threading.Lock()
+
+    def register(
+        self,
+        name: str,
+        impl: Callable[..., Any],
+        *,
+        targets: Iterable[str] = ("*",),
+        priority: int = 0,
+        kind: Any = None,
+    ) -> None:
+        """Register ``impl`` under ``name`` for each of ``targets``.
+
+        Args:
+            name: Kernel name.
+            impl: Callable implementation.
+            targets: Provider names / device types, or ``"*"``.
+            priority: Higher wins.
+            kind: Optional :class:`KernelKind` (or its string value).
+
+        Raises:
+            InvalidArgumentError: empty name or no targets.
+            InvalidArgumentTypeError: ``impl`` not callable, ``priority`` not an int.
+        """
+        _check(name, impl, priority)
+        kind_value = None if kind is None else coerce_enum(KernelKind, kind, what="kernel kind")
+        target_list = [targets] if isinstance(targets, str) else list(targets)
+        if not target_list:
+            raise InvalidArgumentError(f"kernel {name!r} needs at least one target; got none.")
+        with self._lock:
+            bucket = self._entries.setdefault(name, [])
+            for target in target_list:
+                bucket.append(KernelEntry(name, impl, target, priority, kind_value))
+            bucket.sort(key=KernelEntry.sort_key)
+
+    def unregister(self, name: str, impl: Callable[..., Any] | None = None) -> int:
+        """Remove registrations of ``name`` (only those of ``impl`` when given).
+
+        Args:
+            name: Kernel name.
+            impl: Only remove this implementation.
+
+        Returns:
+            How many registrations were removed.
+        """
+        with self._lock:
+            bucket = self._entries.get(name, [])
+            keep = [e for e in bucket if impl is not None and e.impl is not impl]
+            removed = len(bucket) - len(keep)
+            if keep:
+                self._entries[name] = keep
+            else:
+                self._entries.pop(name, None)
+            return removed
+
+    def candidates(self, name: str, search_order: Sequence[str]) -> list[KernelEntry]:
+        """Registrations usable by a provider with this search order, best first.
+
+        Args:
+            name: Kernel name.
+            search_order: Targets in fallback order.
+
+        Returns:
+            Matching entries, grouped by target in ``search_order``, best first in each.
+        """
+        with self._lock:
+            bucket = list(self._entries.get(name, ()))
+        out: list[KernelEntry] = []
+        for target in search_order:
+            out.extend(e for e in bucket if e.target == target)
+        return out
+
+    def names(self) -> list[str]:
+        """All registered kernel names, sorted."""
+        with self._lock:
+            return sorted(self._entries)
+
+    def kinds(self, search_order: Sequence[str]) -> set[KernelKind]:
+        """Kernel kinds available to a provider with this search order.
+
+        Args:
+            search_order: Targets in fallback order.
+
+        Returns:
+            The set of kinds.
+        """
+        with self._lock:
+            entries = [e for bucket in self._entries.values() for e in bucket]
+        return {e.kind for e in entries if e.kind is not None and e.target in search_order}
+
+
+global_kernels = KernelRegistry()
+"""The process-wide registry every provider falls back to."""
+
+
+def register_kernel(
+    name: str, impl: Callable[..., Any], *, targets: Iterable[str] = ("*",), priority: int = 0, kind: Any = None
+) -> None:
+    """Register a kernel in the global registry (see :meth:`KernelRegistry.register`).
+
+    Args:
+        name: Kernel name.
+        impl: Callable implementation.
+        targets: Provider names / device types, or ``"*"`` for every provider.
+        priority: Higher wins.
+        kind: Optional :class:`KernelKind`.
+    """
+    global_kernels.register(name, impl, targets=targets, priority=priority, kind=kind)
+
+
+class ProviderKernels:
+    """A provider's view: its own registrations first, then the global registry."""
+
+    def __init__(self, search_order: Sequence[str]) -> None:
+        self.search_order = tuple(dict.fromkeys(search_order))
+        self.local = KernelRegistry()
+
+    def register(self, name: str, impl: Callable[..., Any], *, priority: int = 0, kind: Any = None) -> None:
+        """Register for this provider instance only.
+
+        Args:
+            name: Kernel name.
+            impl: Callable implementation.
+            priority: Higher wins.
+            kind: Optional :class:`KernelKind`.
+        """
+        self.local.register(name, impl, targets=("local",), priority=priority, kind=kind)
+
+    def candidates(self, name: str) -> list[KernelEntry]:
+        """Resolution order for ``name``: local by priority, then global by target order.
+
+        Args:
+            name: Kernel name.
+
+        Returns:
+            Entries, best first.
+        """
+        return self.local.candidates(name, ("local",)) + global_kernels.candidates(name, self.search_order)
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """Best implementation of ``name``.
+
+        Args:
+            name: Kernel name.
+
+        Returns:
+            The callable.
+
+        Raises:
+            KernelNotFoundError: nothing registered for this provider.
+        """
+        found = self.candidates(name)
+        if not found:
+            known = sorted(set(self.local.names()) | set(global_kernels.names()))
+            raise KernelNotFoundError(
+                f"Kernel {name!r} not found for targets {list(self.search_order)}. "
+                f"Registered kernels: {known or 'none'}. "
+                "Register one with provider.register_kernel(name, impl) or "
+                "sagellm_backend.register_kernel(name, impl, targets=[...]).",
+                kernel=name,
+            )
+        return found[0].impl
+
+    def kinds(self) -> set[KernelKind]:
+        """Kinds of every kernel this provider can resolve."""
+        return self.local.kinds(("local",)) | global_kernels.kinds(self.search_order)

@@ -1,0 +1,118 @@
+"""One-launch scattered row copy on CUDA, written in Triton.
+
+``dst[dst_idx[r]] = src[src_idx[r]]`` for every row ``r``, rows viewed as 64-bit words. Each
+program copies one ``BLOCK``-word chunk of one row, so a 64 KiB block is ``8192 / BLOCK``
+programs; loads and stores are 16-byte vectors per thread and marked ``evict_first`` (the data is
+streamed once). Either index may be the identity (gather into / scatter from a contiguous
+staging buffer), chosen at compile time.
+
+Imported only by the CUDA provider when Triton is importable; the provider falls back to
+``index_select`` + ``index_copy_`` otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["copy_rows_triton", "kernel_config"]
+
+
+@triton.jit
+def _copy_rows_kernel(  # type: ignore[no-untyped-def]
+    src_ptr,
+    dst_ptr,
+    src_idx_ptr,
+    dst_idx_ptr,
+    row_words,
+    BLOCK: tl.constexpr,
+    CHUNKS: tl.constexpr,
+    SRC_IDX: tl.constexpr,
+    DST_IDX: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    r = pid // CHUNKS
+    c = pid % CHUNKS
+    if SRC_IDX:  # noqa: SIM108 (compile-time branch in a Triton kernel)
+        s = tl.load(src_idx_ptr + r).to(tl.int64)
+    else:
+        s = r.to(tl.int64)
+    if DST_IDX:  # noqa: SIM108
+        d = tl.load(dst_idx_ptr + r).to(tl.int64)
+    else:
+        d = r.to(tl.int64)
+    offs = c * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < row_words
+    v = tl.load(src_ptr + s * row_words + offs, mask=mask, eviction_policy="evict_first")
+    tl.store(dst_ptr + d * row_words + offs, v, mask=mask, eviction_policy="evict_first")
+
+
+def kernel_config() -> tuple[int, int]:
+    """(BLOCK words per program, warps per program); ``SAGELLM_COPY_BLOCK``/``SAGELLM_COPY_WARPS``
+    override the defaults measured best on an H100 (see docs/PERFORMANCE.md).
+
+    Returns:
+        The configuration.
+    """
+    block = int(os.environ.get("SAGELLM_COPY_BLOCK", "2048"))
+    warps = int(os.environ.get("SAGELLM_COPY_WARPS", "8"))
+    return block, warps
+
+
+def _word_view(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    rows = t.reshape(t.shape[0], -1)
+    row_bytes = rows.shape[1] * rows.element_size()
+    for dt, size in ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2), (torch.uint8, 1)):
+        if row_bytes % size == 0:
+            return rows.view(torch.uint8).view(dt), row_bytes // size
+    raise AssertionError("unreachable")
+
+
+def copy_rows_triton(
+    src: torch.Tensor,
+    src_idx: torch.Tensor | None,
+    dst: torch.Tensor,
+    dst_idx: torch.Tensor | None,
+    n_rows: int,
+    block: int | None = None,
+    warps: int | None = None,
+) -> None:
+    """Launch the copy on the current stream.
+
+    Args:
+        src: Source rows (contiguous, dim 0 indexes rows).
+        src_idx: int32/int64 device tensor of source rows, or ``None`` for ``0..n_rows-1``.
+        dst: Destination rows, same row size and dtype as ``src``.
+        dst_idx: Destination row indices, or ``None``.
+        n_rows: Rows to copy.
+        block: Words per program (default :func:`kernel_config`).
+        warps: Warps per program.
+    """
+    if n_rows == 0:
+        return
+    s, words = _word_view(src)
+    d, words_d = _word_view(dst)
+    if words != words_d or s.dtype != d.dtype:
+        raise ValueError(f"row sizes differ: {words} vs {words_d} words")
+    b, w = kernel_config()
+    b = block or b
+    w = warps or w
+    b = min(b, triton.next_power_of_2(words))
+    chunks = triton.cdiv(words, b)
+    dummy: Any = s
+    _copy_rows_kernel[(n_rows * chunks,)](
+        s,
+        d,
+        src_idx if src_idx is not None else dummy,
+        dst_idx if dst_idx is not None else dummy,
+        words,
+        BLOCK=b,
+        CHUNKS=chunks,
+        SRC_IDX=src_idx is not None,
+        DST_IDX=dst_idx is not None,
+        num_warps=w,
+    )

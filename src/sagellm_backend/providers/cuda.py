@@ -1,0 +1,155 @@
+"""The CUDA provider (NVIDIA GPUs through ``torch.cuda``): device memory, streams and events,
+NCCL collectives, CUDA graphs, peer and pinned-host migration, one-launch batched block copies.
+
+Capability rule for ``supported_dtypes`` (by compute capability, cc):
+fp32 and fp16 always (cc >= 5.3 on every GPU CUDA 12 supports); int8 from cc 6.1;
+bf16 from cc 8.0; fp8 (``float8_e4m3fn``) from cc 8.9; int4 as packed storage (two per byte).
+A dtype outside the list is refused on the GPU with the reason
+("bf16 needs compute capability >= 8.0; cuda:0 (Tesla T4) has 7.5; use fp16").
+"""
+
+from __future__ import annotations
+
+import array
+import functools
+from typing import Any
+
+from ..protocol import DType
+from ._accel import AcceleratorProvider, VendorSpec, detect_vendor
+from ._torch import storable_dtypes
+from .config import Availability, ProviderConfig, provider_factory
+
+__all__ = ["CUDA_VENDOR", "CUDABackendProvider", "create_cuda_backend", "detect_cuda"]
+
+CUDA_VENDOR = VendorSpec(
+    provider="cuda",
+    sdk_module=None,
+    torch_module="cuda",
+    device_type="cuda",
+    dist_backend="nccl",
+    graph_class="CUDAGraph",
+    install_hint="a CUDA build of torch (pip install 'torch>=2.4' on Linux) and an NVIDIA driver",
+    sources=("https://docs.pytorch.org/docs/stable/cuda.html",),
+)
+
+_MIN_CC: dict[DType, tuple[int, int]] = {
+    DType.FP32: (0, 0),
+    DType.FP16: (5, 3),
+    DType.INT8: (6, 1),
+    DType.BF16: (8, 0),
+    DType.FP8: (8, 9),
+    DType.INT4: (0, 0),
+}
+_FIX = {DType.BF16: "use fp16", DType.FP8: "use fp16 or int8", DType.INT8: "use fp16", DType.FP16: "use fp32"}
+
+
+def detect_cuda() -> Availability:
+    """NVIDIA CUDA through torch.cuda, excluding torch builds where torch.cuda is another vendor's.
+
+    Returns:
+        Availability with the reason (never initialises CUDA).
+    """
+    try:
+        import torch
+    except ImportError as exc:
+        return Availability(False, f"torch is not installed ({exc}); install {CUDA_VENDOR.install_hint}")
+    if getattr(torch.version, "cuda", None) is None and getattr(torch.version, "hip", None) is None:
+        return Availability(False, f"torch {torch.__version__} is a CPU-only build (torch.version.cuda is None)")
+    return detect_vendor(
+        CUDA_VENDOR,
+        exclude_module="torch_xmlir",
+        exclude_reason="torch.cuda is served by Kunlunxin XPyTorch (torch_xmlir) here; use the 'kunlun' provider",
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_copy() -> Any:
+    try:
+        from ..kv.triton_copy import copy_rows_triton
+    except Exception:  # no Triton, or a Triton that cannot compile here: torch indexing instead
+        return None
+    return copy_rows_triton
+
+
+class CUDABackendProvider(AcceleratorProvider):
+    """KV blocks in GPU memory; streams, events, graphs from torch.cuda; NCCL collectives.
+
+    Args:
+        device_id: GPU ordinal.
+        kv_geometry: :class:`~sagellm_backend.kv.geometry.KVGeometry` or dict.
+        max_memory_bytes: Optional cap on what this provider allocates on its GPU.
+    """
+
+    name = "cuda"
+    device_type = "cuda"
+    dist_backend = "nccl"
+    accelerator_module = "cuda"
+    vendor = CUDA_VENDOR
+
+    @classmethod
+    def detect(cls) -> Availability:
+        return detect_cuda()
+
+    def _cc(self) -> tuple[int, int]:
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(self.device_id)
+        return int(major), int(minor)
+
+    def _compute_capability(self) -> str:
+        major, minor = self._cc()
+        return f"{major}.{minor}"
+
+    def _native_dtypes(self) -> list[DType]:
+        cc = self._cc()
+        storable = storable_dtypes()
+        return [d for d in DType if d in storable and cc >= _MIN_CC[d]]
+
+    def _dtype_hint(self, dtype: DType) -> str:
+        need = _MIN_CC[dtype]
+        major, minor = self._cc()
+        if dtype not in storable_dtypes():
+            return "this torch has no float8_e4m3fn; upgrade torch (>= 2.1)"
+        return (
+            f"{dtype.value} needs compute capability >= {need[0]}.{need[1]}; {self.device} "
+            f"({self._device_name()}) has {major}.{minor}; {_FIX.get(dtype, 'use fp32')}"
+        )
+
+    def _device_copy_rows(self, src: Any, src_ids: Any, dst: Any, dst_ids: Any) -> None:
+        import torch
+
+        kernel = _triton_copy()
+        if kernel is None:
+            super()._device_copy_rows(src, src_ids, dst, dst_ids)
+            return
+        dev = dst.device
+
+        def index(ids: Any) -> Any:
+            if ids is None:
+                return None
+            if isinstance(ids, torch.Tensor):
+                return ids.to(dev, non_blocking=True)
+            host = torch.frombuffer(array.array("i", ids), dtype=torch.int32)
+            return host.pin_memory().to(dev, non_blocking=True)
+
+        n = len(src_ids) if src_ids is not None else len(dst_ids)
+        kernel(src, index(src_ids), dst, index(dst_ids), n)
+
+
+@provider_factory(detect=detect_cuda, priority=100)
+def create_cuda_backend(config: object = None, **options: Any) -> CUDABackendProvider:
+    """Entry-point factory for ``cuda`` (alias ``pytorch-cuda``).
+
+    Args:
+        config: ``None``, a dict, or an object with ``kind``/``device``/``device_ids``.
+        **options: ``device_id``, ``kv_geometry``, ``max_memory_bytes``.
+
+    Returns:
+        A :class:`CUDABackendProvider`.
+    """
+    cfg = ProviderConfig.from_any(config, **options)
+    kwargs = dict(cfg.options)
+    index = cfg.device_index("cuda")
+    if index is not None:
+        kwargs.setdefault("device_id", index)
+    return CUDABackendProvider(**kwargs)

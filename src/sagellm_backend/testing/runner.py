@@ -1,0 +1,66 @@
+"""Run the conformance checks from the command line (``sagellm-backend check <provider>``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..contract import BackendProvider
+from ..registry import get_provider
+from .checks import CHECKS, run_check
+
+__all__ = ["run_checks", "run_cli"]
+
+
+def run_checks(make: Callable[[], BackendProvider], select: str | None = None) -> list[dict[str, Any]]:
+    """Run every check (or those whose name contains ``select``) against fresh providers.
+
+    Args:
+        make: Zero-argument factory returning a new provider each call.
+        select: Substring filter on check names.
+
+    Returns:
+        One dict per check: ``name``, ``status`` (pass/fail/skip), ``detail``, ``seconds``, ``doc``.
+    """
+    results = []
+    for c in CHECKS:
+        if select and select not in c.name:
+            continue
+        status, detail, secs = run_check(c, make)
+        results.append({"name": c.name, "status": status, "detail": detail, "seconds": round(secs, 4), "doc": c.doc})
+    return results
+
+
+def run_cli(provider: str, *, as_json: bool = False, select: str | None = None) -> int:
+    """Run the suite against a registered provider and print a pass/fail table.
+
+    Args:
+        provider: Provider name.
+        as_json: Print JSON instead of a table.
+        select: Substring filter on check names.
+
+    Returns:
+        0 when nothing failed, 1 otherwise.
+    """
+    first = get_provider(provider)
+    name, device = first.name, first.device
+    first.close()
+    t0 = time.perf_counter()
+    results = run_checks(lambda: get_provider(provider), select)
+    elapsed = time.perf_counter() - t0
+    counts = {s: sum(r["status"] == s for r in results) for s in ("pass", "fail", "skip")}
+    if as_json:
+        print(json.dumps({"provider": name, "device": device, "counts": counts, "results": results}, indent=2))
+    else:
+        width = max((len(str(r["name"])) for r in results), default=10)
+        print(f"conformance: provider {name!r} on {device}\n")
+        print(f"{'check'.ljust(width)}  result  time     detail")
+        print(f"{'-' * width}  ------  -------  ------")
+        for r in results:
+            mark = {"pass": "PASS", "fail": "FAIL", "skip": "skip"}[str(r["status"])]
+            detail = str(r["detail"] or r["doc"])[:110]
+            print(f"{str(r['name']).ljust(width)}  {mark:<6}  {float(r['seconds']):6.3f}s  {detail}")
+        print(f"\n{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped in {elapsed:.1f}s")
+    return 0 if counts["fail"] == 0 else 1

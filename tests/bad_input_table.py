@@ -1,0 +1,331 @@
+"""The bad-input table: every public method, the bad inputs tried, the typed error each gets.
+
+Each row is a test (tests/test_bad_inputs.py runs it on every provider it names and checks that
+the provider's state is unchanged afterwards). ``python tests/bad_input_table.py`` renders
+docs/BAD_INPUTS.md from these rows; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sagellm_backend import (
+    BackendProvider,
+    BlockFreedError,
+    CommGroupError,
+    DeviceUnreachableError,
+    DType,
+    ForeignBlockError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidBlockError,
+    InvalidDeviceError,
+    KernelNotFoundError,
+    KVBlock,
+    ProviderNotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+    UnsupportedDTypeError,
+    get_provider,
+)
+
+
+@dataclass
+class Ctx:
+    """What a row's call can use: the provider under test, live blocks, a pool, a foreign block."""
+
+    p: BackendProvider
+    a: KVBlock
+    b: KVBlock
+    small: KVBlock
+    freed: KVBlock
+    foreign: KVBlock
+    pool: Any
+    ids: list[int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def arr(self, values: list[float], dtype: str = "float32") -> Any:
+        if self.p.dist_backend == "mock":
+            import numpy as np
+
+            return np.asarray(values, dtype=dtype)
+        import torch
+
+        return torch.tensor(values, dtype=getattr(torch, dtype), device=self.p.device)
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    bad_input: str
+    call: Callable[[Ctx], Any]
+    error: type[BaseException]
+    providers: tuple[str, ...] = ("mock", "cpu")
+
+
+def _ev_unrecorded(c: Ctx) -> Any:
+    return c.p.create_event().elapsed_ms(c.p.create_event())
+
+
+ROWS: list[Row] = [
+    # kv_block_alloc
+    Row("kv_block_alloc", "num_tokens=0", lambda c: c.p.kv_block_alloc(0, DType.FP16), InvalidArgumentError),
+    Row("kv_block_alloc", "num_tokens=-1", lambda c: c.p.kv_block_alloc(-1, DType.FP16), InvalidArgumentError),
+    Row(
+        "kv_block_alloc",
+        "num_tokens=10**12 (absurdly large)",
+        lambda c: c.p.kv_block_alloc(10**12, DType.FP16),
+        ResourceExhaustedError,
+    ),
+    Row("kv_block_alloc", "num_tokens=1.5", lambda c: c.p.kv_block_alloc(1.5, DType.FP16), InvalidArgumentTypeError),
+    Row(
+        "kv_block_alloc", "num_tokens='128'", lambda c: c.p.kv_block_alloc("128", DType.FP16), InvalidArgumentTypeError
+    ),
+    Row("kv_block_alloc", "num_tokens=True", lambda c: c.p.kv_block_alloc(True, DType.FP16), InvalidArgumentTypeError),
+    Row("kv_block_alloc", "num_tokens=None", lambda c: c.p.kv_block_alloc(None, DType.FP16), InvalidArgumentTypeError),
+    Row("kv_block_alloc", "dtype='fp64' (not a DType)", lambda c: c.p.kv_block_alloc(4, "fp64"), InvalidArgumentError),
+    Row("kv_block_alloc", "dtype=3.14", lambda c: c.p.kv_block_alloc(4, 3.14), InvalidArgumentTypeError),
+    Row("kv_block_alloc", "dtype=None", lambda c: c.p.kv_block_alloc(4, None), InvalidArgumentTypeError),
+    Row(
+        "kv_block_alloc",
+        "dtype the device lacks (Mock built with fp16 only, bf16)",
+        lambda c: c.extra["fp16_only"].kv_block_alloc(4, DType.BF16),
+        UnsupportedDTypeError,
+        ("mock",),
+    ),
+    Row(
+        "kv_block_alloc", "device='gpu'", lambda c: c.p.kv_block_alloc(4, DType.FP16, device="gpu"), InvalidDeviceError
+    ),
+    Row("kv_block_alloc", "device=''", lambda c: c.p.kv_block_alloc(4, DType.FP16, device=""), InvalidDeviceError),
+    Row(
+        "kv_block_alloc",
+        "device='cuda:99'",
+        lambda c: c.p.kv_block_alloc(4, DType.FP16, device="cuda:99"),
+        DeviceUnreachableError,
+    ),
+    Row(
+        "kv_block_alloc",
+        "over max_memory_mb (Mock, 1 MiB limit)",
+        lambda c: c.extra["tiny"].kv_block_alloc(1 << 14, DType.FP32),
+        ResourceExhaustedError,
+        ("mock",),
+    ),
+    # kv_block_free
+    Row("kv_block_free", "a freed block (double free)", lambda c: c.p.kv_block_free(c.freed), BlockFreedError),
+    Row(
+        "kv_block_free",
+        "a block of another provider instance",
+        lambda c: c.p.kv_block_free(c.foreign),
+        ForeignBlockError,
+    ),
+    Row(
+        "kv_block_free",
+        "a KVBlock built by hand",
+        lambda c: c.p.kv_block_free(KVBlock(1, 4, DType.FP16, "cpu")),
+        ForeignBlockError,
+    ),
+    Row("kv_block_free", "'block' (not a KVBlock)", lambda c: c.p.kv_block_free("block"), InvalidArgumentTypeError),
+    # kv_block_copy
+    Row(
+        "kv_block_copy", "blocks of different num_tokens", lambda c: c.p.kv_block_copy(c.a, c.small), InvalidBlockError
+    ),
+    Row(
+        "kv_block_copy",
+        "blocks of different dtype",
+        lambda c: c.p.kv_block_copy(c.a, c.extra["fp32"]),
+        InvalidBlockError,
+    ),
+    Row("kv_block_copy", "a freed source", lambda c: c.p.kv_block_copy(c.freed, c.b), BlockFreedError),
+    Row("kv_block_copy", "a freed destination", lambda c: c.p.kv_block_copy(c.a, c.freed), BlockFreedError),
+    Row("kv_block_copy", "a foreign destination", lambda c: c.p.kv_block_copy(c.a, c.foreign), ForeignBlockError),
+    Row("kv_block_copy", "None as source", lambda c: c.p.kv_block_copy(None, c.b), InvalidArgumentTypeError),
+    Row(
+        "kv_block_copy",
+        "stream of another provider",
+        lambda c: c.p.kv_block_copy(c.a, c.b, stream=c.extra["alien_stream"]),
+        InvalidArgumentError,
+    ),
+    # kv_block_migrate
+    Row("kv_block_migrate", "target 'cuda:99'", lambda c: c.p.kv_block_migrate(c.a, "cuda:99"), DeviceUnreachableError),
+    Row(
+        "kv_block_migrate",
+        "target 'npu:0' (unreachable)",
+        lambda c: c.p.kv_block_migrate(c.a, "npu:0"),
+        DeviceUnreachableError,
+    ),
+    Row("kv_block_migrate", "target 'gpu'", lambda c: c.p.kv_block_migrate(c.a, "gpu"), InvalidDeviceError),
+    Row("kv_block_migrate", "target ''", lambda c: c.p.kv_block_migrate(c.a, ""), InvalidDeviceError),
+    Row("kv_block_migrate", "target None", lambda c: c.p.kv_block_migrate(c.a, None), InvalidArgumentTypeError),
+    Row("kv_block_migrate", "target 3.5", lambda c: c.p.kv_block_migrate(c.a, 3.5), InvalidArgumentTypeError),
+    Row(
+        "kv_block_migrate",
+        "target 'mock:99' (no such device)",
+        lambda c: c.p.kv_block_migrate(c.a, "mock:99"),
+        InvalidDeviceError,
+        ("mock",),
+    ),
+    Row("kv_block_migrate", "a freed block", lambda c: c.p.kv_block_migrate(c.freed, "cpu"), BlockFreedError),
+    Row("kv_block_migrate", "a foreign block", lambda c: c.p.kv_block_migrate(c.foreign, "cpu"), ForeignBlockError),
+    # kv_block_read / kv_block_write
+    Row("kv_block_read", "a freed block", lambda c: c.p.kv_block_read(c.freed), BlockFreedError),
+    Row(
+        "kv_block_write",
+        "data one byte short",
+        lambda c: c.p.kv_block_write(c.a, b"\0" * (c.a.nbytes - 1)),
+        InvalidArgumentError,
+    ),
+    Row("kv_block_write", "data=12 (not bytes-like)", lambda c: c.p.kv_block_write(c.a, 12), InvalidArgumentTypeError),
+    # collectives
+    Row(
+        "all_reduce",
+        "a Python list instead of a tensor",
+        lambda c: c.p.all_reduce([1.0, 2.0]),
+        InvalidArgumentTypeError,
+    ),
+    Row(
+        "all_reduce",
+        "op='median' (unknown reduce op)",
+        lambda c: c.p.all_reduce(c.arr([1.0]), "median"),
+        InvalidArgumentError,
+    ),
+    Row("all_reduce", "op=3 (not a ReduceOp)", lambda c: c.p.all_reduce(c.arr([1.0]), 3), InvalidArgumentTypeError),
+    Row(
+        "all_reduce",
+        "op='avg' on an integer tensor",
+        lambda c: c.p.all_reduce(c.arr([1.0], "int32"), "avg"),
+        InvalidArgumentError,
+    ),
+    Row(
+        "all_reduce",
+        "op='bxor' on a float tensor",
+        lambda c: c.p.all_reduce(c.arr([1.0]), "bxor"),
+        InvalidArgumentError,
+    ),
+    Row("all_gather", "a tuple instead of a tensor", lambda c: c.p.all_gather((1.0,)), InvalidArgumentTypeError),
+    Row("broadcast", "src=5 in a world of 1", lambda c: c.p.broadcast(c.arr([1.0]), src=5), CommGroupError),
+    Row("broadcast", "src='0'", lambda c: c.p.broadcast(c.arr([1.0]), src="0"), InvalidArgumentTypeError),
+    Row("send", "dst = this rank", lambda c: c.p.send(c.arr([1.0]), 0), CommGroupError),
+    Row(
+        "reduce_scatter",
+        "dim 0 not divisible by the world size (0-d tensor)",
+        lambda c: c.p.reduce_scatter(c.arr([1.0]).reshape(())),
+        InvalidArgumentError,
+    ),
+    # pools
+    Row("create_kv_pool", "num_blocks=0", lambda c: c.p.create_kv_pool(0), InvalidArgumentError),
+    Row(
+        "create_kv_pool",
+        "num_blocks and memory_fraction both",
+        lambda c: c.p.create_kv_pool(4, memory_fraction=0.1),
+        InvalidArgumentError,
+    ),
+    Row(
+        "create_kv_pool", "memory_fraction=1.5", lambda c: c.p.create_kv_pool(memory_fraction=1.5), InvalidArgumentError
+    ),
+    Row("create_kv_pool", "block_size=-1", lambda c: c.p.create_kv_pool(4, block_size=-1), InvalidArgumentError),
+    Row("create_kv_pool", "dtype='x'", lambda c: c.p.create_kv_pool(4, dtype="x"), InvalidArgumentError),
+    Row(
+        "create_kv_pool",
+        "num_blocks=10**9 (too large)",
+        lambda c: c.p.create_kv_pool(10**9, block_size=1024),
+        ResourceExhaustedError,
+    ),
+    Row("pool.allocate", "n=-1", lambda c: c.pool.allocate(-1), InvalidArgumentError),
+    Row("pool.allocate", "n=1.5", lambda c: c.pool.allocate(1.5), InvalidArgumentTypeError),
+    Row(
+        "pool.allocate",
+        "more blocks than are free",
+        lambda c: c.pool.allocate(c.pool.num_blocks),
+        ResourceExhaustedError,
+    ),
+    Row("pool.free", "an id that is free", lambda c: c.pool.free([c.pool.num_blocks - 1]), BlockFreedError),
+    Row("pool.free", "an id out of range", lambda c: c.pool.free([10**6]), InvalidArgumentError),
+    Row("pool.free", "ids=['x']", lambda c: c.pool.free(["x"]), InvalidArgumentTypeError),
+    Row("pool.free", "ids=7 (not a sequence)", lambda c: c.pool.free(7), InvalidArgumentTypeError),
+    Row("pool.free", "the same id twice (one reference)", lambda c: c.pool.free([c.ids[0], c.ids[0]]), BlockFreedError),
+    Row("pool.fork", "a free id", lambda c: c.pool.fork([c.pool.num_blocks - 1]), BlockFreedError),
+    Row(
+        "pool.copy_blocks",
+        "src and dst of different length",
+        lambda c: c.pool.copy_blocks(c.ids[:2], c.ids[2:3]),
+        InvalidArgumentError,
+    ),
+    Row(
+        "pool.copy_blocks",
+        "duplicate dst ids",
+        lambda c: c.pool.copy_blocks(c.ids[:2], [c.ids[2]] * 2),
+        InvalidArgumentError,
+    ),
+    Row(
+        "pool.copy_blocks",
+        "src and dst overlap",
+        lambda c: c.pool.copy_blocks(c.ids[:2], c.ids[1:3]),
+        InvalidArgumentError,
+    ),
+    Row(
+        "pool.copy_blocks",
+        "a free dst id",
+        lambda c: c.pool.copy_blocks(c.ids[:1], [c.pool.num_blocks - 1]),
+        BlockFreedError,
+    ),
+    Row(
+        "pool.make_writable",
+        "duplicate ids",
+        lambda c: c.pool.make_writable([c.ids[0], c.ids[0]]),
+        InvalidArgumentError,
+    ),
+    Row("pool.swap_in", "not a SwappedBlocks", lambda c: c.pool.swap_in(c.ids), InvalidArgumentTypeError),
+    # streams, events, kernels, registry
+    Row("Event.elapsed_ms", "events never recorded", _ev_unrecorded, InvalidArgumentError),
+    Row(
+        "Stream.wait_event",
+        "'event' (not an Event)",
+        lambda c: c.p.create_stream().wait_event("event"),
+        InvalidArgumentTypeError,
+    ),
+    Row("Stream.submit", "42 (not callable)", lambda c: c.p.create_stream().submit(42), InvalidArgumentTypeError),
+    Row("register_kernel", "impl=42 (not callable)", lambda c: c.p.register_kernel("k", 42), InvalidArgumentTypeError),
+    Row("register_kernel", "name=''", lambda c: c.p.register_kernel("", len), InvalidArgumentError),
+    Row("get_kernel", "a name never registered", lambda c: c.p.get_kernel("nope"), KernelNotFoundError),
+    Row("get_provider", "name='tpu'", lambda c: get_provider("tpu"), ProviderNotFoundError),
+    Row("get_provider", "name=3", lambda c: get_provider(3), InvalidArgumentTypeError),
+    Row("get_provider", "name='ascend' without torch_npu", lambda c: get_provider("ascend"), UnavailableError),
+    Row("create_*_backend", "config='cpu' (a str)", lambda c: get_provider("mock", "cpu"), InvalidArgumentTypeError),
+]
+
+
+def builtin_base(cls: type[BaseException]) -> str:
+    for base in (MemoryError, TimeoutError, KeyError, NotImplementedError, TypeError, ValueError, RuntimeError):
+        if issubclass(cls, base):
+            return base.__name__
+    return "-"
+
+
+def render() -> str:
+    out = [
+        "# Bad-input table",
+        "",
+        "Every public method, the bad inputs tried, and the typed error each gets. Each row is a test",
+        "(`tests/test_bad_inputs.py`) run on the providers listed, which also checks that the provider's",
+        "state is unchanged afterwards (memory accounting, peak figures, live blocks and their bytes, pool",
+        "occupancy). Generated from `tests/bad_input_table.py`:",
+        "`python tests/bad_input_table.py > docs/BAD_INPUTS.md`.",
+        "",
+        "| method | bad input | error | code | also a | providers |",
+        "|---|---|---|---|---|---|",
+    ]
+    from sagellm_backend.errors import BackendError
+
+    for r in ROWS:
+        code = r.error.default_code.value if issubclass(r.error, BackendError) else "-"
+        out.append(
+            f"| `{r.method}` | {r.bad_input} | `{r.error.__name__}` | `{code}` | "
+            f"`{builtin_base(r.error)}` | {', '.join(r.providers)} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")

@@ -1,0 +1,180 @@
+"""A rank of a multi-process test. Run as a plain process (RANK etc. or --init-method) or under torchrun.
+
+Usage: dist_worker.py SCENARIO [--init-method URL --rank R --world-size N] [--timeout S] [--provider cpu|cuda]
+Prints one JSON line per rank on success; exits non-zero (with the error) on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+from sagellm_backend import (
+    CollectiveError,
+    CommGroupError,
+    CommTimeoutError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    get_provider,
+)
+
+
+def check_all(p, dev: str) -> dict:
+    r, ws = p.rank, p.world_size
+    out: dict = {"rank": r, "world_size": ws}
+    t = torch.arange(4, dtype=torch.float32, device=dev) + r
+    assert p.all_reduce(t, "sum") is t
+    assert t.tolist() == [float(4 * 0 + i * ws + sum(range(ws))) for i in range(4)], t
+    for op, expect in (("max", ws - 1), ("min", 0), ("prod", 0.0 if ws > 1 else 1.0)):
+        x = torch.full((3,), float(r), device=dev)
+        p.all_reduce(x, op)
+        assert x.tolist() == [float(expect)] * 3, (op, x)
+    x = torch.full((5,), float(r), device=dev, dtype=torch.float64)
+    p.all_reduce(x, "avg")
+    assert torch.allclose(x, torch.full_like(x, (ws - 1) / 2)), x
+    bits = torch.tensor([1 << r], dtype=torch.int64, device=dev)
+    p.all_reduce(bits, "bor")
+    assert bits.item() == (1 << ws) - 1
+    try:
+        p.all_reduce(torch.arange(3, device=dev), "avg")
+        raise AssertionError("avg on ints must fail")
+    except InvalidArgumentError:
+        pass
+    g = p.all_gather(torch.tensor([r, 10 * r], dtype=torch.int32, device=dev))
+    assert g.shape == (ws, 2) and g.tolist() == [[i, 10 * i] for i in range(ws)], g
+    s = p.all_gather(torch.tensor(float(r), device=dev))
+    assert s.tolist() == [float(i) for i in range(ws)]
+    big = torch.randn(1 << 16, device=dev, generator=torch.Generator(device=dev).manual_seed(7))
+    gg = p.all_gather(big)
+    assert all(torch.equal(gg[i], big) for i in range(ws))
+    rs = p.reduce_scatter(torch.arange(ws * 3, dtype=torch.float32, device=dev), "sum")
+    assert rs.tolist() == [float(ws * v) for v in range(r * 3, r * 3 + 3)], rs
+    b = torch.full((4,), float(r), device=dev)
+    p.broadcast(b, src=ws - 1)
+    assert b.tolist() == [float(ws - 1)] * 4
+    p.barrier()
+    if ws > 1:
+        nxt, prev = (r + 1) % ws, (r - 1) % ws
+        if r % 2 == 0:
+            p.send(torch.tensor([r], device=dev), nxt)
+            got = p.recv(torch.empty(1, device=dev, dtype=torch.int64), prev)
+        else:
+            got = p.recv(torch.empty(1, device=dev, dtype=torch.int64), prev)
+            p.send(torch.tensor([r], device=dev), nxt)
+        assert got.item() == prev
+        evens = p.new_group([i for i in range(ws) if i % 2 == 0])
+        if r % 2 == 0:
+            e = torch.ones(2, device=dev)
+            p.all_reduce(e, "sum", group=evens)
+            assert e.tolist() == [float(len(evens.ranks))] * 2
+        else:
+            try:
+                p.all_reduce(torch.ones(1, device=dev), group=evens)
+                raise AssertionError("non-member used a group")
+            except CommGroupError:
+                pass
+        try:
+            p.send(torch.ones(1, device=dev), r)
+            raise AssertionError("send to self must fail")
+        except CommGroupError:
+            pass
+    try:
+        p.all_reduce([1.0], "sum")
+        raise AssertionError("list must be refused")
+    except InvalidArgumentTypeError:
+        pass
+    p.barrier()
+    out["ok"] = True
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario")
+    ap.add_argument("--init-method")
+    ap.add_argument("--rank", type=int)
+    ap.add_argument("--world-size", type=int)
+    ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--provider", default="cpu")
+    ap.add_argument("--out", default=os.environ.get("DIST_WORKER_OUT"), help="write rank<r>.json here")
+    a = ap.parse_args()
+
+    def emit(result: dict) -> None:
+        line = json.dumps(result)
+        if a.out:
+            with open(os.path.join(a.out, f"rank{result['rank']}.json"), "w") as fh:
+                fh.write(line)
+        print(line, flush=True)
+
+    if a.provider == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", a.rank or 0))
+        p = get_provider("cuda", None, device_id=local)
+        dev = p.device
+    else:
+        p = get_provider("cpu")
+        dev = "cpu"
+    check = a.scenario == "mismatch"
+    p.init_process_group(
+        init_method=a.init_method, rank=a.rank, world_size=a.world_size, timeout=a.timeout, check_consistency=check
+    )
+    r = p.rank
+    if a.scenario == "all":
+        result = check_all(p, dev)
+    elif a.scenario == "absent":
+        if r == 1:
+            time.sleep(a.timeout + 6)
+            emit({"rank": r, "slept": True})
+            os._exit(0)
+        t0 = time.monotonic()
+        try:
+            p.all_reduce(torch.ones(4, device=dev))
+            raise AssertionError("all_reduce with an absent peer returned")
+        except CommTimeoutError as exc:
+            result = {"rank": r, "elapsed": time.monotonic() - t0, "code": exc.code.value, "msg": str(exc)[:200]}
+        emit(result)
+        os._exit(0)  # the group is broken; do not wait in destroy
+    elif a.scenario == "exits":
+        if r == 1:
+            os._exit(0)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        try:
+            p.all_reduce(torch.ones(4, device=dev))
+            raise AssertionError("all_reduce with an exited peer returned")
+        except CommTimeoutError as exc:
+            result = {"rank": r, "elapsed": time.monotonic() - t0, "code": exc.code.value, "msg": str(exc)[:200]}
+        emit(result)
+        os._exit(0)
+    elif a.scenario == "mismatch":
+        errors = []
+        for make in (
+            lambda: torch.ones(4 + r, device=dev),
+            lambda: torch.ones(4, device=dev, dtype=torch.float32 if r == 0 else torch.int32),
+        ):
+            try:
+                p.all_reduce(make(), "sum")
+                errors.append(None)
+            except CollectiveError as exc:
+                errors.append(str(exc))
+        try:
+            p.all_gather(torch.ones(2 + r, device=dev))
+            errors.append(None)
+        except CollectiveError as exc:
+            errors.append(str(exc))
+        ok = torch.ones(2, device=dev)
+        p.all_reduce(ok)  # the group still works afterwards
+        result = {"rank": r, "errors": errors, "after": ok.tolist()}
+    else:
+        raise SystemExit(f"unknown scenario {a.scenario}")
+    emit(result)
+    p.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
