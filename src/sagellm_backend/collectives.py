@@ -63,6 +63,35 @@ _PEER_LOST_MARKERS = (
     "peer",
 )
 _DTYPE_CODES: dict[str, int] = {}
+# op (member or its string value) -> member: a dict hit instead of an enum look-up per call
+_REDUCE_LOOKUP: dict[object, ReduceOp] = {**{m: m for m in ReduceOp}, **{m.value: m for m in ReduceOp}}
+_NATIVE_OPS: dict[ReduceOp, Any] = {}
+
+
+def _native_op(rop: ReduceOp) -> Any:
+    if not _NATIVE_OPS:
+        dist = _dist()
+        _NATIVE_OPS.update(
+            {
+                ReduceOp.SUM: dist.ReduceOp.SUM,
+                ReduceOp.PROD: dist.ReduceOp.PRODUCT,
+                ReduceOp.MAX: dist.ReduceOp.MAX,
+                ReduceOp.MIN: dist.ReduceOp.MIN,
+                ReduceOp.BAND: dist.ReduceOp.BAND,
+                ReduceOp.BOR: dist.ReduceOp.BOR,
+                ReduceOp.BXOR: dist.ReduceOp.BXOR,
+                ReduceOp.AVG: dist.ReduceOp.AVG,
+            }
+        )
+    return _NATIVE_OPS[rop]
+
+
+def _reduce_op(op: object) -> ReduceOp:
+    try:
+        found = _REDUCE_LOOKUP.get(op)  # type: ignore[call-overload]
+    except TypeError:  # unhashable
+        found = None
+    return found if found is not None else coerce_enum(ReduceOp, op, what="reduce op")
 
 
 @dataclass(frozen=True)
@@ -76,6 +105,8 @@ class CommGroup:
 
     ranks: tuple[int, ...]
     handle: Any
+    #: This process's rank within the group (-1 when it is not a member).
+    group_rank: int = -1
 
     @property
     def size(self) -> int:
@@ -83,15 +114,21 @@ class CommGroup:
         return len(self.ranks)
 
 
-def _dist() -> Any:
-    import torch.distributed as dist
+_DIST: Any = None
 
-    if not dist.is_available():
-        raise UnavailableError(
-            "torch.distributed is not available in this torch build; install a torch with "
-            "distributed support (the default PyPI builds have it)."
-        )
-    return dist
+
+def _dist() -> Any:
+    global _DIST
+    if _DIST is None:
+        import torch.distributed as dist
+
+        if not dist.is_available():
+            raise UnavailableError(
+                "torch.distributed is not available in this torch build; install a torch with "
+                "distributed support (the default PyPI builds have it)."
+            )
+        _DIST = dist
+    return _DIST
 
 
 def _env_int(name: str) -> int | None:
@@ -125,6 +162,7 @@ class TorchCommunicator:
         self.default_backend = default_backend
         self.timeout_s: float | None = None
         self.check_consistency = os.environ.get("SAGELLM_COMM_CHECK", "") == "1"
+        self._world_cache: tuple[Any, int, int] | None = None
 
     # ------------------------------------------------------------- group setup
     def init_process_group(
@@ -228,15 +266,30 @@ class TorchCommunicator:
 
         return bool(dist.is_available() and dist.is_initialized())
 
+    def _world(self) -> tuple[int, int] | None:
+        """(rank, world size) of the default group, cached while the same group lives."""
+        dist = _DIST if _DIST is not None else _dist()
+        world = dist.GroupMember.WORLD
+        if world is None:
+            return None
+        cached = self._world_cache
+        if cached is not None and cached[0] is world:
+            return cached[1], cached[2]
+        rank, size = int(dist.get_rank()), int(dist.get_world_size())
+        self._world_cache = (world, rank, size)
+        return rank, size
+
     @property
     def rank(self) -> int:
         """This process's global rank (0 without a group)."""
-        return int(_dist().get_rank()) if self.is_initialized else 0
+        w = self._world()
+        return 0 if w is None else w[0]
 
     @property
     def world_size(self) -> int:
         """Processes in the default group (1 without a group)."""
-        return int(_dist().get_world_size()) if self.is_initialized else 1
+        w = self._world()
+        return 1 if w is None else w[1]
 
     def new_group(self, ranks: Sequence[int], *, timeout: float | None = None) -> CommGroup:
         """Create a sub-group. Every rank of the default group must call this, with the same ranks.
@@ -260,7 +313,8 @@ class TorchCommunicator:
             handle = dist.new_group(rs, timeout=datetime.timedelta(seconds=t))
         except Exception as exc:
             raise self._map_error(exc, "new_group", t) from exc
-        return CommGroup(tuple(rs), handle if self.rank in rs else None)
+        me = self.rank
+        return CommGroup(tuple(rs), handle if me in rs else None, rs.index(me) if me in rs else -1)
 
     def destroy(self) -> None:
         """Destroy the default process group (no-op without one)."""
@@ -271,12 +325,13 @@ class TorchCommunicator:
     def _group(self, group: CommGroup | None) -> tuple[Any, int, int]:
         """(torch group handle, group size, this rank within it)."""
         if group is None:
-            return None, self.world_size, self.rank
+            w = self._world()
+            return (None, 1, 0) if w is None else (None, w[1], w[0])
         if not isinstance(group, CommGroup):
             raise InvalidArgumentTypeError(f"group must be a CommGroup from new_group(); got {type(group).__name__}.")
         if group.handle is None:
             raise CommGroupError(f"rank {self.rank} is not in group {list(group.ranks)}; only members may call it.")
-        return group.handle, group.size, group.ranks.index(self.rank)
+        return group.handle, len(group.ranks), group.group_rank
 
     def _check_tensor(self, tensor: object, what: str) -> torch.Tensor:
         import torch
@@ -286,8 +341,15 @@ class TorchCommunicator:
                 f"{what} takes a torch.Tensor; got {type(tensor).__name__}. Wrap data with "
                 f"torch.as_tensor(..., device={self._device_str()!r})."
             )
-        dev = tensor.device
-        if dev.type != self.device_type or (self.device_index is not None and dev.index != self.device_index):
+        if self.device_type == "cpu":
+            on_device = tensor.is_cpu
+        elif self.device_type == "cuda":
+            on_device = tensor.is_cuda and tensor.get_device() == self.device_index
+        else:
+            d = tensor.device
+            on_device = d.type == self.device_type and (self.device_index is None or d.index == self.device_index)
+        if not on_device:
+            dev = tensor.device
             raise InvalidDeviceError(
                 f"{what}: the tensor is on {dev} but this provider's collectives run on "
                 f"{self._device_str()}; move it with tensor.to({self._device_str()!r}).",
@@ -365,60 +427,74 @@ class TorchCommunicator:
             ``tensor``.
         """
         t = self._check_tensor(tensor, "all_reduce")
-        rop = coerce_enum(ReduceOp, op, what="reduce op")
-        floating = t.is_floating_point() or t.is_complex()
-        if rop is ReduceOp.AVG and not floating:
-            raise InvalidArgumentError(f"all_reduce avg needs a floating tensor; got {t.dtype}. Use sum.")
-        if rop in (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR) and floating:
-            raise InvalidArgumentError(f"all_reduce {rop.value} needs an integer tensor; got {t.dtype}.")
-        if not self.is_initialized and group is None:
+        rop = _reduce_op(op)
+        if rop is not ReduceOp.SUM:
+            floating = t.is_floating_point() or t.is_complex()
+            if rop is ReduceOp.AVG and not floating:
+                raise InvalidArgumentError(f"all_reduce avg needs a floating tensor; got {t.dtype}. Use sum.")
+            if rop in (ReduceOp.BAND, ReduceOp.BOR, ReduceOp.BXOR) and floating:
+                raise InvalidArgumentError(f"all_reduce {rop.value} needs an integer tensor; got {t.dtype}.")
+        if group is None and self._world() is None:
             return t
         dist = _dist()
         handle, size, _ = self._group(group)
         if self.check_consistency:
             self._consistency("all_reduce", t, list(ReduceOp).index(rop), handle, size)
-        native = {
-            ReduceOp.SUM: dist.ReduceOp.SUM,
-            ReduceOp.PROD: dist.ReduceOp.PRODUCT,
-            ReduceOp.MAX: dist.ReduceOp.MAX,
-            ReduceOp.MIN: dist.ReduceOp.MIN,
-            ReduceOp.BAND: dist.ReduceOp.BAND,
-            ReduceOp.BOR: dist.ReduceOp.BOR,
-            ReduceOp.BXOR: dist.ReduceOp.BXOR,
-        }
-        if rop is ReduceOp.AVG:
-            if self._backend_name(handle) == "nccl":
-                self._run("all_reduce", dist.all_reduce, t, op=dist.ReduceOp.AVG, group=handle)
-            else:
-                self._run("all_reduce", dist.all_reduce, t, op=dist.ReduceOp.SUM, group=handle)
-                t.div_(size)
+        if rop is ReduceOp.AVG and self._backend_name(handle) != "nccl":
+            self._run("all_reduce", dist.all_reduce, t, op=_native_op(ReduceOp.SUM), group=handle)
+            t.div_(size)  # gloo has no AVG
             return t
-        self._run("all_reduce", dist.all_reduce, t, op=native[rop], group=handle)
+        try:
+            dist.all_reduce(t, op=_native_op(rop), group=handle)
+        except Exception as exc:
+            raise self._map_error(exc, "all_reduce", self.timeout_s) from exc
         return t
 
-    def all_gather(self, tensor: Any, *, group: CommGroup | None = None) -> Any:
-        """Gather from every rank into a new ``(group_size, *shape)`` tensor.
+    def all_gather(self, tensor: Any, *, group: CommGroup | None = None, out: Any = None) -> Any:
+        """Gather from every rank into a ``(group_size, *shape)`` tensor.
 
         Args:
             tensor: This rank's contribution.
             group: Sub-group, or ``None``.
+            out: A contiguous ``(group_size, *shape)`` tensor of the same dtype and device to fill
+                (saves the allocation on every call); default: a new tensor.
 
         Returns:
-            The gathered tensor, rank order along dim 0.
+            The gathered tensor (``out`` when given), rank order along dim 0.
         """
         import torch
 
         t = self._check_tensor(tensor, "all_gather")
-        if not self.is_initialized and group is None:
-            return t.clone().unsqueeze(0)
+        if group is None and self._world() is None:
+            if out is None:
+                return t.clone().unsqueeze(0)
+            self._check_out(out, (1, *t.shape), t)
+            out[0].copy_(t)
+            return out
         handle, size, _ = self._group(group)
         if self.check_consistency:
             self._consistency("all_gather", t, 0, handle, size)
-        out = torch.empty((size, *t.shape), dtype=t.dtype, device=t.device)
+        if out is None:
+            out = torch.empty((size, *t.shape), dtype=t.dtype, device=t.device)
+        else:
+            self._check_out(out, (size, *t.shape), t)
         flat_in = t.reshape(1) if t.dim() == 0 else t
         flat_out = out.view(size * flat_in.shape[0], *flat_in.shape[1:])
         self._run("all_gather", _dist().all_gather_into_tensor, flat_out, flat_in, group=handle)
         return out
+
+    def _check_out(self, out: Any, shape: tuple[int, ...], like: Any) -> None:
+        import torch
+
+        if not isinstance(out, torch.Tensor):
+            raise InvalidArgumentTypeError(f"out must be a torch.Tensor; got {type(out).__name__}.")
+        if tuple(out.shape) != shape or out.dtype != like.dtype or out.device != like.device:
+            raise InvalidArgumentError(
+                f"out must be a {shape} {like.dtype} tensor on {like.device}; got {tuple(out.shape)} "
+                f"{out.dtype} on {out.device}."
+            )
+        if not out.is_contiguous():
+            raise InvalidArgumentError("out must be contiguous; pass a tensor made with torch.empty(...).")
 
     def reduce_scatter(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
         """Reduce across ranks and return this rank's share of dim 0.
@@ -434,7 +510,7 @@ class TorchCommunicator:
         import torch
 
         t = self._check_tensor(tensor, "reduce_scatter")
-        _, size, me = self._group(group) if (self.is_initialized or group is not None) else (None, 1, 0)
+        _, size, me = self._group(group)
         if t.dim() == 0 or t.shape[0] % size:
             raise InvalidArgumentError(
                 f"reduce_scatter needs dim 0 divisible by the group size {size}; got shape {tuple(t.shape)}."
@@ -476,7 +552,7 @@ class TorchCommunicator:
         """
         t = self._check_tensor(tensor, "broadcast")
         self._check_rank(src, "src", group)
-        if not self.is_initialized and group is None:
+        if group is None and self._world() is None:
             return t
         handle, size, _ = self._group(group)
         if self.check_consistency:
@@ -490,7 +566,7 @@ class TorchCommunicator:
         Args:
             group: Sub-group, or ``None``.
         """
-        if not self.is_initialized and group is None:
+        if group is None and self._world() is None:
             return
         handle, _, _ = self._group(group)
         kwargs: dict[str, Any] = {}

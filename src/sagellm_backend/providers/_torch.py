@@ -544,9 +544,9 @@ class TorchProviderCore(ProviderCore):
         """See :meth:`TorchCommunicator.all_reduce`."""
         return self._comm.all_reduce(tensor, op, group=group)
 
-    def all_gather(self, tensor: Any, *, group: CommGroup | None = None) -> Any:
+    def all_gather(self, tensor: Any, *, group: CommGroup | None = None, out: Any = None) -> Any:
         """See :meth:`TorchCommunicator.all_gather`."""
-        return self._comm.all_gather(tensor, group=group)
+        return self._comm.all_gather(tensor, group=group, out=out)
 
     def reduce_scatter(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
         """See :meth:`TorchCommunicator.reduce_scatter`."""

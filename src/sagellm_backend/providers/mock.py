@@ -590,19 +590,27 @@ class MockBackendProvider(ProviderCore):
             arr[...] = acc
         return arr
 
-    def all_gather(self, tensor: Any) -> Any:
+    def all_gather(self, tensor: Any, *, out: Any = None) -> Any:
         """Gather a numpy array from every rank.
 
         Args:
             tensor: This rank's array.
+            out: Optional ``(world_size, *tensor.shape)`` array to fill.
 
         Returns:
-            New array of shape ``(world_size, *tensor.shape)``, rank order.
+            Array of shape ``(world_size, *tensor.shape)``, rank order (``out`` when given).
         """
         arr = self._check_collective(tensor, "all_gather")
-        if self.world is None:
-            return arr.copy()[None]
-        return np.stack(self._gather_checked(arr, "all_gather"))
+        parts = [arr.copy()] if self.world is None else self._gather_checked(arr, "all_gather")
+        if out is None:
+            return np.stack(parts)
+        if not isinstance(out, np.ndarray) or out.shape != (len(parts), *arr.shape) or out.dtype != arr.dtype:
+            raise InvalidArgumentError(
+                f"out must be a {(len(parts), *arr.shape)} {arr.dtype} numpy array; got "
+                f"{getattr(out, 'shape', type(out).__name__)}."
+            )
+        np.stack(parts, out=out)
+        return out
 
     def reduce_scatter(self, tensor: Any, op: Any = "sum") -> Any:
         """Reduce across ranks, then keep this rank's slice of dim 0.
