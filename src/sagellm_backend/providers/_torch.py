@@ -232,9 +232,15 @@ class _TorchArenaOps(ArenaOps):
     def view(self, arena: Any, block_id: int) -> Any:
         return arena[block_id]
 
-    @staticmethod
-    def _rows(arena: Any) -> Any:
-        return arena.reshape(arena.shape[0], -1)
+    def record(self, stream: Stream | None) -> Event | None:
+        """Device copies are asynchronous even without a stream: mark them on the current one."""
+        if stream is not None:
+            return stream.record_event()
+        if self.p.is_accelerator:
+            ev = self.p.create_event()
+            ev.record()
+            return ev
+        return None
 
     def _host_sync_for(self, stream: Stream | None) -> None:
         """Before host code touches a host arena that device work may be writing, wait for it."""
