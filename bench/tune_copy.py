@@ -14,10 +14,84 @@ import statistics
 import sys
 
 import torch
+import triton
+import triton.language as tl
 
-from sagellm_backend.kv.triton_copy import copy_rows_triton
+from sagellm_backend.kv.triton_copy import copy_rows_triton, word_view
 
 ROW = 64 << 10
+
+
+@triton.jit
+def _plain(src, dst, sidx, didx, row_words, BLOCK: tl.constexpr, CHUNKS: tl.constexpr):
+    """Variant: no cache hints."""
+    pid = tl.program_id(0)
+    r = pid // CHUNKS
+    offs = (pid % CHUNKS) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < row_words
+    s = tl.load(sidx + r).to(tl.int64)
+    d = tl.load(didx + r).to(tl.int64)
+    tl.store(dst + d * row_words + offs, tl.load(src + s * row_words + offs, mask=m), mask=m)
+
+
+@triton.jit
+def _cgcs(src, dst, sidx, didx, row_words, BLOCK: tl.constexpr, CHUNKS: tl.constexpr):
+    """Variant: loads cached in L2 only (.cg), streaming stores (.cs)."""
+    pid = tl.program_id(0)
+    r = pid // CHUNKS
+    offs = (pid % CHUNKS) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < row_words
+    s = tl.load(sidx + r).to(tl.int64)
+    d = tl.load(didx + r).to(tl.int64)
+    v = tl.load(src + s * row_words + offs, mask=m, cache_modifier=".cg")
+    tl.store(dst + d * row_words + offs, v, mask=m, cache_modifier=".cs")
+
+
+@triton.jit
+def _persistent(src, dst, sidx, didx, row_words, n_items, BLOCK: tl.constexpr, CHUNKS: tl.constexpr):
+    """Variant: a fixed grid of programs looping over (row, chunk) work items."""
+    pid = tl.program_id(0)
+    step = tl.num_programs(0)
+    for item in range(pid, n_items, step):
+        r = item // CHUNKS
+        offs = (item % CHUNKS) * BLOCK + tl.arange(0, BLOCK)
+        m = offs < row_words
+        s = tl.load(sidx + r).to(tl.int64)
+        d = tl.load(didx + r).to(tl.int64)
+        v = tl.load(src + s * row_words + offs, mask=m, eviction_policy="evict_first")
+        tl.store(dst + d * row_words + offs, v, mask=m, eviction_policy="evict_first")
+
+
+def variants(cases: dict) -> None:
+    """Time the kernel variants at BLOCK=2048 words, 8 warps, against the same ceilings."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    print("variant                      |  1024 GB/s  ratio |  8192 GB/s  ratio")
+    for name in (
+        "package default",
+        "package default (again)",
+        "no cache hints",
+        ".cg loads/.cs stores",
+        "persistent x4/SM",
+        "persistent x8/SM",
+    ):
+        cells = []
+        for n, (arena, s, d, ceiling) in cases.items():
+            w, words = word_view(arena)
+            chunks = words // 2048
+            if name.startswith("package"):
+                fn = lambda: copy_rows_triton(arena, s, arena, d, n)  # noqa: E731
+            elif name == "no cache hints":
+                fn = lambda: _plain[(n * chunks,)](w, w, s, d, words, BLOCK=2048, CHUNKS=chunks, num_warps=8)  # noqa: E731
+            elif name.startswith(".cg"):
+                fn = lambda: _cgcs[(n * chunks,)](w, w, s, d, words, BLOCK=2048, CHUNKS=chunks, num_warps=8)  # noqa: E731
+            else:
+                k = 4 if "x4" in name else 8
+                fn = lambda k=k: _persistent[(sms * k,)](  # noqa: E731
+                    w, w, s, d, words, n * chunks, BLOCK=2048, CHUNKS=chunks, num_warps=8
+                )
+            g = 2 * n * ROW / timed(fn) / 1e9
+            cells.append(f"{g:10,.0f} {g / ceiling:6.1%}")
+        print(f"{name:<28} | {cells[0]} | {cells[1]}", flush=True)
 
 
 def timed(fn, reps: int = 20, trials: int = 7) -> float:
@@ -63,6 +137,7 @@ def main() -> int:
             if best is None or score > best[0]:
                 best = (score, block, warps)
     assert best is not None
+    variants(cases)
     ref = cases[1024]
     check = ref[0].clone()
     check[ref[2].long()] = check[ref[1].long()]

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["copy_rows_triton", "kernel_config"]
+__all__ = ["copy_rows_triton", "copy_words", "kernel_config", "word_view"]
 
 
 @triton.jit
@@ -51,19 +51,30 @@ def _copy_rows_kernel(  # type: ignore[no-untyped-def]
     tl.store(dst_ptr + d * row_words + offs, v, mask=mask, eviction_policy="evict_first")
 
 
+_BLOCK = int(os.environ.get("SAGELLM_COPY_BLOCK", "2048"))
+_WARPS = int(os.environ.get("SAGELLM_COPY_WARPS", "8"))
+
+
 def kernel_config() -> tuple[int, int]:
-    """(BLOCK words per program, warps per program); ``SAGELLM_COPY_BLOCK``/``SAGELLM_COPY_WARPS``
-    override the defaults measured best on an H100 (see docs/PERFORMANCE.md).
+    """(BLOCK words per program, warps per program), read from ``SAGELLM_COPY_BLOCK`` /
+    ``SAGELLM_COPY_WARPS`` at import; the defaults were the best of bench/tune_copy.py's sweep on
+    an H100 (see docs/PERFORMANCE.md).
 
     Returns:
         The configuration.
     """
-    block = int(os.environ.get("SAGELLM_COPY_BLOCK", "2048"))
-    warps = int(os.environ.get("SAGELLM_COPY_WARPS", "8"))
-    return block, warps
+    return _BLOCK, _WARPS
 
 
-def _word_view(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+def word_view(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``t`` as rows of the widest machine words that divide a row (int64 where possible).
+
+    Args:
+        t: Contiguous tensor, dim 0 indexing rows.
+
+    Returns:
+        ``(view, words_per_row)``.
+    """
     rows = t.reshape(t.shape[0], -1)
     row_bytes = rows.shape[1] * rows.element_size()
     for dt, size in ((torch.int64, 8), (torch.int32, 4), (torch.int16, 2), (torch.uint8, 1)):
@@ -94,14 +105,37 @@ def copy_rows_triton(
     """
     if n_rows == 0:
         return
-    s, words = _word_view(src)
-    d, words_d = _word_view(dst)
+    s, words = word_view(src)
+    d, words_d = word_view(dst)
     if words != words_d or s.dtype != d.dtype:
         raise ValueError(f"row sizes differ: {words} vs {words_d} words")
-    b, w = kernel_config()
-    b = block or b
-    w = warps or w
-    b = min(b, triton.next_power_of_2(words))
+    copy_words(s, src_idx, d, dst_idx, n_rows, words, block, warps)
+
+
+def copy_words(
+    s: torch.Tensor,
+    src_idx: torch.Tensor | None,
+    d: torch.Tensor,
+    dst_idx: torch.Tensor | None,
+    n_rows: int,
+    words: int,
+    block: int | None = None,
+    warps: int | None = None,
+) -> None:
+    """Launch on views from :func:`word_view` (callers cache those for arenas).
+
+    Args:
+        s: Source word view.
+        src_idx: Source row indices or ``None``.
+        d: Destination word view.
+        dst_idx: Destination row indices or ``None``.
+        n_rows: Rows to copy.
+        words: Words per row.
+        block: Words per program.
+        warps: Warps per program.
+    """
+    b = min(block or _BLOCK, triton.next_power_of_2(words))
+    w = warps or _WARPS
     chunks = triton.cdiv(words, b)
     dummy: Any = s
     _copy_rows_kernel[(n_rows * chunks,)](

@@ -180,6 +180,8 @@ class AcceleratorProvider(TorchProviderCore):
             ) from exc
 
     def _device_limit(self, device: Device) -> int | None:
+        if device.type == "cpu":
+            return super()._device_limit(device)
         return self._max_memory_bytes if str(device) == self.device else None
 
     def _available_bytes(self, device: Device) -> int:

@@ -12,6 +12,7 @@ provider exactly as it was.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import weakref
 from abc import abstractmethod
@@ -37,7 +38,7 @@ from ..protocol import DType, coerce_dtype
 if TYPE_CHECKING:
     from ..kv.pool import ArenaOps, KVCachePool
 
-__all__ = ["ProviderCore", "check_count", "fmt_bytes"]
+__all__ = ["ProviderCore", "check_count", "fmt_bytes", "host_memory_total"]
 
 _uids = itertools.count(1)
 
@@ -57,6 +58,20 @@ def fmt_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
         size /= 1024
     return f"{size:.2f} GiB"
+
+
+def host_memory_total() -> int:
+    """Physical memory of this machine in bytes (no psutil needed).
+
+    Returns:
+        Bytes of RAM.
+    """
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # non-POSIX
+        import psutil
+
+        return int(psutil.virtual_memory().total)
 
 
 def check_count(name: str, value: object, *, minimum: int = 1) -> int:
@@ -157,7 +172,12 @@ class ProviderCore(BackendProvider):
         raise NotImplementedError
 
     def _device_limit(self, device: Device) -> int | None:
-        """Bytes this provider may hold on ``device`` (``None``: only the hardware limits)."""
+        """Bytes this provider may hold on ``device``: the configured limit, and never more than
+        the host's physical memory for host allocations (Linux overcommit would otherwise let an
+        absurd request "succeed" lazily and fail later, far from the cause)."""
+        if device.type == "cpu":
+            host = host_memory_total()
+            return host if self._max_memory_bytes is None else min(host, self._max_memory_bytes)
         return self._max_memory_bytes
 
     def _fault_check(self, what: str) -> None:
@@ -561,6 +581,7 @@ class ProviderCore(BackendProvider):
             pool.clear_host_cache()
 
     def _pool_closed(self, pool: KVCachePool, nbytes: int) -> None:
+        self.__dict__.pop("_word_views", None)  # cached views would keep the arena alive
         self._unreserve(pool.device, nbytes)
 
     # --------------------------------------------------------------- memory

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..collectives import CommGroup, TorchCommunicator
 from ..contract import Event, Graph, Stream, current_stream
+from ..contract import _tls as _contract_tls
 from ..device import Device
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, UnsupportedOperationError
 from ..kernels import global_kernels
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["DeviceEvent", "DeviceStream", "TorchGraph", "TorchProviderCore", "torch_dtype"]
 
 _STAGING_CHUNK_BYTES = 256 << 20
+#: Device <-> host transfers are split into chunks of this size so that the gather (or scatter)
+#: of chunk k+1 on the compute stream overlaps the PCIe copy of chunk k on a copy stream.
+_PIPELINE_CHUNK_BYTES = 32 << 20
 _kernels_done: set[str] = set()
 _kernels_lock = threading.Lock()
 
@@ -121,6 +125,10 @@ class DeviceEvent(Event):
         return self._device
 
     def record(self, stream: Stream | None = None) -> None:
+        if stream is None and not getattr(_contract_tls, "streams", None):
+            self.native.record()  # fast path: no HAL stream entered in this thread
+            self._recorded = True
+            return
         s = stream if stream is not None else current_stream(self._owner_id)
         if s is None:
             self.native.record()
@@ -140,6 +148,9 @@ class DeviceEvent(Event):
         return bool(self.native.query())
 
     def elapsed_ms(self, start: Event) -> float:
+        if type(start) is DeviceEvent and start._recorded and self._recorded:  # fast path
+            self.native.synchronize()
+            return float(start.native.elapsed_time(self.native))
         if not isinstance(start, DeviceEvent):
             raise InvalidArgumentTypeError(f"elapsed_ms needs a start DeviceEvent; got {type(start).__name__}.")
         if not (start._recorded and self._recorded):
@@ -257,13 +268,15 @@ class _TorchArenaOps(ArenaOps):
             fn(*args)
 
     def copy_blocks(self, arena: Any, src: list[int], dst: list[int], stream: Stream | None) -> None:
-        row = arena[0].numel() * arena.element_size()
-        if arena.device.type == "cpu":
+        if arena.is_cpu:
             base = arena.data_ptr()
+            row = arena.nbytes // arena.shape[0]
             self._host(stream, copy_rows, base, src, base, dst, len(src), row)
-            return
-        with self.p._device_stream_ctx(stream):
+        elif stream is None:
             self.p._device_copy_rows(arena, src, arena, dst)
+        else:
+            with self.p._device_stream_ctx(stream):
+                self.p._device_copy_rows(arena, src, arena, dst)
 
     def gather(self, arena: Any, ids: list[int], device: Device, stream: Stream | None, out: Any = None) -> Any:
         import torch
@@ -284,13 +297,19 @@ class _TorchArenaOps(ArenaOps):
             if device.type == "cpu":
                 if out is None:
                     out = self.p._alloc_tensor(Device("cpu"), arena.dtype, shape, pinned=True)
-                rows_per_chunk = max(1, _STAGING_CHUNK_BYTES // row)
+                mod = self.p._module()
+                cur = mod.current_stream(arena.device)
+                cs = self.p._copy_stream()
+                rows_per_chunk = max(1, _PIPELINE_CHUNK_BYTES // row)
                 for lo in range(0, n, rows_per_chunk):
                     part = ids[lo : lo + rows_per_chunk]
                     staging = torch.empty((len(part), *arena.shape[1:]), dtype=arena.dtype, device=arena.device)
-                    self.p._device_copy_rows(arena, part, staging, None)
-                    out[lo : lo + len(part)].copy_(staging, non_blocking=True)
-                    self.p._keep_alive(staging, stream)
+                    self.p._device_copy_rows(arena, part, staging, None)  # gather k on the compute stream
+                    cs.wait_stream(cur)
+                    with mod.stream(cs):  # while PCIe moves chunk k, the compute stream gathers k+1
+                        out[lo : lo + len(part)].copy_(staging, non_blocking=True)
+                    staging.record_stream(cs)
+                cur.wait_stream(cs)  # later work on this stream (and its events) follow the last copy
                 return out
             staging = torch.empty(shape, dtype=arena.dtype, device=arena.device)
             self.p._device_copy_rows(arena, ids, staging, None)
@@ -311,13 +330,21 @@ class _TorchArenaOps(ArenaOps):
             self._host(stream, copy_rows, rows.data_ptr(), None, arena.data_ptr(), ids, n, row)
             return
         with self.p._device_stream_ctx(stream):
-            rows_per_chunk = max(1, _STAGING_CHUNK_BYTES // row)
+            if rows.device == arena.device:
+                self.p._device_copy_rows(rows, None, arena, ids)
+                return
+            mod = self.p._module()
+            cur = mod.current_stream(arena.device)
+            cs = self.p._copy_stream()
+            cs.wait_stream(cur)  # the source rows may still be being written on this stream
+            rows_per_chunk = max(1, _PIPELINE_CHUNK_BYTES // row)
             for lo in range(0, n, rows_per_chunk):
                 part = rows[lo : lo + rows_per_chunk]
-                if part.device != arena.device:
-                    part = part.to(arena.device, non_blocking=True)
-                self.p._device_copy_rows(part, None, arena, ids[lo : lo + rows_per_chunk])
-                self.p._keep_alive(part, stream)
+                with mod.stream(cs):  # staging belongs to the copy stream: no reuse hazard there
+                    staging = part.to(arena.device, non_blocking=True)
+                cur.wait_stream(cs)  # scatter k waits for copy k; copy k+1 runs during scatter k
+                self.p._device_copy_rows(staging, None, arena, ids[lo : lo + rows_per_chunk])
+                staging.record_stream(cur)
 
 
 # ------------------------------------------------------------------ the core
@@ -382,6 +409,15 @@ class TorchProviderCore(ProviderCore):
                 yield
         else:
             yield
+
+    def _copy_stream(self) -> Any:
+        """A native side stream for device <-> host transfers, created on first use."""
+        cs = self.__dict__.get("_native_copy_stream")
+        if cs is None:
+            mod = self._module()
+            cs = mod.Stream(device=self._torch_device(Device(self.device_type, self.device_id)))
+            self.__dict__["_native_copy_stream"] = cs
+        return cs
 
     def _keep_alive(self, tensor: Any, stream: Stream | None) -> None:
         """Tell the caching allocator ``tensor`` is used on a side stream."""

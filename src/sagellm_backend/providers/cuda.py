@@ -65,10 +65,10 @@ def detect_cuda() -> Availability:
 @functools.lru_cache(maxsize=1)
 def _triton_copy() -> Any:
     try:
-        from ..kv.triton_copy import copy_rows_triton
+        from ..kv import triton_copy
     except Exception:  # no Triton, or a Triton that cannot compile here: torch indexing instead
         return None
-    return copy_rows_triton
+    return triton_copy
 
 
 class CUDABackendProvider(AcceleratorProvider):
@@ -116,10 +116,12 @@ class CUDABackendProvider(AcceleratorProvider):
         )
 
     def _device_copy_rows(self, src: Any, src_ids: Any, dst: Any, dst_ids: Any) -> None:
+        """One Triton launch; index lists go to the device as int32, index tensors already on the
+        device are used as they are (the trusted path)."""
         import torch
 
-        kernel = _triton_copy()
-        if kernel is None:
+        tc = _triton_copy()
+        if tc is None:
             super()._device_copy_rows(src, src_ids, dst, dst_ids)
             return
         dev = dst.device
@@ -128,12 +130,26 @@ class CUDABackendProvider(AcceleratorProvider):
             if ids is None:
                 return None
             if isinstance(ids, torch.Tensor):
-                return ids.to(dev, non_blocking=True)
+                return ids if ids.device == dev else ids.to(dev, non_blocking=True)
             host = torch.frombuffer(array.array("i", ids), dtype=torch.int32)
             return host.pin_memory().to(dev, non_blocking=True)
 
         n = len(src_ids) if src_ids is not None else len(dst_ids)
-        kernel(src, index(src_ids), dst, index(dst_ids), n)
+        s, words = self._words(src, tc)
+        d, _ = self._words(dst, tc)
+        tc.copy_words(s, index(src_ids), d, index(dst_ids), n, words)
+
+    def _words(self, t: Any, tc: Any) -> tuple[Any, int]:
+        """Word view of ``t``, cached for long-lived tensors (pool arenas) by address and shape."""
+        cache: dict[tuple[int, tuple[int, ...]], tuple[Any, int]] = self.__dict__.setdefault("_word_views", {})
+        key = (t.data_ptr(), tuple(t.shape))
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        view: tuple[Any, int] = tc.word_view(t)
+        if any(p._arena is t for p in self._pools):  # only arenas: they live until pool.close()
+            cache[key] = view
+        return view
 
 
 @provider_factory(detect=detect_cuda, priority=100)

@@ -389,7 +389,7 @@ class MockBackendProvider(ProviderCore):
         return self._dtypes if device.type == "mock" else list(DType)
 
     def _device_limit(self, device: Device) -> int | None:
-        return self._max_memory_bytes if device.type == "mock" else None
+        return self._max_memory_bytes if device.type == "mock" else super()._device_limit(device)
 
     # ------------------------------------------------------------ capability
     def capability(self) -> CapabilityDescriptor:
