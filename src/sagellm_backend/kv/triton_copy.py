@@ -53,6 +53,11 @@ def _copy_rows_kernel(  # type: ignore[no-untyped-def]
 
 _BLOCK = int(os.environ.get("SAGELLM_COPY_BLOCK", "2048"))
 _WARPS = int(os.environ.get("SAGELLM_COPY_WARPS", "8"))
+# Compiled kernels by everything their specialisation depends on, launched directly
+# (CompiledKernel[grid](...)) to skip the JIT launcher's per-call argument binding. Any failure
+# switches this off for the process and the normal launch is used.
+_FAST: dict[tuple[Any, ...], Any] = {}
+_fast_launch = os.environ.get("SAGELLM_TRITON_FAST_LAUNCH", "1") != "0"
 
 
 def kernel_config() -> tuple[int, int]:
@@ -134,19 +139,38 @@ def copy_words(
         block: Words per program.
         warps: Warps per program.
     """
+    global _fast_launch
     b = min(block or _BLOCK, triton.next_power_of_2(words))
     w = warps or _WARPS
     chunks = triton.cdiv(words, b)
-    dummy: Any = s
-    _copy_rows_kernel[(n_rows * chunks,)](
-        s,
-        d,
-        src_idx if src_idx is not None else dummy,
-        dst_idx if dst_idx is not None else dummy,
-        words,
-        BLOCK=b,
-        CHUNKS=chunks,
-        SRC_IDX=src_idx is not None,
-        DST_IDX=dst_idx is not None,
-        num_warps=w,
+    si = src_idx if src_idx is not None else s
+    di = dst_idx if dst_idx is not None else s
+    grid = (n_rows * chunks,)
+    meta = (b, chunks, src_idx is not None, dst_idx is not None)
+    key = None
+    if _fast_launch:
+        key = (
+            meta,
+            w,
+            s.dtype,
+            si.dtype,
+            di.dtype,
+            s.device.index,
+            words % 16 == 0,
+            s.data_ptr() % 16 == 0,
+            d.data_ptr() % 16 == 0,
+            si.data_ptr() % 16 == 0,
+            di.data_ptr() % 16 == 0,
+        )
+        compiled = _FAST.get(key)
+        if compiled is not None:
+            try:
+                compiled[grid](s, d, si, di, words, *meta)
+                return
+            except Exception:  # an API change in this Triton: use the documented launch from now on
+                _fast_launch = False
+    compiled = _copy_rows_kernel[grid](
+        s, d, si, di, words, BLOCK=b, CHUNKS=chunks, SRC_IDX=meta[2], DST_IDX=meta[3], num_warps=w
     )
+    if key is not None and compiled is not None and hasattr(compiled, "__getitem__"):
+        _FAST[key] = compiled

@@ -10,7 +10,7 @@ A dtype outside the list is refused on the GPU with the reason
 
 from __future__ import annotations
 
-import array
+import collections
 import functools
 from typing import Any
 
@@ -71,6 +71,63 @@ def _triton_copy() -> Any:
     return triton_copy
 
 
+class _IndexStager:
+    """Moves index lists to the GPU through one reusable pinned ring buffer.
+
+    ``tensor.pin_memory()`` per call churns torch's pinned-memory cache (and can fall back to
+    cudaHostAlloc, which takes milliseconds); a pageable copy would synchronise the stream. Here
+    the lists are written into a pinned int32 ring and copied with one asynchronous H2D; an event
+    per copy tells when its slice of the ring may be overwritten.
+    """
+
+    def __init__(self, device_index: int) -> None:
+        self.device_index = device_index
+        self.buf: Any = None
+        self.np_buf: Any = None
+        self.pos = 0
+        self.pending: collections.deque[tuple[int, int, Any]] = collections.deque()
+
+    def _reserve(self, n: int) -> int:
+        import numpy as np
+        import torch
+
+        if self.buf is None or n > self.buf.numel():
+            for _, _, ev in self.pending:
+                ev.synchronize()
+            self.pending.clear()
+            cap = max(1 << 20, 2 * n)
+            self.buf = torch.empty(cap, dtype=torch.int32, pin_memory=True)
+            self.np_buf = self.buf.numpy()
+            self.pos = 0
+            assert isinstance(self.np_buf, np.ndarray)
+        if self.pos + n > self.buf.numel():
+            self.pos = 0
+        start, end = self.pos, self.pos + n
+        while self.pending and self.pending[0][0] < end and self.pending[0][1] > start:
+            self.pending.popleft()[2].synchronize()  # that slice's copy must be done first
+        self.pos = end
+        return start
+
+    def stage(self, lists: list[Any], device: Any) -> list[Any]:
+        import torch
+
+        n = sum(len(x) for x in lists)
+        start = self._reserve(n)
+        pos = start
+        for ids in lists:
+            self.np_buf[pos : pos + len(ids)] = ids
+            pos += len(ids)
+        dev = self.buf[start : start + n].to(device, non_blocking=True)
+        ev = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        ev.record()
+        self.pending.append((start, start + n, ev))
+        out, pos = [], 0
+        for ids in lists:
+            out.append(dev[pos : pos + len(ids)])
+            pos += len(ids)
+        return out
+
+
 class CUDABackendProvider(AcceleratorProvider):
     """KV blocks in GPU memory; streams, events, graphs from torch.cuda; NCCL collectives.
 
@@ -125,19 +182,27 @@ class CUDABackendProvider(AcceleratorProvider):
             super()._device_copy_rows(src, src_ids, dst, dst_ids)
             return
         dev = dst.device
+        n = len(src_ids) if src_ids is not None else len(dst_ids)
+        lists = [ids for ids in (src_ids, dst_ids) if ids is not None and not isinstance(ids, torch.Tensor)]
+        staged = iter(self._index_stager().stage(lists, dev) if lists else [])
 
         def index(ids: Any) -> Any:
             if ids is None:
                 return None
             if isinstance(ids, torch.Tensor):
                 return ids if ids.device == dev else ids.to(dev, non_blocking=True)
-            host = torch.frombuffer(array.array("i", ids), dtype=torch.int32)
-            return host.pin_memory().to(dev, non_blocking=True)
+            return next(staged)
 
-        n = len(src_ids) if src_ids is not None else len(dst_ids)
         s, words = self._words(src, tc)
         d, _ = self._words(dst, tc)
         tc.copy_words(s, index(src_ids), d, index(dst_ids), n, words)
+
+    def _index_stager(self) -> _IndexStager:
+        stager: _IndexStager | None = self.__dict__.get("_stager")
+        if stager is None:
+            stager = _IndexStager(self.device_id or 0)
+            self.__dict__["_stager"] = stager
+        return stager
 
     def _words(self, t: Any, tc: Any) -> tuple[Any, int]:
         """Word view of ``t``, cached for long-lived tensors (pool arenas) by address and shape."""
