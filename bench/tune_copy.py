@@ -80,6 +80,10 @@ def variants(cases: dict) -> None:
             chunks = words // 2048
             if name.startswith("package"):
                 fn = lambda: copy_rows_triton(arena, s, arena, d, n)  # noqa: E731
+            elif name.startswith("pairs sorted"):
+                order = torch.argsort(s if "src" in name else d)
+                ss, dd = s[order].contiguous(), d[order].contiguous()
+                fn = lambda ss=ss, dd=dd: copy_rows_triton(arena, ss, arena, dd, n)  # noqa: E731
             elif name == "no cache hints":
                 fn = lambda: _plain[(n * chunks,)](w, w, s, d, words, BLOCK=2048, CHUNKS=chunks, num_warps=8)  # noqa: E731
             elif name.startswith(".cg"):
