@@ -69,6 +69,8 @@ def worker(rank: int, world: int, port: int, provider_name: str, out: str, round
     from sagellm_backend import get_provider
 
     device = provider_name == "cuda"
+    if device:  # the raw side waits for each collective on the host too, like the HAL does
+        os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
     if not device and (os.cpu_count() or 1) >= world:
         os.sched_setaffinity(0, {rank % (os.cpu_count() or 1)})
     torch.set_num_threads(1)

@@ -66,14 +66,17 @@ def variants(cases: dict) -> None:
     """Time the kernel variants at BLOCK=2048 words, 8 warps, against the same ceilings."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     print("variant                      |  1024 GB/s  ratio |  8192 GB/s  ratio")
-    for name in (
+    names = (
         "package default",
         "package default (again)",
         "no cache hints",
         ".cg loads/.cs stores",
         "persistent x4/SM",
         "persistent x8/SM",
-    ):
+        "pairs sorted by src",
+        "pairs sorted by dst",
+    )
+    for name in names:
         cells = []
         for n, (arena, s, d, ceiling) in cases.items():
             w, words = word_view(arena)

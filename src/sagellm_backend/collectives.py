@@ -18,8 +18,11 @@ Semantics (the same on every torch provider):
 * Without a process group, a world of one: every collective is the identity (``all_gather``
   returns ``t[None]`` copied), ``send``/``recv`` raise :class:`CommGroupError`.
 * A peer that does not arrive within the group's timeout, or that exits, makes the call raise
-  :class:`CommTimeoutError` (protocol ``comm_timeout``); it never hangs. On NCCL this needs
-  blocking wait, which :meth:`TorchCommunicator.init_process_group` turns on unless told not to.
+  :class:`CommTimeoutError` (protocol ``comm_timeout``); it never hangs. On gloo the backend's own
+  timeout does this. On NCCL/HCCL the HAL issues each collective asynchronously and waits for it
+  on the host against the deadline, then aborts the group (``blocking_wait=True``, the default;
+  measured on 2 x H200: torch's ``TORCH_NCCL_BLOCKING_WAIT`` alone left a rank hanging > 300 s).
+  Device collectives are therefore host-synchronous, like gloo's.
 * ``check_consistency=True`` exchanges a 16-number fingerprint (op, dtype, shape) before each
   collective, so ranks that disagree get :class:`CollectiveError` naming every rank's arguments
   instead of a crash (gloo aborts the process on a size mismatch) or garbage. It costs one small
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -163,6 +167,7 @@ class TorchCommunicator:
         self.timeout_s: float | None = None
         self.check_consistency = os.environ.get("SAGELLM_COMM_CHECK", "") == "1"
         self._world_cache: tuple[Any, int, int] | None = None
+        self._host_wait = False
 
     # ------------------------------------------------------------- group setup
     def init_process_group(
@@ -187,8 +192,11 @@ class TorchCommunicator:
             timeout: Seconds before a collective whose peers do not arrive raises
                 :class:`CommTimeoutError`.
             check_consistency: Verify op/shape/dtype across ranks before each collective.
-            blocking_wait: NCCL only: make timeouts raise on the host (sets
-                ``TORCH_NCCL_BLOCKING_WAIT=1`` unless it is already set).
+            blocking_wait: Device backends (NCCL, HCCL): each collective is issued asynchronously
+                and the HAL waits for its completion on the host against ``timeout``; on expiry
+                it aborts the process group (so the stuck device kernels exit) and raises
+                :class:`CommTimeoutError`. With False, collectives keep torch's stream semantics
+                (the call returns at once) and an absent peer is left to torch's watchdog.
 
         Raises:
             CommGroupError: missing rank/world size/init method, or a group already exists with
@@ -233,8 +241,12 @@ class TorchCommunicator:
                 f"(torch {self._torch_version()}). Use 'gloo' on CPU, 'nccl' with a CUDA torch, "
                 "'hccl' with torch_npu.",
             )
-        if name == "nccl" and blocking_wait:
-            os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
+        self._host_wait = blocking_wait and name in ("nccl", "hccl")
+        group_timeout = float(timeout)
+        if self._host_wait:
+            # the HAL's own deadline fires first; torch's watchdog (which tears the process down)
+            # only after a margin
+            group_timeout += 60.0
         kwargs: dict[str, Any] = {}
         if name in ("nccl", "hccl") and self.device_index is not None:
             import torch
@@ -246,7 +258,7 @@ class TorchCommunicator:
                 init_method=init_method,
                 rank=rank,
                 world_size=world_size,
-                timeout=datetime.timedelta(seconds=float(timeout)),
+                timeout=datetime.timedelta(seconds=group_timeout),
                 **kwargs,
             )
         except Exception as exc:
@@ -388,9 +400,61 @@ class TorchCommunicator:
 
     def _run(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
+            if self._host_wait:
+                self._wait(fn(*args, async_op=True, **kwargs), what)
+                return None
             return fn(*args, **kwargs)
+        except BackendError:
+            raise
         except Exception as exc:
             raise self._map_error(exc, what, self.timeout_s) from exc
+
+    def _run_p2p(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            self._wait(fn(*args, **kwargs), what)
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise self._map_error(exc, what, self.timeout_s) from exc
+
+    def _wait(self, work: Any, what: str) -> None:
+        """Wait for an asynchronous collective on the host, no longer than the group timeout."""
+        if work is None:
+            return
+        done = work.is_completed
+        if not done():
+            deadline = time.monotonic() + (self.timeout_s or 300.0)
+            spins = 0
+            while not done():
+                spins += 1
+                if spins > 256:  # short collectives finish while spinning; long ones sleep-poll
+                    if time.monotonic() > deadline:
+                        aborted = self._abort()
+                        raise CommTimeoutError(
+                            f"{what} timed out after {self.timeout_s:.1f}s: not every rank arrived (a rank "
+                            "exited, hung, or skipped the call). "
+                            + (
+                                "The process group was aborted; create a new one to continue."
+                                if aborted
+                                else "The process group could not be aborted: restart the process."
+                            ),
+                            op=what,
+                        )
+                    time.sleep(5e-5)
+        work.wait()
+
+    def _abort(self) -> bool:
+        """Abort the default process group so device kernels waiting on absent peers exit."""
+        dist = _dist()
+        abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+        self._world_cache = None
+        if abort is None:
+            return False
+        try:
+            abort()
+        except RuntimeError:  # already torn down by the watchdog
+            return False
+        return True
 
     def _consistency(self, what: str, tensor: torch.Tensor, extra: int, handle: Any, size: int) -> None:
         import torch
@@ -444,6 +508,9 @@ class TorchCommunicator:
             self._run("all_reduce", dist.all_reduce, t, op=_native_op(ReduceOp.SUM), group=handle)
             t.div_(size)  # gloo has no AVG
             return t
+        if self._host_wait:
+            self._run("all_reduce", dist.all_reduce, t, op=_native_op(rop), group=handle)
+            return t
         try:
             dist.all_reduce(t, op=_native_op(rop), group=handle)
         except Exception as exc:
@@ -488,7 +555,7 @@ class TorchCommunicator:
 
         if not isinstance(out, torch.Tensor):
             raise InvalidArgumentTypeError(f"out must be a torch.Tensor; got {type(out).__name__}.")
-        if tuple(out.shape) != shape or out.dtype != like.dtype or out.device != like.device:
+        if out.shape != shape or out.dtype is not like.dtype or out.get_device() != like.get_device():
             raise InvalidArgumentError(
                 f"out must be a {shape} {like.dtype} tensor on {like.device}; got {tuple(out.shape)} "
                 f"{out.dtype} on {out.device}."
@@ -586,7 +653,10 @@ class TorchCommunicator:
         t = self._check_tensor(tensor, "send")
         self._check_rank(dst, "dst", group, peer=True)
         handle, _, _ = self._group(group)
-        self._run("send", _dist().send, t, dst=int(dst), group=handle, tag=tag)
+        if self._host_wait:  # send/recv take no async_op: their non-blocking forms return the work
+            self._run_p2p("send", _dist().isend, t, dst=int(dst), group=handle, tag=tag)
+        else:
+            self._run("send", _dist().send, t, dst=int(dst), group=handle, tag=tag)
 
     def recv(self, tensor: Any, src: int, *, tag: int = 0, group: CommGroup | None = None) -> Any:
         """Receive from global rank ``src`` into ``tensor``.
@@ -603,7 +673,10 @@ class TorchCommunicator:
         t = self._check_tensor(tensor, "recv")
         self._check_rank(src, "src", group, peer=True)
         handle, _, _ = self._group(group)
-        self._run("recv", _dist().recv, t, src=int(src), group=handle, tag=tag)
+        if self._host_wait:
+            self._run_p2p("recv", _dist().irecv, t, src=int(src), group=handle, tag=tag)
+        else:
+            self._run("recv", _dist().recv, t, src=int(src), group=handle, tag=tag)
         return t
 
     def _check_rank(self, rank: object, what: str, group: CommGroup | None, *, peer: bool = False) -> None:
