@@ -2,9 +2,9 @@
 
 ``dst[dst_idx[r]] = src[src_idx[r]]`` for every row ``r``, rows viewed as 64-bit words. Each
 program copies one ``BLOCK``-word chunk of one row, so a 64 KiB block is ``8192 / BLOCK``
-programs; loads and stores are 16-byte vectors per thread and marked ``evict_first`` (the data is
-streamed once). Either index may be the identity (gather into / scatter from a contiguous
-staging buffer), chosen at compile time.
+programs; loads and stores are 16-byte vectors per thread (no cache hints: ``evict_first`` measured
+no better on H100/H200). Long batches run in destination order. Either index may be the identity
+(gather into / scatter from a contiguous staging buffer), chosen at compile time.
 
 Imported only by the CUDA provider when Triton is importable; the provider falls back to
 ``index_select`` + ``index_copy_`` otherwise.
@@ -47,8 +47,8 @@ def _copy_rows_kernel(  # type: ignore[no-untyped-def]
         d = r.to(tl.int64)
     offs = c * BLOCK + tl.arange(0, BLOCK)
     mask = offs < row_words
-    v = tl.load(src_ptr + s * row_words + offs, mask=mask, eviction_policy="evict_first")
-    tl.store(dst_ptr + d * row_words + offs, v, mask=mask, eviction_policy="evict_first")
+    v = tl.load(src_ptr + s * row_words + offs, mask=mask)
+    tl.store(dst_ptr + d * row_words + offs, v, mask=mask)
 
 
 _BLOCK = int(os.environ.get("SAGELLM_COPY_BLOCK", "2048"))
@@ -57,6 +57,9 @@ _WARPS = int(os.environ.get("SAGELLM_COPY_WARPS", "8"))
 # (CompiledKernel[grid](...)) to skip the JIT launcher's per-call argument binding. Any failure
 # switches this off for the process and the normal launch is used.
 _FAST: dict[tuple[Any, ...], Any] = {}
+# Scatter-to-scatter batches at least this long are processed in destination order (one device
+# argsort): on 2 x H200 that took 8192-block copies from ~88-90 % to ~92-93 % of a contiguous copy.
+_SORT_MIN = int(os.environ.get("SAGELLM_COPY_SORT_MIN", "2048"))
 _fast_launch = os.environ.get("SAGELLM_TRITON_FAST_LAUNCH", "1") != "0"
 
 
@@ -140,6 +143,9 @@ def copy_words(
         warps: Warps per program.
     """
     global _fast_launch
+    if src_idx is not None and dst_idx is not None and n_rows >= _SORT_MIN:
+        order = torch.argsort(dst_idx[:n_rows])
+        src_idx, dst_idx = src_idx[order], dst_idx[order]
     b = min(block or _BLOCK, triton.next_power_of_2(words))
     w = warps or _WARPS
     chunks = triton.cdiv(words, b)
