@@ -72,6 +72,13 @@ _REDUCE_LOOKUP: dict[object, ReduceOp] = {**{m: m for m in ReduceOp}, **{m.value
 _NATIVE_OPS: dict[ReduceOp, Any] = {}
 
 
+def _gather_single() -> Any:
+    """``dist.all_gather_single`` (torch >= 2.13), else ``all_gather_into_tensor`` (its old name,
+    deprecated in 2.13)."""
+    dist = _dist()
+    return getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
 def _native_op(rop: ReduceOp) -> Any:
     if not _NATIVE_OPS:
         dist = _dist()
@@ -167,6 +174,7 @@ class TorchCommunicator:
         self.timeout_s: float | None = None
         self.check_consistency = os.environ.get("SAGELLM_COMM_CHECK", "") == "1"
         self._world_cache: tuple[Any, int, int] | None = None
+        self._backend_names: dict[int, str] = {}
 
     # ------------------------------------------------------------- group setup
     def init_process_group(
@@ -371,7 +379,13 @@ class TorchCommunicator:
         return self.device_type if self.device_index is None else f"{self.device_type}:{self.device_index}"
 
     def _backend_name(self, handle: Any) -> str:
-        return str(_dist().get_backend(handle)).lower()
+        cache = self._backend_names
+        key = id(handle)
+        name = cache.get(key)
+        if name is None or (handle is None and self._world_cache is None):
+            name = str(_dist().get_backend(handle)).lower()
+            cache[key] = name
+        return name
 
     def _map_error(self, exc: BaseException, what: str, timeout: float | None) -> BackendError:
         if isinstance(exc, BackendError):
@@ -409,7 +423,7 @@ class TorchCommunicator:
         fp += [0] * (16 - len(fp))
         mine = torch.tensor(fp, dtype=torch.int64, device=tensor.device)
         everyone = torch.empty(size * 16, dtype=torch.int64, device=tensor.device)
-        self._run(what, _dist().all_gather_into_tensor, everyone, mine, group=handle)
+        self._run(what, _gather_single(), everyone, mine, group=handle)
         rows = everyone.view(size, 16).tolist()
         if any(r != rows[0] for r in rows):
             parts = []
@@ -487,9 +501,12 @@ class TorchCommunicator:
             out = torch.empty((size, *t.shape), dtype=t.dtype, device=t.device)
         else:
             self._check_out(out, (size, *t.shape), t)
-        flat_in = t.reshape(1) if t.dim() == 0 else t
-        flat_out = out.view(size * flat_in.shape[0], *flat_in.shape[1:])
-        self._run("all_gather", _dist().all_gather_into_tensor, flat_out, flat_in, group=handle)
+        if t.dim() == 0:
+            self._run("all_gather", _gather_single(), out, t.reshape(1), group=handle)
+        elif self._backend_name(handle) == "gloo":  # gloo wants the concatenated (size*d0, ...) form
+            self._run("all_gather", _gather_single(), out.view(size * t.shape[0], *t.shape[1:]), t, group=handle)
+        else:  # NCCL/HCCL take the stacked (size, *shape) form as it is
+            self._run("all_gather", _gather_single(), out, t, group=handle)
         return out
 
     def _check_out(self, out: Any, shape: tuple[int, ...], like: Any) -> None:
