@@ -102,9 +102,12 @@ def _demo(provider_name: str) -> int:
     print(
         f"async copy of {block.nbytes:,} random bytes on {stream!r}: {end.elapsed_ms(start):.3f} ms, bit-exact: {same}"
     )
-    target = provider.reachable_devices()[-1]
-    provider.kv_block_migrate(other, target)
-    print(f"migrated block {other.handle} to {other.device}, bit-exact: {provider.kv_block_read(other) == payload}")
+    targets = [d for d in provider.reachable_devices() if d != other.device]
+    if targets:
+        provider.kv_block_migrate(other, targets[-1])
+        print(f"migrated block {other.handle} to {other.device}, bit-exact: {provider.kv_block_read(other) == payload}")
+    else:
+        print(f"no other device to migrate to from {other.device} (the provider reaches only that one)")
     stats = provider.memory_stats()
     print(f"memory_stats: allocated_bytes={stats.get('allocated_bytes', 0):,} num_blocks={stats.get('num_blocks')}")
     provider.kv_block_free(block)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidArgumentTypeError, InvalidDeviceError
 
-__all__ = ["KNOWN_DEVICE_TYPES", "Device", "DeviceLike", "normalize_device"]
+__all__ = ["KNOWN_DEVICE_TYPES", "Device", "normalize_device"]
 
 #: Device types this package knows. ``npu`` is Ascend (torch_npu); ``xpu`` is the protocol's
 #: name for XPU-class accelerators; ``mock`` is the hardware-free Mock provider's device.
@@ -25,9 +25,6 @@ _HINTS = {
     "kunlun": "cuda (Kunlun's XPyTorch exposes its XPUs through torch.cuda)",
     "host": "cpu",
 }
-
-DeviceLike = object
-"""Anything :func:`normalize_device` accepts (``str``, ``int``, :class:`Device`, ``torch.device``)."""
 
 
 @dataclass(frozen=True, order=True)

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DeviceEvent", "DeviceStream", "TorchGraph", "TorchProviderCore", "torch_dtype"]
 
-_STAGING_CHUNK_BYTES = 256 << 20
 #: Device <-> host transfers are split into chunks of this size so that the gather (or scatter)
 #: of chunk k+1 on the compute stream overlaps the PCIe copy of chunk k on a copy stream.
 _PIPELINE_CHUNK_BYTES = 32 << 20
@@ -384,11 +383,8 @@ class TorchProviderCore(ProviderCore):
 
         return torch.device(str(device))
 
-    def _storage_dtypes(self) -> list[DType]:
-        return storable_dtypes()
-
     def _dtypes_on(self, device: Device) -> list[DType]:
-        return self._storage_dtypes()
+        return storable_dtypes()
 
     # -------------------------------------------------------------- storage
     def _alloc_tensor(self, device: Device, dtype: Any, shape: tuple[int, ...], *, pinned: bool = False) -> Any:
