@@ -174,7 +174,7 @@ class TorchCommunicator:
         self.timeout_s: float | None = None
         self.check_consistency = os.environ.get("SAGELLM_COMM_CHECK", "") == "1"
         self._world_cache: tuple[Any, int, int] | None = None
-        self._backend_names: dict[int, str] = {}
+        self._backend_names: dict[int, tuple[Any, str]] = {}
 
     # ------------------------------------------------------------- group setup
     def init_process_group(
@@ -292,6 +292,7 @@ class TorchCommunicator:
             return cached[1], cached[2]
         rank, size = int(dist.get_rank()), int(dist.get_world_size())
         self._world_cache = (world, rank, size)
+        self._backend_names.clear()
         return rank, size
 
     @property
@@ -379,12 +380,12 @@ class TorchCommunicator:
         return self.device_type if self.device_index is None else f"{self.device_type}:{self.device_index}"
 
     def _backend_name(self, handle: Any) -> str:
-        cache = self._backend_names
-        key = id(handle)
-        name = cache.get(key)
-        if name is None or (handle is None and self._world_cache is None):
-            name = str(_dist().get_backend(handle)).lower()
-            cache[key] = name
+        self._world()  # clears this cache when the default group changes
+        hit = self._backend_names.get(id(handle))
+        if hit is not None and hit[0] is handle:  # identity check: ids of dead groups get reused
+            return hit[1]
+        name = str(_dist().get_backend(handle)).lower()
+        self._backend_names[id(handle)] = (handle, name)
         return name
 
     def _map_error(self, exc: BaseException, what: str, timeout: float | None) -> BackendError:
