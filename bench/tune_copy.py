@@ -23,18 +23,6 @@ ROW = 64 << 10
 
 
 @triton.jit
-def _plain(src, dst, sidx, didx, row_words, BLOCK: tl.constexpr, CHUNKS: tl.constexpr):
-    """Variant: no cache hints."""
-    pid = tl.program_id(0)
-    r = pid // CHUNKS
-    offs = (pid % CHUNKS) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < row_words
-    s = tl.load(sidx + r).to(tl.int64)
-    d = tl.load(didx + r).to(tl.int64)
-    tl.store(dst + d * row_words + offs, tl.load(src + s * row_words + offs, mask=m), mask=m)
-
-
-@triton.jit
 def _cgcs(src, dst, sidx, didx, row_words, BLOCK: tl.constexpr, CHUNKS: tl.constexpr):
     """Variant: loads cached in L2 only (.cg), streaming stores (.cs)."""
     pid = tl.program_id(0)
@@ -69,7 +57,6 @@ def variants(cases: dict) -> None:
     names = (
         "package default",
         "package default (again)",
-        "no cache hints",
         ".cg loads/.cs stores",
         "persistent x4/SM",
         "persistent x8/SM",
@@ -87,8 +74,6 @@ def variants(cases: dict) -> None:
                 order = torch.argsort(s if "src" in name else d)
                 ss, dd = s[order].contiguous(), d[order].contiguous()
                 fn = lambda ss=ss, dd=dd: copy_rows_triton(arena, ss, arena, dd, n)  # noqa: E731
-            elif name == "no cache hints":
-                fn = lambda: _plain[(n * chunks,)](w, w, s, d, words, BLOCK=2048, CHUNKS=chunks, num_warps=8)  # noqa: E731
             elif name.startswith(".cg"):
                 fn = lambda: _cgcs[(n * chunks,)](w, w, s, d, words, BLOCK=2048, CHUNKS=chunks, num_warps=8)  # noqa: E731
             else:

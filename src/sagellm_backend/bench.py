@@ -158,7 +158,9 @@ def _fill_random(provider: BackendProvider, arena: Any) -> None:
         flat = arena.reshape(-1).view(np.uint8)
         flat[:] = np.random.default_rng(0).integers(0, 256, size=flat.size, dtype=np.uint8)
     else:
-        arena.reshape(-1).view(__import__("torch").uint8).random_(0, 256)
+        import torch
+
+        arena.reshape(-1).view(torch.uint8).random_(0, 256)
 
 
 class _LinkedBlock:

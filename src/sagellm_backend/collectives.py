@@ -249,7 +249,6 @@ class TorchCommunicator:
             )
         if name == "nccl" and blocking_wait:
             os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
-        group_timeout = float(timeout)
         kwargs: dict[str, Any] = {}
         if name in ("nccl", "hccl") and self.device_index is not None:
             import torch
@@ -261,7 +260,7 @@ class TorchCommunicator:
                 init_method=init_method,
                 rank=rank,
                 world_size=world_size,
-                timeout=datetime.timedelta(seconds=group_timeout),
+                timeout=datetime.timedelta(seconds=float(timeout)),
                 **kwargs,
             )
         except Exception as exc:

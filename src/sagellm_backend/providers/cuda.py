@@ -88,7 +88,6 @@ class _IndexStager:
         self.pending: collections.deque[tuple[int, int, Any]] = collections.deque()
 
     def _reserve(self, n: int) -> int:
-        import numpy as np
         import torch
 
         if self.buf is None or n > self.buf.numel():
@@ -99,7 +98,6 @@ class _IndexStager:
             self.buf = torch.empty(cap, dtype=torch.int32, pin_memory=True)
             self.np_buf = self.buf.numpy()
             self.pos = 0
-            assert isinstance(self.np_buf, np.ndarray)
         if self.pos + n > self.buf.numel():
             self.pos = 0
         start, end = self.pos, self.pos + n
