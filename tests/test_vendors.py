@@ -13,9 +13,7 @@ from sagellm_backend import (  # noqa: E402
     get_provider,
     list_providers,
 )
-from sagellm_backend.providers.ascend import ASCEND_VENDOR, AscendBackendProvider, ascend_native_dtypes  # noqa: E402
 from sagellm_backend.providers.cuda import detect_cuda  # noqa: E402
-from sagellm_backend.providers.kunlun import KUNLUN_VENDOR, KunlunBackendProvider  # noqa: E402
 from sagellm_backend.testing.pytest_suite import ConformanceSuite  # noqa: E402
 from sagellm_backend.testing.standins import (  # noqa: E402
     StandInAscendProvider,
@@ -23,6 +21,10 @@ from sagellm_backend.testing.standins import (  # noqa: E402
     ascend_standin,
     kunlun_standin,
 )
+from sagellm_backend.vendors.ascend import ASCEND as ASCEND_VENDOR  # noqa: E402
+from sagellm_backend.vendors.ascend import AscendBackendProvider, ascend_native_dtypes  # noqa: E402
+from sagellm_backend.vendors.kunlun import KUNLUN as KUNLUN_VENDOR  # noqa: E402
+from sagellm_backend.vendors.kunlun import KunlunBackendProvider  # noqa: E402
 
 
 def test_vendor_facts() -> None:

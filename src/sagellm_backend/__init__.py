@@ -22,7 +22,9 @@ import warnings
 from typing import Any
 
 from ._version import __version__
-from .contract import BackendProvider, Event, Graph, KVBlock, Stream
+from .api import BackendProvider, CommGroup, Communicator, Event, Graph, KVBlock, Stream
+from .comm.mock_world import MockWorld
+from .core.config import Availability, ProviderConfig, provider_factory
 from .device import Device, normalize_device
 from .errors import (
     BackendError,
@@ -61,12 +63,6 @@ from .protocol import (
     format_device_str,
     parse_device_str,
 )
-from .providers.ascend import AscendBackendProvider, create_ascend_backend
-from .providers.config import Availability, ProviderConfig, provider_factory
-from .providers.cpu import CPUBackendProvider, create_cpu_backend
-from .providers.cuda import CUDABackendProvider, create_cuda_backend
-from .providers.kunlun import KunlunBackendProvider, create_kunlun_backend
-from .providers.mock import MockBackendProvider, MockWorld, create_mock_backend, create_mock_world
 from .registry import (
     available_providers,
     get_provider,
@@ -75,6 +71,11 @@ from .registry import (
     refresh_providers,
     register_provider,
 )
+from .vendors.ascend import AscendBackendProvider, create_ascend_backend
+from .vendors.cpu import CPUBackendProvider, create_cpu_backend
+from .vendors.cuda import CUDABackendProvider, create_cuda_backend
+from .vendors.kunlun import KunlunBackendProvider, create_kunlun_backend
+from .vendors.mock import MockBackendProvider, create_mock_backend, create_mock_world
 
 __all__ = [
     "DEFAULT_KV_GEOMETRY",
@@ -89,8 +90,10 @@ __all__ = [
     "CollectiveError",
     "CollectiveOp",
     "CommBackendType",
+    "CommGroup",
     "CommGroupError",
     "CommTimeoutError",
+    "Communicator",
     "DType",
     "Device",
     "DeviceUnreachableError",

@@ -6,7 +6,7 @@ The engine layer imports ``sagellm_backend.base.BackendProvider``; the contract 
 
 from __future__ import annotations
 
-from .contract import BackendProvider, Event, KVBlock, Stream
+from .api import BackendProvider, Event, KVBlock, Stream
 from .protocol import CapabilityDescriptor, DType, KernelKind
 
 __all__ = ["BackendProvider", "CapabilityDescriptor", "DType", "Event", "KVBlock", "KernelKind", "Stream"]

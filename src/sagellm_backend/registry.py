@@ -27,14 +27,15 @@ from importlib import metadata
 from types import MappingProxyType
 from typing import Any
 
-from .contract import BackendProvider
+from .api.provider import BackendProvider
+from .core.config import Availability
 from .errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
     ProviderNotFoundError,
     UnavailableError,
 )
-from .providers.config import Availability
+from .vendors import BUILTIN_VENDORS, load_vendor
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -51,24 +52,6 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "sagellm.backends"
 _SELF_DIST = "isagellm-backend"
-
-_BUILTIN: dict[str, tuple[str, str]] = {
-    "cuda": (
-        "sagellm_backend.providers.cuda:create_cuda_backend",
-        "a CUDA build of torch and an NVIDIA GPU: pip install 'torch>=2.4' (Linux wheels include CUDA)",
-    ),
-    "ascend": (
-        "sagellm_backend.providers.ascend:create_ascend_backend",
-        "Huawei CANN and torch_npu matching your torch: pip install torch-npu",
-    ),
-    "kunlun": (
-        "sagellm_backend.providers.kunlun:create_kunlun_backend",
-        "Kunlunxin XPyTorch (the xpytorch-*.run installer from the Kunlunxin SDK)",
-    ),
-    "cpu": ("sagellm_backend.providers.cpu:create_cpu_backend", "torch: pip install 'torch>=2.4'"),
-    "mock": ("sagellm_backend.providers.mock:create_mock_backend", "nothing (standard library and numpy)"),
-}
-_BUILTIN_ALIASES: dict[str, str] = {"pytorch-cuda": "cuda", "pytorch-ascend": "ascend", "ascend_cann": "ascend"}
 
 
 @dataclass
@@ -119,7 +102,7 @@ class ProviderEntry:
         if not callable(factory):
             raise UnavailableError(f"provider {self.name!r}: {self.target} is not callable.")
         self._factory = factory
-        return factory  # type: ignore[return-value]
+        return factory
 
     @property
     def priority(self) -> int | None:
@@ -183,12 +166,13 @@ class _Registry:
         with self._lock:
             if self._discovered:
                 return
-            for name, (target, hint) in _BUILTIN.items():
-                self._entries.setdefault(name, ProviderEntry(name, target, "builtin", hint))
-            for alias, name in _BUILTIN_ALIASES.items():
-                self._aliases.setdefault(alias, name)
-                if alias not in self._entries[name].aliases:
-                    self._entries[name].aliases.append(alias)
+            for name in BUILTIN_VENDORS:
+                spec = load_vendor(name)
+                self._entries.setdefault(name, ProviderEntry(name, spec.factory_path, "builtin", spec.install_hint))
+                for alias in spec.aliases:
+                    self._aliases.setdefault(alias, name)
+                    if alias not in self._entries[name].aliases:
+                        self._entries[name].aliases.append(alias)
             for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
                 self._add_entry_point(ep)
             self._discovered = True
@@ -360,11 +344,11 @@ def available_providers() -> list[str]:
     return [i.name for i in list_providers() if i.available]
 
 
-def _pick_auto() -> ProviderEntry:
+def _pick_auto() -> tuple[ProviderEntry, Availability]:
     infos = list_providers()
     for info in infos:
         if info.available and info.priority is not None:
-            return _registry.resolve(info.name)
+            return _registry.resolve(info.name), Availability(True, info.reason, info.device_count)
     reasons = "; ".join(f"{i.name}: {i.reason}" for i in infos if i.priority is not None)
     raise UnavailableError(
         f"no provider is available for 'auto' ({reasons}). Install one of them, or use "
@@ -374,6 +358,8 @@ def _pick_auto() -> ProviderEntry:
 
 def get_provider(name: str = "auto", config: object = None, **options: Any) -> BackendProvider:
     """Create a provider by name (or the best available one).
+
+    Detection runs once per call and its result is passed on to built-in factories.
 
     Args:
         name: Provider name or alias, or ``"auto"`` (``SAGELLM_BACKEND`` overrides ``auto``).
@@ -394,8 +380,11 @@ def get_provider(name: str = "auto", config: object = None, **options: Any) -> B
         env = os.environ.get("SAGELLM_BACKEND", "").strip().lower()
         if env and env != "auto":
             key = env
-    entry = _pick_auto() if key == "auto" else _registry.resolve(key)
-    found = entry.detect()
+    if key == "auto":
+        entry, found = _pick_auto()
+    else:
+        entry = _registry.resolve(key)
+        found = entry.detect()
     if not found.available:
         raise UnavailableError(
             f"provider {entry.name!r} is not available here: {found.reason}. "
@@ -403,4 +392,6 @@ def get_provider(name: str = "auto", config: object = None, **options: Any) -> B
             provider=entry.name,
         )
     factory = entry.load()
+    if entry.source == "builtin":
+        options["availability"] = found
     return factory(config, **options)  # type: ignore[no-any-return]

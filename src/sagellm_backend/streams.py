@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .contract import Event, Stream, current_stream
+from .api.streams import Event, Stream, current_stream
 from .errors import InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = ["HostEvent", "HostStream"]

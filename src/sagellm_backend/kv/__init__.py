@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .allocator import BlockAllocator
 from .geometry import DEFAULT_KV_GEOMETRY, KVGeometry
-from .pool import BlockAllocator, KVCachePool, PoolStats, SwappedBlocks
+from .pool import KVCachePool, PoolStats, SwappedBlocks
 
 __all__ = ["DEFAULT_KV_GEOMETRY", "BlockAllocator", "KVCachePool", "KVGeometry", "PoolStats", "SwappedBlocks"]

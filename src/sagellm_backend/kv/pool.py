@@ -5,251 +5,65 @@ Arena layout (block-major, so every block is one contiguous run of bytes)::
     arena.shape == (num_blocks, kv_factor, num_layers, block_size, num_kv_heads, head_dim')
 
 ``head_dim'`` is ``head_dim`` (``head_dim // 2`` bytes for packed int4). Block ``i`` is
-``arena[i]``, exactly the storage of a :class:`~sagellm_backend.contract.KVBlock` of
+``arena[i]``, exactly the storage of a :class:`~sagellm_backend.api.blocks.KVBlock` of
 ``block_size`` tokens, so the seed's single-block API works on pool blocks (:meth:`KVCachePool.block`).
 
-Block ids are plain ``int`` in ``[0, num_blocks)``. The allocator keeps a LIFO free list, the set
-of ids referenced once, and a map of shared ids to their counts, so allocating or freeing a batch
-costs a few C-level list/set operations, not Python work per block; reference counts are only
-touched per block when blocks are actually shared (fork / copy-on-write).
-
-Every batch operation is atomic: it validates first and raises before changing anything.
+A pool is built from three parts: the id allocator (:mod:`.allocator`, pure bookkeeping), the arena
+(the storage's array), and a block mover (:mod:`.movers`). It reaches its provider only through a
+:class:`PoolHost`. Every batch operation validates first and raises before changing anything.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from abc import ABC, abstractmethod
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import (
-    BlockFreedError,
     ForeignBlockError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
-    ResourceExhaustedError,
 )
 from ..protocol import DType
+from .allocator import BlockAllocator
+from .ids import as_id_list
+from .swap import HostBufferCache, SwappedBlocks
 
 if TYPE_CHECKING:
-    from ..contract import Event, KVBlock, Stream
-    from ..device import Device
-    from ..providers._core import ProviderCore
+    from ..api.blocks import KVBlock
+    from ..api.streams import Stream
+    from .geometry import KVGeometry
+    from .movers.base import BlockMover
 
-__all__ = ["ArenaOps", "BlockAllocator", "KVCachePool", "PoolStats", "SwappedBlocks"]
-
-
-def _as_id_list(ids: object, what: str) -> list[int]:
-    """Accept a list/tuple/range/numpy array/torch tensor of ints; return a list of ``int``."""
-    if isinstance(ids, list):
-        return ids
-    if isinstance(ids, (tuple, range)):
-        return list(ids)
-    tolist = getattr(ids, "tolist", None)
-    if tolist is not None:
-        out = tolist()
-        if isinstance(out, list):
-            return out
-    if isinstance(ids, Iterable) and not isinstance(ids, (str, bytes)):
-        return list(ids)
-    raise InvalidArgumentTypeError(
-        f"{what} must be a sequence of block ids (list, tuple, numpy array, tensor); got {type(ids).__name__}."
-    )
+__all__ = ["KVCachePool", "PoolHost", "PoolStats", "SwappedBlocks"]
 
 
-class BlockAllocator:
-    """Block-id allocator with reference counts. Not thread-safe by itself (the pool locks).
-
-    State: a LIFO free list, the set of ids referenced exactly once (``_single``), and a map of
-    shared ids to their reference count (``_shared``, counts >= 2). An id is in exactly one of
-    the three. Allocating and freeing unshared blocks, the hot path, are a few C-level list and
-    set operations per batch; only fork / shared frees touch ids one by one.
-
-    Args:
-        num_blocks: Ids ``0 .. num_blocks-1`` are managed.
-    """
-
-    def __init__(self, num_blocks: int) -> None:
-        self.num_blocks = num_blocks
-        self._free: list[int] = list(range(num_blocks - 1, -1, -1))
-        self._single: set[int] = set()
-        self._shared: dict[int, int] = {}
-        self.peak_used = 0
+class PoolHost(Protocol):
+    """What a pool needs from its provider (``core.pools.PoolFactory`` implements it)."""
 
     @property
-    def num_free(self) -> int:
-        """Blocks not referenced by anyone."""
-        return len(self._free)
+    def owner_id(self) -> int:
+        """The provider's id."""
 
-    @property
-    def num_shared(self) -> int:
-        """Blocks with a reference count of two or more."""
-        return len(self._shared)
+    def stream(self, stream: Stream | None) -> Stream | None:
+        """Validate a stream argument."""
 
-    def allocate(self, n: int) -> list[int]:
-        """Take ``n`` free blocks (reference count 1 each), all or nothing.
+    def fault(self, what: str, count: int = 1) -> None:
+        """Fault-injection hook."""
 
-        Args:
-            n: Number of blocks (>= 0).
+    def read(self, view: Any) -> bytes:
+        """Bytes of a block view."""
 
-        Returns:
-            The ids, lowest first on a fresh allocator.
+    def write(self, view: Any, buf: memoryview) -> None:
+        """Overwrite a block view."""
 
-        Raises:
-            ResourceExhaustedError: fewer than ``n`` free; nothing taken.
-        """
-        free = self._free
-        if n > len(free):
-            raise ResourceExhaustedError(
-                f"cannot allocate {n} KV blocks: only {len(free)} of {self.num_blocks} are free. "
-                "Free or swap out blocks, or create a larger pool.",
-                requested=n,
-                free=len(free),
-            )
-        if n == 0:
-            return []
-        ids = free[-n:]
-        del free[-n:]
-        ids.reverse()
-        self._single.update(ids)
-        used = self.num_blocks - len(free)
-        if used > self.peak_used:
-            self.peak_used = used
-        return ids
+    def adopt(self, pool: KVCachePool, block_id: int, view: Any) -> KVBlock:
+        """Register a KVBlock view of a pool block."""
 
-    def undo_allocate(self, ids: list[int], peak_before: int) -> None:
-        """Return freshly allocated ``ids`` exactly as they were taken (for rollback).
-
-        Args:
-            ids: What :meth:`allocate` returned.
-            peak_before: ``peak_used`` before that call.
-        """
-        self._single.difference_update(ids)
-        self._free.extend(reversed(ids))
-        self.peak_used = peak_before
-
-    def free(self, ids: list[int]) -> list[int]:
-        """Drop one reference per occurrence of each id; ids reaching zero become free.
-
-        Args:
-            ids: Block ids (duplicates drop several references).
-
-        Returns:
-            The ids that became free, in order.
-
-        Raises:
-            InvalidArgumentError / BlockFreedError: an id out of range, not allocated, or freed
-                more times than it is referenced; nothing changed.
-        """
-        # Fast path, no temporary set: every id referenced once, no duplicates (a duplicate
-        # makes difference_update remove fewer ids than listed; we then undo and go slow).
-        single = self._single
-        if single.issuperset(ids):
-            before = len(single)
-            single.difference_update(ids)
-            if before - len(single) == len(ids):
-                self._free.extend(ids)
-                return ids
-            single.update(ids)
-        return self._free_slow(ids)
-
-    def _check_ids(self, ids: Iterable[object]) -> None:
-        for i in ids:
-            if isinstance(i, bool) or not isinstance(i, int):
-                raise InvalidArgumentTypeError(f"block ids must be ints; got {type(i).__name__} {i!r}.")
-            if not 0 <= i < self.num_blocks:
-                raise InvalidArgumentError(
-                    f"block id {i} is out of range: this pool has ids 0..{self.num_blocks - 1}.",
-                    block_id=i,
-                )
-
-    def _free_slow(self, ids: list[int]) -> list[int]:
-        counts = Counter(ids)
-        self._check_ids(counts)
-        for i, c in counts.items():
-            rc = self.refcount(i)
-            if c > rc:
-                raise BlockFreedError(
-                    f"block {i} is freed {c} time(s) but holds {rc} reference(s)"
-                    + (" (it is already free)" if rc == 0 else "")
-                    + ". Free each reference once; nothing was freed.",
-                    block_id=i,
-                )
-        released: list[int] = []
-        for i, c in counts.items():
-            self._set_refcount(i, self.refcount(i) - c)
-            if i not in self._single and i not in self._shared:
-                released.append(i)
-        self._free.extend(released)
-        return released
-
-    def _set_refcount(self, i: int, rc: int) -> None:
-        """Move ``i`` to the container its new count belongs in (0: caller frees it)."""
-        self._single.discard(i)
-        self._shared.pop(i, None)
-        if rc == 1:
-            self._single.add(i)
-        elif rc >= 2:
-            self._shared[i] = rc
-
-    def fork(self, ids: list[int]) -> None:
-        """Add one reference to each id (prefix sharing); an id listed twice gains two.
-
-        Args:
-            ids: Live block ids.
-
-        Raises:
-            BlockFreedError: an id is not allocated; nothing changed.
-        """
-        self.require_live(ids, "fork ids")
-        single, shared = self._single, self._shared
-        for i in ids:
-            if i in single:
-                single.remove(i)
-                shared[i] = 2
-            else:
-                shared[i] += 1
-
-    def refcount(self, block_id: int) -> int:
-        """References held on ``block_id`` (0 when free).
-
-        Args:
-            block_id: A block id.
-
-        Returns:
-            The reference count.
-        """
-        if block_id in self._single:
-            return 1
-        return self._shared.get(block_id, 0)
-
-    def require_live(self, ids: Iterable[int], what: str) -> None:
-        """Raise unless every id is allocated.
-
-        Args:
-            ids: Block ids.
-            what: Argument name for the message.
-
-        Raises:
-            BlockFreedError / InvalidArgumentError / InvalidArgumentTypeError.
-        """
-        if self._single.issuperset(ids):
-            return
-        st = ids if isinstance(ids, (set, frozenset)) else set(ids)
-        rest = st.difference(self._single)
-        if rest <= self._shared.keys():
-            return
-        self._check_ids(rest)
-        dead = sorted(i for i in rest if i not in self._shared)
-        raise BlockFreedError(
-            f"{what} names blocks that are not allocated: {dead[:8]}"
-            f"{' ...' if len(dead) > 8 else ''}. Allocate them first.",
-            block_ids=dead,
-        )
+    def released(self, device: str, nbytes: int) -> None:
+        """The pool's arena is gone."""
 
 
 @dataclass(frozen=True)
@@ -265,102 +79,6 @@ class PoolStats:
     arena_nbytes: int
 
 
-class ArenaOps(ABC):
-    """Batched data movement over one provider's arenas. Implemented per storage kind."""
-
-    @abstractmethod
-    def view(self, arena: Any, block_id: int) -> Any:
-        """The storage of one block (a view, not a copy)."""
-
-    @abstractmethod
-    def copy_blocks(self, arena: Any, src: list[int], dst: list[int], stream: Stream | None) -> None:
-        """``arena[dst[k]] = arena[src[k]]`` for every k, in one batched operation."""
-
-    @abstractmethod
-    def gather(self, arena: Any, ids: list[int], device: Device, stream: Stream | None, out: Any = None) -> Any:
-        """Contiguous rows ``(len(ids), *block_shape)`` holding those blocks, on ``device``
-        (pinned host memory when ``device`` is cpu and the arena is on an accelerator).
-        ``out``: a buffer of that shape to fill instead of allocating one."""
-
-    @abstractmethod
-    def scatter(self, arena: Any, ids: list[int], rows: Any, stream: Stream | None) -> None:
-        """``arena[ids[k]] = rows[k]``; ``rows`` may live on another device."""
-
-    def record(self, stream: Stream | None) -> Event | None:
-        """An event marking the work just enqueued on ``stream`` (``None`` when synchronous)."""
-        return stream.record_event() if stream is not None else None
-
-
-class _HostBufferCache:
-    """Recycles host swap buffers: fresh host memory costs a page fault per 4 KiB on first touch,
-    which made swap-out several times slower than the copy itself. Bounded; emptied by the
-    provider's ``clear_cache()``."""
-
-    def __init__(self, keep: int = 2) -> None:
-        self.keep = keep
-        self._lock = threading.Lock()
-        self._free: dict[tuple[int, ...], list[Any]] = {}
-
-    def take(self, shape: tuple[int, ...]) -> Any:
-        with self._lock:
-            bucket = self._free.get(shape)
-            return bucket.pop() if bucket else None
-
-    def give(self, shape: tuple[int, ...], buf: Any) -> None:
-        with self._lock:
-            bucket = self._free.setdefault(shape, [])
-            if len(bucket) < self.keep:
-                bucket.append(buf)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._free.clear()
-
-
-class SwappedBlocks:
-    """Blocks copied out to host memory by :meth:`KVCachePool.swap_out`.
-
-    When this object is dropped (or :meth:`release` is called) its host buffer goes back to the
-    pool for the next swap-out.
-
-    Attributes:
-        data: Host rows ``(num_blocks, *block_shape)`` (pinned on accelerators).
-        block_ids: The pool ids they were copied from, in order.
-        event: Recorded after the copy when it ran on a stream, else ``None``.
-    """
-
-    def __init__(self, pool: KVCachePool, data: Any, block_ids: list[int], event: Event | None) -> None:
-        self.pool = pool
-        self.data = data
-        self.block_ids = list(block_ids)
-        self.event = event
-        self._finalizer = weakref.finalize(self, pool._host_buffers.give, tuple(data.shape), data)
-
-    def release(self) -> None:
-        """Give the host buffer back now (``data`` must not be used afterwards)."""
-        self.wait()
-        self._finalizer()
-        self.data = None
-
-    @property
-    def num_blocks(self) -> int:
-        """How many blocks are held."""
-        return len(self.block_ids)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held in host memory."""
-        return len(self.block_ids) * self.pool.block_nbytes
-
-    def wait(self) -> None:
-        """Block until the swap-out copy has finished."""
-        if self.event is not None:
-            self.event.synchronize()
-
-    def __repr__(self) -> str:
-        return f"SwappedBlocks(num_blocks={self.num_blocks}, nbytes={self.nbytes})"
-
-
 class KVCachePool:
     """A paged KV cache on one device. Create it with ``provider.create_kv_pool(...)``.
 
@@ -369,7 +87,7 @@ class KVCachePool:
 
     def __init__(
         self,
-        provider: ProviderCore,
+        host: PoolHost,
         arena: Any,
         *,
         device: str,
@@ -377,28 +95,30 @@ class KVCachePool:
         block_size: int,
         num_blocks: int,
         block_nbytes: int,
-        ops: ArenaOps,
+        mover: BlockMover,
+        geometry: KVGeometry,
     ) -> None:
-        self._provider = provider
+        self._host = host
         self._arena: Any = arena
-        self._ops = ops
+        self._mover = mover
         self.device = device
         self.dtype = dtype
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.block_nbytes = block_nbytes
+        self.geometry = geometry
         self._alloc = BlockAllocator(num_blocks)
         self._lock = threading.Lock()
         self._closed = False
-        self._host_buffers = _HostBufferCache()
-        #: Fault-injection hook (Mock): called with the ids of a batch before it is handed out.
-        self.allocation_hook: Callable[[list[int]], None] | None = None
+        self._host_buffers = HostBufferCache()
+        # a pool dropped without close() still returns its bytes to the provider's accounting
+        self._release = weakref.finalize(self, host.released, device, num_blocks * block_nbytes)
 
     # ------------------------------------------------------------- facts
     @property
-    def provider(self) -> ProviderCore:
-        """The provider that owns this pool."""
-        return self._provider
+    def owner_id(self) -> int:
+        """Id of the provider that owns this pool."""
+        return self._host.owner_id
 
     @property
     def arena(self) -> Any:
@@ -453,13 +173,11 @@ class KVCachePool:
         with self._lock:
             peak = self._alloc.peak_used
             ids = self._alloc.allocate(n)
-            hook = self.allocation_hook
-            if hook is not None:
-                try:
-                    hook(ids)
-                except BaseException:
-                    self._alloc.undo_allocate(ids, peak)
-                    raise
+            try:
+                self._host.fault("alloc", len(ids))
+            except BaseException:
+                self._alloc.undo_allocate(ids, peak)
+                raise
             return ids
 
     def free(self, ids: Sequence[int]) -> None:
@@ -472,7 +190,7 @@ class KVCachePool:
             BlockFreedError: an id is free already or freed more often than referenced;
                 nothing changed.
         """
-        lst = ids if type(ids) is list else _as_id_list(ids, "ids")
+        lst = ids if type(ids) is list else as_id_list(ids, "ids")
         if self._closed:
             self._check_open()
         with self._lock:
@@ -488,7 +206,7 @@ class KVCachePool:
         Returns:
             The same ids (now shared).
         """
-        lst = _as_id_list(ids, "ids")
+        lst = as_id_list(ids, "ids")
         self._check_open()
         with self._lock:
             self._alloc.fork(lst)
@@ -523,11 +241,11 @@ class KVCachePool:
         Raises:
             ResourceExhaustedError: not enough free blocks for the copies; nothing changed.
         """
-        lst = _as_id_list(ids, "ids")
+        lst = as_id_list(ids, "ids")
         self._check_open()
         if len(set(lst)) != len(lst):
             raise InvalidArgumentError("make_writable ids contain duplicates; pass each block once.")
-        s = self._provider._stream_for(stream)
+        s = self._host.stream(stream)
         with self._lock:
             self._alloc.require_live(lst, "make_writable ids")
             shared = [i for i in lst if self._alloc.refcount(i) > 1]
@@ -536,8 +254,8 @@ class KVCachePool:
             peak = self._alloc.peak_used
             fresh = self._alloc.allocate(len(shared))
             try:
-                self._provider._fault_check("transfer")
-                self._ops.copy_blocks(self._arena, shared, fresh, s)
+                self._host.fault("transfer")
+                self._mover.copy_blocks(self._arena, shared, fresh, s)
             except BaseException:
                 self._alloc.undo_allocate(fresh, peak)
                 raise
@@ -586,18 +304,20 @@ class KVCachePool:
             KVTransferError: the copy failed.
         """
         self._check_open()
+        src: Any
+        dst: Any
         if validate:
-            src = _as_id_list(src_ids, "src_ids")
-            dst = _as_id_list(dst_ids, "dst_ids")
+            src = as_id_list(src_ids, "src_ids")
+            dst = as_id_list(dst_ids, "dst_ids")
             self._check_pairs(src, dst)
         else:  # trusted path: index tensors (even on the device) go straight to the kernel
-            src = src_ids if hasattr(src_ids, "device") else _as_id_list(src_ids, "src_ids")  # type: ignore[assignment]
-            dst = dst_ids if hasattr(dst_ids, "device") else _as_id_list(dst_ids, "dst_ids")  # type: ignore[assignment]
+            src = src_ids if hasattr(src_ids, "device") else as_id_list(src_ids, "src_ids")
+            dst = dst_ids if hasattr(dst_ids, "device") else as_id_list(dst_ids, "dst_ids")
         if len(src) == 0:
             return
-        s = self._provider._stream_for(stream)
-        self._provider._fault_check("transfer")
-        self._ops.copy_blocks(self._arena, src, dst, s)
+        s = self._host.stream(stream)
+        self._host.fault("transfer")
+        self._mover.copy_blocks(self._arena, src, dst, s)
 
     def swap_out(self, ids: Sequence[int], *, stream: Stream | None = None) -> SwappedBlocks:
         """Copy blocks to host memory (pinned on accelerators). The ids stay allocated:
@@ -612,15 +332,15 @@ class KVCachePool:
         """
         from ..device import Device
 
-        lst = _as_id_list(ids, "ids")
+        lst = as_id_list(ids, "ids")
         self._check_open()
         with self._lock:
             self._alloc.require_live(lst, "swap_out ids")
-        s = self._provider._stream_for(stream)
-        self._provider._fault_check("transfer")
+        s = self._host.stream(stream)
+        self._host.fault("transfer")
         out = self._host_buffers.take((len(lst), *tuple(self._arena.shape[1:])))
-        rows = self._ops.gather(self._arena, lst, Device("cpu"), s, out=out)
-        return SwappedBlocks(self, rows, lst, self._ops.record(s))
+        rows = self._mover.gather(self._arena, lst, Device("cpu"), s, out=out)
+        return SwappedBlocks(self, rows, lst, self._mover.record(s))
 
     def clear_host_cache(self) -> None:
         """Drop recycled host swap buffers."""
@@ -646,12 +366,12 @@ class KVCachePool:
         if swapped.pool is not self:
             raise ForeignBlockError("these blocks were swapped out of another pool; swap them in there.")
         self._check_open()
-        s = self._provider._stream_for(stream)
+        s = self._host.stream(stream)
         if dst_ids is None:
             dst = self.allocate(swapped.num_blocks)
             fresh = True
         else:
-            dst = _as_id_list(dst_ids, "dst_ids")
+            dst = as_id_list(dst_ids, "dst_ids")
             fresh = False
             if len(dst) != swapped.num_blocks:
                 raise InvalidArgumentError(f"swap_in got {len(dst)} dst_ids for {swapped.num_blocks} swapped blocks.")
@@ -664,8 +384,8 @@ class KVCachePool:
                 s.wait_event(swapped.event)
             elif swapped.event is not None:
                 swapped.wait()
-            self._provider._fault_check("transfer")
-            self._ops.scatter(self._arena, dst, swapped.data, s)
+            self._host.fault("transfer")
+            self._mover.scatter(self._arena, dst, swapped.data, s)
         except BaseException:
             if fresh:
                 self.free(dst)
@@ -690,7 +410,7 @@ class KVCachePool:
 
         if not isinstance(target, KVCachePool):
             raise InvalidArgumentTypeError(f"target must be a KVCachePool; got {type(target).__name__}.")
-        if target._provider is not self._provider:
+        if target._host is not self._host:
             raise ForeignBlockError(
                 "target pool belongs to another provider instance; create it with this "
                 "provider's create_kv_pool(device=...)."
@@ -700,20 +420,20 @@ class KVCachePool:
                 f"target pool holds {target.block_size}-token {target.dtype.value} blocks, this one "
                 f"{self.block_size}-token {self.dtype.value}; they must match."
             )
-        lst = _as_id_list(ids, "ids")
+        lst = as_id_list(ids, "ids")
         self._check_open()
         target._check_open()
         with self._lock:
             self._alloc.require_live(lst, "migrate ids")
-        s = self._provider._stream_for(stream)
-        self._provider._fault_check("transfer")
+        s = self._host.stream(stream)
+        self._host.fault("transfer")
         dst = target.allocate(len(lst))
         try:
             if target is self:
-                self._ops.copy_blocks(self._arena, lst, dst, s)
+                self._mover.copy_blocks(self._arena, lst, dst, s)
             else:
-                rows = self._ops.gather(self._arena, lst, normalize_device(target.device), s)
-                target._ops.scatter(target._arena, dst, rows, s)
+                rows = self._mover.gather(self._arena, lst, normalize_device(target.device), s)
+                target._mover.scatter(target._arena, dst, rows, s)
         except BaseException:
             target.free(dst)
             raise
@@ -736,7 +456,7 @@ class KVCachePool:
         with self._lock:
             self._alloc.require_live([block_id], "block_id")
             self._alloc.fork([block_id])
-        return self._provider._pool_block(self, block_id, self._ops.view(self._arena, block_id))
+        return self._host.adopt(self, block_id, self._mover.view(self._arena, block_id))
 
     def read_block(self, block_id: int) -> bytes:
         """Bytes of one block.
@@ -750,7 +470,7 @@ class KVCachePool:
         self._check_open()
         with self._lock:
             self._alloc.require_live([block_id], "block_id")
-        return self._provider._storage_read(self._ops.view(self._arena, block_id))
+        return self._host.read(self._mover.view(self._arena, block_id))
 
     def write_block(self, block_id: int, data: bytes | bytearray | memoryview) -> None:
         """Overwrite one block.
@@ -765,7 +485,7 @@ class KVCachePool:
         buf = memoryview(data).cast("B")
         if buf.nbytes != self.block_nbytes:
             raise InvalidArgumentError(f"data has {buf.nbytes} bytes; a block of this pool holds {self.block_nbytes}.")
-        self._provider._storage_write(self._ops.view(self._arena, block_id), buf)
+        self._host.write(self._mover.view(self._arena, block_id), buf)
 
     # -------------------------------------------------------- lifecycle
     def _check_open(self) -> None:
@@ -778,9 +498,10 @@ class KVCachePool:
             if self._closed:
                 return
             self._closed = True
+            self._mover.forget(self._arena)
             self._arena = None
         self._host_buffers.clear()
-        self._provider._pool_closed(self, self.arena_nbytes)
+        self._release()
 
     def __enter__(self) -> KVCachePool:
         return self

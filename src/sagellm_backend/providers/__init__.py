@@ -1,4 +1,5 @@
-"""Built-in providers, one module each. Importing any of them never imports torch or a vendor SDK."""
+"""Built-in providers at their import paths (the classes live in :mod:`sagellm_backend.vendors`).
+Importing any of them never imports torch or a vendor SDK."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from enum import Enum
 from functools import partial
 from typing import Any
 
-from ..contract import BackendProvider, KVBlock
+from ..api import BackendProvider, KVBlock
 from ..errors import (
     BackendError,
     BlockFreedError,
@@ -371,7 +371,7 @@ def check_stream_async_copy_and_events(p: BackendProvider) -> None:
     write(dst, b"\x11" * dst.nbytes)
     s = p.create_stream()
     start = s.record_event()
-    p.kv_block_copy(src, dst, stream=s)  # type: ignore[call-arg]
+    p.kv_block_copy(src, dst, stream=s)
     end = s.record_event()
     s.synchronize()
     assert s.query() and end.query()
@@ -395,10 +395,10 @@ def check_stream_wait_event(p: BackendProvider) -> None:
     write(c, b"\x33" * c.nbytes)
     s1, s2 = p.create_stream(), p.create_stream()
     assert s1 != s2
-    p.kv_block_copy(a, b, stream=s1)  # type: ignore[call-arg]
+    p.kv_block_copy(a, b, stream=s1)
     ev = s1.record_event()
     s2.wait_event(ev)
-    p.kv_block_copy(b, c, stream=s2)  # type: ignore[call-arg]
+    p.kv_block_copy(b, c, stream=s2)
     s2.synchronize()
     assert read(c) == data, "s2 ran before s1's copy completed"
     for blk in (a, b, c):

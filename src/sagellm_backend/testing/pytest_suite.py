@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from ..contract import BackendProvider
+from ..api import BackendProvider
 from .checks import CHECKS, Check, CheckSkipped
 
 __all__ = ["ConformanceSuite"]

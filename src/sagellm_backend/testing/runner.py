@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..contract import BackendProvider
+from ..api import BackendProvider
 from ..registry import get_provider
 from .checks import CHECKS, run_check
 

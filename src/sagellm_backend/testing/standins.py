@@ -22,9 +22,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..core.config import Availability
+from ..core.provider import Provider
 from ..device import Device
-from ..providers.ascend import AscendBackendProvider
-from ..providers.kunlun import KunlunBackendProvider
+from ..storage.torch_device import TorchDeviceStorage
+from ..vendors.ascend import ASCEND, AscendBackendProvider
+from ..vendors.base import VendorSpec, accelerator_parts
+from ..vendors.kunlun import KUNLUN, KunlunBackendProvider
 
 __all__ = ["FakeAccelerator", "StandInAscendProvider", "StandInKunlunProvider", "ascend_standin", "kunlun_standin"]
 
@@ -217,23 +221,35 @@ def kunlun_standin(device_names: list[str] | None = None) -> Iterator[FakeAccele
             sys.modules["torch_xmlir"] = saved_sdk
 
 
-class _HostBacked:
-    """Keeps a vendor provider's tensors in host memory (no device exists)."""
+class HostBackedStorage(TorchDeviceStorage):
+    """A vendor's device storage whose tensors live in host memory (no device exists)."""
 
-    def _torch_device(self, device: Device) -> Any:
-        import torch
-
-        return torch.device("cpu")
-
-    def _alloc_tensor(self, device: Device, dtype: Any, shape: tuple[int, ...], *, pinned: bool = False) -> Any:
+    def alloc_tensor(self, device: Device, dtype: Any, shape: tuple[int, ...], *, pinned: bool = False) -> Any:
         import torch
 
         return torch.empty(shape, dtype=dtype)
 
+    def torch_device(self) -> Any:
+        import torch
 
-class StandInAscendProvider(_HostBacked, AscendBackendProvider):
+        return torch.device("cpu")
+
+
+def _standin_init(self: Provider, spec: VendorSpec, device_id: int, options: dict[str, Any]) -> None:
+    availability: Availability | None = options.pop("availability", None)
+    parts = accelerator_parts(spec, device_id, availability, storage_class=HostBackedStorage)
+    Provider.__init__(self, **parts, **options)
+
+
+class StandInAscendProvider(AscendBackendProvider):
     """:class:`AscendBackendProvider` under :func:`ascend_standin`, memory on the host."""
 
+    def __init__(self, device_id: int = 0, **options: Any) -> None:
+        _standin_init(self, ASCEND, device_id, options)
 
-class StandInKunlunProvider(_HostBacked, KunlunBackendProvider):
+
+class StandInKunlunProvider(KunlunBackendProvider):
     """:class:`KunlunBackendProvider` under :func:`kunlun_standin`, memory on the host."""
+
+    def __init__(self, device_id: int = 0, **options: Any) -> None:
+        _standin_init(self, KUNLUN, device_id, options)

@@ -6,28 +6,18 @@ A provider joins a process group explicitly (``init_method``, ``rank``, ``world_
 
 Semantics (the same on every torch provider):
 
-* ``all_reduce(t, op)`` reduces ``t`` in place and returns it. ``op`` is a protocol
-  :class:`~sagellm_backend.protocol.ReduceOp` or its name: ``sum``, ``avg``, ``max``, ``min``,
-  ``prod`` (and ``band``/``bor``/``bxor`` on integers). gloo has no ``avg``: it is a sum divided
-  by the group size (floating dtypes only).
-* ``all_gather(t)`` returns a new tensor of shape ``(group_size, *t.shape)``; row ``r`` is rank
-  ``r``'s tensor.
-* ``reduce_scatter(t, op)``: ``t.shape[0]`` divisible by the group size; returns this rank's
-  ``t.shape[0] // group_size`` rows of the reduction.
+* ``all_reduce(t, op)`` reduces ``t`` in place and returns it; gloo has no ``avg``: it is a sum
+  divided by the group size (floating dtypes only).
+* ``all_gather(t)`` returns ``(group_size, *t.shape)``; row ``r`` is rank ``r``'s tensor.
+* ``reduce_scatter(t, op)``: ``t.shape[0]`` divisible by the group size; returns this rank's rows.
 * ``broadcast(t, src)`` in place; ``barrier()``; ``send(t, dst)`` / ``recv(t, src)``.
-* Without a process group, a world of one: every collective is the identity (``all_gather``
-  returns ``t[None]`` copied), ``send``/``recv`` raise :class:`CommGroupError`.
-* On gloo, a peer that does not arrive within the group's timeout, or that exits, makes the call
-  raise :class:`CommTimeoutError` (protocol ``comm_timeout``) instead of hanging (tested).
-  **Known gap, NCCL:** with an absent peer the surviving rank hung past 300 s on 2 x H200
-  (torch 2.11), both with ``TORCH_NCCL_BLOCKING_WAIT=1`` and with a host-side deadline on
-  asynchronous works; the cause was not found within the session's GPU time. Errors NCCL does
-  report (e.g. a broken communicator) are mapped to typed errors; mismatched arguments are caught
-  by ``check_consistency``.
-* ``check_consistency=True`` exchanges a 16-number fingerprint (op, dtype, shape) before each
-  collective, so ranks that disagree get :class:`CollectiveError` naming every rank's arguments
-  instead of a crash (gloo aborts the process on a size mismatch) or garbage. It costs one small
-  extra collective per call; ``SAGELLM_COMM_CHECK=1`` turns it on globally.
+* Without a process group, a world of one: collectives are the identity, ``send``/``recv`` raise
+  :class:`CommGroupError`.
+* On gloo, a peer that does not arrive within the timeout, or exits, raises
+  :class:`CommTimeoutError`. NCCL absent-peer timeouts are a known gap (docs/PERFORMANCE.md).
+* ``check_consistency=True`` (or ``SAGELLM_COMM_CHECK=1``) exchanges a fingerprint (op, dtype,
+  shape) before each collective, so mismatched ranks get :class:`CollectiveError` instead of a
+  crash or garbage.
 """
 
 from __future__ import annotations
@@ -35,130 +25,26 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from ..api.comm import CommGroup, Communicator
+from ..errors import (
     BackendError,
-    CollectiveError,
     CommGroupError,
-    CommTimeoutError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     InvalidDeviceError,
-    UnavailableError,
 )
-from .protocol import CommBackendType, ReduceOp, coerce_enum
+from ..protocol import ReduceOp, coerce_enum
+from . import dist_util as du
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CommGroup", "TorchCommunicator"]
-
-_TIMEOUT_MARKERS = ("timed out", "timeout", "deadline")
-_PEER_LOST_MARKERS = (
-    "connection closed",
-    "connection reset",
-    "broken pipe",
-    "econnreset",
-    "connection refused",
-    "socket closed",
-    "remote worker crash",
-    "peer",
-)
-_DTYPE_CODES: dict[str, int] = {}
-# op (member or its string value) -> member: a dict hit instead of an enum look-up per call
-_REDUCE_LOOKUP: dict[object, ReduceOp] = {**{m: m for m in ReduceOp}, **{m.value: m for m in ReduceOp}}
-_NATIVE_OPS: dict[ReduceOp, Any] = {}
+__all__ = ["TorchCommunicator"]
 
 
-def _gather_single() -> Any:
-    """``dist.all_gather_single`` (torch >= 2.13), else ``all_gather_into_tensor`` (its old name,
-    deprecated in 2.13)."""
-    dist = _dist()
-    return getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-
-
-def _native_op(rop: ReduceOp) -> Any:
-    if not _NATIVE_OPS:
-        dist = _dist()
-        _NATIVE_OPS.update(
-            {
-                ReduceOp.SUM: dist.ReduceOp.SUM,
-                ReduceOp.PROD: dist.ReduceOp.PRODUCT,
-                ReduceOp.MAX: dist.ReduceOp.MAX,
-                ReduceOp.MIN: dist.ReduceOp.MIN,
-                ReduceOp.BAND: dist.ReduceOp.BAND,
-                ReduceOp.BOR: dist.ReduceOp.BOR,
-                ReduceOp.BXOR: dist.ReduceOp.BXOR,
-                ReduceOp.AVG: dist.ReduceOp.AVG,
-            }
-        )
-    return _NATIVE_OPS[rop]
-
-
-def _reduce_op(op: object) -> ReduceOp:
-    try:
-        found = _REDUCE_LOOKUP.get(op)  # type: ignore[call-overload]
-    except TypeError:  # unhashable
-        found = None
-    return found if found is not None else coerce_enum(ReduceOp, op, what="reduce op")
-
-
-@dataclass(frozen=True)
-class CommGroup:
-    """A sub-group of ranks (made with :meth:`TorchCommunicator.new_group` on every rank).
-
-    Attributes:
-        ranks: Global ranks in the group, ascending.
-        handle: The torch ProcessGroup (``None`` for ranks outside it).
-    """
-
-    ranks: tuple[int, ...]
-    handle: Any
-    #: This process's rank within the group (-1 when it is not a member).
-    group_rank: int = -1
-
-    @property
-    def size(self) -> int:
-        """Number of ranks in the group."""
-        return len(self.ranks)
-
-
-_DIST: Any = None
-
-
-def _dist() -> Any:
-    global _DIST
-    if _DIST is None:
-        import torch.distributed as dist
-
-        if not dist.is_available():
-            raise UnavailableError(
-                "torch.distributed is not available in this torch build; install a torch with "
-                "distributed support (the default PyPI builds have it)."
-            )
-        _DIST = dist
-    return _DIST
-
-
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return None
-    if not value.lstrip("-").isdigit():
-        raise CommGroupError(f"environment variable {name}={value!r} is not an integer.")
-    return int(value)
-
-
-def _dtype_code(dtype: Any) -> int:
-    key = str(dtype)
-    if key not in _DTYPE_CODES:
-        _DTYPE_CODES[key] = sum(ord(c) * 31**i for i, c in enumerate(key)) % (1 << 31)
-    return _DTYPE_CODES[key]
-
-
-class TorchCommunicator:
+class TorchCommunicator(Communicator):
     """Collectives for one torch provider.
 
     Args:
@@ -175,6 +61,18 @@ class TorchCommunicator:
         self.check_consistency = os.environ.get("SAGELLM_COMM_CHECK", "") == "1"
         self._world_cache: tuple[Any, int, int] | None = None
         self._backend_names: dict[int, tuple[Any, str]] = {}
+
+    @property
+    def backend(self) -> str:  # type: ignore[override]  # a class attribute in the interface
+        """The default torch.distributed backend."""
+        return self.default_backend
+
+    @property
+    def available(self) -> bool:
+        """Whether torch.distributed has this communicator's backend."""
+        import torch.distributed as dist
+
+        return bool(dist.is_available() and dist.is_backend_available(self.default_backend))
 
     # ------------------------------------------------------------- group setup
     def init_process_group(
@@ -200,9 +98,7 @@ class TorchCommunicator:
                 :class:`CommTimeoutError`.
             check_consistency: Verify op/shape/dtype across ranks before each collective.
             blocking_wait: NCCL: set ``TORCH_NCCL_BLOCKING_WAIT=1`` (unless already set) so each
-                collective returns only when done, like gloo's. NOTE: on 2 x H200 (torch 2.11)
-                a rank whose peer never arrived still hung past 300 s in this mode; NCCL
-                timeouts are a known gap (docs/PERFORMANCE.md, "NCCL timeouts").
+                collective returns only when done, like gloo's.
 
         Raises:
             CommGroupError: missing rank/world size/init method, or a group already exists with
@@ -210,65 +106,21 @@ class TorchCommunicator:
             CommTimeoutError: the rendezvous did not complete within ``timeout``.
             UnavailableError: the backend is not built into this torch.
         """
-        dist = _dist()
-        name = coerce_enum(CommBackendType, backend or self.default_backend, what="backend").value
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise InvalidArgumentError(f"timeout must be a positive number of seconds; got {timeout!r}.")
-        if check_consistency is not None:
-            self.check_consistency = bool(check_consistency)
-        rank = rank if rank is not None else _env_int("RANK")
-        world_size = world_size if world_size is not None else _env_int("WORLD_SIZE")
-        if dist.is_initialized():
-            have = (dist.get_rank(), dist.get_world_size())
-            if (rank is not None and rank != have[0]) or (world_size is not None and world_size != have[1]):
-                raise CommGroupError(
-                    f"a process group already exists as rank {have[0]} of {have[1]}; asked for rank "
-                    f"{rank} of {world_size}. Call destroy_process_group() first to change it."
-                )
-            self.timeout_s = float(timeout)
-            return
-        if init_method is None and os.environ.get("MASTER_ADDR"):
-            init_method = "env://"
-        missing = [
-            n for n, v in (("rank", rank), ("world_size", world_size), ("init_method", init_method)) if v is None
-        ]
-        if missing:
-            raise CommGroupError(
-                f"cannot create a process group: {', '.join(missing)} not given and not in the "
-                "environment. Launch with torchrun (it sets RANK, WORLD_SIZE, MASTER_ADDR, "
-                "MASTER_PORT) or pass init_method='tcp://host:port', rank=..., world_size=...."
-            )
-        assert rank is not None and world_size is not None
-        if not 0 <= rank < world_size:
-            raise CommGroupError(f"rank {rank} is outside a world of {world_size}.")
-        if not dist.is_backend_available(name):
-            raise UnavailableError(
-                f"torch.distributed backend {name!r} is not available in this torch build "
-                f"(torch {self._torch_version()}). Use 'gloo' on CPU, 'nccl' with a CUDA torch, "
-                "'hccl' with torch_npu.",
-            )
-        if name == "nccl" and blocking_wait:
-            os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
-        kwargs: dict[str, Any] = {}
-        if name in ("nccl", "hccl") and self.device_index is not None:
-            import torch
+        from .dist_init import join_process_group
 
-            kwargs["device_id"] = torch.device(self.device_type, self.device_index)
-        try:
-            dist.init_process_group(
-                name,
-                init_method=init_method,
-                rank=rank,
-                world_size=world_size,
-                timeout=datetime.timedelta(seconds=float(timeout)),
-                **kwargs,
-            )
-        except Exception as exc:
-            raise self._map_error(exc, "init_process_group", float(timeout)) from exc
-        self.timeout_s = float(timeout)
+        join_process_group(
+            self,
+            backend,
+            init_method=init_method,
+            rank=rank,
+            world_size=world_size,
+            timeout=timeout,
+            check_consistency=check_consistency,
+            blocking_wait=blocking_wait,
+        )
 
     @staticmethod
-    def _torch_version() -> str:
+    def torch_version() -> str:
         import torch
 
         return str(torch.__version__)
@@ -282,7 +134,7 @@ class TorchCommunicator:
 
     def _world(self) -> tuple[int, int] | None:
         """(rank, world size) of the default group, cached while the same group lives."""
-        dist = _DIST if _DIST is not None else _dist()
+        dist = du.dist()
         world = dist.GroupMember.WORLD
         if world is None:
             return None
@@ -316,7 +168,7 @@ class TorchCommunicator:
         Returns:
             The :class:`CommGroup`.
         """
-        dist = _dist()
+        dist = du.dist()
         if not self.is_initialized:
             raise CommGroupError("new_group needs a process group; call init_process_group() first.")
         rs = sorted({int(r) for r in ranks})
@@ -327,14 +179,14 @@ class TorchCommunicator:
         try:
             handle = dist.new_group(rs, timeout=datetime.timedelta(seconds=t))
         except Exception as exc:
-            raise self._map_error(exc, "new_group", t) from exc
+            raise self.map_error(exc, "new_group", t) from exc
         me = self.rank
         return CommGroup(tuple(rs), handle if me in rs else None, rs.index(me) if me in rs else -1)
 
-    def destroy(self) -> None:
+    def destroy_process_group(self) -> None:
         """Destroy the default process group (no-op without one)."""
         if self.is_initialized:
-            _dist().destroy_process_group()
+            du.dist().destroy_process_group()
 
     # ------------------------------------------------------------------ helpers
     def _group(self, group: CommGroup | None) -> tuple[Any, int, int]:
@@ -383,29 +235,13 @@ class TorchCommunicator:
         hit = self._backend_names.get(id(handle))
         if hit is not None and hit[0] is handle:  # identity check: ids of dead groups get reused
             return hit[1]
-        name = str(_dist().get_backend(handle)).lower()
+        name = str(du.dist().get_backend(handle)).lower()
         self._backend_names[id(handle)] = (handle, name)
         return name
 
-    def _map_error(self, exc: BaseException, what: str, timeout: float | None) -> BackendError:
-        if isinstance(exc, BackendError):
-            return exc
-        text = str(exc)
-        low = text.lower()
-        limit = f"{timeout:.1f}s" if timeout else "the group timeout"
-        if any(m in low for m in _TIMEOUT_MARKERS):
-            return CommTimeoutError(
-                f"{what} timed out after {limit}: not every rank arrived. Check that all ranks run "
-                f"the same collectives in the same order and that none has hung. ({text.strip()[:300]})",
-                op=what,
-            )
-        if any(m in low for m in _PEER_LOST_MARKERS):
-            return CommTimeoutError(
-                f"{what} failed: a peer rank left (its connection closed) before the collective "
-                f"finished. Check the logs of the other ranks. ({text.strip()[:300]})",
-                op=what,
-            )
-        return CollectiveError(f"{what} failed: {text.strip()[:500]}", op=what)
+    def map_error(self, exc: BaseException, what: str, timeout: float | None) -> BackendError:
+        """The typed error for a torch.distributed failure (see :func:`dist_util.map_error`)."""
+        return du.map_error(exc, what, timeout)
 
     def _run(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -413,29 +249,10 @@ class TorchCommunicator:
         except BackendError:
             raise
         except Exception as exc:
-            raise self._map_error(exc, what, self.timeout_s) from exc
+            raise self.map_error(exc, what, self.timeout_s) from exc
 
     def _consistency(self, what: str, tensor: torch.Tensor, extra: int, handle: Any, size: int) -> None:
-        import torch
-
-        shape = list(tensor.shape)[:12]
-        fp = [_dtype_code(what), _dtype_code(tensor.dtype), extra, tensor.dim(), *shape]
-        fp += [0] * (16 - len(fp))
-        mine = torch.tensor(fp, dtype=torch.int64, device=tensor.device)
-        everyone = torch.empty(size * 16, dtype=torch.int64, device=tensor.device)
-        self._run(what, _gather_single(), everyone, mine, group=handle)
-        rows = everyone.view(size, 16).tolist()
-        if any(r != rows[0] for r in rows):
-            parts = []
-            for r, row in enumerate(rows):
-                nd = row[3]
-                parts.append(f"rank {r}: shape {tuple(row[4 : 4 + nd])}, dtype #{row[1]}, op #{row[0]}/{row[2]}")
-            raise CollectiveError(
-                f"{what}: ranks passed mismatched arguments ({'; '.join(parts)}); this rank has "
-                f"shape {tuple(tensor.shape)} {tensor.dtype}. Every rank must pass the same shape, "
-                "dtype and op.",
-                op=what,
-            )
+        du.check_consistency(self._run, what, tensor, extra, handle, size)
 
     # ------------------------------------------------------------------ collectives
     def all_reduce(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
@@ -450,7 +267,7 @@ class TorchCommunicator:
             ``tensor``.
         """
         t = self._check_tensor(tensor, "all_reduce")
-        rop = _reduce_op(op)
+        rop = du.reduce_op(op)
         if rop is not ReduceOp.SUM:
             floating = t.is_floating_point() or t.is_complex()
             if rop is ReduceOp.AVG and not floating:
@@ -459,18 +276,18 @@ class TorchCommunicator:
                 raise InvalidArgumentError(f"all_reduce {rop.value} needs an integer tensor; got {t.dtype}.")
         if group is None and self._world() is None:
             return t
-        dist = _dist()
+        dist = du.dist()
         handle, size, _ = self._group(group)
         if self.check_consistency:
             self._consistency("all_reduce", t, list(ReduceOp).index(rop), handle, size)
         if rop is ReduceOp.AVG and self._backend_name(handle) != "nccl":
-            self._run("all_reduce", dist.all_reduce, t, op=_native_op(ReduceOp.SUM), group=handle)
+            self._run("all_reduce", dist.all_reduce, t, op=du.native_op(ReduceOp.SUM), group=handle)
             t.div_(size)  # gloo has no AVG
             return t
         try:
-            dist.all_reduce(t, op=_native_op(rop), group=handle)
+            dist.all_reduce(t, op=du.native_op(rop), group=handle)
         except Exception as exc:
-            raise self._map_error(exc, "all_reduce", self.timeout_s) from exc
+            raise self.map_error(exc, "all_reduce", self.timeout_s) from exc
         return t
 
     def all_gather(self, tensor: Any, *, group: CommGroup | None = None, out: Any = None) -> Any:
@@ -502,11 +319,11 @@ class TorchCommunicator:
         else:
             self._check_out(out, (size, *t.shape), t)
         if t.dim() == 0:
-            self._run("all_gather", _gather_single(), out, t.reshape(1), group=handle)
+            self._run("all_gather", du.gather_single(), out, t.reshape(1), group=handle)
         elif self._backend_name(handle) == "gloo":  # gloo wants the concatenated (size*d0, ...) form
-            self._run("all_gather", _gather_single(), out.view(size * t.shape[0], *t.shape[1:]), t, group=handle)
+            self._run("all_gather", du.gather_single(), out.view(size * t.shape[0], *t.shape[1:]), t, group=handle)
         else:  # NCCL/HCCL take the stacked (size, *shape) form as it is
-            self._run("all_gather", _gather_single(), out, t, group=handle)
+            self._run("all_gather", du.gather_single(), out, t, group=handle)
         return out
 
     def _check_out(self, out: Any, shape: tuple[int, ...], like: Any) -> None:
@@ -549,7 +366,7 @@ class TorchCommunicator:
         if self._backend_name(handle) in ("nccl", "hccl") and rop is not ReduceOp.AVG:
             if self.check_consistency:
                 self._consistency("reduce_scatter", t, list(ReduceOp).index(rop), handle, size)
-            dist = _dist()
+            dist = du.dist()
             native = {
                 ReduceOp.SUM: dist.ReduceOp.SUM,
                 ReduceOp.PROD: dist.ReduceOp.PRODUCT,
@@ -583,7 +400,7 @@ class TorchCommunicator:
         handle, size, _ = self._group(group)
         if self.check_consistency:
             self._consistency("broadcast", t, int(src), handle, size)
-        self._run("broadcast", _dist().broadcast, t, src=int(src), group=handle)
+        self._run("broadcast", du.dist().broadcast, t, src=int(src), group=handle)
         return t
 
     def barrier(self, *, group: CommGroup | None = None) -> None:
@@ -598,7 +415,7 @@ class TorchCommunicator:
         kwargs: dict[str, Any] = {}
         if self._backend_name(handle) == "nccl" and self.device_index is not None:
             kwargs["device_ids"] = [self.device_index]
-        self._run("barrier", _dist().barrier, group=handle, **kwargs)
+        self._run("barrier", du.dist().barrier, group=handle, **kwargs)
 
     def send(self, tensor: Any, dst: int, *, tag: int = 0, group: CommGroup | None = None) -> None:
         """Send ``tensor`` to global rank ``dst`` (blocks until it is handed over).
@@ -612,7 +429,7 @@ class TorchCommunicator:
         t = self._check_tensor(tensor, "send")
         self._check_rank(dst, "dst", group, peer=True)
         handle, _, _ = self._group(group)
-        self._run("send", _dist().send, t, dst=int(dst), group=handle, tag=tag)
+        self._run("send", du.dist().send, t, dst=int(dst), group=handle, tag=tag)
 
     def recv(self, tensor: Any, src: int, *, tag: int = 0, group: CommGroup | None = None) -> Any:
         """Receive from global rank ``src`` into ``tensor``.
@@ -629,7 +446,7 @@ class TorchCommunicator:
         t = self._check_tensor(tensor, "recv")
         self._check_rank(src, "src", group, peer=True)
         handle, _, _ = self._group(group)
-        self._run("recv", _dist().recv, t, src=int(src), group=handle, tag=tag)
+        self._run("recv", du.dist().recv, t, src=int(src), group=handle, tag=tag)
         return t
 
     def _check_rank(self, rank: object, what: str, group: CommGroup | None, *, peer: bool = False) -> None:

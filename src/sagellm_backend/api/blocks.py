@@ -1,0 +1,108 @@
+"""The KV block handle every provider hands out."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BlockFreedError, UnsupportedOperationError
+from ..kv.geometry import DEFAULT_KV_GEOMETRY, KVGeometry
+from ..protocol import DType, coerce_dtype
+
+if TYPE_CHECKING:
+    from ..kv.pool import KVCachePool
+
+__all__ = ["KVBlock"]
+
+
+class KVBlock:
+    """A KV-cache block that owns real memory.
+
+    The four seed fields are ``handle``, ``num_tokens``, ``dtype`` and ``device``. The block's
+    memory is an array of shape ``geometry.storage_shape(num_tokens, dtype)``: a numpy array on the
+    Mock provider, a torch tensor on torch providers; read it with :attr:`data`.
+
+    Attributes:
+        handle: Provider-unique, deterministic id (1, 2, 3 ... per provider instance).
+        num_tokens: Tokens the block holds.
+        dtype: Element type.
+        device: Device string where the memory lives (changes on migrate).
+        geometry: The KV geometry the block was sized for.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_data",
+        "_freed",
+        "_owner_id",
+        "_pool",
+        "_pool_id",
+        "device",
+        "dtype",
+        "geometry",
+        "handle",
+        "num_tokens",
+    )
+
+    def __init__(
+        self,
+        handle: int,
+        num_tokens: int,
+        dtype: DType | str,
+        device: str,
+        *,
+        geometry: KVGeometry = DEFAULT_KV_GEOMETRY,
+        data: Any = None,
+        owner_id: int | None = None,
+    ) -> None:
+        self.handle = handle
+        self.num_tokens = num_tokens
+        self.dtype = coerce_dtype(dtype)
+        self.device = device
+        self.geometry = geometry
+        self._data = data
+        self._owner_id = owner_id
+        self._freed = False
+        self._pool: KVCachePool | None = None
+        self._pool_id: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of KV data this block holds (``num_tokens * geometry.bytes_per_token(dtype)``)."""
+        return self.num_tokens * self.geometry.bytes_per_token(self.dtype)
+
+    @property
+    def is_freed(self) -> bool:
+        """True once the block has been freed (its memory returned to the provider)."""
+        return self._freed
+
+    @property
+    def pool_block_id(self) -> int | None:
+        """The block id in its :class:`~sagellm_backend.kv.pool.KVCachePool`, or ``None``."""
+        return self._pool_id
+
+    @property
+    def data(self) -> Any:
+        """The block's memory (numpy array or torch tensor, shape ``geometry.storage_shape``).
+
+        Raises:
+            BlockFreedError: the block was freed.
+            UnsupportedOperationError: the block was constructed by hand and holds no memory.
+        """
+        if self._freed:
+            raise BlockFreedError(
+                f"KV block {self.handle} was freed; its memory is gone. Allocate a new block with kv_block_alloc()."
+            )
+        if self._data is None:
+            raise UnsupportedOperationError(
+                f"KV block {self.handle} holds no memory: it was not allocated by a provider. "
+                "Use provider.kv_block_alloc()."
+            )
+        return self._data
+
+    def __repr__(self) -> str:
+        state = ", freed" if self._freed else ""
+        pool = f", pool_block={self._pool_id}" if self._pool_id is not None else ""
+        return (
+            f"KVBlock(handle={self.handle}, num_tokens={self.num_tokens}, dtype={self.dtype.value}, "
+            f"device={self.device!r}, nbytes={self.nbytes}{pool}{state})"
+        )

@@ -1,0 +1,492 @@
+"""The provider contract: every public method and property a provider offers, with the exact
+signatures the built-in providers implement (a test compares them with ``inspect.signature``).
+
+The thirteen methods of the seed release keep their names; what they gained since (``device=``,
+``stream=``) is keyword-only. Collectives delegate to :attr:`BackendProvider.communicator`
+(:mod:`sagellm_backend.api.comm`), kernels to the kernel registry. A provider that cannot do
+something raises :class:`~sagellm_backend.errors.UnsupportedOperationError` naming what would
+work instead; nothing is silently skipped.
+
+Which calls block the host: ``synchronize``, ``kv_block_read``, and, without a ``stream``,
+``kv_block_copy`` / ``kv_block_migrate`` on host providers. Calls given a ``stream`` enqueue.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..protocol import CapabilityDescriptor, DType
+from .blocks import KVBlock
+from .comm import CommGroup, Communicator
+from .streams import Event, Graph, Stream
+
+if TYPE_CHECKING:
+    from ..core.config import Availability
+    from ..kernels import KernelEntry, ProviderKernels
+    from ..kv.geometry import KVGeometry
+    from ..kv.pool import KVCachePool
+
+__all__ = ["BackendProvider"]
+
+
+class BackendProvider(ABC):
+    """One backend: a device and what can be done on it.
+
+    Class attributes are static facts; instance facts come from :meth:`capability`, read from the
+    hardware.
+    """
+
+    #: Registry name of the provider (``"cpu"``, ``"cuda"`` ...).
+    name: ClassVar[str] = "base"
+    #: torch / protocol device type the provider's memory lives on.
+    device_type: ClassVar[str] = "unknown"
+    #: torch.distributed backend used for collectives, or ``None`` when it has none.
+    dist_backend: ClassVar[str | None] = None
+
+    # ------------------------------------------------------------------ identity
+    @classmethod
+    @abstractmethod
+    def is_available(cls) -> bool:
+        """Whether this provider can be created here (side-effect free).
+
+        Returns:
+            True when its hardware and software are present.
+        """
+
+    @classmethod
+    @abstractmethod
+    def detect(cls) -> Availability:
+        """Whether this provider can be created here, and why not (side-effect free).
+
+        Returns:
+            The availability with its reason.
+        """
+
+    @property
+    @abstractmethod
+    def device(self) -> str:
+        """The provider's own device (``"cpu"``, ``"cuda:0"`` ...)."""
+
+    @property
+    @abstractmethod
+    def kv_geometry(self) -> KVGeometry:
+        """The KV geometry blocks are sized with."""
+
+    @property
+    @abstractmethod
+    def owner_id(self) -> int:
+        """Process-unique id of this instance (its blocks and streams carry it)."""
+
+    @abstractmethod
+    def reachable_devices(self) -> list[str]:
+        """Devices this provider can allocate on and migrate blocks to.
+
+        Returns:
+            Device strings, the provider's own device first.
+        """
+
+    @abstractmethod
+    def capability(self) -> CapabilityDescriptor:
+        """Describe the device, read from the hardware.
+
+        Returns:
+            A protocol :class:`CapabilityDescriptor`.
+        """
+
+    @abstractmethod
+    def kv_storage_dtypes(self) -> list[DType]:
+        """Dtypes a KV block can be stored in on the provider's device (a superset of
+        ``capability().supported_dtypes`` on hosts, which store types they do not compute in).
+
+        Returns:
+            Protocol dtypes.
+        """
+
+    # ------------------------------------------------------------ engine hooks
+    @abstractmethod
+    def get_torch_device(self) -> Any:
+        """The ``torch.device`` of the provider's device (imports torch).
+
+        Returns:
+            The torch device.
+        """
+
+    @abstractmethod
+    def to_device(self, tensor: Any) -> Any:
+        """Move a tensor to the provider's device.
+
+        Args:
+            tensor: A torch tensor (or a numpy array on the Mock provider).
+
+        Returns:
+            The tensor on the device.
+        """
+
+    @abstractmethod
+    def gpu_utilization(self) -> float | None:
+        """Device utilisation in percent where the device reports it.
+
+        Returns:
+            0-100, or ``None`` when unknown.
+        """
+
+    # ---------------------------------------------------------------- streams
+    @abstractmethod
+    def create_stream(self) -> Stream:
+        """Create a new stream on the provider's device.
+
+        Returns:
+            A new :class:`Stream`.
+        """
+
+    @abstractmethod
+    def create_event(self) -> Event:
+        """Create a new timing event on the provider's device.
+
+        Returns:
+            A new, unrecorded :class:`Event`.
+        """
+
+    @abstractmethod
+    def synchronize(self) -> None:
+        """Block until all work the provider launched on its device has finished."""
+
+    @abstractmethod
+    def capture_graph(self, stream: Stream | None = None) -> AbstractContextManager[Graph]:
+        """Capture device work into a replayable graph: ``with provider.capture_graph() as g:``.
+
+        Args:
+            stream: Stream to capture on (default: a side stream).
+
+        Returns:
+            A context manager yielding the :class:`Graph`.
+        """
+
+    # ----------------------------------------------------------------- blocks
+    @abstractmethod
+    def kv_block_alloc(self, num_tokens: int, dtype: DType, *, device: object = None) -> KVBlock:
+        """Allocate a KV block of ``num_tokens`` tokens.
+
+        Args:
+            num_tokens: Positive token count.
+            dtype: Element type (protocol enums of any package accepted).
+            device: Where (default: the provider's device); one of :meth:`reachable_devices`.
+
+        Returns:
+            A new block owning ``num_tokens * bytes_per_token`` bytes.
+        """
+
+    @abstractmethod
+    def kv_block_free(self, block: KVBlock) -> None:
+        """Free a block; its handle becomes invalid.
+
+        Args:
+            block: A live block of this provider.
+        """
+
+    @abstractmethod
+    def kv_block_copy(self, src: KVBlock, dst: KVBlock, *, stream: Stream | None = None) -> None:
+        """Copy the bytes of ``src`` into ``dst`` (same ``num_tokens``, dtype and geometry).
+
+        Args:
+            src: Source block.
+            dst: Destination block.
+            stream: Enqueue on this stream (default: the current stream, else synchronous).
+        """
+
+    @abstractmethod
+    def kv_block_migrate(self, block: KVBlock, target_device: object, *, stream: Stream | None = None) -> KVBlock:
+        """Move a block's data to ``target_device``; the block keeps its handle.
+
+        Args:
+            block: A live block of this provider.
+            target_device: A device from :meth:`reachable_devices`.
+            stream: Enqueue on this stream.
+
+        Returns:
+            The same block object, now on ``target_device``.
+        """
+
+    @abstractmethod
+    def kv_block_read(self, block: KVBlock) -> bytes:
+        """Return a copy of the block's bytes.
+
+        Args:
+            block: A live block.
+
+        Returns:
+            ``block.nbytes`` bytes.
+        """
+
+    @abstractmethod
+    def kv_block_write(self, block: KVBlock, data: bytes | bytearray | memoryview) -> None:
+        """Overwrite the block's bytes with ``data`` (exactly ``block.nbytes`` long).
+
+        Args:
+            block: A live block.
+            data: The new contents.
+        """
+
+    @abstractmethod
+    def live_blocks(self) -> list[KVBlock]:
+        """Blocks allocated and not yet freed, by handle.
+
+        Returns:
+            The live blocks.
+        """
+
+    @abstractmethod
+    def create_kv_pool(
+        self,
+        num_blocks: int | None = None,
+        *,
+        block_size: int = 16,
+        dtype: DType = DType.FP16,
+        memory_fraction: float | None = None,
+        device: str | None = None,
+    ) -> KVCachePool:
+        """Preallocate a paged KV-cache pool (see :mod:`sagellm_backend.kv.pool`).
+
+        Args:
+            num_blocks: Blocks in the pool; or give ``memory_fraction`` instead.
+            block_size: Tokens per block.
+            dtype: Element type.
+            memory_fraction: Fraction of the device's free memory to use.
+            device: Device for the arena (default: the provider's device).
+
+        Returns:
+            The pool.
+        """
+
+    # ----------------------------------------------------------------- memory
+    @abstractmethod
+    def memory_stats(self) -> dict[str, int]:
+        """Memory figures in bytes.
+
+        Returns:
+            At least ``allocated_bytes``, ``reserved_bytes``, ``peak_allocated_bytes``,
+            ``total``, ``available`` and ``kv_allocated_bytes``.
+        """
+
+    @abstractmethod
+    def reset_peak_memory_stats(self) -> None:
+        """Set every peak figure to the current allocation."""
+
+    @abstractmethod
+    def clear_cache(self) -> None:
+        """Release memory the provider caches but does not use."""
+
+    # ---------------------------------------------------------------- kernels
+    def register_kernel(self, name: str, impl: Callable[..., Any], *, priority: int = 0, kind: Any = None) -> None:
+        """Register a kernel for this provider instance.
+
+        Args:
+            name: Kernel name.
+            impl: The callable.
+            priority: Higher wins over other registrations of the same name.
+            kind: Optional :class:`KernelKind` (reported in ``capability().supported_kernels``).
+        """
+        self._kernel_view().register(name, impl, priority=priority, kind=kind)
+
+    def get_kernel(self, name: str) -> Callable[..., Any]:
+        """Return the best kernel registered under ``name`` for this provider.
+
+        Looks at this instance's registrations, then the global registry for this provider's
+        name, its device type, and ``"*"`` (any provider), highest priority first.
+
+        Args:
+            name: Kernel name.
+
+        Returns:
+            The callable.
+
+        Raises:
+            KernelNotFoundError: nothing is registered (a ``KeyError``).
+        """
+        return self._kernel_view().get(name)
+
+    def kernel_candidates(self, name: str) -> list[KernelEntry]:
+        """Every registration that could serve ``name`` here, best first.
+
+        Args:
+            name: Kernel name.
+
+        Returns:
+            Kernel entries in resolution order.
+        """
+        return self._kernel_view().candidates(name)
+
+    def _kernel_view(self) -> ProviderKernels:
+        view: ProviderKernels | None = self.__dict__.get("_kernels")
+        if view is None:
+            from ..kernels import ProviderKernels
+
+            view = ProviderKernels(search_order=(self.name, self.device_type, "*"))
+            self.__dict__["_kernels"] = view
+        return view
+
+    # ------------------------------------------------------------ collectives
+    @property
+    @abstractmethod
+    def communicator(self) -> Communicator:
+        """The provider's :class:`Communicator` (torch.distributed, the Mock world, or none)."""
+
+    @property
+    def rank(self) -> int:
+        """Global rank (0 without a process group)."""
+        return self.communicator.rank
+
+    @property
+    def world_size(self) -> int:
+        """World size (1 without a process group)."""
+        return self.communicator.world_size
+
+    def init_process_group(
+        self,
+        backend: str | None = None,
+        *,
+        init_method: str | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        timeout: float = 300.0,
+        check_consistency: bool | None = None,
+        blocking_wait: bool = True,
+    ) -> None:
+        """Join a process group; see :meth:`Communicator.init_process_group`.
+
+        Args:
+            backend: Default: :attr:`dist_backend`.
+            init_method: ``tcp://``, ``file://`` or ``env://`` (default: torchrun's env).
+            rank: Default ``RANK``.
+            world_size: Default ``WORLD_SIZE``.
+            timeout: Seconds before a collective raises :class:`CommTimeoutError`.
+            check_consistency: Verify shapes/dtypes/ops across ranks before each collective.
+            blocking_wait: NCCL: make timeouts raise on the host.
+        """
+        self.communicator.init_process_group(
+            backend,
+            init_method=init_method,
+            rank=rank,
+            world_size=world_size,
+            timeout=timeout,
+            check_consistency=check_consistency,
+            blocking_wait=blocking_wait,
+        )
+
+    def destroy_process_group(self) -> None:
+        """Leave and destroy the process group."""
+        self.communicator.destroy_process_group()
+
+    def new_group(self, ranks: Sequence[int], *, timeout: float | None = None) -> CommGroup:
+        """Create a sub-group (call on every rank).
+
+        Args:
+            ranks: Member ranks.
+            timeout: Seconds.
+
+        Returns:
+            The group.
+        """
+        return self.communicator.new_group(ranks, timeout=timeout)
+
+    def all_reduce(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
+        """Reduce ``tensor`` across ranks in place; see :meth:`Communicator.all_reduce`.
+
+        Args:
+            tensor: The tensor.
+            op: A :class:`ReduceOp` or its name.
+            group: Sub-group.
+
+        Returns:
+            ``tensor``, reduced.
+        """
+        return self.communicator.all_reduce(tensor, op, group=group)
+
+    def all_gather(self, tensor: Any, *, group: CommGroup | None = None, out: Any = None) -> Any:
+        """Gather ``tensor`` from every rank; see :meth:`Communicator.all_gather`.
+
+        Args:
+            tensor: This rank's contribution.
+            group: Sub-group.
+            out: Optional output ``(group_size, *tensor.shape)``.
+
+        Returns:
+            The gathered tensor.
+        """
+        return self.communicator.all_gather(tensor, group=group, out=out)
+
+    def reduce_scatter(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
+        """See :meth:`Communicator.reduce_scatter`.
+
+        Args:
+            tensor: ``shape[0]`` divisible by the group size.
+            op: Reduce op.
+            group: Sub-group.
+
+        Returns:
+            This rank's rows of the reduction.
+        """
+        return self.communicator.reduce_scatter(tensor, op, group=group)
+
+    def broadcast(self, tensor: Any, src: int = 0, *, group: CommGroup | None = None) -> Any:
+        """See :meth:`Communicator.broadcast`.
+
+        Args:
+            tensor: The tensor.
+            src: Source rank.
+            group: Sub-group.
+
+        Returns:
+            ``tensor``.
+        """
+        return self.communicator.broadcast(tensor, src, group=group)
+
+    def barrier(self, *, group: CommGroup | None = None) -> None:
+        """See :meth:`Communicator.barrier`.
+
+        Args:
+            group: Sub-group.
+        """
+        self.communicator.barrier(group=group)
+
+    def send(self, tensor: Any, dst: int, *, tag: int = 0, group: CommGroup | None = None) -> None:
+        """See :meth:`Communicator.send`.
+
+        Args:
+            tensor: The data.
+            dst: Destination rank.
+            tag: Message tag.
+            group: Sub-group.
+        """
+        self.communicator.send(tensor, dst, tag=tag, group=group)
+
+    def recv(self, tensor: Any, src: int, *, tag: int = 0, group: CommGroup | None = None) -> Any:
+        """See :meth:`Communicator.recv`.
+
+        Args:
+            tensor: Buffer of the sent shape and dtype.
+            src: Source rank.
+            tag: Message tag.
+            group: Sub-group.
+
+        Returns:
+            ``tensor``.
+        """
+        return self.communicator.recv(tensor, src, tag=tag, group=group)
+
+    # -------------------------------------------------------------- lifecycle
+    @abstractmethod
+    def close(self) -> None:
+        """Stop stream workers, close pools, release cached memory. Idempotent."""
+
+    def __enter__(self) -> BackendProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device={self.device!r})"

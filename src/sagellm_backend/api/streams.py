@@ -1,0 +1,200 @@
+"""Streams, events and graphs: the asynchronous-work part of the contract.
+
+Which calls block the host: ``Stream.synchronize``, ``Event.synchronize`` and ``Event.elapsed_ms``
+(waits for the end event). ``record``/``record_event``/``wait_event``/``submit`` only enqueue.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Event", "Graph", "Stream", "current_stream"]
+
+_tls = threading.local()
+
+
+def _stream_stack() -> list[Stream]:
+    stack: list[Stream] | None = getattr(_tls, "streams", None)
+    if stack is None:
+        stack = []
+        _tls.streams = stack
+    return stack
+
+
+def current_stream(owner_id: int) -> Stream | None:
+    """The innermost stream entered with ``with stream:`` in this thread for that provider.
+
+    Args:
+        owner_id: ``id()`` of the provider whose streams to look at.
+
+    Returns:
+        The stream, or ``None`` when none is active.
+    """
+    for stream in reversed(_stream_stack()):
+        if stream.owner_id == owner_id:
+            return stream
+    return None
+
+
+class Event(ABC):
+    """A marker in a stream's work. Real on every provider; timing is on by default.
+
+    ``record`` and ``query`` never block; ``synchronize`` and ``elapsed_ms`` do.
+    """
+
+    @property
+    @abstractmethod
+    def device(self) -> str:
+        """The device string of the provider that created this event."""
+
+    @abstractmethod
+    def record(self, stream: Stream | None = None) -> None:
+        """Mark the point after all work submitted so far to ``stream`` (default: current stream).
+
+        Args:
+            stream: The stream to record on; ``None`` records on the provider's current stream.
+        """
+
+    @abstractmethod
+    def synchronize(self) -> None:
+        """Block the calling thread until the recorded work has finished."""
+
+    @abstractmethod
+    def query(self) -> bool:
+        """Return True when the recorded work has finished (never blocks)."""
+
+    @abstractmethod
+    def elapsed_ms(self, start: Event) -> float:
+        """Milliseconds from ``start`` to this event. Blocks until this event completes.
+
+        Args:
+            start: An event recorded before this one on the same provider.
+
+        Returns:
+            Elapsed time in milliseconds.
+        """
+
+    def __enter__(self) -> Event:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.synchronize()
+
+
+class Stream(ABC):
+    """An ordered queue of work on one device.
+
+    ``with stream:`` makes it the current stream of its provider in this thread: provider
+    operations called without ``stream=`` inside the block are enqueued on it.
+    ``synchronize`` blocks; ``record_event``, ``wait_event``, ``submit`` and ``query`` do not.
+    """
+
+    def __init__(self, owner_id: int) -> None:
+        self.owner_id = owner_id
+
+    @property
+    @abstractmethod
+    def device(self) -> str:
+        """The device string this stream runs on."""
+
+    @property
+    @abstractmethod
+    def handle(self) -> int:
+        """An integer identifying the native stream (worker thread id, cudaStream_t ...)."""
+
+    @abstractmethod
+    def synchronize(self) -> None:
+        """Block until all work submitted to this stream has finished; re-raise its first error."""
+
+    @abstractmethod
+    def record_event(self, event: Event | None = None) -> Event:
+        """Record ``event`` (a new one if ``None``) after the work submitted so far.
+
+        Args:
+            event: The event to record, or ``None`` to create one.
+
+        Returns:
+            The recorded event.
+        """
+
+    @abstractmethod
+    def wait_event(self, event: Event) -> None:
+        """Make later work on this stream wait until ``event`` completes (host does not block).
+
+        Args:
+            event: An event of the same provider.
+        """
+
+    @abstractmethod
+    def query(self) -> bool:
+        """Return True when all submitted work has finished (never blocks)."""
+
+    @abstractmethod
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        """Run ``fn(*args, **kwargs)`` in this stream's order.
+
+        On host streams the function runs on the stream's worker thread. On device streams it is
+        called at once on the calling thread with this stream current, so the device work it
+        launches is ordered on this stream.
+
+        Args:
+            fn: The callable.
+            *args: Positional arguments for ``fn``.
+            **kwargs: Keyword arguments for ``fn``.
+        """
+
+    def wait_stream(self, other: Stream) -> None:
+        """Make later work on this stream wait for the work submitted so far to ``other``.
+
+        Args:
+            other: Another stream of the same provider.
+        """
+        self.wait_event(other.record_event())
+
+    def _on_enter(self) -> None:  # noqa: B027 (optional hook)
+        """Hook for device streams (enter the framework's stream context)."""
+
+    def _on_exit(self) -> None:  # noqa: B027 (optional hook)
+        """Hook for device streams."""
+
+    def __enter__(self) -> Stream:
+        _stream_stack().append(self)
+        self._on_enter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stack = _stream_stack()
+        self._on_exit()
+        if stack and stack[-1] is self:
+            stack.pop()
+        else:  # exited out of order: remove the innermost occurrence
+            for i in range(len(stack) - 1, -1, -1):
+                if stack[i] is self:
+                    del stack[i]
+                    break
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(device={self.device!r}, handle={self.handle:#x})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Stream):
+            return NotImplemented
+        return type(self) is type(other) and self.handle == other.handle and self.device == other.device
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.device, self.handle))
+
+
+class Graph(ABC):
+    """A captured sequence of device work that can be replayed (CUDA/NPU graphs)."""
+
+    @abstractmethod
+    def replay(self) -> None:
+        """Launch the captured work again, on the stream it was captured on."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Release the captured graph."""

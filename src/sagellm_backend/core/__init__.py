@@ -1,0 +1,1 @@
+"""The one shared provider implementation and its bookkeeping parts."""

@@ -1,0 +1,96 @@
+"""The table of a provider's live blocks: handles, ownership and use-after-free checks."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+from ..api.blocks import KVBlock
+from ..errors import BlockFreedError, ForeignBlockError, InvalidArgumentTypeError
+
+__all__ = ["BlockTable"]
+
+
+class BlockTable:
+    """Live blocks of one provider instance, by handle (1, 2, 3 ...; never reused).
+
+    Args:
+        owner: The provider's process-unique id.
+    """
+
+    def __init__(self, owner: int) -> None:
+        self.owner = owner
+        self.lock = threading.RLock()
+        self._blocks: dict[int, KVBlock] = {}
+        self._handles = itertools.count(1)
+
+    def add(self, make: Any) -> KVBlock:
+        """Register a new block built by ``make(handle)``.
+
+        Args:
+            make: Callable taking the new handle, returning the block.
+
+        Returns:
+            The block.
+        """
+        with self.lock:
+            block: KVBlock = make(next(self._handles))
+            self._blocks[block.handle] = block
+            return block
+
+    def check(self, block: object, role: str = "block") -> KVBlock:
+        """The block, if it is a live block of this provider.
+
+        Args:
+            block: What the caller passed.
+            role: Its name in messages.
+
+        Returns:
+            The block.
+
+        Raises:
+            InvalidArgumentTypeError: not a KVBlock.
+            ForeignBlockError: another provider's block.
+            BlockFreedError: freed already.
+        """
+        if not isinstance(block, KVBlock):
+            raise InvalidArgumentTypeError(
+                f"{role} must be a KVBlock from kv_block_alloc(); got {type(block).__name__}."
+            )
+        if block._owner_id != self.owner:
+            raise ForeignBlockError(
+                f"{role} {block!r} belongs to another provider instance "
+                f"(owner id {block._owner_id}, this provider {self.owner}). "
+                "Use blocks only with the provider that allocated them; to move data between "
+                "providers, read it with kv_block_read() and write it with kv_block_write().",
+                handle=block.handle,
+            )
+        if block._freed or self._blocks.get(block.handle) is not block:
+            raise BlockFreedError(
+                f"{role} (handle {block.handle}) was already freed; it cannot be used or freed "
+                "again. Allocate a new block with kv_block_alloc().",
+                handle=block.handle,
+            )
+        return block
+
+    def remove(self, block: KVBlock) -> None:
+        """Drop a checked block from the table and mark it freed (hold :attr:`lock`).
+
+        Args:
+            block: A block that passed :meth:`check` under the same lock.
+        """
+        del self._blocks[block.handle]
+        block._freed = True
+
+    def live(self) -> list[KVBlock]:
+        """Live blocks by handle.
+
+        Returns:
+            The blocks.
+        """
+        with self.lock:
+            return [self._blocks[h] for h in sorted(self._blocks)]
+
+    def __len__(self) -> int:
+        return len(self._blocks)

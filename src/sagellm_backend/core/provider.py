@@ -1,0 +1,571 @@
+"""The one provider implementation, composed of parts with one job each.
+
+:class:`Provider` validates every argument, keeps the table of live blocks (:mod:`.blocks`),
+accounts memory per device (:mod:`.ledger`), enforces limits, and turns storage failures into
+typed errors. What differs between vendors is not code here but the parts it is built from: a
+:class:`~sagellm_backend.storage.Storage` (numpy host, torch host, torch device), a
+:class:`~sagellm_backend.api.comm.Communicator` (torch.distributed, the Mock world, none) and a
+:class:`~sagellm_backend.vendors.base.VendorSpec` (the vendor's facts).
+
+Every public method validates fully before it changes anything, so a call that raises leaves the
+provider exactly as it was.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from ..api.blocks import KVBlock
+from ..api.comm import Communicator
+from ..api.provider import BackendProvider
+from ..api.streams import Event, Graph, Stream, current_stream
+from ..device import Device, normalize_device
+from ..errors import (
+    BackendError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidBlockError,
+    KVTransferError,
+    ResourceExhaustedError,
+    UnsupportedDTypeError,
+)
+from ..kv.geometry import KVGeometry
+from ..protocol import CapabilityDescriptor, DType, KernelKind, coerce_dtype
+from .blocks import BlockTable
+from .ledger import MemoryLedger
+from .pools import PoolFactory
+from .validate import check_count, fmt_bytes
+
+if TYPE_CHECKING:
+    from ..kv.pool import KVCachePool
+    from ..storage.base import Storage
+    from ..vendors.base import VendorSpec
+    from .config import Availability
+
+__all__ = ["FaultHook", "Provider"]
+
+_uids = itertools.count(1)
+_COLLECTIVES = ["all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier", "send", "recv"]
+
+
+class FaultHook(Protocol):
+    """Fault injection (the Mock's :class:`~sagellm_backend.mock.faults.MockFaults`)."""
+
+    def check(self, what: str, count: int = 1) -> None:
+        """Raise a typed error to simulate a failure of ``what`` (``"alloc"``/``"transfer"``)."""
+
+
+class Provider(BackendProvider):
+    """A provider assembled from a vendor spec, a storage and a communicator.
+
+    Args:
+        storage: Where blocks live.
+        communicator: Collectives.
+        kv_geometry: :class:`KVGeometry` or dict (default TinyLlama).
+        max_memory_bytes: Optional cap on what this provider holds on its device.
+        faults: Optional fault injection.
+    """
+
+    vendor: ClassVar[VendorSpec]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("vendor")
+        if spec is not None:  # the vendor spec is the one place these facts are written
+            cls.name = spec.name
+            cls.device_type = spec.device_type
+            cls.dist_backend = spec.dist_backend
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        communicator: Communicator,
+        kv_geometry: object = None,
+        max_memory_bytes: int | None = None,
+        faults: FaultHook | None = None,
+    ) -> None:
+        self._uid = next(_uids)
+        self._geometry = KVGeometry.coerce(kv_geometry)
+        if max_memory_bytes is not None:
+            check_count("max_memory_bytes", max_memory_bytes)
+        self._max_memory_bytes = max_memory_bytes
+        self._storage = storage
+        self._comm = communicator
+        self._faults = faults
+        self._blocks = BlockTable(self._uid)
+        self._ledger = MemoryLedger(lambda d: storage.limit(d, max_memory_bytes))
+        self._pools = PoolFactory(self)
+        self._streams: weakref.WeakSet[Stream] = weakref.WeakSet()
+        self._advertised_kernels: list[KernelKind] | None = None
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ identity
+    @classmethod
+    def detect(cls) -> Availability:
+        """Whether this provider can be created here, and why not (side-effect free).
+
+        Returns:
+            The availability.
+        """
+        return cls.vendor.detect()
+
+    @classmethod
+    def is_available(cls) -> bool:
+        """Whether this provider can be created here (side-effect free).
+
+        Returns:
+            True when available.
+        """
+        return bool(cls.detect().available)
+
+    @property
+    def device(self) -> str:
+        """The provider's own device (``"cpu"``, ``"cuda:0"`` ...)."""
+        return str(self._storage.own_device())
+
+    @property
+    def kv_geometry(self) -> KVGeometry:
+        """The KV geometry blocks are sized with."""
+        return self._geometry
+
+    @property
+    def owner_id(self) -> int:
+        """Process-unique id of this instance (its blocks and streams carry it)."""
+        return self._uid
+
+    @property
+    def communicator(self) -> Communicator:
+        """The provider's communicator."""
+        return self._comm
+
+    def reachable_devices(self) -> list[str]:
+        """Devices this provider can allocate on and migrate blocks to.
+
+        Returns:
+            Device strings, the own device first.
+        """
+        return self._storage.reachable()
+
+    def kv_storage_dtypes(self) -> list[DType]:
+        """Dtypes a KV block can be stored in on the provider's device.
+
+        Returns:
+            Protocol dtypes.
+        """
+        return self._storage.storable(self._storage.own_device())
+
+    def capability(self) -> CapabilityDescriptor:
+        """Describe the device, read from the hardware.
+
+        Returns:
+            The descriptor.
+        """
+        facts = self._storage.describe()
+        has_coll = self._comm.available
+        kernels = self._advertised_kernels
+        if kernels is None:
+            found = self._kernel_view().kinds()
+            kernels = [k for k in KernelKind if k in found]
+        return CapabilityDescriptor(
+            device_name=facts.name,
+            device_type=self.device_type,
+            compute_capability=facts.compute_capability,
+            total_memory_bytes=facts.total_bytes,
+            available_memory_bytes=facts.free_bytes,
+            supported_dtypes=self._storage.native_dtypes(),
+            supported_kernels=list(kernels),
+            has_stream=True,
+            has_event=True,
+            has_collective=has_coll,
+            has_graph_exec=self._storage.has_graphs,
+            supported_collectives=list(_COLLECTIVES) if has_coll else [],
+            has_kv_block_copy=True,
+            has_kv_block_migrate=True,
+            max_memory_mb=int((self._max_memory_bytes or facts.total_bytes) >> 20),
+        )
+
+    # ------------------------------------------------------------ engine hooks
+    def get_torch_device(self) -> Any:
+        """The ``torch.device`` of the provider's device.
+
+        Returns:
+            The torch device.
+        """
+        return self._storage.torch_device()
+
+    def to_device(self, tensor: Any) -> Any:
+        """Move a tensor to the provider's device.
+
+        Args:
+            tensor: The tensor.
+
+        Returns:
+            The tensor on the device.
+        """
+        return self._storage.to_device(tensor)
+
+    def gpu_utilization(self) -> float | None:
+        """Device utilisation in percent where the device reports it.
+
+        Returns:
+            0-100, or ``None``.
+        """
+        return self._storage.utilization()
+
+    # ---------------------------------------------------------------- helpers
+    def _stream_for(self, stream: Stream | None) -> Stream | None:
+        if stream is None:
+            return current_stream(self._uid)
+        if not isinstance(stream, Stream):
+            raise InvalidArgumentTypeError(
+                f"stream must be a Stream from create_stream(); got {type(stream).__name__}."
+            )
+        if stream.owner_id != self._uid:
+            raise InvalidArgumentError(
+                f"{stream!r} belongs to another provider instance; use a stream from this provider's create_stream()."
+            )
+        return stream
+
+    def _fault(self, what: str, count: int = 1) -> None:
+        if self._faults is not None:
+            self._faults.check(what, count)
+
+    def _target_device(self, device: object) -> Device:
+        if device is None:
+            return self._storage.own_device()
+        return self._storage.resolve(normalize_device(device, default_type=self.device_type))
+
+    def _check_dtype(self, dtype: object, device: Device) -> DType:
+        dt = coerce_dtype(dtype)
+        supported = self._storage.storable(device)
+        if dt not in supported:
+            hint = self._storage.dtype_hint(dt, device) or f"the {self.name!r} provider cannot store it there"
+            raise UnsupportedDTypeError(
+                f"dtype {dt.value} is not supported on {device}: {hint}. "
+                f"Supported there: {[d.value for d in supported]}. Use one of those.",
+                dtype=dt.value,
+                device=str(device),
+            )
+        return dt
+
+    def _alloc(self, device: Device, dtype: DType, shape: tuple[int, ...], nbytes: int, what: str) -> Any:
+        """Reserve accounting, allocate, and roll the reservation back on any failure."""
+        peak = self._ledger.reserve(str(device), nbytes, what)
+        try:
+            self._fault("alloc")
+            return self._storage.alloc(device, dtype, shape)
+        except BaseException as exc:
+            self._ledger.unreserve(str(device), nbytes, peak)
+            if isinstance(exc, BackendError) or not isinstance(exc, (MemoryError, RuntimeError)):
+                raise
+            raise ResourceExhaustedError(
+                f"the device ran out of memory allocating {what} of {fmt_bytes(nbytes)} on "
+                f"{device}: {exc}. Free blocks or call clear_cache(), or allocate fewer tokens.",
+                requested=nbytes,
+            ) from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgumentError(f"the {self.name!r} provider was closed; create a new one with get_provider().")
+
+    # ------------------------------------------------------------------ blocks
+    def kv_block_alloc(self, num_tokens: int, dtype: DType, *, device: object = None) -> KVBlock:
+        """Allocate a KV block that owns ``num_tokens * bytes_per_token`` bytes.
+
+        Args:
+            num_tokens: Positive number of tokens.
+            dtype: Element type (any protocol ``DType`` spelling).
+            device: Where (default: the provider's device); any of :meth:`reachable_devices`.
+
+        Returns:
+            The new block. Its memory is uninitialised.
+
+        Raises:
+            InvalidArgumentTypeError: ``num_tokens`` not an int, ``dtype`` not a dtype.
+            InvalidArgumentError: ``num_tokens`` < 1, unknown dtype or device.
+            UnsupportedDTypeError: the device cannot hold ``dtype``.
+            ResourceExhaustedError: over the memory limit or out of device memory.
+        """
+        self._check_open()
+        n = check_count("num_tokens", num_tokens)
+        dev = self._target_device(device)
+        dt = self._check_dtype(dtype, dev)
+        nbytes = n * self._geometry.bytes_per_token(dt)
+        data = self._alloc(dev, dt, self._geometry.storage_shape(n, dt), nbytes, f"a KV block of {n} tokens")
+        geometry, owner = self._geometry, self._uid
+        return self._blocks.add(lambda h: KVBlock(h, n, dt, str(dev), geometry=geometry, data=data, owner_id=owner))
+
+    def kv_block_free(self, block: KVBlock) -> None:
+        """Free ``block``; its memory returns to the provider (or its pool) and the handle dies.
+
+        Args:
+            block: A live block of this provider.
+
+        Raises:
+            BlockFreedError: already freed.
+            ForeignBlockError: allocated by another provider instance.
+        """
+        with self._blocks.lock:
+            self._blocks.check(block)
+            self._blocks.remove(block)
+            data, block._data = block._data, None
+            pool, pool_id = block._pool, block._pool_id
+        if pool is not None and pool_id is not None:
+            pool.free([pool_id])
+        else:
+            self._ledger.unreserve(block.device, block.nbytes)
+            self._storage.release(data, None)
+
+    def kv_block_copy(self, src: KVBlock, dst: KVBlock, *, stream: Stream | None = None) -> None:
+        """Copy the bytes of ``src`` into ``dst``, bit for bit.
+
+        Args:
+            src: Source block.
+            dst: Destination block: same ``num_tokens``, dtype and geometry; any reachable device.
+            stream: Enqueue on this stream (returns at once); default: the current stream,
+                else synchronous.
+
+        Raises:
+            InvalidBlockError: sizes, dtypes or geometries differ.
+            KVTransferError: the copy failed; ``dst`` may be partly written, ``src`` is intact.
+        """
+        self._blocks.check(src, "src")
+        self._blocks.check(dst, "dst")
+        if src is dst:
+            return
+        if (src.num_tokens, src.dtype, src.geometry) != (dst.num_tokens, dst.dtype, dst.geometry):
+            raise InvalidBlockError(
+                f"cannot copy {src!r} into {dst!r}: blocks must match in num_tokens, dtype and "
+                f"geometry (src {src.num_tokens} x {src.dtype.value}, dst {dst.num_tokens} x "
+                f"{dst.dtype.value}). Allocate dst with kv_block_alloc({src.num_tokens}, DType.{src.dtype.name}).",
+                src_tokens=src.num_tokens,
+                dst_tokens=dst.num_tokens,
+            )
+        s = self._stream_for(stream)
+        self._fault("transfer")
+        try:
+            self._storage.copy(src.data, dst.data, s)
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise KVTransferError(
+                f"copying block {src.handle} ({src.device}) into block {dst.handle} ({dst.device}) failed: "
+                f"{exc}. The source block is intact.",
+            ) from exc
+
+    def kv_block_migrate(self, block: KVBlock, target_device: object, *, stream: Stream | None = None) -> KVBlock:
+        """Move a block's data to ``target_device``; the block keeps its handle.
+
+        A pool block migrated off its pool becomes a standalone block and its pool slot is freed.
+
+        Args:
+            block: A live block of this provider.
+            target_device: Any of :meth:`reachable_devices` (``"cpu"``, ``"cuda:1"`` ...).
+            stream: Enqueue the copy on this stream; the block's new memory is valid once the
+                stream reaches this point. Default: the current stream, else synchronous.
+
+        Returns:
+            ``block``, now on ``target_device``.
+
+        Raises:
+            InvalidDeviceError / DeviceUnreachableError: bad target.
+            ResourceExhaustedError: no room on the target; the block is unchanged.
+            KVTransferError: the transfer failed; the block is unchanged.
+        """
+        self._blocks.check(block)
+        if target_device is None:
+            raise InvalidArgumentTypeError(
+                f"target_device is None; pass the device to migrate to, one of {self.reachable_devices()}."
+            )
+        dev = self._target_device(target_device)
+        if str(dev) == block.device:
+            return block
+        self._check_dtype(block.dtype, dev)
+        s = self._stream_for(stream)
+        nbytes = block.nbytes
+        peak = self._ledger.reserve(str(dev), nbytes, f"a migrated KV block of {block.num_tokens} tokens")
+        try:
+            self._fault("transfer")
+            new_data = self._storage.transfer(block.data, dev, s)
+        except BaseException as exc:
+            self._ledger.unreserve(str(dev), nbytes, peak)
+            if isinstance(exc, BackendError) or not isinstance(exc, Exception):
+                raise
+            if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+                raise ResourceExhaustedError(
+                    f"no memory on {dev} to migrate block {block.handle} ({fmt_bytes(nbytes)}): {exc}. "
+                    f"The block stays on {block.device}.",
+                ) from exc
+            raise KVTransferError(
+                f"migrating block {block.handle} from {block.device} to {dev} failed: {exc}. "
+                f"The block stays on {block.device}, intact.",
+            ) from exc
+        with self._blocks.lock:
+            old_data, old_device = block._data, block.device
+            pool, pool_id = block._pool, block._pool_id
+            block._data = new_data
+            block.device = str(dev)
+            block._pool = None
+            block._pool_id = None
+        if pool is not None and pool_id is not None:
+            pool.free([pool_id])
+        else:
+            self._ledger.unreserve(old_device, nbytes)
+            self._storage.release(old_data, s)
+        return block
+
+    def kv_block_read(self, block: KVBlock) -> bytes:
+        """Return a copy of the block's bytes (work on side streams is not waited for).
+
+        Args:
+            block: A live block.
+
+        Returns:
+            ``block.nbytes`` bytes.
+        """
+        self._blocks.check(block)
+        return self._storage.read(block.data)
+
+    def kv_block_write(self, block: KVBlock, data: bytes | bytearray | memoryview) -> None:
+        """Overwrite the block with ``data``.
+
+        Args:
+            block: A live block.
+            data: Exactly ``block.nbytes`` bytes (any buffer-protocol object).
+
+        Raises:
+            InvalidArgumentError: wrong length.
+            InvalidArgumentTypeError: not a bytes-like object.
+        """
+        self._blocks.check(block)
+        try:
+            buf = memoryview(data).cast("B")
+        except TypeError as exc:
+            raise InvalidArgumentTypeError(
+                f"data must be bytes-like (bytes, bytearray, memoryview, numpy array); got {type(data).__name__}."
+            ) from exc
+        if buf.nbytes != block.nbytes:
+            raise InvalidArgumentError(
+                f"data has {buf.nbytes} bytes but block {block.handle} holds {block.nbytes}; "
+                "pass exactly block.nbytes bytes."
+            )
+        self._storage.write(block.data, buf)
+
+    def live_blocks(self) -> list[KVBlock]:
+        """Blocks allocated and not yet freed, by handle.
+
+        Returns:
+            The live blocks.
+        """
+        return self._blocks.live()
+
+    def create_kv_pool(
+        self,
+        num_blocks: int | None = None,
+        *,
+        block_size: int = 16,
+        dtype: DType = DType.FP16,
+        memory_fraction: float | None = None,
+        device: str | None = None,
+    ) -> KVCachePool:
+        """Preallocate a paged KV-cache pool: one arena, O(1) block ids, reference counts.
+
+        Args:
+            num_blocks: Number of blocks; exactly one of this and ``memory_fraction``.
+            block_size: Tokens per block.
+            dtype: Element type.
+            memory_fraction: Size the pool as this fraction (0, 1] of the device's available memory.
+            device: Device for the arena (default: the provider's device).
+
+        Returns:
+            The pool. Its arena counts in :meth:`memory_stats` until ``pool.close()``.
+
+        Raises:
+            InvalidArgumentError: both or neither of ``num_blocks`` / ``memory_fraction``.
+            ResourceExhaustedError: the arena does not fit.
+        """
+        self._check_open()
+        return self._pools.create(num_blocks, block_size, dtype, memory_fraction, device)
+
+    # ----------------------------------------------------------------- memory
+    def memory_stats(self) -> dict[str, int]:
+        """The device's figures and this provider's own KV accounting.
+
+        Returns:
+            ``allocated_bytes``, ``reserved_bytes``, ``peak_allocated_bytes``, ``total``,
+            ``available``, ``used``, ``kv_allocated_bytes``, ``kv_peak_allocated_bytes``,
+            ``num_blocks`` and ``<device>_kv_allocated_bytes`` for other devices.
+        """
+        stats = self._ledger.stats(self.device)
+        stats["num_blocks"] = len(self._blocks)
+        stats.update(self._storage.memory_figures(stats["kv_allocated_bytes"], stats["kv_peak_allocated_bytes"]))
+        return stats
+
+    def reset_peak_memory_stats(self) -> None:
+        """Set every peak figure to the current allocation."""
+        self._ledger.reset_peak()
+        self._storage.reset_peak()
+
+    def clear_cache(self) -> None:
+        """Drop the pools' recycled swap buffers and return cached device memory."""
+        self._storage.synchronize()
+        self._pools.clear_host_caches()
+        self._storage.clear_cache()
+
+    # ---------------------------------------------------------------- streams
+    def create_stream(self) -> Stream:
+        """A new stream: a worker-thread stream on hosts, a native stream on accelerators.
+
+        Returns:
+            The stream.
+        """
+        self._check_open()
+        stream = self._storage.create_stream(self._uid)
+        self._streams.add(stream)
+        return stream
+
+    def create_event(self) -> Event:
+        """A timing event (host-stamped on hosts, native on accelerators).
+
+        Returns:
+            The event.
+        """
+        return self._storage.create_event(self._uid)
+
+    def synchronize(self) -> None:
+        """Wait for all device work of this provider's device (no-op on hosts)."""
+        self._storage.synchronize()
+
+    def capture_graph(self, stream: Stream | None = None) -> AbstractContextManager[Graph]:
+        """Capture device work into a graph; ``graph.replay()`` launches it again.
+
+        Inside the block, provider calls without ``stream=`` are captured. Allocate what the
+        captured work touches before capturing.
+
+        Args:
+            stream: A stream of this provider to capture on (default: a side stream).
+
+        Returns:
+            A context manager yielding the graph.
+        """
+        s = None if stream is None else self._stream_for(stream)
+        return self._storage.capture_graph(self._uid, s)
+
+    # -------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Stop host stream workers and close this provider's pools. Blocks stay readable. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        for stream in list(self._streams):
+            closer = getattr(stream, "close", None)
+            if closer is not None:
+                closer()
+        self._pools.close_all()

@@ -1,0 +1,98 @@
+"""Block-id validation for every pool path: exact integers only.
+
+``True``, ``1.0``, numpy floats, 2-D arrays and unhashable objects are refused with a typed error;
+numpy integers and integer tensors (any shape up to 1-D, 0-d included) are accepted and turned
+into plain ``int``. The check of a plain list of ints is one C-level pass (``set(map(type, ids))``).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from ..errors import InvalidArgumentTypeError
+
+__all__ = ["as_block_id", "as_id_list"]
+
+_INT_ONLY = frozenset({int})
+
+
+def _is_int_dtype(dtype: Any) -> bool:
+    kind = getattr(dtype, "kind", None)  # numpy
+    if kind is not None:
+        return kind in ("i", "u")
+    return str(dtype).startswith(("torch.int", "torch.uint"))
+
+
+def _ndim(value: Any) -> int:
+    ndim = getattr(value, "ndim", None)
+    return int(ndim) if ndim is not None else int(value.dim())
+
+
+def _bad(what: str, value: object) -> InvalidArgumentTypeError:
+    return InvalidArgumentTypeError(
+        f"{what} must hold integer block ids; got {type(value).__name__} {value!r}. "
+        "Pass Python ints (or numpy integers / integer tensors).",
+    )
+
+
+def as_block_id(value: object, what: str = "block_id") -> int:
+    """One block id as a plain int.
+
+    Args:
+        value: An int, numpy integer, or 0-d integer array/tensor.
+        what: Argument name for messages.
+
+    Returns:
+        The id.
+
+    Raises:
+        InvalidArgumentTypeError: a bool, float, or anything that is not an integer.
+    """
+    if type(value) is int:
+        return value
+    if isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):
+        raise _bad(what, value)
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None:
+        if not _is_int_dtype(dtype) or _ndim(value) != 0:
+            raise _bad(what, value)
+        return int(value.item())  # type: ignore[attr-defined]  # numpy/torch 0-d values have item()
+    try:
+        return operator.index(value)  # type: ignore[arg-type]  # objects implementing __index__
+    except TypeError:
+        raise _bad(what, value) from None
+
+
+def as_id_list(ids: object, what: str) -> list[int]:
+    """A sequence of block ids as a list of plain ints.
+
+    Args:
+        ids: List, tuple, range, 1-D numpy array or tensor of integers.
+        what: Argument name for messages.
+
+    Returns:
+        The ids (the same list object when it already holds only ints).
+
+    Raises:
+        InvalidArgumentTypeError: not a sequence, or an element is not an integer.
+    """
+    if type(ids) is list:
+        if set(map(type, ids)) <= _INT_ONLY:
+            return ids
+        return [as_block_id(i, what) for i in ids]
+    if isinstance(ids, (tuple, range)):
+        return as_id_list(list(ids), what)
+    dtype: Any = getattr(ids, "dtype", None)
+    if dtype is not None and hasattr(ids, "tolist"):
+        if not _is_int_dtype(dtype) or _ndim(ids) != 1:
+            raise InvalidArgumentTypeError(
+                f"{what} must be a 1-D integer array or tensor; got dtype {dtype} with {_ndim(ids)} dimension(s)."
+            )
+        out = ids.tolist()
+        return out if isinstance(out, list) else [out]
+    if isinstance(ids, (str, bytes, dict, set, frozenset)) or not hasattr(ids, "__iter__"):
+        raise InvalidArgumentTypeError(
+            f"{what} must be a sequence of block ids (list, tuple, numpy array, tensor); got {type(ids).__name__}."
+        )
+    return [as_block_id(i, what) for i in ids]  # any other iterable

@@ -1,0 +1,1 @@
+"""The Mock provider's parts: fault injection and recorded graphs."""

@@ -1,0 +1,13 @@
+"""The seed release's module path of the Ascend provider, with its names."""
+
+from ..vendors.ascend import AscendBackendProvider, create_ascend_backend
+
+PyTorchAscendBackendProvider = AscendBackendProvider
+create_pytorch_ascend_backend = create_ascend_backend
+
+__all__ = [
+    "AscendBackendProvider",
+    "PyTorchAscendBackendProvider",
+    "create_ascend_backend",
+    "create_pytorch_ascend_backend",
+]

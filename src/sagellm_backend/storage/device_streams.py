@@ -1,0 +1,136 @@
+"""Native device streams, events and graphs over any ``torch.<accelerator>`` module of the
+``torch.cuda`` shape (``torch.cuda``, ``torch.npu``, ``torch.musa``, Kunlun's XPyTorch)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..api.streams import Event, Graph, Stream, current_stream
+from ..api.streams import _tls as _stream_tls
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
+
+__all__ = ["DeviceEvent", "DeviceStream", "TorchGraph"]
+
+
+class DeviceEvent(Event):
+    """A ``torch.<accelerator>.Event`` with timing enabled."""
+
+    def __init__(self, owner_id: int, device: str, module: Any) -> None:
+        self._owner_id = owner_id
+        self._device = device
+        self._mod = module
+        self.native = module.Event(enable_timing=True)
+        self._recorded = False
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def record(self, stream: Stream | None = None) -> None:
+        if stream is None and not getattr(_stream_tls, "streams", None):
+            self.native.record()  # fast path: no HAL stream entered in this thread
+            self._recorded = True
+            return
+        s = stream if stream is not None else current_stream(self._owner_id)
+        if s is None:
+            self.native.record()
+        elif isinstance(s, DeviceStream):
+            self.native.record(s.native)
+        else:
+            raise InvalidArgumentTypeError(
+                f"a device event can only be recorded on a DeviceStream; got {type(s).__name__}."
+            )
+        self._recorded = True
+
+    def synchronize(self) -> None:
+        if self._recorded:
+            self.native.synchronize()
+
+    def query(self) -> bool:
+        return bool(self.native.query())
+
+    def elapsed_ms(self, start: Event) -> float:
+        if type(start) is DeviceEvent and start._recorded and self._recorded:  # fast path
+            self.native.synchronize()
+            return float(start.native.elapsed_time(self.native))
+        if not isinstance(start, DeviceEvent):
+            raise InvalidArgumentTypeError(f"elapsed_ms needs a start DeviceEvent; got {type(start).__name__}.")
+        if not (start._recorded and self._recorded):
+            which = "start" if not start._recorded else "end"
+            raise InvalidArgumentError(
+                f"the {which} event was never recorded, so there is no interval to time. Record both events first."
+            )
+        self.native.synchronize()
+        return float(start.native.elapsed_time(self.native))
+
+    def __repr__(self) -> str:
+        return f"DeviceEvent(device={self._device!r}, recorded={self._recorded})"
+
+
+class DeviceStream(Stream):
+    """A ``torch.<accelerator>.Stream``."""
+
+    def __init__(self, owner_id: int, device: str, module: Any, native: Any) -> None:
+        super().__init__(owner_id)
+        self._device = device
+        self._mod = module
+        self.native = native
+        self._contexts: list[Any] = []
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def handle(self) -> int:
+        for attr in ("cuda_stream", "npu_stream", "stream_id"):
+            value = getattr(self.native, attr, None)
+            if isinstance(value, int):
+                return value
+        return id(self.native)
+
+    def synchronize(self) -> None:
+        self.native.synchronize()
+
+    def record_event(self, event: Event | None = None) -> Event:
+        ev = event if event is not None else DeviceEvent(self.owner_id, self._device, self._mod)
+        ev.record(self)
+        return ev
+
+    def wait_event(self, event: Event) -> None:
+        if not isinstance(event, DeviceEvent):
+            raise InvalidArgumentTypeError(
+                f"a device stream can only wait on a DeviceEvent; got {type(event).__name__}."
+            )
+        if event._recorded:
+            self.native.wait_event(event.native)
+
+    def query(self) -> bool:
+        return bool(self.native.query())
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        with self._mod.stream(self.native):
+            fn(*args, **kwargs)
+
+    def _on_enter(self) -> None:
+        ctx = self._mod.stream(self.native)
+        ctx.__enter__()
+        self._contexts.append(ctx)
+
+    def _on_exit(self) -> None:
+        if self._contexts:
+            self._contexts.pop().__exit__(None, None, None)
+
+
+class TorchGraph(Graph):
+    """A captured accelerator graph (``torch.cuda.CUDAGraph``, ``torch_npu.npu.NPUGraph``)."""
+
+    def __init__(self, native: Any) -> None:
+        self.native = native
+
+    def replay(self) -> None:
+        self.native.replay()
+
+    def reset(self) -> None:
+        self.native.reset()

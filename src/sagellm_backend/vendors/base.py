@@ -1,0 +1,225 @@
+"""A vendor's facts in one typed record, detection written once over the ``torch.cuda`` shape,
+and the one generic factory every built-in provider is created through."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..core.config import Availability, ProviderConfig
+from ..core.validate import check_count
+from ..errors import InvalidDeviceError, UnavailableError
+from ..protocol import DType
+
+if TYPE_CHECKING:
+    from ..core.provider import Provider
+
+__all__ = ["VendorSpec", "accelerator_parts", "create_from_config", "detect_torch_module", "vendor_factory"]
+
+
+@dataclass(frozen=True)
+class VendorSpec:
+    """Every fact about one vendor.
+
+    Attributes:
+        name: Registry name.
+        aliases: Other registry names.
+        device_type: torch device type of its tensors.
+        torch_module: Attribute of ``torch`` serving the device (``"cuda"``, ``"npu"``), or
+            ``None`` for the host.
+        sdk_module: Python module to import first (``"torch_npu"``), or ``None``.
+        dist_backend: torch.distributed backend, or ``None``.
+        graph_class: Graph class in the torch module (``"CUDAGraph"``), or ``None``.
+        install_hint: What to install.
+        priority: Rank in ``get_provider("auto")``; ``None`` keeps it out.
+        detect: Side-effect-free detection.
+        provider_class: ``"module:Class"`` of the provider.
+        native_dtypes: ``(module, index) -> dtypes`` the device computes in, or ``None`` (all).
+        dtype_hint: ``(dtype, module, index) -> why it is missing``, or ``None``.
+        compute_capability: ``(module, index) -> "9.0"``, or ``None``.
+        fast_copy: Whether the Triton row copier serves batched block copies.
+        configure: Maps an engine config onto constructor keywords (default: ``device_id``).
+        sources: Where these facts come from.
+    """
+
+    name: str
+    aliases: tuple[str, ...]
+    device_type: str
+    torch_module: str | None
+    sdk_module: str | None
+    dist_backend: str | None
+    graph_class: str | None
+    install_hint: str
+    priority: int | None
+    detect: Callable[[], Availability]
+    provider_class: str
+    native_dtypes: Callable[[Any, int], list[DType]] | None = None
+    dtype_hint: Callable[[DType, Any, int], str] | None = None
+    compute_capability: Callable[[Any, int], str | None] | None = None
+    fast_copy: bool = False
+    configure: Callable[[ProviderConfig, dict[str, Any]], None] | None = None
+    sources: tuple[str, ...] = ()
+
+    @property
+    def factory_path(self) -> str:
+        """The ``sagellm.backends`` entry point target of this vendor."""
+        module = self.provider_class.partition(":")[0]
+        return f"{module}:create_{self.name}_backend"
+
+    def load_class(self) -> type[Provider]:
+        """Import the provider class.
+
+        Returns:
+            The class.
+        """
+        module, _, attr = self.provider_class.partition(":")
+        cls: type[Provider] = getattr(importlib.import_module(module), attr)
+        return cls
+
+
+def detect_torch_module(
+    install_hint: str,
+    torch_module: str,
+    sdk_module: str | None = None,
+    *,
+    exclude_module: str | None = None,
+    exclude_reason: str = "",
+) -> Availability:
+    """Side-effect-free detection of a ``torch.<module>`` accelerator: import torch and the SDK,
+    ask for devices. ``is_available`` and ``device_count`` create no device context.
+
+    Args:
+        install_hint: What to install.
+        torch_module: ``"cuda"``, ``"npu"``, ``"musa"`` ...
+        sdk_module: The vendor's torch plugin to import first.
+        exclude_module: A module whose presence means the torch module belongs to another vendor.
+        exclude_reason: Why, for the message.
+
+    Returns:
+        Availability with the reason.
+    """
+    try:
+        import torch
+    except ImportError as exc:
+        return Availability(False, f"torch is not installed ({exc}); install {install_hint}")
+    if sdk_module is not None:
+        if importlib.util.find_spec(sdk_module) is None:
+            return Availability(False, f"{sdk_module} is not installed; install {install_hint}")
+        try:
+            importlib.import_module(sdk_module)
+        except Exception as exc:
+            return Availability(False, f"{sdk_module} failed to import: {type(exc).__name__}: {exc}")
+    if exclude_module is not None and importlib.util.find_spec(exclude_module) is not None:
+        return Availability(False, exclude_reason)
+    mod = getattr(torch, torch_module, None)
+    if mod is None:
+        return Availability(False, f"torch.{torch_module} does not exist in torch {torch.__version__}")
+    try:
+        ok = bool(mod.is_available())
+        count = int(mod.device_count()) if ok else 0
+    except Exception as exc:
+        return Availability(False, f"torch.{torch_module}.is_available() raised {type(exc).__name__}: {exc}")
+    if not ok:
+        return Availability(False, f"torch.{torch_module}.is_available() is False", 0)
+    if count < 1:
+        return Availability(False, f"torch.{torch_module}.device_count() is 0", 0)
+    return Availability(True, f"{count} device(s) via torch.{torch_module} (torch {torch.__version__})", count)
+
+
+def accelerator_parts(
+    spec: VendorSpec, device_id: object, availability: Availability | None, storage_class: Any = None
+) -> dict[str, Any]:
+    """Detect (unless a detection result is passed on), validate ``device_id``, and build the
+    storage and communicator of an accelerator provider.
+
+    Args:
+        spec: The vendor.
+        device_id: Device ordinal.
+        availability: A :meth:`VendorSpec.detect` result already computed by the caller.
+        storage_class: Storage class (default :class:`TorchDeviceStorage`; stand-ins pass a
+            host-backed one).
+
+    Returns:
+        ``storage`` and ``communicator`` keyword arguments for :class:`Provider`.
+
+    Raises:
+        UnavailableError: the vendor's devices are not usable here.
+        InvalidDeviceError: no such device.
+    """
+    found = availability if availability is not None else spec.detect()
+    if not found.available:
+        raise UnavailableError(
+            f"the {spec.name!r} provider is not available here: {found.reason}. Install {spec.install_hint}.",
+            provider=spec.name,
+        )
+    index = check_count("device_id", device_id, minimum=0)
+    count = found.device_count or 0
+    if index >= count:
+        raise InvalidDeviceError(
+            f"{spec.device_type}:{index} does not exist: {count} device(s) are visible "
+            f"({spec.device_type}:0..{spec.device_type}:{count - 1}). Pick one of those.",
+            device=index,
+        )
+    import torch
+
+    from ..comm.torch_dist import TorchCommunicator
+    from ..storage.torch_common import register_torch_kernels
+    from ..storage.torch_device import TorchDeviceStorage
+
+    module = getattr(torch, spec.torch_module or "")
+    register_torch_kernels(spec.device_type)
+    return {
+        "storage": (storage_class or TorchDeviceStorage)(spec, module, index, count),
+        "communicator": TorchCommunicator(spec.device_type, index, spec.dist_backend or "gloo"),
+    }
+
+
+def create_from_config(
+    spec: VendorSpec, config: object = None, *, availability: Availability | None = None, **options: Any
+) -> Provider:
+    """The generic entry-point factory: build ``spec``'s provider from an engine config.
+
+    Args:
+        spec: The vendor.
+        config: ``None``, a dict, or an object with ``kind``/``device``/``device_ids``.
+        availability: A detection result already computed (the registry passes it on).
+        **options: Constructor keywords (``device_id``, ``kv_geometry``, ``max_memory_bytes`` ...).
+
+    Returns:
+        The provider.
+    """
+    cfg = ProviderConfig.from_any(config, **options)
+    kwargs = dict(cfg.options)
+    if spec.configure is not None:
+        spec.configure(cfg, kwargs)
+    else:
+        index = cfg.device_index(spec.device_type)
+        if index is not None:
+            kwargs.setdefault("device_id", index)
+    if availability is not None:
+        kwargs["availability"] = availability
+    return spec.load_class()(**kwargs)
+
+
+def vendor_factory(spec: VendorSpec) -> Callable[..., Provider]:
+    """The entry-point factory of a vendor: :func:`create_from_config` bound to ``spec``, with
+    the ``detect`` and ``priority`` attributes the registry reads.
+
+    Args:
+        spec: The vendor.
+
+    Returns:
+        ``create_<name>_backend(config=None, **options)``.
+    """
+
+    def factory(config: object = None, **options: Any) -> Provider:
+        return create_from_config(spec, config, **options)
+
+    factory.__name__ = factory.__qualname__ = f"create_{spec.name}_backend"
+    factory.__doc__ = f"Entry-point factory for {spec.name!r}: see :func:`create_from_config`."
+    factory.detect = spec.detect  # type: ignore[attr-defined]  # read by the registry
+    factory.priority = spec.priority  # type: ignore[attr-defined]  # read by the registry
+    return factory

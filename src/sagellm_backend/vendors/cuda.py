@@ -1,0 +1,122 @@
+"""The CUDA provider (NVIDIA GPUs through ``torch.cuda``): device memory, streams and events,
+NCCL collectives, CUDA graphs, peer and pinned-host migration, one-launch batched block copies.
+
+Capability rule for ``supported_dtypes`` (by compute capability, cc):
+fp32 and fp16 always (cc >= 5.3 on every GPU CUDA 12 supports); int8 from cc 6.1;
+bf16 from cc 8.0; fp8 (``float8_e4m3fn``) from cc 8.9; int4 as packed storage (two per byte).
+A dtype outside the list is refused on the GPU with the reason
+("bf16 needs compute capability >= 8.0; cuda:0 (Tesla T4) has 7.5; use fp16").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.config import Availability
+from ..core.provider import Provider
+from ..protocol import DType
+from .base import VendorSpec, accelerator_parts, detect_torch_module, vendor_factory
+
+__all__ = ["CUDA", "CUDABackendProvider", "create_cuda_backend", "detect_cuda"]
+
+_INSTALL = "a CUDA build of torch (pip install 'torch>=2.4' on Linux) and an NVIDIA driver"
+_MIN_CC: dict[DType, tuple[int, int]] = {
+    DType.FP32: (0, 0),
+    DType.FP16: (5, 3),
+    DType.INT8: (6, 1),
+    DType.BF16: (8, 0),
+    DType.FP8: (8, 9),
+    DType.INT4: (0, 0),
+}
+_FIX = {DType.BF16: "use fp16", DType.FP8: "use fp16 or int8", DType.INT8: "use fp16", DType.FP16: "use fp32"}
+
+
+def detect_cuda() -> Availability:
+    """NVIDIA CUDA through torch.cuda, excluding torch builds where torch.cuda is another vendor's
+    (ROCm/HIP builds, Kunlunxin XPyTorch).
+
+    Returns:
+        Availability with the reason (never initialises CUDA).
+    """
+    try:
+        import torch
+    except ImportError as exc:
+        return Availability(False, f"torch is not installed ({exc}); install {_INSTALL}")
+    if getattr(torch.version, "hip", None):
+        return Availability(
+            False, f"torch {torch.__version__} is a ROCm/HIP build: torch.cuda drives AMD/Hygon GPUs; use 'rocm'"
+        )
+    if getattr(torch.version, "cuda", None) is None:
+        return Availability(False, f"torch {torch.__version__} is a CPU-only build (torch.version.cuda is None)")
+    return detect_torch_module(
+        _INSTALL,
+        "cuda",
+        exclude_module="torch_xmlir",
+        exclude_reason="torch.cuda is served by Kunlunxin XPyTorch (torch_xmlir) here; use the 'kunlun' provider",
+    )
+
+
+def _cc(module: Any, index: int) -> tuple[int, int]:
+    major, minor = module.get_device_capability(index)
+    return int(major), int(minor)
+
+
+def _native_dtypes(module: Any, index: int) -> list[DType]:
+    cc = _cc(module, index)
+    return [d for d in DType if cc >= _MIN_CC[d]]
+
+
+def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
+    need = _MIN_CC[dtype]
+    major, minor = _cc(module, index)
+    return (
+        f"{dtype.value} needs compute capability >= {need[0]}.{need[1]}; cuda:{index} "
+        f"({module.get_device_name(index)}) has {major}.{minor}; {_FIX.get(dtype, 'use fp32')}"
+    )
+
+
+CUDA = VendorSpec(
+    name="cuda",
+    aliases=("pytorch-cuda",),
+    device_type="cuda",
+    torch_module="cuda",
+    sdk_module=None,
+    dist_backend="nccl",
+    graph_class="CUDAGraph",
+    install_hint=_INSTALL,
+    priority=100,
+    detect=detect_cuda,
+    provider_class="sagellm_backend.vendors.cuda:CUDABackendProvider",
+    native_dtypes=_native_dtypes,
+    dtype_hint=_dtype_hint,
+    compute_capability=lambda m, i: "{}.{}".format(*_cc(m, i)),
+    fast_copy=True,
+    sources=("https://docs.pytorch.org/docs/stable/cuda.html",),
+)
+
+
+class CUDABackendProvider(Provider):
+    """KV blocks in GPU memory; streams, events, graphs from torch.cuda; NCCL collectives.
+
+    Args:
+        device_id: GPU ordinal.
+        kv_geometry: :class:`~sagellm_backend.kv.geometry.KVGeometry` or dict.
+        max_memory_bytes: Optional cap on what this provider allocates on its GPU.
+        availability: A :func:`detect_cuda` result already computed (skips detection).
+    """
+
+    vendor = CUDA
+
+    def __init__(
+        self,
+        device_id: int = 0,
+        *,
+        kv_geometry: object = None,
+        max_memory_bytes: int | None = None,
+        availability: Availability | None = None,
+    ) -> None:
+        parts = accelerator_parts(CUDA, device_id, availability)
+        super().__init__(kv_geometry=kv_geometry, max_memory_bytes=max_memory_bytes, **parts)
+
+
+create_cuda_backend = vendor_factory(CUDA)
