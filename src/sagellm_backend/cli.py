@@ -141,10 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     p_bench = sub.add_parser("bench", help="KV block benchmarks for the provider at hand")
     p_bench.add_argument("--provider", default="auto")
     p_bench.add_argument("--json", action="store_true", help="print results as JSON")
-    p_bench.add_argument("--report", default=None, help="write a Markdown report here")
-    p_bench.add_argument("--plot", default=None, help="write a PNG plot here (needs matplotlib)")
+    p_bench.add_argument("--report", default=None, help="write a Markdown report here (directory must exist)")
+    p_bench.add_argument("--plot", default=None, help="write a PNG plot here (needs matplotlib; directory must exist)")
     p_bench.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
-    p_bench.add_argument("--only", default=None, help="comma-separated benchmark names")
+    p_bench.add_argument(
+        "--only", default=None, help="comma-separated name prefixes, e.g. 'copy_blocks,swap' or 'pool allocate+free'"
+    )
     args = parser.parse_args(argv)
 
     try:
