@@ -95,7 +95,7 @@ def _demo(provider_name: str) -> int:
     other = provider.kv_block_alloc(128, DType.FP16)
     stream = provider.create_stream()
     start = stream.record_event()
-    provider.kv_block_copy(block, other, stream=stream)  # type: ignore[call-arg]
+    provider.kv_block_copy(block, other, stream=stream)
     end = stream.record_event()
     stream.synchronize()
     same = provider.kv_block_read(other) == payload

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ..contract import BackendProvider
+from ..api.provider import BackendProvider
 from ..errors import InvalidArgumentError
 from ..registry import get_provider
 from .baselines import LinkedFreeQueue

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ..contract import BackendProvider
+from ..api.provider import BackendProvider
 from ..errors import InvalidArgumentError
 from ..protocol import DType
 from ..providers.mock import MockBackendProvider

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from ..contract import BackendProvider
+from ..api.provider import BackendProvider
 from .harness import Result, is_device
 
 __all__ = ["bench_events"]

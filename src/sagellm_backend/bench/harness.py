@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..contract import BackendProvider
+from ..api.provider import BackendProvider
 from ..kv.geometry import KVGeometry
 from ..providers.mock import MockBackendProvider
 

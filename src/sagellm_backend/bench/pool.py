@@ -6,7 +6,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from ..contract import BackendProvider
+from ..api.provider import BackendProvider
 from ..kv.geometry import KVGeometry
 from ..protocol import DType
 from .baselines import LinkedFreeQueue

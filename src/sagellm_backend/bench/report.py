@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from ..contract import BackendProvider
+from ..api.provider import BackendProvider
 from ..errors import InvalidArgumentError, UnavailableError
 from .harness import Result
 

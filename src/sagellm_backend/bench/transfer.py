@@ -8,7 +8,7 @@ import time
 from functools import partial
 from typing import Any
 
-from ..contract import BackendProvider
+from ..api.provider import BackendProvider
 from ..protocol import DType
 from ..providers.mock import MockBackendProvider
 from .harness import BENCH_GEOMETRY, BLOCK_TOKENS, GB, Result, fill_random, is_device, median_time, same_kind
