@@ -176,7 +176,12 @@ class BackendProvider(ABC):
             device: Where (default: the provider's device); one of :meth:`reachable_devices`.
 
         Returns:
-            A new block owning ``num_tokens * bytes_per_token`` bytes.
+            A new block owning ``num_tokens * bytes_per_token`` bytes; its memory is uninitialised.
+
+        Raises:
+            InvalidArgumentTypeError / InvalidArgumentError: bad count, dtype or device.
+            UnsupportedDTypeError: the device cannot hold ``dtype`` (the message says why).
+            ResourceExhaustedError: over the memory limit or out of device memory.
         """
 
     @abstractmethod
@@ -185,6 +190,10 @@ class BackendProvider(ABC):
 
         Args:
             block: A live block of this provider.
+
+        Raises:
+            BlockFreedError: already freed.
+            ForeignBlockError: another provider instance's block.
         """
 
     @abstractmethod
@@ -195,6 +204,10 @@ class BackendProvider(ABC):
             src: Source block.
             dst: Destination block.
             stream: Enqueue on this stream (default: the current stream, else synchronous).
+
+        Raises:
+            InvalidBlockError: sizes, dtypes or geometries differ.
+            KVTransferError: the copy failed; ``src`` is intact.
         """
 
     @abstractmethod
@@ -207,7 +220,11 @@ class BackendProvider(ABC):
             stream: Enqueue on this stream.
 
         Returns:
-            The same block object, now on ``target_device``.
+            The same block object, now on ``target_device`` (a pool block becomes standalone).
+
+        Raises:
+            InvalidDeviceError / DeviceUnreachableError: bad target.
+            ResourceExhaustedError / KVTransferError: no room or a failed copy; the block is unchanged.
         """
 
     @abstractmethod
@@ -355,16 +372,9 @@ class BackendProvider(ABC):
         check_consistency: bool | None = None,
         blocking_wait: bool = True,
     ) -> None:
-        """Join a process group; see :meth:`Communicator.init_process_group`.
+        """Join a process group: :meth:`Communicator.init_process_group` on :attr:`communicator`
 
-        Args:
-            backend: Default: :attr:`dist_backend`.
-            init_method: ``tcp://``, ``file://`` or ``env://`` (default: torchrun's env).
-            rank: Default ``RANK``.
-            world_size: Default ``WORLD_SIZE``.
-            timeout: Seconds before a collective raises :class:`CommTimeoutError`.
-            check_consistency: Verify shapes/dtypes/ops across ranks before each collective.
-            blocking_wait: NCCL: make timeouts raise on the host.
+        Arguments and return value are those of :meth:`Communicator.init_process_group`.
         """
         self.communicator.init_process_group(
             backend,
@@ -377,103 +387,65 @@ class BackendProvider(ABC):
         )
 
     def destroy_process_group(self) -> None:
-        """Leave and destroy the process group."""
+        """Leave and destroy the process group: :meth:`Communicator.destroy_process_group` on :attr:`communicator`
+
+        Arguments and return value are those of :meth:`Communicator.destroy_process_group`.
+        """
         self.communicator.destroy_process_group()
 
     def new_group(self, ranks: Sequence[int], *, timeout: float | None = None) -> CommGroup:
-        """Create a sub-group (call on every rank).
+        """Create a sub-group (call on every rank): :meth:`Communicator.new_group` on :attr:`communicator`
 
-        Args:
-            ranks: Member ranks.
-            timeout: Seconds.
-
-        Returns:
-            The group.
+        Arguments and return value are those of :meth:`Communicator.new_group`.
         """
         return self.communicator.new_group(ranks, timeout=timeout)
 
     def all_reduce(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
-        """Reduce ``tensor`` across ranks in place; see :meth:`Communicator.all_reduce`.
+        """Reduce ``tensor`` across ranks in place: :meth:`Communicator.all_reduce` on :attr:`communicator`
 
-        Args:
-            tensor: The tensor.
-            op: A :class:`ReduceOp` or its name.
-            group: Sub-group.
-
-        Returns:
-            ``tensor``, reduced.
+        Arguments and return value are those of :meth:`Communicator.all_reduce`.
         """
         return self.communicator.all_reduce(tensor, op, group=group)
 
     def all_gather(self, tensor: Any, *, group: CommGroup | None = None, out: Any = None) -> Any:
-        """Gather ``tensor`` from every rank; see :meth:`Communicator.all_gather`.
+        """Gather ``tensor`` from every rank: :meth:`Communicator.all_gather` on :attr:`communicator`
 
-        Args:
-            tensor: This rank's contribution.
-            group: Sub-group.
-            out: Optional output ``(group_size, *tensor.shape)``.
-
-        Returns:
-            The gathered tensor.
+        Arguments and return value are those of :meth:`Communicator.all_gather`.
         """
         return self.communicator.all_gather(tensor, group=group, out=out)
 
     def reduce_scatter(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
-        """See :meth:`Communicator.reduce_scatter`.
+        """See :meth:`Communicator.reduce_scatter`: :meth:`Communicator.reduce_scatter` on :attr:`communicator`
 
-        Args:
-            tensor: ``shape[0]`` divisible by the group size.
-            op: Reduce op.
-            group: Sub-group.
-
-        Returns:
-            This rank's rows of the reduction.
+        Arguments and return value are those of :meth:`Communicator.reduce_scatter`.
         """
         return self.communicator.reduce_scatter(tensor, op, group=group)
 
     def broadcast(self, tensor: Any, src: int = 0, *, group: CommGroup | None = None) -> Any:
-        """See :meth:`Communicator.broadcast`.
+        """See :meth:`Communicator.broadcast`: :meth:`Communicator.broadcast` on :attr:`communicator`
 
-        Args:
-            tensor: The tensor.
-            src: Source rank.
-            group: Sub-group.
-
-        Returns:
-            ``tensor``.
+        Arguments and return value are those of :meth:`Communicator.broadcast`.
         """
         return self.communicator.broadcast(tensor, src, group=group)
 
     def barrier(self, *, group: CommGroup | None = None) -> None:
-        """See :meth:`Communicator.barrier`.
+        """See :meth:`Communicator.barrier`: :meth:`Communicator.barrier` on :attr:`communicator`
 
-        Args:
-            group: Sub-group.
+        Arguments and return value are those of :meth:`Communicator.barrier`.
         """
         self.communicator.barrier(group=group)
 
     def send(self, tensor: Any, dst: int, *, tag: int = 0, group: CommGroup | None = None) -> None:
-        """See :meth:`Communicator.send`.
+        """See :meth:`Communicator.send`: :meth:`Communicator.send` on :attr:`communicator`
 
-        Args:
-            tensor: The data.
-            dst: Destination rank.
-            tag: Message tag.
-            group: Sub-group.
+        Arguments and return value are those of :meth:`Communicator.send`.
         """
         self.communicator.send(tensor, dst, tag=tag, group=group)
 
     def recv(self, tensor: Any, src: int, *, tag: int = 0, group: CommGroup | None = None) -> Any:
-        """See :meth:`Communicator.recv`.
+        """See :meth:`Communicator.recv`: :meth:`Communicator.recv` on :attr:`communicator`
 
-        Args:
-            tensor: Buffer of the sent shape and dtype.
-            src: Source rank.
-            tag: Message tag.
-            group: Sub-group.
-
-        Returns:
-            ``tensor``.
+        Arguments and return value are those of :meth:`Communicator.recv`.
         """
         return self.communicator.recv(tensor, src, tag=tag, group=group)
 

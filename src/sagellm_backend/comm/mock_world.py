@@ -216,15 +216,7 @@ class MockCommunicator(Communicator):
         return [p[3] for p in payloads]
 
     def all_reduce(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
-        """Reduce a numpy array across the world's ranks, in place.
-
-        Args:
-            tensor: numpy array (same shape and dtype on every rank).
-            op: :class:`ReduceOp` or name; ``avg`` needs a float dtype.
-
-        Returns:
-            ``tensor``.
-        """
+        """Reduce a numpy array across the world's ranks, in place."""
         self._no_group(group)
         arr = self._check_collective(tensor, "all_reduce")
         rop = coerce_enum(ReduceOp, op, what="reduce op")
@@ -249,15 +241,7 @@ class MockCommunicator(Communicator):
         return arr
 
     def all_gather(self, tensor: Any, *, group: CommGroup | None = None, out: Any = None) -> Any:
-        """Gather a numpy array from every rank.
-
-        Args:
-            tensor: This rank's array.
-            out: Optional ``(world_size, *tensor.shape)`` array to fill.
-
-        Returns:
-            Array of shape ``(world_size, *tensor.shape)``, rank order (``out`` when given).
-        """
+        """Gather a numpy array from every rank."""
         self._no_group(group)
         arr = self._check_collective(tensor, "all_gather")
         parts = [arr.copy()] if self.world is None else self._gather_checked(arr, "all_gather")
@@ -272,15 +256,7 @@ class MockCommunicator(Communicator):
         return out
 
     def reduce_scatter(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
-        """Reduce across ranks, then keep this rank's slice of dim 0.
-
-        Args:
-            tensor: Array whose first dim is divisible by world size.
-            op: Reduce op.
-
-        Returns:
-            New array: rows ``[rank*n/ws, (rank+1)*n/ws)`` of the reduction.
-        """
+        """Reduce across ranks, then keep this rank's slice of dim 0."""
         self._no_group(group)
         arr = self._check_collective(tensor, "reduce_scatter")
         ws = self.world_size
@@ -293,15 +269,7 @@ class MockCommunicator(Communicator):
         return reduced[self._rank * n : (self._rank + 1) * n].copy()
 
     def broadcast(self, tensor: Any, src: int = 0, *, group: CommGroup | None = None) -> Any:
-        """Copy rank ``src``'s array into every rank's, in place.
-
-        Args:
-            tensor: numpy array.
-            src: Source rank.
-
-        Returns:
-            ``tensor``.
-        """
+        """Copy rank ``src``'s array into every rank's, in place."""
         self._no_group(group)
         arr = self._check_collective(tensor, "broadcast")
         self._check_rank(src, "src")
@@ -318,13 +286,7 @@ class MockCommunicator(Communicator):
             self.world.exchange(self._rank, None, "barrier")
 
     def send(self, tensor: Any, dst: int, *, tag: int = 0, group: CommGroup | None = None) -> None:
-        """Send a copy of ``tensor`` to rank ``dst``.
-
-        Args:
-            tensor: numpy array.
-            dst: Destination rank.
-            tag: Message tag.
-        """
+        """Send a copy of ``tensor`` to rank ``dst``."""
         self._no_group(group)
         arr = self._check_collective(tensor, "send")
         self._check_rank(dst, "dst", peer=True)
@@ -332,16 +294,7 @@ class MockCommunicator(Communicator):
         world.post(self._rank, dst, tag, arr.copy())
 
     def recv(self, tensor: Any, src: int, *, tag: int = 0, group: CommGroup | None = None) -> Any:
-        """Receive from rank ``src`` into ``tensor``.
-
-        Args:
-            tensor: numpy array of the sent shape and dtype.
-            src: Source rank.
-            tag: Message tag.
-
-        Returns:
-            ``tensor``.
-        """
+        """Receive from rank ``src`` into ``tensor``."""
         self._no_group(group)
         arr = self._check_collective(tensor, "recv")
         self._check_rank(src, "src", peer=True)

@@ -86,26 +86,7 @@ class TorchCommunicator(Communicator):
         check_consistency: bool | None = None,
         blocking_wait: bool = True,
     ) -> None:
-        """Join (or create) the default process group.
-
-        Args:
-            backend: ``"gloo"``, ``"nccl"``, ``"hccl"`` ... (default: the provider's).
-            init_method: ``"tcp://host:port"``, ``"file:///path"`` or ``"env://"``; default
-                ``env://`` when ``MASTER_ADDR`` is set (torchrun), else required.
-            rank: This process's rank (default: ``RANK`` from the environment).
-            world_size: Number of processes (default: ``WORLD_SIZE``).
-            timeout: Seconds before a collective whose peers do not arrive raises
-                :class:`CommTimeoutError`.
-            check_consistency: Verify op/shape/dtype across ranks before each collective.
-            blocking_wait: NCCL: set ``TORCH_NCCL_BLOCKING_WAIT=1`` (unless already set) so each
-                collective returns only when done, like gloo's.
-
-        Raises:
-            CommGroupError: missing rank/world size/init method, or a group already exists with
-                other values.
-            CommTimeoutError: the rendezvous did not complete within ``timeout``.
-            UnavailableError: the backend is not built into this torch.
-        """
+        """Join (or create) the default process group."""
         from .dist_init import join_process_group
 
         join_process_group(
@@ -159,15 +140,7 @@ class TorchCommunicator(Communicator):
         return 1 if w is None else w[1]
 
     def new_group(self, ranks: Sequence[int], *, timeout: float | None = None) -> CommGroup:
-        """Create a sub-group. Every rank of the default group must call this, with the same ranks.
-
-        Args:
-            ranks: Global ranks in the sub-group.
-            timeout: Seconds (default: the default group's).
-
-        Returns:
-            The :class:`CommGroup`.
-        """
+        """Create a sub-group. Every rank of the default group must call this, with the same ranks."""
         dist = du.dist()
         if not self.is_initialized:
             raise CommGroupError("new_group needs a process group; call init_process_group() first.")
@@ -256,16 +229,7 @@ class TorchCommunicator(Communicator):
 
     # ------------------------------------------------------------------ collectives
     def all_reduce(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
-        """Reduce in place across the group. See the module docstring.
-
-        Args:
-            tensor: Contiguous tensor on the provider's device.
-            op: :class:`ReduceOp` or its name.
-            group: Sub-group, or ``None`` for all ranks.
-
-        Returns:
-            ``tensor``.
-        """
+        """Reduce in place across the group. See the module docstring."""
         t = self._check_tensor(tensor, "all_reduce")
         rop = du.reduce_op(op)
         if rop is not ReduceOp.SUM:
@@ -291,17 +255,7 @@ class TorchCommunicator(Communicator):
         return t
 
     def all_gather(self, tensor: Any, *, group: CommGroup | None = None, out: Any = None) -> Any:
-        """Gather from every rank into a ``(group_size, *shape)`` tensor.
-
-        Args:
-            tensor: This rank's contribution.
-            group: Sub-group, or ``None``.
-            out: A contiguous ``(group_size, *shape)`` tensor of the same dtype and device to fill
-                (saves the allocation on every call); default: a new tensor.
-
-        Returns:
-            The gathered tensor (``out`` when given), rank order along dim 0.
-        """
+        """Gather from every rank into a ``(group_size, *shape)`` tensor."""
         import torch
 
         t = self._check_tensor(tensor, "all_gather")
@@ -340,16 +294,7 @@ class TorchCommunicator(Communicator):
             raise InvalidArgumentError("out must be contiguous; pass a tensor made with torch.empty(...).")
 
     def reduce_scatter(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
-        """Reduce across ranks and return this rank's share of dim 0.
-
-        Args:
-            tensor: dim 0 divisible by the group size.
-            op: Reduce op.
-            group: Sub-group, or ``None``.
-
-        Returns:
-            New tensor of ``tensor.shape[0] // group_size`` rows.
-        """
+        """Reduce across ranks and return this rank's share of dim 0."""
         import torch
 
         t = self._check_tensor(tensor, "reduce_scatter")
@@ -383,16 +328,7 @@ class TorchCommunicator(Communicator):
         return reduced[me * n : (me + 1) * n].clone()
 
     def broadcast(self, tensor: Any, src: int = 0, *, group: CommGroup | None = None) -> Any:
-        """Copy global rank ``src``'s tensor into every rank's, in place.
-
-        Args:
-            tensor: Same shape and dtype on every rank.
-            src: Global source rank.
-            group: Sub-group, or ``None``.
-
-        Returns:
-            ``tensor``.
-        """
+        """Copy global rank ``src``'s tensor into every rank's, in place."""
         t = self._check_tensor(tensor, "broadcast")
         self._check_rank(src, "src", group)
         if group is None and self._world() is None:
@@ -404,11 +340,7 @@ class TorchCommunicator(Communicator):
         return t
 
     def barrier(self, *, group: CommGroup | None = None) -> None:
-        """Block until every rank of the group arrives.
-
-        Args:
-            group: Sub-group, or ``None``.
-        """
+        """Block until every rank of the group arrives."""
         if group is None and self._world() is None:
             return
         handle, _, _ = self._group(group)
@@ -418,31 +350,14 @@ class TorchCommunicator(Communicator):
         self._run("barrier", du.dist().barrier, group=handle, **kwargs)
 
     def send(self, tensor: Any, dst: int, *, tag: int = 0, group: CommGroup | None = None) -> None:
-        """Send ``tensor`` to global rank ``dst`` (blocks until it is handed over).
-
-        Args:
-            tensor: Contiguous tensor.
-            dst: Destination global rank.
-            tag: Message tag (ignored by NCCL).
-            group: Sub-group, or ``None``.
-        """
+        """Send ``tensor`` to global rank ``dst`` (blocks until it is handed over)."""
         t = self._check_tensor(tensor, "send")
         self._check_rank(dst, "dst", group, peer=True)
         handle, _, _ = self._group(group)
         self._run("send", du.dist().send, t, dst=int(dst), group=handle, tag=tag)
 
     def recv(self, tensor: Any, src: int, *, tag: int = 0, group: CommGroup | None = None) -> Any:
-        """Receive from global rank ``src`` into ``tensor``.
-
-        Args:
-            tensor: Buffer of the sent shape and dtype.
-            src: Source global rank.
-            tag: Message tag.
-            group: Sub-group, or ``None``.
-
-        Returns:
-            ``tensor``.
-        """
+        """Receive from global rank ``src`` into ``tensor``."""
         t = self._check_tensor(tensor, "recv")
         self._check_rank(src, "src", group, peer=True)
         handle, _, _ = self._group(group)

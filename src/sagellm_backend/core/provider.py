@@ -108,20 +108,12 @@ class Provider(BackendProvider):
     # ------------------------------------------------------------------ identity
     @classmethod
     def detect(cls) -> Availability:
-        """Whether this provider can be created here, and why not (side-effect free).
-
-        Returns:
-            The availability.
-        """
+        """Whether this provider can be created here, and why not (side-effect free)."""
         return cls.vendor.detect()
 
     @classmethod
     def is_available(cls) -> bool:
-        """Whether this provider can be created here (side-effect free).
-
-        Returns:
-            True when available.
-        """
+        """Whether this provider can be created here (side-effect free)."""
         return bool(cls.detect().available)
 
     @property
@@ -145,27 +137,15 @@ class Provider(BackendProvider):
         return self._comm
 
     def reachable_devices(self) -> list[str]:
-        """Devices this provider can allocate on and migrate blocks to.
-
-        Returns:
-            Device strings, the own device first.
-        """
+        """Devices this provider can allocate on and migrate blocks to."""
         return self._storage.reachable()
 
     def kv_storage_dtypes(self) -> list[DType]:
-        """Dtypes a KV block can be stored in on the provider's device.
-
-        Returns:
-            Protocol dtypes.
-        """
+        """Dtypes a KV block can be stored in on the provider's device."""
         return self._storage.storable(self._storage.own_device())
 
     def capability(self) -> CapabilityDescriptor:
-        """Describe the device, read from the hardware.
-
-        Returns:
-            The descriptor.
-        """
+        """Describe the device, read from the hardware."""
         facts = self._storage.describe()
         has_coll = self._comm.available
         kernels = self._advertised_kernels
@@ -192,30 +172,15 @@ class Provider(BackendProvider):
 
     # ------------------------------------------------------------ engine hooks
     def get_torch_device(self) -> Any:
-        """The ``torch.device`` of the provider's device.
-
-        Returns:
-            The torch device.
-        """
+        """The ``torch.device`` of the provider's device."""
         return self._storage.torch_device()
 
     def to_device(self, tensor: Any) -> Any:
-        """Move a tensor to the provider's device.
-
-        Args:
-            tensor: The tensor.
-
-        Returns:
-            The tensor on the device.
-        """
+        """Move a tensor to the provider's device."""
         return self._storage.to_device(tensor)
 
     def gpu_utilization(self) -> float | None:
-        """Device utilisation in percent where the device reports it.
-
-        Returns:
-            0-100, or ``None``.
-        """
+        """Device utilisation in percent where the device reports it."""
         return self._storage.utilization()
 
     # ---------------------------------------------------------------- helpers
@@ -276,22 +241,7 @@ class Provider(BackendProvider):
 
     # ------------------------------------------------------------------ blocks
     def kv_block_alloc(self, num_tokens: int, dtype: DType, *, device: object = None) -> KVBlock:
-        """Allocate a KV block that owns ``num_tokens * bytes_per_token`` bytes.
-
-        Args:
-            num_tokens: Positive number of tokens.
-            dtype: Element type (any protocol ``DType`` spelling).
-            device: Where (default: the provider's device); any of :meth:`reachable_devices`.
-
-        Returns:
-            The new block. Its memory is uninitialised.
-
-        Raises:
-            InvalidArgumentTypeError: ``num_tokens`` not an int, ``dtype`` not a dtype.
-            InvalidArgumentError: ``num_tokens`` < 1, unknown dtype or device.
-            UnsupportedDTypeError: the device cannot hold ``dtype``.
-            ResourceExhaustedError: over the memory limit or out of device memory.
-        """
+        """Allocate a KV block that owns ``num_tokens * bytes_per_token`` bytes."""
         self._check_open()
         n = check_count("num_tokens", num_tokens)
         dev = self._target_device(device)
@@ -302,15 +252,7 @@ class Provider(BackendProvider):
         return self._blocks.add(lambda h: KVBlock(h, n, dt, str(dev), geometry=geometry, data=data, owner_id=owner))
 
     def kv_block_free(self, block: KVBlock) -> None:
-        """Free ``block``; its memory returns to the provider (or its pool) and the handle dies.
-
-        Args:
-            block: A live block of this provider.
-
-        Raises:
-            BlockFreedError: already freed.
-            ForeignBlockError: allocated by another provider instance.
-        """
+        """Free ``block``; its memory returns to the provider (or its pool) and the handle dies."""
         with self._blocks.lock:
             self._blocks.check(block)
             self._blocks.remove(block)
@@ -323,18 +265,7 @@ class Provider(BackendProvider):
             self._storage.release(data, None)
 
     def kv_block_copy(self, src: KVBlock, dst: KVBlock, *, stream: Stream | None = None) -> None:
-        """Copy the bytes of ``src`` into ``dst``, bit for bit.
-
-        Args:
-            src: Source block.
-            dst: Destination block: same ``num_tokens``, dtype and geometry; any reachable device.
-            stream: Enqueue on this stream (returns at once); default: the current stream,
-                else synchronous.
-
-        Raises:
-            InvalidBlockError: sizes, dtypes or geometries differ.
-            KVTransferError: the copy failed; ``dst`` may be partly written, ``src`` is intact.
-        """
+        """Copy the bytes of ``src`` into ``dst``, bit for bit."""
         self._blocks.check(src, "src")
         self._blocks.check(dst, "dst")
         if src is dst:
@@ -360,24 +291,7 @@ class Provider(BackendProvider):
             ) from exc
 
     def kv_block_migrate(self, block: KVBlock, target_device: object, *, stream: Stream | None = None) -> KVBlock:
-        """Move a block's data to ``target_device``; the block keeps its handle.
-
-        A pool block migrated off its pool becomes a standalone block and its pool slot is freed.
-
-        Args:
-            block: A live block of this provider.
-            target_device: Any of :meth:`reachable_devices` (``"cpu"``, ``"cuda:1"`` ...).
-            stream: Enqueue the copy on this stream; the block's new memory is valid once the
-                stream reaches this point. Default: the current stream, else synchronous.
-
-        Returns:
-            ``block``, now on ``target_device``.
-
-        Raises:
-            InvalidDeviceError / DeviceUnreachableError: bad target.
-            ResourceExhaustedError: no room on the target; the block is unchanged.
-            KVTransferError: the transfer failed; the block is unchanged.
-        """
+        """Move a block's data to ``target_device``; the block keeps its handle."""
         self._blocks.check(block)
         if target_device is None:
             raise InvalidArgumentTypeError(
@@ -421,28 +335,12 @@ class Provider(BackendProvider):
         return block
 
     def kv_block_read(self, block: KVBlock) -> bytes:
-        """Return a copy of the block's bytes (work on side streams is not waited for).
-
-        Args:
-            block: A live block.
-
-        Returns:
-            ``block.nbytes`` bytes.
-        """
+        """Return a copy of the block's bytes (work on side streams is not waited for)."""
         self._blocks.check(block)
         return self._storage.read(block.data)
 
     def kv_block_write(self, block: KVBlock, data: bytes | bytearray | memoryview) -> None:
-        """Overwrite the block with ``data``.
-
-        Args:
-            block: A live block.
-            data: Exactly ``block.nbytes`` bytes (any buffer-protocol object).
-
-        Raises:
-            InvalidArgumentError: wrong length.
-            InvalidArgumentTypeError: not a bytes-like object.
-        """
+        """Overwrite the block with ``data``."""
         self._blocks.check(block)
         try:
             buf = memoryview(data).cast("B")
@@ -458,11 +356,7 @@ class Provider(BackendProvider):
         self._storage.write(block.data, buf)
 
     def live_blocks(self) -> list[KVBlock]:
-        """Blocks allocated and not yet freed, by handle.
-
-        Returns:
-            The live blocks.
-        """
+        """Blocks allocated and not yet freed, by handle."""
         return self._blocks.live()
 
     def create_kv_pool(
@@ -474,34 +368,13 @@ class Provider(BackendProvider):
         memory_fraction: float | None = None,
         device: str | None = None,
     ) -> KVCachePool:
-        """Preallocate a paged KV-cache pool: one arena, O(1) block ids, reference counts.
-
-        Args:
-            num_blocks: Number of blocks; exactly one of this and ``memory_fraction``.
-            block_size: Tokens per block.
-            dtype: Element type.
-            memory_fraction: Size the pool as this fraction (0, 1] of the device's available memory.
-            device: Device for the arena (default: the provider's device).
-
-        Returns:
-            The pool. Its arena counts in :meth:`memory_stats` until ``pool.close()``.
-
-        Raises:
-            InvalidArgumentError: both or neither of ``num_blocks`` / ``memory_fraction``.
-            ResourceExhaustedError: the arena does not fit.
-        """
+        """Preallocate a paged KV-cache pool: one arena, O(1) block ids, reference counts."""
         self._check_open()
         return self._pools.create(num_blocks, block_size, dtype, memory_fraction, device)
 
     # ----------------------------------------------------------------- memory
     def memory_stats(self) -> dict[str, int]:
-        """The device's figures and this provider's own KV accounting.
-
-        Returns:
-            ``allocated_bytes``, ``reserved_bytes``, ``peak_allocated_bytes``, ``total``,
-            ``available``, ``used``, ``kv_allocated_bytes``, ``kv_peak_allocated_bytes``,
-            ``num_blocks`` and ``<device>_kv_allocated_bytes`` for other devices.
-        """
+        """The device's figures and this provider's own KV accounting."""
         stats = self._ledger.stats(self.device)
         stats["num_blocks"] = len(self._blocks)
         stats.update(self._storage.memory_figures(stats["kv_allocated_bytes"], stats["kv_peak_allocated_bytes"]))
@@ -520,22 +393,14 @@ class Provider(BackendProvider):
 
     # ---------------------------------------------------------------- streams
     def create_stream(self) -> Stream:
-        """A new stream: a worker-thread stream on hosts, a native stream on accelerators.
-
-        Returns:
-            The stream.
-        """
+        """A new stream: a worker-thread stream on hosts, a native stream on accelerators."""
         self._check_open()
         stream = self._storage.create_stream(self._uid)
         self._streams.add(stream)
         return stream
 
     def create_event(self) -> Event:
-        """A timing event (host-stamped on hosts, native on accelerators).
-
-        Returns:
-            The event.
-        """
+        """A timing event (host-stamped on hosts, native on accelerators)."""
         return self._storage.create_event(self._uid)
 
     def synchronize(self) -> None:
@@ -543,17 +408,7 @@ class Provider(BackendProvider):
         self._storage.synchronize()
 
     def capture_graph(self, stream: Stream | None = None) -> AbstractContextManager[Graph]:
-        """Capture device work into a graph; ``graph.replay()`` launches it again.
-
-        Inside the block, provider calls without ``stream=`` are captured. Allocate what the
-        captured work touches before capturing.
-
-        Args:
-            stream: A stream of this provider to capture on (default: a side stream).
-
-        Returns:
-            A context manager yielding the graph.
-        """
+        """Capture device work into a graph; ``graph.replay()`` launches it again."""
         s = None if stream is None else self._stream_for(stream)
         return self._storage.capture_graph(self._uid, s)
 

@@ -18,16 +18,15 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
-    ForeignBlockError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
 )
 from ..protocol import DType
 from .allocator import BlockAllocator
+from .host import PoolHost, PoolStats
 from .ids import as_id_list
 from .swap import HostBufferCache, SwappedBlocks
 
@@ -38,45 +37,6 @@ if TYPE_CHECKING:
     from .movers.base import BlockMover
 
 __all__ = ["KVCachePool", "PoolHost", "PoolStats", "SwappedBlocks"]
-
-
-class PoolHost(Protocol):
-    """What a pool needs from its provider (``core.pools.PoolFactory`` implements it)."""
-
-    @property
-    def owner_id(self) -> int:
-        """The provider's id."""
-
-    def stream(self, stream: Stream | None) -> Stream | None:
-        """Validate a stream argument."""
-
-    def fault(self, what: str, count: int = 1) -> None:
-        """Fault-injection hook."""
-
-    def read(self, view: Any) -> bytes:
-        """Bytes of a block view."""
-
-    def write(self, view: Any, buf: memoryview) -> None:
-        """Overwrite a block view."""
-
-    def adopt(self, pool: KVCachePool, block_id: int, view: Any) -> KVBlock:
-        """Register a KVBlock view of a pool block."""
-
-    def released(self, device: str, nbytes: int) -> None:
-        """The pool's arena is gone."""
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    """A snapshot of a pool's occupancy."""
-
-    num_blocks: int
-    free_blocks: int
-    used_blocks: int
-    peak_used_blocks: int
-    shared_blocks: int
-    block_nbytes: int
-    arena_nbytes: int
 
 
 class KVCachePool:
@@ -320,27 +280,18 @@ class KVCachePool:
         self._mover.copy_blocks(self._arena, src, dst, s)
 
     def swap_out(self, ids: Sequence[int], *, stream: Stream | None = None) -> SwappedBlocks:
-        """Copy blocks to host memory (pinned on accelerators). The ids stay allocated:
-        free them once the copy is done (``swapped.wait()``).
+        """Copy blocks to host memory (pinned on accelerators); see :func:`.transfer.swap_out`.
 
         Args:
-            ids: Live block ids.
+            ids: Live block ids (they stay allocated: free them once ``swapped.wait()`` returns).
             stream: Enqueue on this stream; ``swapped.event`` marks completion.
 
         Returns:
             The host copy.
         """
-        from ..device import Device
+        from .transfer import swap_out
 
-        lst = as_id_list(ids, "ids")
-        self._check_open()
-        with self._lock:
-            self._alloc.require_live(lst, "swap_out ids")
-        s = self._host.stream(stream)
-        self._host.fault("transfer")
-        out = self._host_buffers.take((len(lst), *tuple(self._arena.shape[1:])))
-        rows = self._mover.gather(self._arena, lst, Device("cpu"), s, out=out)
-        return SwappedBlocks(self, rows, lst, self._mover.record(s))
+        return swap_out(self, ids, stream=stream)
 
     def clear_host_cache(self) -> None:
         """Drop recycled host swap buffers."""
@@ -349,7 +300,7 @@ class KVCachePool:
     def swap_in(
         self, swapped: SwappedBlocks, dst_ids: Sequence[int] | None = None, *, stream: Stream | None = None
     ) -> list[int]:
-        """Copy swapped-out blocks back into the pool.
+        """Copy swapped-out blocks back into the pool; see :func:`.transfer.swap_in`.
 
         Args:
             swapped: From :meth:`swap_out` of this pool.
@@ -359,85 +310,24 @@ class KVCachePool:
         Returns:
             The destination ids.
         """
-        if not isinstance(swapped, SwappedBlocks):
-            raise InvalidArgumentTypeError(
-                f"swap_in needs the SwappedBlocks from swap_out(); got {type(swapped).__name__}."
-            )
-        if swapped.pool is not self:
-            raise ForeignBlockError("these blocks were swapped out of another pool; swap them in there.")
-        self._check_open()
-        s = self._host.stream(stream)
-        if dst_ids is None:
-            dst = self.allocate(swapped.num_blocks)
-            fresh = True
-        else:
-            dst = as_id_list(dst_ids, "dst_ids")
-            fresh = False
-            if len(dst) != swapped.num_blocks:
-                raise InvalidArgumentError(f"swap_in got {len(dst)} dst_ids for {swapped.num_blocks} swapped blocks.")
-            if len(set(dst)) != len(dst):
-                raise InvalidArgumentError("swap_in dst_ids contain duplicates.")
-            with self._lock:
-                self._alloc.require_live(dst, "swap_in dst_ids")
-        try:
-            if swapped.event is not None and s is not None:
-                s.wait_event(swapped.event)
-            elif swapped.event is not None:
-                swapped.wait()
-            self._host.fault("transfer")
-            self._mover.scatter(self._arena, dst, swapped.data, s)
-        except BaseException:
-            if fresh:
-                self.free(dst)
-            raise
-        return dst
+        from .transfer import swap_in
+
+        return swap_in(self, swapped, dst_ids, stream=stream)
 
     def migrate_blocks(self, ids: Sequence[int], target: KVCachePool, *, stream: Stream | None = None) -> list[int]:
-        """Copy blocks into another pool of the same provider (another device), batched.
-
-        The source ids stay allocated; free them when done. New ids in ``target`` are allocated
-        atomically.
+        """Copy blocks into another pool of the same provider; see :func:`.transfer.migrate_blocks`.
 
         Args:
-            ids: Live block ids here.
+            ids: Live block ids here (they stay allocated).
             target: A pool of the same provider, same dtype and block size.
             stream: Enqueue on this stream.
 
         Returns:
             The new ids in ``target``.
         """
-        from ..device import normalize_device
+        from .transfer import migrate_blocks
 
-        if not isinstance(target, KVCachePool):
-            raise InvalidArgumentTypeError(f"target must be a KVCachePool; got {type(target).__name__}.")
-        if target._host is not self._host:
-            raise ForeignBlockError(
-                "target pool belongs to another provider instance; create it with this "
-                "provider's create_kv_pool(device=...)."
-            )
-        if (target.dtype, target.block_size) != (self.dtype, self.block_size):
-            raise InvalidArgumentError(
-                f"target pool holds {target.block_size}-token {target.dtype.value} blocks, this one "
-                f"{self.block_size}-token {self.dtype.value}; they must match."
-            )
-        lst = as_id_list(ids, "ids")
-        self._check_open()
-        target._check_open()
-        with self._lock:
-            self._alloc.require_live(lst, "migrate ids")
-        s = self._host.stream(stream)
-        self._host.fault("transfer")
-        dst = target.allocate(len(lst))
-        try:
-            if target is self:
-                self._mover.copy_blocks(self._arena, lst, dst, s)
-            else:
-                rows = self._mover.gather(self._arena, lst, normalize_device(target.device), s)
-                target._mover.scatter(target._arena, dst, rows, s)
-        except BaseException:
-            target.free(dst)
-            raise
-        return dst
+        return migrate_blocks(self, ids, target, stream=stream)
 
     def block(self, block_id: int) -> KVBlock:
         """A :class:`KVBlock` view of a pool block, usable with the seed's single-block API.

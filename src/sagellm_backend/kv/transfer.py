@@ -1,0 +1,137 @@
+"""The pool's transfers to and from other memories: swap out to host, swap in, migrate to another
+pool. Part of the pool (they work on its allocator, arena and mover under its lock)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..device import Device, normalize_device
+from ..errors import ForeignBlockError, InvalidArgumentError, InvalidArgumentTypeError
+from .ids import as_id_list
+from .swap import SwappedBlocks
+
+if TYPE_CHECKING:
+    from ..api.streams import Stream
+    from .pool import KVCachePool
+
+__all__ = ["migrate_blocks", "swap_in", "swap_out"]
+
+
+def swap_out(pool: KVCachePool, ids: Sequence[int], *, stream: Stream | None = None) -> SwappedBlocks:
+    """Copy blocks to host memory (pinned on accelerators). The ids stay allocated:
+    free them once the copy is done (``swapped.wait()``).
+
+    Args:
+        ids: Live block ids.
+        stream: Enqueue on this stream; ``swapped.event`` marks completion.
+
+    Returns:
+        The host copy.
+    """
+
+    lst = as_id_list(ids, "ids")
+    pool._check_open()
+    with pool._lock:
+        pool._alloc.require_live(lst, "swap_out ids")
+    s = pool._host.stream(stream)
+    pool._host.fault("transfer")
+    out = pool._host_buffers.take((len(lst), *tuple(pool._arena.shape[1:])))
+    rows = pool._mover.gather(pool._arena, lst, Device("cpu"), s, out=out)
+    return SwappedBlocks(pool, rows, lst, pool._mover.record(s))
+
+
+def swap_in(
+    pool: KVCachePool, swapped: SwappedBlocks, dst_ids: Sequence[int] | None = None, *, stream: Stream | None = None
+) -> list[int]:
+    """Copy swapped-out blocks back into the pool.
+
+    Args:
+        swapped: From :meth:`swap_out` of this pool.
+        dst_ids: Live destination ids, or ``None`` to allocate new ones (atomically).
+        stream: Enqueue on this stream.
+
+    Returns:
+        The destination ids.
+    """
+    if not isinstance(swapped, SwappedBlocks):
+        raise InvalidArgumentTypeError(
+            f"swap_in needs the SwappedBlocks from swap_out(); got {type(swapped).__name__}."
+        )
+    if swapped.pool is not pool:
+        raise ForeignBlockError("these blocks were swapped out of another pool; swap them in there.")
+    pool._check_open()
+    s = pool._host.stream(stream)
+    if dst_ids is None:
+        dst = pool.allocate(swapped.num_blocks)
+        fresh = True
+    else:
+        dst = as_id_list(dst_ids, "dst_ids")
+        fresh = False
+        if len(dst) != swapped.num_blocks:
+            raise InvalidArgumentError(f"swap_in got {len(dst)} dst_ids for {swapped.num_blocks} swapped blocks.")
+        if len(set(dst)) != len(dst):
+            raise InvalidArgumentError("swap_in dst_ids contain duplicates.")
+        with pool._lock:
+            pool._alloc.require_live(dst, "swap_in dst_ids")
+    try:
+        if swapped.event is not None and s is not None:
+            s.wait_event(swapped.event)
+        elif swapped.event is not None:
+            swapped.wait()
+        pool._host.fault("transfer")
+        pool._mover.scatter(pool._arena, dst, swapped.data, s)
+    except BaseException:
+        if fresh:
+            pool.free(dst)
+        raise
+    return dst
+
+
+def migrate_blocks(
+    pool: KVCachePool, ids: Sequence[int], target: KVCachePool, *, stream: Stream | None = None
+) -> list[int]:
+    """Copy blocks into another pool of the same provider (another device), batched.
+
+    The source ids stay allocated; free them when done. New ids in ``target`` are allocated
+    atomically.
+
+    Args:
+        ids: Live block ids here.
+        target: A pool of the same provider, same dtype and block size.
+        stream: Enqueue on this stream.
+
+    Returns:
+        The new ids in ``target``.
+    """
+
+    if not isinstance(target, type(pool)):
+        raise InvalidArgumentTypeError(f"target must be a KVCachePool; got {type(target).__name__}.")
+    if target._host is not pool._host:
+        raise ForeignBlockError(
+            "target pool belongs to another provider instance; create it with this "
+            "provider's create_kv_pool(device=...)."
+        )
+    if (target.dtype, target.block_size) != (pool.dtype, pool.block_size):
+        raise InvalidArgumentError(
+            f"target pool holds {target.block_size}-token {target.dtype.value} blocks, this one "
+            f"{pool.block_size}-token {pool.dtype.value}; they must match."
+        )
+    lst = as_id_list(ids, "ids")
+    pool._check_open()
+    target._check_open()
+    with pool._lock:
+        pool._alloc.require_live(lst, "migrate ids")
+    s = pool._host.stream(stream)
+    pool._host.fault("transfer")
+    dst = target.allocate(len(lst))
+    try:
+        if target is pool:
+            pool._mover.copy_blocks(pool._arena, lst, dst, s)
+        else:
+            rows = pool._mover.gather(pool._arena, lst, normalize_device(target.device), s)
+            target._mover.scatter(target._arena, dst, rows, s)
+    except BaseException:
+        target.free(dst)
+        raise
+    return dst
