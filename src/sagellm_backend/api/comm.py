@@ -51,7 +51,6 @@ class Communicator(ABC):
         """Whether collectives can run here (``capability().has_collective``)."""
         return True
 
-    @abstractmethod
     def init_process_group(
         self,
         backend: str | None = None,
@@ -73,7 +72,19 @@ class Communicator(ABC):
             timeout: Seconds before a collective raises :class:`CommTimeoutError`.
             check_consistency: Verify shapes/dtypes/ops across ranks before each collective.
             blocking_wait: NCCL: make timeouts raise on the host.
+
+        Raises:
+            CommGroupError: missing rank/world size/init method, or another group exists.
+            CommTimeoutError: the rendezvous did not complete within ``timeout``.
+            UnavailableError: the backend is not built into this torch.
+            UnsupportedOperationError: this communicator joins no process groups (the default).
         """
+        raise UnsupportedOperationError(
+            f"the {self.backend!r} communicator cannot join a process group: {self.join_hint}.",
+        )
+
+    #: Why :meth:`init_process_group` is refused, and what to do instead.
+    join_hint: str = "use a torch provider (cpu/gloo, cuda/nccl)"
 
     @abstractmethod
     def destroy_process_group(self) -> None:
@@ -203,19 +214,6 @@ class NoCommunicator(Communicator):
             f"{what} is not available on the {self._provider!r} provider: {self._reason}.",
             provider=self._provider,
         )
-
-    def init_process_group(
-        self,
-        backend: str | None = None,
-        *,
-        init_method: str | None = None,
-        rank: int | None = None,
-        world_size: int | None = None,
-        timeout: float = 300.0,
-        check_consistency: bool | None = None,
-        blocking_wait: bool = True,
-    ) -> None:
-        raise self._refuse("init_process_group")
 
     def destroy_process_group(self) -> None:
         """Nothing to leave."""

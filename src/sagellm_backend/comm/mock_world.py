@@ -135,6 +135,7 @@ class MockCommunicator(Communicator):
     """
 
     backend = "mock"
+    join_hint = "the mock joins a world at construction: use create_mock_world(n)"
 
     def __init__(self, enabled: bool, world: MockWorld | None = None, rank: int = 0) -> None:
         if world is not None:
@@ -156,21 +157,6 @@ class MockCommunicator(Communicator):
     @property
     def world_size(self) -> int:
         return self.world.world_size if self.world is not None else 1
-
-    def init_process_group(
-        self,
-        backend: str | None = None,
-        *,
-        init_method: str | None = None,
-        rank: int | None = None,
-        world_size: int | None = None,
-        timeout: float = 300.0,
-        check_consistency: bool | None = None,
-        blocking_wait: bool = True,
-    ) -> None:
-        raise UnsupportedOperationError(
-            "the mock provider joins a world at construction: use create_mock_world(n), not init_process_group()."
-        )
 
     def destroy_process_group(self) -> None:
         """Nothing to leave: the world lives as long as its providers."""

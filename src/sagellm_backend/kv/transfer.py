@@ -19,16 +19,7 @@ __all__ = ["migrate_blocks", "swap_in", "swap_out"]
 
 
 def swap_out(pool: KVCachePool, ids: Sequence[int], *, stream: Stream | None = None) -> SwappedBlocks:
-    """Copy blocks to host memory (pinned on accelerators). The ids stay allocated:
-    free them once the copy is done (``swapped.wait()``).
-
-    Args:
-        ids: Live block ids.
-        stream: Enqueue on this stream; ``swapped.event`` marks completion.
-
-    Returns:
-        The host copy.
-    """
+    """Copy blocks to host memory; arguments as :meth:`KVCachePool.swap_out`."""
 
     lst = as_id_list(ids, "ids")
     pool._check_open()
@@ -44,16 +35,7 @@ def swap_out(pool: KVCachePool, ids: Sequence[int], *, stream: Stream | None = N
 def swap_in(
     pool: KVCachePool, swapped: SwappedBlocks, dst_ids: Sequence[int] | None = None, *, stream: Stream | None = None
 ) -> list[int]:
-    """Copy swapped-out blocks back into the pool.
-
-    Args:
-        swapped: From :meth:`swap_out` of this pool.
-        dst_ids: Live destination ids, or ``None`` to allocate new ones (atomically).
-        stream: Enqueue on this stream.
-
-    Returns:
-        The destination ids.
-    """
+    """Copy swapped-out blocks back into the pool. Arguments as :meth:`KVCachePool.swap_in`."""
     if not isinstance(swapped, SwappedBlocks):
         raise InvalidArgumentTypeError(
             f"swap_in needs the SwappedBlocks from swap_out(); got {type(swapped).__name__}."
@@ -91,19 +73,7 @@ def swap_in(
 def migrate_blocks(
     pool: KVCachePool, ids: Sequence[int], target: KVCachePool, *, stream: Stream | None = None
 ) -> list[int]:
-    """Copy blocks into another pool of the same provider (another device), batched.
-
-    The source ids stay allocated; free them when done. New ids in ``target`` are allocated
-    atomically.
-
-    Args:
-        ids: Live block ids here.
-        target: A pool of the same provider, same dtype and block size.
-        stream: Enqueue on this stream.
-
-    Returns:
-        The new ids in ``target``.
-    """
+    """Copy blocks into another pool; arguments as :meth:`KVCachePool.migrate_blocks`."""
 
     if not isinstance(target, type(pool)):
         raise InvalidArgumentTypeError(f"target must be a KVCachePool; got {type(target).__name__}.")

@@ -24,7 +24,7 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import VendorSpec, accelerator_parts, detect_torch_module, vendor_factory
+from .base import VendorSpec, accelerator_init, detect_torch_module, vendor_factory
 
 __all__ = ["ASCEND", "AscendBackendProvider", "ascend_native_dtypes", "create_ascend_backend", "detect_ascend"]
 
@@ -94,21 +94,12 @@ class AscendBackendProvider(Provider):
         device_id: NPU ordinal.
         kv_geometry: :class:`~sagellm_backend.kv.geometry.KVGeometry` or dict.
         max_memory_bytes: Optional cap on what this provider allocates on its NPU.
-        availability: A :func:`detect_ascend` result already computed (skips detection).
+        availability: A detection result already computed (skips detection).
     """
 
     vendor = ASCEND
 
-    def __init__(
-        self,
-        device_id: int = 0,
-        *,
-        kv_geometry: object = None,
-        max_memory_bytes: int | None = None,
-        availability: Availability | None = None,
-    ) -> None:
-        parts = accelerator_parts(ASCEND, device_id, availability)
-        super().__init__(kv_geometry=kv_geometry, max_memory_bytes=max_memory_bytes, **parts)
+    __init__ = accelerator_init(ASCEND)
 
 
 create_ascend_backend = vendor_factory(ASCEND)

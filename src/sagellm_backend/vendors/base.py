@@ -17,7 +17,14 @@ from ..protocol import DType
 if TYPE_CHECKING:
     from ..core.provider import Provider
 
-__all__ = ["VendorSpec", "accelerator_parts", "create_from_config", "detect_torch_module", "vendor_factory"]
+__all__ = [
+    "VendorSpec",
+    "accelerator_init",
+    "accelerator_parts",
+    "create_from_config",
+    "detect_torch_module",
+    "vendor_factory",
+]
 
 
 @dataclass(frozen=True)
@@ -223,3 +230,32 @@ def vendor_factory(spec: VendorSpec) -> Callable[..., Provider]:
     factory.detect = spec.detect  # type: ignore[attr-defined]  # read by the registry
     factory.priority = spec.priority  # type: ignore[attr-defined]  # read by the registry
     return factory
+
+
+def accelerator_init(spec: VendorSpec) -> Callable[..., None]:
+    """The constructor of an accelerator vendor's provider class, written once.
+
+    ``Cls(device_id=0, *, kv_geometry=None, max_memory_bytes=None, availability=None)``:
+    ``availability`` is a :meth:`VendorSpec.detect` result already computed (skips detection).
+
+    Args:
+        spec: The vendor.
+
+    Returns:
+        The ``__init__``.
+    """
+
+    def __init__(
+        self: Provider,
+        device_id: int = 0,
+        *,
+        kv_geometry: object = None,
+        max_memory_bytes: int | None = None,
+        availability: Availability | None = None,
+    ) -> None:
+        from ..core.provider import Provider
+
+        parts = accelerator_parts(spec, device_id, availability)
+        Provider.__init__(self, kv_geometry=kv_geometry, max_memory_bytes=max_memory_bytes, **parts)
+
+    return __init__

@@ -15,7 +15,7 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import VendorSpec, accelerator_parts, detect_torch_module, vendor_factory
+from .base import VendorSpec, accelerator_init, detect_torch_module, vendor_factory
 
 __all__ = ["CUDA", "CUDABackendProvider", "create_cuda_backend", "detect_cuda"]
 
@@ -102,21 +102,12 @@ class CUDABackendProvider(Provider):
         device_id: GPU ordinal.
         kv_geometry: :class:`~sagellm_backend.kv.geometry.KVGeometry` or dict.
         max_memory_bytes: Optional cap on what this provider allocates on its GPU.
-        availability: A :func:`detect_cuda` result already computed (skips detection).
+        availability: A detection result already computed (skips detection).
     """
 
     vendor = CUDA
 
-    def __init__(
-        self,
-        device_id: int = 0,
-        *,
-        kv_geometry: object = None,
-        max_memory_bytes: int | None = None,
-        availability: Availability | None = None,
-    ) -> None:
-        parts = accelerator_parts(CUDA, device_id, availability)
-        super().__init__(kv_geometry=kv_geometry, max_memory_bytes=max_memory_bytes, **parts)
+    __init__ = accelerator_init(CUDA)
 
 
 create_cuda_backend = vendor_factory(CUDA)

@@ -27,7 +27,7 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import VendorSpec, accelerator_parts, detect_torch_module, vendor_factory
+from .base import VendorSpec, accelerator_init, detect_torch_module, vendor_factory
 
 __all__ = ["KUNLUN", "KunlunBackendProvider", "create_kunlun_backend", "detect_kunlun"]
 
@@ -78,21 +78,12 @@ class KunlunBackendProvider(Provider):
         device_id: XPU ordinal.
         kv_geometry: :class:`~sagellm_backend.kv.geometry.KVGeometry` or dict.
         max_memory_bytes: Optional cap on what this provider allocates on its XPU.
-        availability: A :func:`detect_kunlun` result already computed (skips detection).
+        availability: A detection result already computed (skips detection).
     """
 
     vendor = KUNLUN
 
-    def __init__(
-        self,
-        device_id: int = 0,
-        *,
-        kv_geometry: object = None,
-        max_memory_bytes: int | None = None,
-        availability: Availability | None = None,
-    ) -> None:
-        parts = accelerator_parts(KUNLUN, device_id, availability)
-        super().__init__(kv_geometry=kv_geometry, max_memory_bytes=max_memory_bytes, **parts)
+    __init__ = accelerator_init(KUNLUN)
 
 
 create_kunlun_backend = vendor_factory(KUNLUN)
