@@ -1,0 +1,71 @@
+"""Argument checks shared by the numpy and torch converters."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
+
+__all__ = ["float32_array", "scale_of"]
+
+
+def float32_array(name: str, value: object) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Return ``value`` as a float32 numpy array (a view when it already is one).
+
+    Args:
+        name: The argument's name, for messages.
+        value: A numpy array (or nested sequence) of floating-point numbers.
+
+    Returns:
+        The values as float32. float16 widens exactly; float64 rounds to nearest float32 first.
+
+    Raises:
+        InvalidArgumentTypeError: ``value`` is not a floating-point array (ints, bools, complex,
+            strings and objects are refused rather than guessed at).
+    """
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged nested lists and foreign objects raise many types
+        raise InvalidArgumentTypeError(
+            f"{name} must be a floating-point numpy array; could not convert {type(value).__name__}: {exc}."
+        ) from exc
+    if arr.dtype.kind != "f":
+        raise InvalidArgumentTypeError(
+            f"{name} must be a floating-point array (float16/float32/float64); got dtype {arr.dtype}. "
+            f"Convert it first, e.g. w.astype(np.float32)."
+        )
+    return arr.astype(np.float32, copy=False)
+
+
+def scale_of(params_or_scale: object) -> float:
+    """Extract and check a per-tensor scale.
+
+    Args:
+        params_or_scale: An object with a ``scale`` attribute (e.g.
+            :class:`~sagellm_backend.dtype_conversion.FP8QuantizationParams`) or a real number.
+
+    Returns:
+        The scale as a Python float; positive, finite and non-zero in float32.
+
+    Raises:
+        InvalidArgumentTypeError: Neither a number nor an object with a numeric ``scale``.
+        InvalidArgumentError: The scale is not finite, not positive, or rounds to 0 or inf in float32.
+    """
+    raw = getattr(params_or_scale, "scale", params_or_scale)
+    if isinstance(raw, bool) or not isinstance(raw, (Real, np.floating, np.integer)):
+        raise InvalidArgumentTypeError(
+            f"params must be FP8QuantizationParams (or a positive float scale); got {type(params_or_scale).__name__}."
+        )
+    scale = float(raw)
+    with np.errstate(over="ignore"):
+        as_f32 = float(np.float32(scale))
+    if not (math.isfinite(scale) and scale > 0.0 and 0.0 < as_f32 < math.inf):
+        raise InvalidArgumentError(
+            f"the FP8 scale must be a positive finite number representable in float32; got {scale!r}. "
+            f"Use compute_fp8_quantization_params_numpy(w) to derive it."
+        )
+    return scale
