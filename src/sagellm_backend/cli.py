@@ -26,6 +26,13 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(out)
 
 
+def _hardware() -> dict[str, dict[str, Any]]:
+    """The hardware profiles the umbrella CLI's detection reads (never raises)."""
+    from .hardware import detect_profiles
+
+    return {name: prof.to_dict() for name, prof in detect_profiles().items()}
+
+
 def _info(provider_name: str) -> dict[str, Any]:
     infos = list_providers()
     result: dict[str, Any] = {
@@ -35,6 +42,7 @@ def _info(provider_name: str) -> dict[str, Any]:
         "selection_error": None,
         "capability": None,
         "memory_stats": None,
+        "hardware": _hardware(),
     }
     try:
         provider = get_provider(provider_name)
@@ -64,6 +72,18 @@ def _print_info(info: dict[str, Any]) -> None:
         for p in info["providers"]
     ]
     print(_table(rows, ["provider", "available", "auto", "source", "why"]))
+    print()
+    hw_rows = [
+        [
+            name,
+            str(h.get("max_level")),
+            "yes" if h.get("max_level") in ("framework", "runtime_env", "functional") else "no",
+            str(h.get("device_count") or 0),
+            ", ".join(h.get("device_names") or []) or "-",
+        ]
+        for name, h in info.get("hardware", {}).items()
+    ]
+    print(_table(hw_rows, ["hardware", "level", "usable", "devices", "names"]))
     print()
     if info["selected"] is None:
         print(f"selected: none ({info['selection_error']})")
