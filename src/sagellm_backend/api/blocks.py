@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BlockFreedError, UnsupportedOperationError
@@ -33,6 +34,7 @@ class KVBlock:
         "__weakref__",
         "_data",
         "_freed",
+        "_lock",
         "_owner_id",
         "_pool",
         "_pool_id",
@@ -64,6 +66,7 @@ class KVBlock:
         self._freed = False
         self._pool: KVCachePool | None = None
         self._pool_id: int | None = None
+        self._lock = threading.RLock()  # every operation on this block holds it (core.provider)
 
     @property
     def nbytes(self) -> int:

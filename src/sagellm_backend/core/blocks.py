@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from ..api.blocks import KVBlock
@@ -73,6 +75,27 @@ class BlockTable:
                 handle=block.handle,
             )
         return block
+
+    @contextmanager
+    def held(self, *blocks: tuple[object, str]) -> Iterator[list[KVBlock]]:
+        """Check blocks, then hold their locks (in handle order, so two threads never deadlock)
+        and check them again inside: an operation on a block is atomic with respect to every
+        other operation on it (free, copy, migrate, read, write).
+
+        Args:
+            *blocks: ``(block, role)`` pairs.
+
+        Yields:
+            The checked blocks, in the order given.
+        """
+        checked = [self.check(b, role) for b, role in blocks]
+        ordered = sorted({id(b): b for b in checked}.values(), key=lambda b: b.handle)
+        with ExitStack() as stack:
+            for b in ordered:
+                stack.enter_context(b._lock)
+            for b, (_, role) in zip(checked, blocks):
+                self.check(b, role)
+            yield checked
 
     def remove(self, block: KVBlock) -> None:
         """Drop a checked block from the table and mark it freed (hold :attr:`lock`).

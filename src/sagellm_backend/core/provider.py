@@ -253,21 +253,28 @@ class Provider(BackendProvider):
 
     def kv_block_free(self, block: KVBlock) -> None:
         """Free ``block``; its memory returns to the provider (or its pool) and the handle dies."""
-        with self._blocks.lock:
-            self._blocks.check(block)
-            self._blocks.remove(block)
-            data, block._data = block._data, None
+        with self._blocks.held((block, "block")):
             pool, pool_id = block._pool, block._pool_id
-        if pool is not None and pool_id is not None:
-            pool.free([pool_id])
-        else:
-            self._ledger.unreserve(block.device, block.nbytes)
-            self._storage.release(data, None)
+            if pool is not None and pool.closed:
+                raise InvalidArgumentError(
+                    f"block {block.handle} is a view of a KV pool that was closed; its memory is gone "
+                    "with the pool and there is nothing to free."
+                )
+            with self._blocks.lock:
+                self._blocks.remove(block)
+                data, block._data = block._data, None
+            if pool is not None and pool_id is not None:
+                pool.free([pool_id])
+            else:
+                self._ledger.unreserve(block.device, block.nbytes)
+                self._storage.release(data, None)
 
     def kv_block_copy(self, src: KVBlock, dst: KVBlock, *, stream: Stream | None = None) -> None:
         """Copy the bytes of ``src`` into ``dst``, bit for bit."""
-        self._blocks.check(src, "src")
-        self._blocks.check(dst, "dst")
+        with self._blocks.held((src, "src"), (dst, "dst")):
+            self._copy_held(src, dst, stream)
+
+    def _copy_held(self, src: KVBlock, dst: KVBlock, stream: Stream | None) -> None:
         if src is dst:
             return
         if (src.num_tokens, src.dtype, src.geometry) != (dst.num_tokens, dst.dtype, dst.geometry):
@@ -292,7 +299,14 @@ class Provider(BackendProvider):
 
     def kv_block_migrate(self, block: KVBlock, target_device: object, *, stream: Stream | None = None) -> KVBlock:
         """Move a block's data to ``target_device``; the block keeps its handle."""
-        self._blocks.check(block)
+        with self._blocks.held((block, "block")):
+            return self._migrate_held(block, target_device, stream)
+
+    def _migrate_held(self, block: KVBlock, target_device: object, stream: Stream | None) -> KVBlock:
+        if block._pool is not None and block._pool.closed:
+            raise InvalidArgumentError(
+                f"block {block.handle} is a view of a KV pool that was closed; its memory is gone. Nothing was moved."
+            )
         if target_device is None:
             raise InvalidArgumentTypeError(
                 f"target_device is None; pass the device to migrate to, one of {self.reachable_devices()}."
@@ -336,8 +350,8 @@ class Provider(BackendProvider):
 
     def kv_block_read(self, block: KVBlock) -> bytes:
         """Return a copy of the block's bytes (work on side streams is not waited for)."""
-        self._blocks.check(block)
-        return self._storage.read(block.data)
+        with self._blocks.held((block, "block")):
+            return self._storage.read(block.data)
 
     def kv_block_write(self, block: KVBlock, data: bytes | bytearray | memoryview) -> None:
         """Overwrite the block with ``data``."""
@@ -353,7 +367,8 @@ class Provider(BackendProvider):
                 f"data has {buf.nbytes} bytes but block {block.handle} holds {block.nbytes}; "
                 "pass exactly block.nbytes bytes."
             )
-        self._storage.write(block.data, buf)
+        with self._blocks.held((block, "block")):
+            self._storage.write(block.data, buf)
 
     def live_blocks(self) -> list[KVBlock]:
         """Blocks allocated and not yet freed, by handle."""

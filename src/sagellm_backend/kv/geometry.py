@@ -48,6 +48,7 @@ class KVGeometry:
     def __post_init__(self) -> None:
         for name in ("num_layers", "num_kv_heads", "head_dim"):
             _positive_int(name, getattr(self, name))
+        _positive_int("kv_factor", self.kv_factor)  # 2.0 == 2 but is not an int
         if self.kv_factor not in (1, 2):
             raise InvalidArgumentError(
                 f"KVGeometry.kv_factor must be 1 (latent/K only) or 2 (K and V); got {self.kv_factor!r}."

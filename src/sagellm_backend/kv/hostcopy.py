@@ -12,6 +12,7 @@ must keep the arrays alive for the duration of the call, which is synchronous.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,10 @@ _pool_lock = threading.Lock()
 _PARALLEL_MIN_BYTES = 4 << 20
 
 
+@functools.lru_cache(maxsize=1)
 def host_copy_threads() -> int:
-    """Threads used for large host copies (``SAGELLM_HOST_COPY_THREADS`` overrides).
+    """Threads used for large host copies (``SAGELLM_HOST_COPY_THREADS`` overrides; read once,
+    ``host_copy_threads.cache_clear()`` re-reads it).
 
     Returns:
         Thread count, at least 1.

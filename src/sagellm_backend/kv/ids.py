@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import InvalidArgumentTypeError
 
-__all__ = ["as_block_id", "as_id_list"]
+__all__ = ["as_block_id", "as_id_list", "check_trusted_ids"]
 
 _INT_ONLY = frozenset({int})
 
@@ -96,3 +96,41 @@ def as_id_list(ids: object, what: str) -> list[int]:
             f"{what} must be a sequence of block ids (list, tuple, numpy array, tensor); got {type(ids).__name__}."
         )
     return [as_block_id(i, what) for i in ids]  # any other iterable
+
+
+def check_trusted_ids(ids: object, num_blocks: int, what: str) -> Any:
+    """The trusted path's one safety check: integers within ``[0, num_blocks)``, without set work.
+
+    Host sequences, numpy arrays and CPU tensors become a list of ints checked with one C-level
+    ``min``/``max``. Tensors on an accelerator are returned as they are (1-D integer only): the
+    device kernel masks out-of-range pairs, so no host synchronisation is needed and nothing is
+    ever written outside the arena.
+
+    Args:
+        ids: The ids.
+        num_blocks: The pool's size.
+        what: Argument name for messages.
+
+    Returns:
+        A list of ints, or the device tensor.
+
+    Raises:
+        InvalidArgumentTypeError: not integers.
+        InvalidArgumentError: an id outside the pool (host ids).
+    """
+    device = getattr(ids, "device", None)
+    if device is not None and getattr(device, "type", "cpu") != "cpu":
+        dtype = getattr(ids, "dtype", None)
+        if not _is_int_dtype(dtype) or _ndim(ids) != 1:
+            raise InvalidArgumentTypeError(f"{what} must be a 1-D integer tensor; got {dtype} with {_ndim(ids)} dims.")
+        return ids
+    lst = as_id_list(ids, what)
+    if lst and (min(lst) < 0 or max(lst) >= num_blocks):
+        from ..errors import InvalidArgumentError
+
+        bad = min(lst) if min(lst) < 0 else max(lst)
+        raise InvalidArgumentError(
+            f"{what} holds block id {bad}, outside this pool's ids 0..{num_blocks - 1}; nothing was copied.",
+            block_id=bad,
+        )
+    return lst

@@ -27,7 +27,7 @@ from ..errors import (
 from ..protocol import DType
 from .allocator import BlockAllocator
 from .host import PoolHost, PoolStats
-from .ids import as_id_list
+from .ids import as_block_id, as_id_list, check_trusted_ids
 from .swap import HostBufferCache, SwappedBlocks
 
 if TYPE_CHECKING:
@@ -79,6 +79,11 @@ class KVCachePool:
     def owner_id(self) -> int:
         """Id of the provider that owns this pool."""
         return self._host.owner_id
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` released the arena."""
+        return self._closed
 
     @property
     def arena(self) -> Any:
@@ -181,9 +186,10 @@ class KVCachePool:
         Returns:
             The count.
         """
+        i = as_block_id(block_id)
         with self._lock:
-            self._alloc._check_ids([block_id])
-            return self._alloc.refcount(block_id)
+            self._alloc._check_ids([i])
+            return self._alloc.refcount(i)
 
     def make_writable(self, ids: Sequence[int], *, stream: Stream | None = None) -> list[int]:
         """Copy-on-write: replace every shared id with a private copy of its data.
@@ -270,9 +276,11 @@ class KVCachePool:
             src = as_id_list(src_ids, "src_ids")
             dst = as_id_list(dst_ids, "dst_ids")
             self._check_pairs(src, dst)
-        else:  # trusted path: index tensors (even on the device) go straight to the kernel
-            src = src_ids if hasattr(src_ids, "device") else as_id_list(src_ids, "src_ids")
-            dst = dst_ids if hasattr(dst_ids, "device") else as_id_list(dst_ids, "dst_ids")
+        else:  # trusted: no set work, index tensors (even on the device) go to the kernel as they are
+            src = check_trusted_ids(src_ids, self.num_blocks, "src_ids")
+            dst = check_trusted_ids(dst_ids, self.num_blocks, "dst_ids")
+            if len(src) != len(dst):
+                raise InvalidArgumentError(f"src_ids and dst_ids differ in length: {len(src)} vs {len(dst)}.")
         if len(src) == 0:
             return
         s = self._host.stream(stream)
@@ -342,6 +350,7 @@ class KVCachePool:
         Returns:
             The view.
         """
+        block_id = as_block_id(block_id)
         self._check_open()
         with self._lock:
             self._alloc.require_live([block_id], "block_id")
@@ -357,6 +366,7 @@ class KVCachePool:
         Returns:
             ``block_nbytes`` bytes.
         """
+        block_id = as_block_id(block_id)
         self._check_open()
         with self._lock:
             self._alloc.require_live([block_id], "block_id")
@@ -369,10 +379,16 @@ class KVCachePool:
             block_id: A live block id.
             data: Exactly ``block_nbytes`` bytes.
         """
+        block_id = as_block_id(block_id)
         self._check_open()
         with self._lock:
             self._alloc.require_live([block_id], "block_id")
-        buf = memoryview(data).cast("B")
+        try:
+            buf = memoryview(data).cast("B")
+        except TypeError as exc:
+            raise InvalidArgumentTypeError(
+                f"data must be bytes-like (bytes, bytearray, memoryview, numpy array); got {type(data).__name__}."
+            ) from exc
         if buf.nbytes != self.block_nbytes:
             raise InvalidArgumentError(f"data has {buf.nbytes} bytes; a block of this pool holds {self.block_nbytes}.")
         self._host.write(self._mover.view(self._arena, block_id), buf)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -42,8 +41,9 @@ class HostBufferCache:
 class SwappedBlocks:
     """Blocks copied out to host memory by :meth:`KVCachePool.swap_out`.
 
-    When this object is dropped (or :meth:`release` is called) its host buffer goes back to the
-    pool for the next swap-out.
+    :meth:`release` gives the host buffer back to the pool for the next swap-out; after that
+    ``data`` is ``None`` and the object cannot be swapped in. A dropped object is never recycled
+    (its ``data`` may still be referenced elsewhere), so its buffer is simply freed.
 
     Attributes:
         data: Host rows ``(num_blocks, *block_shape)`` (pinned on accelerators).
@@ -56,13 +56,20 @@ class SwappedBlocks:
         self.data = data
         self.block_ids = list(block_ids)
         self.event = event
-        self._finalizer = weakref.finalize(self, pool._host_buffers.give, tuple(data.shape), data)
+        self._lock = threading.Lock()
+
+    @property
+    def released(self) -> bool:
+        """True once :meth:`release` gave the buffer back."""
+        return self.data is None
 
     def release(self) -> None:
-        """Give the host buffer back now (``data`` must not be used afterwards)."""
+        """Give the host buffer back for reuse (``data`` must not be used afterwards). Idempotent."""
         self.wait()
-        self._finalizer()
-        self.data = None
+        with self._lock:
+            data, self.data = self.data, None
+        if data is not None:
+            self.pool._host_buffers.give(tuple(data.shape), data)
 
     @property
     def num_blocks(self) -> int:

@@ -40,6 +40,11 @@ def swap_in(
         raise InvalidArgumentTypeError(
             f"swap_in needs the SwappedBlocks from swap_out(); got {type(swapped).__name__}."
         )
+    if swapped.data is None:
+        raise InvalidArgumentError(
+            "these swapped-out blocks were released (SwappedBlocks.release()); their host copy is gone. "
+            "Swap in before releasing."
+        )
     if swapped.pool is not pool:
         raise ForeignBlockError("these blocks were swapped out of another pool; swap them in there.")
     pool._check_open()

@@ -23,13 +23,15 @@ import triton.language as tl
 __all__ = ["copy_rows_triton", "copy_words", "kernel_config", "word_view"]
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["src_rows", "dst_rows"])
 def _copy_rows_kernel(  # type: ignore[no-untyped-def]
     src_ptr,
     dst_ptr,
     src_idx_ptr,
     dst_idx_ptr,
     row_words,
+    src_rows,
+    dst_rows,
     BLOCK: tl.constexpr,
     CHUNKS: tl.constexpr,
     SRC_IDX: tl.constexpr,
@@ -47,7 +49,8 @@ def _copy_rows_kernel(  # type: ignore[no-untyped-def]
     else:
         d = r.to(tl.int64)
     offs = c * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < row_words
+    inside = (s >= 0) & (s < src_rows) & (d >= 0) & (d < dst_rows)  # trusted indices: never out of bounds
+    mask = (offs < row_words) & inside
     v = tl.load(src_ptr + s * row_words + offs, mask=mask)
     tl.store(dst_ptr + d * row_words + offs, v, mask=mask)
 
@@ -166,12 +169,23 @@ def copy_words(
         compiled = _FAST.get(key)
         if compiled is not None:
             try:
-                compiled[grid](s, d, si, di, words, *meta)
+                compiled[grid](s, d, si, di, words, s.shape[0], d.shape[0], *meta)
                 return
             except Exception:  # an API change in this Triton: use the documented launch from now on
                 _fast_launch = False
     compiled = _copy_rows_kernel[grid](
-        s, d, si, di, words, BLOCK=b, CHUNKS=chunks, SRC_IDX=meta[2], DST_IDX=meta[3], num_warps=w
+        s,
+        d,
+        si,
+        di,
+        words,
+        s.shape[0],
+        d.shape[0],
+        BLOCK=b,
+        CHUNKS=chunks,
+        SRC_IDX=meta[2],
+        DST_IDX=meta[3],
+        num_warps=w,
     )
     if key is not None and compiled is not None and hasattr(compiled, "__getitem__"):
         _FAST[key] = compiled
