@@ -36,7 +36,6 @@ PROVIDER_CLASS_FACTS = frozenset({"name", "device_type", "dist_backend", "vendor
 #: Public members found on a class that the contract lacks, known and reported; each entry must
 #: disappear once fixed (the test fails on a stale entry as on a new drift).
 KNOWN_DRIFT: dict[str, frozenset[str]] = {
-    "TorchCommunicator": frozenset({"is_initialized", "map_error", "torch_version"}),
 }
 
 
@@ -200,12 +199,6 @@ def test_pyproject_entry_points_load_the_vendor_factories() -> None:
         assert _load(target) is _load(expected[name]), f"{name} = {target} is not {expected[name]}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pyproject.toml targets sagellm_backend.providers.<x> (the seed's and the engine spec's path) while "
-    "VendorSpec.factory_path gives sagellm_backend.vendors.<x>; the registry then notes every installed "
-    "built-in entry point as 'ignored: the name is taken'. Reported; remove this marker once they agree.",
-)
 def test_pyproject_entry_points_are_exactly_the_factory_paths() -> None:
     assert _pyproject_entry_points() == _expected_entry_points()
 

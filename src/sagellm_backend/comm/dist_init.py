@@ -60,7 +60,7 @@ def join_process_group(
     if not dist.is_backend_available(name):
         raise UnavailableError(
             f"torch.distributed backend {name!r} is not available in this torch build "
-            f"(torch {self.torch_version()}). Use 'gloo' on CPU, 'nccl' with a CUDA torch, "
+            f"(torch {self._torch_version()}). Use 'gloo' on CPU, 'nccl' with a CUDA torch, "
             "'hccl' with torch_npu.",
         )
     if name == "nccl" and blocking_wait:
@@ -80,5 +80,5 @@ def join_process_group(
             **kwargs,
         )
     except Exception as exc:
-        raise self.map_error(exc, "init_process_group", float(timeout)) from exc
+        raise self._map_error(exc, "init_process_group", float(timeout)) from exc
     self.timeout_s = float(timeout)

@@ -101,13 +101,13 @@ class TorchCommunicator(Communicator):
         )
 
     @staticmethod
-    def torch_version() -> str:
+    def _torch_version() -> str:
         import torch
 
         return str(torch.__version__)
 
     @property
-    def is_initialized(self) -> bool:
+    def _is_initialized(self) -> bool:
         """True when a process group exists in this process."""
         import torch.distributed as dist
 
@@ -142,7 +142,7 @@ class TorchCommunicator(Communicator):
     def new_group(self, ranks: Sequence[int], *, timeout: float | None = None) -> CommGroup:
         """Create a sub-group. Every rank of the default group must call this, with the same ranks."""
         dist = du.dist()
-        if not self.is_initialized:
+        if not self._is_initialized:
             raise CommGroupError("new_group needs a process group; call init_process_group() first.")
         rs = sorted({int(r) for r in ranks})
         bad = [r for r in rs if not 0 <= r < self.world_size]
@@ -152,13 +152,13 @@ class TorchCommunicator(Communicator):
         try:
             handle = dist.new_group(rs, timeout=datetime.timedelta(seconds=t))
         except Exception as exc:
-            raise self.map_error(exc, "new_group", t) from exc
+            raise self._map_error(exc, "new_group", t) from exc
         me = self.rank
         return CommGroup(tuple(rs), handle if me in rs else None, rs.index(me) if me in rs else -1)
 
     def destroy_process_group(self) -> None:
         """Destroy the default process group (no-op without one)."""
-        if self.is_initialized:
+        if self._is_initialized:
             du.dist().destroy_process_group()
 
     # ------------------------------------------------------------------ helpers
@@ -212,7 +212,7 @@ class TorchCommunicator(Communicator):
         self._backend_names[id(handle)] = (handle, name)
         return name
 
-    def map_error(self, exc: BaseException, what: str, timeout: float | None) -> BackendError:
+    def _map_error(self, exc: BaseException, what: str, timeout: float | None) -> BackendError:
         """The typed error for a torch.distributed failure (see :func:`dist_util.map_error`)."""
         return du.map_error(exc, what, timeout)
 
@@ -222,7 +222,7 @@ class TorchCommunicator(Communicator):
         except BackendError:
             raise
         except Exception as exc:
-            raise self.map_error(exc, what, self.timeout_s) from exc
+            raise self._map_error(exc, what, self.timeout_s) from exc
 
     def _consistency(self, what: str, tensor: torch.Tensor, extra: int, handle: Any, size: int) -> None:
         du.check_consistency(self._run, what, tensor, extra, handle, size)
@@ -251,7 +251,7 @@ class TorchCommunicator(Communicator):
         try:
             dist.all_reduce(t, op=du.native_op(rop), group=handle)
         except Exception as exc:
-            raise self.map_error(exc, "all_reduce", self.timeout_s) from exc
+            raise self._map_error(exc, "all_reduce", self.timeout_s) from exc
         return t
 
     def all_gather(self, tensor: Any, *, group: CommGroup | None = None, out: Any = None) -> Any:
@@ -373,6 +373,6 @@ class TorchCommunicator(Communicator):
         if peer and rank == self.rank:
             raise CommGroupError(
                 f"{what} rank {rank} is this rank: point-to-point needs another rank"
-                + ("" if self.is_initialized else " (no process group: call init_process_group())")
+                + ("" if self._is_initialized else " (no process group: call init_process_group())")
                 + "."
             )

@@ -72,9 +72,8 @@ class VendorSpec:
 
     @property
     def factory_path(self) -> str:
-        """The ``sagellm.backends`` entry point target of this vendor."""
-        module = self.provider_class.partition(":")[0]
-        return f"{module}:create_{self.name}_backend"
+        """The ``sagellm.backends`` entry point target of this vendor (the seed's ``providers`` path)."""
+        return f"sagellm_backend.providers.{self.name}:create_{self.name}_backend"
 
     def load_class(self) -> type[Provider]:
         """Import the provider class.
