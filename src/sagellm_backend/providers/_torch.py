@@ -23,6 +23,7 @@ from ..contract import _tls as _contract_tls
 from ..device import Device
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, UnsupportedOperationError
 from ..kernels import global_kernels
+from ..kernels.engine import register_engine_kernels  # engine kernels
 from ..kv.hostcopy import copy_rows
 from ..kv.pool import ArenaOps
 from ..protocol import DType, KernelKind
@@ -100,6 +101,11 @@ def _register_torch_kernels(target: str) -> None:
     ]
     for name, impl, kind in builtin:
         global_kernels.register(name, impl, targets=(target,), priority=-100, kind=kind)
+    # --- engine kernels (sagellm_backend.kernels.engine): torch for every target, fused Triton on CUDA ---
+    register_engine_kernels(target, "torch")
+    if target == "cuda":
+        register_engine_kernels(target, "triton")
+    # --- end engine kernels ---
 
 
 def _as_bytes(t: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ from ..errors import (
     ResourceExhaustedError,
     UnsupportedOperationError,
 )
+from ..kernels.engine import register_engine_kernels  # engine kernels
 from ..kv.hostcopy import copy_rows
 from ..kv.pool import ArenaOps, KVCachePool
 from ..protocol import (
@@ -356,6 +357,9 @@ class MockBackendProvider(ProviderCore):
                 raise InvalidArgumentError(f"rank {rank} is outside a world of {world.world_size}.")
         self.world = world
         self.rank = rank if world is not None else 0
+        # --- engine kernels (sagellm_backend.kernels.engine): numpy implementations for the mock ---
+        register_engine_kernels(self.device_type, "numpy")
+        # --- end engine kernels ---
 
     # ------------------------------------------------------------- identity
     @property
