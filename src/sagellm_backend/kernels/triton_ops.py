@@ -22,6 +22,7 @@ imports torch and Triton.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -113,19 +114,38 @@ def _silu_mul_kernel(  # type: ignore[no-untyped-def]
     sg,
     su,
     sy,
+    u_off,
     BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     m = cols < n_cols
     g = tl.load(g_ptr + row * sg + cols, mask=m, other=0.0).to(tl.float32)
-    u = tl.load(u_ptr + row * su + cols, mask=m, other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + u_off + row * su + cols, mask=m, other=0.0).to(tl.float32)
     a = (g / (1.0 + tl.exp(-g))).to(y_ptr.dtype.element_ty).to(tl.float32)
     tl.store(y_ptr + row * sy + cols, (a * u).to(y_ptr.dtype.element_ty), mask=m)
 
 
 # Launch parameters chosen by shape; tests and benchmarks may replace an entry to compare.
 _OVERRIDE: dict[str, tuple[int, int, int]] = {}
+# Compiled kernels by everything their specialisation depends on, launched directly
+# (``CompiledKernel[grid](*args)``) to skip the JIT launcher's per-call argument binding, which
+# costs more host time than these kernels take on the GPU at small sizes. A failure switches
+# this off for the process and the normal launch is used.
+_FAST: dict[tuple[Any, ...], Any] = {}
+_fast_launch = os.environ.get("SAGELLM_TRITON_FAST_LAUNCH", "1") != "0" and not INTERPRET
+
+
+@functools.lru_cache(maxsize=4096)
+def _norm_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
+    block = triton.next_power_of_2(n_cols)
+    if block > MAX_ONE_PASS:
+        return LOOP_BLOCK, 1, 8
+    rows = max(1, min(16, 2048 // block))
+    while rows > 1 and triton.cdiv(n_rows, rows) < 264:  # keep the GPU's SMs busy before packing rows
+        rows //= 2
+    elems = block * rows
+    return block, rows, 4 if elems < 2048 else 8 if elems < 8192 else 16
 
 
 def norm_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
@@ -138,16 +158,11 @@ def norm_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
     Returns:
         Columns per chunk (a power of two), rows per program, warps per program.
     """
-    if "norm" in _OVERRIDE:
-        return _OVERRIDE["norm"]
-    block = triton.next_power_of_2(n_cols)
-    if block > MAX_ONE_PASS:
-        return LOOP_BLOCK, 1, 8
-    rows = max(1, min(16, 2048 // block))
-    while rows > 1 and triton.cdiv(n_rows, rows) < 264:  # keep the GPU's SMs busy before packing rows
-        rows //= 2
-    warps = max(1, min(16, block * rows // 256))
-    return block, rows, warps
+    if _OVERRIDE:
+        cfg = _OVERRIDE.get("norm")
+        if cfg is not None:
+            return cfg
+    return _norm_config(n_rows, n_cols) if n_cols <= MAX_ONE_PASS else (LOOP_BLOCK, 1, 8)
 
 
 def silu_mul_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
@@ -160,78 +175,120 @@ def silu_mul_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
     Returns:
         Columns per program, 1, warps per program.
     """
-    if "silu_mul" in _OVERRIDE:
-        return _OVERRIDE["silu_mul"]
+    if _OVERRIDE:
+        cfg = _OVERRIDE.get("silu_mul")
+        if cfg is not None:
+            return cfg
     block = min(1024, triton.next_power_of_2(n_cols))
     return block, 1, max(1, min(4, block // 256))
 
 
-def _usable(*ts: torch.Tensor) -> bool:
-    """All of ``ts`` are non-empty tensors of one float dtype on one device the kernels can run on."""
-    if not all(isinstance(t, torch.Tensor) for t in ts):
-        return False
-    first = ts[0]
-    dev = first.device
-    if dev.type != "cuda" and not (INTERPRET and dev.type == "cpu"):
-        return False
+def _spec(v: int) -> int:
+    """What Triton specialises an int argument on: 1, divisible by 16, 64-bit."""
+    return (v == 1) | ((v % 16 == 0) << 1) | ((v >= 2**31) << 2)
+
+
+def _launch(
+    kernel: Any, grid: tuple[int, ...], key: tuple[Any, ...], args: tuple[Any, ...], warps: int, consts: dict[str, Any]
+) -> None:
+    """Launch ``kernel`` with ``args`` then ``consts`` (its constexprs, in signature order)."""
+    global _fast_launch
+    if _fast_launch:
+        compiled = _FAST.get(key)
+        if compiled is not None:
+            try:
+                compiled[grid](*args, *consts.values())
+                return
+            except Exception:  # an API change in this Triton: use the documented launch from now on
+                _fast_launch = False
+    compiled = kernel[grid](*args, **consts, num_warps=warps)
+    if _fast_launch and compiled is not None and hasattr(compiled, "__getitem__"):
+        _FAST[key] = compiled
+
+
+def _tensor_ok(x: Any) -> bool:
+    """``x`` is a non-empty float tensor on a device these kernels run on."""
     return (
-        first.dtype in _FLOATS
-        and first.dim() > 0
-        and first.numel() > 0
-        and all(t.dtype == first.dtype and t.device == dev for t in ts)
+        isinstance(x, torch.Tensor)
+        and (x.is_cuda or (INTERPRET and x.device.type == "cpu"))
+        and x.dtype in _FLOATS
+        and x.dim() > 0
+        and x.numel() > 0
     )
 
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as ``[rows, cols]`` with unit column stride (a view when possible)."""
-    if t.stride(-1) != 1:
-        t = t.contiguous()
-    return t.reshape(-1, t.shape[-1])
-
-
-def _weight_ok(w: Any, x: torch.Tensor) -> bool:
+def _same(a: Any, x: torch.Tensor) -> bool:
+    """``a`` is a tensor of ``x``'s dtype, shape and device."""
     return (
-        isinstance(w, torch.Tensor)
+        isinstance(a, torch.Tensor) and a.dtype is x.dtype and a.shape == x.shape and a.get_device() == x.get_device()
+    )
+
+
+def _kernel_ok(x: Any, w: Any) -> bool:
+    """``x`` passes :func:`_tensor_ok` and ``w`` is a matching 1-D float weight on its device."""
+    return (
+        _tensor_ok(x)
+        and isinstance(w, torch.Tensor)
         and w.dim() == 1
         and w.shape[0] == x.shape[-1]
         and w.dtype in _FLOATS
-        and w.device == x.device
+        and w.get_device() == x.get_device()
+        and w.is_cuda == x.is_cuda
     )
+
+
+def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``(t2, row_stride)``: ``t`` itself when contiguous, else a ``[rows, cols]`` unit-column-stride view or copy."""
+    if t.is_contiguous():
+        return t, t.shape[-1]
+    if t.stride(-1) != 1:
+        t = t.contiguous()
+        return t, t.shape[-1]
+    t2 = t.reshape(-1, t.shape[-1])
+    return t2, t2.stride(0)
 
 
 def _launch_norm(
     x: torch.Tensor, r: torch.Tensor | None, w: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    x2 = _rows(x)
-    n_rows, n_cols = x2.shape
-    w = w if w.stride(0) == 1 else w.contiguous()
-    y = torch.empty(x.shape, dtype=torch.promote_types(w.dtype, x.dtype), device=x.device)
-    y2 = y.view(n_rows, n_cols)
-    s = torch.empty(x.shape, dtype=x.dtype, device=x.device) if r is not None else None
-    r2 = _rows(r) if r is not None else x2
-    s2 = s.view(n_rows, n_cols) if s is not None else y2
+    n_cols = x.shape[-1]
+    n_rows = x.numel() // n_cols
+    x2, sx = _rows(x)
+    r2, sr = _rows(r) if r is not None else (x2, sx)
+    if w.stride(0) != 1:
+        w = w.contiguous()
+    y = torch.empty_like(x, dtype=torch.promote_types(w.dtype, x.dtype), memory_format=torch.contiguous_format)
+    s = torch.empty_like(x, memory_format=torch.contiguous_format) if r is not None else y
     block, rows, warps = norm_config(n_rows, n_cols)
-    grid = (triton.cdiv(n_rows, rows),)
-    _rmsnorm_kernel[grid](
-        x2,
-        r2,
-        w,
-        y2,
-        s2,
-        n_rows,
-        n_cols,
-        x2.stride(0),
-        r2.stride(0),
-        y2.stride(0),
-        s2.stride(0),
-        float(eps),
-        HAS_RES=r is not None,
-        ONE_PASS=block >= n_cols,
-        ROWS=rows,
-        BLOCK=block,
-        num_warps=warps,
+    one_pass = block >= n_cols
+    ptrs = (x2, r2, w, y, s)
+    key = (
+        "norm",
+        x.dtype,
+        w.dtype,
+        y.dtype,
+        x.get_device(),
+        r is not None,
+        one_pass,
+        block,
+        rows,
+        warps,
+        tuple(t.data_ptr() % 16 == 0 for t in ptrs),
+        _spec(n_rows),
+        _spec(n_cols),
+        _spec(sx),
+        _spec(sr),
+        _spec(n_cols),
     )
-    return y, s
+    _launch(
+        _rmsnorm_kernel,
+        (triton.cdiv(n_rows, rows),),
+        key,
+        (*ptrs, n_rows, n_cols, sx, sr, n_cols, n_cols, float(eps)),
+        warps,
+        {"HAS_RES": r is not None, "ONE_PASS": one_pass, "ROWS": rows, "BLOCK": block},
+    )
+    return y, (s if r is not None else None)
 
 
 def rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -245,7 +302,7 @@ def rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6) -> torch.Tensor
     Returns:
         A new tensor in the promoted dtype of ``w`` and ``x``.
     """
-    if not (_usable(x) and _weight_ok(w, x)):
+    if not _kernel_ok(x, w):
         return torch_ops.rmsnorm(x, w, eps)
     return _launch_norm(x, None, w, eps)[0]
 
@@ -264,7 +321,7 @@ def add_rmsnorm(
     Returns:
         ``(rmsnorm(x + residual), x + residual)``.
     """
-    if not (_usable(x, residual) and x.shape == residual.shape and _weight_ok(w, x)):
+    if not (_kernel_ok(x, w) and _same(residual, x) and residual.is_cuda == x.is_cuda):
         return torch_ops.add_rmsnorm(x, residual, w, eps)
     y, s = _launch_norm(x, residual, w, eps)
     assert s is not None
@@ -281,14 +338,42 @@ def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
     Returns:
         A new ``[..., d]`` tensor.
     """
-    gate, u = split_gate_up(x, up)
-    if not (_usable(gate, u) and gate.shape == u.shape):
+    if not (_tensor_ok(x) and (up is None or (_same(up, x) and up.is_cuda == x.is_cuda))):
         return torch_ops.silu_mul(x, up)
-    g2, u2 = _rows(gate), _rows(u)
-    n_rows, n_cols = g2.shape
-    y = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
-    y2 = y.view(n_rows, n_cols)
+    if up is None:
+        if x.shape[-1] % 2:
+            split_gate_up(x, None)  # raises the odd-size error
+        n_cols = x.shape[-1] // 2
+        g2, sg = _rows(x)
+        u2, su, u_off = g2, sg, n_cols
+        out_shape = (*x.shape[:-1], n_cols)
+    else:
+        n_cols = x.shape[-1]
+        g2, sg = _rows(x)
+        u2, su = _rows(up)
+        u_off = 0
+        out_shape = tuple(x.shape)
+    n_rows = x.numel() // x.shape[-1]
+    y = x.new_empty(out_shape)
     block, _, warps = silu_mul_config(n_rows, n_cols)
-    grid = (n_rows, triton.cdiv(n_cols, block))
-    _silu_mul_kernel[grid](g2, u2, y2, n_cols, g2.stride(0), u2.stride(0), y2.stride(0), BLOCK=block, num_warps=warps)
+    key = (
+        "silu_mul",
+        x.dtype,
+        x.get_device(),
+        block,
+        warps,
+        tuple(t.data_ptr() % 16 == 0 for t in (g2, u2, y)),
+        _spec(n_cols),
+        _spec(sg),
+        _spec(su),
+        _spec(u_off),
+    )
+    _launch(
+        _silu_mul_kernel,
+        (n_rows, triton.cdiv(n_cols, block)),
+        key,
+        (g2, u2, y, n_cols, sg, su, n_cols, u_off),
+        warps,
+        {"BLOCK": block},
+    )
     return y
