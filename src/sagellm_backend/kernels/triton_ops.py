@@ -4,7 +4,7 @@ Same semantics as :mod:`.torch_ops`, including its roundings: the normalised val
 the input dtype before the weight multiplies it (Hugging Face's order), the residual sum is
 rounded before it is normalised, and ``silu(gate)`` is rounded to the gate's dtype before it
 multiplies ``up`` (as the eager ``F.silu(g) * u`` does). Everything else is computed in fp32 in
-registers, each input is read once and each output written once.
+registers; in the one-pass case each input is read once and each output written once.
 
 Layout: rows are the flattened leading dimensions. The norms give each program ``ROWS`` whole rows
 (one pass when a row fits in ``BLOCK`` columns, else a loop over ``BLOCK``-column chunks that reads
@@ -128,12 +128,6 @@ def _silu_mul_kernel(  # type: ignore[no-untyped-def]
 
 # Launch parameters chosen by shape; tests and benchmarks may replace an entry to compare.
 _OVERRIDE: dict[str, tuple[int, int, int]] = {}
-# Compiled kernels by everything their specialisation depends on, launched directly
-# (``CompiledKernel[grid](*args)``) to skip the JIT launcher's per-call argument binding, which
-# costs more host time than these kernels take on the GPU at small sizes. A failure switches
-# this off for the process and the normal launch is used.
-_FAST: dict[tuple[Any, ...], Any] = {}
-_fast_launch = os.environ.get("SAGELLM_TRITON_FAST_LAUNCH", "1") != "0" and not INTERPRET
 
 
 @functools.lru_cache(maxsize=4096)
@@ -181,29 +175,6 @@ def silu_mul_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
             return cfg
     block = min(1024, triton.next_power_of_2(n_cols))
     return block, 1, max(1, min(4, block // 256))
-
-
-def _spec(v: int) -> int:
-    """What Triton specialises an int argument on: 1, divisible by 16, 64-bit."""
-    return (v == 1) | ((v % 16 == 0) << 1) | ((v >= 2**31) << 2)
-
-
-def _launch(
-    kernel: Any, grid: tuple[int, ...], key: tuple[Any, ...], args: tuple[Any, ...], warps: int, consts: dict[str, Any]
-) -> None:
-    """Launch ``kernel`` with ``args`` then ``consts`` (its constexprs, in signature order)."""
-    global _fast_launch
-    if _fast_launch:
-        compiled = _FAST.get(key)
-        if compiled is not None:
-            try:
-                compiled[grid](*args, *consts.values())
-                return
-            except Exception:  # an API change in this Triton: use the documented launch from now on
-                _fast_launch = False
-    compiled = kernel[grid](*args, **consts, num_warps=warps)
-    if _fast_launch and compiled is not None and hasattr(compiled, "__getitem__"):
-        _FAST[key] = compiled
 
 
 def _tensor_ok(x: Any) -> bool:
@@ -260,33 +231,24 @@ def _launch_norm(
     y = torch.empty_like(x, dtype=torch.promote_types(w.dtype, x.dtype), memory_format=torch.contiguous_format)
     s = torch.empty_like(x, memory_format=torch.contiguous_format) if r is not None else y
     block, rows, warps = norm_config(n_rows, n_cols)
-    one_pass = block >= n_cols
-    ptrs = (x2, r2, w, y, s)
-    key = (
-        "norm",
-        x.dtype,
-        w.dtype,
-        y.dtype,
-        x.get_device(),
-        r is not None,
-        one_pass,
-        block,
-        rows,
-        warps,
-        tuple(t.data_ptr() % 16 == 0 for t in ptrs),
-        _spec(n_rows),
-        _spec(n_cols),
-        _spec(sx),
-        _spec(sr),
-        _spec(n_cols),
-    )
-    _launch(
-        _rmsnorm_kernel,
-        (triton.cdiv(n_rows, rows),),
-        key,
-        (*ptrs, n_rows, n_cols, sx, sr, n_cols, n_cols, float(eps)),
-        warps,
-        {"HAS_RES": r is not None, "ONE_PASS": one_pass, "ROWS": rows, "BLOCK": block},
+    _rmsnorm_kernel[(triton.cdiv(n_rows, rows),)](
+        x2,
+        r2,
+        w,
+        y,
+        s,
+        n_rows,
+        n_cols,
+        sx,
+        sr,
+        n_cols,
+        n_cols,
+        float(eps),
+        HAS_RES=r is not None,
+        ONE_PASS=block >= n_cols,
+        ROWS=rows,
+        BLOCK=block,
+        num_warps=warps,
     )
     return y, (s if r is not None else None)
 
@@ -356,24 +318,7 @@ def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
     n_rows = x.numel() // x.shape[-1]
     y = x.new_empty(out_shape)
     block, _, warps = silu_mul_config(n_rows, n_cols)
-    key = (
-        "silu_mul",
-        x.dtype,
-        x.get_device(),
-        block,
-        warps,
-        tuple(t.data_ptr() % 16 == 0 for t in (g2, u2, y)),
-        _spec(n_cols),
-        _spec(sg),
-        _spec(su),
-        _spec(u_off),
-    )
-    _launch(
-        _silu_mul_kernel,
-        (n_rows, triton.cdiv(n_cols, block)),
-        key,
-        (g2, u2, y, n_cols, sg, su, n_cols, u_off),
-        warps,
-        {"BLOCK": block},
+    _silu_mul_kernel[(n_rows, triton.cdiv(n_cols, block))](
+        g2, u2, y, n_cols, sg, su, n_cols, u_off, BLOCK=block, num_warps=warps
     )
     return y
