@@ -35,8 +35,7 @@ PROVIDER_CLASS_FACTS = frozenset({"name", "device_type", "dist_backend", "vendor
 
 #: Public members found on a class that the contract lacks, known and reported; each entry must
 #: disappear once fixed (the test fails on a stale entry as on a new drift).
-KNOWN_DRIFT: dict[str, frozenset[str]] = {
-}
+KNOWN_DRIFT: dict[str, frozenset[str]] = {}
 
 
 def _provider_classes() -> list[type[BackendProvider]]:

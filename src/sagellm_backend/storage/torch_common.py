@@ -64,12 +64,17 @@ def storable_dtypes() -> list[DType]:
     return [d for d in DType if d is not DType.FP8 or hasattr(torch, "float8_e4m3fn")]
 
 
-def register_torch_kernels(target: str) -> None:
-    """Register torch's own implementations as low-priority kernels for ``target`` (once).
+def register_torch_kernels(target: str, *, triton: bool = False) -> None:
+    """Register torch's own implementations as low-priority kernels for ``target`` (once), and the
+    engine kernels (:mod:`sagellm_backend.kernels.engine`): torch everywhere, fused Triton where
+    the vendor runs Triton.
 
     Args:
         target: Device type.
+        triton: Register the fused Triton kernels too.
     """
+    from ..kernels.engine import register_engine_kernels
+
     with _kernels_lock:
         if target in _kernels_done:
             return
@@ -85,6 +90,9 @@ def register_torch_kernels(target: str) -> None:
     ]
     for name, impl, kind in builtin:
         global_kernels.register(name, impl, targets=(target,), priority=-100, kind=kind)
+    register_engine_kernels(target, "torch")
+    if triton:
+        register_engine_kernels(target, "triton")
 
 
 def as_bytes(t: torch.Tensor) -> torch.Tensor:

@@ -176,7 +176,7 @@ def accelerator_parts(
     from ..storage.torch_device import TorchDeviceStorage
 
     module = getattr(torch, spec.torch_module or "")
-    register_torch_kernels(spec.device_type)
+    register_torch_kernels(spec.device_type, triton=spec.fast_copy)
     return {
         "storage": (storage_class or TorchDeviceStorage)(spec, module, index, count),
         "communicator": TorchCommunicator(spec.device_type, index, spec.dist_backend or "gloo"),

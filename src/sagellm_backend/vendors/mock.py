@@ -16,6 +16,7 @@ from ..core.config import Availability, ProviderConfig
 from ..core.provider import Provider
 from ..core.validate import check_count
 from ..errors import InvalidDeviceError
+from ..kernels.engine import register_engine_kernels
 from ..mock.faults import MockFaults
 from ..protocol import DType, KernelKind, coerce_dtype, coerce_enum
 from ..storage.numpy_host import NumpyStorage
@@ -116,6 +117,7 @@ class MockBackendProvider(Provider):
             faults=self.faults,
         )
         self._advertised_kernels = kernels
+        register_engine_kernels("mock", "numpy")
 
 
 create_mock_backend = vendor_factory(MOCK)

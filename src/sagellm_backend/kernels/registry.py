@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidArgumentError, InvalidArgumentTypeError, KernelNotFoundError
-from .protocol import KernelKind, coerce_enum
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, KernelNotFoundError
+from ..protocol import KernelKind, coerce_enum
 
 __all__ = ["KernelEntry", "KernelRegistry", "ProviderKernels", "global_kernels", "register_kernel"]
 

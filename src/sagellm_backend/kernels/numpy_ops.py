@@ -1,0 +1,245 @@
+"""Engine kernels in numpy, for the Mock provider (whose memory is numpy arrays).
+
+Same names, arguments and semantics as :mod:`.torch_ops` (see there). Floating inputs must be
+float16, float32 or float64: the Mock stores bf16 and fp8 as raw bits (``uint16`` / ``uint8``),
+which these kernels refuse rather than misread. Reductions, transcendental functions and matrix
+products run in float32 (float64 inputs in float64); results are cast back to the dtype torch
+would return.
+
+``gelu`` evaluates erf with Abramowitz & Stegun's formula 7.1.26 (absolute error below 1.5e-7, of
+the order of float32 rounding), since numpy has no vectorised erf.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidArgumentTypeError, UnsupportedDTypeError
+from .base import qkv_split_sizes, split_gate_up
+
+__all__ = [
+    "add_rmsnorm",
+    "embedding",
+    "erf",
+    "fused_qkv_projection",
+    "gelu",
+    "layernorm",
+    "linear",
+    "relu",
+    "rmsnorm",
+    "silu",
+    "silu_mul",
+]
+
+_FLOATS = (np.float16, np.float32, np.float64)
+
+
+def _f(a: Any, what: str) -> np.ndarray[Any, Any]:
+    arr = np.asarray(a)
+    if arr.dtype.type not in _FLOATS:
+        raise UnsupportedDTypeError(
+            f"numpy kernels compute with float16/float32/float64; {what} has dtype {arr.dtype}. "
+            "The Mock provider stores bf16/fp8 as raw bits: convert to float32 first, or use a torch provider."
+        )
+    return arr
+
+
+def _wide(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """float32 (float64 stays float64) for computing."""
+    return arr if arr.dtype == np.float64 else arr.astype(np.float32)
+
+
+def linear(x: Any, w: Any, b: Any | None = None) -> np.ndarray[Any, Any]:
+    """``x @ w.T + b``.
+
+    Args:
+        x: Input ``[..., in]``.
+        w: Weight ``[out, in]``.
+        b: Bias ``[out]`` or ``None``.
+
+    Returns:
+        ``[..., out]`` in the promoted dtype.
+    """
+    xa, wa = _f(x, "x"), _f(w, "w")
+    out_dtype = np.result_type(xa, wa)
+    y = _wide(xa) @ _wide(wa).T
+    if b is not None:
+        ba = _f(b, "b")
+        out_dtype = np.result_type(out_dtype, ba)
+        y = y + _wide(ba)
+    return np.asarray(y.astype(out_dtype, copy=False))
+
+
+def embedding(ids: Any, w: Any) -> np.ndarray[Any, Any]:
+    """Rows of ``w`` at ``ids``.
+
+    Args:
+        ids: Integer indices, any shape.
+        w: Table ``[V, H]``.
+
+    Returns:
+        ``[*ids.shape, H]``.
+
+    Raises:
+        InvalidArgumentTypeError: ``ids`` is not an integer array.
+    """
+    ia = np.asarray(ids)
+    if ia.dtype.kind not in "iu":
+        raise InvalidArgumentTypeError(f"embedding ids must be integers; got dtype {ia.dtype}.")
+    return np.asarray(np.asarray(w)[ia])
+
+
+def rmsnorm(x: Any, w: Any, eps: float = 1e-6) -> np.ndarray[Any, Any]:
+    """``w * (x / rms(x)).astype(x.dtype)``, as Hugging Face's ``LlamaRMSNorm``.
+
+    Args:
+        x: Input ``[..., H]``.
+        w: Weight ``[H]``.
+        eps: Added to the mean square.
+
+    Returns:
+        The promoted dtype of ``w`` and ``x``.
+    """
+    xa, wa = _f(x, "x"), _f(w, "w")
+    h = _wide(xa)
+    h = h * (1.0 / np.sqrt(np.mean(h * h, axis=-1, keepdims=True) + np.float32(eps))).astype(h.dtype)
+    return np.asarray(wa * h.astype(xa.dtype))
+
+
+def silu(x: Any) -> np.ndarray[Any, Any]:
+    """``x * sigmoid(x)``, with ``sigmoid(x) = (1 + tanh(x / 2)) / 2`` (no overflow).
+
+    Args:
+        x: Input.
+
+    Returns:
+        Same shape and dtype.
+    """
+    xa = _f(x, "x")
+    h = _wide(xa)
+    return (h * (0.5 + 0.5 * np.tanh(0.5 * h))).astype(xa.dtype)
+
+
+def erf(x: Any) -> np.ndarray[Any, Any]:
+    """Error function, Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7).
+
+    Args:
+        x: Input (float).
+
+    Returns:
+        ``erf(x)`` in float32 (float64 for float64 input), evaluated in float64.
+    """
+    h = _wide(_f(x, "x"))
+    a = np.abs(h.astype(np.float64))  # the polynomial in float64: the formula's error, not float32's
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return np.asarray((np.sign(h) * (1.0 - poly * np.exp(-a * a))).astype(h.dtype))
+
+
+def gelu(x: Any) -> np.ndarray[Any, Any]:
+    """Exact-form GELU ``0.5 * x * (1 + erf(x / sqrt(2)))``.
+
+    Args:
+        x: Input.
+
+    Returns:
+        Same shape and dtype.
+    """
+    xa = _f(x, "x")
+    h = _wide(xa)
+    return (0.5 * h * (1.0 + erf(h * np.float32(0.7071067811865476)))).astype(xa.dtype)
+
+
+def relu(x: Any) -> np.ndarray[Any, Any]:
+    """``max(x, 0)`` (NaN stays NaN).
+
+    Args:
+        x: Input.
+
+    Returns:
+        Same shape and dtype.
+    """
+    xa = _f(x, "x")
+    return np.asarray(np.maximum(xa, xa.dtype.type(0)))
+
+
+def layernorm(x: Any, w: Any | None, b: Any | None = None, eps: float = 1e-5) -> np.ndarray[Any, Any]:
+    """Layer normalisation over the last dimension (biased variance, as ``F.layer_norm``).
+
+    Args:
+        x: Input ``[..., H]``.
+        w: Scale ``[H]`` or ``None``.
+        b: Shift ``[H]`` or ``None``.
+        eps: Added to the variance.
+
+    Returns:
+        Same shape and dtype as ``x``.
+    """
+    xa = _f(x, "x")
+    h = _wide(xa)
+    mu = h.mean(axis=-1, keepdims=True)
+    c = h - mu
+    y = c / np.sqrt((c * c).mean(axis=-1, keepdims=True) + eps)
+    if w is not None:
+        y = y * _wide(_f(w, "w"))
+    if b is not None:
+        y = y + _wide(_f(b, "b"))
+    return np.asarray(y.astype(xa.dtype))
+
+
+def silu_mul(x: Any, up: Any | None = None) -> np.ndarray[Any, Any]:
+    """``silu(gate) * up``; one-argument form splits ``x``'s last dimension as ``[gate | up]``.
+
+    Args:
+        x: The gate, or ``[..., 2 * d]`` when ``up`` is ``None``.
+        up: The up projection.
+
+    Returns:
+        ``[..., d]``; silu is rounded to the gate's dtype before the product, as torch does.
+    """
+    gate, u = split_gate_up(_f(x, "x"), None if up is None else _f(up, "up"))
+    return np.asarray(silu(gate) * u)
+
+
+def add_rmsnorm(x: Any, residual: Any, w: Any, eps: float = 1e-6) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """``(rmsnorm(x + residual), x + residual)``; the inputs are not modified.
+
+    Args:
+        x: Input ``[..., H]``.
+        residual: Residual, same shape.
+        w: Weight ``[H]``.
+        eps: Added to the mean square.
+
+    Returns:
+        ``(normed, sum)``.
+    """
+    s = _f(x, "x") + _f(residual, "residual")
+    return rmsnorm(s, w, eps), s
+
+
+def fused_qkv_projection(
+    h: Any, qkv_w: Any, nh: int, nkv: int, hd: int, qkv_bias: Any | None = None
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """One GEMM with the ``[q; k; v]``-stacked weight, split into heads.
+
+    Args:
+        h: Hidden states ``[..., H]``.
+        qkv_w: ``[(nh + 2 * nkv) * hd, H]``.
+        nh: Query heads.
+        nkv: Key/value heads.
+        hd: Head dimension.
+        qkv_bias: ``[(nh + 2 * nkv) * hd]`` or ``None``.
+
+    Returns:
+        ``(q [..., nh, hd], k [..., nkv, hd], v [..., nkv, hd])``.
+    """
+    wa = _f(qkv_w, "qkv_w")
+    q_rows, kv_rows = qkv_split_sizes(wa.shape[0], nh, nkv, hd)
+    qkv = linear(h, wa, qkv_bias)
+    lead = qkv.shape[:-1]
+    q = qkv[..., :q_rows].reshape(*lead, nh, hd)
+    k = qkv[..., q_rows : q_rows + kv_rows].reshape(*lead, nkv, hd)
+    v = qkv[..., q_rows + kv_rows :].reshape(*lead, nkv, hd)
+    return q, k, v

@@ -1,0 +1,195 @@
+"""Engine kernels in plain torch: any torch device, any floating dtype torch computes with.
+
+Semantics (shared by :mod:`.numpy_ops` and :mod:`.triton_ops`):
+
+* ``linear(x, w, b=None)`` is ``F.linear``; ``embedding(ids, w)`` is ``F.embedding``.
+* ``rmsnorm(x, w, eps)`` is Hugging Face's ``LlamaRMSNorm.forward`` op for op: ``h = x`` in fp32,
+  ``h = h * rsqrt(mean(h**2, -1) + eps)``, then ``w * h.to(x.dtype)`` (so the normalised value is
+  rounded to the input dtype before the weight multiplies it, and the result has the promoted
+  dtype of ``w`` and ``x``).
+* ``gelu`` is the exact erf form ``0.5 * x * (1 + erf(x / sqrt(2)))`` (``F.gelu`` default), not
+  the tanh approximation.
+* ``silu_mul`` computes ``silu(gate) * up``. Two forms: ``silu_mul(gate, up)``, and
+  ``silu_mul(x)`` where the last dimension of ``x`` is ``[gate | up]`` concatenated (vLLM's
+  ``SiluAndMul`` layout: gate first); the output's last dimension is half of ``x``'s.
+* ``add_rmsnorm(x, residual, w, eps)`` returns ``(rmsnorm(x + residual, w, eps), x + residual)``:
+  the sum is rounded to its dtype first, as in a Llama decoder layer. Inputs are not modified.
+* ``fused_qkv_projection(h, qkv_w, nh, nkv, hd, qkv_bias=None)`` runs one GEMM with the
+  ``[q; k; v]``-stacked weight (``(nh + 2 * nkv) * hd`` rows) and returns ``q [..., nh, hd]``,
+  ``k [..., nkv, hd]``, ``v [..., nkv, hd]``: views into the one output.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from .base import qkv_split_sizes, split_gate_up
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = [
+    "add_rmsnorm",
+    "embedding",
+    "fused_qkv_projection",
+    "gelu",
+    "layernorm",
+    "linear",
+    "relu",
+    "rmsnorm",
+    "silu",
+    "silu_mul",
+]
+
+
+def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+    """``x @ w.T + b`` (``F.linear``).
+
+    Args:
+        x: Input ``[..., in]``.
+        w: Weight ``[out, in]``.
+        b: Bias ``[out]`` or ``None``.
+
+    Returns:
+        ``[..., out]``.
+    """
+    return F.linear(x, w, b)
+
+
+def embedding(ids: Tensor, w: Tensor) -> Tensor:
+    """Rows of ``w`` at ``ids`` (``F.embedding``).
+
+    Args:
+        ids: Integer indices, any shape.
+        w: Table ``[V, H]``.
+
+    Returns:
+        ``[*ids.shape, H]``.
+    """
+    return F.embedding(ids, w)
+
+
+def rmsnorm(x: Tensor, w: Tensor, eps: float = 1e-6) -> Tensor:
+    """RMS normalisation over the last dimension, as Hugging Face's ``LlamaRMSNorm``.
+
+    Args:
+        x: Input ``[..., H]``.
+        w: Weight ``[H]``.
+        eps: Added to the mean square.
+
+    Returns:
+        ``w * (x / rms(x)).to(x.dtype)``, in the promoted dtype of ``w`` and ``x``.
+    """
+    input_dtype = x.dtype
+    h = x.to(torch.float32)
+    variance = h.pow(2).mean(-1, keepdim=True)
+    h = h * torch.rsqrt(variance + eps)
+    return w * h.to(input_dtype)
+
+
+def silu(x: Tensor) -> Tensor:
+    """``x * sigmoid(x)``.
+
+    Args:
+        x: Input.
+
+    Returns:
+        Same shape and dtype.
+    """
+    return F.silu(x)
+
+
+def gelu(x: Tensor) -> Tensor:
+    """Exact GELU, ``0.5 * x * (1 + erf(x / sqrt(2)))`` (not the tanh approximation).
+
+    Args:
+        x: Input.
+
+    Returns:
+        Same shape and dtype.
+    """
+    return F.gelu(x)
+
+
+def relu(x: Tensor) -> Tensor:
+    """``max(x, 0)``.
+
+    Args:
+        x: Input.
+
+    Returns:
+        Same shape and dtype.
+    """
+    return F.relu(x)
+
+
+def layernorm(x: Tensor, w: Tensor | None, b: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Layer normalisation over the last dimension (``F.layer_norm``).
+
+    Args:
+        x: Input ``[..., H]``.
+        w: Scale ``[H]`` or ``None``.
+        b: Shift ``[H]`` or ``None``.
+        eps: Added to the variance.
+
+    Returns:
+        Same shape as ``x``.
+    """
+    return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+
+
+def silu_mul(x: Tensor, up: Tensor | None = None) -> Tensor:
+    """``silu(gate) * up`` (SwiGLU's gating).
+
+    Args:
+        x: The gate, or ``[..., 2 * d]`` holding ``[gate | up]`` when ``up`` is ``None``.
+        up: The up projection, same shape as the gate.
+
+    Returns:
+        ``[..., d]``.
+    """
+    gate, u = split_gate_up(x, up)
+    out: Tensor = F.silu(gate) * u
+    return out
+
+
+def add_rmsnorm(x: Tensor, residual: Tensor, w: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """Residual add, then :func:`rmsnorm` of the sum.
+
+    Args:
+        x: Input ``[..., H]``.
+        residual: Residual, same shape.
+        w: Weight ``[H]``.
+        eps: Added to the mean square.
+
+    Returns:
+        ``(rmsnorm(x + residual), x + residual)``; the inputs are not modified.
+    """
+    s = x + residual
+    return rmsnorm(s, w, eps), s
+
+
+def fused_qkv_projection(
+    h: Tensor, qkv_w: Tensor, nh: int, nkv: int, hd: int, qkv_bias: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One GEMM for q, k and v, split into heads.
+
+    Args:
+        h: Hidden states ``[..., H]``.
+        qkv_w: ``[(nh + 2 * nkv) * hd, H]``, rows ``[q; k; v]``.
+        nh: Query heads.
+        nkv: Key/value heads.
+        hd: Head dimension.
+        qkv_bias: ``[(nh + 2 * nkv) * hd]`` or ``None``.
+
+    Returns:
+        ``(q [..., nh, hd], k [..., nkv, hd], v [..., nkv, hd])``.
+    """
+    q_rows, kv_rows = qkv_split_sizes(qkv_w.shape[0], nh, nkv, hd)
+    qkv = F.linear(h, qkv_w, qkv_bias)
+    q, k, v = qkv[..., :q_rows], qkv[..., q_rows : q_rows + kv_rows], qkv[..., q_rows + kv_rows :]
+    lead = qkv.shape[:-1]
+    return q.view(*lead, nh, hd), k.view(*lead, nkv, hd), v.view(*lead, nkv, hd)

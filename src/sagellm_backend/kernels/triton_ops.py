@@ -1,0 +1,324 @@
+"""Fused Triton kernels for CUDA: ``rmsnorm``, ``add_rmsnorm`` and ``silu_mul``.
+
+Same semantics as :mod:`.torch_ops`, including its roundings: the normalised value is rounded to
+the input dtype before the weight multiplies it (Hugging Face's order), the residual sum is
+rounded before it is normalised, and ``silu(gate)`` is rounded to the gate's dtype before it
+multiplies ``up`` (as the eager ``F.silu(g) * u`` does). Everything else is computed in fp32 in
+registers; in the one-pass case each input is read once and each output written once.
+
+Layout: rows are the flattened leading dimensions. The norms give each program ``ROWS`` whole rows
+(one pass when a row fits in ``BLOCK`` columns, else a loop over ``BLOCK``-column chunks that reads
+the row twice); ``silu_mul`` gives each program one ``BLOCK``-column chunk of one row. Inputs whose
+last dimension is strided are made contiguous first; other strides are passed through.
+
+Inputs these kernels do not handle go to the torch implementation instead of failing: tensors
+not on CUDA (CPU tensors are accepted when ``TRITON_INTERPRET=1`` was set before this module was
+imported), dtypes other than fp16/bf16/fp32, mixed input dtypes, shapes that need broadcasting,
+empty tensors.
+
+Imported only on first use (by :mod:`.engine` or :func:`.base.backend_function`): importing it
+imports torch and Triton.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from . import torch_ops
+from .base import split_gate_up
+
+__all__ = ["INTERPRET", "add_rmsnorm", "norm_config", "rmsnorm", "silu_mul", "silu_mul_config"]
+
+#: True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1`` at import).
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+#: Widest row (in elements) a norm program keeps in registers in one pass.
+MAX_ONE_PASS = 8192
+#: Column chunk of the two-pass loop for wider rows.
+LOOP_BLOCK = 4096
+
+
+@triton.jit
+def _rmsnorm_kernel(  # type: ignore[no-untyped-def]
+    x_ptr,
+    r_ptr,
+    w_ptr,
+    y_ptr,
+    s_ptr,
+    n_rows,
+    n_cols,
+    sx,
+    sr,
+    sy,
+    ss,
+    eps,
+    HAS_RES: tl.constexpr,
+    ONE_PASS: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    rmask = (rows < n_rows)[:, None]
+    rows = rows.to(tl.int64)[:, None]
+    cols = tl.arange(0, BLOCK)[None, :]
+    in_ty = x_ptr.dtype.element_ty
+    if ONE_PASS:
+        m = rmask & (cols < n_cols)
+        x = tl.load(x_ptr + rows * sx + cols, mask=m, other=0.0).to(tl.float32)
+        if HAS_RES:
+            r = tl.load(r_ptr + rows * sr + cols, mask=m, other=0.0).to(tl.float32)
+            s = (x + r).to(in_ty)
+            tl.store(s_ptr + rows * ss + cols, s, mask=m)
+            x = s.to(tl.float32)
+        rstd = tl.rsqrt(tl.sum(x * x, axis=1) / n_cols + eps)
+        h = (x * rstd[:, None]).to(in_ty).to(tl.float32)
+        w = tl.load(w_ptr + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
+        tl.store(y_ptr + rows * sy + cols, (w * h).to(y_ptr.dtype.element_ty), mask=m)
+    else:
+        acc = tl.zeros([ROWS, BLOCK], dtype=tl.float32)
+        for off in range(0, n_cols, BLOCK):
+            c = off + cols
+            m = rmask & (c < n_cols)
+            x = tl.load(x_ptr + rows * sx + c, mask=m, other=0.0).to(tl.float32)
+            if HAS_RES:
+                r = tl.load(r_ptr + rows * sr + c, mask=m, other=0.0).to(tl.float32)
+                s = (x + r).to(in_ty)
+                tl.store(s_ptr + rows * ss + c, s, mask=m)
+                x = s.to(tl.float32)
+            acc += x * x
+        rstd = tl.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)[:, None]
+        for off in range(0, n_cols, BLOCK):
+            c = off + cols
+            m = rmask & (c < n_cols)
+            x = tl.load(x_ptr + rows * sx + c, mask=m, other=0.0).to(tl.float32)
+            if HAS_RES:  # recompute the rounded sum rather than read back what this program stored
+                r = tl.load(r_ptr + rows * sr + c, mask=m, other=0.0).to(tl.float32)
+                x = (x + r).to(in_ty).to(tl.float32)
+            h = (x * rstd).to(in_ty).to(tl.float32)
+            w = tl.load(w_ptr + c, mask=c < n_cols, other=0.0).to(tl.float32)
+            tl.store(y_ptr + rows * sy + c, (w * h).to(y_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _silu_mul_kernel(  # type: ignore[no-untyped-def]
+    g_ptr,
+    u_ptr,
+    y_ptr,
+    n_cols,
+    sg,
+    su,
+    sy,
+    u_off,
+    BLOCK: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    m = cols < n_cols
+    g = tl.load(g_ptr + row * sg + cols, mask=m, other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + u_off + row * su + cols, mask=m, other=0.0).to(tl.float32)
+    a = (g / (1.0 + tl.exp(-g))).to(y_ptr.dtype.element_ty).to(tl.float32)
+    tl.store(y_ptr + row * sy + cols, (a * u).to(y_ptr.dtype.element_ty), mask=m)
+
+
+# Launch parameters chosen by shape; tests and benchmarks may replace an entry to compare.
+_OVERRIDE: dict[str, tuple[int, int, int]] = {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _norm_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
+    block = triton.next_power_of_2(n_cols)
+    if block > MAX_ONE_PASS:
+        return LOOP_BLOCK, 1, 8
+    rows = max(1, min(16, 2048 // block))
+    while rows > 1 and triton.cdiv(n_rows, rows) < 264:  # keep the GPU's SMs busy before packing rows
+        rows //= 2
+    elems = block * rows
+    return block, rows, 4 if elems < 2048 else 8 if elems < 8192 else 16
+
+
+def norm_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
+    """``(BLOCK, ROWS, num_warps)`` of a norm launch.
+
+    Args:
+        n_rows: Rows.
+        n_cols: Row length.
+
+    Returns:
+        Columns per chunk (a power of two), rows per program, warps per program.
+    """
+    if _OVERRIDE:
+        cfg = _OVERRIDE.get("norm")
+        if cfg is not None:
+            return cfg
+    return _norm_config(n_rows, n_cols) if n_cols <= MAX_ONE_PASS else (LOOP_BLOCK, 1, 8)
+
+
+def silu_mul_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
+    """``(BLOCK, 1, num_warps)`` of a ``silu_mul`` launch.
+
+    Args:
+        n_rows: Rows.
+        n_cols: Output columns.
+
+    Returns:
+        Columns per program, 1, warps per program.
+    """
+    if _OVERRIDE:
+        cfg = _OVERRIDE.get("silu_mul")
+        if cfg is not None:
+            return cfg
+    block = min(1024, triton.next_power_of_2(n_cols))
+    return block, 1, max(1, min(4, block // 256))
+
+
+def _tensor_ok(x: Any) -> bool:
+    """``x`` is a non-empty float tensor on a device these kernels run on."""
+    return (
+        isinstance(x, torch.Tensor)
+        and (x.is_cuda or (INTERPRET and x.device.type == "cpu"))
+        and x.dtype in _FLOATS
+        and x.dim() > 0
+        and x.numel() > 0
+    )
+
+
+def _same(a: Any, x: torch.Tensor) -> bool:
+    """``a`` is a tensor of ``x``'s dtype, shape and device."""
+    return (
+        isinstance(a, torch.Tensor) and a.dtype is x.dtype and a.shape == x.shape and a.get_device() == x.get_device()
+    )
+
+
+def _kernel_ok(x: Any, w: Any) -> bool:
+    """``x`` passes :func:`_tensor_ok` and ``w`` is a matching 1-D float weight on its device."""
+    return (
+        _tensor_ok(x)
+        and isinstance(w, torch.Tensor)
+        and w.dim() == 1
+        and w.shape[0] == x.shape[-1]
+        and w.dtype in _FLOATS
+        and w.get_device() == x.get_device()
+        and w.is_cuda == x.is_cuda
+    )
+
+
+def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``(t2, row_stride)``: ``t`` itself when contiguous, else a ``[rows, cols]`` unit-column-stride view or copy."""
+    if t.is_contiguous():
+        return t, t.shape[-1]
+    if t.stride(-1) != 1:
+        t = t.contiguous()
+        return t, t.shape[-1]
+    t2 = t.reshape(-1, t.shape[-1])
+    return t2, t2.stride(0)
+
+
+def _launch_norm(
+    x: torch.Tensor, r: torch.Tensor | None, w: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    n_cols = x.shape[-1]
+    n_rows = x.numel() // n_cols
+    x2, sx = _rows(x)
+    r2, sr = _rows(r) if r is not None else (x2, sx)
+    if w.stride(0) != 1:
+        w = w.contiguous()
+    y = torch.empty_like(x, dtype=torch.promote_types(w.dtype, x.dtype), memory_format=torch.contiguous_format)
+    s = torch.empty_like(x, memory_format=torch.contiguous_format) if r is not None else y
+    block, rows, warps = norm_config(n_rows, n_cols)
+    _rmsnorm_kernel[(triton.cdiv(n_rows, rows),)](
+        x2,
+        r2,
+        w,
+        y,
+        s,
+        n_rows,
+        n_cols,
+        sx,
+        sr,
+        n_cols,
+        n_cols,
+        float(eps),
+        HAS_RES=r is not None,
+        ONE_PASS=block >= n_cols,
+        ROWS=rows,
+        BLOCK=block,
+        num_warps=warps,
+    )
+    return y, (s if r is not None else None)
+
+
+def rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Fused RMS norm (Hugging Face ``LlamaRMSNorm`` semantics, see :func:`.torch_ops.rmsnorm`).
+
+    Args:
+        x: Input ``[..., H]``.
+        w: Weight ``[H]``.
+        eps: Added to the mean square.
+
+    Returns:
+        A new tensor in the promoted dtype of ``w`` and ``x``.
+    """
+    if not _kernel_ok(x, w):
+        return torch_ops.rmsnorm(x, w, eps)
+    return _launch_norm(x, None, w, eps)[0]
+
+
+def add_rmsnorm(
+    x: torch.Tensor, residual: torch.Tensor, w: torch.Tensor, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused residual add + RMS norm; returns new tensors, the inputs are not modified.
+
+    Args:
+        x: Input ``[..., H]``.
+        residual: Residual, same shape and dtype.
+        w: Weight ``[H]``.
+        eps: Added to the mean square.
+
+    Returns:
+        ``(rmsnorm(x + residual), x + residual)``.
+    """
+    if not (_kernel_ok(x, w) and _same(residual, x) and residual.is_cuda == x.is_cuda):
+        return torch_ops.add_rmsnorm(x, residual, w, eps)
+    y, s = _launch_norm(x, residual, w, eps)
+    assert s is not None
+    return y, s
+
+
+def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
+    """Fused ``silu(gate) * up``: ``silu_mul(gate, up)`` or ``silu_mul(x)`` with ``x = [gate | up]``.
+
+    Args:
+        x: The gate, or ``[..., 2 * d]`` when ``up`` is ``None``.
+        up: The up projection, same shape and dtype as the gate.
+
+    Returns:
+        A new ``[..., d]`` tensor.
+    """
+    if not (_tensor_ok(x) and (up is None or (_same(up, x) and up.is_cuda == x.is_cuda))):
+        return torch_ops.silu_mul(x, up)
+    if up is None:
+        if x.shape[-1] % 2:
+            split_gate_up(x, None)  # raises the odd-size error
+        n_cols = x.shape[-1] // 2
+        g2, sg = _rows(x)
+        u2, su, u_off = g2, sg, n_cols
+        out_shape = (*x.shape[:-1], n_cols)
+    else:
+        n_cols = x.shape[-1]
+        g2, sg = _rows(x)
+        u2, su = _rows(up)
+        u_off = 0
+        out_shape = tuple(x.shape)
+    n_rows = x.numel() // x.shape[-1]
+    y = x.new_empty(out_shape)
+    block, _, warps = silu_mul_config(n_rows, n_cols)
+    _silu_mul_kernel[(n_rows, triton.cdiv(n_cols, block))](
+        g2, u2, y, n_cols, sg, su, n_cols, u_off, BLOCK=block, num_warps=warps
+    )
+    return y
