@@ -113,7 +113,7 @@ def normalize_device(value: object, *, default_type: str | None = None) -> Devic
         raise _bad(value, f"unknown device type {dev_type!r}" + (f"; did you mean {hint}?" if hint else ""))
     if not sep:
         return Device(dev_type, None)
-    if not index_text.isdigit():
+    if not (index_text.isascii() and index_text.isdigit()):
         raise _bad(value, f"the index {index_text!r} is not a non-negative integer")
     index = int(index_text)
     if dev_type == "cpu":

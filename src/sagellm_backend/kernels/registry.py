@@ -89,7 +89,13 @@ class KernelRegistry:
         """
         _check(name, impl, priority)
         kind_value = None if kind is None else coerce_enum(KernelKind, kind, what="kernel kind")
+        if isinstance(targets, (bytes, bytearray)) or not isinstance(targets, (str, Iterable)):
+            raise InvalidArgumentTypeError(
+                f"targets must be a provider name, a device type, '*', or a list of them; got {targets!r}."
+            )
         target_list = [targets] if isinstance(targets, str) else list(targets)
+        if any(not isinstance(t, str) or not t for t in target_list):
+            raise InvalidArgumentTypeError(f"every target must be a non-empty string; got {target_list!r}.")
         if not target_list:
             raise InvalidArgumentError(f"kernel {name!r} needs at least one target; got none.")
         with self._lock:
@@ -214,6 +220,8 @@ class ProviderKernels:
         Raises:
             KernelNotFoundError: nothing registered for this provider.
         """
+        if not isinstance(name, str):
+            raise InvalidArgumentTypeError(f"kernel name must be a string; got {type(name).__name__} {name!r}.")
         found = self.candidates(name)
         if not found:
             known = sorted(set(self.local.names()) | set(global_kernels.names()))

@@ -155,7 +155,7 @@ class KVCachePool:
             BlockFreedError: an id is free already or freed more often than referenced;
                 nothing changed.
         """
-        lst = ids if type(ids) is list else as_id_list(ids, "ids")
+        lst = as_id_list(ids, "ids")
         if self._closed:
             self._check_open()
         with self._lock:
