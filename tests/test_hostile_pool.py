@@ -136,22 +136,22 @@ def test_migrate_racing_free_keeps_accounting_exact() -> None:
         barrier = threading.Barrier(2)
         outcomes: list[str] = []
 
-        def migrate(b: object = block, bar: threading.Barrier = barrier) -> None:
+        def migrate(b: object = block, bar: threading.Barrier = barrier, out: list[str] = outcomes) -> None:
             bar.wait()
             try:
                 p.kv_block_migrate(b, "mock:1")
-                outcomes.append("migrated")
+                out.append("migrated")
             except BlockFreedError:
-                outcomes.append("migrate-refused")
+                out.append("migrate-refused")
 
-        def free(b: object = block, bar: threading.Barrier = barrier) -> None:
+        def free(b: object = block, bar: threading.Barrier = barrier, out: list[str] = outcomes) -> None:
             bar.wait()
             time.sleep(0.005)  # land inside the migration's copy (tens of ms for 92 MB)
             try:
                 p.kv_block_free(b)
-                outcomes.append("freed")
+                out.append("freed")
             except BlockFreedError:
-                outcomes.append("free-refused")
+                out.append("free-refused")
 
         threads = [threading.Thread(target=migrate), threading.Thread(target=free)]
         for t in threads:

@@ -1,8 +1,8 @@
 """sagellm-backend: the hardware abstraction layer of the sageLLM inference stack.
 
-One API, :class:`BackendProvider`, over CPU, NVIDIA CUDA, Huawei Ascend, Baidu Kunlun and a
-hardware-free Mock. Importing this package imports neither torch nor any vendor SDK; providers
-import them when they are detected or created.
+One API, :class:`BackendProvider`, over CPU, NVIDIA CUDA, AMD ROCm (Instinct GPUs, Hygon DCUs),
+Huawei Ascend, Baidu Kunlun, Moore Threads MUSA and a hardware-free Mock. Importing this package
+imports neither torch nor any vendor SDK; providers import them when they are detected or created.
 
 Quick start::
 
@@ -13,7 +13,7 @@ Quick start::
     block = backend.kv_block_alloc(128, DType.FP16)
 
     from sagellm_backend import get_provider
-    best = get_provider()            # cuda > ascend > kunlun > cpu, or $SAGELLM_BACKEND
+    best = get_provider()            # cuda > rocm > ascend > kunlun > musa > cpu, or $SAGELLM_BACKEND
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ from .vendors.cpu import CPUBackendProvider, create_cpu_backend
 from .vendors.cuda import CUDABackendProvider, create_cuda_backend
 from .vendors.kunlun import KunlunBackendProvider, create_kunlun_backend
 from .vendors.mock import MockBackendProvider, create_mock_backend, create_mock_world
+from .vendors.musa import MusaBackendProvider, create_musa_backend
+from .vendors.rocm import RocmBackendProvider, create_rocm_backend
 
 __all__ = [
     "DEFAULT_KV_GEOMETRY",
@@ -116,11 +118,13 @@ __all__ = [
     "KunlunBackendProvider",
     "MockBackendProvider",
     "MockWorld",
+    "MusaBackendProvider",
     "PoolStats",
     "ProviderConfig",
     "ProviderNotFoundError",
     "ReduceOp",
     "ResourceExhaustedError",
+    "RocmBackendProvider",
     "Stream",
     "SwappedBlocks",
     "UnavailableError",
@@ -135,6 +139,8 @@ __all__ = [
     "create_kunlun_backend",
     "create_mock_backend",
     "create_mock_world",
+    "create_musa_backend",
+    "create_rocm_backend",
     "dtype_bits",
     "format_device_str",
     "get_provider",

@@ -13,9 +13,13 @@ from .errors import InvalidArgumentTypeError, InvalidDeviceError
 
 __all__ = ["KNOWN_DEVICE_TYPES", "Device", "normalize_device"]
 
-#: Device types this package knows. ``npu`` is Ascend (torch_npu); ``xpu`` is the protocol's
-#: name for XPU-class accelerators; ``mock`` is the hardware-free Mock provider's device.
-KNOWN_DEVICE_TYPES: tuple[str, ...] = ("cpu", "cuda", "npu", "xpu", "mock")
+#: Device types this package knows. ``cuda`` also covers AMD GPUs and Hygon DCUs (ROCm builds of
+#: torch serve them through torch.cuda); ``npu`` is Ascend (torch_npu); ``musa`` is Moore Threads
+#: (torch_musa); ``xpu`` is the protocol's name for XPU-class accelerators; ``mock`` is the
+#: hardware-free Mock provider's device.
+KNOWN_DEVICE_TYPES: tuple[str, ...] = ("cpu", "cuda", "npu", "musa", "xpu", "mock")
+
+_ROCM_HINT = "cuda (ROCm builds of torch serve AMD GPUs and Hygon DCUs through torch.cuda)"
 
 _HINTS = {
     "gpu": "cuda",
@@ -23,6 +27,12 @@ _HINTS = {
     "ascend": "npu",
     "hccl": "npu",
     "kunlun": "cuda (Kunlun's XPyTorch exposes its XPUs through torch.cuda)",
+    "rocm": _ROCM_HINT,
+    "hip": _ROCM_HINT,
+    "amd": _ROCM_HINT,
+    "dcu": _ROCM_HINT,
+    "hygon": _ROCM_HINT,
+    "mthreads": "musa",
     "host": "cpu",
 }
 

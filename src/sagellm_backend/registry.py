@@ -2,18 +2,19 @@
 
 Entries are dotted paths (``"pkg.module:factory"``) imported on first use, so listing providers
 imports no SDK until a provider is detected or created. This package registers ``cpu``, ``cuda``,
-``ascend``, ``kunlun`` and ``mock`` (and keeps the seed release's names ``pytorch-cuda``,
-``pytorch-ascend`` and ``ascend_cann`` as aliases); providers of other installed distributions
-appear the same way, through their own ``[project.entry-points."sagellm.backends"]``.
+``rocm``, ``ascend``, ``kunlun``, ``musa`` and ``mock`` (with aliases: the seed release's names
+``pytorch-cuda``, ``pytorch-ascend`` and ``ascend_cann``, and ``dcu``/``hygon``/``amd`` for
+``rocm``, ``mthreads`` for ``musa``); providers of other installed distributions appear the same
+way, through their own ``[project.entry-points."sagellm.backends"]``.
 
 A factory may carry ``factory.detect`` (a side-effect-free callable returning
 :class:`~sagellm_backend.providers.config.Availability`) and ``factory.priority`` (its rank in
 ``auto``; ``None`` keeps it out). :func:`~sagellm_backend.providers.config.provider_factory`
 sets both.
 
-``get_provider("auto")`` picks the available provider of highest priority:
-cuda (100) > ascend (90) > kunlun (80) > cpu (10). The ``SAGELLM_BACKEND`` environment variable,
-when set, replaces ``"auto"`` with the name it holds; explicit names are never overridden.
+``get_provider("auto")`` picks the available provider of highest priority: cuda (100) >
+rocm (95) > ascend (90) > kunlun (80) > musa (70) > cpu (10). The ``SAGELLM_BACKEND`` environment
+variable, when set, replaces ``"auto"`` with the name it holds; explicit names are never overridden.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ from .cpu import CPUBackendProvider, create_cpu_backend
 from .cuda import CUDABackendProvider, create_cuda_backend
 from .kunlun import KunlunBackendProvider, create_kunlun_backend
 from .mock import MockBackendProvider, create_mock_backend, create_mock_world
+from .musa import MusaBackendProvider, create_musa_backend
+from .rocm import RocmBackendProvider, create_rocm_backend
 
 __all__ = [
     "AscendBackendProvider",
@@ -17,12 +19,16 @@ __all__ = [
     "CUDABackendProvider",
     "KunlunBackendProvider",
     "MockBackendProvider",
+    "MusaBackendProvider",
     "ProviderConfig",
+    "RocmBackendProvider",
     "create_ascend_backend",
     "create_cpu_backend",
     "create_cuda_backend",
     "create_kunlun_backend",
     "create_mock_backend",
     "create_mock_world",
+    "create_musa_backend",
+    "create_rocm_backend",
     "provider_factory",
 ]

@@ -1,10 +1,11 @@
 """Stand-in vendor SDKs, for testing vendor providers on machines without their hardware.
 
 The way DeepSpeed's accelerator tests stand in for missing SDKs: a fake ``torch_npu`` /
-``torch_xmlir`` goes into ``sys.modules`` and a fake ``torch.<accelerator>`` module answers the
-calls the providers make (``is_available``, ``device_count``, ``get_device_name``,
-``mem_get_info``, ``Stream``, ``Event`` ...). Detection, device strings, backend names and
-capability rules then run through the real provider code.
+``torch_xmlir`` / ``torch_musa`` goes into ``sys.modules`` and a fake ``torch.<accelerator>``
+module answers the calls the providers make (``is_available``, ``device_count``,
+``get_device_name``, ``get_device_properties``, ``mem_get_info``, ``Stream``, ``Event`` ...); for
+ROCm, ``torch.version.hip`` is set and ``torch.cuda`` answers as a HIP build would. Detection,
+device strings, backend names and capability rules then run through the real provider code.
 
 Memory cannot come from a device that is not there, so the ``StandIn*`` provider subclasses keep
 tensors in host memory while reporting the vendor's device strings; everything else (accounting,
@@ -29,8 +30,20 @@ from ..storage.torch_device import TorchDeviceStorage
 from ..vendors.ascend import ASCEND, AscendBackendProvider
 from ..vendors.base import VendorSpec, accelerator_parts
 from ..vendors.kunlun import KUNLUN, KunlunBackendProvider
+from ..vendors.musa import MUSA, MusaBackendProvider
+from ..vendors.rocm import ROCM, RocmBackendProvider
 
-__all__ = ["FakeAccelerator", "StandInAscendProvider", "StandInKunlunProvider", "ascend_standin", "kunlun_standin"]
+__all__ = [
+    "FakeAccelerator",
+    "StandInAscendProvider",
+    "StandInKunlunProvider",
+    "StandInMusaProvider",
+    "StandInRocmProvider",
+    "ascend_standin",
+    "kunlun_standin",
+    "musa_standin",
+    "rocm_standin",
+]
 
 
 class _FakeEvent:
@@ -79,11 +92,22 @@ class FakeAccelerator:
     Args:
         device_names: One name per fake device (e.g. ``["Ascend910B4", "Ascend910B4"]``).
         total_memory: Bytes per device.
+        capability: What ``get_device_capability`` answers (and ``major``/``minor`` of the properties).
+        gcn_arch: ``gcnArchName`` of the properties (ROCm), or ``None``.
     """
 
-    def __init__(self, device_names: list[str], total_memory: int = 64 << 30) -> None:
+    def __init__(
+        self,
+        device_names: list[str],
+        total_memory: int = 64 << 30,
+        *,
+        capability: tuple[int, int] = (0, 0),
+        gcn_arch: str | None = None,
+    ) -> None:
         self.device_names = list(device_names)
         self.total_memory = total_memory
+        self.capability = capability
+        self.gcn_arch = gcn_arch
         self.empty_cache_calls = 0
         self.Stream = _FakeStream
         self.Event = _FakeEvent
@@ -92,6 +116,7 @@ class FakeAccelerator:
         #: No graph class: stand-ins report has_graph_exec=False (nothing could replay on a host).
         self.CUDAGraph = None
         self.NPUGraph = None
+        self.MUSAGraph = None
 
     def is_available(self) -> bool:
         return bool(self.device_names)
@@ -101,6 +126,20 @@ class FakeAccelerator:
 
     def get_device_name(self, index: int | None = None) -> str:
         return self.device_names[index or 0]
+
+    def get_device_capability(self, index: int | None = None) -> tuple[int, int]:
+        return self.capability
+
+    def get_device_properties(self, index: int | None = None) -> types.SimpleNamespace:
+        props = types.SimpleNamespace(
+            name=self.get_device_name(index),
+            total_memory=self.total_memory,
+            major=self.capability[0],
+            minor=self.capability[1],
+        )
+        if self.gcn_arch is not None:
+            props.gcnArchName = self.gcn_arch
+        return props
 
     def mem_get_info(self, index: int | None = None) -> tuple[int, int]:
         return self.total_memory // 2, self.total_memory
@@ -129,6 +168,8 @@ class FakeAccelerator:
             "is_available",
             "device_count",
             "get_device_name",
+            "get_device_capability",
+            "get_device_properties",
             "mem_get_info",
             "memory_allocated",
             "memory_reserved",
@@ -143,6 +184,7 @@ class FakeAccelerator:
             "device",
             "CUDAGraph",
             "NPUGraph",
+            "MUSAGraph",
         ]
 
 
@@ -150,6 +192,45 @@ def _fake_sdk(name: str) -> types.ModuleType:
     mod = types.ModuleType(name)
     mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
     mod.__doc__ = f"stand-in for {name} (sagellm_backend.testing.standins)"
+    return mod
+
+
+@contextmanager
+def _patched(obj: Any, values: dict[str, Any]) -> Iterator[None]:
+    """Set attributes of ``obj`` for the block; restore (or remove) them afterwards."""
+    missing = object()
+    saved = {name: getattr(obj, name, missing) for name in values}
+    for name, value in values.items():
+        setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is missing:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, old)
+
+
+@contextmanager
+def _fake_modules(modules: dict[str, types.ModuleType]) -> Iterator[None]:
+    """Put fake modules into ``sys.modules`` for the block; restore what was there afterwards."""
+    saved = {name: sys.modules.get(name) for name in modules}
+    sys.modules.update(modules)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = old
+
+
+def _as_module(name: str, fake: FakeAccelerator) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    for attr in fake.names():
+        setattr(mod, attr, getattr(fake, attr))
     return mod
 
 
@@ -166,25 +247,8 @@ def ascend_standin(device_names: list[str] | None = None) -> Iterator[FakeAccele
     import torch
 
     fake = FakeAccelerator(device_names if device_names is not None else ["Ascend910B4", "Ascend910B4"])
-    npu = types.ModuleType("torch.npu")
-    for attr in fake.names():
-        setattr(npu, attr, getattr(fake, attr))
-    saved_sdk = sys.modules.get("torch_npu")
-    had_npu = hasattr(torch, "npu")
-    saved_npu = getattr(torch, "npu", None)
-    sys.modules["torch_npu"] = _fake_sdk("torch_npu")
-    torch.npu = npu  # type: ignore[attr-defined]
-    try:
+    with _fake_modules({"torch_npu": _fake_sdk("torch_npu")}), _patched(torch, {"npu": _as_module("torch.npu", fake)}):
         yield fake
-    finally:
-        if saved_sdk is None:
-            sys.modules.pop("torch_npu", None)
-        else:
-            sys.modules["torch_npu"] = saved_sdk
-        if had_npu:
-            torch.npu = saved_npu  # type: ignore[attr-defined]
-        else:
-            delattr(torch, "npu")
 
 
 @contextmanager
@@ -202,23 +266,71 @@ def kunlun_standin(device_names: list[str] | None = None) -> Iterator[FakeAccele
     import torch
 
     fake = FakeAccelerator(device_names if device_names is not None else ["Kunlun3 P800", "Kunlun3 P800"])
-    saved_sdk = sys.modules.get("torch_xmlir")
-    saved_attrs = {a: getattr(torch.cuda, a) for a in fake.names() if hasattr(torch.cuda, a)}
-    sys.modules["torch_xmlir"] = _fake_sdk("torch_xmlir")
-    for attr in fake.names():
-        setattr(torch.cuda, attr, getattr(fake, attr))
-    try:
+    with (
+        _fake_modules({"torch_xmlir": _fake_sdk("torch_xmlir")}),
+        _patched(torch.cuda, {a: getattr(fake, a) for a in fake.names()}),
+    ):
         yield fake
-    finally:
-        for attr in fake.names():
-            if attr in saved_attrs:
-                setattr(torch.cuda, attr, saved_attrs[attr])
-            else:
-                delattr(torch.cuda, attr)
-        if saved_sdk is None:
-            sys.modules.pop("torch_xmlir", None)
-        else:
-            sys.modules["torch_xmlir"] = saved_sdk
+
+
+@contextmanager
+def rocm_standin(
+    device_names: list[str] | None = None,
+    gcn_arch: str = "gfx942:sramecc+:xnack-",
+    *,
+    hip_version: str = "6.4.43482",
+    torch_version: str | None = None,
+) -> Iterator[FakeAccelerator]:
+    """Make torch look like a ROCm/HIP build: ``torch.version.hip`` set, ``torch.version.cuda``
+    ``None``, and ``torch.cuda`` answering for AMD GPUs (``get_device_properties`` with
+    ``gcnArchName``). Everything is restored when the block exits.
+
+    Args:
+        device_names: Names per fake GPU (default two ``"AMD Instinct MI300X"``).
+        gcn_arch: ``gcnArchName`` every fake GPU reports.
+        hip_version: What ``torch.version.hip`` holds.
+        torch_version: What ``torch.__version__`` holds (e.g. ``"2.9.0+das.opt1.dtk2604"`` for a
+            Hygon DTK build), or ``None`` to keep it.
+
+    Yields:
+        The fake accelerator.
+    """
+    import torch
+
+    names = device_names if device_names is not None else ["AMD Instinct MI300X", "AMD Instinct MI300X"]
+    fake = FakeAccelerator(names, 192 << 30, gcn_arch=gcn_arch)
+    version = {} if torch_version is None else {"__version__": torch_version}
+    with (
+        _patched(torch.version, {"hip": hip_version, "cuda": None}),
+        _patched(torch, version),
+        _patched(torch.cuda, {a: getattr(fake, a) for a in fake.names()}),
+    ):
+        yield fake
+
+
+@contextmanager
+def musa_standin(
+    device_names: list[str] | None = None, capability: tuple[int, int] = (2, 2)
+) -> Iterator[FakeAccelerator]:
+    """Install a fake ``torch_musa`` and ``torch.musa`` for the duration of the block.
+
+    Args:
+        device_names: Names per fake GPU (default two ``"MTT S4000"``).
+        capability: MUSA architecture every fake GPU reports (``(2, 2)``: QY2, the S4000).
+
+    Yields:
+        The fake accelerator.
+    """
+    import torch
+
+    fake = FakeAccelerator(
+        device_names if device_names is not None else ["MTT S4000", "MTT S4000"], 48 << 30, capability=capability
+    )
+    with (
+        _fake_modules({"torch_musa": _fake_sdk("torch_musa")}),
+        _patched(torch, {"musa": _as_module("torch.musa", fake)}),
+    ):
+        yield fake
 
 
 class HostBackedStorage(TorchDeviceStorage):
@@ -253,3 +365,17 @@ class StandInKunlunProvider(KunlunBackendProvider):
 
     def __init__(self, device_id: int = 0, **options: Any) -> None:
         _standin_init(self, KUNLUN, device_id, options)
+
+
+class StandInRocmProvider(RocmBackendProvider):
+    """:class:`RocmBackendProvider` under :func:`rocm_standin`, memory on the host."""
+
+    def __init__(self, device_id: int = 0, **options: Any) -> None:
+        _standin_init(self, ROCM, device_id, options)
+
+
+class StandInMusaProvider(MusaBackendProvider):
+    """:class:`MusaBackendProvider` under :func:`musa_standin`, memory on the host."""
+
+    def __init__(self, device_id: int = 0, **options: Any) -> None:
+        _standin_init(self, MUSA, device_id, options)

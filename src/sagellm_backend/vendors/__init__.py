@@ -20,8 +20,10 @@ __all__ = ["BUILTIN_VENDORS", "load_vendor"]
 BUILTIN_VENDORS = MappingProxyType(
     {
         "cuda": "sagellm_backend.vendors.cuda:CUDA",
+        "rocm": "sagellm_backend.vendors.rocm:ROCM",
         "ascend": "sagellm_backend.vendors.ascend:ASCEND",
         "kunlun": "sagellm_backend.vendors.kunlun:KUNLUN",
+        "musa": "sagellm_backend.vendors.musa:MUSA",
         "cpu": "sagellm_backend.vendors.cpu:CPU",
         "mock": "sagellm_backend.vendors.mock:MOCK",
     }

@@ -1,12 +1,22 @@
 """The CUDA block mover's row copier: one Triton launch per batch, index lists staged through a
 pinned ring, word views of arenas cached until the pool forgets its arena; very short lists go
-through one ``cudaMemcpyAsync`` per block, which costs less than staging and a launch."""
+through one ``cudaMemcpyAsync`` per block, which costs less than staging and a launch.
+
+The same copier serves ROCm builds of torch (``torch.cuda`` is HIP there), where Triton's AMD
+backend compiles the kernel. A kernel is compiled on the first launch of each specialisation, not
+when the module imports, so a Triton that cannot compile for the device (an architecture its
+backend does not know, a broken toolchain) fails at that first launch; the copier then switches
+to torch indexing for good, with a warning that says why.
+"""
 
 from __future__ import annotations
 
 import collections
 import functools
+import warnings
 from typing import Any
+
+from .torch_device import index_copy_rows
 
 __all__ = ["CudaRowCopier"]
 
@@ -90,6 +100,10 @@ class CudaRowCopier:
         self.tc = tc
         self.stager = _IndexStager(device_index)
         self.words: dict[tuple[int, tuple[int, ...], Any], tuple[Any, int]] = {}
+        #: Kernel specialisations that launched once (compiled and ran) on this device.
+        self.proven: set[tuple[bool, bool, Any]] = set()
+        #: Why Triton was given up for torch indexing, or ``None`` while it serves.
+        self.disabled: str | None = None
 
     @classmethod
     def create(cls, device_index: int) -> CudaRowCopier | None:
@@ -125,6 +139,9 @@ class CudaRowCopier:
     def __call__(self, src: Any, src_ids: Any, dst: Any, dst_ids: Any) -> None:
         import torch
 
+        if self.disabled is not None:
+            index_copy_rows(src, src_ids, dst, dst_ids)
+            return
         if (
             type(src_ids) is list
             and type(dst_ids) is list
@@ -148,4 +165,23 @@ class CudaRowCopier:
 
         s, words = self._words(src, src is dst or src_ids is not None)
         d, _ = self._words(dst, src is dst or dst_ids is not None)
-        self.tc.copy_words(s, index(src_ids), d, index(dst_ids), n, words)
+        spec = (src_ids is None, dst_ids is None, s.dtype)
+        if spec in self.proven:
+            self.tc.copy_words(s, index(src_ids), d, index(dst_ids), n, words)
+            return
+        try:
+            self.tc.copy_words(s, index(src_ids), d, index(dst_ids), n, words)
+        except Exception as exc:  # first launch compiles: Triton cannot build for this device
+            # Compilation fails before anything is launched, so nothing was written: the same
+            # copy through torch indexing is complete and correct (and raises itself if the
+            # arguments were at fault).
+            self.disabled = f"{type(exc).__name__}: {exc}"
+            warnings.warn(
+                f"the Triton block copier failed on its first launch on {dev} ({self.disabled}); "
+                "block copies use torch indexing from now on",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            index_copy_rows(src, src_ids, dst, dst_ids)
+            return
+        self.proven.add(spec)
