@@ -218,35 +218,75 @@ class EngineChecks:
 
 
 DETECT_SNIPPET = """
-import json
-from sagellm.cli.utils.backend import detect_backend
-from sagellm_backend.hardware import ProfileCache
-picked = detect_backend()
-cache = ProfileCache()
-usable = sorted(k for k, p in cache.load().items() if p.is_usable())
-print("INTEROP-JSON " + json.dumps({"picked": picked, "usable": usable, "path": str(cache.cache_path)}))
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import _harness
+try:
+    from sagellm.cli.utils.backend import detect_backend
+
+    picked = detect_backend()
+    from sagellm_backend.hardware import ProfileCache
+    from sagellm_backend.hardware.inspectors import get_inspector, list_supported_hardware
+    from sagellm_backend.hardware.profile import HardwareProfile
+
+    cache = ProfileCache()
+    profiles = cache.load()
+    raw = cache.load_raw()
+    cpu = get_inspector("cpu").get_profile(include_functional=False)
+    again = HardwareProfile.from_dict(cpu.to_dict())
+    out = {
+        "picked": picked,
+        "usable": sorted(k for k, p in profiles.items() if p.is_usable()),
+        "listed": list(list_supported_hardware()),
+        "path": str(cache.cache_path),
+        "raw_cpu_max_level": raw.get("cpu", {}).get("max_level"),
+        "cpu_level": cpu.max_level.value,
+        "cpu_devices": cpu.device_count,
+        "roundtrip": again.to_dict() == cpu.to_dict(),
+    }
+    print("INTEROP-JSON " + json.dumps(out))
+except BaseException as exc:
+    print("INTEROP-ERROR " + json.dumps(_harness.describe_exception(exc)))
+    sys.exit(1)
 """
 
 
 def umbrella_detect_backend() -> str:
-    """``sagellm.cli.utils.backend.detect_backend()`` with an empty profile cache (fresh $HOME)."""
+    """``sagellm.cli.utils.backend.detect_backend()`` with an empty profile cache (fresh $HOME), and spec section 6."""
+    here = str(Path(__file__).resolve().parent)
     with tempfile.TemporaryDirectory(prefix="interop-home-") as home:
         env = {**os.environ, "HOME": home}
         proc = subprocess.run(
-            [sys.executable, "-c", DETECT_SNIPPET], env=env, capture_output=True, text=True, timeout=300, check=False
+            [sys.executable, "-c", DETECT_SNIPPET, here],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("INTEROP-JSON ")]
-        if proc.returncode != 0 or not lines:
+        found = {
+            ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("INTEROP-")
+        }
+        if "INTEROP-ERROR" in found:
+            raise AssertionError(json.loads(found["INTEROP-ERROR"]).replace("\n", " | "))
+        if proc.returncode != 0 or "INTEROP-JSON" not in found:
             tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-3:]
             raise AssertionError(f"detect_backend() subprocess failed (rc={proc.returncode}): " + " | ".join(tail))
-        data = json.loads(lines[-1].split(" ", 1)[1])
+        data = json.loads(found["INTEROP-JSON"])
         h.expect_equal("detect_backend()", data["picked"], "cpu")
         h.expect_equal("usable profiles", data["usable"], ["cpu"])
+        if "cpu" not in data["listed"]:
+            raise AssertionError(f"list_supported_hardware() lacks 'cpu': {data['listed']}")
+        h.expect_equal("load_raw()['cpu']['max_level']", data["raw_cpu_max_level"], data["cpu_level"])
+        if data["cpu_level"] not in ("framework", "functional") or data["cpu_devices"] < 1:
+            raise AssertionError(f"cpu profile level {data['cpu_level']!r} with {data['cpu_devices']} devices")
+        if not data["roundtrip"]:
+            raise AssertionError("HardwareProfile.from_dict(p.to_dict()).to_dict() != p.to_dict()")
         profile_file = Path(home) / ".sagellm" / "hardware_profile.json"
         if not profile_file.is_file():
             raise AssertionError(f"profile cache not written at {profile_file} (reported {data['path']})")
         h.expect_equal("profile file version", json.loads(profile_file.read_text()).get("version"), "1.0")
-    return "cpu, from a freshly written profile cache"
+    return f"cpu from a freshly written profile cache; inspectors {data['listed']}"
 
 
 def main(argv: list[str] | None = None) -> int:

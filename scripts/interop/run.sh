@@ -106,6 +106,8 @@ ensure_models() {
 mkdir -p "$BASE"
 status=0
 t_start=$(now)
+log="$BASE/last-run.log"
+: >"$log"
 for phase in $PHASES; do
     case "$phase" in
     05) venv="$BASE/core05" lock="$HERE/requirements-core05.txt" check="$HERE/check_core_05.py" ;;
@@ -117,10 +119,14 @@ for phase in $PHASES; do
     ensure_models "$venv/bin/python"
     echo "interop: phase $phase: $(basename "$check")"
     t0=$(now)
-    if ! (cd "$BASE" && timeout 900 "$venv/bin/python" "$check" --models "$BASE/models" --checkout "$ROOT"); then
+    if ! (cd "$BASE" && timeout 900 "$venv/bin/python" "$check" --models "$BASE/models" --checkout "$ROOT") |
+        tee -a "$log"; then
         status=1
     fi
     echo "interop: phase $phase took $(($(now) - t0))s"
 done
 echo "interop: total $(($(now) - t_start))s, $([[ $status == 0 ]] && echo PASSED || echo FAILED)"
+# One closing line over both phases, summed from each check's own "N passed, N failed, N skipped" line.
+awk '/^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$/ { p += $1; f += $3; s += $5 }
+    END { printf "interop: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 exit "$status"
