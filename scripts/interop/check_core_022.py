@@ -89,9 +89,8 @@ def hf_cuda_gpu_entry() -> str:
 
     params = inspect.signature(PyTorchCUDABackendProvider).parameters
     if "device" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise AssertionError(
-            f"PyTorchCUDABackendProvider{inspect.signature(PyTorchCUDABackendProvider)} has no device="
-        )
+        sig = inspect.signature(PyTorchCUDABackendProvider)
+        raise AssertionError(f"PyTorchCUDABackendProvider{sig} takes no device= keyword (the engine passes device=str)")
     return "importable, accepts device="
 
 
@@ -139,9 +138,8 @@ def engine_check(models: Path, model: str, build: str) -> str:
         backend = create_backend("cpu", "cpu")
         engine = create_engine(EngineConfig(kind="cpu", model=model, model_path=str(model_dir), device="cpu"), backend)
     else:
-        provider = create_backend(
-            "mock" if build == "pytorch-mock" else "cpu", None if build == "pytorch-mock" else "cpu"
-        )
+        mock = build == "pytorch-mock"
+        provider = create_backend("mock", None) if mock else create_backend("cpu", "cpu")
         engine = PyTorchEngine(
             PyTorchEngineInstanceConfig(
                 engine_id=f"interop-{build}",
