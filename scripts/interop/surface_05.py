@@ -190,6 +190,7 @@ def fp8_numpy_helpers() -> str:
     """QH.``apply_fp8_quantization``: params, E4M3FN bits, torch decode (spec section 5)."""
     import numpy as np
     import torch
+
     from sagellm_backend.dtype_conversion import (
         _decode_fp8_e4m3_torch,
         compute_fp8_quantization_params_numpy,
