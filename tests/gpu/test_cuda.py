@@ -59,7 +59,9 @@ def test_capability_from_device(cuda) -> None:
 
 
 def test_unsupported_dtype_message(cuda, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(type(cuda), "_cc", lambda self: (7, 5))
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (7, 5))
     with pytest.raises(
         UnsupportedDTypeError, match=r"bf16 needs compute capability >= 8\.0; cuda:0 .* has 7\.5; use fp16"
     ):

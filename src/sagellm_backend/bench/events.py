@@ -26,7 +26,7 @@ def bench_events(provider: BackendProvider, *, quick: bool = False) -> Result | 
         return None
     import torch
 
-    mod = getattr(torch, provider.accelerator_module)  # type: ignore[attr-defined]  # accelerators only
+    mod = torch.get_device_module(provider.get_torch_device())
     n = 2000 if quick else 20000
 
     def raw() -> float:

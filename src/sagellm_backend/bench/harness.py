@@ -120,7 +120,7 @@ def is_device(provider: BackendProvider) -> bool:
     Returns:
         True for accelerators.
     """
-    return bool(getattr(provider, "is_accelerator", False))
+    return provider.device_type not in ("cpu", "mock")
 
 
 def _host_trial(fn: Callable[[], Any], provider: BackendProvider, reps: int) -> float:
@@ -151,7 +151,7 @@ def median_time(fn: Callable[[], Any], provider: BackendProvider, reps: int, tri
     if is_device(provider):
         import torch
 
-        mod = getattr(torch, provider.accelerator_module)  # type: ignore[attr-defined]  # torch providers only
+        mod = torch.get_device_module(provider.get_torch_device())
         for _ in range(trials):
             start, end = mod.Event(enable_timing=True), mod.Event(enable_timing=True)
             start.record()

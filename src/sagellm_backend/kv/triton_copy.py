@@ -23,7 +23,7 @@ import triton.language as tl
 __all__ = ["copy_rows_triton", "copy_words", "kernel_config", "word_view"]
 
 
-@triton.jit(do_not_specialize=["src_rows", "dst_rows"])
+@triton.jit(do_not_specialize=["src_rows", "dst_rows", "dst_off"])
 def _copy_rows_kernel(  # type: ignore[no-untyped-def]
     src_ptr,
     dst_ptr,
@@ -32,6 +32,7 @@ def _copy_rows_kernel(  # type: ignore[no-untyped-def]
     row_words,
     src_rows,
     dst_rows,
+    dst_off,
     BLOCK: tl.constexpr,
     CHUNKS: tl.constexpr,
     SRC_IDX: tl.constexpr,
@@ -45,12 +46,12 @@ def _copy_rows_kernel(  # type: ignore[no-untyped-def]
     else:
         s = r.to(tl.int64)
     if DST_IDX:  # noqa: SIM108
-        d = tl.load(dst_idx_ptr + r).to(tl.int64)
+        d = tl.load(dst_idx_ptr + dst_off + r).to(tl.int64)
     else:
         d = r.to(tl.int64)
     offs = c * BLOCK + tl.arange(0, BLOCK)
     inside = (s >= 0) & (s < src_rows) & (d >= 0) & (d < dst_rows)  # trusted indices: never out of bounds
-    mask = (offs < row_words) & inside
+    mask = offs < tl.where(inside, row_words, 0)
     v = tl.load(src_ptr + s * row_words + offs, mask=mask)
     tl.store(dst_ptr + d * row_words + offs, v, mask=mask)
 
@@ -130,6 +131,7 @@ def copy_words(
     words: int,
     block: int | None = None,
     warps: int | None = None,
+    dst_off: int = 0,
 ) -> None:
     """Launch on views from :func:`word_view` (callers cache those for arenas).
 
@@ -142,6 +144,7 @@ def copy_words(
         words: Words per row.
         block: Words per program.
         warps: Warps per program.
+        dst_off: Destination indices start at ``dst_idx[dst_off]`` (both lists in one staged tensor).
     """
     global _fast_launch
     b = min(block or _BLOCK, triton.next_power_of_2(words))
@@ -149,7 +152,7 @@ def copy_words(
     chunks = triton.cdiv(words, b)
     si = src_idx if src_idx is not None else s
     di = dst_idx if dst_idx is not None else s
-    grid = (n_rows * chunks,)
+    grid = (n_rows * chunks, 1, 1)  # the direct launch of a compiled kernel needs all three dims
     meta = (b, chunks, src_idx is not None, dst_idx is not None)
     key = None
     if _fast_launch:
@@ -169,7 +172,7 @@ def copy_words(
         compiled = _FAST.get(key)
         if compiled is not None:
             try:
-                compiled[grid](s, d, si, di, words, s.shape[0], d.shape[0], *meta)
+                compiled[grid](s, d, si, di, words, s.shape[0], d.shape[0], dst_off, *meta)
                 return
             except Exception:  # an API change in this Triton: use the documented launch from now on
                 _fast_launch = False
@@ -181,6 +184,7 @@ def copy_words(
         words,
         s.shape[0],
         d.shape[0],
+        dst_off,
         BLOCK=b,
         CHUNKS=chunks,
         SRC_IDX=meta[2],

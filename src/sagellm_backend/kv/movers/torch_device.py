@@ -85,9 +85,11 @@ class TorchDeviceMover(BlockMover):
     def copy_blocks(self, arena: Any, src: list[int], dst: list[int], stream: Stream | None) -> None:
         if arena.is_cpu:
             self.host.copy_blocks(arena, src, dst, stream)
-            return
-        with self.storage.stream_ctx(stream):
+        elif stream is None:  # the hot path: no context manager
             self.copy_rows(arena, src, arena, dst)
+        else:
+            with self.storage.stream_ctx(stream):
+                self.copy_rows(arena, src, arena, dst)
 
     def gather(self, arena: Any, ids: list[int], device: Device, stream: Stream | None, out: Any = None) -> Any:
         import torch
