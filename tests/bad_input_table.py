@@ -7,6 +7,7 @@ docs/BAD_INPUTS.md from these rows; a test keeps the two in step.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from sagellm_backend import (
     KVBlock,
     ProviderNotFoundError,
     ResourceExhaustedError,
+    StreamError,
     UnavailableError,
     UnsupportedDTypeError,
     get_provider,
@@ -67,6 +69,20 @@ class Row:
 
 def _ev_unrecorded(c: Ctx) -> Any:
     return c.p.create_event().elapsed_ms(c.p.create_event())
+
+
+def _ev_on_closed_stream(c: Ctx) -> Any:
+    s, ev = c.p.create_stream(), c.p.create_event()
+    s.close()  # type: ignore[attr-defined]  # host streams (these rows' providers) can be closed
+    with contextlib.suppress(InvalidArgumentError):  # the record refuses; the wait must not hang
+        ev.record(s)
+    return ev.synchronize()
+
+
+def _sync_after_failed_task(c: Ctx) -> Any:
+    s = c.p.create_stream()
+    s.submit(lambda: 1 / 0)
+    return s.synchronize(timeout=10.0)
 
 
 ROWS: list[Row] = [
@@ -286,6 +302,33 @@ ROWS: list[Row] = [
         InvalidArgumentTypeError,
     ),
     Row("Stream.submit", "42 (not callable)", lambda c: c.p.create_stream().submit(42), InvalidArgumentTypeError),
+    Row(
+        "Stream.synchronize",
+        "timeout=nan",
+        lambda c: c.p.create_stream().synchronize(timeout=float("nan")),
+        InvalidArgumentError,
+    ),
+    Row(
+        "Stream.synchronize",
+        "timeout='1' (a str)",
+        lambda c: c.p.create_stream().synchronize(timeout="1"),
+        InvalidArgumentTypeError,
+    ),
+    Row("Stream.synchronize", "after a task raised ZeroDivisionError", _sync_after_failed_task, StreamError),
+    Row(
+        "Event.synchronize",
+        "timeout=inf",
+        lambda c: c.p.create_stream().record_event().synchronize(timeout=float("inf")),
+        InvalidArgumentError,
+    ),
+    Row("Event.synchronize", "recorded on a closed stream", _ev_on_closed_stream, StreamError),
+    Row(
+        "Event.elapsed_ms",
+        "timeout=True",
+        lambda c: c.p.create_event().elapsed_ms(c.p.create_event(), timeout=True),
+        InvalidArgumentTypeError,
+    ),
+    Row("SwappedBlocks.wait", "timeout=0", lambda c: c.pool.swap_out(c.ids[:1]).wait(timeout=0), InvalidArgumentError),
     Row("register_kernel", "impl=42 (not callable)", lambda c: c.p.register_kernel("k", 42), InvalidArgumentTypeError),
     Row("register_kernel", "name=''", lambda c: c.p.register_kernel("", len), InvalidArgumentError),
     Row("get_kernel", "a name never registered", lambda c: c.p.get_kernel("nope"), KernelNotFoundError),

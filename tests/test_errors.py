@@ -20,6 +20,8 @@ CASES = [
     (E.UnavailableError, ErrorCode.UNAVAILABLE, RuntimeError),
     (E.UnsupportedOperationError, ErrorCode.NOT_IMPLEMENTED, NotImplementedError),
     (E.KVTransferError, ErrorCode.KV_TRANSFER_FAILED, RuntimeError),
+    (E.StreamError, ErrorCode.KV_TRANSFER_FAILED, RuntimeError),
+    (E.StreamTimeoutError, ErrorCode.DEADLINE_EXCEEDED, TimeoutError),
     (E.CommTimeoutError, ErrorCode.COMM_TIMEOUT, TimeoutError),
     (E.CommGroupError, ErrorCode.COMM_GROUP_INVALID, RuntimeError),
     (E.CollectiveError, ErrorCode.COMM_COLLECTIVE_FAILED, RuntimeError),

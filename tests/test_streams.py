@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sagellm_backend import DType, InvalidArgumentError, MockBackendProvider
+from sagellm_backend import DType, InvalidArgumentError, MockBackendProvider, StreamError
 from sagellm_backend.streams import HostEvent, HostStream
 
 
@@ -60,10 +60,13 @@ def test_errors_are_sticky_until_synchronize() -> None:
     ran: list[int] = []
     s.submit(lambda: 1 / 0)
     s.submit(ran.append, 1)  # skipped: the stream is in error
-    ev = s.record_event()  # events still complete, nobody hangs
-    ev.synchronize()
-    with pytest.raises(ZeroDivisionError):
+    ev = s.record_event()  # completes, carrying the failure: nobody hangs, nobody is told "done"
+    with pytest.raises(StreamError, match="ZeroDivisionError") as info:
+        ev.synchronize()
+    assert isinstance(info.value.__cause__, ZeroDivisionError) and ev.query()
+    with pytest.raises(StreamError) as info:
         s.synchronize()
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
     assert ran == []
     s.submit(ran.append, 2)
     s.synchronize()

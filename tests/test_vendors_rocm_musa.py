@@ -232,11 +232,11 @@ class _FakeTriton:
         rows = t.reshape(t.shape[0], -1)  # type: ignore[attr-defined]
         return rows, rows.shape[1]
 
-    def copy_words(self, s, src_idx, d, dst_idx, n, words) -> None:  # type: ignore[no-untyped-def]
+    def copy_words(self, s, src_idx, d, dst_idx, n, words, dst_off=0) -> None:  # type: ignore[no-untyped-def]
         self.calls += 1
         if self.fail:
             raise RuntimeError("no AMDGPU target for gfx926 in this Triton")
-        d[dst_idx] = s[src_idx]
+        d[dst_idx[dst_off : dst_off + n]] = s[src_idx[:n]]
 
 
 def test_triton_copier_falls_back_when_first_launch_fails() -> None:

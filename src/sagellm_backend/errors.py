@@ -31,6 +31,8 @@ __all__ = [
     "KernelNotFoundError",
     "ProviderNotFoundError",
     "ResourceExhaustedError",
+    "StreamError",
+    "StreamTimeoutError",
     "UnavailableError",
     "UnsupportedDTypeError",
     "UnsupportedOperationError",
@@ -132,6 +134,22 @@ class KVTransferError(BackendError, RuntimeError):
     """Moving KV data failed; the source block is intact."""
 
     default_code = ErrorCode.KV_TRANSFER_FAILED
+
+
+class StreamError(KVTransferError):
+    """Work enqueued on a stream failed, or was skipped because earlier work on it failed.
+
+    Raised by every wait on work enqueued after the failure (``Stream.synchronize``,
+    ``Event.synchronize``, ``Event.elapsed_ms``, ``SwappedBlocks.wait``), chained ``from`` the
+    original exception. A :class:`KVTransferError` because the work streams carry is moving KV
+    data: an engine that handles failed transfers handles this too.
+    """
+
+
+class StreamTimeoutError(BackendError, TimeoutError):
+    """A wait on a stream or event did not finish within its ``timeout``; the work is still queued."""
+
+    default_code = ErrorCode.DEADLINE_EXCEEDED
 
 
 class CommTimeoutError(BackendError, TimeoutError):

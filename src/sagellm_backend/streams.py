@@ -5,9 +5,12 @@ caller's thread. Copies through torch or numpy release the GIL, so work on a str
 work on the calling thread. :class:`HostEvent` marks a point in a stream; the worker stamps it with
 ``time.perf_counter_ns()`` when it reaches it, so ``elapsed_ms`` times real intervals.
 
-Error semantics follow CUDA's "sticky until reported": when a submitted task raises, later tasks
-on that stream are skipped (events still complete, so nothing waiting on them hangs) and the next
-:meth:`HostStream.synchronize` re-raises the error and clears it.
+Failures follow the contract (:mod:`.api.streams`), in queue order: the first task that raises
+becomes the stream's failure and later tasks are skipped; an event marker takes the stream's
+failure as it stands when the worker reaches it; a ``wait_event`` marker hands the awaited event's
+failure to its stream; ``synchronize`` reports and clears the failure at its own place in the queue
+(a sync marker, or directly when nothing is in flight), so no event recorded after a skipped task
+can report success.
 """
 
 from __future__ import annotations
@@ -21,40 +24,111 @@ from collections.abc import Callable
 from typing import Any
 
 from .api.streams import Event, Stream, current_stream
-from .errors import InvalidArgumentError, InvalidArgumentTypeError
+from .errors import BackendError, InvalidArgumentError, InvalidArgumentTypeError, StreamError
+from .waits import Deadline
 
 __all__ = ["HostEvent", "HostStream"]
 
 _stream_ids = itertools.count(1)
 
 
+class _Failure:
+    """The first failure of a stream: the original exception and where it happened."""
+
+    __slots__ = ("exc", "recording", "where")
+
+    def __init__(self, exc: BaseException, where: str, *, recording: bool = False) -> None:
+        self.exc = exc
+        self.where = where
+        self.recording = recording  # True: the event's record() itself failed (closed stream)
+
+    def error(self, context: str) -> StreamError:
+        """The typed error for a waiter; raise it ``from self.exc``."""
+        name = type(self.exc).__name__
+        if self.recording:
+            message = f"{context}: the event was never enqueued, so it marks no work ({name}: {self.exc})."
+        else:
+            message = (
+                f"{context}: a task on {self.where} failed with {name}: {self.exc}. Work enqueued after it "
+                "there (and on streams that waited for it) was skipped; synchronize() that stream to clear "
+                "the failure, then enqueue the work again."
+            )
+        return StreamError(message, origin=name, stream=self.where)
+
+
 class _Marker:
     """An event record travelling through a stream's queue."""
 
-    __slots__ = ("done", "stamp_ns")
+    __slots__ = ("done", "failure", "stamp_ns", "worker")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.stamp_ns: int | None = None
+        self.failure: _Failure | None = None
+        self.worker = 0  # thread id of the worker that will complete it
 
 
 class _WaitFor:
+    """``wait_event``: block the worker until the marker is done, then take over its failure."""
+
     __slots__ = ("marker",)
 
     def __init__(self, marker: _Marker) -> None:
         self.marker = marker
 
 
+class _Sync:
+    """A ``synchronize`` point: the worker hands over and clears the failure here, in order."""
+
+    __slots__ = ("abandoned", "done", "failure", "lock")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+        self.failure: _Failure | None = None
+        self.abandoned = False  # the waiter timed out: clear nothing, the failure stays for later
+
+
 class _State:
     """What the worker thread shares with its stream (the worker never holds the stream)."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str) -> None:
+        self.label = label
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.cond = threading.Condition()
         self.submitted = 0
         self.finished = 0
-        self.error: BaseException | None = None
+        self.failure: _Failure | None = None
+        self.closed = False
         self.thread_id = 0
+
+
+def _handle(state: _State, item: Any) -> None:
+    if isinstance(item, _Marker):
+        with state.cond:
+            item.failure = state.failure
+        item.stamp_ns = time.perf_counter_ns()
+        item.done.set()
+    elif isinstance(item, _WaitFor):
+        item.marker.done.wait()  # the marker sits on a live queue or is already done
+        if item.marker.failure is not None:
+            with state.cond:
+                if state.failure is None:
+                    state.failure = item.marker.failure
+    elif isinstance(item, _Sync):
+        with item.lock:
+            if not item.abandoned:
+                with state.cond:
+                    item.failure, state.failure = state.failure, None
+                item.done.set()
+    elif state.failure is None:  # else skipped: the failure already covers it
+        fn, args, kwargs = item
+        try:
+            fn(*args, **kwargs)
+        except BaseException as exc:  # kept for every later waiter; never lost
+            with state.cond:
+                if state.failure is None:
+                    state.failure = _Failure(exc, state.label)
 
 
 def _worker(state: _State) -> None:
@@ -64,26 +138,31 @@ def _worker(state: _State) -> None:
         if item is None:
             return
         try:
-            if isinstance(item, _Marker):
-                item.stamp_ns = time.perf_counter_ns()
-                item.done.set()
-            elif isinstance(item, _WaitFor):
-                item.marker.done.wait()
-            elif state.error is None:
-                fn, args, kwargs = item
-                fn(*args, **kwargs)
-        except BaseException as exc:  # kept and re-raised by synchronize(); never lost
-            with state.cond:
-                if state.error is None:
-                    state.error = exc
+            _handle(state, item)
         finally:
+            item = None  # drop the task's arguments now, not at the next get()
             with state.cond:
                 state.finished += 1
                 state.cond.notify_all()
 
 
 def _stop(state: _State) -> None:
-    state.queue.put(None)
+    with state.cond:
+        if not state.closed:
+            state.closed = True
+            state.queue.put(None)
+
+
+def _await(marker: _Marker, deadline: Deadline) -> None:
+    if marker.done.is_set():
+        return
+    if marker.worker == threading.get_ident():
+        raise InvalidArgumentError(
+            "a task waited for an event recorded after it on its own stream: it would wait for itself. "
+            "Wait for the event from another thread, or record it on another stream."
+        )
+    if not marker.done.wait(deadline.remaining()):
+        raise deadline.expired("the work before this event")
 
 
 class HostEvent(Event):
@@ -110,6 +189,11 @@ class HostEvent(Event):
 
         Args:
             stream: A :class:`HostStream` of the same provider, or ``None``.
+
+        Raises:
+            InvalidArgumentTypeError: ``stream`` is not a host stream (the event is unchanged).
+            InvalidArgumentError: The stream was closed; the event then marks no work and its waits
+                raise :class:`StreamError` at once.
         """
         stream = stream if stream is not None else current_stream(self._owner_id)
         marker = _Marker()
@@ -123,39 +207,63 @@ class HostEvent(Event):
                 f"a host event can only be recorded on a HostStream; got {type(stream).__name__}. "
                 "Use an event created by the same provider as the stream."
             )
+        marker.worker = stream._state.thread_id
+        try:
+            stream._put(marker)
+        except BackendError as exc:
+            marker.failure = _Failure(exc, stream._state.label, recording=True)
+            marker.done.set()
+            self._marker = marker
+            raise
         self._marker = marker
-        stream._put(marker)
 
-    def synchronize(self) -> None:
+    def synchronize(self, *, timeout: float | None = None) -> None:
+        deadline = Deadline(timeout)
         marker = self._marker
-        if marker is not None:
-            marker.done.wait()
+        if marker is None:
+            return
+        _await(marker, deadline)
+        if marker.failure is not None:
+            raise marker.failure.error("the work before this event did not complete") from marker.failure.exc
 
     def query(self) -> bool:
         marker = self._marker
         return marker is None or marker.done.is_set()
 
-    def elapsed_ms(self, start: Event) -> float:
+    def elapsed_ms(self, start: Event, *, timeout: float | None = None) -> float:
         if not isinstance(start, HostEvent):
             raise InvalidArgumentTypeError(
                 f"elapsed_ms needs a start event of the same kind (HostEvent); got {type(start).__name__}."
             )
-        if start._marker is None or self._marker is None:
-            which = "start" if start._marker is None else "end"
+        deadline = Deadline(timeout)
+        first, last = start._marker, self._marker
+        if first is None or last is None:
+            which = "start" if first is None else "end"
             raise InvalidArgumentError(
                 f"the {which} event was never recorded, so there is no interval to time. "
                 "Call event.record(stream) (or stream.record_event()) on both events first."
             )
-        start.synchronize()
-        self.synchronize()
-        assert start._marker.stamp_ns is not None and self._marker.stamp_ns is not None
-        return (self._marker.stamp_ns - start._marker.stamp_ns) / 1e6
+        _await(first, deadline)
+        _await(last, deadline)
+        for marker, which in ((last, "end"), (first, "start")):
+            if marker.failure is not None:
+                raise marker.failure.error(f"cannot time the interval: the {which} event failed") from (
+                    marker.failure.exc
+                )
+        assert first.stamp_ns is not None and last.stamp_ns is not None  # done without failure: stamped
+        return (last.stamp_ns - first.stamp_ns) / 1e6
 
     def _wait_marker(self) -> _Marker | None:
         return self._marker
 
     def __repr__(self) -> str:
-        state = "unrecorded" if self._marker is None else ("done" if self.query() else "pending")
+        marker = self._marker
+        if marker is None:
+            state = "unrecorded"
+        elif not marker.done.is_set():
+            state = "pending"
+        else:
+            state = "failed" if marker.failure is not None else "done"
         return f"HostEvent(device={self._device!r}, {state})"
 
 
@@ -165,12 +273,13 @@ class HostStream(Stream):
     def __init__(self, owner_id: int, device: str = "cpu") -> None:
         super().__init__(owner_id)
         self._device = device
-        self._state = _State()
         self._id = next(_stream_ids)
+        self._state = _State(f"stream {self._id} on {device}")
         self._thread = threading.Thread(
             target=_worker, args=(self._state,), name=f"sagellm-{device}-stream-{self._id}", daemon=True
         )
         self._thread.start()
+        self._state.thread_id = self._thread.ident or 0  # known before any marker needs it
         self._finalizer = weakref.finalize(self, _stop, self._state)
 
     @property
@@ -182,28 +291,49 @@ class HostStream(Stream):
         return self._id
 
     def _put(self, item: Any) -> None:
-        if not self._finalizer.alive:
-            raise InvalidArgumentError(
-                f"stream {self._id} on {self._device} was closed; create a new one with create_stream()."
-            )
-        with self._state.cond:
-            self._state.submitted += 1
-        self._state.queue.put(item)
+        state = self._state
+        with state.cond:  # checked and enqueued under the lock: close() cannot slip in between
+            if state.closed:
+                raise InvalidArgumentError(
+                    f"stream {self._id} on {self._device} was closed; create a new one with create_stream()."
+                )
+            state.submitted += 1
+            state.queue.put(item)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
         if not callable(fn):
             raise InvalidArgumentTypeError(f"submit() needs a callable; got {type(fn).__name__}.")
         self._put((fn, args, kwargs))
 
-    def synchronize(self) -> None:
+    def synchronize(self, *, timeout: float | None = None) -> None:
+        deadline = Deadline(timeout)
         state = self._state
+        if threading.get_ident() == state.thread_id:
+            raise InvalidArgumentError(
+                f"synchronize() of {state.label} was called by a task running on it: it would wait for "
+                "itself. Record an event and wait for it from another thread instead."
+            )
+        sync: _Sync | None = None
         with state.cond:
-            target = state.submitted
-            while state.finished < target:
-                state.cond.wait()
-            error, state.error = state.error, None
-        if error is not None:
-            raise error
+            if state.closed or state.finished >= state.submitted:
+                # nothing in flight, or nothing can be enqueued behind us: clear in place
+                while state.finished < state.submitted:
+                    if not state.cond.wait(deadline.remaining()):
+                        raise deadline.expired(state.label)
+                failure, state.failure = state.failure, None
+            else:
+                sync = _Sync()
+                state.submitted += 1
+                state.queue.put(sync)
+        if sync is not None:
+            if not sync.done.wait(deadline.remaining()):
+                with sync.lock:
+                    if not sync.done.is_set():
+                        sync.abandoned = True
+                        raise deadline.expired(state.label)
+            failure = sync.failure
+        if failure is not None:
+            raise failure.error(f"work on {state.label} did not complete") from failure.exc
 
     def query(self) -> bool:
         with self._state.cond:
@@ -218,7 +348,7 @@ class HostStream(Stream):
         if not isinstance(event, HostEvent):
             raise InvalidArgumentTypeError(f"a host stream can only wait on a HostEvent; got {type(event).__name__}.")
         marker = event._wait_marker()
-        if marker is None or marker.done.is_set():
+        if marker is None or (marker.done.is_set() and marker.failure is None):
             return  # like CUDA: waiting on an unrecorded or completed event is a no-op
         self._put(_WaitFor(marker))
 
@@ -226,9 +356,10 @@ class HostStream(Stream):
         """Finish the queued work, then stop the worker thread. Idempotent."""
         if self._finalizer.alive:
             self._finalizer()
-            self._thread.join(timeout=30)
+            if threading.get_ident() != self._state.thread_id:  # a task closing its own stream
+                self._thread.join(timeout=30)
 
     @property
     def closed(self) -> bool:
         """True after :meth:`close`."""
-        return not self._finalizer.alive
+        return self._state.closed

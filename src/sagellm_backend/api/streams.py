@@ -2,6 +2,19 @@
 
 Which calls block the host: ``Stream.synchronize``, ``Event.synchronize`` and ``Event.elapsed_ms``
 (waits for the end event). ``record``/``record_event``/``wait_event``/``submit`` only enqueue.
+
+Failures. When work on a stream fails, the stream holds the failure: the work enqueued after it
+on that stream is skipped, every event recorded after it carries it, and a stream that
+``wait_event``-s such an event takes it over (and skips its own later work). Every wait on work
+enqueued after the failure raises :class:`~sagellm_backend.errors.StreamError` chained ``from``
+the original exception. ``Stream.synchronize`` reports the stream's failure once and clears it:
+work enqueued after that ``synchronize`` runs again, while events recorded before it keep
+reporting the failure. (Native device streams report device faults as the framework raises them.)
+
+Waits. Every blocking call takes ``timeout`` (seconds, finite and > 0; ``None`` waits as long as
+the queued work takes) and raises :class:`~sagellm_backend.errors.StreamTimeoutError` when it
+expires, leaving the work queued and the failure state untouched. A wait on something that can
+never finish (an event whose ``record`` failed, a task waiting for its own stream) raises at once.
 """
 
 from __future__ import annotations
@@ -56,25 +69,46 @@ class Event(ABC):
 
         Args:
             stream: The stream to record on; ``None`` records on the provider's current stream.
+
+        Raises:
+            InvalidArgumentError: The stream was closed. The event then marks no work: its waits
+                raise ``StreamError`` at once instead of waiting for ever.
         """
 
     @abstractmethod
-    def synchronize(self) -> None:
-        """Block the calling thread until the recorded work has finished."""
+    def synchronize(self, *, timeout: float | None = None) -> None:
+        """Block the calling thread until the recorded work has finished (no-op if never recorded).
+
+        Args:
+            timeout: Seconds to wait at most (finite, > 0); ``None`` waits until the work finishes.
+
+        Raises:
+            StreamError: Work enqueued before this event failed or was skipped, or its ``record``
+                failed (closed stream); chained from the original exception.
+            StreamTimeoutError: The work did not finish within ``timeout``.
+            InvalidArgumentError: ``timeout`` is not finite and positive (``InvalidArgumentTypeError``
+                when it is not a number).
+        """
 
     @abstractmethod
     def query(self) -> bool:
-        """Return True when the recorded work has finished (never blocks)."""
+        """Return True when the recorded work has finished, failed included (never blocks)."""
 
     @abstractmethod
-    def elapsed_ms(self, start: Event) -> float:
-        """Milliseconds from ``start`` to this event. Blocks until this event completes.
+    def elapsed_ms(self, start: Event, *, timeout: float | None = None) -> float:
+        """Milliseconds from ``start`` to this event. Blocks until both events complete.
 
         Args:
             start: An event recorded before this one on the same provider.
+            timeout: Seconds to wait at most for both (finite, > 0); ``None`` waits as long as needed.
 
         Returns:
             Elapsed time in milliseconds.
+
+        Raises:
+            InvalidArgumentError: An event was never recorded, or ``timeout`` is invalid.
+            StreamError: Either event carries a failure (see :meth:`synchronize`).
+            StreamTimeoutError: The events did not complete within ``timeout``.
         """
 
     def __enter__(self) -> Event:
@@ -106,8 +140,22 @@ class Stream(ABC):
         """An integer identifying the native stream (worker thread id, cudaStream_t ...)."""
 
     @abstractmethod
-    def synchronize(self) -> None:
-        """Block until all work submitted to this stream has finished; re-raise its first error."""
+    def synchronize(self, *, timeout: float | None = None) -> None:
+        """Block until all work submitted to this stream has finished; report its failure once.
+
+        A failure reported here is cleared: work enqueued afterwards runs. Events recorded before
+        this call keep reporting it. When the wait times out nothing is cleared.
+
+        Args:
+            timeout: Seconds to wait at most (finite, > 0); ``None`` waits until the work finishes.
+
+        Raises:
+            StreamError: Work on this stream failed (or a failure reached it through
+                :meth:`wait_event`) since the last ``synchronize``; chained from the original exception.
+            StreamTimeoutError: The work did not finish within ``timeout``.
+            InvalidArgumentError: ``timeout`` is not finite and positive (``InvalidArgumentTypeError``
+                when it is not a number).
+        """
 
     @abstractmethod
     def record_event(self, event: Event | None = None) -> Event:
@@ -118,11 +166,17 @@ class Stream(ABC):
 
         Returns:
             The recorded event.
+
+        Raises:
+            InvalidArgumentError: The stream was closed (see :meth:`Event.record`).
         """
 
     @abstractmethod
     def wait_event(self, event: Event) -> None:
         """Make later work on this stream wait until ``event`` completes (host does not block).
+
+        If ``event`` carries a failure, this stream takes it over when it reaches the wait: its
+        later work is skipped and its waits raise ``StreamError`` until it is synchronized.
 
         Args:
             event: An event of the same provider.

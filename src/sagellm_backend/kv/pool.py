@@ -291,7 +291,8 @@ class KVCachePool:
         """Copy blocks to host memory (pinned on accelerators); see :func:`.transfer.swap_out`.
 
         Args:
-            ids: Live block ids (they stay allocated: free them once ``swapped.wait()`` returns).
+            ids: Live block ids (they stay allocated: free them once ``swapped.wait()`` returns; it
+                raises ``StreamError`` if the copy failed or was skipped behind a failure on ``stream``).
             stream: Enqueue on this stream; ``swapped.event`` marks completion.
 
         Returns:
@@ -313,7 +314,9 @@ class KVCachePool:
         Args:
             swapped: From :meth:`swap_out` of this pool.
             dst_ids: Live destination ids, or ``None`` to allocate new ones (atomically).
-            stream: Enqueue on this stream.
+            stream: Enqueue on this stream (after the swap-out's event; a failure it carries passes
+                to this stream). Without a stream the swap-out is waited for first: its
+                ``StreamError`` is raised and no blocks are allocated.
 
         Returns:
             The destination ids.

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
+
+from ..errors import StreamError
+from ..waits import Deadline
 
 if TYPE_CHECKING:
     from ..api.streams import Event
@@ -64,8 +68,13 @@ class SwappedBlocks:
         return self.data is None
 
     def release(self) -> None:
-        """Give the host buffer back for reuse (``data`` must not be used afterwards). Idempotent."""
-        self.wait()
+        """Give the host buffer back for reuse (``data`` must not be used afterwards). Idempotent.
+
+        Waits for the swap-out copy first. A copy that failed is not reported here (nothing will
+        read the buffer); :meth:`wait` and the stream's ``synchronize`` report it.
+        """
+        with contextlib.suppress(StreamError):  # the copy failed: nothing will read the buffer
+            self.wait()
         with self._lock:
             data, self.data = self.data, None
         if data is not None:
@@ -81,10 +90,31 @@ class SwappedBlocks:
         """Bytes held in host memory."""
         return len(self.block_ids) * self.pool.block_nbytes
 
-    def wait(self) -> None:
-        """Block until the swap-out copy has finished."""
-        if self.event is not None:
-            self.event.synchronize()
+    def wait(self, *, timeout: float | None = None) -> None:
+        """Block until the swap-out copy has finished.
+
+        Args:
+            timeout: Seconds to wait at most (finite, > 0); ``None`` waits until the copy finishes.
+
+        Raises:
+            StreamError: The copy failed, or was skipped because earlier work on its stream failed:
+                ``data`` holds stale bytes and the source blocks hold the only copy (do not free
+                them). Chained from the original exception.
+            StreamTimeoutError: The copy did not finish within ``timeout``.
+            InvalidArgumentError: ``timeout`` is not finite and positive (``InvalidArgumentTypeError``
+                when it is not a number).
+        """
+        if self.event is None:
+            Deadline(timeout)  # validated on every path
+            return
+        try:
+            self.event.synchronize(timeout=timeout)
+        except StreamError as exc:
+            raise StreamError(
+                f"swap_out of {self.num_blocks} blocks did not complete, so its host copy holds stale bytes; "
+                f"keep the source blocks. {exc.message}",
+                **exc.details,
+            ) from exc.__cause__
 
     def __repr__(self) -> str:
         return f"SwappedBlocks(num_blocks={self.num_blocks}, nbytes={self.nbytes})"

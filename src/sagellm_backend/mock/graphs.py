@@ -8,6 +8,7 @@ from typing import Any
 
 from ..api.streams import Event, Graph, Stream
 from ..errors import InvalidArgumentError, UnsupportedOperationError
+from ..waits import Deadline
 
 __all__ = ["CaptureStream", "MockGraph"]
 
@@ -31,7 +32,8 @@ class CaptureStream(Stream):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
         self.work.append((fn, args, kwargs))
 
-    def synchronize(self) -> None:
+    def synchronize(self, *, timeout: float | None = None) -> None:
+        Deadline(timeout)  # a bad timeout is reported as such, as on every stream
         raise UnsupportedOperationError("cannot synchronize a stream while it is being captured.")
 
     def record_event(self, event: Event | None = None) -> Event:

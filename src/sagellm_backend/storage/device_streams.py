@@ -1,5 +1,9 @@
 """Native device streams, events and graphs over any ``torch.<accelerator>`` module of the
-``torch.cuda`` shape (``torch.cuda``, ``torch.npu``, ``torch.musa``, Kunlun's XPyTorch)."""
+``torch.cuda`` shape (``torch.cuda``, ``torch.npu``, ``torch.musa``, Kunlun's XPyTorch).
+
+Waits without a ``timeout`` use the native blocking call; with one they poll the native
+``query()`` until the deadline (device faults are raised by the framework as it reports them).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 from ..api.streams import Event, Graph, Stream, current_stream
 from ..api.streams import _tls as _stream_tls
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
+from ..waits import Deadline, poll_until
 
 __all__ = ["DeviceEvent", "DeviceStream", "TorchGraph"]
 
@@ -43,25 +48,35 @@ class DeviceEvent(Event):
             )
         self._recorded = True
 
-    def synchronize(self) -> None:
-        if self._recorded:
+    def synchronize(self, *, timeout: float | None = None) -> None:
+        deadline = Deadline(timeout)
+        if not self._recorded:
+            return
+        if deadline.end is None:
             self.native.synchronize()
+        else:
+            poll_until(self.native.query, deadline, f"the work before this event on {self._device}")
 
     def query(self) -> bool:
         return bool(self.native.query())
 
-    def elapsed_ms(self, start: Event) -> float:
-        if type(start) is DeviceEvent and start._recorded and self._recorded:  # fast path
+    def elapsed_ms(self, start: Event, *, timeout: float | None = None) -> float:
+        if timeout is None and type(start) is DeviceEvent and start._recorded and self._recorded:  # fast path
             self.native.synchronize()
             return float(start.native.elapsed_time(self.native))
         if not isinstance(start, DeviceEvent):
             raise InvalidArgumentTypeError(f"elapsed_ms needs a start DeviceEvent; got {type(start).__name__}.")
+        deadline = Deadline(timeout)
         if not (start._recorded and self._recorded):
             which = "start" if not start._recorded else "end"
             raise InvalidArgumentError(
                 f"the {which} event was never recorded, so there is no interval to time. Record both events first."
             )
-        self.native.synchronize()
+        if deadline.end is None:
+            self.native.synchronize()
+        else:
+            what = f"the events timed on {self._device}"
+            poll_until(lambda: bool(start.native.query()) and bool(self.native.query()), deadline, what)
         return float(start.native.elapsed_time(self.native))
 
     def __repr__(self) -> str:
@@ -90,8 +105,12 @@ class DeviceStream(Stream):
                 return value
         return id(self.native)
 
-    def synchronize(self) -> None:
-        self.native.synchronize()
+    def synchronize(self, *, timeout: float | None = None) -> None:
+        deadline = Deadline(timeout)
+        if deadline.end is None:
+            self.native.synchronize()
+        else:
+            poll_until(self.native.query, deadline, f"stream {self.handle:#x} on {self._device}")
 
     def record_event(self, event: Event | None = None) -> Event:
         ev = event if event is not None else DeviceEvent(self.owner_id, self._device, self._mod)
