@@ -241,3 +241,32 @@ def test_odd_device_strings_are_typed_errors(device: str) -> None:
     for p in _providers():
         with pytest.raises(BackendError):
             p.kv_block_alloc(4, DType.FP32, device=device)  # type: ignore[attr-defined]
+
+
+_DROP_IN_FLIGHT = """
+import gc, time
+from sagellm_backend import get_provider, MockBackendProvider, DType
+for p in (get_provider("cpu"), MockBackendProvider()):
+    for _ in range(5):
+        pool = p.create_kv_pool(64, block_size=16, dtype=DType.FP16)
+        ids = pool.allocate(64)
+        s = p.create_stream()
+        s.submit(time.sleep, 0.05)  # the copies below are still queued when their owners go away
+        swapped = pool.swap_out(ids, stream=s)
+        pool.copy_blocks(ids[:32], ids[32:], stream=s)
+        swapped.release()
+        del swapped
+        pool.close()
+        del pool
+        gc.collect()
+        s.synchronize()
+print("ok")
+"""
+
+
+def test_memory_freed_while_a_stream_still_copies_is_kept_alive() -> None:
+    # Host streams used raw addresses: a swap buffer dropped, or a pool closed, while its copy was
+    # still queued made the worker write into freed memory (the process aborted).
+    out = subprocess.run([sys.executable, "-c", _DROP_IN_FLIGHT], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.strip() == "ok"

@@ -15,7 +15,7 @@ from .validate import check_count, fmt_bytes
 if TYPE_CHECKING:
     from ..api.streams import Stream
     from ..kv.pool import KVCachePool
-    from .provider import Provider
+    from .provider import FaultHook, Provider
 
 __all__ = ["PoolFactory"]
 
@@ -32,6 +32,7 @@ class PoolFactory:
         self._storage = provider._storage
         self._ledger = provider._ledger
         self._blocks = provider._blocks
+        self._faults = provider._faults
         self._lock = threading.Lock()
         self._pools: weakref.WeakSet[KVCachePool] = weakref.WeakSet()
 
@@ -115,6 +116,11 @@ class PoolFactory:
         """
         found: Stream | None = self._provider._stream_for(stream)
         return found
+
+    @property
+    def faults(self) -> FaultHook | None:
+        """The provider's fault injection (the Mock's), or ``None``."""
+        return self._faults
 
     def fault(self, what: str, count: int = 1) -> None:
         """Fault-injection hook.

@@ -55,6 +55,10 @@ _COLLECTIVES = ["all_reduce", "all_gather", "reduce_scatter", "broadcast", "barr
 class FaultHook(Protocol):
     """Fault injection (the Mock's :class:`~sagellm_backend.mock.faults.MockFaults`)."""
 
+    @property
+    def armed(self) -> bool:
+        """Whether a fault is pending."""
+
     def check(self, what: str, count: int = 1) -> None:
         """Raise a typed error to simulate a failure of ``what`` (``"alloc"``/``"transfer"``)."""
 

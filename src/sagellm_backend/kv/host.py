@@ -23,6 +23,11 @@ class PoolHost(Protocol):
     def stream(self, stream: Stream | None) -> Stream | None:
         """Validate a stream argument."""
 
+    @property
+    def faults(self) -> Any:
+        """The provider's fault injection (with an ``armed`` flag), or ``None``; hot paths skip
+        :meth:`fault` unless it is armed."""
+
     def fault(self, what: str, count: int = 1) -> None:
         """Fault-injection hook."""
 

@@ -14,8 +14,6 @@ from ..errors import InvalidArgumentTypeError
 
 __all__ = ["as_block_id", "as_id_list", "check_trusted_ids"]
 
-_INT_ONLY = frozenset({int})
-
 
 def _is_int_dtype(dtype: Any) -> bool:
     kind = getattr(dtype, "kind", None)  # numpy
@@ -78,7 +76,7 @@ def as_id_list(ids: object, what: str) -> list[int]:
         InvalidArgumentTypeError: not a sequence, or an element is not an integer.
     """
     if type(ids) is list:
-        if set(map(type, ids)) <= _INT_ONLY:
+        if list(map(type, ids)).count(int) == len(ids):  # one C-level pass; bool and float are not int
             return ids
         return [as_block_id(i, what) for i in ids]
     if isinstance(ids, (tuple, range)):

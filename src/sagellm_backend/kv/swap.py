@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -24,18 +23,37 @@ class HostBufferCache:
     def __init__(self, keep: int = 2) -> None:
         self.keep = keep
         self._lock = threading.Lock()
-        self._free: dict[tuple[int, ...], list[Any]] = {}
+        self._free: dict[tuple[int, ...], list[tuple[Any, Event | None]]] = {}
 
     def take(self, shape: tuple[int, ...]) -> Any:
-        with self._lock:
-            bucket = self._free.get(shape)
-            return bucket.pop() if bucket else None
+        """A recycled buffer of ``shape`` whose last copy has finished, or ``None``.
 
-    def give(self, shape: tuple[int, ...], buf: Any) -> None:
+        Args:
+            shape: The buffer shape.
+
+        Returns:
+            The buffer, or ``None`` (allocate a fresh one).
+        """
+        with self._lock:
+            bucket = self._free.get(shape) or []
+            for k, (buf, ready) in enumerate(bucket):
+                if ready is None or ready.query():  # never block: a busy buffer is skipped
+                    del bucket[k]
+                    return buf
+            return None
+
+    def give(self, shape: tuple[int, ...], buf: Any, ready: Event | None = None) -> None:
+        """Return a buffer for reuse once ``ready`` (the event of its last copy) has completed.
+
+        Args:
+            shape: The buffer shape.
+            buf: The buffer.
+            ready: Event after the last copy into it, or ``None`` when it is idle.
+        """
         with self._lock:
             bucket = self._free.setdefault(shape, [])
             if len(bucket) < self.keep:
-                bucket.append(buf)
+                bucket.append((buf, ready))
 
     def clear(self) -> None:
         with self._lock:
@@ -70,15 +88,14 @@ class SwappedBlocks:
     def release(self) -> None:
         """Give the host buffer back for reuse (``data`` must not be used afterwards). Idempotent.
 
-        Waits for the swap-out copy first. A copy that failed is not reported here (nothing will
-        read the buffer); :meth:`wait` and the stream's ``synchronize`` report it.
+        Does not wait: the buffer is reused only once the swap-out copy has finished. A copy that
+        failed is not reported here (nothing will read the buffer); :meth:`wait` and the stream's
+        ``synchronize`` report it.
         """
-        with contextlib.suppress(StreamError):  # the copy failed: nothing will read the buffer
-            self.wait()
         with self._lock:
             data, self.data = self.data, None
         if data is not None:
-            self.pool._host_buffers.give(tuple(data.shape), data)
+            self.pool._host_buffers.give(tuple(data.shape), data, self.event)
 
     @property
     def num_blocks(self) -> int:

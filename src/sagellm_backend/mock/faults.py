@@ -52,6 +52,11 @@ class MockFaults:
             self._alloc_countdown = None
             self._transfer_failures = 0
 
+    @property
+    def armed(self) -> bool:
+        """Whether any fault is pending (hot paths skip the hook otherwise)."""
+        return self._alloc_countdown is not None or self._transfer_failures > 0
+
     def check(self, what: str, count: int = 1) -> None:
         """Raise the injected failure of ``what`` (``"alloc"`` of ``count`` blocks, or ``"transfer"``).
 

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 __all__ = ["TorchHostMover"]
 
 
+def _copy(src: Any, src_ids: list[int] | None, dst: Any, dst_ids: list[int] | None, count: int, row: int) -> None:
+    """:func:`copy_rows` between two tensors; the task holds both, so neither can be freed while
+    a stream worker still copies (a pool closed, a swap buffer dropped)."""
+    copy_rows(src.data_ptr(), src_ids, dst.data_ptr(), dst_ids, count, row)
+
+
 class TorchHostMover(BlockMover):
     """Moves blocks of a host arena (CPU provider pools, pinned pools of accelerators).
 
@@ -50,8 +56,7 @@ class TorchHostMover(BlockMover):
         fn(*args)
 
     def copy_blocks(self, arena: Any, src: list[int], dst: list[int], stream: Stream | None) -> None:
-        base = arena.data_ptr()
-        self.run(stream, copy_rows, base, src, base, dst, len(src), arena.nbytes // arena.shape[0])
+        self.run(stream, _copy, arena, src, arena, dst, len(src), arena.nbytes // arena.shape[0])
 
     def gather(self, arena: Any, ids: list[int], device: Device, stream: Stream | None, out: Any = None) -> Any:
         n = len(ids)
@@ -59,7 +64,7 @@ class TorchHostMover(BlockMover):
         if out is None or device.type != "cpu":
             shape = (n, *arena.shape[1:])
             out = self.storage.alloc_tensor(Device("cpu"), arena.dtype, shape, pinned=self.storage.is_accelerator)
-        self.run(stream, copy_rows, arena.data_ptr(), ids, out.data_ptr(), None, n, row)
+        self.run(stream, _copy, arena, ids, out, None, n, row)
         if device.type == "cpu":
             return out
         with self.storage.stream_ctx(stream):
@@ -71,4 +76,4 @@ class TorchHostMover(BlockMover):
                 rows = rows.to("cpu")
         rows = rows.contiguous()
         row = arena[0].numel() * arena.element_size()
-        self.run(stream, copy_rows, rows.data_ptr(), None, arena.data_ptr(), ids, len(ids), row)
+        self.run(stream, _copy, rows, None, arena, ids, len(ids), row)
