@@ -31,7 +31,9 @@ from sagellm_backend import (
     UnavailableError,
     UnsupportedDTypeError,
     get_provider,
+    register_provider,
 )
+from sagellm_backend.registry import resolve_provider_name
 
 
 @dataclass
@@ -229,6 +231,58 @@ ROWS: list[Row] = [
         lambda c: c.p.reduce_scatter(c.arr([1.0]).reshape(())),
         InvalidArgumentError,
     ),
+    Row("send", "tag='x'", lambda c: c.p.send(c.arr([1.0]), 1, tag="x"), InvalidArgumentTypeError),
+    Row("recv", "tag=-1", lambda c: c.p.recv(c.arr([1.0]), 1, tag=-1), InvalidArgumentError),
+    Row("recv", "tag=True", lambda c: c.p.recv(c.arr([1.0]), 1, tag=True), InvalidArgumentTypeError),
+    Row("broadcast", "src=1.0", lambda c: c.p.broadcast(c.arr([1.0]), src=1.0), InvalidArgumentTypeError),
+    Row(
+        "all_gather",
+        "a read-only out array",
+        lambda c: c.p.all_gather(c.arr([1.0]), out=c.extra["read_only"]),
+        InvalidArgumentError,
+        ("mock",),
+    ),
+    Row("new_group", "ranks=5 (not a sequence)", lambda c: c.p.new_group(5), InvalidArgumentTypeError),
+    Row("new_group", "ranks='01' (a str)", lambda c: c.p.new_group("01"), InvalidArgumentTypeError),
+    Row("new_group", "ranks=[0.5]", lambda c: c.p.new_group([0.5]), InvalidArgumentTypeError),
+    Row("new_group", "ranks=[0, 0] (duplicate)", lambda c: c.p.new_group([0, 0]), InvalidArgumentError),
+    Row("new_group", "timeout=nan", lambda c: c.p.new_group([0], timeout=float("nan")), InvalidArgumentError),
+    Row("new_group", "timeout='5'", lambda c: c.p.new_group([0], timeout="5"), InvalidArgumentTypeError),
+    Row(
+        "init_process_group",
+        "timeout=inf",
+        lambda c: c.p.init_process_group(rank=0, world_size=1, timeout=float("inf")),
+        InvalidArgumentError,
+        ("cpu",),
+    ),
+    Row(
+        "init_process_group",
+        "rank='0'",
+        lambda c: c.p.init_process_group(init_method="tcp://127.0.0.1:1", rank="0", world_size=1),
+        InvalidArgumentTypeError,
+        ("cpu",),
+    ),
+    Row(
+        "init_process_group",
+        "rank=2 in a world of 2",
+        lambda c: c.p.init_process_group(init_method="tcp://127.0.0.1:1", rank=2, world_size=2),
+        CommGroupError,
+        ("cpu",),
+    ),
+    Row(
+        "init_process_group",
+        "world_size=0",
+        lambda c: c.p.init_process_group(init_method="tcp://127.0.0.1:1", rank=0, world_size=0),
+        CommGroupError,
+        ("cpu",),
+    ),
+    Row(
+        "init_process_group",
+        "init_method=5",
+        lambda c: c.p.init_process_group(init_method=5, rank=0, world_size=1),
+        InvalidArgumentTypeError,
+        ("cpu",),
+    ),
     # pools
     Row("create_kv_pool", "num_blocks=0", lambda c: c.p.create_kv_pool(0), InvalidArgumentError),
     Row(
@@ -336,6 +390,51 @@ ROWS: list[Row] = [
     Row("get_provider", "name=3", lambda c: get_provider(3), InvalidArgumentTypeError),
     Row("get_provider", "name='ascend' without torch_npu", lambda c: get_provider("ascend"), UnavailableError),
     Row("create_*_backend", "config='cpu' (a str)", lambda c: get_provider("mock", "cpu"), InvalidArgumentTypeError),
+    Row(
+        "get_provider",
+        "an unknown option (bogus=1)",
+        lambda c: get_provider("mock", None, bogus=1),
+        InvalidArgumentTypeError,
+    ),
+    Row(
+        "get_provider",
+        "a config dict with an unknown key",
+        lambda c: get_provider("mock", {"max_memory": 8}),
+        InvalidArgumentTypeError,
+    ),
+    Row(
+        "get_provider",
+        "device_id for the one-device cpu provider",
+        lambda c: get_provider("cpu", None, device_id=0),
+        InvalidArgumentTypeError,
+        ("cpu",),
+    ),
+    Row("resolve_provider_name", "name=None", lambda c: resolve_provider_name(None), InvalidArgumentTypeError),
+    Row(
+        "register_provider",
+        "aliases=['cpu'] (a built-in name)",
+        lambda c: register_provider("bad-input-row", get_provider, aliases=["cpu"]),
+        InvalidArgumentError,
+    ),
+    Row(
+        "register_provider",
+        "aliases=[123]",
+        lambda c: register_provider("bad-input-row", get_provider, aliases=[123]),
+        InvalidArgumentTypeError,
+    ),
+    Row(
+        "register_provider",
+        "aliases='x' (a str, not a list)",
+        lambda c: register_provider("bad-input-row", get_provider, aliases="x"),
+        InvalidArgumentTypeError,
+    ),
+    Row(
+        "register_provider",
+        "factory='a..b:c' (malformed path)",
+        lambda c: register_provider("bad-input-row", "a..b:c"),
+        InvalidArgumentError,
+    ),
+    Row("register_provider", "name=3", lambda c: register_provider(3, get_provider), InvalidArgumentTypeError),
 ]
 
 

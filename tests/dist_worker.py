@@ -94,6 +94,89 @@ def check_all(p, dev: str) -> dict:
     return out
 
 
+def _expect(fn, error: type[Exception], *words: str) -> str:
+    """Call ``fn``; it must raise ``error`` whose message holds every word. Returns the message."""
+    try:
+        fn()
+    except error as exc:
+        msg = str(exc)
+        missing = [w for w in words if w not in msg]
+        assert not missing, (missing, msg)
+        return msg
+    raise AssertionError(f"{fn} did not raise {error.__name__}")
+
+
+def check_p2p(p, dev: str) -> dict:
+    """Mismatched send/recv pairs: the receiver raises CollectiveError naming both sides, the
+    sender's send returns, and the channel still carries the next message correctly."""
+    r = p.rank
+    out: dict = {"rank": r, "errors": []}
+    mismatches = [  # (sent, receive buffer)
+        (torch.arange(8, dtype=torch.float32), torch.empty(4, dtype=torch.float32)),  # smaller: SIGABRT on gloo
+        (torch.arange(4, dtype=torch.float32), torch.empty(8, dtype=torch.float32)),  # larger: silently short
+        (torch.arange(4, dtype=torch.float32), torch.empty(4, dtype=torch.int32)),  # same bytes, other dtype
+        (torch.arange(6, dtype=torch.float32), torch.empty(2, 3, dtype=torch.float32)),  # same numel, other shape
+        # payloads larger than the header frame: drained into scratch memory of the sender's size
+        (torch.arange(4096, dtype=torch.float32), torch.empty(1024, dtype=torch.float32)),
+        (torch.ones(3000, dtype=torch.bfloat16), torch.empty(3000, dtype=torch.float16)),
+    ]
+    for k, (sent, buf) in enumerate(mismatches):
+        if r == 0:
+            p.send(sent.to(dev), 1, tag=k)
+        else:
+            msg = _expect(lambda b=buf, k=k: p.recv(b.to(dev), 0, tag=k), CollectiveError, "recv from rank 0")
+            out["errors"].append(msg)
+    for good in (
+        torch.arange(5, dtype=torch.float64, device=dev) * 3,
+        torch.tensor(7, dtype=torch.int16, device=dev),  # 0-d
+        torch.randn(3, 700, generator=torch.Generator().manual_seed(1)).to(dev),  # 8400 bytes: separate payload
+        torch.zeros(0, 4, device=dev),  # empty
+    ):
+        if r == 0:
+            p.send(good, 1, tag=7)
+        else:
+            buf = torch.full_like(good, -1)
+            got = p.recv(buf, 0, tag=7)
+            assert got is buf and torch.equal(got, good), (got, good)
+    _expect(lambda: p.send(torch.ones(1, device=dev), 1 - r, tag="x"), InvalidArgumentTypeError, "tag")
+    _expect(lambda: p.send(torch.ones(1, device=dev), 1 - r, tag=-1), InvalidArgumentError, "tag")
+    _expect(lambda: p.recv(torch.ones(1, device=dev), 1 - r, tag=True), InvalidArgumentTypeError, "tag")
+    # avg on a leaf that requires grad: sums, divides and returns; nothing half-done
+    leaf = torch.full((3,), float(r), device=dev, requires_grad=True)
+    p.all_reduce(leaf, "avg")
+    assert leaf.detach().tolist() == [0.5] * 3, leaf
+    p.barrier()
+    out["ok"] = True
+    return out
+
+
+def check_bad_group_args(p, dev: str) -> dict:
+    """Bad new_group arguments are typed errors on every rank, before any collective runs."""
+    ws = p.world_size
+    cases = [
+        (lambda: p.new_group(1), InvalidArgumentTypeError, "sequence"),
+        (lambda: p.new_group("01"), InvalidArgumentTypeError, "sequence"),
+        (lambda: p.new_group([0, 0.5]), InvalidArgumentTypeError, "0.5"),
+        (lambda: p.new_group([True]), InvalidArgumentTypeError, "True"),
+        (lambda: p.new_group([0, 0]), InvalidArgumentError, "twice"),
+        (lambda: p.new_group([]), CommGroupError, "at least one"),
+        (lambda: p.new_group([0, ws]), CommGroupError, str(ws)),
+        (lambda: p.new_group([-1]), CommGroupError, "-1"),
+        (lambda: p.new_group([0], timeout=float("nan")), InvalidArgumentError, "nan"),
+        (lambda: p.new_group([0], timeout=float("inf")), InvalidArgumentError, "inf"),
+        (lambda: p.new_group([0], timeout=0), InvalidArgumentError, "timeout"),
+        (lambda: p.new_group([0], timeout="5"), InvalidArgumentTypeError, "timeout"),
+        (lambda: p.new_group([0], timeout=True), InvalidArgumentTypeError, "timeout"),
+    ]
+    for fn, error, word in cases:
+        _expect(fn, error, word)
+    g = p.new_group(list(range(ws)), timeout=30)  # still usable: every rank calls it once
+    t = torch.ones(2, device=dev)
+    p.all_reduce(t, group=g)
+    assert t.tolist() == [float(ws)] * 2
+    return {"rank": p.rank, "ok": True}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario")
@@ -119,13 +202,17 @@ def main() -> int:
     else:
         p = get_provider("cpu")
         dev = "cpu"
-    check = a.scenario == "mismatch"
+    check = a.scenario in ("mismatch", "p2p")
     p.init_process_group(
         init_method=a.init_method, rank=a.rank, world_size=a.world_size, timeout=a.timeout, check_consistency=check
     )
     r = p.rank
     if a.scenario == "all":
         result = check_all(p, dev)
+    elif a.scenario == "p2p":
+        result = check_p2p(p, dev)
+    elif a.scenario == "group_args":
+        result = check_bad_group_args(p, dev)
     elif a.scenario == "absent":
         if r == 1:
             time.sleep(a.timeout + 6)

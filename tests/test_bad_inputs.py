@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bad_input_table import ROWS, Ctx, Row, render
-from sagellm_backend import BackendError, DType, MockBackendProvider
+from sagellm_backend import BackendError, DType, MockBackendProvider, provider_registry
 
 GEO = {"num_layers": 2, "num_kv_heads": 2, "head_dim": 8}
 VOLATILE = {"rss", "vms", "available", "used", "total"}
@@ -33,7 +34,10 @@ def _ctx(kind: str) -> Ctx:
     p.kv_block_free(freed)
     pool = p.create_kv_pool(8, block_size=2)
     ids = pool.allocate(4)
+    read_only = np.empty((1, 1), dtype=np.float32)
+    read_only.flags.writeable = False
     extra = {
+        "read_only": read_only,
         "fp32": p.kv_block_alloc(4, DType.FP32),
         "fp16_only": MockBackendProvider(supported_dtypes=[DType.FP16], kv_geometry=GEO),
         "tiny": MockBackendProvider(max_memory_mb=1, kv_geometry=GEO),
@@ -51,7 +55,9 @@ def _state(c: Ctx) -> tuple:
         tuple(c.pool.read_block(i) for i in c.ids),
     )
     others = (c.extra["tiny"].memory_stats(), c.extra["fp16_only"].memory_stats(), c.foreign.device, c.foreign.is_freed)
-    return stats, blocks, pool, others
+    registry = sorted(provider_registry), {k: tuple(v.aliases) for k, v in provider_registry.items()}
+    comm = (c.p.rank, c.p.world_size, getattr(c.p.communicator, "timeout_s", None), c.p.communicator.available)
+    return stats, blocks, pool, others, registry, comm
 
 
 CASES = [(r, k) for r in ROWS for k in r.providers]

@@ -128,7 +128,30 @@ def test_mismatched_shapes_and_dtypes_are_clear_errors(free_port: int, tmp_path:
     for r in rows:
         assert all(e is not None and "mismatched arguments" in e for e in r["errors"]), r
         assert "rank 0: shape (4,)" in r["errors"][0] and "rank 1: shape (5,)" in r["errors"][0]
+        # dtype names, never hash codes, for both ranks' dtypes (each rank saw only its own)
+        dtypes = r["errors"][1]
+        assert "rank 0: shape (4,) dtype torch.float32" in dtypes and "rank 1: shape (4,) dtype torch.int32" in dtypes
+        assert "#" not in dtypes and "op sum" in dtypes, dtypes
         assert r["after"] == [2.0, 2.0]
+
+
+def test_send_recv_mismatch_is_an_error_not_an_abort(free_port: int, tmp_path: Path) -> None:
+    """recv into a smaller buffer aborted the receiving process (SIGABRT in gloo) before."""
+    rows = _results(_spawn("p2p", 2, free_port, tmp_path, "--timeout", "30"), timeout=120, out=tmp_path)
+    r1 = next(r for r in rows if r["rank"] == 1)
+    assert all(r["ok"] for r in rows) and len(r1["errors"]) == 6
+    smaller, larger, dtype, shape, big_smaller, big_dtype = r1["errors"]
+    assert "(8,) torch.float32" in smaller and "(4,) torch.float32" in smaller
+    assert "(4,) torch.float32" in larger and "(8,) torch.float32" in larger
+    assert "torch.float32" in dtype and "torch.int32" in dtype
+    assert "(6,)" in shape and "(2, 3)" in shape
+    assert "(4096,) torch.float32" in big_smaller and "(1024,) torch.float32" in big_smaller
+    assert "(3000,) torch.bfloat16" in big_dtype and "(3000,) torch.float16" in big_dtype
+
+
+def test_bad_group_arguments_are_typed_errors(free_port: int, tmp_path: Path) -> None:
+    rows = _results(_spawn("group_args", 2, free_port, tmp_path, "--timeout", "30"), timeout=120, out=tmp_path)
+    assert len(rows) == 2 and all(r["ok"] for r in rows)
 
 
 def test_world_of_one_without_group(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,12 @@
 
 ``info`` works on a machine without torch: the table then says why each torch provider is
 unavailable, and ``--json`` prints the same facts as JSON.
+
+Exit status: 0 on success (``info`` also when the selected provider is unavailable here: that is
+what it reports); 1 when a check failed or the demo's bytes differ; 2 for a usage error or any
+:class:`~sagellm_backend.errors.BackendError` (an unknown provider name, a filter matching nothing,
+an output path that cannot be written ...), printed as one line on stderr, without a traceback.
+Arguments are checked before any benchmark or check runs.
 """
 
 from __future__ import annotations
@@ -12,8 +18,8 @@ import sys
 from typing import Any
 
 from . import __version__
-from .errors import BackendError
-from .registry import get_provider, list_providers
+from .errors import BackendError, UnavailableError
+from .registry import get_provider, list_providers, resolve_provider_name
 
 __all__ = ["main"]
 
@@ -34,6 +40,8 @@ def _hardware() -> dict[str, dict[str, Any]]:
 
 
 def _info(provider_name: str) -> dict[str, Any]:
+    if provider_name.strip().lower() != "auto":
+        resolve_provider_name(provider_name)  # an unknown name is a usage error, before any detection
     infos = list_providers()
     result: dict[str, Any] = {
         "version": __version__,
@@ -46,7 +54,7 @@ def _info(provider_name: str) -> dict[str, Any]:
     }
     try:
         provider = get_provider(provider_name)
-    except BackendError as exc:
+    except UnavailableError as exc:  # a fact to report; unknown names and bad options are errors
         result["selection_error"] = str(exc)
         return result
     try:
@@ -190,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.provider, as_json=args.json, report=args.report, plot=args.plot, quick=args.quick, only=args.only
             )
     except BackendError as exc:
-        print(f"error [{exc.code.value}]: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message holds
+        print(f"error [{exc.code.value}]: {message}", file=sys.stderr)
         return 2
     return 1
 

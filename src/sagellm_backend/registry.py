@@ -15,28 +15,31 @@ sets both.
 ``get_provider("auto")`` picks the available provider of highest priority: cuda (100) >
 rocm (95) > ascend (90) > kunlun (80) > musa (70) > cpu (10). The ``SAGELLM_BACKEND`` environment
 variable, when set, replaces ``"auto"`` with the name it holds; explicit names are never overridden.
+
+Names and aliases are case-insensitive. A plugin that fails in any way is listed as unavailable,
+with the error as its reason (:mod:`sagellm_backend.provider_entry`); it never breaks listing or
+``auto`` for the others.
 """
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import os
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any
 
 from .api.provider import BackendProvider
 from .core.config import Availability
 from .errors import (
-    InvalidArgumentError,
+    BackendError,
     InvalidArgumentTypeError,
     ProviderNotFoundError,
     UnavailableError,
 )
-from .vendors import BUILTIN_VENDORS, load_vendor
+from .provider_entry import PLUGIN_ERRORS, ProviderEntry, describe
+from .provider_table import ENTRY_POINT_GROUP, ProviderTable
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -51,86 +54,7 @@ __all__ = [
     "resolve_provider_name",
 ]
 
-ENTRY_POINT_GROUP = "sagellm.backends"
-_SELF_DIST = "isagellm-backend"
-
-
-@dataclass
-class ProviderEntry:
-    """One registered provider.
-
-    Attributes:
-        name: Canonical name.
-        target: ``"module:attribute"`` of the factory, or ``None`` for an object registered at run time.
-        source: ``"builtin"``, the distribution that declared the entry point, or ``"runtime"``.
-        install_hint: What to install when it is unavailable.
-        aliases: Other names resolving to this entry.
-        notes: Problems found while registering (e.g. an ignored conflicting entry point).
-    """
-
-    name: str
-    target: str | None
-    source: str
-    install_hint: str = ""
-    aliases: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    _factory: Callable[..., Any] | None = field(default=None, repr=False)
-
-    def load(self) -> Callable[..., Any]:
-        """Import and return the factory (cached).
-
-        Returns:
-            The factory callable.
-
-        Raises:
-            UnavailableError: the module cannot be imported (carries the install hint).
-        """
-        if self._factory is not None:
-            return self._factory
-        assert self.target is not None
-        module_name, _, attr = self.target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-            factory = module
-            for part in attr.split("."):
-                factory = getattr(factory, part)
-        except (ImportError, AttributeError) as exc:
-            raise UnavailableError(
-                f"provider {self.name!r} ({self.target}) cannot be loaded: {exc}. "
-                f"Install {self.install_hint or 'the distribution that provides it'}.",
-                provider=self.name,
-            ) from exc
-        if not callable(factory):
-            raise UnavailableError(f"provider {self.name!r}: {self.target} is not callable.")
-        self._factory = factory
-        return factory
-
-    @property
-    def priority(self) -> int | None:
-        """Rank in ``auto`` (``None``: never picked automatically)."""
-        try:
-            value = getattr(self.load(), "priority", None)
-        except UnavailableError:
-            return None
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-    def detect(self) -> Availability:
-        """Run the factory's detection hook (no hook: assumed available).
-
-        Returns:
-            The availability and why.
-        """
-        try:
-            factory = self.load()
-        except UnavailableError as exc:
-            return Availability(False, str(exc))
-        hook = getattr(factory, "detect", None)
-        if hook is None:
-            return Availability(True, "no detection hook; assumed available")
-        try:
-            return Availability.coerce(hook())
-        except Exception as exc:  # a broken third-party hook must not break listing
-            return Availability(False, f"detection raised {type(exc).__name__}: {exc}")
+ENV_VAR = "SAGELLM_BACKEND"
 
 
 @dataclass(frozen=True)
@@ -156,102 +80,7 @@ class ProviderInfo:
         return out
 
 
-class _Registry:
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._entries: dict[str, ProviderEntry] = {}
-        self._aliases: dict[str, str] = {}
-        self._discovered = False
-
-    def _discover(self) -> None:
-        with self._lock:
-            if self._discovered:
-                return
-            for name in BUILTIN_VENDORS:
-                spec = load_vendor(name)
-                self._entries.setdefault(name, ProviderEntry(name, spec.factory_path, "builtin", spec.install_hint))
-                for alias in spec.aliases:
-                    self._aliases.setdefault(alias, name)
-                    if alias not in self._entries[name].aliases:
-                        self._entries[name].aliases.append(alias)
-            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-                self._add_entry_point(ep)
-            self._discovered = True
-
-    def _add_entry_point(self, ep: metadata.EntryPoint) -> None:
-        dist = getattr(getattr(ep, "dist", None), "name", None) or "unknown distribution"
-        canonical = self._aliases.get(ep.name, ep.name)
-        existing = self._entries.get(canonical)
-        if existing is not None:
-            if existing.target == ep.value or existing.source == "runtime":
-                return  # our own pyproject entries, or an alias pointing at the same factory
-            existing.notes.append(
-                f"entry point {ep.name} = {ep.value} from {dist} ignored: the name is taken by "
-                f"{existing.target} ({existing.source}); register it under another name"
-            )
-            return
-        self._entries[ep.name] = ProviderEntry(ep.name, ep.value, dist)
-
-    def refresh(self) -> None:
-        with self._lock:
-            runtime = {k: v for k, v in self._entries.items() if v.source == "runtime"}
-            self._entries = dict(runtime)
-            self._aliases = {a: n for a, n in self._aliases.items() if n in runtime}
-            self._discovered = False
-        self._discover()
-
-    def entries(self) -> dict[str, ProviderEntry]:
-        self._discover()
-        with self._lock:
-            return dict(self._entries)
-
-    def resolve(self, name: str) -> ProviderEntry:
-        self._discover()
-        key = name.strip().lower() if isinstance(name, str) else name
-        with self._lock:
-            canonical = self._aliases.get(key, key)
-            entry = self._entries.get(canonical)
-            if entry is None:
-                known = sorted(self._entries)
-                aliases = sorted(self._aliases)
-                raise ProviderNotFoundError(
-                    f"unknown provider {name!r}. Known providers: {', '.join(known)}"
-                    f" (aliases: {', '.join(aliases)}), or 'auto'. Third-party providers register "
-                    f"through the {ENTRY_POINT_GROUP!r} entry-point group.",
-                    name=name,
-                )
-            return entry
-
-    def register(
-        self, name: str, factory: Callable[..., Any] | str, *, overwrite: bool, install_hint: str, aliases: list[str]
-    ) -> ProviderEntry:
-        self._discover()
-        if not isinstance(name, str) or not name.strip() or name.strip().lower() == "auto":
-            raise InvalidArgumentError(f"provider name must be a non-empty string other than 'auto'; got {name!r}.")
-        key = name.strip().lower()
-        with self._lock:
-            if (key in self._entries or key in self._aliases) and not overwrite:
-                raise InvalidArgumentError(
-                    f"a provider named {key!r} is already registered; pass overwrite=True to replace it."
-                )
-            if isinstance(factory, str):
-                if ":" not in factory:
-                    raise InvalidArgumentError(f"a dotted factory path looks like 'pkg.module:attr'; got {factory!r}.")
-                entry = ProviderEntry(key, factory, "runtime", install_hint, list(aliases))
-            elif callable(factory):
-                entry = ProviderEntry(key, None, "runtime", install_hint, list(aliases), _factory=factory)
-            else:
-                raise InvalidArgumentTypeError(
-                    f"factory must be callable or a 'module:attr' string; got {type(factory).__name__}."
-                )
-            self._aliases.pop(key, None)
-            self._entries[key] = entry
-            for alias in aliases:
-                self._aliases[alias.strip().lower()] = key
-            return entry
-
-
-_registry = _Registry()
+_registry = ProviderTable()
 
 
 class _ReadOnlyRegistry(Mapping[str, ProviderEntry]):
@@ -294,9 +123,18 @@ def register_provider(
         factory: Callable, or a ``"module:attr"`` path imported on first use.
         overwrite: Replace an existing registration of that name.
         install_hint: Shown when it cannot be loaded.
-        aliases: Other names for it.
+        aliases: Other names for it. Names and aliases are case-insensitive (kept in lower case).
+
+    Raises:
+        InvalidArgumentTypeError: ``name``, an alias, ``factory`` or ``install_hint`` is of the wrong type.
+        InvalidArgumentError: ``name`` is taken (without ``overwrite``), empty or ``"auto"``; an alias is
+            empty, repeated, ``"auto"``, a registered provider's name (even with ``overwrite``), or
+            another provider's alias; ``factory`` is a malformed ``"module:attr"`` path. Nothing is
+            registered then.
     """
-    _registry.register(name, factory, overwrite=overwrite, install_hint=install_hint, aliases=aliases or [])
+    _registry.register(
+        name, factory, overwrite=overwrite, install_hint=install_hint, aliases=[] if aliases is None else aliases
+    )
 
 
 def resolve_provider_name(name: str) -> str:
@@ -307,6 +145,10 @@ def resolve_provider_name(name: str) -> str:
 
     Returns:
         The canonical name.
+
+    Raises:
+        InvalidArgumentTypeError: ``name`` is not a string.
+        ProviderNotFoundError: no provider has that name or alias.
     """
     return _registry.resolve(name).name
 
@@ -357,13 +199,42 @@ def _pick_auto() -> tuple[ProviderEntry, Availability]:
     )
 
 
+def _with_env(exc: BackendError, raw: str) -> BackendError:
+    """The same error, saying that the name came from :data:`ENV_VAR`."""
+    out = type(exc)(
+        f"{ENV_VAR}={raw!r} (set in the environment; it replaces 'auto'): {exc} Unset {ENV_VAR} or set it "
+        "to an available provider.",
+        code=exc.code,
+        **exc.details,
+    )
+    return out
+
+
+def _check_call(entry: ProviderEntry, factory: Callable[..., Any], config: object, options: dict[str, Any]) -> None:
+    """Refuse options the factory's own signature cannot take (built-in factories take any keyword
+    and check against their provider class in :func:`~sagellm_backend.vendors.base.create_from_config`)."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # no introspectable signature: let the call decide
+        return
+    try:
+        sig.bind(config, **options)
+    except TypeError as exc:
+        accepted = [p.name for p in list(sig.parameters.values())[1:] if p.kind is not p.VAR_POSITIONAL]
+        raise InvalidArgumentTypeError(
+            f"get_provider({entry.name!r}): {exc}; its factory takes a config and "
+            f"{', '.join(accepted) or 'no options'}.",
+            provider=entry.name,
+        ) from None
+
+
 def get_provider(name: str = "auto", config: object = None, **options: Any) -> BackendProvider:
     """Create a provider by name (or the best available one).
 
     Detection runs once per call and its result is passed on to built-in factories.
 
     Args:
-        name: Provider name or alias, or ``"auto"`` (``SAGELLM_BACKEND`` overrides ``auto``).
+        name: Provider name or alias (any case), or ``"auto"`` (``SAGELLM_BACKEND`` overrides ``auto``).
         config: Passed positionally to the factory (``None``, dict, or engine config object).
         **options: Keyword options for the factory (``device_id=1``, ``kv_geometry=...``).
 
@@ -371,28 +242,55 @@ def get_provider(name: str = "auto", config: object = None, **options: Any) -> B
         The provider.
 
     Raises:
-        ProviderNotFoundError: unknown name (the message lists the known ones).
-        UnavailableError: the provider cannot run here (the message says why and what to install).
+        InvalidArgumentTypeError: ``name`` is not a string, or an option the provider does not take
+            (the message names it and the accepted ones).
+        ProviderNotFoundError: unknown name (the message lists the known ones, and names
+            ``SAGELLM_BACKEND`` when the name came from there).
+        UnavailableError: the provider cannot run here (the message says why and what to install), its
+            plugin is broken, or a third-party factory failed (the cause is chained).
     """
     if not isinstance(name, str):
-        raise InvalidArgumentTypeError(f"provider name must be a string; got {type(name).__name__}.")
-    key = name.strip().lower()
-    if key == "auto":
-        env = os.environ.get("SAGELLM_BACKEND", "").strip().lower()
-        if env and env != "auto":
-            key = env
-    if key == "auto":
-        entry, found = _pick_auto()
-    else:
-        entry = _registry.resolve(key)
-        found = entry.detect()
-    if not found.available:
-        raise UnavailableError(
-            f"provider {entry.name!r} is not available here: {found.reason}. "
-            f"To use it, install {entry.install_hint or 'its SDK'}.",
-            provider=entry.name,
+        raise InvalidArgumentTypeError(
+            f"provider name must be a string; got {type(name).__name__} {name!r}. Pass e.g. 'cpu' or 'auto'."
         )
-    factory = entry.load()
+    key = name.strip().lower()
+    from_env: str | None = None
+    if key == "auto":
+        raw = os.environ.get(ENV_VAR, "")
+        if raw.strip() and raw.strip().lower() != "auto":
+            key, from_env = raw.strip().lower(), raw
+    try:
+        if key == "auto":
+            entry, found = _pick_auto()
+        else:
+            entry = _registry.resolve(key)
+            found = entry.detect()
+        if not found.available:
+            raise UnavailableError(
+                f"provider {entry.name!r} is not available here: {found.reason}. "
+                f"To use it, install {entry.install_hint or 'its SDK'}.",
+                provider=entry.name,
+            )
+        factory = entry.load()
+    except (ProviderNotFoundError, UnavailableError) as exc:
+        if from_env is None:
+            raise
+        raise _with_env(exc, from_env) from None
     if entry.source == "builtin":
-        options["availability"] = found
-    return factory(config, **options)  # type: ignore[no-any-return]
+        return factory(config, **{**options, "availability": found})  # type: ignore[no-any-return]  # ours
+    _check_call(entry, factory, config, options)
+    try:
+        return factory(config, **options)  # type: ignore[no-any-return]  # a third-party factory
+    except BackendError:
+        raise
+    except TypeError as exc:
+        raise InvalidArgumentTypeError(
+            f"provider {entry.name!r} (from {entry.source}) refused its arguments: {describe(exc)}.",
+            provider=entry.name,
+        ) from exc
+    except PLUGIN_ERRORS as exc:
+        raise UnavailableError(
+            f"provider {entry.name!r} (from {entry.source}) failed while creating its provider: "
+            f"{describe(exc)}. Fix or uninstall {entry.source}.",
+            provider=entry.name,
+        ) from exc

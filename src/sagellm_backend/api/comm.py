@@ -105,11 +105,16 @@ class Communicator(ABC):
         """Create a sub-group; call on every rank.
 
         Args:
-            ranks: Member ranks.
-            timeout: Seconds (default: the world's).
+            ranks: Member ranks: a sequence of distinct ints.
+            timeout: Seconds, finite and positive (default: the world's).
 
         Returns:
             The group.
+
+        Raises:
+            InvalidArgumentTypeError: ``ranks`` is not a sequence of ints, or ``timeout`` not a number.
+            InvalidArgumentError: a rank given twice, or a non-finite or non-positive timeout.
+            CommGroupError: no ranks, a rank outside the world, or no process group.
         """
 
     @abstractmethod
@@ -179,8 +184,13 @@ class Communicator(ABC):
         Args:
             tensor: The data.
             dst: Destination rank.
-            tag: Message tag.
+            tag: Message tag, an int in ``0 .. 2**31 - 1``.
             group: Sub-group.
+
+        Raises:
+            InvalidArgumentTypeError: ``dst`` or ``tag`` is not an int.
+            InvalidArgumentError: ``tag`` is out of range.
+            CommGroupError: ``dst`` is this rank or outside the group.
         """
 
     @abstractmethod
@@ -190,11 +200,17 @@ class Communicator(ABC):
         Args:
             tensor: Buffer of the sent shape and dtype.
             src: Source rank.
-            tag: Message tag.
+            tag: Message tag, an int in ``0 .. 2**31 - 1``.
             group: Sub-group.
 
         Returns:
             ``tensor``.
+
+        Raises:
+            CollectiveError: the message's shape or dtype differs from ``tensor``'s; ``tensor`` is
+                unchanged and the next message between the two ranks is unaffected.
+            InvalidArgumentTypeError: ``src`` or ``tag`` is not an int.
+            CommGroupError: ``src`` is this rank or outside the group.
         """
 
 

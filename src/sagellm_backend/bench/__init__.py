@@ -156,14 +156,20 @@ def run_cli(
         Exit status (0; targets missed are reported, not errors).
 
     Raises:
-        InvalidArgumentError: An output path cannot be written, or ``only`` matches nothing
-            (both checked before any benchmark runs).
+        InvalidArgumentError: An output path cannot be written, or ``only`` is empty or matches
+            nothing (all checked before any benchmark runs).
         UnavailableError: ``plot`` without matplotlib.
     """
     check_output_paths(report, plot)
+    selected = None
+    if only is not None:
+        selected = {s for s in only.split(",") if s.strip()}
+        if not selected:
+            raise InvalidArgumentError(
+                f"--only {only!r} names no benchmark; give comma-separated name prefixes, e.g. 'copy_blocks,swap'."
+            )
     provider = get_provider(provider_name)
     try:
-        selected = {s for s in only.split(",") if s.strip()} if only else None
         results = run_suite(provider, quick=quick, only=selected, progress=not as_json)
         machine = machine_line(provider)
         when = time.strftime("%Y-%m-%d %H:%M")

@@ -113,7 +113,8 @@ def check_output_paths(report: str | None, plot: str | None) -> None:
         plot: PNG plot path, or None.
 
     Raises:
-        InvalidArgumentError: A path is a directory, or its directory is missing or not writable.
+        InvalidArgumentError: A path is a directory, or its directory is missing or not writable,
+            or the plot's file type is not one matplotlib writes.
         UnavailableError: ``plot`` is given but matplotlib is not installed.
     """
     for what, path in (("report", report), ("plot", plot)):
@@ -129,8 +130,19 @@ def check_output_paths(report: str | None, plot: str | None) -> None:
             )
         if not os.access(parent, os.W_OK):
             raise InvalidArgumentError(f"{what} path {path!r}: directory {str(parent)!r} is not writable.")
-    if plot is not None and importlib.util.find_spec("matplotlib") is None:
+    if plot is None:
+        return
+    if importlib.util.find_spec("matplotlib") is None:
         raise UnavailableError("plot needs matplotlib, which is not installed: pip install matplotlib, or drop --plot.")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    kinds = FigureCanvasAgg.get_supported_filetypes()
+    suffix = Path(plot).suffix.lower().lstrip(".")
+    if suffix and suffix not in kinds:
+        raise InvalidArgumentError(
+            f"plot path {plot!r}: matplotlib cannot write {suffix!r} files; use .png (or one of "
+            f"{', '.join(sorted(kinds))})."
+        )
 
 
 def plot_copy_bandwidth(results: list[Result], path: str, title: str) -> None:

@@ -1,12 +1,11 @@
 """torch.distributed plumbing shared by the torch communicator: the lazily imported module, the
-reduce-op table, environment parsing, and fingerprints for consistency checks."""
+reduce-op table, error mapping, dtype codes, and fingerprints for consistency checks."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from ..errors import BackendError, CollectiveError, CommGroupError, CommTimeoutError, UnavailableError
+from ..errors import BackendError, CollectiveError, CommTimeoutError, UnavailableError
 from ..protocol import ReduceOp, coerce_enum
 
 __all__ = [
@@ -14,7 +13,7 @@ __all__ = [
     "code_name",
     "dist",
     "dtype_code",
-    "env_int",
+    "dtype_from_code",
     "gather_single",
     "map_error",
     "native_op",
@@ -89,15 +88,6 @@ def dist() -> Any:
     return _DIST
 
 
-def env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return None
-    if not value.lstrip("-").isdigit():
-        raise CommGroupError(f"environment variable {name}={value!r} is not an integer.")
-    return int(value)
-
-
 def dtype_code(dtype: Any) -> int:
     """A stable number for a name (dtype or operation), the same on every rank.
 
@@ -115,32 +105,57 @@ def dtype_code(dtype: Any) -> int:
     return _DTYPE_CODES[key]
 
 
+_CODE_DTYPES: dict[int, Any] = {}
+_COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier", "send", "recv")
+
+
+def _known_names() -> None:
+    """Register every torch dtype and collective name once, so that codes another rank sends
+    (for a dtype this rank never used) still print as names."""
+    if _CODE_DTYPES:
+        return
+    import torch
+
+    for value in vars(torch).values():
+        if isinstance(value, torch.dtype):
+            _CODE_DTYPES[dtype_code(value)] = value
+    for name in _COLLECTIVES:
+        dtype_code(name)
+
+
 def code_name(code: int) -> str:
-    """The name behind a :func:`dtype_code`, as far as this rank has seen it.
+    """The name behind a :func:`dtype_code`: every torch dtype and collective is known.
 
     Args:
         code: The code.
 
     Returns:
-        The name (``torch.float32``, ``all_reduce`` ...), or ``#code`` when unknown here.
+        The name (``torch.float32``, ``all_reduce`` ...), or ``#code`` for a name this torch lacks.
     """
-    if not _CODE_NAMES:
-        import torch
-
-        for dt in (
-            torch.float32,
-            torch.float16,
-            torch.bfloat16,
-            torch.float64,
-            torch.int8,
-            torch.uint8,
-            torch.int16,
-            torch.int32,
-            torch.int64,
-            torch.bool,
-        ):
-            dtype_code(dt)
+    _known_names()
     return _CODE_NAMES.get(code, f"#{code}")
+
+
+def dtype_from_code(code: int) -> Any:
+    """The torch dtype behind a :func:`dtype_code`, or ``None`` when this torch has none.
+
+    Args:
+        code: The code.
+
+    Returns:
+        The dtype.
+    """
+    _known_names()
+    return _CODE_DTYPES.get(code)
+
+
+def _extra_text(what: str, extra: int) -> str:
+    if what in ("all_reduce", "reduce_scatter"):
+        ops = list(ReduceOp)
+        return f" op {ops[extra].value}" if 0 <= extra < len(ops) else f" op #{extra}"
+    if what == "broadcast":
+        return f" src {extra}"
+    return ""
 
 
 def map_error(exc: BaseException, what: str, timeout: float | None) -> BackendError:
@@ -200,10 +215,10 @@ def check_consistency(run: Any, what: str, tensor: Any, extra: int, handle: Any,
         parts = []
         for r, row in enumerate(rows):
             nd = row[3]
-            parts.append(
-                f"rank {r}: shape {tuple(row[4 : 4 + nd])} dtype {code_name(row[1])} "
-                f"in {code_name(row[0])} (arg {row[2]})"
-            )
+            dims = tuple(row[4 : 4 + min(nd, 12)])
+            shape_text = str(dims) if nd <= 12 else f"{str(dims)[:-1]}, ...)"
+            op = code_name(row[0])
+            parts.append(f"rank {r}: shape {shape_text} dtype {code_name(row[1])}{_extra_text(op, row[2])} in {op}")
         raise CollectiveError(
             f"{what}: ranks passed mismatched arguments ({'; '.join(parts)}); this rank has "
             f"shape {tuple(tensor.shape)} {tensor.dtype}. Every rank must pass the same shape, "

@@ -21,6 +21,7 @@ from ..errors import (
     UnsupportedOperationError,
 )
 from ..protocol import ReduceOp, coerce_enum
+from .args import check_group_ranks, check_tag
 
 __all__ = ["MockCommunicator", "MockWorld"]
 
@@ -162,6 +163,9 @@ class MockCommunicator(Communicator):
         """Nothing to leave: the world lives as long as its providers."""
 
     def new_group(self, ranks: Sequence[int], *, timeout: float | None = None) -> CommGroup:
+        if timeout is not None:
+            check_timeout("timeout", timeout)
+        check_group_ranks(ranks, self.world_size)
         raise UnsupportedOperationError("the mock world has no sub-groups; use a torch provider (gloo) for groups.")
 
     def _no_group(self, group: CommGroup | None) -> None:
@@ -230,14 +234,19 @@ class MockCommunicator(Communicator):
         """Gather a numpy array from every rank."""
         self._no_group(group)
         arr = self._check_collective(tensor, "all_gather")
+        if out is not None:  # checked before the exchange: a bad out changes nothing anywhere
+            want = (self.world_size, *arr.shape)
+            if not isinstance(out, np.ndarray):
+                raise InvalidArgumentTypeError(f"out must be a numpy array; got {type(out).__name__}.")
+            if out.shape != want or out.dtype != arr.dtype:
+                raise InvalidArgumentError(
+                    f"out must be a {want} {arr.dtype} numpy array; got {out.shape} {out.dtype}."
+                )
+            if not out.flags.writeable:
+                raise InvalidArgumentError("all_gather writes into out, but out is read-only; pass a writeable array.")
         parts = [arr.copy()] if self.world is None else self._gather_checked(arr, "all_gather")
         if out is None:
             return np.stack(parts)
-        if not isinstance(out, np.ndarray) or out.shape != (len(parts), *arr.shape) or out.dtype != arr.dtype:
-            raise InvalidArgumentError(
-                f"out must be a {(len(parts), *arr.shape)} {arr.dtype} numpy array; got "
-                f"{getattr(out, 'shape', type(out).__name__)}."
-            )
         np.stack(parts, out=out)
         return out
 
@@ -275,7 +284,8 @@ class MockCommunicator(Communicator):
         """Send a copy of ``tensor`` to rank ``dst``."""
         self._no_group(group)
         arr = self._check_collective(tensor, "send")
-        self._check_rank(dst, "dst", peer=True)
+        tag = check_tag(tag)
+        dst = self._check_rank(dst, "dst", peer=True)
         world = self._require_world()
         world.post(self._rank, dst, tag, arr.copy())
 
@@ -283,7 +293,8 @@ class MockCommunicator(Communicator):
         """Receive from rank ``src`` into ``tensor``."""
         self._no_group(group)
         arr = self._check_collective(tensor, "recv")
-        self._check_rank(src, "src", peer=True)
+        tag = check_tag(tag)
+        src = self._check_rank(src, "src", peer=True)
         world = self._require_world()
 
         def accept(data: np.ndarray) -> None:

@@ -10,7 +10,9 @@ Semantics (the same on every torch provider):
   divided by the group size (floating dtypes only).
 * ``all_gather(t)`` returns ``(group_size, *t.shape)``; row ``r`` is rank ``r``'s tensor.
 * ``reduce_scatter(t, op)``: ``t.shape[0]`` divisible by the group size; returns this rank's rows.
-* ``broadcast(t, src)`` in place; ``barrier()``; ``send(t, dst)`` / ``recv(t, src)``.
+* ``broadcast(t, src)`` in place; ``barrier()``; ``send(t, dst)`` / ``recv(t, src)``: each payload
+  is preceded by a small header, so a receive buffer of the wrong shape or dtype raises
+  :class:`CollectiveError` on the receiver instead of aborting it (:mod:`.p2p`).
 * Without a process group, a world of one: collectives are the identity, ``send``/``recv`` raise
   :class:`CommGroupError`.
 * On gloo, a peer that does not arrive within the timeout, or exits, raises
@@ -28,6 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..api.comm import CommGroup, Communicator
+from ..core.validate import check_timeout
 from ..errors import (
     BackendError,
     CommGroupError,
@@ -37,6 +40,8 @@ from ..errors import (
 )
 from ..protocol import ReduceOp, coerce_enum
 from . import dist_util as du
+from . import p2p
+from .args import check_group_ranks, check_rank_value, check_tag
 
 if TYPE_CHECKING:
     import torch
@@ -142,13 +147,11 @@ class TorchCommunicator(Communicator):
     def new_group(self, ranks: Sequence[int], *, timeout: float | None = None) -> CommGroup:
         """Create a sub-group. Every rank of the default group must call this, with the same ranks."""
         dist = du.dist()
+        t = check_timeout("timeout", timeout) if timeout is not None else (self.timeout_s or 300.0)
         if not self._is_initialized:
+            check_group_ranks(ranks, 1 << 62)  # types first, whatever the world
             raise CommGroupError("new_group needs a process group; call init_process_group() first.")
-        rs = sorted({int(r) for r in ranks})
-        bad = [r for r in rs if not 0 <= r < self.world_size]
-        if not rs or bad:
-            raise CommGroupError(f"new_group ranks must be in 0..{self.world_size - 1}; got {list(ranks)}.")
-        t = timeout or self.timeout_s or 300.0
+        rs = check_group_ranks(ranks, self.world_size)
         try:
             handle = dist.new_group(rs, timeout=datetime.timedelta(seconds=t))
         except Exception as exc:
@@ -245,8 +248,11 @@ class TorchCommunicator(Communicator):
         if self.check_consistency:
             self._consistency("all_reduce", t, list(ReduceOp).index(rop), handle, size)
         if rop is ReduceOp.AVG and self._backend_name(handle) != "nccl":
+            import torch
+
             self._run("all_reduce", dist.all_reduce, t, op=du.native_op(ReduceOp.SUM), group=handle)
-            t.div_(size)  # gloo has no AVG
+            with torch.no_grad():  # in place like the sum above, also on a leaf that requires grad
+                t.div_(size)  # gloo has no AVG
             return t
         try:
             dist.all_reduce(t, op=du.native_op(rop), group=handle)
@@ -330,13 +336,13 @@ class TorchCommunicator(Communicator):
     def broadcast(self, tensor: Any, src: int = 0, *, group: CommGroup | None = None) -> Any:
         """Copy global rank ``src``'s tensor into every rank's, in place."""
         t = self._check_tensor(tensor, "broadcast")
-        self._check_rank(src, "src", group)
+        src = self._check_rank(src, "src", group)
         if group is None and self._world() is None:
             return t
         handle, size, _ = self._group(group)
         if self.check_consistency:
-            self._consistency("broadcast", t, int(src), handle, size)
-        self._run("broadcast", du.dist().broadcast, t, src=int(src), group=handle)
+            self._consistency("broadcast", t, src, handle, size)
+        self._run("broadcast", du.dist().broadcast, t, src=src, group=handle)
         return t
 
     def barrier(self, *, group: CommGroup | None = None) -> None:
@@ -350,23 +356,25 @@ class TorchCommunicator(Communicator):
         self._run("barrier", du.dist().barrier, group=handle, **kwargs)
 
     def send(self, tensor: Any, dst: int, *, tag: int = 0, group: CommGroup | None = None) -> None:
-        """Send ``tensor`` to global rank ``dst`` (blocks until it is handed over)."""
+        """Send ``tensor`` to global rank ``dst`` (blocks until it is handed over), after a header
+        describing it (see :mod:`.p2p`)."""
         t = self._check_tensor(tensor, "send")
-        self._check_rank(dst, "dst", group, peer=True)
+        tag = check_tag(tag)
+        d = self._check_rank(dst, "dst", group, peer=True)
         handle, _, _ = self._group(group)
-        self._run("send", du.dist().send, t, dst=int(dst), group=handle, tag=tag)
+        p2p.send(self._run, t, d, tag, handle)
 
     def recv(self, tensor: Any, src: int, *, tag: int = 0, group: CommGroup | None = None) -> Any:
-        """Receive from global rank ``src`` into ``tensor``."""
+        """Receive from global rank ``src`` into ``tensor``; a message of another shape or dtype
+        raises :class:`~sagellm_backend.errors.CollectiveError` and leaves ``tensor`` unchanged."""
         t = self._check_tensor(tensor, "recv")
-        self._check_rank(src, "src", group, peer=True)
+        tag = check_tag(tag)
+        s = self._check_rank(src, "src", group, peer=True)
         handle, _, _ = self._group(group)
-        self._run("recv", du.dist().recv, t, src=int(src), group=handle, tag=tag)
-        return t
+        return p2p.recv(self._run, t, s, tag, handle)
 
-    def _check_rank(self, rank: object, what: str, group: CommGroup | None, *, peer: bool = False) -> None:
-        if isinstance(rank, bool) or not isinstance(rank, int):
-            raise InvalidArgumentTypeError(f"{what} must be an int rank; got {rank!r}.")
+    def _check_rank(self, rank: object, what: str, group: CommGroup | None, *, peer: bool = False) -> int:
+        rank = check_rank_value(what, rank)
         members = group.ranks if group is not None else tuple(range(self.world_size))
         if rank not in members:
             raise CommGroupError(f"{what} rank {rank} is not in the group {list(members)}.")
@@ -376,3 +384,4 @@ class TorchCommunicator(Communicator):
                 + ("" if self._is_initialized else " (no process group: call init_process_group())")
                 + "."
             )
+        return rank

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..api import BackendProvider
+from ..errors import InvalidArgumentError
 from ..registry import get_provider
 from .checks import CHECKS, run_check
 
@@ -43,7 +44,17 @@ def run_cli(provider: str, *, as_json: bool = False, select: str | None = None) 
 
     Returns:
         0 when nothing failed, 1 otherwise.
+
+    Raises:
+        InvalidArgumentError: ``select`` matches no check (checked before the provider is created).
+        ProviderNotFoundError: unknown provider.
+        UnavailableError: the provider cannot run here.
     """
+    if select and not any(select in c.name for c in CHECKS):
+        raise InvalidArgumentError(
+            f"-k {select!r} matches no check (a check is selected when its name contains the text). "
+            f"Checks: {', '.join(c.name for c in CHECKS)}."
+        )
     first = get_provider(provider)
     name, device = first.name, first.device
     first.close()

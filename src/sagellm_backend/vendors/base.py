@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import Availability, ProviderConfig
 from ..core.validate import check_count
-from ..errors import InvalidDeviceError, UnavailableError
+from ..errors import InvalidArgumentTypeError, InvalidDeviceError, UnavailableError
 from ..protocol import DType
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ __all__ = [
     "VendorSpec",
     "accelerator_init",
     "accelerator_parts",
+    "check_options",
     "create_from_config",
     "detect_torch_module",
     "vendor_factory",
@@ -183,6 +185,32 @@ def accelerator_parts(
     }
 
 
+def check_options(spec: VendorSpec, cls: type[Provider], kwargs: dict[str, Any]) -> None:
+    """Refuse keywords that ``cls``'s constructor does not take, naming the accepted ones.
+
+    Args:
+        spec: The vendor (for the message).
+        cls: The provider class.
+        kwargs: The constructor keywords about to be passed.
+
+    Raises:
+        InvalidArgumentTypeError: a keyword the constructor has no parameter for.
+    """
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    accepted = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        shown = sorted(accepted - {"availability"})
+        raise InvalidArgumentTypeError(
+            f"the {spec.name!r} provider has no option {', '.join(repr(k) for k in unknown)}. It accepts: "
+            f"{', '.join(shown)}; a config may also give kind, device and device_ids.",
+            provider=spec.name,
+            unknown=unknown,
+        )
+
+
 def create_from_config(
     spec: VendorSpec, config: object = None, *, availability: Availability | None = None, **options: Any
 ) -> Provider:
@@ -196,6 +224,10 @@ def create_from_config(
 
     Returns:
         The provider.
+
+    Raises:
+        InvalidArgumentTypeError: ``config`` is of an unusable type, or an option (or a config key)
+            the provider's constructor does not take.
     """
     cfg = ProviderConfig.from_any(config, **options)
     kwargs = dict(cfg.options)
@@ -207,7 +239,9 @@ def create_from_config(
             kwargs.setdefault("device_id", index)
     if availability is not None:
         kwargs["availability"] = availability
-    return spec.load_class()(**kwargs)
+    cls = spec.load_class()
+    check_options(spec, cls, kwargs)
+    return cls(**kwargs)
 
 
 def vendor_factory(spec: VendorSpec) -> Callable[..., Provider]:

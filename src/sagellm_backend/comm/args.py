@@ -1,0 +1,136 @@
+"""Argument checks shared by every communicator: ranks, rank lists, message tags, and the
+``RANK``/``WORLD_SIZE``/``MASTER_PORT`` environment values torchrun sets."""
+
+from __future__ import annotations
+
+import operator
+import os
+import re
+
+from ..errors import CommGroupError, InvalidArgumentError, InvalidArgumentTypeError
+
+__all__ = ["MAX_TAG", "check_group_ranks", "check_rank_value", "check_tag", "env_int"]
+
+MAX_TAG = (1 << 31) - 1
+"""Largest message tag (torch.distributed passes tags as C ints)."""
+
+_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def _as_int(value: object) -> int | None:
+    """``value`` as an exact int (Python or numpy integer, integer 0-d tensor), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if hasattr(value, "__index__"):
+        try:
+            return operator.index(value)
+        except TypeError:
+            return None
+    return None
+
+
+def check_rank_value(name: str, value: object) -> int:
+    """An integer rank-like argument (``rank``, ``world_size``, ``src``, ``dst``).
+
+    Args:
+        name: Argument name for the message.
+        value: What the caller passed.
+
+    Returns:
+        The int (range checks are the caller's: they depend on the world).
+
+    Raises:
+        InvalidArgumentTypeError: not an exact integer (``True``, ``1.0`` and ``"1"`` are refused).
+    """
+    found = _as_int(value)
+    if found is None:
+        raise InvalidArgumentTypeError(f"{name} must be an int; got {type(value).__name__} {value!r}.")
+    return found
+
+
+def check_tag(tag: object) -> int:
+    """A point-to-point message tag: an int in ``0 .. MAX_TAG``.
+
+    Args:
+        tag: What the caller passed.
+
+    Returns:
+        The tag.
+
+    Raises:
+        InvalidArgumentTypeError: not an exact integer.
+        InvalidArgumentError: negative or above :data:`MAX_TAG`.
+    """
+    found = _as_int(tag)
+    if found is None:
+        raise InvalidArgumentTypeError(f"tag must be an int; got {type(tag).__name__} {tag!r}. Pass e.g. tag=0.")
+    if not 0 <= found <= MAX_TAG:
+        raise InvalidArgumentError(f"tag must be in 0..{MAX_TAG}; got {found}.")
+    return found
+
+
+def check_group_ranks(ranks: object, world_size: int) -> list[int]:
+    """The member list of a new group: distinct exact ints, each a rank of the world.
+
+    Args:
+        ranks: What the caller passed.
+        world_size: Ranks in the world.
+
+    Returns:
+        The ranks, ascending.
+
+    Raises:
+        InvalidArgumentTypeError: not a sequence (a str is refused), or a member is not an int.
+        InvalidArgumentError: a rank is given twice.
+        CommGroupError: empty, or a rank outside ``0 .. world_size - 1``.
+    """
+    if isinstance(ranks, (str, bytes)) or not hasattr(ranks, "__iter__") or not hasattr(ranks, "__len__"):
+        raise InvalidArgumentTypeError(
+            f"ranks must be a sequence of ints (e.g. [0, 1]); got {type(ranks).__name__} {ranks!r}."
+        )
+    members: list[int] = []
+    for r in ranks:
+        found = _as_int(r)
+        if found is None:
+            raise InvalidArgumentTypeError(f"ranks must be ints; got {type(r).__name__} {r!r} in {ranks!r}.")
+        if found in members:
+            raise InvalidArgumentError(f"rank {found} is given twice in {ranks!r}; list each member once.")
+        members.append(found)
+    if not members:
+        raise CommGroupError("a group needs at least one rank; got an empty list.")
+    bad = [r for r in members if not 0 <= r < world_size]
+    if bad:
+        raise CommGroupError(
+            f"group ranks must be in 0..{world_size - 1} (the world has {world_size}); got {bad} in {list(members)}."
+        )
+    return sorted(members)
+
+
+def env_int(name: str, *, minimum: int) -> int | None:
+    """An integer environment variable (``RANK``, ``WORLD_SIZE``, ``MASTER_PORT``), or ``None`` when unset.
+
+    Args:
+        name: The variable.
+        minimum: Smallest valid value.
+
+    Returns:
+        The value.
+
+    Raises:
+        CommGroupError: set to something other than a decimal integer (ASCII digits), or below
+            ``minimum``; the message names the variable and its value.
+    """
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return None
+    if not _INT.fullmatch(value.strip()):
+        raise CommGroupError(
+            f"environment variable {name}={value!r} is not an integer. torchrun sets it; when launching by "
+            f"hand, set {name} to a whole number or unset it and pass the value as an argument."
+        )
+    found = int(value.strip())
+    if found < minimum:
+        raise CommGroupError(f"environment variable {name}={value!r} must be >= {minimum}.")
+    return found
