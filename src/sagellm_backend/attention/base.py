@@ -5,6 +5,7 @@ Torch is imported only where a tensor has to be made or inspected, so importing 
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,9 +72,13 @@ def int_list(name: str, value: object, *, minimum: int = 0) -> list[int]:
     if dtype is not None and any(kind in str(dtype) for kind in ("float", "complex", "bool")):
         raise InvalidArgumentTypeError(f"{name} must hold integers; got an array of dtype {dtype}.")
     tolist = getattr(value, "tolist", None)
-    items = tolist() if tolist is not None else list(value)  # type: ignore[call-overload]  # a Sequence here
-    if not isinstance(items, list) or any(isinstance(x, bool) or not isinstance(x, int) for x in items):
-        raise InvalidArgumentTypeError(f"{name} must be a flat sequence of ints; got {value!r}.")
+    raw = tolist() if tolist is not None else list(value)  # type: ignore[call-overload]  # a Sequence here
+    try:
+        if not isinstance(raw, list) or any(isinstance(x, bool) for x in raw):
+            raise TypeError
+        items = [operator.index(x) for x in raw]
+    except TypeError:
+        raise InvalidArgumentTypeError(f"{name} must be a flat sequence of ints; got {value!r}.") from None
     bad = [x for x in items if x < minimum]
     if bad:
         raise InvalidArgumentError(f"{name} entries must be >= {minimum}; got {bad[:4]} in {items[:16]}.")
@@ -237,7 +242,7 @@ class AttentionMetadata:
             InvalidArgumentError: A field has a bad value or the fields disagree.
         """
         kw.pop("is_prefill", None)
-        return cls(is_prefill=True, seq_lens=list(seq_lens), device=device, **kw)
+        return cls(is_prefill=True, seq_lens=seq_lens, device=device, **kw)  # type: ignore[arg-type]  # converted in __post_init__
 
     @classmethod
     def for_decode(

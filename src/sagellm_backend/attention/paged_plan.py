@@ -79,7 +79,7 @@ def _padded_index(mask: torch.Tensor | None, md: AttentionMetadata, t: int) -> t
     return real.reshape(-1).nonzero().squeeze(1)
 
 
-def _check_static(md: AttentionMetadata, shp: QKVShape, k_cache: torch.Tensor) -> list[int]:
+def _check_static(md: AttentionMetadata, shp: QKVShape, k_cache: torch.Tensor, padded_ok: bool) -> list[int]:
     """Host-side checks; returns key lengths per sequence."""
     bs = int(k_cache.shape[1])
     if md.attn_type != "decoder":
@@ -109,6 +109,11 @@ def _check_static(md: AttentionMetadata, shp: QKVShape, k_cache: torch.Tensor) -
             )
         key_lens = [c + 1 for c in md.context_lens]
     tokens = sum(md.seq_lens)
+    if shp.tokens != tokens and not padded_ok:
+        raise InvalidArgumentError(
+            f"seq_lens sum to {tokens} but there are {shp.tokens} query tokens: pack the sequences, or for a padded "
+            f"prefill of {md.num_seqs} rows pass the bool HF attn_mask [B, 1, q, kv]."
+        )
     if md.slot_mapping.dim() != 1 or md.slot_mapping.shape[0] != tokens:
         raise InvalidArgumentError(
             f"slot_mapping must be [{tokens}] (one slot per new token); got {tuple(md.slot_mapping.shape)}."
@@ -184,6 +189,11 @@ def plan_paged_call(
 
     num_blocks, bs = int(k_cache.shape[0]), int(k_cache.shape[1])
     padded = md.is_prefill and shp.tokens != sum(md.seq_lens)
+    if md.is_prefill and attn_mask is not None and attn_mask.shape[0] * attn_mask.shape[2] != shp.tokens:
+        raise InvalidArgumentError(
+            f"attn_mask {tuple(attn_mask.shape)} does not fit {shp.tokens} query tokens: a prefill mask is "
+            "[B, 1, q, kv] for B rows of q tokens (B*q == tokens)."
+        )
     memo = (
         num_blocks, bs, shp.tokens, str(device), md.is_prefill, tuple(md.seq_lens), tuple(md.context_lens or ()),
         tuple(md.cached_lens or ()), _ident(md.block_tables), _ident(md.slot_mapping),
@@ -192,7 +202,7 @@ def plan_paged_call(
     plan: PagedPlan | None = md._plans.get(memo)
     if plan is not None:
         return plan
-    key_lens = _check_static(md, shp, k_cache)
+    key_lens = _check_static(md, shp, k_cache, padded and attn_mask is not None)
     assert md.block_tables is not None and md.slot_mapping is not None  # checked above
     index = _padded_index(attn_mask, md, shp.tokens) if padded else None
     table = md.block_tables.to(device=device, dtype=torch.int64)
