@@ -104,10 +104,22 @@ def test_metadata_converts_lists() -> None:
         (lambda: AttentionMetadata.for_prefill([2], attn_type="sliding"), InvalidArgumentError),
         (lambda: AttentionMetadata.for_prefill([2], cached_lens=[1, 2]), InvalidArgumentError),
         (lambda: AttentionMetadata.for_prefill([2], block_tables=torch.zeros(1, 2)), InvalidArgumentTypeError),
-        (lambda: AttentionMetadata.for_prefill([2], block_tables=torch.zeros(2, dtype=torch.long)), InvalidArgumentError),
-        (lambda: AttentionMetadata.for_prefill([2], block_tables=torch.zeros(2, 1, dtype=torch.long)), InvalidArgumentError),
-        (lambda: AttentionMetadata.for_prefill([2], slot_mapping=torch.zeros(1, 2, dtype=torch.long)), InvalidArgumentError),
-        (lambda: AttentionMetadata.for_prefill([2], slot_mapping=torch.zeros(2, dtype=torch.bool)), InvalidArgumentTypeError),
+        (
+            lambda: AttentionMetadata.for_prefill([2], block_tables=torch.zeros(2, dtype=torch.long)),
+            InvalidArgumentError,
+        ),
+        (
+            lambda: AttentionMetadata.for_prefill([2], block_tables=torch.zeros(2, 1, dtype=torch.long)),
+            InvalidArgumentError,
+        ),
+        (
+            lambda: AttentionMetadata.for_prefill([2], slot_mapping=torch.zeros(1, 2, dtype=torch.long)),
+            InvalidArgumentError,
+        ),
+        (
+            lambda: AttentionMetadata.for_prefill([2], slot_mapping=torch.zeros(2, dtype=torch.bool)),
+            InvalidArgumentTypeError,
+        ),
         (lambda: AttentionMetadata.for_prefill([2], num_tokens=-5), InvalidArgumentError),
         (lambda: AttentionMetadata.for_decode([3, 4], None, context_lens=None), TypeError),
         (lambda: AttentionMetadata(is_prefill=False, seq_lens=[1]), InvalidArgumentError),
@@ -326,7 +338,11 @@ BAD_CALLS = [
     ("cache_single", _set("kv_cache", lambda c: c["kv_cache"][0]), InvalidArgumentTypeError),
     ("cache_triple", _set("kv_cache", lambda c: (*c["kv_cache"], c["kv_cache"][0])), InvalidArgumentTypeError),
     ("cache_dtype", _set("kv_cache", lambda c: (c["kv_cache"][0].half(), c["kv_cache"][1])), UnsupportedDTypeError),
-    ("cache_heads", _set("kv_cache", lambda c: tuple(x.repeat(1, 1, 2, 1) for x in c["kv_cache"])), InvalidArgumentError),
+    (
+        "cache_heads",
+        _set("kv_cache", lambda c: tuple(x.repeat(1, 1, 2, 1) for x in c["kv_cache"])),
+        InvalidArgumentError,
+    ),
     ("cache_shapes_differ", _set("kv_cache", lambda c: (c["kv_cache"][0], c["kv_cache"][1][:5])), InvalidArgumentError),
     (
         "cache_inner_not_contiguous",
@@ -344,7 +360,11 @@ BAD_CALLS = [
     ("block_size_mismatch", _set_md(block_size=8), InvalidArgumentError),
     ("kv_heads_mismatch", _set_md(num_kv_heads=1), InvalidArgumentError),
     ("seq_lens_vs_tokens", _set_md(seq_lens=[4, 3]), InvalidArgumentError),
-    ("padded_without_mask_fit", _set("attn_mask", lambda c: torch.ones(2, 1, 3, 3, dtype=torch.bool)), InvalidArgumentError),
+    (
+        "padded_without_mask_fit",
+        _set("attn_mask", lambda c: torch.ones(2, 1, 3, 3, dtype=torch.bool)),
+        InvalidArgumentError,
+    ),
     ("encoder_type", _set_md(attn_type="encoder"), UnsupportedOperationError),
     ("scale_str", _set("scale", lambda c: "0.5"), InvalidArgumentTypeError),
     ("scale_nan", _set("scale", lambda c: float("nan")), InvalidArgumentError),
