@@ -277,6 +277,13 @@ def test_sdpa_varlen_prefill_is_causal_per_sequence(lens, heads) -> None:
         at += n
 
 
+def test_sdpa_varlen_cases_cover_both_strategies() -> None:
+    from sagellm_backend.attention.sdpa import use_block_diagonal
+
+    assert use_block_diagonal([5, 7, 3]) and use_block_diagonal([0, 4, 0])
+    assert not use_block_diagonal([40, 1, 90, 40, 13]) and not use_block_diagonal([16, 16, 16])
+
+
 def test_sdpa_decode_without_cache_attends_to_itself() -> None:
     q, k, v = torch.randn(3, 4, 8), torch.randn(3, 2, 8), torch.randn(3, 2, 8)
     out = SDPAAttentionBackend().forward(q, k, v, AttentionMetadata.for_decode([4, 9, 0], None))

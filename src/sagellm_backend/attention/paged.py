@@ -9,6 +9,7 @@ the choice (``triton`` still needs a CUDA tensor and an importable Triton). Diag
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from types import ModuleType
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PagedAttentionBackend", "select_paged_ops"]
 
+_LOG = logging.getLogger(__name__)
 _TRITON: list[ModuleType | None] = []  # [module or None] once probed
 _TRITON_LOCK = threading.Lock()
 _TRITON_DTYPES = ("float16", "bfloat16", "float32")
@@ -37,6 +39,11 @@ def _triton_ops() -> ModuleType | None:
             try:
                 from . import paged_triton
             except ImportError:
+                _TRITON.append(None)
+            except Exception as exc:  # a broken Triton install must not break attention: use the torch ops
+                _LOG.warning(
+                    "paged attention: Triton ops failed to import (%s: %s); using torch ops", type(exc).__name__, exc
+                )
                 _TRITON.append(None)
             else:
                 _TRITON.append(paged_triton)

@@ -2,9 +2,10 @@
 
 Paths (the diagnostics' ``path_name``):
 
-- ``varlen``: prefill over packed ``seq_lens`` (causal for ``attn_type='decoder'``). Up to
-  :data:`BLOCK_DIAGONAL_MAX_TOKENS` tokens of sequences of different lengths run as one call with a
-  block-diagonal mask; otherwise sequences of equal length are batched into one call each.
+- ``varlen``: prefill over packed ``seq_lens`` (causal for ``attn_type='decoder'``). Sequences of equal
+  length are batched into one call each; when that means several calls and the whole batch is small
+  (``T**2 <= sum(len**2) + 4096``, i.e. the masked-out work stays below the per-call overhead measured on
+  CPU), one call with a block-diagonal mask runs instead.
 - ``masked``: prefill with an HF mask ``[B, 1|Hq, q, kv]``: the query is ``B`` rows of ``q`` tokens and the
   mask (causality included) decides everything; rows with nothing to attend to give zeros.
 - ``decode_self``: decode without a cache: each token attends to itself only, so the result is its value.
@@ -22,10 +23,22 @@ from .validation import check_mask, check_metadata, check_qkv, resolve_scale
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BLOCK_DIAGONAL_MAX_TOKENS", "SDPAAttentionBackend", "sdpa_attention"]
+__all__ = ["SDPAAttentionBackend", "sdpa_attention", "use_block_diagonal"]
 
-#: Largest packed prefill (tokens) run as one call with a block-diagonal mask instead of per-length calls.
-BLOCK_DIAGONAL_MAX_TOKENS = 128
+
+def use_block_diagonal(lens: list[int]) -> bool:
+    """Whether a packed prefill of ``lens`` runs as one block-diagonal-masked call (see the module doc).
+
+    Args:
+        lens: Tokens per sequence.
+
+    Returns:
+        True for one masked call, False for one call per distinct length.
+    """
+    if len(set(lens)) <= 1:
+        return False
+    t = sum(lens)
+    return t * t <= sum(n * n for n in lens) + 4096
 
 
 def _sdpa(
@@ -62,7 +75,7 @@ def _varlen(
         b = len(lens)
         out = _sdpa(_heads_first(q, b), _heads_first(k, b), _heads_first(v, b), None, causal, scale)
         return out.transpose(1, 2).reshape(q.shape)
-    if t <= BLOCK_DIAGONAL_MAX_TOKENS:
+    if use_block_diagonal(lens):
         counts = torch.tensor(lens, device=q.device)
         seq = torch.repeat_interleave(torch.arange(len(lens), device=q.device), counts)
         mask = seq[:, None] == seq[None, :]
@@ -80,12 +93,12 @@ def _varlen(
         if n:
             by_len.setdefault(n, []).append(i)
     for n, seqs in by_len.items():
-        if len(seqs) == 1:
-            s = starts[seqs[0]]
-            rows: slice | torch.Tensor = slice(s, s + n)
-        else:
-            rows = torch.cat([torch.arange(starts[i], starts[i] + n) for i in seqs]).to(q.device)
         b = len(seqs)
+        if b == 1:
+            rows: slice | torch.Tensor = slice(starts[seqs[0]], starts[seqs[0]] + n)
+        else:
+            first = torch.tensor([starts[i] for i in seqs], device=q.device)
+            rows = (first[:, None] + torch.arange(n, device=q.device)[None, :]).reshape(-1)
         o = _sdpa(_heads_first(q[rows], b), _heads_first(k[rows], b), _heads_first(v[rows], b), None, causal, scale)
         out[rows] = o.transpose(1, 2).reshape(b * n, q.shape[1], q.shape[2])
     return out
