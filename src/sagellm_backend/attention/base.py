@@ -90,6 +90,15 @@ def _optional_positive(name: str, value: object) -> int | None:
 
 
 def check_device(device: object) -> None:
+    """Accept a non-empty str or a ``torch.device`` (recognised without importing torch).
+
+    Args:
+        device: The device argument.
+
+    Raises:
+        InvalidArgumentTypeError: Neither a str nor a torch.device.
+        InvalidArgumentError: An empty string.
+    """
     if isinstance(device, str):
         if not device:
             raise InvalidArgumentError("device must be a non-empty string such as 'cpu' or 'cuda:0'.")
@@ -99,7 +108,21 @@ def check_device(device: object) -> None:
 
 
 def int_tensor(name: str, value: object, ndim: int, device: object) -> torch.Tensor:
-    """A tensor kept as given, or a (ragged, zero-padded) nested sequence turned into an int64 tensor."""
+    """An integer tensor of rank ``ndim`` kept as given, or a (nested, ragged: zero-padded) sequence as int64.
+
+    Args:
+        name: Argument name for the messages.
+        value: Tensor, list of ints (``ndim == 1``) or list of lists of ints (``ndim == 2``).
+        ndim: Required rank.
+        device: Where a converted sequence is placed.
+
+    Returns:
+        The tensor.
+
+    Raises:
+        InvalidArgumentTypeError: Not integers.
+        InvalidArgumentError: Wrong rank.
+    """
     import torch
 
     if isinstance(value, torch.Tensor):

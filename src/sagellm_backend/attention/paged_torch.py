@@ -101,20 +101,45 @@ def paged_decode(
     Returns:
         ``[B, Hq, D]`` in the query's dtype (``out`` when given).
     """
-    b, hq, d = query.shape
     bs = k_cache.shape[1]
     lens = seq_lens.to(device=query.device, dtype=torch.int64)
-    nb = (int(lens.max()) + bs - 1) // bs
+    need = [(n + bs - 1) // bs for n in lens.tolist()]
+    res = out if out is not None else torch.empty_like(query)
+    if len(need) * max(need, default=0) <= 2 * sum(need):
+        res.copy_(_decode_group(query, k_cache, v_cache, block_tables, lens, max(need, default=0), scale))
+        return res
+    # Lengths differ widely: bucket sequences by power-of-two page counts so padding at most doubles the work.
+    buckets: dict[int, list[int]] = {}
+    for i, n in enumerate(need):
+        buckets.setdefault(max(n - 1, 0).bit_length(), []).append(i)
+    for ids in buckets.values():
+        idx = torch.tensor(ids, dtype=torch.int64, device=query.device)
+        part = _decode_group(
+            query.index_select(0, idx), k_cache, v_cache, block_tables.index_select(0, idx),
+            lens.index_select(0, idx), max(need[i] for i in ids), scale,
+        )  # fmt: skip
+        res.index_copy_(0, idx, part.to(res.dtype))
+    return res
+
+
+def _decode_group(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    lens: torch.Tensor,
+    nb: int,
+    scale: float,
+) -> torch.Tensor:
+    """Decode of one batch padded to ``nb`` pages per sequence; returns ``[B, Hq, D]`` in the compute dtype."""
+    b, hq, d = query.shape
+    bs = k_cache.shape[1]
     table = block_tables[:, :nb].to(torch.int64)
     cdt = _compute_dtype(query.dtype)
     k = _gather(k_cache, table, cdt)
     v = _gather(v_cache, table, cdt)
     mask = (torch.arange(nb * bs, device=query.device)[None, :] < lens[:, None])[:, None, :]
-    res = _attend_pages(query.to(cdt).view(b, hq, 1, d), k, v, mask, scale).view(b, hq, d)
-    if out is None:
-        return res.to(query.dtype)
-    out.copy_(res)
-    return out
+    return _attend_pages(query.to(cdt).view(b, hq, 1, d), k, v, mask, scale).view(b, hq, d)
 
 
 def paged_prefill(
