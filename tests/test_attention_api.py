@@ -368,6 +368,7 @@ BAD_CALLS = [
     ("encoder_type", _set_md(attn_type="encoder"), UnsupportedOperationError),
     ("scale_str", _set("scale", lambda c: "0.5"), InvalidArgumentTypeError),
     ("scale_nan", _set("scale", lambda c: float("nan")), InvalidArgumentError),
+    ("scale_negative", _set("scale", lambda c: -0.5), InvalidArgumentError),
     ("mask_int", _set("attn_mask", lambda c: torch.ones(2, 1, 4, 4, dtype=torch.int32)), InvalidArgumentTypeError),
     ("mask_3d", _set("attn_mask", lambda c: torch.ones(2, 4, 4, dtype=torch.bool)), InvalidArgumentError),
 ]

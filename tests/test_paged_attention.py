@@ -288,3 +288,13 @@ def test_sdpa_decode_without_cache_attends_to_itself() -> None:
     q, k, v = torch.randn(3, 4, 8), torch.randn(3, 2, 8), torch.randn(3, 2, 8)
     out = SDPAAttentionBackend().forward(q, k, v, AttentionMetadata.for_decode([4, 9, 0], None))
     assert torch.equal(out, v.repeat_interleave(2, 1))
+
+
+def test_ops_selection_on_cpu_and_env_override(monkeypatch) -> None:
+    from sagellm_backend.attention import paged_torch
+    from sagellm_backend.attention.paged import select_paged_ops
+
+    assert select_paged_ops(torch.device("cpu"), torch.float16, 128, 16) == (paged_torch, "torch")
+    monkeypatch.setenv("SAGELLM_PAGED_ATTENTION_IMPL", "torch")
+    assert select_paged_ops(torch.device("cuda"), torch.float16, 128, 16) == (paged_torch, "torch")
+    assert PagedAttentionBackend().implementation_for(torch.device("cpu"), torch.float32, 64, 16) == "torch"

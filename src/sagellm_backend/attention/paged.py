@@ -9,10 +9,11 @@ the choice (``triton`` still needs a CUDA tensor and an importable Triton). Diag
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
-from types import ModuleType
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from .base import AttentionBackend, AttentionMetadata, check_device, positive_int
@@ -27,26 +28,44 @@ if TYPE_CHECKING:
 __all__ = ["PagedAttentionBackend", "select_paged_ops"]
 
 _LOG = logging.getLogger(__name__)
-_TRITON: list[ModuleType | None] = []  # [module or None] once probed
+_TRITON: list[Any] = []  # [op namespace or None] once probed
 _TRITON_LOCK = threading.Lock()
 _TRITON_DTYPES = ("float16", "bfloat16", "float32")
 
 
-def _triton_ops() -> ModuleType | None:
-    """``paged_triton`` if it imports (Triton present), else None; probed once per process."""
+def _load_triton_ops() -> Any:
+    """Triton ops: store_kv and paged_decode of paged_triton; paged_prefill from it or paged_triton_prefill.
+
+    Raises ImportError when Triton or an op is missing.
+    """
+    paged_triton = importlib.import_module(".paged_triton", __package__)
+    prefill = getattr(paged_triton, "paged_prefill", None)
+    if prefill is None:
+        prefill = importlib.import_module(".paged_triton_prefill", __package__).paged_prefill
+    ops = SimpleNamespace(
+        store_kv=getattr(paged_triton, "store_kv", None),
+        paged_decode=getattr(paged_triton, "paged_decode", None),
+        paged_prefill=prefill,
+        supports=getattr(paged_triton, "supports", None),
+    )
+    if ops.store_kv is None or ops.paged_decode is None:
+        raise ImportError("paged_triton lacks store_kv or paged_decode")
+    return ops
+
+
+def _triton_ops() -> Any:
+    """The Triton op set if it imports, else None; probed once per process."""
     with _TRITON_LOCK:
         if not _TRITON:
             try:
-                from . import paged_triton
+                _TRITON.append(_load_triton_ops())
             except ImportError:
                 _TRITON.append(None)
             except Exception as exc:  # a broken Triton install must not break attention: use the torch ops
                 _LOG.warning(
-                    "paged attention: Triton ops failed to import (%s: %s); using torch ops", type(exc).__name__, exc
+                    "paged attention: Triton ops failed to load (%s: %s); using torch ops", type(exc).__name__, exc
                 )
                 _TRITON.append(None)
-            else:
-                _TRITON.append(paged_triton)
         return _TRITON[0]
 
 
@@ -54,9 +73,7 @@ def _pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-def select_paged_ops(
-    device: torch.device, dtype: torch.dtype, head_dim: int, block_size: int
-) -> tuple[ModuleType, str]:
+def select_paged_ops(device: torch.device, dtype: torch.dtype, head_dim: int, block_size: int) -> tuple[Any, str]:
     """Pick the op module for tensors of ``device``/``dtype`` and the cache geometry.
 
     Triton is used for CUDA tensors of fp16/bf16/fp32 with power-of-two ``head_dim`` (16..256) and
@@ -70,7 +87,8 @@ def select_paged_ops(
         block_size: Cache block size.
 
     Returns:
-        ``(ops_module, implementation_name)`` with the name ``"triton"`` or ``"torch"``.
+        ``(ops, implementation_name)``: an object with ``store_kv``, ``paged_decode``, ``paged_prefill``, and
+        ``"triton"`` or ``"torch"``.
     """
     from . import paged_torch
 
@@ -80,7 +98,7 @@ def select_paged_ops(
         fits = fits and _pow2(block_size) and block_size >= 8
         ops = _triton_ops() if fits or choice == "triton" else None
         if ops is not None:
-            hook = getattr(ops, "supports", None)
+            hook = ops.supports
             if hook is None or hook(head_dim=head_dim, block_size=block_size, dtype=dtype):
                 return ops, "triton"
     return paged_torch, "torch"

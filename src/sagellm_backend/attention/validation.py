@@ -102,7 +102,7 @@ def check_qkv(query: object, key: object, value: object) -> QKVShape:
 
 
 def resolve_scale(scale: object, head_dim: int) -> float:
-    """The softmax scale: ``scale`` if given (finite real), else ``head_dim ** -0.5``.
+    """The softmax scale: ``scale`` if given (finite, > 0), else ``head_dim ** -0.5``.
 
     Args:
         scale: ``None`` or a number.
@@ -113,14 +113,14 @@ def resolve_scale(scale: object, head_dim: int) -> float:
 
     Raises:
         InvalidArgumentTypeError: Not a number.
-        InvalidArgumentError: Not finite.
+        InvalidArgumentError: Not finite or not positive.
     """
     if scale is None:
         return 1.0 / math.sqrt(head_dim)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
         raise InvalidArgumentTypeError(f"scale must be a float or None; got {type(scale).__name__}.")
-    if not math.isfinite(scale):
-        raise InvalidArgumentError(f"scale must be finite; got {scale}.")
+    if not math.isfinite(scale) or scale <= 0:
+        raise InvalidArgumentError(f"scale must be a finite number > 0; got {scale}.")
     return float(scale)
 
 
