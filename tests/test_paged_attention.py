@@ -298,3 +298,19 @@ def test_ops_selection_on_cpu_and_env_override(monkeypatch) -> None:
     monkeypatch.setenv("SAGELLM_PAGED_ATTENTION_IMPL", "torch")
     assert select_paged_ops(torch.device("cuda"), torch.float16, 128, 16) == (paged_torch, "torch")
     assert PagedAttentionBackend().implementation_for(torch.device("cpu"), torch.float32, 64, 16) == "torch"
+
+
+def test_torch_ops_small_groups_and_query_chunks_give_the_same_results(monkeypatch) -> None:
+    from sagellm_backend.attention import paged_torch
+
+    monkeypatch.setattr(paged_torch, "CPU_GROUP_BYTES", 1)  # one sequence per decode group
+    monkeypatch.setattr(paged_torch, "SCORE_BYTES", 4096)  # a few query rows per prefill chunk
+    results = check_paged_ops(
+        paged_torch, "cpu", dtypes=(torch.float32, torch.bfloat16), head_dims=(64,), block_sizes=(16,),
+        head_configs=((8, 2),), tolerances={"float32": (1e-5, 1e-5)},
+    )  # fmt: skip
+    assert all(r.worst_ratio <= 1.0 for r in results)
+    groups = paged_torch.decode_groups([1, 133, 2, 69, 1, 1], 1 << 14, on_cpu=False)
+    assert groups == [([0, 4, 5], 1), (slice(1, 2), 133), (slice(2, 3), 2), (slice(3, 4), 69)]
+    assert paged_torch.decode_groups([4] * 6, 1 << 14, on_cpu=False) == [(slice(0, 6), 4)]
+    assert len(paged_torch.decode_groups([64] * 8, 1 << 14, on_cpu=True)) == 8  # 1 MiB per sequence > 1 byte
