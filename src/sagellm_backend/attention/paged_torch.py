@@ -29,7 +29,7 @@ CPU_GROUP_BYTES = 8 << 20
 #: Target bytes of one prefill chunk's fp32 scores.
 SCORE_BYTES = 16 << 20
 #: Largest workspace kept per thread and purpose; bigger gathers allocate (and free) their own buffer.
-WORKSPACE_MAX_BYTES = 256 << 20
+WORKSPACE_MAX_BYTES = 32 << 20
 
 _LOCAL = threading.local()
 
