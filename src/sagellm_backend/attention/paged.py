@@ -1,0 +1,238 @@
+"""Paged attention: the backend writes the new tokens' K/V into a block cache and attends through block tables.
+
+Ops: ``paged_triton`` (Triton kernels) for CUDA tensors when Triton imports and the shape fits, else
+``paged_torch`` (vectorised torch, any device). ``SAGELLM_PAGED_ATTENTION_IMPL=torch|triton|auto`` overrides
+the choice (``triton`` still needs a CUDA tensor and an importable Triton). Diagnostics key the calls
+``"paged:implementation=<ops>"``; calls without a cache or block tables run the SDPA semantics and are keyed
+``"paged:sdpa_fallback/<path>"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from .base import AttentionBackend, AttentionMetadata, check_device, positive_int
+from .diagnostics import record_attention_call
+from .paged_plan import plan_paged_call
+from .sdpa import sdpa_attention
+from .validation import check_kv_cache, check_mask, check_metadata, check_qkv, resolve_scale
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["PagedAttentionBackend", "select_paged_ops"]
+
+_LOG = logging.getLogger(__name__)
+_TRITON: list[Any] = []  # [op namespace or None] once probed
+_TRITON_LOCK = threading.Lock()
+_TRITON_DTYPES = ("float16", "bfloat16", "float32")
+
+
+def _load_triton_ops() -> Any:
+    """Triton ops: store_kv and paged_decode of paged_triton; paged_prefill from it or paged_triton_prefill.
+
+    Raises ImportError when Triton or an op is missing.
+    """
+    paged_triton = importlib.import_module(".paged_triton", __package__)
+    prefill = getattr(paged_triton, "paged_prefill", None)
+    if prefill is None:
+        prefill = importlib.import_module(".paged_triton_prefill", __package__).paged_prefill
+    ops = SimpleNamespace(
+        store_kv=getattr(paged_triton, "store_kv", None),
+        paged_decode=getattr(paged_triton, "paged_decode", None),
+        paged_prefill=prefill,
+        supports=getattr(paged_triton, "supports", None),
+    )
+    if ops.store_kv is None or ops.paged_decode is None:
+        raise ImportError("paged_triton lacks store_kv or paged_decode")
+    return ops
+
+
+def _triton_ops() -> Any:
+    """The Triton op set if it imports, else None; probed once per process."""
+    with _TRITON_LOCK:
+        if not _TRITON:
+            try:
+                _TRITON.append(_load_triton_ops())
+            except ImportError:
+                _TRITON.append(None)
+            except Exception as exc:  # a broken Triton install must not break attention: use the torch ops
+                _LOG.warning(
+                    "paged attention: Triton ops failed to load (%s: %s); using torch ops", type(exc).__name__, exc
+                )
+                _TRITON.append(None)
+        return _TRITON[0]
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def select_paged_ops(device: torch.device, dtype: torch.dtype, head_dim: int, block_size: int) -> tuple[Any, str]:
+    """Pick the op module for tensors of ``device``/``dtype`` and the cache geometry.
+
+    Triton is used for CUDA tensors of fp16/bf16/fp32 with power-of-two ``head_dim`` (16..256) and
+    ``block_size`` (>= 8), unless the environment says ``SAGELLM_PAGED_ATTENTION_IMPL=torch``; a
+    ``paged_triton.supports(head_dim=, block_size=, dtype=)`` hook, if present, has the last word.
+
+    Args:
+        device: The tensors' device.
+        dtype: The query/cache dtype.
+        head_dim: Head dimension.
+        block_size: Cache block size.
+
+    Returns:
+        ``(ops, implementation_name)``: an object with ``store_kv``, ``paged_decode``, ``paged_prefill``, and
+        ``"triton"`` or ``"torch"``.
+    """
+    from . import paged_torch
+
+    choice = os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL", "auto").strip().lower()
+    if choice != "torch" and device.type == "cuda":
+        fits = str(dtype).removeprefix("torch.") in _TRITON_DTYPES and _pow2(head_dim) and 16 <= head_dim <= 256
+        fits = fits and _pow2(block_size) and block_size >= 8
+        ops = _triton_ops() if fits or choice == "triton" else None
+        if ops is not None:
+            hook = ops.supports
+            if hook is None or hook(head_dim=head_dim, block_size=block_size, dtype=dtype):
+                return ops, "triton"
+    return paged_torch, "torch"
+
+
+class PagedAttentionBackend(AttentionBackend):
+    """Attention over a paged KV cache ``(K, V)``, each ``[num_blocks, block_size, Hkv, D]``.
+
+    ``forward`` validates everything (tensors, cache, metadata, block ids, slots) before it writes the new
+    tokens' K/V at ``slot_mapping``; then prefill runs causal attention over each sequence's pages (cached
+    context included: ``cached_lens``), decode attends to positions ``0..context_lens[i]``. GQA/MQA read each
+    KV head once for its group of query heads.
+
+    Args:
+        block_size: Default tokens per block (the cache passed to ``forward`` decides).
+        device: Informational only (the tensors decide where it runs).
+        use_vllm_kernel: Accepted for the engine's call and ignored: this backend never needs vLLM.
+        **ignored: Other engine options, accepted and ignored.
+
+    Raises:
+        InvalidArgumentTypeError: ``block_size`` is not an int, or ``device`` not a str/torch.device.
+        InvalidArgumentError: ``block_size`` is not positive.
+    """
+
+    def __init__(
+        self,
+        block_size: int = 16,
+        *,
+        device: torch.device | str | None = None,
+        use_vllm_kernel: bool = False,
+        **ignored: Any,
+    ) -> None:
+        self.block_size = positive_int("block_size", block_size)
+        if device is not None:
+            check_device(device)
+        self.device = device
+        self.use_vllm_kernel = bool(use_vllm_kernel)  # ignored: our own ops serve every device
+        self.ignored_options = sorted(ignored)
+
+    @property
+    def name(self) -> str:
+        """``"paged"``."""
+        return "paged"
+
+    @property
+    def supports_paged_attention(self) -> bool:
+        """True."""
+        return True
+
+    def implementation_for(self, device: torch.device, dtype: torch.dtype, head_dim: int, block_size: int) -> str:
+        """Name of the ops (``"triton"`` or ``"torch"``) that ``forward`` would use.
+
+        Args:
+            device: The tensors' device.
+            dtype: The query/cache dtype.
+            head_dim: Head dimension.
+            block_size: Cache block size.
+
+        Returns:
+            The implementation name.
+        """
+        return select_paged_ops(device, dtype, head_dim, block_size)[1]
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_metadata: AttentionMetadata,
+        *,
+        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        scale: float | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Store the new K/V in ``kv_cache`` and attend through the block tables.
+
+        A padded prefill (``T != sum(seq_lens)``) needs the bool HF ``attn_mask`` ``[B, 1, q, kv]`` to find
+        the real tokens; padding rows return zeros. Decode ignores ``attn_mask`` (``context_lens`` decide).
+        Without ``kv_cache`` or ``block_tables`` the call has the SDPA backend's semantics.
+
+        Args:
+            query: ``[T, Hq, D]``.
+            key: ``[T, Hkv, D]``.
+            value: ``[T, Hkv, D]``.
+            attn_metadata: The step's metadata (``block_tables``, ``slot_mapping`` ...).
+            kv_cache: ``(K, V)`` of :meth:`get_kv_cache_shape`, in the query's dtype and device.
+            scale: Softmax scale (default ``D ** -0.5``).
+            attn_mask: Optional HF mask.
+
+        Returns:
+            ``[T, Hq, D]`` in the query's dtype.
+
+        Raises:
+            InvalidArgumentTypeError: Wrong argument types.
+            InvalidArgumentError: Shapes, lengths, slots or block sizes that do not fit.
+            InvalidBlockError: Block tables too narrow or naming blocks outside the cache.
+            UnsupportedDTypeError: Mixed or non-float dtypes.
+            InvalidDeviceError: Tensors on different devices.
+            UnsupportedOperationError: A non-causal ``attn_type`` with a cache.
+        """
+        md = check_metadata(attn_metadata)
+        shp = check_qkv(query, key, value)
+        s = resolve_scale(scale, shp.head_dim)
+        mask = None if attn_mask is None else check_mask(attn_mask, query, shp.num_heads)
+        facts: dict[str, Any] = {
+            "backend_name": self.name, "is_prefill": md.is_prefill, "query_shape": tuple(query.shape),
+            "key_shape": tuple(key.shape), "value_shape": tuple(value.shape), "has_kv_cache": kv_cache is not None,
+            "has_block_tables": md.block_tables is not None, "has_context_lens": md.context_lens is not None,
+            "num_seqs": md.num_seqs, "query_tokens": shp.tokens, "max_context_len": max(md.context_lens or [0]),
+            "max_blocks_per_seq": 0 if md.block_tables is None else int(md.block_tables.shape[1]),
+        }  # fmt: skip
+        if kv_cache is None or md.block_tables is None:
+            res, path = sdpa_attention(query, key, value, md, s, mask)
+            record_attention_call(path_name=f"sdpa_fallback/{path}", **facts)
+            return res
+        k_cache, v_cache = check_kv_cache(kv_cache, key)
+        plan = plan_paged_call(md, shp, k_cache, query.device, mask)
+        ops, impl = select_paged_ops(query.device, query.dtype, shp.head_dim, int(k_cache.shape[1]))
+        q, k, v = query, key, value
+        if plan.token_index is not None:
+            q, k, v = (t.index_select(0, plan.token_index) for t in (query, key, value))
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        out: torch.Tensor
+        if plan.tokens:
+            ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping)
+            if md.is_prefill:
+                out = ops.paged_prefill(q, k_cache, v_cache, plan.block_tables, plan.cu_seqlens_q, plan.key_lens, s)
+            else:
+                out = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, s)
+        else:
+            out = q.new_empty(q.shape)
+        if plan.token_index is not None:
+            full = query.new_zeros(query.shape)
+            full.index_copy_(0, plan.token_index, out)
+            out = full
+        record_attention_call(path_name=f"implementation={impl}", **facts)
+        return out
