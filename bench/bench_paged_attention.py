@@ -17,7 +17,7 @@ import torch
 import triton
 
 from sagellm_backend.bench import table
-from sagellm_backend.bench_paged import bench_paged_attention
+from sagellm_backend.bench_paged import CASES, bench_case
 
 
 def main() -> None:
@@ -31,14 +31,17 @@ def main() -> None:
         f"CUDA {torch.version.cuda}"
     )
     when = time.strftime("%Y-%m-%d %H:%M")
-    results = bench_paged_attention("cuda", quick=args.quick, flex=not args.no_flex)
-    md = table(results).replace("nan", "n/a")
-    print(f"{machine}, {when}\n\n{md}")
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        doc = {"machine": machine, "date": when, "results": [r.to_dict() for r in results]}
-        (args.out / "paged_attention.json").write_text(json.dumps(doc, indent=2))
-        (args.out / "paged_attention.md").write_text(f"Machine: {machine}  \nDate: {when}\n\n{md}\n")
+    results = []
+    for case in CASES[:3] if args.quick else CASES:  # rows written as they finish
+        results.append(bench_case(case, "cuda", flex=not (args.no_flex or args.quick)))
+        md = table(results).replace("nan", "n/a")
+        print(md.splitlines()[-1], flush=True)
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            doc = {"machine": machine, "date": when, "results": [r.to_dict() for r in results]}
+            (args.out / "paged_attention.json").write_text(json.dumps(doc, indent=2))
+            (args.out / "paged_attention.md").write_text(f"Machine: {machine}  \nDate: {when}\n\n{md}\n")
+    print(f"\n{machine}, {when}\n\n{md}")
 
 
 if __name__ == "__main__":
