@@ -2,7 +2,7 @@
 
 Geometry of every case: bf16, 32 query heads / 8 KV heads, head dim 128, 16-token pages handed out in
 random order from a block-major arena (K and V pages interleaved, so ``stride(0)`` is twice a page).
-Each row is measured in one run:
+Each row is measured in one run (decode rows: medians over 3 fresh allocations, see :func:`bench_case`):
 
 - ceiling: ``F.scaled_dot_product_attention`` (default dispatch, ``enable_gqa``) on the same K/V laid out
   contiguously as ``[B, Hkv, S, D]``; the chunked-prefill case uses a lower-right causal bias;
@@ -209,36 +209,22 @@ def _measure(fn: Callable[[], Any]) -> float:
         return math.nan
 
 
-def bench_case(case: PagedCase, device: str = "cuda", *, flex: bool = True) -> Result:
-    """Measure one case.
-
-    Args:
-        case: The case.
-        device: CUDA device.
-        flex: Also measure compiled FlexAttention.
-
-    Returns:
-        The row.
-    """
+def _variants(case: PagedCase, t: dict[str, Any]) -> tuple[dict[str, Callable[[], Any]], str]:
+    """The three timed variants of one case (ceiling, naive, ours) and the ceiling's mask kind."""
     import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from .attention.paged_triton import paged_decode
     from .attention.paged_triton_prefill import paged_prefill
 
-    t = build_case(case, device)
     sdpa, mask_kind = sdpa_fn(case, t)
     kc, vc, bt, lens, cu, scale = t["kc"], t["vc"], t["bt"], t["seq_lens"], t["cu"], t["scale"]
     b, s, pages = case.batch, case.keys, t["bt"].shape[1]
     out = torch.empty_like(t["q"])
-    if case.kind == "decode":
 
-        def ours() -> Any:
+    def ours() -> Any:
+        if case.kind == "decode":
             return paged_decode(t["q"], kc, vc, bt, lens, scale, out=out)
-    else:
-
-        def ours() -> Any:
-            return paged_prefill(t["q"], kc, vc, bt, cu, lens, scale, out=out)
+        return paged_prefill(t["q"], kc, vc, bt, cu, lens, scale, out=out)
 
     def naive() -> Any:
         idx = bt.long()
@@ -246,31 +232,70 @@ def bench_case(case: PagedCase, device: str = "cuda", *, flex: bool = True) -> R
         v = vc[idx].view(b, pages * PAGE, HKV, HEAD_DIM)[:, :s].transpose(1, 2)
         return sdpa(k, v)
 
-    ref = sdpa(t["k"], t["v"])
-    got = ours()
-    diff = float((got.float() - ref.transpose(1, 2).reshape(got.shape).float()).abs().max())
-    work = case.work()
-    scale_unit = 1e9 if case.kind == "decode" else 1e12
-    rate = {name: work / sec / scale_unit for name, sec in (
-        ("sdpa", _measure(lambda: sdpa(t["k"], t["v"]))),
-        ("naive", _measure(naive)),
-        ("ours", _measure(ours)),
-    )}  # fmt: skip
+    return {"sdpa": lambda: sdpa(t["k"], t["v"]), "naive": naive, "ours": ours}, mask_kind
+
+
+def _extras(case: PagedCase, t: dict[str, Any], fns: dict[str, Callable[[], Any]], flex: bool) -> dict[str, float]:
+    """Forced SDPA backends, compiled Flex, and the largest output difference, on one allocation."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    per = 1e9 if case.kind == "decode" else 1e12
     extra: dict[str, float] = {}
     for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
                           ("efficient", SDPBackend.EFFICIENT_ATTENTION)):  # fmt: skip
 
         def forced(backend: Any = backend) -> Any:
             with sdpa_kernel([backend]):
-                return sdpa(t["k"], t["v"])
+                return fns["sdpa"]()
 
-        extra[f"SDPA {name} only"] = work / _measure(forced) / scale_unit
+        extra[f"SDPA {name} only"] = case.work() / _measure(forced) / per
     if flex:
         try:
-            extra["flex (compiled, contiguous KV)"] = work / _measure(_flex_fn(case, t)) / scale_unit
+            extra["flex (compiled, contiguous KV)"] = case.work() / _measure(_flex_fn(case, t)) / per
         except Exception:  # compile failure: n/a
             extra["flex (compiled, contiguous KV)"] = math.nan
-    extra["max |ours - sdpa|"] = diff
+    ref, got = fns["sdpa"](), fns["ours"]()
+    extra["max |ours - sdpa| x1e3"] = 1e3 * float((got.float() - ref.transpose(1, 2).reshape(got.shape)).abs().max())
+    return extra
+
+
+def bench_case(case: PagedCase, device: str = "cuda", *, flex: bool = True, allocations: int | None = None) -> Result:
+    """Measure one case.
+
+    Decode bandwidth moves by a few per cent with where the arena lands in device memory, so decode
+    cases are rebuilt ``allocations`` times (default 3; fresh arena and page order each time) and the
+    row reports the medians, with the lowest ``ours`` and ratios in ``extra``.
+
+    Args:
+        case: The case.
+        device: CUDA device.
+        flex: Also measure compiled FlexAttention (first allocation).
+        allocations: Fresh allocations to measure (default 3 for decode, 1 for prefill).
+
+    Returns:
+        The row.
+    """
+    import torch
+
+    n = allocations or (3 if case.kind == "decode" else 1)
+    per = 1e9 if case.kind == "decode" else 1e12
+    rates: dict[str, list[float]] = {"sdpa": [], "naive": [], "ours": []}
+    extra: dict[str, float] = {}
+    mask_kind = ""
+    for r in range(n):
+        t = build_case(case, device, seed=r)
+        fns, mask_kind = _variants(case, t)
+        if r == 0:
+            extra = _extras(case, t, fns, flex)
+        for name, fn in fns.items():
+            rates[name].append(case.work() / _measure(fn) / per)
+        del t, fns
+        torch.cuda.empty_cache()
+    rate = {k: statistics.median(v) for k, v in rates.items()}
+    if n > 1:
+        extra[f"ours, lowest of {n} allocations"] = min(rates["ours"])
+        extra["lowest ours/sdpa %"] = 100 * min(o / c for o, c in zip(rates["ours"], rates["sdpa"]))
+        extra["lowest ours/naive"] = min(o / c for o, c in zip(rates["ours"], rates["naive"]))
     if case.kind == "decode":
         target = ">= 90% of contiguous SDPA and >= 3x gather+SDPA"
         met = rate["ours"] >= 0.9 * rate["sdpa"] and rate["ours"] >= 3 * rate["naive"]

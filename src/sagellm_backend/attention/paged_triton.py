@@ -271,7 +271,7 @@ class DecodeConfig:
 
     block_n: int = 64
     num_warps: int = 4
-    num_stages: int = 3
+    num_stages: int = 2
     waves: float = 4.0
     min_chunk: int = 512
 
@@ -290,7 +290,7 @@ def decode_config(head_dim: int, dtype: torch.dtype, group: int) -> DecodeConfig
     wide = pad_dim(head_dim) * pad_dim(group) * (2 if dtype == torch.float32 else 1)
     block_n = 64 if wide <= 16 * 128 else 32
     warps = 4 if wide <= 16 * 256 else 8
-    return DecodeConfig(block_n=block_n, num_warps=warps, num_stages=2 if dtype == torch.float32 else 3)
+    return DecodeConfig(block_n=block_n, num_warps=warps, num_stages=2)
 
 
 def decode_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> tuple[int, int]:
