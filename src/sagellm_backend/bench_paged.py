@@ -255,7 +255,7 @@ def _extras(case: PagedCase, t: dict[str, Any], fns: dict[str, Callable[[], Any]
         except Exception:  # compile failure: n/a
             extra["flex (compiled, contiguous KV)"] = math.nan
     ref, got = fns["sdpa"](), fns["ours"]()
-    extra["max |ours - sdpa| x1e3"] = 1e3 * float((got.float() - ref.transpose(1, 2).reshape(got.shape)).abs().max())
+    extra["max abs diff vs SDPA x1e3"] = 1e3 * float((got.float() - ref.transpose(1, 2).reshape(got.shape)).abs().max())
     return extra
 
 
