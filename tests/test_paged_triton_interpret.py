@@ -126,6 +126,18 @@ def test_forced_split_counts_merge_exactly(verdicts: list[dict[str, Any]]) -> No
     assert all(r["ratio"] <= 1.0 for r in rows)
 
 
+def test_supports_hook() -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from sagellm_backend.attention.paged_triton import supports
+
+    assert supports(head_dim=128, block_size=16, dtype=torch.bfloat16)
+    assert supports(head_dim=80, block_size=8, dtype=torch.float32)
+    assert not supports(head_dim=512, block_size=16, dtype=torch.float16)
+    assert not supports(head_dim=128, block_size=16, dtype=torch.float64)
+    assert not supports(head_dim=128, block_size=0, dtype=torch.float16)
+
+
 @pytest.mark.parametrize("scale", [0.0, -0.1, float("nan")])
 def test_non_positive_scale_is_rejected_before_launch(scale: float) -> None:
     torch = pytest.importorskip("torch")

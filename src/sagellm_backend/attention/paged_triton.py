@@ -34,6 +34,7 @@ __all__ = [
     "paged_decode",
     "paged_decode_with",
     "store_kv",
+    "supports",
 ]
 
 LOG2E = 1.4426950408889634
@@ -255,6 +256,21 @@ def store_kv(
         H=h, D=d, HP=triton.next_power_of_2(h), DP=triton.next_power_of_2(d), BS=k_cache.shape[1],
         num_warps=4 if h * d >= 2048 else 1,
     )  # fmt: skip
+
+
+def supports(*, head_dim: int, block_size: int, dtype: torch.dtype) -> bool:
+    """Whether these kernels take caches of this geometry and dtype (head dims are padded to a power of
+    two >= 16 inside the kernels; beyond 256 the per-program tiles no longer fit in registers).
+
+    Args:
+        head_dim: D.
+        block_size: Tokens per cache block.
+        dtype: Query/cache dtype.
+
+    Returns:
+        True for fp16/bf16/fp32, ``1 <= head_dim <= 256`` and ``block_size >= 1``.
+    """
+    return dtype in (torch.float16, torch.bfloat16, torch.float32) and 1 <= head_dim <= 256 and block_size >= 1
 
 
 @dataclass(frozen=True)

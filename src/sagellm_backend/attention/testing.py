@@ -313,8 +313,8 @@ def check_paged_ops(
     chunked over cached context); head configs (Hq, Hkv) rotate over the grid unless ``exhaustive``. Lengths
     cover 1 token, exact block multiples, block + 1 and multi-block spans; index dtypes alternate
     int32/int64, padding entries alternate -1/0, ``out=`` and a non-default scale alternate. With
-    ``long_context`` each dtype also gets a decode over ~1.1k and ~2.1k positions and a prefill with 1k
-    cached positions.
+    ``long_context`` each dtype also gets a decode mixing ~1.1k, ~2.1k and 1-17 positions and a prefill with
+    1k+ cached positions.
 
     Args:
         ops_module: Object with ``store_kv``, ``paged_decode``, ``paged_prefill``.
@@ -371,7 +371,9 @@ def check_paged_ops(
         for dtype in dts:
             k += 1
             common = {"dtype": dtype, "head_dim": 128, "block_size": 16, "num_heads": 8, "num_kv_heads": 2}
-            results.append(check_paged_decode(ops_module, device, seq_lens=[1100, 2113, 17], seed=seed + k, **common))
+            results.append(
+                check_paged_decode(ops_module, device, seq_lens=[1100, 2113, 17, 1, 2, 1], seed=seed + k, **common)
+            )
             results.append(
                 check_paged_prefill(
                     ops_module, device, q_lens=[130, 1], cached_lens=[1000, 1500], seed=seed + k, **common
