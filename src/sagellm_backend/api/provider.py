@@ -133,6 +133,25 @@ class BackendProvider(ABC):
             0-100, or ``None`` when unknown.
         """
 
+    @abstractmethod
+    def get_attention_backend(self, name: str | None = None) -> Any:
+        """An attention backend for this device (:mod:`sagellm_backend.attention`).
+
+        Args:
+            name: Backend name (default: the provider's default).
+
+        Returns:
+            An ``AttentionBackend``.
+        """
+
+    @abstractmethod
+    def get_supported_attention_backends(self) -> list[str]:
+        """Names :meth:`get_attention_backend` accepts here.
+
+        Returns:
+            Backend names, the default first.
+        """
+
     # ---------------------------------------------------------------- streams
     @abstractmethod
     def create_stream(self) -> Stream:

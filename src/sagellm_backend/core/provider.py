@@ -32,6 +32,7 @@ from ..errors import (
     KVTransferError,
     ResourceExhaustedError,
     UnsupportedDTypeError,
+    UnsupportedOperationError,
 )
 from ..kv.geometry import KVGeometry
 from ..protocol import CapabilityDescriptor, DType, KernelKind, coerce_dtype
@@ -186,6 +187,22 @@ class Provider(BackendProvider):
     def gpu_utilization(self) -> float | None:
         """Device utilisation in percent where the device reports it."""
         return self._storage.utilization()
+
+    def get_attention_backend(self, name: str | None = None) -> Any:
+        """An attention backend for this device (default ``"sdpa"``; ``"paged"`` on request)."""
+        from ..attention.selector import create_attention_backend
+
+        try:
+            device: str | None = str(self._storage.torch_device())
+        except UnsupportedOperationError:  # the Mock stores numpy arrays: attention runs on the host
+            device = None
+        return create_attention_backend(name, self.device_type, device=device)
+
+    def get_supported_attention_backends(self) -> list[str]:
+        """Names :meth:`get_attention_backend` accepts here, the default first."""
+        from ..attention.selector import supported_attention_backends
+
+        return supported_attention_backends(self.device_type)
 
     # ---------------------------------------------------------------- helpers
     def _stream_for(self, stream: Stream | None) -> Stream | None:

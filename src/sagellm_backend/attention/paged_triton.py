@@ -1,0 +1,426 @@
+"""Paged attention in Triton: K/V store into pages, decode with split-K, and the shared tile loop.
+
+Caches are ``[num_blocks, block_size, Hkv, D]`` with the inner three dims contiguous and any
+``stride(0)``; every kernel takes the strides. Token ``n`` of a sequence lives in page
+``block_tables[b, n // block_size]`` at row ``n % block_size``; the tile loop gathers ``BLOCK_N``
+tokens at a time through the block table, so ``BLOCK_N`` does not depend on the page size.
+
+All query heads that share one KV head are rows of one program (padded to at least 16 rows for
+``tl.dot``), so each KV page is read once per KV head. Softmax is online, in base 2, accumulated
+in fp32. Decode splits each sequence's context into chunks when ``B * Hkv`` programs are too few
+to fill the device; the last chunk of a (sequence, KV head) to finish merges all chunks exactly by
+their log-sum-exp, in the same launch.
+
+Imported lazily (it imports torch and triton); runs under ``TRITON_INTERPRET=1`` on CPU tensors.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from ..errors import InvalidArgumentError
+
+__all__ = [
+    "DecodeConfig",
+    "decode_config",
+    "decode_splits",
+    "paged_decode",
+    "paged_decode_with",
+    "store_kv",
+    "supports",
+]
+
+LOG2E = 1.4426950408889634
+
+
+# ------------------------------------------------------------------ kernels
+# fmt: off
+@triton.jit
+def _store_kv_kernel(  # type: ignore[no-untyped-def]
+    key_ptr, value_ptr, kc_ptr, vc_ptr, slot_ptr, sk_t, sk_h, sk_d, sv_t, sv_h, sv_d, skc_b, skc_t, skc_h,
+    svc_b, svc_t, svc_h, H: tl.constexpr, D: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr,
+    BS: tl.constexpr,
+):
+    # fmt: on
+    t = tl.program_id(0).to(tl.int64)
+    h = tl.arange(0, HP)[:, None]
+    d = tl.arange(0, DP)[None, :]
+    # The slot as an [HP, 1] tensor: the interpreter rejects masks built with a scalar comparison.
+    slot = tl.load(slot_ptr + t + h * 0).to(tl.int64)
+    blk = slot // BS
+    off = slot % BS
+    m = (h < H) & (d < D) & (slot >= 0)
+    k = tl.load(key_ptr + t * sk_t + h * sk_h + d * sk_d, mask=m)
+    tl.store(kc_ptr + blk * skc_b + off * skc_t + h * skc_h + d, k, mask=m)
+    v = tl.load(value_ptr + t * sv_t + h * sv_h + d * sv_d, mask=m)
+    tl.store(vc_ptr + blk * svc_b + off * svc_t + h * svc_h + d, v, mask=m)
+
+
+# fmt: off
+@triton.jit
+def attend_tiles(  # type: ignore[no-untyped-def]
+    acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, hi, seq_len, q_pos, qk_scale, offs_d,
+    dmask, BS: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
+    PREC: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    # fmt: on
+    """Online-softmax update of ``(acc, m_i, l_i)`` with key tokens ``lo .. hi`` (step ``BLOCK_N``).
+
+    ``MASK`` masks tokens ``>= seq_len`` (and, with ``CAUSAL``, tokens after each row's
+    ``q_pos``); without it every token of every tile must be visible to every row. ``DOT_F32``
+    (with ``q`` already fp32) runs both dots in fp32.
+    """
+    for start in range(lo, hi, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        if MASK:
+            in_seq = offs_n < seq_len
+            page = tl.load(bt_row + offs_n // BS, mask=in_seq, other=0).to(tl.int64)
+            ld_mask = in_seq[:, None] & dmask[None, :]
+        else:
+            page = tl.load(bt_row + offs_n // BS).to(tl.int64)
+            ld_mask = dmask[None, :]
+        tok = offs_n % BS
+        k = tl.load(k_base + (page * skb + tok * skt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
+        if DOT_F32:
+            k = k.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC)
+        if MASK:
+            valid = in_seq[None, :]
+            if CAUSAL:
+                valid = valid & (offs_n[None, :] <= q_pos[:, None])
+            s = tl.where(valid, s, float("-inf"))
+        # qk_scale > 0, so the scaled row max is the row max scaled; one FMA per score below.
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s * qk_scale - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + (page * svb + tok * svt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
+        if DOT_F32:
+            v = v.to(tl.float32)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+# fmt: off
+@triton.jit
+def _decode_kernel(  # type: ignore[no-untyped-def]
+    q_ptr, kc_ptr, vc_ptr, bt_ptr, sl_ptr, out_ptr, po_ptr, plse_ptr, cnt_ptr, sq_b, sq_h, sq_d, so_b, so_h, so_d,
+    sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, chunk, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+    DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, DIRECT: tl.constexpr, PREC: tl.constexpr,
+    DOT_F32: tl.constexpr,
+):
+    # fmt: on
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    sp = tl.program_id(2)
+    n_splits = tl.num_programs(2)
+    seq_len = tl.load(sl_ptr + b).to(tl.int32)
+    lo = sp * chunk
+    hi = tl.maximum(tl.minimum(lo + chunk, seq_len), lo)
+    full_hi = lo + ((hi - lo) // BLOCK_N) * BLOCK_N
+
+    rows = tl.arange(0, GP)
+    heads = kvh * G + rows
+    rmask = rows < G
+    offs_d = tl.arange(0, DP)
+    dmask = offs_d < D
+    qmask = rmask[:, None] & dmask[None, :]
+    q = tl.load(q_ptr + b.to(tl.int64) * sq_b + heads[:, None] * sq_h + offs_d[None, :] * sq_d, mask=qmask, other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+
+    acc = tl.zeros([GP, DP], dtype=tl.float32)
+    m_i = tl.full([GP], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([GP], dtype=tl.float32)
+    bt_row = bt_ptr + b.to(tl.int64) * sbt_b
+    k_base = kc_ptr + kvh.to(tl.int64) * skh
+    v_base = vc_ptr + kvh.to(tl.int64) * svh
+    acc, m_i, l_i = attend_tiles(
+        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, full_hi, seq_len, rows, qk_scale,
+        offs_d, dmask, BS, BLOCK_N, False, False, PREC, DOT_F32,
+    )  # fmt: skip
+    acc, m_i, l_i = attend_tiles(
+        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, full_hi, hi, seq_len, rows, qk_scale,
+        offs_d, dmask, BS, BLOCK_N, True, False, PREC, DOT_F32,
+    )  # fmt: skip
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    o = acc / l_safe[:, None]
+    o_ptr = out_ptr + b.to(tl.int64) * so_b + heads[:, None] * so_h + offs_d[None, :] * so_d
+    if DIRECT:
+        tl.store(o_ptr, o.to(out_ptr.dtype.element_ty), mask=qmask)
+    else:
+        base = (b.to(tl.int64) * (tl.num_programs(1) * G) + heads) * n_splits
+        tl.store(po_ptr + (base + sp)[:, None] * DP + offs_d[None, :], o, mask=qmask)
+        tl.store(plse_ptr + base + sp, tl.where(l_i > 0, m_i + tl.log2(l_safe), float("-inf")), mask=rmask)
+        # The last split of this (sequence, KV head) to finish merges all splits by log-sum-exp and
+        # resets the counter for the next launch.
+        tl.debug_barrier()
+        lock = cnt_ptr + b * tl.num_programs(1) + kvh
+        if tl.atomic_add(lock, 1, sem="acq_rel") == n_splits - 1:
+            tl.store(lock, 0)
+            m_all = tl.full([GP], float("-inf"), dtype=tl.float32)
+            den = tl.zeros([GP], dtype=tl.float32)
+            num = tl.zeros([GP, DP], dtype=tl.float32)
+            for s in range(n_splits):
+                lse_s = tl.load(plse_ptr + base + s, mask=rmask, other=0.0, cache_modifier=".cg")
+                o_s = tl.load(po_ptr + (base + s)[:, None] * DP + offs_d[None, :], mask=qmask, other=0.0,
+                              cache_modifier=".cg")  # fmt: skip
+                m_new = tl.maximum(m_all, lse_s)
+                a = tl.exp2(m_all - m_new)
+                w = tl.exp2(lse_s - m_new)
+                den = den * a + w
+                num = num * a[:, None] + w[:, None] * o_s
+                m_all = m_new
+            tl.store(o_ptr, (num / den[:, None]).to(out_ptr.dtype.element_ty), mask=qmask)
+
+
+# ------------------------------------------------------------------ launch helpers
+def dot_mode(dtype: torch.dtype) -> tuple[str, bool]:
+    """``tl.dot`` settings: exact fp32 products for fp32 caches (no TF32); bf16 dots in fp32 under
+    ``TRITON_INTERPRET=1``, whose bf16 ``tl.dot`` returns garbage (Triton 3.9).
+
+    Args:
+        dtype: Cache dtype.
+
+    Returns:
+        ``(input_precision, dots_in_fp32)``; ``"tf32"`` is ignored by fp16/bf16 dots.
+    """
+    f32 = dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return ("ieee" if dtype == torch.float32 or f32 else "tf32"), f32
+
+
+def pad_dim(n: int, minimum: int = 16) -> int:
+    """Next power of two ``>= max(n, minimum)`` (``tl.arange`` and ``tl.dot`` shapes).
+
+    Args:
+        n: Size.
+        minimum: Smallest result.
+
+    Returns:
+        The padded size.
+    """
+    return max(minimum, int(triton.next_power_of_2(n)))
+
+
+@functools.lru_cache(maxsize=16)
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).multi_processor_count)
+    return 16
+
+
+# Zeroed int32 arrival counters for split decode, one buffer per (device, stream): each launch leaves
+# them zero again (the last split of every (sequence, KV head) resets its counter), so launches on one
+# stream can share a buffer; launches on different streams never do.
+_COUNTERS: dict[tuple[str, int], torch.Tensor] = {}
+
+
+def _split_counters(device: torch.device, n: int) -> torch.Tensor:
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (str(device), stream)
+    buf = _COUNTERS.get(key)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
+        _COUNTERS[key] = buf
+    return buf
+
+
+def store_kv(
+    key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+) -> None:
+    """Write ``key[t]`` / ``value[t]`` into flat slot ``slot_mapping[t]`` of the caches (negative = skip).
+
+    Args:
+        key: ``[T, Hkv, D]``.
+        value: ``[T, Hkv, D]``.
+        k_cache: ``[num_blocks, block_size, Hkv, D]``, inner three dims contiguous.
+        v_cache: Same shape as ``k_cache``.
+        slot_mapping: int32/int64 ``[T]``; slot ``s`` is block ``s // block_size``, row ``s % block_size``.
+    """
+    t, h, d = key.shape
+    if t == 0:
+        return
+    _store_kv_kernel[(t,)](
+        key, value, k_cache, v_cache, slot_mapping,
+        key.stride(0), key.stride(1), key.stride(2), value.stride(0), value.stride(1), value.stride(2),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        H=h, D=d, HP=triton.next_power_of_2(h), DP=triton.next_power_of_2(d), BS=k_cache.shape[1],
+        num_warps=4 if h * d >= 2048 else 1,
+    )  # fmt: skip
+
+
+def supports(*, head_dim: int, block_size: int, dtype: torch.dtype) -> bool:
+    """Whether these kernels take caches of this geometry and dtype (head dims are padded to a power of
+    two >= 16 inside the kernels; beyond 256 the per-program tiles no longer fit in registers).
+
+    Args:
+        head_dim: D.
+        block_size: Tokens per cache block.
+        dtype: Query/cache dtype.
+
+    Returns:
+        True for fp16/bf16/fp32, ``1 <= head_dim <= 256`` and ``block_size >= 1``.
+    """
+    return dtype in (torch.float16, torch.bfloat16, torch.float32) and 1 <= head_dim <= 256 and block_size >= 1
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Decode launch parameters.
+
+    Attributes:
+        block_n: Key tokens per tile.
+        num_warps: Warps per program.
+        num_stages: Software-pipeline depth of the tile loop.
+        waves: Split while ``B * Hkv * splits`` stays within ``waves`` x the SM count (no partial wave).
+        min_chunk: Fewest key tokens per split.
+    """
+
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 2
+    waves: float = 4.0
+    min_chunk: int = 512
+
+
+def decode_config(head_dim: int, dtype: torch.dtype, group: int) -> DecodeConfig:
+    """Default decode configuration for a head dim, dtype and query-head group size.
+
+    Args:
+        head_dim: D.
+        dtype: Query/cache dtype.
+        group: Query heads per KV head.
+
+    Returns:
+        The configuration.
+    """
+    wide = pad_dim(head_dim) * pad_dim(group) * (2 if dtype == torch.float32 else 1)
+    block_n = 64 if wide <= 16 * 128 else 32
+    warps = 4 if wide <= 16 * 256 else 8
+    return DecodeConfig(block_n=block_n, num_warps=warps, num_stages=2)
+
+
+def decode_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> tuple[int, int]:
+    """Number of context splits and tokens per split for decode.
+
+    Args:
+        batch: Sequences.
+        kv_heads: KV heads.
+        max_tokens: Upper bound of any sequence's length (block-table width x block size).
+        sm_count: Streaming multiprocessors (or equivalent) of the device.
+        cfg: Launch configuration.
+
+    Returns:
+        ``(splits, chunk)``, chunk a multiple of ``cfg.block_n``; ``splits * chunk >= max_tokens``.
+    """
+    programs = max(1, batch * kv_heads)
+    want = max(1, math.floor(cfg.waves * sm_count / programs))
+    most = max(1, max_tokens // max(cfg.min_chunk, cfg.block_n))
+    splits = min(want, most)
+    chunk = triton.cdiv(triton.cdiv(max(max_tokens, 1), splits), cfg.block_n) * cfg.block_n
+    return triton.cdiv(max(max_tokens, 1), chunk), chunk
+
+
+def paged_decode(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One query token per sequence attending to its ``seq_lens[b]`` cached positions.
+
+    Args:
+        query: ``[B, Hq, D]``; ``Hq`` a multiple of the caches' ``Hkv``.
+        k_cache: ``[num_blocks, block_size, Hkv, D]``.
+        v_cache: Same shape as ``k_cache``.
+        block_tables: int32/int64 ``[B, max_blocks]``.
+        seq_lens: ``[B]`` visible key positions (``>= 1``).
+        scale: Softmax scale (> 0).
+        out: Optional ``[B, Hq, D]`` output in the query's dtype.
+
+    Returns:
+        ``[B, Hq, D]`` in the query's dtype.
+
+    Raises:
+        InvalidArgumentError: ``scale`` is not positive.
+    """
+    cfg = decode_config(query.shape[2], query.dtype, query.shape[1] // k_cache.shape[2])
+    return paged_decode_with(query, k_cache, v_cache, block_tables, seq_lens, scale, out, cfg=cfg)
+
+
+def paged_decode_with(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    out: torch.Tensor | None = None,
+    *,
+    cfg: DecodeConfig,
+    splits: int | None = None,
+) -> torch.Tensor:
+    """:func:`paged_decode` with an explicit configuration (tuning and tests).
+
+    Args:
+        query: As :func:`paged_decode`.
+        k_cache: As :func:`paged_decode`.
+        v_cache: As :func:`paged_decode`.
+        block_tables: As :func:`paged_decode`.
+        seq_lens: As :func:`paged_decode`.
+        scale: As :func:`paged_decode`.
+        out: As :func:`paged_decode`.
+        cfg: Launch configuration.
+        splits: Force this many context splits (default: :func:`decode_splits`).
+
+    Returns:
+        ``[B, Hq, D]`` in the query's dtype.
+
+    Raises:
+        InvalidArgumentError: ``scale`` is not positive.
+    """
+    if not scale > 0:
+        raise InvalidArgumentError(f"paged_decode needs a positive softmax scale; got {scale!r}.")
+    b, hq, d = query.shape
+    bs, hkv = k_cache.shape[1], k_cache.shape[2]
+    g = hq // hkv
+    if out is None:
+        out = torch.empty_like(query, memory_format=torch.contiguous_format)
+    if b == 0:
+        return out
+    max_tokens = block_tables.shape[1] * bs
+    if splits is None:
+        n_split, chunk = decode_splits(b, hkv, max_tokens, _sm_count(query.device), cfg)
+    else:
+        chunk = triton.cdiv(triton.cdiv(max(max_tokens, 1), splits), cfg.block_n) * cfg.block_n
+        n_split = splits
+    dp = pad_dim(d)
+    prec, dot_f32 = dot_mode(query.dtype)
+    direct = n_split == 1
+    if direct:
+        po, plse, cnt = out, out, out
+    else:
+        po = torch.empty((b, hq, n_split, dp), dtype=torch.float32, device=query.device)
+        plse = torch.empty((b, hq, n_split), dtype=torch.float32, device=query.device)
+        cnt = _split_counters(query.device, b * hkv)
+    _decode_kernel[(b, hkv, n_split)](
+        query, k_cache, v_cache, block_tables, seq_lens, out, po, plse, cnt,
+        query.stride(0), query.stride(1), query.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        block_tables.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), scale * LOG2E, chunk,
+        G=g, GP=pad_dim(g), D=d, DP=dp, BS=bs, BLOCK_N=cfg.block_n, DIRECT=direct,
+        PREC=prec, DOT_F32=dot_f32, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return out

@@ -1,0 +1,322 @@
+"""Paged-attention benchmark: the Triton kernels against contiguous SDPA, gather-then-SDPA and FlexAttention.
+
+Geometry of every case: bf16, 32 query heads / 8 KV heads, head dim 128, 16-token pages handed out in
+random order from a block-major arena (K and V pages interleaved, so ``stride(0)`` is twice a page).
+Each row is measured in one run (decode rows: medians over 3 fresh allocations, see :func:`bench_case`):
+
+- ceiling: ``F.scaled_dot_product_attention`` (default dispatch, ``enable_gqa``) on the same K/V laid out
+  contiguously as ``[B, Hkv, S, D]``; the chunked-prefill case uses a lower-right causal bias;
+- naive: index the cache with the block tables into contiguous tensors, then the same SDPA, timed together;
+- ours: ``paged_decode`` / ``paged_prefill`` on the pages;
+- extra: ``torch.compile``d FlexAttention on the contiguous K/V (NaN when it fails to compile or run), SDPA
+  with each backend forced, and the largest difference between ours and the ceiling's output.
+
+Decode reports KV-read bandwidth, ``bytes(K + V of all visible positions) / time``; prefill reports
+``4 * sum(q_len * visible keys) * Hq * D / time`` in TFLOP/s, the same count for every variant. Times
+come from CUDA events around a loop of calls (about 30 ms per trial), median of 7 trials after warm-up.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .bench import Result
+
+__all__ = ["CASES", "PagedCase", "bench_case", "bench_paged_attention", "build_case", "sdpa_fn", "time_cuda"]
+
+HQ, HKV, HEAD_DIM, PAGE = 32, 8, 128, 16
+
+
+@dataclass(frozen=True)
+class PagedCase:
+    """One benchmark case.
+
+    Attributes:
+        kind: ``"decode"`` or ``"prefill"``.
+        batch: Sequences.
+        new: New query tokens per sequence (1 for decode).
+        cached: Key positions before the new tokens.
+    """
+
+    kind: str
+    batch: int
+    new: int
+    cached: int
+
+    @property
+    def keys(self) -> int:
+        """Key positions per sequence (cached + new; decode: the visible context)."""
+        return self.cached + (self.new if self.kind == "prefill" else 0)
+
+    @property
+    def label(self) -> str:
+        """Human-readable case name."""
+        if self.kind == "decode":
+            return f"decode {self.batch} seqs x {self.cached} tokens"
+        after = f" after {self.batch} x {self.cached} cached" if self.cached else " on empty cache"
+        return f"prefill {self.batch} x {self.new} new tokens{after}"
+
+    def work(self) -> float:
+        """Bytes of K+V read (decode) or attention FLOPs (prefill)."""
+        if self.kind == "decode":
+            return 2.0 * self.batch * self.cached * HKV * HEAD_DIM * 2
+        pairs = self.batch * (self.new * self.cached + self.new * (self.new + 1) / 2)
+        return 4.0 * pairs * HQ * HEAD_DIM
+
+
+CASES = (
+    PagedCase("decode", 64, 1, 4096),
+    PagedCase("decode", 4, 1, 32768),
+    PagedCase("prefill", 8, 2048, 0),
+    PagedCase("prefill", 8, 512, 4096),
+)
+
+
+def time_cuda(fn: Callable[[], Any], *, trials: int = 7, target_s: float = 0.03) -> float:
+    """Seconds per call: CUDA events around a loop sized to ``target_s``, median of ``trials``.
+
+    Args:
+        fn: The call.
+        trials: Timed trials.
+        target_s: Approximate length of one trial.
+
+    Returns:
+        Median seconds per call.
+    """
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    event: Any = torch.cuda.Event
+    a, b = event(enable_timing=True), event(enable_timing=True)
+    a.record()
+    fn()
+    b.record()
+    b.synchronize()
+    reps = max(2, min(200, int(target_s / max(a.elapsed_time(b) / 1e3, 1e-6))))
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(trials):
+        a.record()
+        for _ in range(reps):
+            fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3 / reps)
+    return float(statistics.median(times))
+
+
+def build_case(case: PagedCase, device: str, seed: int = 0) -> dict[str, Any]:
+    """Tensors of one case: shuffled pages, the same K/V contiguous, queries, index tensors.
+
+    Args:
+        case: The case.
+        device: CUDA device.
+        seed: Random seed.
+
+    Returns:
+        ``q`` (``[B, Hq, D]`` decode or packed ``[T, Hq, D]``), ``q4`` (``[B, Hq, L, D]`` view), ``kc``, ``vc``,
+        ``bt``, ``seq_lens``, ``cu``, ``k``, ``v`` (contiguous ``[B, Hkv, S, D]``), ``scale``.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    dt = torch.bfloat16
+    b, s = case.batch, case.keys
+    pages = math.ceil(s / PAGE)
+    n_blocks = b * pages + 7
+    arena = torch.randn(n_blocks, 2, PAGE, HKV, HEAD_DIM, device=device, dtype=dt)
+    kc, vc = arena[:, 0], arena[:, 1]
+    bt = torch.randperm(n_blocks, device=device)[: b * pages].view(b, pages).to(torch.int32)
+    k = kc[bt.long()].reshape(b, pages * PAGE, HKV, HEAD_DIM)[:, :s].transpose(1, 2).contiguous()
+    v = vc[bt.long()].reshape(b, pages * PAGE, HKV, HEAD_DIM)[:, :s].transpose(1, 2).contiguous()
+    seq_lens = torch.full((b,), s, device=device, dtype=torch.int32)
+    if case.kind == "decode":
+        q = torch.randn(b, HQ, HEAD_DIM, device=device, dtype=dt)
+        q4 = q.unsqueeze(2)
+    else:
+        q = torch.randn(b * case.new, HQ, HEAD_DIM, device=device, dtype=dt)
+        q4 = q.view(b, case.new, HQ, HEAD_DIM).transpose(1, 2)
+    cu = torch.arange(0, b + 1, device=device, dtype=torch.int32) * case.new
+    return {
+        "q": q, "q4": q4, "kc": kc, "vc": vc, "bt": bt, "seq_lens": seq_lens, "cu": cu, "k": k, "v": v,
+        "scale": HEAD_DIM**-0.5,
+    }  # fmt: skip
+
+
+def sdpa_fn(case: PagedCase, t: dict[str, Any]) -> tuple[Callable[[Any, Any], Any], str]:
+    """SDPA of the case's queries on given ``[B, Hkv, S, D]`` K/V, causal as the case needs.
+
+    Args:
+        case: The case.
+        t: Its tensors (:func:`build_case`).
+
+    Returns:
+        ``(fn(k, v), mask description)``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    q4, scale = t["q4"], t["scale"]
+    if case.kind == "decode":
+        return (lambda k, v: F.scaled_dot_product_attention(q4, k, v, scale=scale, enable_gqa=True)), "no mask"
+    if case.cached == 0:
+        return (
+            lambda k, v: F.scaled_dot_product_attention(q4, k, v, is_causal=True, scale=scale, enable_gqa=True)
+        ), "is_causal"
+    from torch.nn.attention.bias import causal_lower_right
+
+    bias = causal_lower_right(case.new, case.keys)
+    try:
+        F.scaled_dot_product_attention(q4, t["k"], t["v"], attn_mask=bias, scale=scale, enable_gqa=True)
+        return (
+            lambda k, v: F.scaled_dot_product_attention(q4, k, v, attn_mask=bias, scale=scale, enable_gqa=True)
+        ), "causal_lower_right bias"
+    except Exception:  # this build's CausalBias does not take enable_gqa: a dense boolean mask
+        keep = torch.ones(case.new, case.keys, dtype=torch.bool, device=q4.device).tril(case.cached)
+        return (
+            lambda k, v: F.scaled_dot_product_attention(q4, k, v, attn_mask=keep, scale=scale, enable_gqa=True)
+        ), "dense bool mask"
+
+
+def _flex_fn(case: PagedCase, t: dict[str, Any]) -> Callable[[], Any]:
+    """Compiled FlexAttention on the contiguous K/V."""
+    import torch
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    flex = torch.compile(flex_attention, dynamic=False)
+    q4, k, v, scale = t["q4"].contiguous(), t["k"], t["v"], t["scale"]
+    if case.kind == "decode":
+        return lambda: flex(q4, k, v, scale=scale, enable_gqa=True)
+    off = case.cached
+
+    def causal(b: Any, h: Any, qi: Any, ki: Any) -> Any:
+        return qi + off >= ki
+
+    bm = create_block_mask(causal, None, None, case.new, case.keys, device=str(k.device))
+    return lambda: flex(q4, k, v, block_mask=bm, scale=scale, enable_gqa=True)
+
+
+def _measure(fn: Callable[[], Any]) -> float:
+    try:
+        return time_cuda(fn)
+    except Exception:  # a variant this torch build cannot run: reported as NaN
+        return math.nan
+
+
+def _variants(case: PagedCase, t: dict[str, Any]) -> tuple[dict[str, Callable[[], Any]], str]:
+    """The three timed variants of one case (ceiling, naive, ours) and the ceiling's mask kind."""
+    import torch
+
+    from .attention.paged_triton import paged_decode
+    from .attention.paged_triton_prefill import paged_prefill
+
+    sdpa, mask_kind = sdpa_fn(case, t)
+    kc, vc, bt, lens, cu, scale = t["kc"], t["vc"], t["bt"], t["seq_lens"], t["cu"], t["scale"]
+    b, s, pages = case.batch, case.keys, t["bt"].shape[1]
+    out = torch.empty_like(t["q"])
+
+    def ours() -> Any:
+        if case.kind == "decode":
+            return paged_decode(t["q"], kc, vc, bt, lens, scale, out=out)
+        return paged_prefill(t["q"], kc, vc, bt, cu, lens, scale, out=out)
+
+    def naive() -> Any:
+        idx = bt.long()
+        k = kc[idx].view(b, pages * PAGE, HKV, HEAD_DIM)[:, :s].transpose(1, 2)
+        v = vc[idx].view(b, pages * PAGE, HKV, HEAD_DIM)[:, :s].transpose(1, 2)
+        return sdpa(k, v)
+
+    return {"sdpa": lambda: sdpa(t["k"], t["v"]), "naive": naive, "ours": ours}, mask_kind
+
+
+def _extras(case: PagedCase, t: dict[str, Any], fns: dict[str, Callable[[], Any]], flex: bool) -> dict[str, float]:
+    """Forced SDPA backends, compiled Flex, and the largest output difference, on one allocation."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    per = 1e9 if case.kind == "decode" else 1e12
+    extra: dict[str, float] = {}
+    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION),
+                          ("efficient", SDPBackend.EFFICIENT_ATTENTION)):  # fmt: skip
+
+        def forced(backend: Any = backend) -> Any:
+            with sdpa_kernel([backend]):
+                return fns["sdpa"]()
+
+        extra[f"SDPA {name} only"] = case.work() / _measure(forced) / per
+    if flex:
+        try:
+            extra["flex (compiled, contiguous KV)"] = case.work() / _measure(_flex_fn(case, t)) / per
+        except Exception:  # compile failure: n/a
+            extra["flex (compiled, contiguous KV)"] = math.nan
+    ref, got = fns["sdpa"](), fns["ours"]()
+    extra["max abs diff vs SDPA x1e3"] = 1e3 * float((got.float() - ref.transpose(1, 2).reshape(got.shape)).abs().max())
+    return extra
+
+
+def bench_case(case: PagedCase, device: str = "cuda", *, flex: bool = True, allocations: int | None = None) -> Result:
+    """Measure one case.
+
+    Decode bandwidth moves by a few per cent with where the arena lands in device memory, so decode
+    cases are rebuilt ``allocations`` times (default 3; fresh arena and page order each time) and the
+    row reports the medians, with the lowest ``ours`` and ratios in ``extra``.
+
+    Args:
+        case: The case.
+        device: CUDA device.
+        flex: Also measure compiled FlexAttention (first allocation).
+        allocations: Fresh allocations to measure (default 3 for decode, 1 for prefill).
+
+    Returns:
+        The row.
+    """
+    import torch
+
+    n = allocations or (3 if case.kind == "decode" else 1)
+    per = 1e9 if case.kind == "decode" else 1e12
+    rates: dict[str, list[float]] = {"sdpa": [], "naive": [], "ours": []}
+    extra: dict[str, float] = {}
+    mask_kind = ""
+    for r in range(n):
+        t = build_case(case, device, seed=r)
+        fns, mask_kind = _variants(case, t)
+        if r == 0:
+            extra = _extras(case, t, fns, flex)
+        for name, fn in fns.items():
+            rates[name].append(case.work() / _measure(fn) / per)
+        del t, fns
+        torch.cuda.empty_cache()
+    rate = {k: statistics.median(v) for k, v in rates.items()}
+    if n > 1:
+        extra[f"ours, lowest of {n} allocations"] = min(rates["ours"])
+        extra["lowest ours/sdpa %"] = 100 * min(o / c for o, c in zip(rates["ours"], rates["sdpa"]))
+        extra["lowest ours/naive"] = min(o / c for o, c in zip(rates["ours"], rates["naive"]))
+    if case.kind == "decode":
+        target = ">= 90% of contiguous SDPA and >= 3x gather+SDPA"
+        met = rate["ours"] >= 0.9 * rate["sdpa"] and rate["ours"] >= 3 * rate["naive"]
+    else:
+        target = ">= 70% of contiguous SDPA"
+        met = rate["ours"] >= 0.7 * rate["sdpa"]
+    unit = "GB/s (KV read)" if case.kind == "decode" else "TFLOP/s"
+    label = f"{case.label} (SDPA: {mask_kind})" if case.kind == "prefill" else case.label
+    return Result("paged attention", label, unit, rate["sdpa"], rate["naive"], rate["ours"], extra, target, met)
+
+
+def bench_paged_attention(device: str = "cuda", quick: bool = False, *, flex: bool = True) -> list[Result]:
+    """Every case of :data:`CASES` (``quick``: the decode cases and the empty-cache prefill, without Flex).
+
+    Args:
+        device: CUDA device.
+        quick: Fewer cases, no FlexAttention.
+        flex: Measure compiled FlexAttention (ignored when ``quick``).
+
+    Returns:
+        One row per case.
+    """
+    cases = CASES[:3] if quick else CASES
+    return [bench_case(c, device, flex=flex and not quick) for c in cases]
