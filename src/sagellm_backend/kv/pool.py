@@ -92,6 +92,19 @@ class KVCachePool:
         self._check_open()
         return self._arena
 
+    def kv_caches(self, layer: int | None = None) -> Any:
+        """Per-layer ``(K, V)`` views of the arena for paged attention (see :mod:`.layout`).
+
+        Args:
+            layer: A layer index, or ``None`` for every layer.
+
+        Returns:
+            ``(K, V)``, or a list of them; pool block ids are the block-table ids.
+        """
+        from .layout import layer_kv_caches
+
+        return layer_kv_caches(self, layer)
+
     @property
     def arena_nbytes(self) -> int:
         """Bytes of the arena."""

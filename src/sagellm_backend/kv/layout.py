@@ -1,0 +1,59 @@
+"""Per-layer K/V views of a pool's arena, in the layout paged attention reads.
+
+The arena is block-major, ``(num_blocks, kv_factor, num_layers, block_size, num_kv_heads, head_dim)``,
+so for every layer ``arena[:, 0, layer]`` is a ``(num_blocks, block_size, num_kv_heads, head_dim)``
+view whose inner three dims are contiguous and whose block stride is the whole block: exactly the
+cache shape :meth:`PagedAttentionBackend.get_kv_cache_shape` gives, with pool block ids as the
+block-table ids. Writing through the views writes the pool's blocks, so ``copy_blocks``,
+``make_writable``, ``swap_out``/``swap_in`` and ``migrate_blocks`` move whole blocks of every layer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidArgumentError, UnsupportedOperationError
+from ..protocol import DType
+from ..core.validate import check_count
+
+if TYPE_CHECKING:
+    from .pool import KVCachePool
+
+__all__ = ["layer_kv_caches"]
+
+
+def layer_kv_caches(pool: KVCachePool, layer: object = None) -> Any:
+    """``(K, V)`` views of one layer, or a list of them for every layer.
+
+    Args:
+        pool: The pool (torch arena, K and V geometry, fp32/fp16/bf16).
+        layer: Layer index, or ``None`` for all layers.
+
+    Returns:
+        ``(K, V)`` or ``[(K, V), ...]``; each ``(num_blocks, block_size, num_kv_heads, head_dim)``.
+
+    Raises:
+        UnsupportedOperationError: numpy arena (Mock), a K-only/latent geometry, or a packed dtype.
+        InvalidArgumentError: layer out of range.
+    """
+    arena = pool.arena
+    geometry = pool.geometry
+    if not hasattr(arena, "data_ptr"):
+        raise UnsupportedOperationError(
+            "per-layer K/V caches need a torch arena; the Mock provider stores numpy arrays. Use the cpu provider."
+        )
+    if geometry.kv_factor != 2:
+        raise UnsupportedOperationError(
+            f"this pool's geometry has kv_factor={geometry.kv_factor} (one latent or K-only cache): "
+            "there are no separate K and V views."
+        )
+    if pool.dtype not in (DType.FP32, DType.FP16, DType.BF16):
+        raise UnsupportedOperationError(
+            f"attention reads fp32/fp16/bf16 caches; this pool stores {pool.dtype.value}. Create it with one of those."
+        )
+    if layer is None:
+        return [(arena[:, 0, i], arena[:, 1, i]) for i in range(geometry.num_layers)]
+    index = check_count("layer", layer, minimum=0)
+    if not 0 <= index < geometry.num_layers:
+        raise InvalidArgumentError(f"layer {index} is out of range: this pool has layers 0..{geometry.num_layers - 1}.")
+    return arena[:, 0, index], arena[:, 1, index]
