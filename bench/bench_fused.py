@@ -4,7 +4,7 @@
     python bench/bench_fused.py --out results/       # also h100-style fused_kernels.md / .json there
     python bench/bench_fused.py --sweep              # launch-parameter sweep of the Triton kernels first
 
-See sagellm_backend.bench_fused for what is measured and how bytes are counted.
+See sagellm_backend.bench.fused for what is measured and how bytes are counted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sagellm_backend.bench_fused import (
+from sagellm_backend.bench.fused import (
     HIDDEN,
     INTERMEDIATE,
     TOKENS,

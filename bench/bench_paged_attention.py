@@ -2,7 +2,7 @@
 
     python bench/bench_paged_attention.py [--quick] [--no-flex] [--out DIR]
 
-Prints a markdown table (see ``sagellm_backend.bench_paged`` for what each column measures); with
+Prints a markdown table (see ``sagellm_backend.bench.paged_attention`` for what each column measures); with
 ``--out`` also writes ``paged_attention.json`` and ``paged_attention.md`` there.
 """
 
@@ -17,7 +17,7 @@ import torch
 import triton
 
 from sagellm_backend.bench import table
-from sagellm_backend.bench_paged import CASES, bench_case
+from sagellm_backend.bench.paged_attention import CASES, bench_case
 
 
 def main() -> None:

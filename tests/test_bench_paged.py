@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sagellm_backend.bench_paged import CASES, HEAD_DIM, HKV, HQ, PagedCase
+from sagellm_backend.bench.paged_attention import CASES, HEAD_DIM, HKV, HQ, PagedCase
 
 
 @pytest.mark.parametrize("batch,new,cached", [(1, 1, 0), (2, 5, 0), (3, 4, 7), (1, 16, 16)])

@@ -41,7 +41,7 @@ def test_pool_views_have_the_attention_cache_layout() -> None:
         num_blocks=8, block_size=BS, num_kv_heads=HKV, head_dim=D
     )
     assert len(caches) == LAYERS and all(tuple(c.shape) == tuple(shape) for kv in caches for c in kv)
-    k0, v0 = pool.kv_caches(0)
+    k0, _v0 = pool.kv_caches(0)
     (b,) = pool.allocate(1)
     k0[b].fill_(1.5)
     raw = torch.frombuffer(bytearray(pool.read_block(b)), dtype=torch.float32).view(2, LAYERS, BS, HKV, D)

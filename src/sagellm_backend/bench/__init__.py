@@ -64,7 +64,8 @@ def plan(provider: BackendProvider, quick: bool) -> list[tuple[str, Callable[[],
         ``(label, thunk)`` pairs; a thunk returns a :class:`Result`, a list of them, or None.
         Labels: ``"pool allocate+free"``, ``"copy_blocks 1024 x 64 KiB"``,
         ``"copy_blocks 1 pair (Python lists)"``, ``"swap 1024 x 64 KiB"``, ``"migrate"``,
-        ``"events"``.
+        ``"events"``, ``"paged attention"`` and ``"fused kernels"`` (CUDA), ``"paged attention decode
+        (host)"`` (CPU).
     """
     device = is_device(provider)
     sizes = [64, 256, 1024] + ([8192] if device else [])
@@ -82,6 +83,16 @@ def plan(provider: BackendProvider, quick: bool) -> list[tuple[str, Callable[[],
     if device:
         steps.append(("migrate", partial(bench_migrate, provider, quick=quick)))
         steps.append(("events", partial(bench_events, provider, quick=quick)))
+    if provider.device_type == "cuda":
+        from .fused import bench_fused_kernels
+        from .paged_attention import bench_paged_attention
+
+        steps.append(("paged attention", partial(bench_paged_attention, provider.device, quick)))
+        steps.append(("fused kernels", partial(bench_fused_kernels, provider.device, quick)))
+    elif provider.device_type == "cpu":
+        from .attention_host import bench_host_paged_decode
+
+        steps.append(("paged attention decode (host)", partial(bench_host_paged_decode, quick=quick)))
     return steps
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..core.validate import check_count
 from ..errors import InvalidArgumentError, UnsupportedOperationError
 from ..protocol import DType
-from ..core.validate import check_count
 
 if TYPE_CHECKING:
     from .pool import KVCachePool

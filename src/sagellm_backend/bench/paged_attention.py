@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .bench import Result
+from .harness import Result
 
 __all__ = ["CASES", "PagedCase", "bench_case", "bench_paged_attention", "build_case", "sdpa_fn", "time_cuda"]
 
@@ -213,8 +213,8 @@ def _variants(case: PagedCase, t: dict[str, Any]) -> tuple[dict[str, Callable[[]
     """The three timed variants of one case (ceiling, naive, ours) and the ceiling's mask kind."""
     import torch
 
-    from .attention.paged_triton import paged_decode
-    from .attention.paged_triton_prefill import paged_prefill
+    from ..attention.paged_triton import paged_decode
+    from ..attention.paged_triton_prefill import paged_prefill
 
     sdpa, mask_kind = sdpa_fn(case, t)
     kc, vc, bt, lens, cu, scale = t["kc"], t["vc"], t["bt"], t["seq_lens"], t["cu"], t["scale"]

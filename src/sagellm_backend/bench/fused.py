@@ -29,7 +29,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from .bench import Result
+from .harness import Result
 
 __all__ = [
     "HIDDEN",
@@ -148,7 +148,7 @@ def bench_fused_kernels(device: str = "cuda", quick: bool = False) -> list[Resul
     """
     import torch
 
-    from .kernels import torch_ops, triton_ops
+    from ..kernels import torch_ops, triton_ops
 
     with torch.cuda.device(torch.device(device)):
         compiled: dict[str, Callable[..., Any]] = {
