@@ -115,6 +115,9 @@ def _attend_pages(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
         torch.bmm(qh[:, h], k[:, :, h].transpose(1, 2), out=scores[h])
     scores = scores.view(hkv, b, g, m, -1).masked_fill_(~mask[None, :, None], float("-inf"))
     probs = _softmax_(scores).view(hkv, b, g * m, -1)
+    # Pages past a sequence's end hold whatever the pool's memory held (NaN/inf bit patterns too):
+    # a zero weight times NaN is NaN, so those rows of the gathered V (a private copy) are zeroed.
+    v.masked_fill_(~mask.any(dim=1)[:, :, None, None], 0)
     out = torch.empty(b, hkv, g * m, d, dtype=q.dtype, device=q.device)
     for h in range(hkv):
         out[:, h] = torch.bmm(probs[h], v[:, :, h])
