@@ -130,6 +130,7 @@ def attention_forward_prefill() -> str:
     """Spec 4.2 example: forward(q, k, v, AttentionMetadata.for_prefill([5])) equals causal SDPA."""
     import torch
     import torch.nn.functional as F
+
     from sagellm_backend.attention import AttentionMetadata
 
     gen = torch.Generator().manual_seed(1)
