@@ -55,3 +55,17 @@ def test_seed_engine_passes_device_strings() -> None:
             PyTorchAscendBackendProvider(0, device="npu:1")
         with pytest.raises(InvalidArgumentError):
             PyTorchAscendBackendProvider(device="cuda:0")
+
+
+def test_seed_stream_and_event_attributes() -> None:
+    import time
+
+    for p in (sagellm_backend.MockBackendProvider(), sagellm_backend.get_provider("cpu")):
+        s = p.create_stream()
+        assert isinstance(s.stream_id, int) and s.stream_id == s.handle
+        e1, e2 = p.create_event(), p.create_event()
+        assert e1.event_id != e2.event_id and e1.timestamp is None
+        before = time.time()
+        e1.record(s)
+        s.synchronize()
+        assert e1.timestamp is not None and before <= e1.timestamp <= time.time()

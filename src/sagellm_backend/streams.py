@@ -195,6 +195,7 @@ class HostEvent(Event):
             InvalidArgumentError: The stream was closed; the event then marks no work and its waits
                 raise :class:`StreamError` at once.
         """
+        self._recorded_at = time.time()
         stream = stream if stream is not None else current_stream(self._owner_id)
         marker = _Marker()
         if stream is None:

@@ -19,6 +19,7 @@ never finish (an event whose ``record`` failed, a task waiting for its own strea
 
 from __future__ import annotations
 
+import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from typing import Any
 __all__ = ["Event", "Graph", "Stream", "current_stream"]
 
 _tls = threading.local()
+_event_ids = itertools.count(1)
 
 
 def _stream_stack() -> list[Stream]:
@@ -57,6 +59,20 @@ class Event(ABC):
 
     ``record`` and ``query`` never block; ``synchronize`` and ``elapsed_ms`` do.
     """
+
+    @property
+    def event_id(self) -> int:
+        """Process-unique id of this event (the seed release's ``event_id``)."""
+        found = self.__dict__.get("_event_id")
+        if found is None:
+            found = self.__dict__.setdefault("_event_id", next(_event_ids))
+        return int(found)
+
+    @property
+    def timestamp(self) -> float | None:
+        """Host wall-clock time (``time.time()``) of the last :meth:`record` call, or ``None``."""
+        stamp = self.__dict__.get("_recorded_at")
+        return None if stamp is None else float(stamp)
 
     @property
     @abstractmethod
@@ -138,6 +154,11 @@ class Stream(ABC):
     @abstractmethod
     def handle(self) -> int:
         """An integer identifying the native stream (worker thread id, cudaStream_t ...)."""
+
+    @property
+    def stream_id(self) -> int:
+        """The seed release's name of :attr:`handle`."""
+        return self.handle
 
     @abstractmethod
     def synchronize(self, *, timeout: float | None = None) -> None:

@@ -7,6 +7,7 @@ Waits without a ``timeout`` use the native blocking call; with one they poll the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ class DeviceEvent(Event):
         return self._device
 
     def record(self, stream: Stream | None = None) -> None:
+        self._recorded_at = time.time()
         if stream is None and not getattr(_stream_tls, "streams", None):
             self.native.record()  # fast path: no HAL stream entered in this thread
             self._recorded = True
