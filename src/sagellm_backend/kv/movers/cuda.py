@@ -19,6 +19,9 @@ from .torch_device import index_copy_rows
 
 __all__ = ["CudaRowCopier"]
 
+#: Up to this many pairs, the kernel reads the staged indices straight from pinned host memory.
+ZERO_COPY_PAIRS = 256
+
 #: Up to this many pairs given as Python lists, copy block by block (one memcpy each): measured
 #: on an H100, one ``copy_`` costs less than staging plus a launch; two do not.
 SHORT_LIST_PAIRS = 1
@@ -98,15 +101,18 @@ class _IndexStager:
         self.pos += n
         return start
 
-    def stage(self, lists: list[Any], device: Any) -> Any:
-        """Copy the concatenated lists to ``device``, asynchronously.
+    def stage(self, lists: list[Any], device: Any, *, zero_copy: bool = False) -> Any:
+        """Put the concatenated lists where a kernel on ``device`` can read them, asynchronously.
 
         Args:
             lists: Lists of ints.
             device: The CUDA device.
+            zero_copy: Hand out the pinned ring slice itself: under unified addressing a kernel
+                reads pinned host memory through the same pointer, so no H2D copy is enqueued
+                (worth it for short lists, which a kernel reads once).
 
         Returns:
-            One int32 device tensor holding the lists one after another.
+            One int32 tensor (on the device, or the pinned slice) holding the lists one after another.
         """
         import torch
 
@@ -116,9 +122,11 @@ class _IndexStager:
         for ids in lists:
             self.np_buf[pos : pos + len(ids)] = ids
             pos += len(ids)
-        dev = self.buf[start : start + n].to(device, non_blocking=True)
+        staged = self.buf[start : start + n]
+        if not zero_copy:
+            staged = staged.to(device, non_blocking=True)
         self.readers.add(torch._C._cuda_getCurrentStream(self.device_index)[0])
-        return dev
+        return staged
 
 
 class CudaRowCopier:
@@ -137,6 +145,9 @@ class CudaRowCopier:
         self.proven: set[tuple[bool, bool, Any]] = set()
         #: Why Triton was given up for torch indexing, or ``None`` while it serves.
         self.disabled: str | None = None
+        #: Short index lists are read by the kernel from pinned host memory (off if that ever fails).
+        self.zero_copy = True
+        self.zero_copy_proven = False
 
     @classmethod
     def create(cls, device_index: int) -> CudaRowCopier | None:
@@ -169,6 +180,19 @@ class CudaRowCopier:
             self.words[key] = view
         return view
 
+    def _prove_zero_copy(self, src: Any, dst: Any, staged: Any, n: int, lists: list[Any]) -> Any:
+        """Launch the first zero-copy batch; where the kernel cannot read pinned host memory, stage
+        through the device from now on. Returns ``None`` when the copy is done, else the indices to use."""
+        s, words = self._words(src, True)
+        d, _ = self._words(dst, True)
+        try:
+            self.tc.copy_words(s, staged, d, staged, n, words, dst_off=n)
+        except Exception:
+            self.zero_copy = False
+            return self.stager.stage(lists, dst.device)
+        self.zero_copy_proven = True
+        return None
+
     def __call__(self, src: Any, src_ids: Any, dst: Any, dst_ids: Any) -> None:
         import torch
 
@@ -188,8 +212,13 @@ class CudaRowCopier:
         n = len(src_ids) if src_ids is not None else len(dst_ids)
         src_t, dst_t, dst_off = src_ids, dst_ids, 0
         if type(src_ids) is list and type(dst_ids) is list:  # both lists: one staged tensor, no slicing
-            src_t = dst_t = self.stager.stage([src_ids, dst_ids], dev)
+            zero_copy = self.zero_copy and n <= ZERO_COPY_PAIRS
+            src_t = dst_t = self.stager.stage([src_ids, dst_ids], dev, zero_copy=zero_copy)
             dst_off = n
+            if zero_copy and not self.zero_copy_proven:
+                src_t = dst_t = self._prove_zero_copy(src, dst, src_t, n, [src_ids, dst_ids])
+                if src_t is None:
+                    return
         else:
             if src_ids is not None and not isinstance(src_ids, torch.Tensor):
                 src_t = self.stager.stage([src_ids], dev)
