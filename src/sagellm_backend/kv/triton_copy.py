@@ -2,12 +2,13 @@
 
 ``dst[dst_idx[r]] = src[src_idx[r]]`` for every row ``r``, rows viewed as 64-bit words. Each
 program copies one ``BLOCK``-word chunk of one row, so a 64 KiB block is ``8192 / BLOCK``
-programs; loads and stores are 16-byte vectors per thread (no cache hints: ``evict_first`` measured
-no better on H100/H200). Pairs run in the caller's order: sorting by destination helped on H200
-(+3-4 points at 8192 blocks) but cost 14 points on H100, so it is not done. Either index may be the identity
-(gather into / scatter from a contiguous staging buffer), chosen at compile time.
+programs; loads and stores are 16-byte vectors per thread. Pairs run in the caller's order.
+Either index may be the identity (gather into / scatter from a contiguous staging buffer), chosen
+at compile time; destination indices may follow the source ones in one packed tensor
+(``dst_off``); rows whose indices fall outside either tensor are skipped (trusted indices never
+read or write out of bounds). Design measurements are in docs/PERFORMANCE.md.
 
-Imported only by the CUDA provider when Triton is importable; the provider falls back to
+Imported only by the CUDA block mover when Triton is importable; it falls back to
 ``index_select`` + ``index_copy_`` otherwise.
 """
 

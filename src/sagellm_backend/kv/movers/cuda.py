@@ -22,8 +22,8 @@ __all__ = ["CudaRowCopier"]
 #: Up to this many pairs, the kernel reads the staged indices straight from pinned host memory.
 ZERO_COPY_PAIRS = 256
 
-#: Up to this many pairs given as Python lists, copy block by block (one memcpy each): measured
-#: on an H100, one ``copy_`` costs less than staging plus a launch; two do not.
+#: Up to this many pairs given as Python lists, copy block by block (one memcpy each; see
+#: docs/PERFORMANCE.md for the measurement behind the threshold).
 SHORT_LIST_PAIRS = 1
 
 
