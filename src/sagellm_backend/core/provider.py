@@ -216,6 +216,8 @@ class Provider(BackendProvider):
             raise InvalidArgumentError(
                 f"{stream!r} belongs to another provider instance; use a stream from this provider's create_stream()."
             )
+        if stream.closed:  # refused before anything is allocated or enqueued
+            raise InvalidArgumentError(f"{stream!r} was closed; create a new one with create_stream().")
         return stream
 
     def _fault(self, what: str, count: int = 1) -> None:

@@ -79,7 +79,7 @@ class BlockAllocator:
         """
         self._single.difference_update(ids)
         self._free.extend(reversed(ids))
-        self.peak_used = peak_before
+        self.peak_used = max(peak_before, self.num_blocks - len(self._free))  # others may have raised it since
 
     def free(self, ids: list[int]) -> list[int]:
         """Drop one reference per occurrence of each id; ids reaching zero become free.

@@ -7,10 +7,10 @@ into plain ``int``. The check of a plain list of ints is one C-level pass (``set
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
-from ..errors import InvalidArgumentTypeError
+from ..core.validate import exact_int
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = ["as_block_id", "as_id_list", "check_trusted_ids"]
 
@@ -49,17 +49,10 @@ def as_block_id(value: object, what: str = "block_id") -> int:
     """
     if type(value) is int:
         return value
-    if isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):
+    found = exact_int(value)
+    if found is None:
         raise _bad(what, value)
-    dtype = getattr(value, "dtype", None)
-    if dtype is not None:
-        if not _is_int_dtype(dtype) or _ndim(value) != 0:
-            raise _bad(what, value)
-        return int(value.item())  # type: ignore[attr-defined]  # numpy/torch 0-d values have item()
-    try:
-        return operator.index(value)  # type: ignore[arg-type]  # objects implementing __index__
-    except TypeError:
-        raise _bad(what, value) from None
+    return found
 
 
 def as_id_list(ids: object, what: str) -> list[int]:
@@ -79,21 +72,32 @@ def as_id_list(ids: object, what: str) -> list[int]:
         if list(map(type, ids)).count(int) == len(ids):  # one C-level pass; bool and float are not int
             return ids
         return [as_block_id(i, what) for i in ids]
-    if isinstance(ids, (tuple, range)):
-        return as_id_list(list(ids), what)
-    dtype: Any = getattr(ids, "dtype", None)
-    if dtype is not None and hasattr(ids, "tolist"):
-        if not _is_int_dtype(dtype) or _ndim(ids) != 1:
-            raise InvalidArgumentTypeError(
-                f"{what} must be a 1-D integer array or tensor; got dtype {dtype} with {_ndim(ids)} dimension(s)."
-            )
-        out = ids.tolist()
-        return out if isinstance(out, list) else [out]
+    try:
+        if isinstance(ids, (tuple, range)):
+            return as_id_list(list(ids), what)
+        dtype: Any = getattr(ids, "dtype", None)
+        if dtype is not None and hasattr(ids, "tolist"):
+            if not _is_int_dtype(dtype) or _ndim(ids) != 1:
+                raise InvalidArgumentTypeError(
+                    f"{what} must be a 1-D integer array or tensor; got dtype {dtype} with {_ndim(ids)} dimension(s)."
+                )
+            out = ids.tolist()
+            return out if isinstance(out, list) else [out]
+    except MemoryError as exc:  # range(2**62): more ids than memory could hold
+        raise InvalidArgumentError(
+            f"{what} holds more block ids than fit in memory ({type(ids).__name__}); no pool has that many."
+        ) from exc
     if isinstance(ids, (str, bytes, dict, set, frozenset)) or not hasattr(ids, "__iter__"):
         raise InvalidArgumentTypeError(
             f"{what} must be a sequence of block ids (list, tuple, numpy array, tensor); got {type(ids).__name__}."
         )
-    return [as_block_id(i, what) for i in ids]  # any other iterable
+    try:
+        items = list(ids)  # any other iterable
+    except Exception as exc:  # its __iter__ / __next__ raised: not a usable sequence
+        raise InvalidArgumentTypeError(
+            f"{what} could not be iterated ({type(exc).__name__}: {exc}); pass a list of block ids."
+        ) from exc
+    return [as_block_id(i, what) for i in items]
 
 
 def check_trusted_ids(ids: object, num_blocks: int, what: str) -> Any:
@@ -124,8 +128,6 @@ def check_trusted_ids(ids: object, num_blocks: int, what: str) -> Any:
         return ids
     lst = as_id_list(ids, what)
     if lst and (min(lst) < 0 or max(lst) >= num_blocks):
-        from ..errors import InvalidArgumentError
-
         bad = min(lst) if min(lst) < 0 else max(lst)
         raise InvalidArgumentError(
             f"{what} holds block id {bad}, outside this pool's ids 0..{num_blocks - 1}; nothing was copied.",

@@ -128,6 +128,10 @@ class KVCachePool:
         Raises:
             ResourceExhaustedError: not enough free blocks; nothing allocated.
         """
+        return self._take(n)[0]
+
+    def _take(self, n: int) -> tuple[list[int], int]:
+        """:meth:`allocate`, also returning the peak before it, for :meth:`_give_back`."""
         if type(n) is not int and (isinstance(n, bool) or not isinstance(n, int)):
             raise InvalidArgumentTypeError(
                 f"pool.allocate(n): n must be an int block count; got {type(n).__name__} {n!r}."
@@ -146,7 +150,12 @@ class KVCachePool:
                 except BaseException:
                     self._alloc.undo_allocate(ids, peak)
                     raise
-            return ids
+            return ids, peak
+
+    def _give_back(self, ids: list[int], peak: int) -> None:
+        """Undo :meth:`_take` exactly (free list order and peak), for an operation that failed."""
+        with self._lock:
+            self._alloc.undo_allocate(ids, peak)
 
     def free(self, ids: Sequence[int]) -> None:
         """Drop one reference per listed id; blocks at zero return to the free list.
@@ -273,6 +282,8 @@ class KVCachePool:
             KVTransferError: the copy failed.
         """
         self._check_open()
+        if validate is not True and validate is not False:  # never truth-test an array or an object
+            raise InvalidArgumentTypeError(f"validate must be True or False; got {type(validate).__name__}.")
         src: Any
         dst: Any
         if validate:

@@ -49,12 +49,12 @@ def swap_in(
         raise ForeignBlockError("these blocks were swapped out of another pool; swap them in there.")
     pool._check_open()
     s = pool._host.stream(stream)
+    fresh: tuple[list[int], int] | None = None
     if dst_ids is None:
-        dst = pool.allocate(swapped.num_blocks)
-        fresh = True
+        fresh = pool._take(swapped.num_blocks)
+        dst = fresh[0]
     else:
         dst = as_id_list(dst_ids, "dst_ids")
-        fresh = False
         if len(dst) != swapped.num_blocks:
             raise InvalidArgumentError(f"swap_in got {len(dst)} dst_ids for {swapped.num_blocks} swapped blocks.")
         if len(set(dst)) != len(dst):
@@ -69,8 +69,8 @@ def swap_in(
         pool._host.fault("transfer")
         pool._mover.scatter(pool._arena, dst, swapped.data, s)
     except BaseException:
-        if fresh:
-            pool.free(dst)
+        if fresh is not None:
+            pool._give_back(*fresh)
         raise
     return dst
 
@@ -99,7 +99,7 @@ def migrate_blocks(
         pool._alloc.require_live(lst, "migrate ids")
     s = pool._host.stream(stream)
     pool._host.fault("transfer")
-    dst = target.allocate(len(lst))
+    dst, peak = target._take(len(lst))
     try:
         if target is pool:
             pool._mover.copy_blocks(pool._arena, lst, dst, s)
@@ -107,6 +107,6 @@ def migrate_blocks(
             rows = pool._mover.gather(pool._arena, lst, normalize_device(target.device), s)
             target._mover.scatter(target._arena, dst, rows, s)
     except BaseException:
-        target.free(dst)
+        target._give_back(dst, peak)
         raise
     return dst
