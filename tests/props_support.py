@@ -102,8 +102,9 @@ def check_invariants(p: Any, pools: list[Any]) -> None:
     for b in p.live_blocks():
         assert not b.is_freed
         assert b.device in reachable, f"block {b.handle} on {b.device!r}, not one of {reachable}"
-        if b._pool is None or not b._pool.closed:
-            assert len(p.kv_block_read(b)) == b.nbytes
+        # a live view of a closed pool would hold the whole arena alive while the accounting says freed
+        assert b._pool is None or not b._pool.closed, f"block {b.handle} is a live view of a closed pool"
+        assert len(p.kv_block_read(b)) == b.nbytes
     for pool in pools:
         if pool.closed:
             continue

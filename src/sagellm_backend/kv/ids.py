@@ -12,7 +12,7 @@ from typing import Any
 from ..core.validate import exact_int
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["as_block_id", "as_id_list", "check_trusted_ids"]
+__all__ = ["as_block_id", "as_id_list", "check_trusted_ids", "copy_pairs"]
 
 
 def _is_int_dtype(dtype: Any) -> bool:
@@ -134,3 +134,43 @@ def check_trusted_ids(ids: object, num_blocks: int, what: str) -> Any:
             block_id=bad,
         )
     return lst
+
+
+def copy_pairs(src_ids: object, dst_ids: object, *, validate: object, num_blocks: int) -> tuple[Any, Any]:
+    """The ids of a ``copy_blocks`` batch, checked as far as ids alone allow (liveness is the pool's).
+
+    Args:
+        src_ids: Source ids.
+        dst_ids: Destination ids.
+        validate: ``True``: same length, distinct destinations, disjoint from the sources.
+            ``False`` (trusted): integers in range and the same length only (:func:`check_trusted_ids`).
+        num_blocks: The pool's size.
+
+    Returns:
+        ``(src, dst)``: lists of ints (device index tensors as they are, trusted only).
+
+    Raises:
+        InvalidArgumentTypeError: ``validate`` is not a bool, or ids are not integers.
+        InvalidArgumentError: lengths differ, duplicate or overlapping destinations, ids out of range.
+    """
+    if validate is not True and validate is not False:  # never truth-test an array or an object
+        raise InvalidArgumentTypeError(f"validate must be True or False; got {type(validate).__name__}.")
+    if not validate:  # trusted: no set work, index tensors (even on the device) go to the kernel as they are
+        src, dst = check_trusted_ids(src_ids, num_blocks, "src_ids"), check_trusted_ids(dst_ids, num_blocks, "dst_ids")
+        if len(src) != len(dst):
+            raise InvalidArgumentError(f"src_ids and dst_ids differ in length: {len(src)} vs {len(dst)}.")
+        return src, dst
+    src, dst = as_id_list(src_ids, "src_ids"), as_id_list(dst_ids, "dst_ids")
+    if len(src) != len(dst):
+        raise InvalidArgumentError(f"src_ids and dst_ids must have the same length; got {len(src)} and {len(dst)}.")
+    dst_set = set(dst)
+    if len(dst_set) != len(dst):
+        raise InvalidArgumentError(
+            "dst_ids contain duplicates: two copies would write one block. Pass each destination once."
+        )
+    if not dst_set.isdisjoint(src):
+        raise InvalidArgumentError(
+            "dst_ids and src_ids overlap: a block may not be read and written in one batch "
+            f"(e.g. {sorted(dst_set.intersection(src))[:4]}). Split the batch."
+        )
+    return src, dst

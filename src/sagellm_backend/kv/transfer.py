@@ -1,5 +1,5 @@
-"""The pool's transfers to and from other memories: swap out to host, swap in, migrate to another
-pool. Part of the pool (they work on its allocator, arena and mover under its lock)."""
+"""The pool's copies that also change ownership: copy-on-write, swap out to host, swap in, migrate
+to another pool. Part of the pool (they work on its allocator, arena and mover under its lock)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,33 @@ if TYPE_CHECKING:
     from ..api.streams import Stream
     from .pool import KVCachePool
 
-__all__ = ["migrate_blocks", "swap_in", "swap_out"]
+__all__ = ["make_writable", "migrate_blocks", "swap_in", "swap_out"]
+
+
+def make_writable(pool: KVCachePool, ids: Sequence[int], *, stream: Stream | None = None) -> list[int]:
+    """Copy-on-write; arguments as :meth:`KVCachePool.make_writable`."""
+    lst = as_id_list(ids, "ids")
+    pool._check_open()
+    if len(set(lst)) != len(lst):
+        raise InvalidArgumentError("make_writable ids contain duplicates; pass each block once.")
+    s = pool._host.stream(stream)
+    with pool._lock:
+        pool._alloc.require_live(lst, "make_writable ids")
+        shared = [i for i in lst if pool._alloc.refcount(i) > 1]
+        if not shared:
+            return list(lst)
+        pool._alloc.require_droppable(shared, "make_writable")
+        peak = pool._alloc.peak_used
+        fresh = pool._alloc.allocate(len(shared))
+        try:
+            pool._host.fault("transfer")
+            pool._mover.copy_blocks(pool._arena, shared, fresh, s)
+        except BaseException:
+            pool._alloc.undo_allocate(fresh, peak)
+            raise
+        pool._alloc.free(shared)
+        mapping = dict(zip(shared, fresh))
+    return [mapping.get(i, i) for i in lst]
 
 
 def swap_out(pool: KVCachePool, ids: Sequence[int], *, stream: Stream | None = None) -> SwappedBlocks:
