@@ -439,8 +439,8 @@ class PoolMachine(RuleBasedStateMachine):
 
 
 STATE_SETTINGS = settings(
-    max_examples=150,
-    stateful_step_count=50,
+    max_examples=250,
+    stateful_step_count=60,
     deadline=None,
     derandomize=True,
     database=None,

@@ -63,8 +63,8 @@ def exact_int(value: object) -> int | None:
         return value
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return int(value)
+    if isinstance(value, int):  # a subclass (IntEnum ...): its int value, whatever its __int__ does
+        return int.__index__(value)
     try:
         dtype = getattr(value, "dtype", None)
         if dtype is not None and hasattr(value, "item"):  # numpy and torch values
