@@ -30,6 +30,7 @@ from sagellm_backend import (
     StreamError,
     UnavailableError,
     UnsupportedDTypeError,
+    UnsupportedOperationError,
     get_provider,
     register_provider,
 )
@@ -79,6 +80,38 @@ def _ev_on_closed_stream(c: Ctx) -> Any:
     with contextlib.suppress(InvalidArgumentError):  # the record refuses; the wait must not hang
         ev.record(s)
     return ev.synchronize()
+
+
+class RaisingIndex:
+    """An object whose ``__index__`` raises something other than ``TypeError``."""
+
+    def __index__(self) -> int:
+        raise ZeroDivisionError("__index__")
+
+    def __repr__(self) -> str:
+        return "RaisingIndex()"
+
+
+class RaisingIter:
+    """An iterable whose ``__iter__`` raises."""
+
+    def __iter__(self) -> Any:
+        raise ZeroDivisionError("__iter__")
+
+    def __repr__(self) -> str:
+        return "RaisingIter()"
+
+
+def _torch_true() -> Any:
+    import torch
+
+    return torch.tensor(True)
+
+
+def _closed_stream(c: Ctx) -> Any:
+    s = c.p.create_stream()
+    s.close()  # type: ignore[attr-defined]  # host streams (these rows' providers) can be closed
+    return s
 
 
 def _sync_after_failed_task(c: Ctx) -> Any:
@@ -347,6 +380,117 @@ ROWS: list[Row] = [
         InvalidArgumentError,
     ),
     Row("pool.swap_in", "not a SwappedBlocks", lambda c: c.pool.swap_in(c.ids), InvalidArgumentTypeError),
+    # found by the property tests (tests/test_properties_*.py)
+    Row(
+        "kv_block_alloc",
+        "num_tokens=torch.tensor(True) (a bool tensor; operator.index takes it)",
+        lambda c: c.p.kv_block_alloc(_torch_true(), DType.FP16),
+        InvalidArgumentTypeError,
+    ),
+    Row(
+        "kv_block_alloc",
+        "num_tokens whose __index__ raises",
+        lambda c: c.p.kv_block_alloc(RaisingIndex(), DType.FP16),
+        InvalidArgumentTypeError,
+    ),
+    Row(
+        "kv_block_alloc",
+        "num_tokens=10**400 (beyond float)",
+        lambda c: c.p.kv_block_alloc(10**400, DType.FP16),
+        ResourceExhaustedError,
+    ),
+    Row(
+        "kv_block_read", "a view of a closed pool", lambda c: c.p.kv_block_read(c.extra["closed_view"]), BlockFreedError
+    ),
+    Row("to_device", "a str (not a tensor)", lambda c: c.p.to_device("x"), InvalidArgumentTypeError),
+    Row(
+        "kernel_candidates", "name=['x'] (unhashable)", lambda c: c.p.kernel_candidates(["x"]), InvalidArgumentTypeError
+    ),
+    Row(
+        "all_reduce",
+        "op=memoryview (hashing it raises)",
+        lambda c: c.p.all_reduce(c.arr([1.0]), memoryview(bytearray(2))),
+        InvalidArgumentTypeError,
+    ),
+    Row(
+        "broadcast",
+        "group='' (not a CommGroup)",
+        lambda c: c.p.broadcast(c.arr([1.0]), 0, group=""),
+        InvalidArgumentTypeError,
+        ("cpu",),
+    ),
+    Row(
+        "broadcast",
+        "group='' (the Mock has no groups)",
+        lambda c: c.p.broadcast(c.arr([1.0]), 0, group=""),
+        UnsupportedOperationError,
+        ("mock",),
+    ),
+    Row(
+        "new_group",
+        "ranks=np.array(1) (0-d, not iterable)",
+        lambda c: c.p.new_group(c.arr([1.0], "int64").reshape(())),
+        InvalidArgumentTypeError,
+    ),
+    Row(
+        "init_process_group",
+        "backend=a numpy array (never truth-tested)",
+        lambda c: c.p.init_process_group(c.extra["int_array"], rank=0, world_size=1),
+        InvalidArgumentTypeError,
+        ("cpu",),
+    ),
+    Row("pool.free", "ids=RaisingIter()", lambda c: c.pool.free(RaisingIter()), InvalidArgumentTypeError),
+    Row("pool.free", "ids=[RaisingIndex()]", lambda c: c.pool.free([RaisingIndex()]), InvalidArgumentTypeError),
+    Row("pool.free", "ids=range(2**62) (more than memory)", lambda c: c.pool.free(range(2**62)), InvalidArgumentError),
+    Row(
+        "pool.free",
+        "the reference a KVBlock view holds",
+        lambda c: c.pool.free([c.ids[3], c.ids[3]]),
+        BlockFreedError,
+    ),
+    Row(
+        "pool.make_writable",
+        "a block shared only by KVBlock views",
+        lambda c: c.pool.make_writable([c.ids[2]]),
+        BlockFreedError,
+    ),
+    Row(
+        "pool.copy_blocks",
+        "validate=a numpy array (never truth-tested)",
+        lambda c: c.pool.copy_blocks(c.ids[:1], c.ids[1:2], validate=c.extra["int_array"]),
+        InvalidArgumentTypeError,
+    ),
+    Row(
+        "pool.swap_in",
+        "a closed stream (refused before allocating)",
+        lambda c: c.pool.swap_in(c.extra["swapped"], stream=_closed_stream(c)),
+        InvalidArgumentError,
+    ),
+    Row(
+        "pool.migrate_blocks",
+        "a closed stream (refused before allocating)",
+        lambda c: c.pool.migrate_blocks(c.ids[:1], c.pool, stream=_closed_stream(c)),
+        InvalidArgumentError,
+    ),
+    Row(
+        "Stream.record_event",
+        "event='ev' (not an Event)",
+        lambda c: c.p.create_stream().record_event("ev"),
+        InvalidArgumentTypeError,
+    ),
+    Row("Stream.wait_stream", "other=None", lambda c: c.p.create_stream().wait_stream(None), InvalidArgumentTypeError),
+    Row(
+        "Stream.wait_stream",
+        "a stream of another provider",
+        lambda c: c.p.create_stream().wait_stream(c.extra["alien_stream"]),
+        InvalidArgumentError,
+    ),
+    Row(
+        "Stream.synchronize",
+        "timeout=10**400 (an int beyond float)",
+        lambda c: c.p.create_stream().synchronize(timeout=10**400),
+        InvalidArgumentError,
+    ),
     # streams, events, kernels, registry
     Row("Event.elapsed_ms", "events never recorded", _ev_unrecorded, InvalidArgumentError),
     Row(

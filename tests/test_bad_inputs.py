@@ -34,6 +34,12 @@ def _ctx(kind: str) -> Ctx:
     p.kv_block_free(freed)
     pool = p.create_kv_pool(8, block_size=2)
     ids = pool.allocate(4)
+    swapped = pool.swap_out(ids[:1])
+    closed = p.create_kv_pool(2, block_size=2)
+    closed_view = closed.block(closed.allocate(1)[0])
+    closed.close()
+    views = [pool.block(ids[3]), pool.block(ids[2]), pool.block(ids[2])]  # ids[2]: shared by views only
+    pool.free(ids[2:3])
     read_only = np.empty((1, 1), dtype=np.float32)
     read_only.flags.writeable = False
     extra = {
@@ -42,6 +48,10 @@ def _ctx(kind: str) -> Ctx:
         "fp16_only": MockBackendProvider(supported_dtypes=[DType.FP16], kv_geometry=GEO),
         "tiny": MockBackendProvider(max_memory_mb=1, kv_geometry=GEO),
         "alien_stream": other.create_stream(),
+        "swapped": swapped,
+        "closed_view": closed_view,
+        "views": views,
+        "int_array": np.array([1, 2]),
     }
     return Ctx(p, a, b, p.kv_block_alloc(2, DType.FP16), freed, other.kv_block_alloc(4, DType.FP16), pool, ids, extra)
 

@@ -170,13 +170,17 @@ def test_closed_pool_views_are_refused_without_changes(provider: object) -> None
     pool = provider.create_kv_pool(4, block_size=4, dtype=DType.FP32)  # type: ignore[attr-defined]
     (i,) = pool.allocate(1)
     view = pool.block(i)
-    pool.close()
-    with pytest.raises(BackendError):
+    pool.close()  # its views die with it: alive, they would hold the whole arena the accounting freed
+    assert view.is_freed and view not in provider.live_blocks()  # type: ignore[attr-defined]
+    assert provider.memory_stats()["kv_allocated_bytes"] == 0  # type: ignore[attr-defined]
+    with pytest.raises(BlockFreedError):
         provider.kv_block_free(view)  # type: ignore[attr-defined]
-    assert not view.is_freed and view in provider.live_blocks()  # type: ignore[attr-defined]
-    with pytest.raises(BackendError):
+    with pytest.raises(BlockFreedError):
         provider.kv_block_migrate(view, "cpu")  # type: ignore[attr-defined]
+    with pytest.raises(BlockFreedError):
+        provider.kv_block_read(view)  # type: ignore[attr-defined]
     assert view.device == pool.device and view.pool_block_id == i
+    assert provider.memory_stats()["kv_allocated_bytes"] == 0  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("field", ["kv_factor", "num_layers", "head_dim"])

@@ -341,7 +341,8 @@ class HostStream(Stream):
             return self._state.finished >= self._state.submitted
 
     def record_event(self, event: Event | None = None) -> Event:
-        ev = event if event is not None else HostEvent(self.owner_id, self._device)
+        given = self._event_arg(event)
+        ev = given if given is not None else HostEvent(self.owner_id, self._device)
         ev.record(self)
         return ev
 

@@ -25,6 +25,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError
+
 __all__ = ["Event", "Graph", "Stream", "current_stream"]
 
 _tls = threading.local()
@@ -221,13 +223,39 @@ class Stream(ABC):
             **kwargs: Keyword arguments for ``fn``.
         """
 
+    @property
+    def closed(self) -> bool:
+        """True once the stream was closed (host streams can be): nothing can be enqueued on it."""
+        return False
+
     def wait_stream(self, other: Stream) -> None:
         """Make later work on this stream wait for the work submitted so far to ``other``.
 
         Args:
             other: Another stream of the same provider.
+
+        Raises:
+            InvalidArgumentTypeError: ``other`` is not a stream.
+            InvalidArgumentError: ``other`` belongs to another provider instance.
         """
+        if not isinstance(other, Stream):
+            raise InvalidArgumentTypeError(
+                f"wait_stream takes a Stream from create_stream(); got {type(other).__name__}."
+            )
+        if other.owner_id != self.owner_id:
+            raise InvalidArgumentError(
+                f"{other!r} belongs to another provider instance; wait only on streams of this stream's provider."
+            )
         self.wait_event(other.record_event())
+
+    @staticmethod
+    def _event_arg(event: object) -> Event | None:
+        """The ``event`` argument of :meth:`record_event`: an :class:`Event` or ``None``."""
+        if event is not None and not isinstance(event, Event):
+            raise InvalidArgumentTypeError(
+                f"record_event takes an Event from create_event() (or None); got {type(event).__name__}."
+            )
+        return event
 
     def _on_enter(self) -> None:  # noqa: B027 (optional hook)
         """Hook for device streams (enter the framework's stream context)."""

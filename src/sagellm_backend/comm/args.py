@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import operator
 import os
 import re
 
+from ..core.validate import exact_int
 from ..errors import CommGroupError, InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = ["MAX_TAG", "check_group_ranks", "check_rank_value", "check_tag", "env_int"]
@@ -15,20 +15,6 @@ MAX_TAG = (1 << 31) - 1
 """Largest message tag (torch.distributed passes tags as C ints)."""
 
 _INT = re.compile(r"[+-]?[0-9]+")
-
-
-def _as_int(value: object) -> int | None:
-    """``value`` as an exact int (Python or numpy integer, integer 0-d tensor), else ``None``."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if hasattr(value, "__index__"):
-        try:
-            return operator.index(value)
-        except TypeError:
-            return None
-    return None
 
 
 def check_rank_value(name: str, value: object) -> int:
@@ -44,7 +30,7 @@ def check_rank_value(name: str, value: object) -> int:
     Raises:
         InvalidArgumentTypeError: not an exact integer (``True``, ``1.0`` and ``"1"`` are refused).
     """
-    found = _as_int(value)
+    found = exact_int(value)
     if found is None:
         raise InvalidArgumentTypeError(f"{name} must be an int; got {type(value).__name__} {value!r}.")
     return found
@@ -63,7 +49,7 @@ def check_tag(tag: object) -> int:
         InvalidArgumentTypeError: not an exact integer.
         InvalidArgumentError: negative or above :data:`MAX_TAG`.
     """
-    found = _as_int(tag)
+    found = exact_int(tag)
     if found is None:
         raise InvalidArgumentTypeError(f"tag must be an int; got {type(tag).__name__} {tag!r}. Pass e.g. tag=0.")
     if not 0 <= found <= MAX_TAG:
@@ -86,13 +72,18 @@ def check_group_ranks(ranks: object, world_size: int) -> list[int]:
         InvalidArgumentError: a rank is given twice.
         CommGroupError: empty, or a rank outside ``0 .. world_size - 1``.
     """
+    bad_type = InvalidArgumentTypeError(
+        f"ranks must be a sequence of ints (e.g. [0, 1]); got {type(ranks).__name__} {ranks!r}."
+    )
     if isinstance(ranks, (str, bytes)) or not hasattr(ranks, "__iter__") or not hasattr(ranks, "__len__"):
-        raise InvalidArgumentTypeError(
-            f"ranks must be a sequence of ints (e.g. [0, 1]); got {type(ranks).__name__} {ranks!r}."
-        )
+        raise bad_type
+    try:
+        items = list(ranks)  # an iterable with a length
+    except Exception as exc:  # a 0-d array or tensor, or an __iter__ that raises
+        raise bad_type from exc
     members: list[int] = []
-    for r in ranks:
-        found = _as_int(r)
+    for r in items:
+        found = exact_int(r)
         if found is None:
             raise InvalidArgumentTypeError(f"ranks must be ints; got {type(r).__name__} {r!r} in {ranks!r}.")
         if found in members:

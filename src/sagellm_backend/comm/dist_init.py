@@ -62,7 +62,7 @@ def join_process_group(
 ) -> None:
     """See :meth:`TorchCommunicator.init_process_group` (same arguments)."""
     dist = du.dist()
-    name = coerce_enum(CommBackendType, backend or self.default_backend, what="backend").value
+    name = coerce_enum(CommBackendType, self.default_backend if backend is None else backend, what="backend").value
     timeout = check_timeout("timeout", timeout)
     if init_method is not None:
         if not isinstance(init_method, str):

@@ -64,10 +64,8 @@ def native_op(rop: ReduceOp) -> Any:
 
 
 def reduce_op(op: object) -> ReduceOp:
-    try:
-        found = _REDUCE_LOOKUP.get(op)
-    except TypeError:  # unhashable
-        found = None
+    # only exact str / ReduceOp are hashed: a user object's __hash__ may raise anything
+    found = _REDUCE_LOOKUP.get(op) if type(op) is str or type(op) is ReduceOp else None
     return found if found is not None else coerce_enum(ReduceOp, op, what="reduce op")
 
 

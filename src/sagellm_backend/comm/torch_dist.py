@@ -375,6 +375,8 @@ class TorchCommunicator(Communicator):
 
     def _check_rank(self, rank: object, what: str, group: CommGroup | None, *, peer: bool = False) -> int:
         rank = check_rank_value(what, rank)
+        if group is not None:
+            self._group(group)  # a CommGroup this rank belongs to, before its members are read
         members = group.ranks if group is not None else tuple(range(self.world_size))
         if rank not in members:
             raise CommGroupError(f"{what} rank {rank} is not in the group {list(members)}.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -105,6 +105,27 @@ class BlockTable:
         """
         del self._blocks[block.handle]
         block._freed = True
+
+    def retire(self, match: Callable[[KVBlock], bool]) -> int:
+        """Free every live block ``match`` selects, each under its own lock (an operation in
+        progress on it finishes first); their memory references are dropped.
+
+        Args:
+            match: Selects the blocks.
+
+        Returns:
+            How many were retired.
+        """
+        with self.lock:
+            found = [b for b in self._blocks.values() if match(b)]
+        retired = 0
+        for b in found:
+            with b._lock, self.lock:
+                if self._blocks.get(b.handle) is b and match(b):
+                    self.remove(b)
+                    b._data = None
+                    retired += 1
+        return retired
 
     def live(self) -> list[KVBlock]:
         """Live blocks by handle.

@@ -183,6 +183,14 @@ class PoolFactory:
         """
         self._ledger.unreserve(device, nbytes)
 
+    def retire_views(self, pool: KVCachePool) -> None:
+        """Free every view of ``pool`` in the block table (the pool is closing).
+
+        Args:
+            pool: The closing pool.
+        """
+        self._blocks.retire(lambda b: b._pool is pool)
+
     # -------------------------------------------------------------- lifecycle
     def clear_host_caches(self) -> None:
         """Drop every pool's recycled host swap buffers."""

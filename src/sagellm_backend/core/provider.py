@@ -216,6 +216,8 @@ class Provider(BackendProvider):
             raise InvalidArgumentError(
                 f"{stream!r} belongs to another provider instance; use a stream from this provider's create_stream()."
             )
+        if stream.closed:  # refused before anything is allocated or enqueued
+            raise InvalidArgumentError(f"{stream!r} was closed; create a new one with create_stream().")
         return stream
 
     def _fault(self, what: str, count: int = 1) -> None:
@@ -276,17 +278,12 @@ class Provider(BackendProvider):
         """Free ``block``; its memory returns to the provider (or its pool) and the handle dies."""
         with self._blocks.held((block, "block")):
             pool, pool_id = block._pool, block._pool_id
-            if pool is not None and pool.closed:
-                raise InvalidArgumentError(
-                    f"block {block.handle} is a view of a KV pool that was closed; its memory is gone "
-                    "with the pool and there is nothing to free."
-                )
+            if pool is not None and pool_id is not None:
+                pool._release_view(pool_id)  # first: it raises (closed pool) before anything changed
             with self._blocks.lock:
                 self._blocks.remove(block)
                 data, block._data = block._data, None
-            if pool is not None and pool_id is not None:
-                pool.free([pool_id])
-            else:
+            if pool is None or pool_id is None:
                 self._ledger.unreserve(block.device, block.nbytes)
                 self._storage.release(data, None)
 
@@ -339,9 +336,22 @@ class Provider(BackendProvider):
         s = self._stream_for(stream)
         nbytes = block.nbytes
         peak = self._ledger.reserve(str(dev), nbytes, f"a migrated KV block of {block.num_tokens} tokens")
+        pool, pool_id = block._pool, block._pool_id
         try:
             self._fault("transfer")
             new_data = self._storage.transfer(block.data, dev, s)
+            if pool is not None and pool_id is not None:
+                # A view's reference is dropped before the block changes (it raises if the pool
+                # closed), and on a stream only once the copy has read the block: released now, the
+                # block could be reallocated and overwritten before the queued copy reads it.
+                try:
+                    if s is None:
+                        pool._release_view(pool_id)
+                    else:
+                        s.submit(pool._release_view, pool_id, True)
+                except BaseException:
+                    self._storage.release(new_data, s)
+                    raise
         except BaseException as exc:
             self._ledger.unreserve(str(dev), nbytes, peak)
             if isinstance(exc, BackendError) or not isinstance(exc, Exception):
@@ -357,14 +367,12 @@ class Provider(BackendProvider):
             ) from exc
         with self._blocks.lock:
             old_data, old_device = block._data, block.device
-            pool, pool_id = block._pool, block._pool_id
+            was_view = block._pool is not None
             block._data = new_data
             block.device = str(dev)
             block._pool = None
             block._pool_id = None
-        if pool is not None and pool_id is not None:
-            pool.free([pool_id])
-        else:
+        if not was_view:
             self._ledger.unreserve(old_device, nbytes)
             self._storage.release(old_data, s)
         return block

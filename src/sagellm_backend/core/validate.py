@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import operator
 import os
+import threading
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["check_count", "check_timeout", "fmt_bytes", "host_memory_total"]
+__all__ = ["check_count", "check_timeout", "exact_int", "fmt_bytes", "host_memory_total"]
 
 
 def fmt_bytes(n: int) -> str:
@@ -19,6 +21,8 @@ def fmt_bytes(n: int) -> str:
     Returns:
         The formatted size.
     """
+    if abs(n) >= 1 << 80:  # beyond any memory (and beyond float for absurd requests)
+        return f"about 2**{abs(n).bit_length() - 1} B"
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(size) < 1024 or unit == "GiB":
@@ -41,6 +45,40 @@ def host_memory_total() -> int:
         return int(psutil.virtual_memory().total)
 
 
+def exact_int(value: object) -> int | None:
+    """``value`` as an exact integer, or ``None`` when it is not one. Never raises.
+
+    Accepted: ``int`` (not ``bool``), numpy integers, 0-d integer arrays and tensors, and objects
+    implementing ``__index__``. Refused: bools of every library, floats, strings, arrays or
+    tensors with more than zero dimensions (``operator.index`` takes a one-element tensor), and
+    objects whose ``__index__`` raises anything.
+
+    Args:
+        value: What the caller passed.
+
+    Returns:
+        The int, or ``None``.
+    """
+    if type(value) is int:
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):  # a subclass (IntEnum ...): its int value, whatever its __int__ does
+        return int.__index__(value)
+    try:
+        dtype = getattr(value, "dtype", None)
+        if dtype is not None and hasattr(value, "item"):  # numpy and torch values
+            kind = getattr(dtype, "kind", None)
+            integral = kind in ("i", "u") if kind is not None else str(dtype).startswith(("torch.int", "torch.uint"))
+            ndim = getattr(value, "ndim", None)
+            if not integral or (ndim if ndim is not None else value.dim()) != 0:  # type: ignore[attr-defined]  # torch
+                return None
+            return int(value.item())
+        return operator.index(value)  # type: ignore[arg-type]  # objects implementing __index__
+    except Exception:  # TypeError, or whatever a hostile __index__ / item() raises
+        return None
+
+
 def check_count(name: str, value: object, *, minimum: int = 1) -> int:
     """Validate a count argument (an ``int``, not a ``bool``, at least ``minimum``).
 
@@ -56,15 +94,12 @@ def check_count(name: str, value: object, *, minimum: int = 1) -> int:
         InvalidArgumentTypeError: not an int.
         InvalidArgumentError: below ``minimum``.
     """
-    if isinstance(value, bool) or not isinstance(value, int):
-        if hasattr(value, "__index__") and not isinstance(value, bool):
-            try:
-                return check_count(name, value.__index__(), minimum=minimum)  # numpy ints
-            except TypeError:
-                pass
+    found = exact_int(value)
+    if found is None:
         raise InvalidArgumentTypeError(
             f"{name} must be an int; got {type(value).__name__} {value!r}. Pass a whole number."
         )
+    value = found
     if value < minimum:
         raise InvalidArgumentError(
             f"{name} must be >= {minimum}; got {value}. Pass a positive count.", argument=name, value=value
@@ -80,7 +115,8 @@ def check_timeout(name: str, value: object) -> float:
         value: What the caller passed.
 
     Returns:
-        The timeout as a float.
+        The timeout as a float, at most ``threading.TIMEOUT_MAX`` (centuries): larger finite values
+        are clamped to it, so no wait, barrier or ``timedelta`` built from it can overflow.
 
     Raises:
         InvalidArgumentTypeError: not a number.
@@ -88,7 +124,10 @@ def check_timeout(name: str, value: object) -> float:
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidArgumentTypeError(f"{name} must be a number of seconds; got {type(value).__name__} {value!r}.")
-    t = float(value)
+    try:
+        t = float(value)
+    except OverflowError:  # an int beyond any float
+        t = math.inf
     if not math.isfinite(t) or t <= 0:
         raise InvalidArgumentError(f"{name} must be a finite number of seconds > 0; got {value!r}.")
-    return t
+    return min(t, threading.TIMEOUT_MAX)

@@ -49,9 +49,30 @@ class KernelEntry:
         return (-self.priority, -self.seq)
 
 
+def check_kernel_name(name: object) -> str:
+    """A kernel name: a non-empty string (every lookup and registration checks it first).
+
+    Args:
+        name: What the caller passed.
+
+    Returns:
+        The name.
+
+    Raises:
+        InvalidArgumentTypeError: not a string.
+        InvalidArgumentError: the empty string.
+    """
+    if not isinstance(name, str):
+        raise InvalidArgumentTypeError(
+            f"kernel name must be a string such as 'rmsnorm'; got {type(name).__name__} {name!r}."
+        )
+    if not name:
+        raise InvalidArgumentError("kernel name must be a non-empty string; got ''.")
+    return name
+
+
 def _check(name: object, impl: object, priority: object) -> None:
-    if not isinstance(name, str) or not name:
-        raise InvalidArgumentError(f"kernel name must be a non-empty string; got {name!r}.")
+    check_kernel_name(name)
     if not callable(impl):
         raise InvalidArgumentTypeError(f"kernel {name!r} implementation must be callable; got {type(impl).__name__}.")
     if isinstance(priority, bool) or not isinstance(priority, int):
@@ -85,7 +106,7 @@ class KernelRegistry:
 
         Raises:
             InvalidArgumentError: empty name or no targets.
-            InvalidArgumentTypeError: ``impl`` not callable, ``priority`` not an int.
+            InvalidArgumentTypeError: ``name`` not a string, ``impl`` not callable, ``priority`` not an int.
         """
         _check(name, impl, priority)
         kind_value = None if kind is None else coerce_enum(KernelKind, kind, what="kernel kind")
@@ -133,7 +154,11 @@ class KernelRegistry:
 
         Returns:
             Matching entries, grouped by target in ``search_order``, best first in each.
+
+        Raises:
+            InvalidArgumentTypeError / InvalidArgumentError: ``name`` is not a non-empty string.
         """
+        check_kernel_name(name)
         with self._lock:
             bucket = list(self._entries.get(name, ()))
         out: list[KernelEntry] = []
@@ -220,8 +245,6 @@ class ProviderKernels:
         Raises:
             KernelNotFoundError: nothing registered for this provider.
         """
-        if not isinstance(name, str):
-            raise InvalidArgumentTypeError(f"kernel name must be a string; got {type(name).__name__} {name!r}.")
         found = self.candidates(name)
         if not found:
             known = sorted(set(self.local.names()) | set(global_kernels.names()))

@@ -18,6 +18,9 @@ class BlockAllocator:
     the three. Allocating and freeing unshared blocks, the hot path, are a few C-level list and
     set operations per batch; only fork / shared frees touch ids one by one.
 
+    References held by ``KVBlock`` views (``_pinned``, part of the counts) can only be dropped by
+    :meth:`unpin`: :meth:`free` refuses to take them, so a view never points at a free block.
+
     Args:
         num_blocks: Ids ``0 .. num_blocks-1`` are managed.
     """
@@ -27,6 +30,7 @@ class BlockAllocator:
         self._free: list[int] = list(range(num_blocks - 1, -1, -1))
         self._single: set[int] = set()
         self._shared: dict[int, int] = {}
+        self._pinned: dict[int, int] = {}
         self.peak_used = 0
 
     @property
@@ -79,7 +83,7 @@ class BlockAllocator:
         """
         self._single.difference_update(ids)
         self._free.extend(reversed(ids))
-        self.peak_used = peak_before
+        self.peak_used = max(peak_before, self.num_blocks - len(self._free))  # others may have raised it since
 
     def free(self, ids: list[int]) -> list[int]:
         """Drop one reference per occurrence of each id; ids reaching zero become free.
@@ -97,6 +101,8 @@ class BlockAllocator:
         # Fast path, no temporary set: every id referenced once, no duplicates (a duplicate
         # makes difference_update remove fewer ids than listed; we then undo and go slow).
         single = self._single
+        if self._pinned and not self._pinned.keys().isdisjoint(ids):
+            return self._free_slow(ids)
         if single.issuperset(ids):
             before = len(single)
             single.difference_update(ids)
@@ -121,10 +127,16 @@ class BlockAllocator:
         self._check_ids(counts)
         for i, c in counts.items():
             rc = self.refcount(i)
-            if c > rc:
+            views = self._pinned.get(i, 0)
+            if c > rc - views:
                 raise BlockFreedError(
                     f"block {i} is freed {c} time(s) but holds {rc} reference(s)"
                     + (" (it is already free)" if rc == 0 else "")
+                    + (
+                        f", {views} of them held by KVBlock views (drop those with kv_block_free(view))"
+                        if views
+                        else ""
+                    )
                     + ". Free each reference once; nothing was freed.",
                     block_id=i,
                 )
@@ -162,6 +174,46 @@ class BlockAllocator:
                 shared[i] = 2
             else:
                 shared[i] += 1
+
+    def pin(self, block_id: int) -> None:
+        """Add a reference held by a ``KVBlock`` view (only :meth:`unpin` drops it).
+
+        Args:
+            block_id: A live block id.
+        """
+        self.fork([block_id])
+        self._pinned[block_id] = self._pinned.get(block_id, 0) + 1
+
+    def unpin(self, block_id: int) -> None:
+        """Drop a reference taken by :meth:`pin` (the view was freed or migrated).
+
+        Args:
+            block_id: The view's block id.
+        """
+        left = self._pinned[block_id] - 1
+        if left:
+            self._pinned[block_id] = left
+        else:
+            del self._pinned[block_id]
+        self._free_slow([block_id])
+
+    def require_droppable(self, ids: list[int], what: str) -> None:
+        """Raise unless each id holds a reference besides those of views (a caller's to drop).
+
+        Args:
+            ids: Live block ids.
+            what: The operation, for the message.
+
+        Raises:
+            BlockFreedError: an id's references are all held by views; nothing changed.
+        """
+        for i in ids:
+            if self._pinned.get(i, 0) >= self.refcount(i):
+                raise BlockFreedError(
+                    f"{what}: every reference to block {i} is held by a KVBlock view, so there is none of "
+                    "yours to drop. Use the view, or free it with kv_block_free(view); nothing changed.",
+                    block_id=i,
+                )
 
     def refcount(self, block_id: int) -> int:
         """References held on ``block_id`` (0 when free).

@@ -43,6 +43,9 @@ class PoolHost(Protocol):
     def released(self, device: str, nbytes: int) -> None:
         """The pool's arena is gone."""
 
+    def retire_views(self, pool: KVCachePool) -> None:
+        """Free every ``KVBlock`` view of ``pool`` (it is closing)."""
+
 
 @dataclass(frozen=True)
 class PoolStats:

@@ -27,7 +27,7 @@ from ..errors import (
 from ..protocol import DType
 from .allocator import BlockAllocator
 from .host import PoolHost, PoolStats
-from .ids import as_block_id, as_id_list, check_trusted_ids
+from .ids import as_block_id, as_id_list, copy_pairs
 from .swap import HostBufferCache, SwappedBlocks
 
 if TYPE_CHECKING:
@@ -141,6 +141,10 @@ class KVCachePool:
         Raises:
             ResourceExhaustedError: not enough free blocks; nothing allocated.
         """
+        return self._take(n)[0]
+
+    def _take(self, n: int) -> tuple[list[int], int]:
+        """:meth:`allocate`, also returning the peak before it, for :meth:`_give_back`."""
         if type(n) is not int and (isinstance(n, bool) or not isinstance(n, int)):
             raise InvalidArgumentTypeError(
                 f"pool.allocate(n): n must be an int block count; got {type(n).__name__} {n!r}."
@@ -159,7 +163,12 @@ class KVCachePool:
                 except BaseException:
                     self._alloc.undo_allocate(ids, peak)
                     raise
-            return ids
+            return ids, peak
+
+    def _give_back(self, ids: list[int], peak: int) -> None:
+        """Undo :meth:`_take` exactly (free list order and peak), for an operation that failed."""
+        with self._lock:
+            self._alloc.undo_allocate(ids, peak)
 
     def free(self, ids: Sequence[int]) -> None:
         """Drop one reference per listed id; blocks at zero return to the free list.
@@ -223,46 +232,11 @@ class KVCachePool:
         Raises:
             ResourceExhaustedError: not enough free blocks for the copies; nothing changed.
         """
-        lst = as_id_list(ids, "ids")
-        self._check_open()
-        if len(set(lst)) != len(lst):
-            raise InvalidArgumentError("make_writable ids contain duplicates; pass each block once.")
-        s = self._host.stream(stream)
-        with self._lock:
-            self._alloc.require_live(lst, "make_writable ids")
-            shared = [i for i in lst if self._alloc.refcount(i) > 1]
-            if not shared:
-                return list(lst)
-            peak = self._alloc.peak_used
-            fresh = self._alloc.allocate(len(shared))
-            try:
-                self._host.fault("transfer")
-                self._mover.copy_blocks(self._arena, shared, fresh, s)
-            except BaseException:
-                self._alloc.undo_allocate(fresh, peak)
-                raise
-            self._alloc.free(shared)
-            mapping = dict(zip(shared, fresh))
-        return [mapping.get(i, i) for i in lst]
+        from .transfer import make_writable
+
+        return make_writable(self, ids, stream=stream)
 
     # ----------------------------------------------------------- data
-    def _check_pairs(self, src: list[int], dst: list[int]) -> None:
-        if len(src) != len(dst):
-            raise InvalidArgumentError(f"src_ids and dst_ids must have the same length; got {len(src)} and {len(dst)}.")
-        dst_set = set(dst)
-        if len(dst_set) != len(dst):
-            raise InvalidArgumentError(
-                "dst_ids contain duplicates: two copies would write one block. Pass each destination once."
-            )
-        if not dst_set.isdisjoint(src):
-            raise InvalidArgumentError(
-                "dst_ids and src_ids overlap: a block may not be read and written in one batch "
-                f"(e.g. {sorted(dst_set.intersection(src))[:4]}). Split the batch."
-            )
-        with self._lock:
-            self._alloc.require_live(dst_set, "dst_ids")
-            self._alloc.require_live(src, "src_ids")
-
     def copy_blocks(
         self,
         src_ids: Sequence[int] | Any,
@@ -286,17 +260,11 @@ class KVCachePool:
             KVTransferError: the copy failed.
         """
         self._check_open()
-        src: Any
-        dst: Any
+        src, dst = copy_pairs(src_ids, dst_ids, validate=validate, num_blocks=self.num_blocks)
         if validate:
-            src = as_id_list(src_ids, "src_ids")
-            dst = as_id_list(dst_ids, "dst_ids")
-            self._check_pairs(src, dst)
-        else:  # trusted: no set work, index tensors (even on the device) go to the kernel as they are
-            src = check_trusted_ids(src_ids, self.num_blocks, "src_ids")
-            dst = check_trusted_ids(dst_ids, self.num_blocks, "dst_ids")
-            if len(src) != len(dst):
-                raise InvalidArgumentError(f"src_ids and dst_ids differ in length: {len(src)} vs {len(dst)}.")
+            with self._lock:
+                self._alloc.require_live(dst, "dst_ids")
+                self._alloc.require_live(src, "src_ids")
         if len(src) == 0:
             return
         s = self._host.stream(stream)
@@ -359,9 +327,11 @@ class KVCachePool:
     def block(self, block_id: int) -> KVBlock:
         """A :class:`KVBlock` view of a pool block, usable with the seed's single-block API.
 
-        The view holds one reference: ``provider.kv_block_free(view)`` drops it;
+        The view holds one reference: ``provider.kv_block_free(view)`` drops it (``free`` and
+        ``make_writable`` never take it, so the view cannot point at a free block);
         ``kv_block_copy`` / ``kv_block_read`` / ``kv_block_write`` act on the pool's memory;
-        ``kv_block_migrate(view, dev)`` copies it out into a standalone block on ``dev``.
+        ``kv_block_migrate(view, dev)`` copies it out into a standalone block on ``dev`` (on a
+        stream the reference is dropped once the copy has run). :meth:`close` frees the views.
 
         Args:
             block_id: A live block id.
@@ -373,8 +343,29 @@ class KVCachePool:
         self._check_open()
         with self._lock:
             self._alloc.require_live([block_id], "block_id")
-            self._alloc.fork([block_id])
-        return self._host.adopt(self, block_id, self._mover.view(self._arena, block_id))
+            view = self._mover.view(self._arena, block_id)
+            self._alloc.pin(block_id)
+        try:
+            return self._host.adopt(self, block_id, view)
+        except BaseException:
+            self._release_view(block_id)
+            raise
+
+    def _release_view(self, block_id: int, quiet: bool = False) -> None:
+        """Drop the reference of a view (``kv_block_free`` / ``kv_block_migrate`` of it).
+
+        Args:
+            block_id: The view's id.
+            quiet: Do nothing on a closed pool (a release queued on a stream) instead of raising.
+
+        Raises:
+            InvalidArgumentError: the pool was closed (its views were retired with it).
+        """
+        with self._lock:
+            if quiet and self._closed:
+                return
+            self._check_open()
+            self._alloc.unpin(block_id)
 
     def read_block(self, block_id: int) -> bytes:
         """Bytes of one block.
@@ -418,13 +409,15 @@ class KVCachePool:
             raise InvalidArgumentError("this KV pool was closed; create a new one with create_kv_pool().")
 
     def close(self) -> None:
-        """Release the arena (its bytes leave ``memory_stats``). Idempotent."""
+        """Release the arena (its bytes leave ``memory_stats``); its ``KVBlock`` views are freed with
+        it (later use raises ``BlockFreedError``). Idempotent."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._mover.forget(self._arena)
             self._arena = None
+        self._host.retire_views(self)  # views of the arena die with it (they would keep it alive)
         self._host_buffers.clear()
         self._release()
 

@@ -1,5 +1,5 @@
-"""The pool's transfers to and from other memories: swap out to host, swap in, migrate to another
-pool. Part of the pool (they work on its allocator, arena and mover under its lock)."""
+"""The pool's copies that also change ownership: copy-on-write, swap out to host, swap in, migrate
+to another pool. Part of the pool (they work on its allocator, arena and mover under its lock)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,33 @@ if TYPE_CHECKING:
     from ..api.streams import Stream
     from .pool import KVCachePool
 
-__all__ = ["migrate_blocks", "swap_in", "swap_out"]
+__all__ = ["make_writable", "migrate_blocks", "swap_in", "swap_out"]
+
+
+def make_writable(pool: KVCachePool, ids: Sequence[int], *, stream: Stream | None = None) -> list[int]:
+    """Copy-on-write; arguments as :meth:`KVCachePool.make_writable`."""
+    lst = as_id_list(ids, "ids")
+    pool._check_open()
+    if len(set(lst)) != len(lst):
+        raise InvalidArgumentError("make_writable ids contain duplicates; pass each block once.")
+    s = pool._host.stream(stream)
+    with pool._lock:
+        pool._alloc.require_live(lst, "make_writable ids")
+        shared = [i for i in lst if pool._alloc.refcount(i) > 1]
+        if not shared:
+            return list(lst)
+        pool._alloc.require_droppable(shared, "make_writable")
+        peak = pool._alloc.peak_used
+        fresh = pool._alloc.allocate(len(shared))
+        try:
+            pool._host.fault("transfer")
+            pool._mover.copy_blocks(pool._arena, shared, fresh, s)
+        except BaseException:
+            pool._alloc.undo_allocate(fresh, peak)
+            raise
+        pool._alloc.free(shared)
+        mapping = dict(zip(shared, fresh))
+    return [mapping.get(i, i) for i in lst]
 
 
 def swap_out(pool: KVCachePool, ids: Sequence[int], *, stream: Stream | None = None) -> SwappedBlocks:
@@ -49,12 +75,12 @@ def swap_in(
         raise ForeignBlockError("these blocks were swapped out of another pool; swap them in there.")
     pool._check_open()
     s = pool._host.stream(stream)
+    fresh: tuple[list[int], int] | None = None
     if dst_ids is None:
-        dst = pool.allocate(swapped.num_blocks)
-        fresh = True
+        fresh = pool._take(swapped.num_blocks)
+        dst = fresh[0]
     else:
         dst = as_id_list(dst_ids, "dst_ids")
-        fresh = False
         if len(dst) != swapped.num_blocks:
             raise InvalidArgumentError(f"swap_in got {len(dst)} dst_ids for {swapped.num_blocks} swapped blocks.")
         if len(set(dst)) != len(dst):
@@ -69,8 +95,8 @@ def swap_in(
         pool._host.fault("transfer")
         pool._mover.scatter(pool._arena, dst, swapped.data, s)
     except BaseException:
-        if fresh:
-            pool.free(dst)
+        if fresh is not None:
+            pool._give_back(*fresh)
         raise
     return dst
 
@@ -99,7 +125,7 @@ def migrate_blocks(
         pool._alloc.require_live(lst, "migrate ids")
     s = pool._host.stream(stream)
     pool._host.fault("transfer")
-    dst = target.allocate(len(lst))
+    dst, peak = target._take(len(lst))
     try:
         if target is pool:
             pool._mover.copy_blocks(pool._arena, lst, dst, s)
@@ -107,6 +133,6 @@ def migrate_blocks(
             rows = pool._mover.gather(pool._arena, lst, normalize_device(target.device), s)
             target._mover.scatter(target._arena, dst, rows, s)
     except BaseException:
-        target.free(dst)
+        target._give_back(dst, peak)
         raise
     return dst

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..device import Device
-from ..errors import DeviceUnreachableError, UnsupportedOperationError
+from ..errors import DeviceUnreachableError, InvalidArgumentTypeError, UnsupportedOperationError
 from ..protocol import DType
 
 if TYPE_CHECKING:
@@ -215,7 +215,16 @@ class Storage(ABC):
 
         Returns:
             The tensor there.
+
+        Raises:
+            InvalidArgumentTypeError: ``tensor`` is not a torch tensor.
         """
+        import torch
+
+        if not isinstance(tensor, torch.Tensor):
+            raise InvalidArgumentTypeError(
+                f"to_device takes a torch.Tensor; got {type(tensor).__name__}. Wrap data with torch.as_tensor(...)."
+            )
         return tensor.to(self.torch_device())
 
     def utilization(self) -> float | None:

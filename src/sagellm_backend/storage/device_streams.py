@@ -115,7 +115,8 @@ class DeviceStream(Stream):
             poll_until(self.native.query, deadline, f"stream {self.handle:#x} on {self._device}")
 
     def record_event(self, event: Event | None = None) -> Event:
-        ev = event if event is not None else DeviceEvent(self.owner_id, self._device, self._mod)
+        given = self._event_arg(event)
+        ev = given if given is not None else DeviceEvent(self.owner_id, self._device, self._mod)
         ev.record(self)
         return ev
 

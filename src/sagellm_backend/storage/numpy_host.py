@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..device import Device
-from ..errors import InvalidDeviceError, UnsupportedOperationError
+from ..errors import InvalidArgumentTypeError, InvalidDeviceError, UnsupportedOperationError
 from ..protocol import DType
 from ..streams import HostEvent, HostStream
 from .base import DeviceFacts, Storage
@@ -172,7 +172,19 @@ class NumpyStorage(Storage):
         }
 
     def to_device(self, tensor: Any) -> Any:
-        return np.asarray(tensor)
+        try:
+            arr = np.asarray(tensor)
+        except Exception as exc:  # e.g. a torch tensor that requires grad, an object whose __len__ raises
+            raise InvalidArgumentTypeError(
+                f"to_device on the mock could not make a numpy array of {type(tensor).__name__} "
+                f"({type(exc).__name__}: {exc}); pass a numpy array (detach tensors first)."
+            ) from exc
+        if arr.dtype.kind not in "biufc":
+            raise InvalidArgumentTypeError(
+                f"to_device on the mock takes numbers; {type(tensor).__name__} became a {arr.dtype} array. "
+                "Pass a numeric numpy array."
+            )
+        return arr
 
     def torch_device(self) -> Any:
         raise UnsupportedOperationError(

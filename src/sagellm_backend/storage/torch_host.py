@@ -88,6 +88,3 @@ class TorchHostStorage(TorchStorage):
         import gc
 
         gc.collect()
-
-    def to_device(self, tensor: object) -> object:
-        return tensor.to("cpu")  # type: ignore[attr-defined]  # a torch tensor
