@@ -260,6 +260,7 @@ def main() -> int:
     else:
         raise SystemExit(f"unknown scenario {a.scenario}")
     emit(result)
+    p.barrier()  # leave together: a rank tearing gloo down while its peer still uses a group can abort the peer
     p.destroy_process_group()
     return 0
 
