@@ -16,11 +16,11 @@ import threading
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from .base import AttentionBackend, AttentionMetadata, check_device, positive_int
-from .diagnostics import record_attention_call
+from .base import check_device, positive_int
+from .checked import AttentionCall, CheckedAttentionBackend
 from .paged_plan import plan_paged_call
 from .sdpa import sdpa_attention
-from .validation import check_kv_cache, check_mask, check_metadata, check_qkv, resolve_scale
+from .validation import check_kv_cache, check_mask
 
 if TYPE_CHECKING:
     import torch
@@ -104,7 +104,7 @@ def select_paged_ops(device: torch.device, dtype: torch.dtype, head_dim: int, bl
     return paged_torch, "torch"
 
 
-class PagedAttentionBackend(AttentionBackend):
+class PagedAttentionBackend(CheckedAttentionBackend):
     """Attention over a paged KV cache ``(K, V)``, each ``[num_blocks, block_size, Hkv, D]``.
 
     ``forward`` validates everything (tensors, cache, metadata, block ids, slots) before it writes the new
@@ -162,58 +162,30 @@ class PagedAttentionBackend(AttentionBackend):
         """
         return select_paged_ops(device, dtype, head_dim, block_size)[1]
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attn_metadata: AttentionMetadata,
-        *,
-        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        scale: float | None = None,
-        attn_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Store the new K/V in ``kv_cache`` and attend through the block tables.
+    def _attend(self, call: AttentionCall) -> tuple[torch.Tensor, str]:
+        """Store the new K/V in the cache and attend through the block tables.
 
         A padded prefill (``T != sum(seq_lens)``) needs the bool HF ``attn_mask`` ``[B, 1, q, kv]`` to find
         the real tokens; padding rows return zeros. Decode ignores ``attn_mask`` (``context_lens`` decide).
         Without ``kv_cache`` or ``block_tables`` the call has the SDPA backend's semantics.
 
         Args:
-            query: ``[T, Hq, D]``.
-            key: ``[T, Hkv, D]``.
-            value: ``[T, Hkv, D]``.
-            attn_metadata: The step's metadata (``block_tables``, ``slot_mapping`` ...).
-            kv_cache: ``(K, V)`` of :meth:`get_kv_cache_shape`, in the query's dtype and device.
-            scale: Softmax scale (default ``D ** -0.5``).
-            attn_mask: Optional HF mask.
+            call: The call; ``kv_cache`` is ``(K, V)`` of :meth:`get_kv_cache_shape`, in the query's dtype and
+                device.
 
         Returns:
-            ``[T, Hq, D]`` in the query's dtype.
+            ``([T, Hq, D] in the query's dtype, path name)``.
 
         Raises:
-            InvalidArgumentTypeError: Wrong argument types.
             InvalidArgumentError: Shapes, lengths, slots or block sizes that do not fit.
             InvalidBlockError: Block tables too narrow or naming blocks outside the cache.
-            UnsupportedDTypeError: Mixed or non-float dtypes.
-            InvalidDeviceError: Tensors on different devices.
             UnsupportedOperationError: A non-causal ``attn_type`` with a cache.
         """
-        md = check_metadata(attn_metadata)
-        shp = check_qkv(query, key, value)
-        s = resolve_scale(scale, shp.head_dim)
+        query, key, value, md, shp, s, attn_mask, kv_cache = call
         mask = None if attn_mask is None else check_mask(attn_mask, query, shp.num_heads)
-        facts: dict[str, Any] = {
-            "backend_name": self.name, "is_prefill": md.is_prefill, "query_shape": tuple(query.shape),
-            "key_shape": tuple(key.shape), "value_shape": tuple(value.shape), "has_kv_cache": kv_cache is not None,
-            "has_block_tables": md.block_tables is not None, "has_context_lens": md.context_lens is not None,
-            "num_seqs": md.num_seqs, "query_tokens": shp.tokens, "max_context_len": max(md.context_lens or [0]),
-            "max_blocks_per_seq": 0 if md.block_tables is None else int(md.block_tables.shape[1]),
-        }  # fmt: skip
         if kv_cache is None or md.block_tables is None:
             res, path = sdpa_attention(query, key, value, md, s, mask)
-            record_attention_call(path_name=f"sdpa_fallback/{path}", **facts)
-            return res
+            return res, f"sdpa_fallback/{path}"
         k_cache, v_cache = check_kv_cache(kv_cache, key)
         plan = plan_paged_call(md, shp, k_cache, query.device, mask)
         ops, impl = select_paged_ops(query.device, query.dtype, shp.head_dim, int(k_cache.shape[1]))
@@ -234,5 +206,4 @@ class PagedAttentionBackend(AttentionBackend):
             full = query.new_zeros(query.shape)
             full.index_copy_(0, plan.token_index, out)
             out = full
-        record_attention_call(path_name=f"implementation={impl}", **facts)
-        return out
+        return out, f"implementation={impl}"

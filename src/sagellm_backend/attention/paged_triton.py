@@ -111,6 +111,29 @@ def attend_tiles(  # type: ignore[no-untyped-def]
 
 # fmt: off
 @triton.jit
+def attend_span(  # type: ignore[no-untyped-def]
+    q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, full_hi, hi, seq_len, q_pos, qk_scale, offs_d, dmask,
+    ROWS: tl.constexpr, DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+    PREC: tl.constexpr, DOT_F32: tl.constexpr,
+):
+    # fmt: on
+    """Fresh online-softmax state ``(acc, m_i, l_i)`` of ``ROWS`` query rows over key tokens ``lo .. hi``:
+    the tiles below ``full_hi`` (which every row sees in full) without masks, the rest masked."""
+    acc = tl.zeros([ROWS, DP], dtype=tl.float32)
+    m_i = tl.full([ROWS], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([ROWS], dtype=tl.float32)
+    acc, m_i, l_i = attend_tiles(
+        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, full_hi, seq_len, q_pos, qk_scale,
+        offs_d, dmask, BS, BLOCK_N, False, CAUSAL, PREC, DOT_F32,
+    )  # fmt: skip
+    return attend_tiles(
+        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, full_hi, hi, seq_len, q_pos, qk_scale,
+        offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32,
+    )  # fmt: skip
+
+
+# fmt: off
+@triton.jit
 def _decode_kernel(  # type: ignore[no-untyped-def]
     q_ptr, kc_ptr, vc_ptr, bt_ptr, sl_ptr, out_ptr, po_ptr, plse_ptr, cnt_ptr, sq_b, sq_h, sq_d, so_b, so_h, so_d,
     sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, chunk, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
@@ -137,19 +160,10 @@ def _decode_kernel(  # type: ignore[no-untyped-def]
     if DOT_F32:
         q = q.to(tl.float32)
 
-    acc = tl.zeros([GP, DP], dtype=tl.float32)
-    m_i = tl.full([GP], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([GP], dtype=tl.float32)
-    bt_row = bt_ptr + b.to(tl.int64) * sbt_b
-    k_base = kc_ptr + kvh.to(tl.int64) * skh
-    v_base = vc_ptr + kvh.to(tl.int64) * svh
-    acc, m_i, l_i = attend_tiles(
-        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, full_hi, seq_len, rows, qk_scale,
-        offs_d, dmask, BS, BLOCK_N, False, False, PREC, DOT_F32,
-    )  # fmt: skip
-    acc, m_i, l_i = attend_tiles(
-        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, full_hi, hi, seq_len, rows, qk_scale,
-        offs_d, dmask, BS, BLOCK_N, True, False, PREC, DOT_F32,
+    acc, m_i, l_i = attend_span(
+        q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + b.to(tl.int64) * sbt_b,
+        skb, skt, svb, svt, lo, full_hi, hi, seq_len, rows, qk_scale, offs_d, dmask, GP, DP, BS, BLOCK_N, False,
+        PREC, DOT_F32,
     )  # fmt: skip
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     o = acc / l_safe[:, None]
@@ -338,6 +352,9 @@ def paged_decode(
     seq_lens: torch.Tensor,
     scale: float,
     out: torch.Tensor | None = None,
+    *,
+    cfg: DecodeConfig | None = None,
+    splits: int | None = None,
 ) -> torch.Tensor:
     """One query token per sequence attending to its ``seq_lens[b]`` cached positions.
 
@@ -349,41 +366,8 @@ def paged_decode(
         seq_lens: ``[B]`` visible key positions (``>= 1``).
         scale: Softmax scale (> 0).
         out: Optional ``[B, Hq, D]`` output in the query's dtype.
-
-    Returns:
-        ``[B, Hq, D]`` in the query's dtype.
-
-    Raises:
-        InvalidArgumentError: ``scale`` is not positive.
-    """
-    cfg = decode_config(query.shape[2], query.dtype, query.shape[1] // k_cache.shape[2])
-    return paged_decode_with(query, k_cache, v_cache, block_tables, seq_lens, scale, out, cfg=cfg)
-
-
-def paged_decode_with(
-    query: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    seq_lens: torch.Tensor,
-    scale: float,
-    out: torch.Tensor | None = None,
-    *,
-    cfg: DecodeConfig,
-    splits: int | None = None,
-) -> torch.Tensor:
-    """:func:`paged_decode` with an explicit configuration (tuning and tests).
-
-    Args:
-        query: As :func:`paged_decode`.
-        k_cache: As :func:`paged_decode`.
-        v_cache: As :func:`paged_decode`.
-        block_tables: As :func:`paged_decode`.
-        seq_lens: As :func:`paged_decode`.
-        scale: As :func:`paged_decode`.
-        out: As :func:`paged_decode`.
-        cfg: Launch configuration.
-        splits: Force this many context splits (default: :func:`decode_splits`).
+        cfg: Launch configuration (tuning and tests; default :func:`decode_config`).
+        splits: Force this many context splits (default :func:`decode_splits`).
 
     Returns:
         ``[B, Hq, D]`` in the query's dtype.
@@ -396,6 +380,7 @@ def paged_decode_with(
     b, hq, d = query.shape
     bs, hkv = k_cache.shape[1], k_cache.shape[2]
     g = hq // hkv
+    cfg = cfg or decode_config(d, query.dtype, g)
     if out is None:
         out = torch.empty_like(query, memory_format=torch.contiguous_format)
     if b == 0:
@@ -424,3 +409,7 @@ def paged_decode_with(
         PREC=prec, DOT_F32=dot_f32, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return out
+
+
+#: :func:`paged_decode`, by the name the tuning scripts call it with an explicit ``cfg``.
+paged_decode_with = paged_decode

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ..errors import InvalidArgumentError
-from .paged_triton import LOG2E, attend_tiles, dot_mode, pad_dim
+from .paged_triton import LOG2E, attend_span, dot_mode, pad_dim
 
 __all__ = ["PrefillConfig", "paged_prefill", "paged_prefill_with", "prefill_config"]
 
@@ -73,19 +73,10 @@ def _prefill_kernel(  # type: ignore[no-untyped-def]
     kv_hi = tl.where(live, ctx + tl.minimum(j0 + BLOCK_Q, q_len), 0)
     full_hi = tl.where(live, ((ctx + j0 + 1) // BLOCK_N) * BLOCK_N, 0)
 
-    acc = tl.zeros([BLOCK_M, DP], dtype=tl.float32)
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    bt_row = bt_ptr + seq.to(tl.int64) * sbt_b
-    k_base = kc_ptr + kvh.to(tl.int64) * skh
-    v_base = vc_ptr + kvh.to(tl.int64) * svh
-    acc, m_i, l_i = attend_tiles(
-        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, 0, full_hi, seq_len, q_pos, qk_scale,
-        offs_d, dmask, BS, BLOCK_N, False, True, PREC, DOT_F32,
-    )  # fmt: skip
-    acc, m_i, l_i = attend_tiles(
-        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, full_hi, kv_hi, seq_len, q_pos, qk_scale,
-        offs_d, dmask, BS, BLOCK_N, True, True, PREC, DOT_F32,
+    acc, _, l_i = attend_span(
+        q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + seq.to(tl.int64) * sbt_b,
+        skb, skt, svb, svt, 0, full_hi, kv_hi, seq_len, q_pos, qk_scale, offs_d, dmask, BLOCK_M, DP, BS, BLOCK_N,
+        True, PREC, DOT_F32,
     )  # fmt: skip
     o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     o_ptr = out_ptr + (tok * so_t + heads * so_h)[:, None] + offs_d[None, :] * so_d
@@ -137,6 +128,8 @@ def paged_prefill(
     seq_lens: torch.Tensor,
     scale: float,
     out: torch.Tensor | None = None,
+    *,
+    cfg: PrefillConfig | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed new queries to their sequences' paged keys.
 
@@ -152,41 +145,7 @@ def paged_prefill(
         seq_lens: ``[B]`` total key positions (cached + new) per sequence.
         scale: Softmax scale (> 0).
         out: Optional ``[T, Hq, D]`` output in the query's dtype.
-
-    Returns:
-        ``[T, Hq, D]`` in the query's dtype.
-
-    Raises:
-        InvalidArgumentError: ``scale`` is not positive.
-    """
-    cfg = prefill_config(query.shape[2], query.dtype, query.shape[1] // k_cache.shape[2])
-    return paged_prefill_with(query, k_cache, v_cache, block_tables, cu_seqlens_q, seq_lens, scale, out, cfg=cfg)
-
-
-def paged_prefill_with(
-    query: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    cu_seqlens_q: torch.Tensor,
-    seq_lens: torch.Tensor,
-    scale: float,
-    out: torch.Tensor | None = None,
-    *,
-    cfg: PrefillConfig,
-) -> torch.Tensor:
-    """:func:`paged_prefill` with an explicit configuration (tuning and tests).
-
-    Args:
-        query: As :func:`paged_prefill`.
-        k_cache: As :func:`paged_prefill`.
-        v_cache: As :func:`paged_prefill`.
-        block_tables: As :func:`paged_prefill`.
-        cu_seqlens_q: As :func:`paged_prefill`.
-        seq_lens: As :func:`paged_prefill`.
-        scale: As :func:`paged_prefill`.
-        out: As :func:`paged_prefill`.
-        cfg: Launch configuration.
+        cfg: Launch configuration (tuning and tests; default :func:`prefill_config`).
 
     Returns:
         ``[T, Hq, D]`` in the query's dtype.
@@ -199,6 +158,7 @@ def paged_prefill_with(
     t, hq, d = query.shape
     bs, hkv = k_cache.shape[1], k_cache.shape[2]
     g = hq // hkv
+    cfg = cfg or prefill_config(d, query.dtype, g)
     gp = pad_dim(g, 1)
     block_q = max(1, cfg.block_m // gp)
     if block_q * gp < 16:  # tl.dot needs at least 16 rows
@@ -218,3 +178,7 @@ def paged_prefill_with(
         PREC=prec, DOT_F32=dot_f32, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return out
+
+
+#: :func:`paged_prefill`, by the name the tuning scripts call it with an explicit ``cfg``.
+paged_prefill_with = paged_prefill

@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError, UnsupportedOperationError
-from .base import AttentionBackend, AttentionMetadata, check_device
-from .diagnostics import record_attention_call
-from .validation import check_mask, check_metadata, check_qkv, resolve_scale
+from .base import AttentionMetadata, check_device
+from .checked import AttentionCall, CheckedAttentionBackend
+from .validation import check_mask
 
 if TYPE_CHECKING:
     import torch
@@ -166,7 +166,7 @@ def sdpa_attention(
     return _varlen(q, k, v, md.seq_lens, md.attn_type == "decoder", scale), "varlen"
 
 
-class SDPAAttentionBackend(AttentionBackend):
+class SDPAAttentionBackend(CheckedAttentionBackend):
     """Cache-less attention through torch SDPA; works on every torch device.
 
     Args:
@@ -184,53 +184,24 @@ class SDPAAttentionBackend(AttentionBackend):
         """``"sdpa"``."""
         return "sdpa"
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attn_metadata: AttentionMetadata,
-        *,
-        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        scale: float | None = None,
-        attn_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def _attend(self, call: AttentionCall) -> tuple[torch.Tensor, str]:
         """Prefill (packed varlen or HF-masked) or cache-less decode.
 
         Args:
-            query: ``[T, Hq, D]``.
-            key: ``[T, Hkv, D]``.
-            value: ``[T, Hkv, D]``.
-            attn_metadata: The step's metadata.
-            kv_cache: Must be None (this backend keeps no cache).
-            scale: Softmax scale (default ``D ** -0.5``).
-            attn_mask: Optional HF mask ``[B, 1|Hq, q, q]`` (bool True = attend, or additive float).
+            call: The call; ``kv_cache`` must be None (this backend keeps no cache), ``attn_mask`` is an
+                optional HF mask ``[B, 1|Hq, q, q]`` (bool True = attend, or additive float).
 
         Returns:
-            ``[T, Hq, D]`` in the query's dtype.
+            ``([T, Hq, D] in the query's dtype, path name)``.
 
         Raises:
-            InvalidArgumentTypeError: Wrong argument types.
-            InvalidArgumentError: Shapes or lengths that do not fit.
-            UnsupportedDTypeError: Mixed or non-float dtypes.
-            InvalidDeviceError: Tensors on different devices.
             UnsupportedOperationError: A kv_cache was passed.
+            InvalidArgumentError: A mask or lengths that do not fit.
         """
-        md = check_metadata(attn_metadata)
-        shp = check_qkv(query, key, value)
-        s = resolve_scale(scale, shp.head_dim)
-        if kv_cache is not None:
+        if call.kv_cache is not None:
             raise UnsupportedOperationError(
                 "the sdpa backend keeps no KV cache (supports_paged_attention is False); "
                 "use PagedAttentionBackend for kv_cache."
             )
-        mask = None if attn_mask is None else check_mask(attn_mask, query, shp.num_heads)
-        out, path = sdpa_attention(query, key, value, md, s, mask)
-        record_attention_call(
-            backend_name=self.name, path_name=path, is_prefill=md.is_prefill, query_shape=tuple(query.shape),
-            key_shape=tuple(key.shape), value_shape=tuple(value.shape), has_kv_cache=False,
-            has_block_tables=md.block_tables is not None, has_context_lens=md.context_lens is not None,
-            num_seqs=md.num_seqs, query_tokens=shp.tokens, max_context_len=max(md.context_lens or [0]),
-            max_blocks_per_seq=0 if md.block_tables is None else int(md.block_tables.shape[1]),
-        )  # fmt: skip
-        return out
+        mask = None if call.attn_mask is None else check_mask(call.attn_mask, call.query, call.shape.num_heads)
+        return sdpa_attention(call.query, call.key, call.value, call.metadata, call.scale, mask)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from .harness import Result
+from .harness import Result, event_trials
 
 __all__ = [
     "HIDDEN",
@@ -62,24 +62,9 @@ def time_per_call(fn: Callable[[], Any], *, quick: bool = False, budget_s: float
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
-    event: Any = torch.cuda.Event
-    start, end = event(enable_timing=True), event(enable_timing=True)
-    start.record()
-    for _ in range(5):
-        fn()
-    end.record()
-    end.synchronize()
-    once = max(start.elapsed_time(end) / 1e3 / 5, 1e-6)
+    once = max(event_trials(fn, torch.cuda.Event, 5, 1)[0], 1e-6)
     reps = int(min(2000, max(10, budget_s / once)))
-    times = []
-    for _ in range(3 if quick else 9):
-        start.record()
-        for _ in range(reps):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3 / reps)
-    return float(statistics.median(times))
+    return float(statistics.median(event_trials(fn, torch.cuda.Event, reps, 3 if quick else 9)))
 
 
 def device_time_per_call(fn: Callable[[], Any], *, quick: bool = False, calls: int = 20) -> float | None:

@@ -24,6 +24,7 @@ __all__ = [
     "BLOCK_TOKENS",
     "GB",
     "Result",
+    "event_trials",
     "fill_random",
     "is_device",
     "median_time",
@@ -132,6 +133,30 @@ def _host_trial(fn: Callable[[], Any], provider: BackendProvider, reps: int) -> 
     return (time.perf_counter() - t0) / reps
 
 
+def event_trials(fn: Callable[[], Any], event_class: Any, reps: int, trials: int) -> list[float]:
+    """Seconds per call of ``trials`` loops of ``reps`` calls, each loop timed by two device events.
+
+    Args:
+        fn: The operation (already warmed up).
+        event_class: The device module's ``Event`` (``torch.cuda.Event`` ...).
+        reps: Calls per loop.
+        trials: Loops.
+
+    Returns:
+        One figure per loop, in order.
+    """
+    start, end = event_class(enable_timing=True), event_class(enable_timing=True)
+    times = []
+    for _ in range(trials):
+        start.record()
+        for _ in range(reps):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3 / reps)
+    return times
+
+
 def median_time(fn: Callable[[], Any], provider: BackendProvider, reps: int, trials: int = 5) -> float:
     """Seconds per call: device events around ``reps`` calls (host clock on host providers).
 
@@ -147,19 +172,10 @@ def median_time(fn: Callable[[], Any], provider: BackendProvider, reps: int, tri
     fn()
     fn()
     provider.synchronize()
-    times = []
     if is_device(provider):
         import torch
 
-        mod = torch.get_device_module(provider.get_torch_device())
-        for _ in range(trials):
-            start, end = mod.Event(enable_timing=True), mod.Event(enable_timing=True)
-            start.record()
-            for _ in range(reps):
-                fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3 / reps)
+        times = event_trials(fn, torch.get_device_module(provider.get_torch_device()).Event, reps, trials)
     else:
         times = [_host_trial(fn, provider, reps) for _ in range(trials)]
     return float(statistics.median(times))

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .harness import Result
+from .harness import Result, event_trials
 
 __all__ = ["CASES", "PagedCase", "bench_case", "bench_paged_attention", "build_case", "sdpa_fn", "time_cuda"]
 
@@ -91,24 +91,10 @@ def time_cuda(fn: Callable[[], Any], *, trials: int = 7, target_s: float = 0.03)
 
     fn()
     torch.cuda.synchronize()
-    event: Any = torch.cuda.Event
-    a, b = event(enable_timing=True), event(enable_timing=True)
-    a.record()
-    fn()
-    b.record()
-    b.synchronize()
-    reps = max(2, min(200, int(target_s / max(a.elapsed_time(b) / 1e3, 1e-6))))
+    reps = max(2, min(200, int(target_s / max(event_trials(fn, torch.cuda.Event, 1, 1)[0], 1e-6))))
     for _ in range(2):
         fn()
-    times = []
-    for _ in range(trials):
-        a.record()
-        for _ in range(reps):
-            fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / 1e3 / reps)
-    return float(statistics.median(times))
+    return float(statistics.median(event_trials(fn, torch.cuda.Event, reps, trials)))
 
 
 def build_case(case: PagedCase, device: str, seed: int = 0) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from ..protocol import CapabilityDescriptor, DType, KernelKind, coerce_dtype
 from .blocks import BlockTable
 from .ledger import MemoryLedger
 from .pools import PoolFactory
-from .validate import check_count, fmt_bytes
+from .validate import byte_view, check_count, fmt_bytes
 
 if TYPE_CHECKING:
     from ..kv.pool import KVCachePool
@@ -385,12 +385,7 @@ class Provider(BackendProvider):
     def kv_block_write(self, block: KVBlock, data: bytes | bytearray | memoryview) -> None:
         """Overwrite the block with ``data``."""
         self._blocks.check(block)
-        try:
-            buf = memoryview(data).cast("B")
-        except TypeError as exc:
-            raise InvalidArgumentTypeError(
-                f"data must be bytes-like (bytes, bytearray, memoryview, numpy array); got {type(data).__name__}."
-            ) from exc
+        buf = byte_view("data", data)
         if buf.nbytes != block.nbytes:
             raise InvalidArgumentError(
                 f"data has {buf.nbytes} bytes but block {block.handle} holds {block.nbytes}; "

@@ -1,4 +1,4 @@
-"""Argument validation shared by every path: counts, block ids, timeouts, byte sizes."""
+"""Argument validation shared by every path: counts, block ids, timeouts, byte sizes, bytes-like data."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["check_count", "check_timeout", "exact_int", "fmt_bytes", "host_memory_total"]
+__all__ = ["byte_view", "check_count", "check_timeout", "exact_int", "fmt_bytes", "host_memory_total"]
 
 
 def fmt_bytes(n: int) -> str:
@@ -131,3 +131,24 @@ def check_timeout(name: str, value: object) -> float:
     if not math.isfinite(t) or t <= 0:
         raise InvalidArgumentError(f"{name} must be a finite number of seconds > 0; got {value!r}.")
     return min(t, threading.TIMEOUT_MAX)
+
+
+def byte_view(name: str, data: object) -> memoryview:
+    """A flat byte view of bytes-like ``data`` (no copy).
+
+    Args:
+        name: Argument name for the message.
+        data: ``bytes``, ``bytearray``, ``memoryview``, a numpy array or any buffer.
+
+    Returns:
+        ``memoryview(data).cast("B")``.
+
+    Raises:
+        InvalidArgumentTypeError: ``data`` does not expose a contiguous buffer.
+    """
+    try:
+        return memoryview(data).cast("B")  # type: ignore[arg-type]  # non-buffers raise TypeError, mapped below
+    except TypeError as exc:
+        raise InvalidArgumentTypeError(
+            f"{name} must be bytes-like (bytes, bytearray, memoryview, numpy array); got {type(data).__name__}."
+        ) from exc

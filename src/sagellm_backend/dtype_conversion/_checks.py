@@ -10,7 +10,17 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["float32_array", "scale_of"]
+__all__ = ["float32_array", "raw_bits_array", "scale_of"]
+
+
+def _as_array(name: str, value: object, wanted: str) -> np.ndarray[Any, Any]:
+    """``np.asarray(value)``, with a typed error naming ``wanted`` when numpy cannot convert it."""
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # ragged nested lists and foreign objects raise many types
+        raise InvalidArgumentTypeError(
+            f"{name} must be {wanted}; could not convert {type(value).__name__}: {exc}."
+        ) from exc
 
 
 def float32_array(name: str, value: object) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -27,18 +37,48 @@ def float32_array(name: str, value: object) -> np.ndarray[Any, np.dtype[np.float
         InvalidArgumentTypeError: ``value`` is not a floating-point array (ints, bools, complex,
             strings and objects are refused rather than guessed at).
     """
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # ragged nested lists and foreign objects raise many types
-        raise InvalidArgumentTypeError(
-            f"{name} must be a floating-point numpy array; could not convert {type(value).__name__}: {exc}."
-        ) from exc
+    arr = _as_array(name, value, "a floating-point numpy array")
     if arr.dtype.kind != "f":
         raise InvalidArgumentTypeError(
             f"{name} must be a floating-point array (float16/float32/float64); got dtype {arr.dtype}. "
             f"Convert it first, e.g. w.astype(np.float32)."
         )
     return arr.astype(np.float32, copy=False)
+
+
+def raw_bits_array(
+    name: str, value: object, dtype: type[np.unsignedinteger[Any]], fmt: str, hint: str
+) -> np.ndarray[Any, Any]:
+    """Return ``value`` as an array of raw ``fmt`` bit patterns of unsigned ``dtype`` (a view when it already is one).
+
+    Args:
+        name: The argument's name, for messages.
+        value: An integer numpy array (or nested sequence) of bit patterns.
+        dtype: The unsigned storage type of one pattern (``np.uint16``, ``np.uint8``).
+        fmt: The format the patterns encode (``"bfloat16"``), for messages.
+        hint: What to call instead for floats, for messages.
+
+    Returns:
+        The patterns as ``dtype``.
+
+    Raises:
+        InvalidArgumentTypeError: ``value`` is not an integer array.
+        InvalidArgumentError: An integer array of another dtype holds values outside ``dtype``'s range.
+    """
+    kind = np.dtype(dtype).name
+    arr = _as_array(name, value, f"a {kind} array")
+    if arr.dtype.kind not in "ui":
+        raise InvalidArgumentTypeError(
+            f"{name} must be a {kind} array of raw {fmt} bits; got dtype {arr.dtype}. {hint}"
+        )
+    if arr.dtype == dtype:
+        return arr
+    top = int(np.iinfo(dtype).max)
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) > top):
+        raise InvalidArgumentError(
+            f"{name} must lie in 0..{top}; got values from {int(arr.min())} to {int(arr.max())}."
+        )
+    return arr.astype(dtype)
 
 
 def scale_of(params_or_scale: object) -> float:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError, InvalidArgumentTypeError
-from ._checks import float32_array
+from ..errors import InvalidArgumentTypeError
+from ._checks import float32_array, raw_bits_array
 
 if TYPE_CHECKING:
     import torch
@@ -64,19 +64,7 @@ def bfloat16_bits_to_float32_numpy(bits: object) -> np.ndarray[Any, np.dtype[np.
         InvalidArgumentTypeError: ``bits`` is not an integer array.
         InvalidArgumentError: An integer array holds values outside 0..65535.
     """
-    try:
-        arr = np.asarray(bits)
-    except Exception as exc:  # ragged nested lists and foreign objects raise many types
-        raise InvalidArgumentTypeError(
-            f"bits must be a uint16 array; could not convert {type(bits).__name__}."
-        ) from exc
-    if arr.dtype.kind not in "ui":
-        raise InvalidArgumentTypeError(
-            f"bits must be a uint16 array of raw bfloat16 bits; got dtype {arr.dtype}. "
-            f"To convert floats use float32_to_bfloat16_bits_numpy."
-        )
-    if arr.dtype != np.uint16 and arr.size and (int(arr.min()) < 0 or int(arr.max()) > 0xFFFF):
-        raise InvalidArgumentError(f"bits must lie in 0..65535; got values from {int(arr.min())} to {int(arr.max())}.")
+    arr = raw_bits_array("bits", bits, np.uint16, "bfloat16", "To convert floats use float32_to_bfloat16_bits_numpy.")
     wide = arr.astype(np.uint32) << np.uint32(16)
     out: np.ndarray[Any, np.dtype[np.float32]] = np.asarray(wide).view(np.float32)
     return out

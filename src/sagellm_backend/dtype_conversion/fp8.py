@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError, InvalidArgumentTypeError
-from ._checks import float32_array, scale_of
+from ..errors import InvalidArgumentError
+from ._checks import float32_array, raw_bits_array, scale_of
 
 __all__ = [
     "FP8_E4M3_MAX",
@@ -194,22 +194,6 @@ def decode_fp8_e4m3_numpy(codes: object) -> np.ndarray[Any, np.dtype[np.float32]
         InvalidArgumentTypeError: ``codes`` is not an integer array.
         InvalidArgumentError: An integer array holds values outside 0..255.
     """
-    try:
-        arr = np.asarray(codes)
-    except Exception as exc:  # ragged nested lists and foreign objects raise many types
-        raise InvalidArgumentTypeError(
-            f"codes must be a uint8 array; could not convert {type(codes).__name__}."
-        ) from exc
-    if arr.dtype.kind not in "ui":
-        raise InvalidArgumentTypeError(
-            f"codes must be a uint8 array of raw float8_e4m3fn bits; got dtype {arr.dtype}. "
-            f"To encode floats use quantize_to_fp8_numpy."
-        )
-    if arr.dtype != np.uint8:
-        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
-            raise InvalidArgumentError(
-                f"codes must lie in 0..255; got values from {int(arr.min())} to {int(arr.max())}."
-            )
-        arr = arr.astype(np.uint8)
+    arr = raw_bits_array("codes", codes, np.uint8, "float8_e4m3fn", "To encode floats use quantize_to_fp8_numpy.")
     out: np.ndarray[Any, np.dtype[np.float32]] = fp8_e4m3_decode_table()[arr.reshape(-1)].reshape(arr.shape)
     return out

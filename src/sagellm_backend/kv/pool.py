@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..core.validate import byte_view
 from ..errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
@@ -393,12 +394,7 @@ class KVCachePool:
         self._check_open()
         with self._lock:
             self._alloc.require_live([block_id], "block_id")
-        try:
-            buf = memoryview(data).cast("B")
-        except TypeError as exc:
-            raise InvalidArgumentTypeError(
-                f"data must be bytes-like (bytes, bytearray, memoryview, numpy array); got {type(data).__name__}."
-            ) from exc
+        buf = byte_view("data", data)
         if buf.nbytes != self.block_nbytes:
             raise InvalidArgumentError(f"data has {buf.nbytes} bytes; a block of this pool holds {self.block_nbytes}.")
         self._host.write(self._mover.view(self._arena, block_id), buf)

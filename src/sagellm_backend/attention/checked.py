@@ -1,0 +1,89 @@
+"""The ``forward`` the built-in attention backends share: validate the call, attend, count it."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import TYPE_CHECKING, NamedTuple
+
+from .base import AttentionBackend, AttentionMetadata
+from .diagnostics import record_attention_call
+from .validation import QKVShape, check_metadata, check_qkv, resolve_scale
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["AttentionCall", "CheckedAttentionBackend"]
+
+
+class AttentionCall(NamedTuple):
+    """One ``forward`` call: tensors, metadata and scale checked; mask and cache as the caller passed them."""
+
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    metadata: AttentionMetadata
+    shape: QKVShape
+    scale: float
+    attn_mask: object
+    kv_cache: object
+
+
+class CheckedAttentionBackend(AttentionBackend):
+    """An attention backend whose :meth:`forward` checks the metadata, the q/k/v tensors and the scale,
+    runs :meth:`_attend`, and records the call in :mod:`~sagellm_backend.attention.diagnostics` under
+    ``"<name>:<path>"``. Nothing is recorded for a call that raises."""
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_metadata: AttentionMetadata,
+        *,
+        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        scale: float | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`AttentionBackend.forward`; what each backend does with the cache and mask is :meth:`_attend`'s.
+
+        Args:
+            query: ``[T, Hq, D]``.
+            key: ``[T, Hkv, D]``.
+            value: ``[T, Hkv, D]``.
+            attn_metadata: The step's metadata.
+            kv_cache: ``(K, V)`` caches, for paged backends.
+            scale: Softmax scale (default ``D ** -0.5``).
+            attn_mask: Optional HF mask.
+
+        Returns:
+            ``[T, Hq, D]`` in the query's dtype.
+
+        Raises:
+            InvalidArgumentTypeError: Wrong argument types.
+            InvalidArgumentError: Shapes or lengths that do not fit.
+            UnsupportedDTypeError: Mixed or non-float dtypes.
+            InvalidDeviceError: Tensors on different devices.
+        """
+        md = check_metadata(attn_metadata)
+        shp = check_qkv(query, key, value)
+        s = resolve_scale(scale, shp.head_dim)
+        out, path = self._attend(AttentionCall(query, key, value, md, shp, s, attn_mask, kv_cache))
+        record_attention_call(
+            backend_name=self.name, path_name=path, is_prefill=md.is_prefill, query_shape=tuple(query.shape),
+            key_shape=tuple(key.shape), value_shape=tuple(value.shape), has_kv_cache=kv_cache is not None,
+            has_block_tables=md.block_tables is not None, has_context_lens=md.context_lens is not None,
+            num_seqs=md.num_seqs, query_tokens=shp.tokens, max_context_len=max(md.context_lens or [0]),
+            max_blocks_per_seq=0 if md.block_tables is None else int(md.block_tables.shape[1]),
+        )  # fmt: skip
+        return out
+
+    @abstractmethod
+    def _attend(self, call: AttentionCall) -> tuple[torch.Tensor, str]:
+        """Check the rest of ``call`` (mask, cache) and compute the attention.
+
+        Args:
+            call: The call.
+
+        Returns:
+            ``([T, Hq, D] in the query's dtype, path name for the diagnostics)``.
+        """
