@@ -27,14 +27,15 @@ from ..core.config import Availability
 from ..core.provider import Provider
 from ..device import Device
 from ..storage.torch_device import TorchDeviceStorage
-from ..vendors.ascend import ASCEND, AscendBackendProvider
-from ..vendors.base import VendorSpec, accelerator_parts
-from ..vendors.kunlun import KUNLUN, KunlunBackendProvider
-from ..vendors.musa import MUSA, MusaBackendProvider
-from ..vendors.rocm import ROCM, RocmBackendProvider
+from ..vendors.ascend import AscendBackendProvider
+from ..vendors.base import accelerator_parts
+from ..vendors.kunlun import KunlunBackendProvider
+from ..vendors.musa import MusaBackendProvider
+from ..vendors.rocm import RocmBackendProvider
 
 __all__ = [
     "FakeAccelerator",
+    "HostBackedProvider",
     "StandInAscendProvider",
     "StandInKunlunProvider",
     "StandInMusaProvider",
@@ -347,35 +348,33 @@ class HostBackedStorage(TorchDeviceStorage):
         return torch.device("cpu")
 
 
-def _standin_init(self: Provider, spec: VendorSpec, device_id: int, options: dict[str, Any]) -> None:
-    availability: Availability | None = options.pop("availability", None)
-    parts = accelerator_parts(spec, device_id, availability, storage_class=HostBackedStorage)
-    Provider.__init__(self, **parts, **options)
+class HostBackedProvider(Provider):
+    """Mixed in before a vendor's provider class (``StandIn*``): that provider, with its tensors in
+    host memory (:class:`HostBackedStorage`)."""
+
+    def __init__(self, device_id: int = 0, **options: Any) -> None:
+        """Build the vendor's provider (``self.vendor``) on host-backed storage.
+
+        Args:
+            device_id: Device ordinal among the stand-in's fake devices.
+            **options: The vendor provider's other keywords (``availability``, ``kv_geometry`` ...).
+        """
+        availability: Availability | None = options.pop("availability", None)
+        parts = accelerator_parts(self.vendor, device_id, availability, storage_class=HostBackedStorage)
+        Provider.__init__(self, **parts, **options)
 
 
-class StandInAscendProvider(AscendBackendProvider):
+class StandInAscendProvider(HostBackedProvider, AscendBackendProvider):
     """:class:`AscendBackendProvider` under :func:`ascend_standin`, memory on the host."""
 
-    def __init__(self, device_id: int = 0, **options: Any) -> None:
-        _standin_init(self, ASCEND, device_id, options)
 
-
-class StandInKunlunProvider(KunlunBackendProvider):
+class StandInKunlunProvider(HostBackedProvider, KunlunBackendProvider):
     """:class:`KunlunBackendProvider` under :func:`kunlun_standin`, memory on the host."""
 
-    def __init__(self, device_id: int = 0, **options: Any) -> None:
-        _standin_init(self, KUNLUN, device_id, options)
 
-
-class StandInRocmProvider(RocmBackendProvider):
+class StandInRocmProvider(HostBackedProvider, RocmBackendProvider):
     """:class:`RocmBackendProvider` under :func:`rocm_standin`, memory on the host."""
 
-    def __init__(self, device_id: int = 0, **options: Any) -> None:
-        _standin_init(self, ROCM, device_id, options)
 
-
-class StandInMusaProvider(MusaBackendProvider):
+class StandInMusaProvider(HostBackedProvider, MusaBackendProvider):
     """:class:`MusaBackendProvider` under :func:`musa_standin`, memory on the host."""
-
-    def __init__(self, device_id: int = 0, **options: Any) -> None:
-        _standin_init(self, MUSA, device_id, options)

@@ -90,11 +90,7 @@ ASCEND = VendorSpec(
 class AscendBackendProvider(Provider):
     """KV blocks in NPU memory; streams, events, graphs from torch.npu; HCCL collectives.
 
-    Args:
-        device_id: NPU ordinal.
-        kv_geometry: :class:`~sagellm_backend.kv.geometry.KVGeometry` or dict.
-        max_memory_bytes: Optional cap on what this provider allocates on its NPU.
-        availability: A detection result already computed (skips detection).
+    Constructed by :func:`~sagellm_backend.vendors.base.accelerator_init` (``device_id``: the NPU ordinal).
     """
 
     vendor = ASCEND

@@ -268,9 +268,6 @@ def vendor_factory(spec: VendorSpec) -> Callable[..., Provider]:
 def accelerator_init(spec: VendorSpec) -> Callable[..., None]:
     """The constructor of an accelerator vendor's provider class, written once.
 
-    ``Cls(device_id=0, *, kv_geometry=None, max_memory_bytes=None, availability=None)``:
-    ``availability`` is a :meth:`VendorSpec.detect` result already computed (skips detection).
-
     Args:
         spec: The vendor.
 
@@ -286,6 +283,18 @@ def accelerator_init(spec: VendorSpec) -> Callable[..., None]:
         max_memory_bytes: int | None = None,
         availability: Availability | None = None,
     ) -> None:
+        """Detect the vendor's devices (unless ``availability`` is given) and build the provider of one.
+
+        Args:
+            device_id: Device ordinal.
+            kv_geometry: :class:`~sagellm_backend.kv.geometry.KVGeometry` or dict.
+            max_memory_bytes: Optional cap on what this provider allocates on its device.
+            availability: A :meth:`VendorSpec.detect` result already computed (skips detection).
+
+        Raises:
+            UnavailableError: the vendor's devices are not usable here.
+            InvalidDeviceError: no such device.
+        """
         from ..core.provider import Provider
 
         parts = accelerator_parts(spec, device_id, availability)

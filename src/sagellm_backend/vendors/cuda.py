@@ -98,11 +98,7 @@ CUDA = VendorSpec(
 class CUDABackendProvider(Provider):
     """KV blocks in GPU memory; streams, events, graphs from torch.cuda; NCCL collectives.
 
-    Args:
-        device_id: GPU ordinal.
-        kv_geometry: :class:`~sagellm_backend.kv.geometry.KVGeometry` or dict.
-        max_memory_bytes: Optional cap on what this provider allocates on its GPU.
-        availability: A detection result already computed (skips detection).
+    Constructed by :func:`~sagellm_backend.vendors.base.accelerator_init` (``device_id``: the GPU ordinal).
     """
 
     vendor = CUDA

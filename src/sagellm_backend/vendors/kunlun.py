@@ -74,11 +74,7 @@ KUNLUN = VendorSpec(
 class KunlunBackendProvider(Provider):
     """KV blocks in Kunlun XPU memory through XPyTorch's torch.cuda; BKCL collectives via 'nccl'.
 
-    Args:
-        device_id: XPU ordinal.
-        kv_geometry: :class:`~sagellm_backend.kv.geometry.KVGeometry` or dict.
-        max_memory_bytes: Optional cap on what this provider allocates on its XPU.
-        availability: A detection result already computed (skips detection).
+    Constructed by :func:`~sagellm_backend.vendors.base.accelerator_init` (``device_id``: the XPU ordinal).
     """
 
     vendor = KUNLUN

@@ -27,7 +27,7 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import VendorSpec, accelerator_parts, detect_torch_module, vendor_factory
+from .base import VendorSpec, accelerator_init, detect_torch_module, vendor_factory
 
 __all__ = ["MUSA", "MusaBackendProvider", "create_musa_backend", "detect_musa", "musa_native_dtypes"]
 
@@ -114,25 +114,12 @@ MUSA = VendorSpec(
 class MusaBackendProvider(Provider):
     """KV blocks in Moore Threads GPU memory; streams, events, MUSA graphs from torch.musa; MCCL.
 
-    Args:
-        device_id: GPU ordinal.
-        kv_geometry: :class:`~sagellm_backend.kv.geometry.KVGeometry` or dict.
-        max_memory_bytes: Optional cap on what this provider allocates on its GPU.
-        availability: A :func:`detect_musa` result already computed (skips detection).
+    Constructed by :func:`~sagellm_backend.vendors.base.accelerator_init` (``device_id``: the GPU ordinal).
     """
 
     vendor = MUSA
 
-    def __init__(
-        self,
-        device_id: int = 0,
-        *,
-        kv_geometry: object = None,
-        max_memory_bytes: int | None = None,
-        availability: Availability | None = None,
-    ) -> None:
-        parts = accelerator_parts(MUSA, device_id, availability)
-        super().__init__(kv_geometry=kv_geometry, max_memory_bytes=max_memory_bytes, **parts)
+    __init__ = accelerator_init(MUSA)
 
 
 create_musa_backend = vendor_factory(MUSA)

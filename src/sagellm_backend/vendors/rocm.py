@@ -33,7 +33,7 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import VendorSpec, accelerator_parts, detect_torch_module, vendor_factory
+from .base import VendorSpec, accelerator_init, detect_torch_module, vendor_factory
 
 __all__ = ["ROCM", "RocmBackendProvider", "create_rocm_backend", "detect_rocm", "gfx_arch", "rocm_native_dtypes"]
 
@@ -162,25 +162,12 @@ class RocmBackendProvider(Provider):
     """KV blocks in AMD GPU / Hygon DCU memory; streams, events, HIP graphs through torch.cuda;
     RCCL collectives (backend ``"nccl"``); batched block copies through Triton's AMD backend.
 
-    Args:
-        device_id: GPU ordinal.
-        kv_geometry: :class:`~sagellm_backend.kv.geometry.KVGeometry` or dict.
-        max_memory_bytes: Optional cap on what this provider allocates on its GPU.
-        availability: A :func:`detect_rocm` result already computed (skips detection).
+    Constructed by :func:`~sagellm_backend.vendors.base.accelerator_init` (``device_id``: the GPU ordinal).
     """
 
     vendor = ROCM
 
-    def __init__(
-        self,
-        device_id: int = 0,
-        *,
-        kv_geometry: object = None,
-        max_memory_bytes: int | None = None,
-        availability: Availability | None = None,
-    ) -> None:
-        parts = accelerator_parts(ROCM, device_id, availability)
-        super().__init__(kv_geometry=kv_geometry, max_memory_bytes=max_memory_bytes, **parts)
+    __init__ = accelerator_init(ROCM)
 
 
 create_rocm_backend = vendor_factory(ROCM)
