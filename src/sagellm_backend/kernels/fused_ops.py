@@ -79,17 +79,8 @@ class FusedAddRMSNormKernel(FusedKernel):
     _op = "add_rmsnorm"
 
     def forward(self, x: Any, residual: Any, w: Any, eps: float = 1e-6) -> tuple[Any, Any]:
-        """Residual add, then RMS norm (Hugging Face ``LlamaRMSNorm`` semantics).
-
-        Args:
-            x: Input ``[..., H]``.
-            residual: Residual, same shape.
-            w: Weight ``[H]``.
-            eps: Added to the mean square.
-
-        Returns:
-            ``(normed, x + residual)``.
-        """
+        """Residual add, then RMS norm (Hugging Face ``LlamaRMSNorm`` semantics): :func:`.torch_ops.add_rmsnorm`
+        on the bound backend (arguments and result as there)."""
         out: tuple[Any, Any] = self._fn(x, residual, w, eps)
         return out
 
@@ -105,19 +96,8 @@ class FusedQKVProjectionKernel(FusedKernel):
     def forward(
         self, h: Any, qkv_w: Any, nh: int, nkv: int, hd: int, qkv_bias: Any | None = None
     ) -> tuple[Any, Any, Any]:
-        """One GEMM with the ``[q; k; v]``-stacked weight, split into heads.
-
-        Args:
-            h: Hidden states ``[..., H]``.
-            qkv_w: ``[(nh + 2 * nkv) * hd, H]``.
-            nh: Query heads.
-            nkv: Key/value heads.
-            hd: Head dimension.
-            qkv_bias: ``[(nh + 2 * nkv) * hd]`` or ``None``.
-
-        Returns:
-            ``(q, k, v)``.
-        """
+        """One GEMM with the ``[q; k; v]``-stacked weight, split into heads: :func:`.torch_ops.fused_qkv_projection`
+        on the bound backend (arguments and result as there)."""
         out: tuple[Any, Any, Any] = self._fn(h, qkv_w, nh, nkv, hd, qkv_bias)
         return out
 

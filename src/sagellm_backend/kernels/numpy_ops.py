@@ -12,6 +12,7 @@ the order of float32 rounding), since numpy has no vectorised erf.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -108,18 +109,16 @@ def rmsnorm(x: Any, w: Any, eps: float = 1e-6) -> np.ndarray[Any, Any]:
     return np.asarray(wa * h.astype(xa.dtype))
 
 
-def silu(x: Any) -> np.ndarray[Any, Any]:
-    """``x * sigmoid(x)``, with ``sigmoid(x) = (1 + tanh(x / 2)) / 2`` (no overflow).
-
-    Args:
-        x: Input.
-
-    Returns:
-        Same shape and dtype.
-    """
+def _pointwise(x: Any, fn: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+    """``fn`` of ``x`` computed in float32 (float64 stays float64), rounded back to ``x``'s dtype."""
     xa = _f(x, "x")
-    h = _wide(xa)
-    return (h * (0.5 + 0.5 * np.tanh(0.5 * h))).astype(xa.dtype)
+    return fn(_wide(xa)).astype(xa.dtype)
+
+
+def silu(x: Any) -> np.ndarray[Any, Any]:
+    """:func:`.torch_ops.silu` (argument and result as there), with ``sigmoid(x) = (1 + tanh(x / 2)) / 2``
+    (no overflow)."""
+    return _pointwise(x, lambda h: h * (0.5 + 0.5 * np.tanh(0.5 * h)))
 
 
 def erf(x: Any) -> np.ndarray[Any, Any]:
@@ -139,44 +138,20 @@ def erf(x: Any) -> np.ndarray[Any, Any]:
 
 
 def gelu(x: Any) -> np.ndarray[Any, Any]:
-    """Exact-form GELU ``0.5 * x * (1 + erf(x / sqrt(2)))``.
-
-    Args:
-        x: Input.
-
-    Returns:
-        Same shape and dtype.
-    """
-    xa = _f(x, "x")
-    h = _wide(xa)
-    return (0.5 * h * (1.0 + erf(h * np.float32(0.7071067811865476)))).astype(xa.dtype)
+    """:func:`.torch_ops.gelu` (argument and result as there): the exact form
+    ``0.5 * x * (1 + erf(x / sqrt(2)))``, erf by :func:`erf`."""
+    return _pointwise(x, lambda h: 0.5 * h * (1.0 + erf(h * np.float32(0.7071067811865476))))
 
 
 def relu(x: Any) -> np.ndarray[Any, Any]:
-    """``max(x, 0)`` (NaN stays NaN).
-
-    Args:
-        x: Input.
-
-    Returns:
-        Same shape and dtype.
-    """
+    """:func:`.torch_ops.relu` (argument and result as there); NaN stays NaN."""
     xa = _f(x, "x")
     return np.asarray(np.maximum(xa, xa.dtype.type(0)))
 
 
 def layernorm(x: Any, w: Any | None, b: Any | None = None, eps: float = 1e-5) -> np.ndarray[Any, Any]:
-    """Layer normalisation over the last dimension (biased variance, as ``F.layer_norm``).
-
-    Args:
-        x: Input ``[..., H]``.
-        w: Scale ``[H]`` or ``None``.
-        b: Shift ``[H]`` or ``None``.
-        eps: Added to the variance.
-
-    Returns:
-        Same shape and dtype as ``x``.
-    """
+    """:func:`.torch_ops.layernorm` (arguments as there): biased variance, as ``F.layer_norm``; the result
+    has ``x``'s shape and dtype."""
     xa = _f(x, "x")
     h = _wide(xa)
     mu = h.mean(axis=-1, keepdims=True)
@@ -204,17 +179,7 @@ def silu_mul(x: Any, up: Any | None = None) -> np.ndarray[Any, Any]:
 
 
 def add_rmsnorm(x: Any, residual: Any, w: Any, eps: float = 1e-6) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """``(rmsnorm(x + residual), x + residual)``; the inputs are not modified.
-
-    Args:
-        x: Input ``[..., H]``.
-        residual: Residual, same shape.
-        w: Weight ``[H]``.
-        eps: Added to the mean square.
-
-    Returns:
-        ``(normed, sum)``.
-    """
+    """:func:`.torch_ops.add_rmsnorm` (arguments and result as there); the inputs are not modified."""
     s = _f(x, "x") + _f(residual, "residual")
     return rmsnorm(s, w, eps), s
 
@@ -222,19 +187,8 @@ def add_rmsnorm(x: Any, residual: Any, w: Any, eps: float = 1e-6) -> tuple[np.nd
 def fused_qkv_projection(
     h: Any, qkv_w: Any, nh: int, nkv: int, hd: int, qkv_bias: Any | None = None
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """One GEMM with the ``[q; k; v]``-stacked weight, split into heads.
-
-    Args:
-        h: Hidden states ``[..., H]``.
-        qkv_w: ``[(nh + 2 * nkv) * hd, H]``.
-        nh: Query heads.
-        nkv: Key/value heads.
-        hd: Head dimension.
-        qkv_bias: ``[(nh + 2 * nkv) * hd]`` or ``None``.
-
-    Returns:
-        ``(q [..., nh, hd], k [..., nkv, hd], v [..., nkv, hd])``.
-    """
+    """:func:`.torch_ops.fused_qkv_projection` (arguments and result as there): one GEMM with the
+    ``[q; k; v]``-stacked weight, split into heads."""
     wa = _f(qkv_w, "qkv_w")
     q_rows, kv_rows = qkv_split_sizes(wa.shape[0], nh, nkv, hd)
     qkv = linear(h, wa, qkv_bias)

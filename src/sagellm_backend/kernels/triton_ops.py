@@ -45,6 +45,18 @@ LOOP_BLOCK = 4096
 
 
 @triton.jit
+def _load_summed(x_ptr, r_ptr, s_ptr, rows, cols, m, sx, sr, ss, HAS_RES: tl.constexpr):  # type: ignore[no-untyped-def]
+    """``x[rows, cols]`` in fp32; with ``HAS_RES`` the sum ``x + r``, rounded to x's dtype and stored to ``s``."""
+    x = tl.load(x_ptr + rows * sx + cols, mask=m, other=0.0).to(tl.float32)
+    if HAS_RES:
+        r = tl.load(r_ptr + rows * sr + cols, mask=m, other=0.0).to(tl.float32)
+        s = (x + r).to(x_ptr.dtype.element_ty)
+        tl.store(s_ptr + rows * ss + cols, s, mask=m)
+        x = s.to(tl.float32)
+    return x
+
+
+@triton.jit
 def _rmsnorm_kernel(  # type: ignore[no-untyped-def]
     x_ptr,
     r_ptr,
@@ -70,12 +82,7 @@ def _rmsnorm_kernel(  # type: ignore[no-untyped-def]
     in_ty = x_ptr.dtype.element_ty
     if ONE_PASS:
         m = rmask & (cols < n_cols)
-        x = tl.load(x_ptr + rows * sx + cols, mask=m, other=0.0).to(tl.float32)
-        if HAS_RES:
-            r = tl.load(r_ptr + rows * sr + cols, mask=m, other=0.0).to(tl.float32)
-            s = (x + r).to(in_ty)
-            tl.store(s_ptr + rows * ss + cols, s, mask=m)
-            x = s.to(tl.float32)
+        x = _load_summed(x_ptr, r_ptr, s_ptr, rows, cols, m, sx, sr, ss, HAS_RES)
         rstd = tl.rsqrt(tl.sum(x * x, axis=1) / n_cols + eps)
         h = (x * rstd[:, None]).to(in_ty).to(tl.float32)
         w = tl.load(w_ptr + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
@@ -85,12 +92,7 @@ def _rmsnorm_kernel(  # type: ignore[no-untyped-def]
         for off in range(0, n_cols, BLOCK):
             c = off + cols
             m = rmask & (c < n_cols)
-            x = tl.load(x_ptr + rows * sx + c, mask=m, other=0.0).to(tl.float32)
-            if HAS_RES:
-                r = tl.load(r_ptr + rows * sr + c, mask=m, other=0.0).to(tl.float32)
-                s = (x + r).to(in_ty)
-                tl.store(s_ptr + rows * ss + c, s, mask=m)
-                x = s.to(tl.float32)
+            x = _load_summed(x_ptr, r_ptr, s_ptr, rows, c, m, sx, sr, ss, HAS_RES)
             acc += x * x
         rstd = tl.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)[:, None]
         for off in range(0, n_cols, BLOCK):
