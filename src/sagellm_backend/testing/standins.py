@@ -97,6 +97,15 @@ class FakeAccelerator:
         gcn_arch: ``gcnArchName`` of the properties (ROCm), or ``None``.
     """
 
+    Stream = _FakeStream
+    Event = _FakeEvent
+    stream = staticmethod(_nullctx)
+    device = staticmethod(_nullctx)
+    #: No graph class: stand-ins report has_graph_exec=False (nothing could replay on a host).
+    CUDAGraph = None
+    NPUGraph = None
+    MUSAGraph = None
+
     def __init__(
         self,
         device_names: list[str],
@@ -110,14 +119,6 @@ class FakeAccelerator:
         self.capability = capability
         self.gcn_arch = gcn_arch
         self.empty_cache_calls = 0
-        self.Stream = _FakeStream
-        self.Event = _FakeEvent
-        self.stream = _nullctx
-        self.device = _nullctx
-        #: No graph class: stand-ins report has_graph_exec=False (nothing could replay on a host).
-        self.CUDAGraph = None
-        self.NPUGraph = None
-        self.MUSAGraph = None
 
     def is_available(self) -> bool:
         return bool(self.device_names)

@@ -10,16 +10,17 @@ One module per area, each registering its checks with :func:`check`:
 * :mod:`.comm`: the communicator and collectives.
 
 :mod:`.base` holds the registry, :func:`run_check` and the helpers the areas share. To add a
-check, write a function ``check_<name>(make)`` (or ``(provider)`` under ``@closing``) in its
-area's module and decorate it with ``@check``; its docstring's first line is its description.
+check, write a function ``check_<name>(make)`` decorated with ``@check``, or ``check_<name>(provider)``
+decorated with ``@provider_check`` (a fresh provider, closed after), in its area's module; its
+docstring's first line is its description.
 """
 
 from __future__ import annotations
 
 from . import blocks, comm, identity, misuse, pools, streams
-from .base import AREAS, CHECKS, Check, CheckSkipped, Factory, check, run_check
+from .base import AREAS, CHECKS, Check, CheckSkipped, Factory, check, provider_check, run_check
 
-__all__ = ["AREAS", "CHECKS", "Check", "CheckSkipped", "Factory", "check", "run_check"]
+__all__ = ["AREAS", "CHECKS", "Check", "CheckSkipped", "Factory", "check", "provider_check", "run_check"]
 
 _AREA_MODULES = (blocks, comm, identity, misuse, pools, streams)  # imported to register their checks
 CHECKS.sort(key=lambda c: AREAS.index(c.area))  # stable: in-module order kept

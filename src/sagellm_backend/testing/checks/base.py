@@ -19,7 +19,18 @@ from ...api import BackendProvider
 from ...errors import BackendError
 from ...protocol import ErrorCode
 
-__all__ = ["AREAS", "CHECKS", "Check", "CheckSkipped", "Factory", "check", "closing", "expect", "run_check"]
+__all__ = [
+    "AREAS",
+    "CHECKS",
+    "Check",
+    "CheckSkipped",
+    "Factory",
+    "check",
+    "closing",
+    "expect",
+    "provider_check",
+    "run_check",
+]
 
 Factory = Callable[[], BackendProvider]
 
@@ -84,6 +95,18 @@ def closing(fn: Callable[[BackendProvider], None]) -> Callable[[Factory], None]:
             p.close()
 
     return run
+
+
+def provider_check(fn: Callable[[BackendProvider], None]) -> Callable[[Factory], None]:
+    """Register a check of one fresh provider, closed after it: :func:`check` of :func:`closing`.
+
+    Args:
+        fn: Check taking a provider.
+
+    Returns:
+        The registered check taking a factory.
+    """
+    return check(closing(fn))
 
 
 def run_check(c: Check, make: Factory) -> tuple[str, str, float]:

@@ -4,14 +4,13 @@ of live blocks and the memory accounting."""
 from __future__ import annotations
 
 from ...api import BackendProvider
-from .base import check, closing
-from .support import random_block, read_write, stat, storage_dtype
+from .base import provider_check
+from .support import poisoned_block, random_block, stat, storage_dtype
 
 __all__: list[str] = []
 
 
-@check
-@closing
+@provider_check
 def check_alloc_size_and_handles(p: BackendProvider) -> None:
     """kv_block_alloc(128, fp16) owns 128 x bytes-per-token bytes; handles unique and increasing."""
     dt = storage_dtype(p)
@@ -29,49 +28,41 @@ def check_alloc_size_and_handles(p: BackendProvider) -> None:
         p.kv_block_free(b)
 
 
-@check
-@closing
+@provider_check
 def check_write_read_roundtrip(p: BackendProvider) -> None:
     """Random bytes written to a block read back bit for bit."""
-    read, _ = read_write(p)
     blk, data = random_block(p, 8)
-    assert read(blk) == data
+    assert p.kv_block_read(blk) == data
     p.kv_block_free(blk)
 
 
-@check
-@closing
+@provider_check
 def check_copy_bit_exact(p: BackendProvider) -> None:
     """kv_block_copy moves every byte of random data into a poisoned destination."""
-    read, write = read_write(p)
     src, data = random_block(p, 8)
-    dst = p.kv_block_alloc(8, src.dtype)
-    write(dst, b"\xa5" * dst.nbytes)
+    dst = poisoned_block(p, 8, src.dtype, 0xA5)
     p.kv_block_copy(src, dst)
     p.synchronize()
-    assert read(dst) == data, "destination differs from source after copy"
-    assert read(src) == data, "copy changed the source"
+    assert p.kv_block_read(dst) == data, "destination differs from source after copy"
+    assert p.kv_block_read(src) == data, "copy changed the source"
     for b in (src, dst):
         p.kv_block_free(b)
 
 
-@check
-@closing
+@provider_check
 def check_migrate_roundtrip(p: BackendProvider) -> None:
     """Migrating to every reachable device and back keeps the bytes and the handle."""
-    read, _ = read_write(p)
     blk, data = random_block(p, 8)
     handle = blk.handle
     for dev in [*p.reachable_devices()[1:], p.device]:
         out = p.kv_block_migrate(blk, dev)
         p.synchronize()
         assert out is blk and blk.device == dev and blk.handle == handle
-        assert read(blk) == data, f"bytes changed migrating to {dev}"
+        assert p.kv_block_read(blk) == data, f"bytes changed migrating to {dev}"
     p.kv_block_free(blk)
 
 
-@check
-@closing
+@provider_check
 def check_live_blocks(p: BackendProvider) -> None:
     """live_blocks() lists exactly the blocks allocated and not freed, by handle, wherever they live."""
     before = {b.handle for b in p.live_blocks()}
@@ -91,8 +82,7 @@ def check_live_blocks(p: BackendProvider) -> None:
     assert {b.handle for b in p.live_blocks()} == before
 
 
-@check
-@closing
+@provider_check
 def check_memory_stats_baseline(p: BackendProvider) -> None:
     """memory_stats() counts allocations and returns to baseline after frees."""
     dt = storage_dtype(p)
@@ -109,8 +99,7 @@ def check_memory_stats_baseline(p: BackendProvider) -> None:
         assert key in stats and isinstance(stats[key], int), key
 
 
-@check
-@closing
+@provider_check
 def check_reset_peak_memory_stats(p: BackendProvider) -> None:
     """reset_peak_memory_stats() brings kv_peak_allocated_bytes down to kv_allocated_bytes."""
     dt = storage_dtype(p)

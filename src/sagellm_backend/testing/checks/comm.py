@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from ...api import BackendProvider, Communicator
 from ...errors import InvalidArgumentError, InvalidArgumentTypeError
-from .base import CheckSkipped, check, closing, expect
+from .base import CheckSkipped, expect, provider_check
 from .support import as_floats, device_array
 
 __all__: list[str] = []
 
 
-@check
-@closing
+@provider_check
 def check_communicator(p: BackendProvider) -> None:
     """communicator is an api Communicator; rank/world_size and has_collective agree with it."""
     comm = p.communicator
@@ -25,8 +24,7 @@ def check_communicator(p: BackendProvider) -> None:
     assert has == comm.available, f"capability().has_collective={has} but communicator.available={comm.available}"
 
 
-@check
-@closing
+@provider_check
 def check_collectives_world_of_one(p: BackendProvider) -> None:
     """Without peers, collectives are the documented identity; bad ops raise typed errors."""
     if not p.capability().has_collective:

@@ -11,14 +11,13 @@ from typing import Any
 from ...api import BackendProvider
 from ...errors import BackendError, KernelNotFoundError, UnsupportedDTypeError, UnsupportedOperationError
 from ...protocol import CapabilityDescriptor, DType
-from .base import CheckSkipped, Factory, check, closing, expect
+from .base import CheckSkipped, Factory, check, expect, provider_check
 from .support import as_floats, storage_dtype, torch_device_or_none
 
 __all__: list[str] = []
 
 
-@check
-@closing
+@provider_check
 def check_capability(p: BackendProvider) -> None:
     """capability() returns a protocol CapabilityDescriptor with all 17 fields, typed."""
     cap = p.capability()
@@ -32,8 +31,7 @@ def check_capability(p: BackendProvider) -> None:
         assert cap.supported_collectives, "has_collective but no supported_collectives listed"
 
 
-@check
-@closing
+@provider_check
 def check_storage_dtypes(p: BackendProvider) -> None:
     """kv_storage_dtypes() holds every capability().supported_dtypes entry; each allocates, others refuse."""
     storable = p.kv_storage_dtypes()
@@ -50,8 +48,7 @@ def check_storage_dtypes(p: BackendProvider) -> None:
             expect(UnsupportedDTypeError, partial(p.kv_block_alloc, 1, d), f"alloc in unstorable {d.value}")
 
 
-@check
-@closing
+@provider_check
 def check_foreign_str_enum_dtype(p: BackendProvider) -> None:
     """A foreign str-enum DType (like sagellm_protocol.DType) works wherever DType does."""
     dt = storage_dtype(p)
@@ -67,8 +64,7 @@ def check_foreign_str_enum_dtype(p: BackendProvider) -> None:
     p.kv_block_free(blk)
 
 
-@check
-@closing
+@provider_check
 def check_availability(p: BackendProvider) -> None:
     """is_available() is True for a constructed provider and detect() agrees, with a reason."""
     cls = type(p)
@@ -81,8 +77,7 @@ def check_availability(p: BackendProvider) -> None:
         assert int(index) < found.device_count, (p.device, found.device_count)
 
 
-@check
-@closing
+@provider_check
 def check_torch_device(p: BackendProvider) -> None:
     """get_torch_device() is the torch.device the provider's blocks live on."""
     if torch_device_or_none(p) is None:
@@ -99,8 +94,7 @@ def check_torch_device(p: BackendProvider) -> None:
         p.kv_block_free(blk)
 
 
-@check
-@closing
+@provider_check
 def check_to_device(p: BackendProvider) -> None:
     """to_device() moves a host tensor (numpy on providers without torch) to the device, values intact."""
     values = [1.0, -2.5, 3.25, 0.125]
@@ -120,8 +114,7 @@ def check_to_device(p: BackendProvider) -> None:
     assert as_floats(out) == values, (as_floats(out), values)
 
 
-@check
-@closing
+@provider_check
 def check_kernel_registry(p: BackendProvider) -> None:
     """register_kernel/get_kernel with priorities; a missing name is KeyError "Kernel 'x' not found"."""
 

@@ -17,24 +17,21 @@ from ...errors import (
     ResourceExhaustedError,
 )
 from ...protocol import DType
-from .base import Factory, check, closing, expect
-from .support import random_block, read_write, stat, storage_dtype
+from .base import Factory, check, expect, provider_check
+from .support import poisoned_block, random_block, stat, storage_dtype
 
 __all__: list[str] = []
 
 
-@check
-@closing
+@provider_check
 def check_copy_mismatch_rejected(p: BackendProvider) -> None:
     """Copies between blocks of other size or dtype raise InvalidBlockError; dst is untouched."""
-    read, write = read_write(p)
     src, _ = random_block(p, 8)
-    small = p.kv_block_alloc(4, src.dtype)
-    write(small, b"\x5a" * small.nbytes)
-    before = read(small)
+    small = poisoned_block(p, 4, src.dtype, 0x5A)
+    before = p.kv_block_read(small)
     err = expect(InvalidBlockError, lambda: p.kv_block_copy(src, small), "copy 8 -> 4 tokens")
     assert isinstance(err, ValueError)
-    assert read(small) == before
+    assert p.kv_block_read(small) == before
     others = [d for d in (DType.FP32, DType.INT8, DType.FP16) if d is not src.dtype]
     try:
         other = p.kv_block_alloc(8, others[0])
@@ -47,8 +44,7 @@ def check_copy_mismatch_rejected(p: BackendProvider) -> None:
         p.kv_block_free(b)
 
 
-@check
-@closing
+@provider_check
 def check_double_free(p: BackendProvider) -> None:
     """Freeing a freed block raises BlockFreedError and changes nothing."""
     base = stat(p)
@@ -61,8 +57,7 @@ def check_double_free(p: BackendProvider) -> None:
     assert blk.is_freed
 
 
-@check
-@closing
+@provider_check
 def check_use_after_free(p: BackendProvider) -> None:
     """Copying from/to, migrating or reading a freed block raises BlockFreedError."""
     dt = storage_dtype(p)
@@ -99,11 +94,9 @@ def check_foreign_block(make: Factory) -> None:
         q.close()
 
 
-@check
-@closing
+@provider_check
 def check_migrate_bad_device(p: BackendProvider) -> None:
     """Malformed, unknown or unreachable devices raise typed errors; the block stays put."""
-    read, _ = read_write(p)
     blk, data = random_block(p, 2)
     where = blk.device
     for bad in ("gpu", "", "cuda:x", "cpu:3"):
@@ -113,12 +106,11 @@ def check_migrate_bad_device(p: BackendProvider) -> None:
         expect(InvalidArgumentError, partial(p.kv_block_migrate, blk, far), f"migrate to {far}")
     if p.device_type != "npu":
         expect(DeviceUnreachableError, lambda: p.kv_block_migrate(blk, "npu:0"), "migrate to npu:0")
-    assert blk.device == where and read(blk) == data
+    assert blk.device == where and p.kv_block_read(blk) == data
     p.kv_block_free(blk)
 
 
-@check
-@closing
+@provider_check
 def check_bad_token_counts(p: BackendProvider) -> None:
     """Zero, negative, fractional, boolean and absurd token counts raise typed errors; no leak."""
     dt = storage_dtype(p)
@@ -133,8 +125,7 @@ def check_bad_token_counts(p: BackendProvider) -> None:
     assert stat(p) == base, "a failed allocation leaked accounting"
 
 
-@check
-@closing
+@provider_check
 def check_bad_dtypes(p: BackendProvider) -> None:
     """Non-dtype objects raise TypeError-compatible errors, unknown names ValueError ones."""
     base = stat(p)

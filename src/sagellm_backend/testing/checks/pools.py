@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ...api import BackendProvider
 from ...errors import BlockFreedError, InvalidArgumentError, ResourceExhaustedError, UnsupportedOperationError
-from .base import CheckSkipped, check, closing, expect
+from .base import CheckSkipped, expect, provider_check
 from .support import read_write, storage_dtype
 
 if TYPE_CHECKING:
@@ -24,8 +24,7 @@ def _pool(p: BackendProvider, n: int = 8, bs: int = 4) -> KVCachePool:
         raise CheckSkipped(f"needs create_kv_pool; provider says: {exc}") from None
 
 
-@check
-@closing
+@provider_check
 def check_pool_allocation_and_refcounts(p: BackendProvider) -> None:
     """Pool: atomic batch allocation, ResourceExhausted with nothing taken, fork, free, stats."""
     pool = _pool(p, 8)
@@ -45,8 +44,7 @@ def check_pool_allocation_and_refcounts(p: BackendProvider) -> None:
     pool.close()
 
 
-@check
-@closing
+@provider_check
 def check_pool_copy_and_cow(p: BackendProvider) -> None:
     """Pool: copy_blocks and copy-on-write are bit-exact on random data; poison fully overwritten."""
     pool = _pool(p, 12)
@@ -70,8 +68,7 @@ def check_pool_copy_and_cow(p: BackendProvider) -> None:
     pool.close()
 
 
-@check
-@closing
+@provider_check
 def check_pool_swap_roundtrip(p: BackendProvider) -> None:
     """Pool: swap_out to host and swap_in back are bit-exact."""
     pool = _pool(p, 10)
@@ -89,8 +86,7 @@ def check_pool_swap_roundtrip(p: BackendProvider) -> None:
     pool.close()
 
 
-@check
-@closing
+@provider_check
 def check_pool_block_view(p: BackendProvider) -> None:
     """pool.block(id) is a KVBlock on the pool's memory that holds one reference."""
     read, _ = read_write(p)

@@ -7,20 +7,17 @@ import os
 
 from ...api import BackendProvider
 from ...errors import InvalidArgumentError, UnsupportedOperationError
-from .base import check, closing, expect
-from .support import random_block, read_write
+from .base import expect, provider_check
+from .support import poisoned_block, random_block
 
 __all__: list[str] = []
 
 
-@check
-@closing
+@provider_check
 def check_stream_async_copy_and_events(p: BackendProvider) -> None:
     """A copy enqueued on a stream completes by synchronize(); events time it (>= 0 ms)."""
-    read, write = read_write(p)
     src, data = random_block(p, 64)
-    dst = p.kv_block_alloc(64, src.dtype)
-    write(dst, b"\x11" * dst.nbytes)
+    dst = poisoned_block(p, 64, src.dtype, 0x11)
     s = p.create_stream()
     start = s.record_event()
     p.kv_block_copy(src, dst, stream=s)
@@ -29,22 +26,18 @@ def check_stream_async_copy_and_events(p: BackendProvider) -> None:
     assert s.query() and end.query()
     ms = end.elapsed_ms(start)
     assert ms >= 0.0, ms
-    assert read(dst) == data
+    assert p.kv_block_read(dst) == data
     assert repr(s) and s == s and hash(s) == hash(s)
     for b in (src, dst):
         p.kv_block_free(b)
 
 
-@check
-@closing
+@provider_check
 def check_stream_wait_event(p: BackendProvider) -> None:
     """wait_event orders a second stream after the first: A->B on s1, then B->C on s2."""
-    read, write = read_write(p)
     a, data = random_block(p, 64)
-    b = p.kv_block_alloc(64, a.dtype)
-    c = p.kv_block_alloc(64, a.dtype)
-    write(b, b"\x22" * b.nbytes)
-    write(c, b"\x33" * c.nbytes)
+    b = poisoned_block(p, 64, a.dtype, 0x22)
+    c = poisoned_block(p, 64, a.dtype, 0x33)
     s1, s2 = p.create_stream(), p.create_stream()
     assert s1 != s2
     p.kv_block_copy(a, b, stream=s1)
@@ -52,32 +45,28 @@ def check_stream_wait_event(p: BackendProvider) -> None:
     s2.wait_event(ev)
     p.kv_block_copy(b, c, stream=s2)
     s2.synchronize()
-    assert read(c) == data, "s2 ran before s1's copy completed"
+    assert p.kv_block_read(c) == data, "s2 ran before s1's copy completed"
     for blk in (a, b, c):
         p.kv_block_free(blk)
 
 
-@check
-@closing
+@provider_check
 def check_stream_context_manager(p: BackendProvider) -> None:
     """Inside `with stream:` provider copies are enqueued on that stream."""
-    read, write = read_write(p)
     a, data = random_block(p, 16)
-    b = p.kv_block_alloc(16, a.dtype)
-    write(b, b"\x44" * b.nbytes)
+    b = poisoned_block(p, 16, a.dtype, 0x44)
     s = p.create_stream()
     with s:
         p.kv_block_copy(a, b)
         end = s.record_event()
     end.synchronize()
     s.synchronize()
-    assert read(b) == data
+    assert p.kv_block_read(b) == data
     for blk in (a, b):
         p.kv_block_free(blk)
 
 
-@check
-@closing
+@provider_check
 def check_event_misuse(p: BackendProvider) -> None:
     """elapsed_ms between unrecorded events raises InvalidArgumentError."""
     e1, e2 = p.create_event(), p.create_event()
@@ -87,17 +76,15 @@ def check_event_misuse(p: BackendProvider) -> None:
     assert e2.elapsed_ms(e1) >= 0.0
 
 
-@check
-@closing
+@provider_check
 def check_graph_capture(p: BackendProvider) -> None:
     """Graph capture replays captured copies where has_graph_exec; elsewhere raises not_implemented."""
     if not p.capability().has_graph_exec:
         expect(UnsupportedOperationError, lambda: p.capture_graph().__enter__(), "capture without graphs")
         return
-    read, write = read_write(p)
+    read, write = p.kv_block_read, p.kv_block_write
     src, data = random_block(p, 8)
-    dst = p.kv_block_alloc(8, src.dtype)
-    write(dst, b"\x66" * dst.nbytes)
+    dst = poisoned_block(p, 8, src.dtype, 0x66)
     p.synchronize()
     with p.capture_graph() as graph:
         p.kv_block_copy(src, dst)

@@ -15,6 +15,7 @@ from .base import CheckSkipped
 __all__ = [
     "as_floats",
     "device_array",
+    "poisoned_block",
     "random_block",
     "read_write",
     "stat",
@@ -91,6 +92,24 @@ def random_block(p: BackendProvider, tokens: int = 4) -> tuple[KVBlock, bytes]:
     data = os.urandom(blk.nbytes)
     write(blk, data)
     return blk, data
+
+
+def poisoned_block(p: BackendProvider, tokens: int, dtype: DType, fill: int) -> KVBlock:
+    """A new block with every byte set to ``fill``: a destination whose every byte a check expects
+    to see overwritten (or untouched).
+
+    Args:
+        p: The provider.
+        tokens: Its size.
+        dtype: Its dtype.
+        fill: The byte value.
+
+    Returns:
+        The block.
+    """
+    blk = p.kv_block_alloc(tokens, dtype)
+    p.kv_block_write(blk, bytes([fill]) * blk.nbytes)
+    return blk
 
 
 def torch_device_or_none(p: BackendProvider) -> Any:
