@@ -149,17 +149,8 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         return True
 
     def implementation_for(self, device: torch.device, dtype: torch.dtype, head_dim: int, block_size: int) -> str:
-        """Name of the ops (``"triton"`` or ``"torch"``) that ``forward`` would use.
-
-        Args:
-            device: The tensors' device.
-            dtype: The query/cache dtype.
-            head_dim: Head dimension.
-            block_size: Cache block size.
-
-        Returns:
-            The implementation name.
-        """
+        """Name of the ops (``"triton"`` or ``"torch"``) that ``forward`` would use: the second item of
+        :func:`select_paged_ops` for the same arguments (documented there)."""
         return select_paged_ops(device, dtype, head_dim, block_size)[1]
 
     def _attend(self, call: AttentionCall) -> tuple[torch.Tensor, str]:

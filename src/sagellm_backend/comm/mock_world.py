@@ -282,20 +282,12 @@ class MockCommunicator(Communicator):
 
     def send(self, tensor: Any, dst: int, *, tag: int = 0, group: CommGroup | None = None) -> None:
         """Send a copy of ``tensor`` to rank ``dst``."""
-        self._no_group(group)
-        arr = self._check_collective(tensor, "send")
-        tag = check_tag(tag)
-        dst = self._check_rank(dst, "dst", peer=True)
-        world = self._require_world()
+        arr, dst, tag, world = self._point_to_point("send", tensor, dst, "dst", tag, group)
         world.post(self._rank, dst, tag, arr.copy())
 
     def recv(self, tensor: Any, src: int, *, tag: int = 0, group: CommGroup | None = None) -> Any:
         """Receive from rank ``src`` into ``tensor``."""
-        self._no_group(group)
-        arr = self._check_collective(tensor, "recv")
-        tag = check_tag(tag)
-        src = self._check_rank(src, "src", peer=True)
-        world = self._require_world()
+        arr, src, tag, world = self._point_to_point("recv", tensor, src, "src", tag, group)
 
         def accept(data: np.ndarray) -> None:
             if data.shape != arr.shape or data.dtype != arr.dtype:
@@ -308,6 +300,16 @@ class MockCommunicator(Communicator):
         data = world.take(src, self._rank, tag, accept)
         arr[...] = data
         return arr
+
+    def _point_to_point(
+        self, op: str, tensor: Any, peer: object, role: str, tag: object, group: CommGroup | None
+    ) -> tuple[np.ndarray, int, int, MockWorld]:
+        """Checked arguments of ``send``/``recv``: ``(array, peer rank, tag, world)``."""
+        self._no_group(group)
+        arr = self._check_collective(tensor, op)
+        tag = check_tag(tag)
+        rank = self._check_rank(peer, role, peer=True)
+        return arr, rank, tag, self._require_world()
 
     def _check_rank(self, rank: object, what: str, *, peer: bool = False) -> int:
         r = check_count(what, rank, minimum=0)

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..api.comm import CommGroup, Communicator
-from ..core.validate import check_timeout
+from ..core.validate import check_instance, check_timeout
 from ..errors import (
     BackendError,
     CommGroupError,
@@ -170,8 +170,7 @@ class TorchCommunicator(Communicator):
         if group is None:
             w = self._world()
             return (None, 1, 0) if w is None else (None, w[1], w[0])
-        if not isinstance(group, CommGroup):
-            raise InvalidArgumentTypeError(f"group must be a CommGroup from new_group(); got {type(group).__name__}.")
+        group = check_instance("group", group, CommGroup, "new_group")
         if group.handle is None:
             raise CommGroupError(f"rank {self.rank} is not in group {list(group.ranks)}; only members may call it.")
         return group.handle, len(group.ranks), group.group_rank

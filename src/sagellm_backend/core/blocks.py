@@ -9,7 +9,8 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from ..api.blocks import KVBlock
-from ..errors import BlockFreedError, ForeignBlockError, InvalidArgumentTypeError
+from ..errors import BlockFreedError, ForeignBlockError
+from .validate import check_instance
 
 __all__ = ["BlockTable"]
 
@@ -56,10 +57,7 @@ class BlockTable:
             ForeignBlockError: another provider's block.
             BlockFreedError: freed already.
         """
-        if not isinstance(block, KVBlock):
-            raise InvalidArgumentTypeError(
-                f"{role} must be a KVBlock from kv_block_alloc(); got {type(block).__name__}."
-            )
+        block = check_instance(role, block, KVBlock, "kv_block_alloc")
         if block._owner_id != self.owner:
             raise ForeignBlockError(
                 f"{role} {block!r} belongs to another provider instance "

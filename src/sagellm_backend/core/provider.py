@@ -39,7 +39,7 @@ from ..protocol import CapabilityDescriptor, DType, KernelKind, coerce_dtype
 from .blocks import BlockTable
 from .ledger import MemoryLedger
 from .pools import PoolFactory
-from .validate import byte_view, check_count, fmt_bytes
+from .validate import byte_view, check_count, check_instance, fmt_bytes
 
 if TYPE_CHECKING:
     from ..kv.pool import KVCachePool
@@ -208,10 +208,12 @@ class Provider(BackendProvider):
     def _stream_for(self, stream: Stream | None) -> Stream | None:
         if stream is None:
             return current_stream(self._uid)
-        if not isinstance(stream, Stream):
-            raise InvalidArgumentTypeError(
-                f"stream must be a Stream from create_stream(); got {type(stream).__name__}."
-            )
+        stream = check_instance(
+            "stream",
+            stream,
+            Stream,  # type: ignore[type-abstract]  # isinstance of an ABC is fine
+            "create_stream",
+        )
         if stream.owner_id != self._uid:
             raise InvalidArgumentError(
                 f"{stream!r} belongs to another provider instance; use a stream from this provider's create_stream()."

@@ -6,10 +6,21 @@ import math
 import operator
 import os
 import threading
+from typing import TypeVar
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["byte_view", "check_count", "check_timeout", "exact_int", "fmt_bytes", "host_memory_total"]
+_T = TypeVar("_T")
+
+__all__ = [
+    "byte_view",
+    "check_count",
+    "check_instance",
+    "check_timeout",
+    "exact_int",
+    "fmt_bytes",
+    "host_memory_total",
+]
 
 
 def fmt_bytes(n: int) -> str:
@@ -104,6 +115,26 @@ def check_count(name: str, value: object, *, minimum: int = 1) -> int:
         raise InvalidArgumentError(
             f"{name} must be >= {minimum}; got {value}. Pass a positive count.", argument=name, value=value
         )
+    return value
+
+
+def check_instance(name: str, value: object, cls: type[_T], maker: str) -> _T:
+    """Validate an argument that must be an object this library made (a block, a stream, a group).
+
+    Args:
+        name: Argument name for the message.
+        value: What the caller passed.
+        cls: The type it must have.
+        maker: The call that makes one, for the message (``"kv_block_alloc"``).
+
+    Returns:
+        The value.
+
+    Raises:
+        InvalidArgumentTypeError: ``value`` is not a ``cls``.
+    """
+    if not isinstance(value, cls):
+        raise InvalidArgumentTypeError(f"{name} must be a {cls.__name__} from {maker}(); got {type(value).__name__}.")
     return value
 
 
