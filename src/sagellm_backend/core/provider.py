@@ -30,6 +30,7 @@ from ..errors import (
     InvalidArgumentTypeError,
     InvalidBlockError,
     KVTransferError,
+    ProviderNotFoundError,
     ResourceExhaustedError,
     UnsupportedDTypeError,
     UnsupportedOperationError,
@@ -47,9 +48,11 @@ if TYPE_CHECKING:
     from ..vendors.base import VendorSpec
     from .config import Availability
 
-__all__ = ["FaultHook", "Provider"]
+__all__ = ["FaultHook", "Provider", "declared_provider_class"]
 
 _uids = itertools.count(1)
+#: The provider class of each vendor spec, recorded when the class declares it (``vendor = SPEC``).
+_DECLARED: dict[VendorSpec, type[Provider]] = {}
 _COLLECTIVES = ["all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier", "send", "recv"]
 
 
@@ -62,6 +65,30 @@ class FaultHook(Protocol):
 
     def check(self, what: str, count: int = 1) -> None:
         """Raise a typed error to simulate a failure of ``what`` (``"alloc"``/``"transfer"``)."""
+
+
+def declared_provider_class(spec: VendorSpec) -> type[Provider]:
+    """The provider class that declared ``spec`` as its vendor (``vendor = spec`` in its body; the first
+    one, not the subclasses that inherit it).
+
+    Args:
+        spec: The vendor.
+
+    Returns:
+        The class.
+
+    Raises:
+        ProviderNotFoundError: no class declared it (import the module that defines the class, or give
+            the spec a ``provider_class`` path).
+    """
+    cls = _DECLARED.get(spec)
+    if cls is None:
+        raise ProviderNotFoundError(
+            f"no provider class declares vendor {spec.name!r}: import the module defining the class with "
+            f"vendor = <this spec>, or set the spec's provider_class to 'module:Class'.",
+            provider=spec.name,
+        )
+    return cls
 
 
 class Provider(BackendProvider):
@@ -84,6 +111,7 @@ class Provider(BackendProvider):
             cls.name = spec.name
             cls.device_type = spec.device_type
             cls.dist_backend = spec.dist_backend
+            _DECLARED.setdefault(spec, cls)
 
     def __init__(
         self,

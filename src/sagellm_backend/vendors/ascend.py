@@ -75,7 +75,6 @@ ASCEND = VendorSpec(
     install_hint=_INSTALL,
     priority=90,
     detect=detect_ascend,
-    provider_class="sagellm_backend.vendors.ascend:AscendBackendProvider",
     native_dtypes=lambda m, i: ascend_native_dtypes(str(m.get_device_name(i))),
     dtype_hint=_dtype_hint,
     sources=(

@@ -8,7 +8,7 @@ import importlib.util
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from ..core.config import Availability, ProviderConfig
 from ..core.validate import check_count
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from ..core.provider import Provider
 
 __all__ = [
+    "CUDA_API",
+    "TorchAPI",
     "VendorSpec",
     "accelerator_init",
     "accelerator_parts",
@@ -45,7 +47,8 @@ class VendorSpec:
         install_hint: What to install.
         priority: Rank in ``get_provider("auto")``; ``None`` keeps it out.
         detect: Side-effect-free detection.
-        provider_class: ``"module:Class"`` of the provider.
+        provider_class: ``"module:Class"`` of the provider, or ``None``: the class that declares this
+            spec (``vendor = SPEC``), defined in the spec's own module.
         native_dtypes: ``(module, index) -> dtypes`` the device computes in, or ``None`` (all).
         dtype_hint: ``(dtype, module, index) -> why it is missing``, or ``None``.
         compute_capability: ``(module, index) -> "9.0"``, or ``None``.
@@ -64,7 +67,7 @@ class VendorSpec:
     install_hint: str
     priority: int | None
     detect: Callable[[], Availability]
-    provider_class: str
+    provider_class: str | None = None
     native_dtypes: Callable[[Any, int], list[DType]] | None = None
     dtype_hint: Callable[[DType, Any, int], str] | None = None
     compute_capability: Callable[[Any, int], str | None] | None = None
@@ -78,14 +81,41 @@ class VendorSpec:
         return f"sagellm_backend.providers.{self.name}:create_{self.name}_backend"
 
     def load_class(self) -> type[Provider]:
-        """Import the provider class.
+        """Import the provider class (``provider_class``), or find the class that declared this spec.
 
         Returns:
             The class.
+
+        Raises:
+            ProviderNotFoundError: no ``provider_class`` and no class declares this spec.
         """
+        if self.provider_class is None:
+            from ..core.provider import declared_provider_class
+
+            return declared_provider_class(self)
         module, _, attr = self.provider_class.partition(":")
         cls: type[Provider] = getattr(importlib.import_module(module), attr)
         return cls
+
+
+class TorchAPI(TypedDict):
+    """How torch reaches a vendor's devices: the :class:`VendorSpec` fields of that name."""
+
+    device_type: str
+    torch_module: str
+    dist_backend: str
+    graph_class: str
+
+
+#: The ``torch.cuda`` API: tensors on ``"cuda"``, ``torch.cuda``, the ``"nccl"`` collective backend and
+#: ``CUDAGraph``. NVIDIA's CUDA builds of torch serve it; so do ROCm/HIP builds (RCCL under that name)
+#: and Kunlunxin's XPyTorch (BKCL). Passed as ``VendorSpec(..., **CUDA_API, ...)``.
+CUDA_API: Final[TorchAPI] = {
+    "device_type": "cuda",
+    "torch_module": "cuda",
+    "dist_backend": "nccl",
+    "graph_class": "CUDAGraph",
+}
 
 
 def detect_torch_module(

@@ -132,7 +132,6 @@ CPU = VendorSpec(
     install_hint="torch: pip install 'torch>=2.4'",
     priority=10,
     detect=detect_cpu,
-    provider_class="sagellm_backend.vendors.cpu:CPUBackendProvider",
     configure=_configure,
     sources=("https://docs.pytorch.org/docs/stable/distributed.html (gloo)",),
 )

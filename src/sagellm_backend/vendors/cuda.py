@@ -15,7 +15,7 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import VendorSpec, accelerator_init, detect_torch_module, vendor_factory
+from .base import CUDA_API, VendorSpec, accelerator_init, detect_torch_module, vendor_factory
 
 __all__ = ["CUDA", "CUDABackendProvider", "create_cuda_backend", "detect_cuda"]
 
@@ -78,15 +78,11 @@ def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
 CUDA = VendorSpec(
     name="cuda",
     aliases=("pytorch-cuda",),
-    device_type="cuda",
-    torch_module="cuda",
+    **CUDA_API,
     sdk_module=None,
-    dist_backend="nccl",
-    graph_class="CUDAGraph",
     install_hint=_INSTALL,
     priority=100,
     detect=detect_cuda,
-    provider_class="sagellm_backend.vendors.cuda:CUDABackendProvider",
     native_dtypes=_native_dtypes,
     dtype_hint=_dtype_hint,
     compute_capability=lambda m, i: "{}.{}".format(*_cc(m, i)),

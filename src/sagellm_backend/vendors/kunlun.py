@@ -27,7 +27,7 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import VendorSpec, accelerator_init, detect_torch_module, vendor_factory
+from .base import CUDA_API, VendorSpec, accelerator_init, detect_torch_module, vendor_factory
 
 __all__ = ["KUNLUN", "KunlunBackendProvider", "create_kunlun_backend", "detect_kunlun"]
 
@@ -51,15 +51,11 @@ def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
 KUNLUN = VendorSpec(
     name="kunlun",
     aliases=(),
-    device_type="cuda",
-    torch_module="cuda",
+    **CUDA_API,
     sdk_module="torch_xmlir",
-    dist_backend="nccl",
-    graph_class="CUDAGraph",
     install_hint=_INSTALL,
     priority=80,
     detect=detect_kunlun,
-    provider_class="sagellm_backend.vendors.kunlun:KunlunBackendProvider",
     native_dtypes=lambda m, i: list(_KUNLUN3_DTYPES),
     dtype_hint=_dtype_hint,
     sources=(

@@ -43,7 +43,6 @@ MOCK = VendorSpec(
     install_hint="nothing (standard library and numpy)",
     priority=None,
     detect=lambda: Availability(True, "always available (no hardware needed)"),
-    provider_class="sagellm_backend.vendors.mock:MockBackendProvider",
     configure=_configure,
 )
 

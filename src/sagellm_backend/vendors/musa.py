@@ -94,7 +94,6 @@ MUSA = VendorSpec(
     install_hint=_INSTALL,
     priority=70,
     detect=detect_musa,
-    provider_class="sagellm_backend.vendors.musa:MusaBackendProvider",
     native_dtypes=lambda m, i: musa_native_dtypes(_capability(m, i)),
     dtype_hint=_dtype_hint,
     compute_capability=lambda m, i: "{}.{}".format(*_capability(m, i)),

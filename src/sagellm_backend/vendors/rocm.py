@@ -33,7 +33,7 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import VendorSpec, accelerator_init, detect_torch_module, vendor_factory
+from .base import CUDA_API, VendorSpec, accelerator_init, detect_torch_module, vendor_factory
 
 __all__ = ["ROCM", "RocmBackendProvider", "create_rocm_backend", "detect_rocm", "gfx_arch", "rocm_native_dtypes"]
 
@@ -133,15 +133,11 @@ def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
 ROCM = VendorSpec(
     name="rocm",
     aliases=("dcu", "hygon", "amd"),
-    device_type="cuda",
-    torch_module="cuda",
+    **CUDA_API,
     sdk_module=None,
-    dist_backend="nccl",
-    graph_class="CUDAGraph",
     install_hint=_INSTALL,
     priority=95,
     detect=detect_rocm,
-    provider_class="sagellm_backend.vendors.rocm:RocmBackendProvider",
     native_dtypes=lambda m, i: rocm_native_dtypes(_arch(m, i)),
     dtype_hint=_dtype_hint,
     compute_capability=_arch,
