@@ -247,6 +247,30 @@ def _split_counters(device: torch.device, n: int) -> torch.Tensor:
     return buf
 
 
+def launch_dims(
+    op: str, query: torch.Tensor, k_cache: torch.Tensor, scale: float
+) -> tuple[int, int, int, int, int, int]:
+    """The dimensions a launch needs, once the softmax scale is checked.
+
+    Args:
+        op: The op's name, for the message.
+        query: ``[N, Hq, D]``.
+        k_cache: ``[num_blocks, block_size, Hkv, D]``.
+        scale: Softmax scale.
+
+    Returns:
+        ``(N, Hq, D, block_size, Hkv, Hq // Hkv)``.
+
+    Raises:
+        InvalidArgumentError: ``scale`` is not positive.
+    """
+    if not scale > 0:
+        raise InvalidArgumentError(f"{op} needs a positive softmax scale; got {scale!r}.")
+    n, hq, d = query.shape
+    bs, hkv = k_cache.shape[1], k_cache.shape[2]
+    return n, hq, d, bs, hkv, hq // hkv
+
+
 def store_kv(
     key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
 ) -> None:
@@ -375,11 +399,7 @@ def paged_decode(
     Raises:
         InvalidArgumentError: ``scale`` is not positive.
     """
-    if not scale > 0:
-        raise InvalidArgumentError(f"paged_decode needs a positive softmax scale; got {scale!r}.")
-    b, hq, d = query.shape
-    bs, hkv = k_cache.shape[1], k_cache.shape[2]
-    g = hq // hkv
+    b, hq, d, bs, hkv, g = launch_dims("paged_decode", query, k_cache, scale)
     cfg = cfg or decode_config(d, query.dtype, g)
     if out is None:
         out = torch.empty_like(query, memory_format=torch.contiguous_format)

@@ -21,8 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..errors import InvalidArgumentError
-from .paged_triton import LOG2E, attend_span, dot_mode, pad_dim
+from .paged_triton import LOG2E, attend_span, dot_mode, launch_dims, pad_dim
 
 __all__ = ["PrefillConfig", "paged_prefill", "paged_prefill_with", "prefill_config"]
 
@@ -153,11 +152,7 @@ def paged_prefill(
     Raises:
         InvalidArgumentError: ``scale`` is not positive.
     """
-    if not scale > 0:
-        raise InvalidArgumentError(f"paged_prefill needs a positive softmax scale; got {scale!r}.")
-    t, hq, d = query.shape
-    bs, hkv = k_cache.shape[1], k_cache.shape[2]
-    g = hq // hkv
+    t, _, d, bs, hkv, g = launch_dims("paged_prefill", query, k_cache, scale)
     cfg = cfg or prefill_config(d, query.dtype, g)
     gp = pad_dim(g, 1)
     block_q = max(1, cfg.block_m // gp)

@@ -137,13 +137,8 @@ def reference_paged_decode(
     """
     import torch
 
-    q64 = query.to(device="cpu", dtype=torch.float64)
-    outs = []
-    for i, n in enumerate(seq_lens.tolist()):
-        k = _gather_keys(k_cache, block_tables[i], n)
-        v = _gather_keys(v_cache, block_tables[i], n)
-        outs.append(_attend(q64[i : i + 1], k, v, torch.tensor([n - 1]), scale))
-    return torch.cat(outs, 0)
+    one_each = torch.arange(query.shape[0] + 1)  # decode is a prefill of one new query per sequence
+    return reference_paged_prefill(query, k_cache, v_cache, block_tables, one_each, seq_lens, scale)
 
 
 def reference_paged_prefill(

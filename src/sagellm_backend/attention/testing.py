@@ -90,9 +90,20 @@ def _compare(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, tol: tupl
     return float(err.max()), float((err / (atol + rtol * ref.abs())).max())
 
 
-def _tol(dtype: torch.dtype, tolerances: dict[str, tuple[float, float]] | None) -> tuple[float, float]:
+def _graded(
+    op: str,
+    case: dict[str, Any],
+    out: torch.Tensor,
+    ref: torch.Tensor,
+    dtype: torch.dtype,
+    tolerances: dict[str, tuple[float, float]] | None,
+) -> OpCheckResult:
+    """The result of ``op`` on ``case``, compared with the reference under the dtype's tolerance."""
     name = str(dtype).removeprefix("torch.")
-    return (tolerances or {}).get(name, DEFAULT_TOLERANCES[name])
+    err, ratio = _compare(out, ref, dtype, (tolerances or {}).get(name, DEFAULT_TOLERANCES[name]))
+    if ratio > 1.0:
+        raise AssertionError(f"{op} outside tolerance for {case}: max abs err {err:.3g}, ratio {ratio:.3g}")
+    return OpCheckResult(op, case, err, ratio)
 
 
 def check_store_kv(
@@ -218,10 +229,7 @@ def check_paged_decode(
         "dtype": str(dtype), "head_dim": head_dim, "block_size": block_size, "num_heads": num_heads,
         "num_kv_heads": num_kv_heads, "seq_lens": seq_lens, "index_dtype": str(idt), "pad_value": pad_value,
     }  # fmt: skip
-    err, ratio = _compare(out, ref, dtype, _tol(dtype, tolerances))
-    if ratio > 1.0:
-        raise AssertionError(f"paged_decode outside tolerance for {case}: max abs err {err:.3g}, ratio {ratio:.3g}")
-    return OpCheckResult("paged_decode", case, err, ratio)
+    return _graded("paged_decode", case, out, ref, dtype, tolerances)
 
 
 def check_paged_prefill(
@@ -288,10 +296,7 @@ def check_paged_prefill(
         "num_kv_heads": num_kv_heads, "q_lens": q_lens, "cached_lens": cached_lens, "index_dtype": str(idt),
         "pad_value": pad_value,
     }  # fmt: skip
-    err, ratio = _compare(out, ref, dtype, _tol(dtype, tolerances))
-    if ratio > 1.0:
-        raise AssertionError(f"paged_prefill outside tolerance for {case}: max abs err {err:.3g}, ratio {ratio:.3g}")
-    return OpCheckResult("paged_prefill", case, err, ratio)
+    return _graded("paged_prefill", case, out, ref, dtype, tolerances)
 
 
 def check_paged_ops(
