@@ -30,7 +30,6 @@ from ..errors import (
     InvalidArgumentTypeError,
     InvalidBlockError,
     KVTransferError,
-    ProviderNotFoundError,
     ResourceExhaustedError,
     UnsupportedDTypeError,
     UnsupportedOperationError,
@@ -67,28 +66,9 @@ class FaultHook(Protocol):
         """Raise a typed error to simulate a failure of ``what`` (``"alloc"``/``"transfer"``)."""
 
 
-def declared_provider_class(spec: VendorSpec) -> type[Provider]:
-    """The provider class that declared ``spec`` as its vendor (``vendor = spec`` in its body; the first
-    one, not the subclasses that inherit it).
-
-    Args:
-        spec: The vendor.
-
-    Returns:
-        The class.
-
-    Raises:
-        ProviderNotFoundError: no class declared it (import the module that defines the class, or give
-            the spec a ``provider_class`` path).
-    """
-    cls = _DECLARED.get(spec)
-    if cls is None:
-        raise ProviderNotFoundError(
-            f"no provider class declares vendor {spec.name!r}: import the module defining the class with "
-            f"vendor = <this spec>, or set the spec's provider_class to 'module:Class'.",
-            provider=spec.name,
-        )
-    return cls
+def declared_provider_class(spec: VendorSpec) -> type[Provider] | None:
+    """The first class whose body declared ``vendor = spec`` (not its subclasses), if one did."""
+    return _DECLARED.get(spec)
 
 
 class Provider(BackendProvider):
@@ -236,12 +216,7 @@ class Provider(BackendProvider):
     def _stream_for(self, stream: Stream | None) -> Stream | None:
         if stream is None:
             return current_stream(self._uid)
-        stream = check_instance(
-            "stream",
-            stream,
-            Stream,  # type: ignore[type-abstract]  # isinstance of an ABC is fine
-            "create_stream",
-        )
+        stream = check_instance("stream", stream, Stream, "create_stream")  # type: ignore[type-abstract]  # an ABC
         if stream.owner_id != self._uid:
             raise InvalidArgumentError(
                 f"{stream!r} belongs to another provider instance; use a stream from this provider's create_stream()."

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from ..core.config import Availability, ProviderConfig
 from ..core.validate import check_count
-from ..errors import InvalidArgumentTypeError, InvalidDeviceError, UnavailableError
+from ..errors import InvalidArgumentTypeError, InvalidDeviceError, ProviderNotFoundError, UnavailableError
 from ..protocol import DType
 
 if TYPE_CHECKING:
@@ -92,7 +92,14 @@ class VendorSpec:
         if self.provider_class is None:
             from ..core.provider import declared_provider_class
 
-            return declared_provider_class(self)
+            declared = declared_provider_class(self)
+            if declared is None:
+                raise ProviderNotFoundError(
+                    f"no provider class declares vendor {self.name!r}: import the module defining the class "
+                    "with vendor = <this spec>, or set the spec's provider_class to 'module:Class'.",
+                    provider=self.name,
+                )
+            return declared
         module, _, attr = self.provider_class.partition(":")
         cls: type[Provider] = getattr(importlib.import_module(module), attr)
         return cls
