@@ -27,15 +27,13 @@ from ..device import Device, normalize_device
 from ..errors import (
     BackendError,
     InvalidArgumentError,
-    InvalidArgumentTypeError,
-    InvalidBlockError,
-    KVTransferError,
     ResourceExhaustedError,
     UnsupportedDTypeError,
     UnsupportedOperationError,
 )
 from ..kv.geometry import KVGeometry
 from ..protocol import CapabilityDescriptor, DType, KernelKind, coerce_dtype
+from .block_ops import copy_held, migrate_held
 from .blocks import BlockTable
 from .ledger import MemoryLedger
 from .pools import PoolFactory
@@ -295,92 +293,12 @@ class Provider(BackendProvider):
     def kv_block_copy(self, src: KVBlock, dst: KVBlock, *, stream: Stream | None = None) -> None:
         """Copy the bytes of ``src`` into ``dst``, bit for bit."""
         with self._blocks.held((src, "src"), (dst, "dst")):
-            self._copy_held(src, dst, stream)
-
-    def _copy_held(self, src: KVBlock, dst: KVBlock, stream: Stream | None) -> None:
-        if src is dst:
-            return
-        if (src.num_tokens, src.dtype, src.geometry) != (dst.num_tokens, dst.dtype, dst.geometry):
-            raise InvalidBlockError(
-                f"cannot copy {src!r} into {dst!r}: blocks must match in num_tokens, dtype and "
-                f"geometry (src {src.num_tokens} x {src.dtype.value}, dst {dst.num_tokens} x "
-                f"{dst.dtype.value}). Allocate dst with kv_block_alloc({src.num_tokens}, DType.{src.dtype.name}).",
-                src_tokens=src.num_tokens,
-                dst_tokens=dst.num_tokens,
-            )
-        s = self._stream_for(stream)
-        self._fault("transfer")
-        try:
-            self._storage.copy(src.data, dst.data, s)
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise KVTransferError(
-                f"copying block {src.handle} ({src.device}) into block {dst.handle} ({dst.device}) failed: "
-                f"{exc}. The source block is intact.",
-            ) from exc
+            copy_held(self, src, dst, stream)
 
     def kv_block_migrate(self, block: KVBlock, target_device: object, *, stream: Stream | None = None) -> KVBlock:
         """Move a block's data to ``target_device``; the block keeps its handle."""
         with self._blocks.held((block, "block")):
-            return self._migrate_held(block, target_device, stream)
-
-    def _migrate_held(self, block: KVBlock, target_device: object, stream: Stream | None) -> KVBlock:
-        if block._pool is not None and block._pool.closed:
-            raise InvalidArgumentError(
-                f"block {block.handle} is a view of a KV pool that was closed; its memory is gone. Nothing was moved."
-            )
-        if target_device is None:
-            raise InvalidArgumentTypeError(
-                f"target_device is None; pass the device to migrate to, one of {self.reachable_devices()}."
-            )
-        dev = self._target_device(target_device)
-        if str(dev) == block.device:
-            return block
-        self._check_dtype(block.dtype, dev)
-        s = self._stream_for(stream)
-        nbytes = block.nbytes
-        peak = self._ledger.reserve(str(dev), nbytes, f"a migrated KV block of {block.num_tokens} tokens")
-        pool, pool_id = block._pool, block._pool_id
-        try:
-            self._fault("transfer")
-            new_data = self._storage.transfer(block.data, dev, s)
-            if pool is not None and pool_id is not None:
-                # A view's reference is dropped before the block changes (it raises if the pool
-                # closed), and on a stream only once the copy has read the block: released now, the
-                # block could be reallocated and overwritten before the queued copy reads it.
-                try:
-                    if s is None:
-                        pool._release_view(pool_id)
-                    else:
-                        s.submit(pool._release_view, pool_id, True)
-                except BaseException:
-                    self._storage.release(new_data, s)
-                    raise
-        except BaseException as exc:
-            self._ledger.unreserve(str(dev), nbytes, peak)
-            if isinstance(exc, BackendError) or not isinstance(exc, Exception):
-                raise
-            if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-                raise ResourceExhaustedError(
-                    f"no memory on {dev} to migrate block {block.handle} ({fmt_bytes(nbytes)}): {exc}. "
-                    f"The block stays on {block.device}.",
-                ) from exc
-            raise KVTransferError(
-                f"migrating block {block.handle} from {block.device} to {dev} failed: {exc}. "
-                f"The block stays on {block.device}, intact.",
-            ) from exc
-        with self._blocks.lock:
-            old_data, old_device = block._data, block.device
-            was_view = block._pool is not None
-            block._data = new_data
-            block.device = str(dev)
-            block._pool = None
-            block._pool_id = None
-        if not was_view:
-            self._ledger.unreserve(old_device, nbytes)
-            self._storage.release(old_data, s)
-        return block
+            return migrate_held(self, block, target_device, stream)
 
     def kv_block_read(self, block: KVBlock) -> bytes:
         """Return a copy of the block's bytes (work on side streams is not waited for)."""
