@@ -43,7 +43,7 @@ LOG2E = 1.4426950408889634
 # ------------------------------------------------------------------ kernels
 # fmt: off
 @triton.jit
-def _store_kv_kernel(  # type: ignore[no-untyped-def]
+def _store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     key_ptr, value_ptr, kc_ptr, vc_ptr, slot_ptr, sk_t, sk_h, sk_d, sv_t, sv_h, sv_d, skc_b, skc_t, skc_h,
     svc_b, svc_t, svc_h, H: tl.constexpr, D: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr,
     BS: tl.constexpr,
@@ -65,7 +65,7 @@ def _store_kv_kernel(  # type: ignore[no-untyped-def]
 
 # fmt: off
 @triton.jit
-def attend_tiles(  # type: ignore[no-untyped-def]
+def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, hi, seq_len, q_pos, qk_scale, offs_d,
     dmask, BS: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
     PREC: tl.constexpr, DOT_F32: tl.constexpr,
@@ -111,7 +111,7 @@ def attend_tiles(  # type: ignore[no-untyped-def]
 
 # fmt: off
 @triton.jit
-def attend_span(  # type: ignore[no-untyped-def]
+def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, full_hi, hi, seq_len, q_pos, qk_scale, offs_d, dmask,
     ROWS: tl.constexpr, DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
     PREC: tl.constexpr, DOT_F32: tl.constexpr,
@@ -134,7 +134,7 @@ def attend_span(  # type: ignore[no-untyped-def]
 
 # fmt: off
 @triton.jit
-def _decode_kernel(  # type: ignore[no-untyped-def]
+def _decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     q_ptr, kc_ptr, vc_ptr, bt_ptr, sl_ptr, out_ptr, po_ptr, plse_ptr, cnt_ptr, sq_b, sq_h, sq_d, so_b, so_h, so_d,
     sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, chunk, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
     DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, DIRECT: tl.constexpr, PREC: tl.constexpr,

@@ -28,7 +28,7 @@ __all__ = ["PrefillConfig", "paged_prefill", "paged_prefill_with", "prefill_conf
 
 # fmt: off
 @triton.jit
-def _prefill_kernel(  # type: ignore[no-untyped-def]
+def _prefill_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     q_ptr, kc_ptr, vc_ptr, bt_ptr, sl_ptr, cu_ptr, out_ptr, sq_t, sq_h, sq_d, so_t, so_h, so_d, sbt_b, skb,
     skt, skh, svb, svt, svh, qk_scale, num_seqs, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
     DP: tl.constexpr, BS: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr,

@@ -45,7 +45,7 @@ LOOP_BLOCK = 4096
 
 
 @triton.jit
-def _load_summed(x_ptr, r_ptr, s_ptr, rows, cols, m, sx, sr, ss, HAS_RES: tl.constexpr):  # type: ignore[no-untyped-def]
+def _load_summed(x_ptr, r_ptr, s_ptr, rows, cols, m, sx, sr, ss, HAS_RES: tl.constexpr):  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     """``x[rows, cols]`` in fp32; with ``HAS_RES`` the sum ``x + r``, rounded to x's dtype and stored to ``s``."""
     x = tl.load(x_ptr + rows * sx + cols, mask=m, other=0.0).to(tl.float32)
     if HAS_RES:
@@ -57,7 +57,7 @@ def _load_summed(x_ptr, r_ptr, s_ptr, rows, cols, m, sx, sr, ss, HAS_RES: tl.con
 
 
 @triton.jit
-def _rmsnorm_kernel(  # type: ignore[no-untyped-def]
+def _rmsnorm_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     x_ptr,
     r_ptr,
     w_ptr,
@@ -108,7 +108,7 @@ def _rmsnorm_kernel(  # type: ignore[no-untyped-def]
 
 
 @triton.jit
-def _silu_mul_kernel(  # type: ignore[no-untyped-def]
+def _silu_mul_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     g_ptr,
     u_ptr,
     y_ptr,

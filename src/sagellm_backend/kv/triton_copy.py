@@ -25,7 +25,7 @@ __all__ = ["copy_rows_triton", "copy_words", "kernel_config", "word_view"]
 
 
 @triton.jit(do_not_specialize=["src_rows", "dst_rows", "dst_off"])
-def _copy_rows_kernel(  # type: ignore[no-untyped-def]
+def _copy_rows_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     src_ptr,
     dst_ptr,
     src_idx_ptr,

@@ -52,7 +52,7 @@ def check_storage_dtypes(p: BackendProvider) -> None:
 def check_foreign_str_enum_dtype(p: BackendProvider) -> None:
     """A foreign str-enum DType (like sagellm_protocol.DType) works wherever DType does."""
     dt = storage_dtype(p)
-    foreign: Any = Enum("DType", {m.name: m.value for m in DType}, type=str)  # type: ignore[misc]
+    foreign: Any = Enum("DType", {m.name: m.value for m in DType}, type=str)  # type: ignore[misc]  # a functional Enum with a str mixin, built on purpose
     f: Any = foreign[dt.name]
     assert f == dt and hash(f) == hash(dt)
     blk = p.kv_block_alloc(2, f)
