@@ -239,3 +239,10 @@ def test_concurrent_alloc_free_consistent() -> None:
     assert len(handles) == len(set(handles)) and len(handles) > 1000
     stats = p.memory_stats()
     assert stats["allocated_bytes"] == 0 and stats["num_blocks"] == 0
+
+
+def test_mock_host_allocations_respect_max_memory_mb() -> None:
+    p = MockBackendProvider(max_memory_mb=1)
+    with pytest.raises(ResourceExhaustedError, match="limit"):
+        p.kv_block_alloc(1000, DType.FP16, device="cpu")  # 21 MiB of host memory over a 1 MiB cap
+    assert p.memory_stats()["kv_allocated_bytes"] == 0 and not p.live_blocks()

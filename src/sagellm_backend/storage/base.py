@@ -137,6 +137,33 @@ class Storage(ABC):
     def limit(self, device: Device, configured: int | None) -> int | None:
         """Bytes a provider may hold on ``device`` given its configured cap."""
 
+    @staticmethod
+    def host_limit(configured: int | None) -> int:
+        """Bytes a provider may hold in host memory: its configured cap, and never more than the
+        machine's physical memory (Linux overcommit would let an absurd request "succeed" lazily).
+
+        Args:
+            configured: The provider's cap, or ``None``.
+
+        Returns:
+            Bytes.
+        """
+        from ..core.validate import host_memory_total
+
+        host = host_memory_total()
+        return host if configured is None else min(host, configured)
+
+    @staticmethod
+    def host_available() -> int:
+        """Bytes of host memory free now.
+
+        Returns:
+            Bytes.
+        """
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+
     @abstractmethod
     def available(self, device: Device) -> int:
         """Bytes free on ``device`` now (hardware)."""

@@ -120,11 +120,7 @@ class NumpyStorage(Storage):
         _as_bytes(data)[:] = np.frombuffer(buf, dtype=np.uint8)
 
     def limit(self, device: Device, configured: int | None) -> int | None:
-        if device.type == "mock":
-            return self.total_bytes
-        from ..core.validate import host_memory_total
-
-        return host_memory_total()
+        return self.total_bytes if device.type == "mock" else self.host_limit(configured)
 
     def available(self, device: Device) -> int:
         return self.total_bytes

@@ -82,17 +82,12 @@ class TorchDeviceStorage(TorchStorage):
     # ------------------------------------------------------------------ memory
     def limit(self, device: Device, configured: int | None) -> int | None:
         if device.type == "cpu":
-            from ..core.validate import host_memory_total
-
-            host = host_memory_total()
-            return host if configured is None else min(host, configured)
+            return self.host_limit(configured)
         return configured if device == self.own_device() else None
 
     def available(self, device: Device) -> int:
         if device.type == "cpu":
-            import psutil
-
-            return int(psutil.virtual_memory().available)
+            return self.host_available()
         free, _ = self.module.mem_get_info(device.index)
         return int(free)
 

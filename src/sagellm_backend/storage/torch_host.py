@@ -46,15 +46,10 @@ class TorchHostStorage(TorchStorage):
         return self._native()
 
     def limit(self, device: Device, configured: int | None) -> int | None:
-        from ..core.validate import host_memory_total
-
-        host = host_memory_total()
-        return host if configured is None else min(host, configured)
+        return self.host_limit(configured)
 
     def available(self, device: Device) -> int:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
+        return self.host_available()
 
     def mover(self) -> BlockMover:
         from ..kv.movers.torch_host import TorchHostMover
