@@ -274,3 +274,12 @@ def test_memory_freed_while_a_stream_still_copies_is_kept_alive() -> None:
     out = subprocess.run([sys.executable, "-c", _DROP_IN_FLIGHT], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
     assert out.stdout.strip() == "ok"
+
+
+def test_a_pool_outlives_the_name_of_its_provider() -> None:
+    pool = get_provider("cpu", kv_geometry=GEOM).create_kv_pool(4, block_size=4, dtype=DType.FP32)
+    gc.collect()
+    a, b = pool.allocate(2)
+    pool.write_block(a, b"\x05" * pool.block_nbytes)
+    pool.copy_blocks([a], [b])
+    assert pool.read_block(b) == b"\x05" * pool.block_nbytes

@@ -24,11 +24,11 @@ class PoolFactory:
     """Sizes and allocates pool arenas, and provides the services a pool needs.
 
     Args:
-        provider: The owning provider (held weakly: pools must not keep it alive).
+        provider: The owning provider.
     """
 
     def __init__(self, provider: Provider) -> None:
-        self._provider = weakref.proxy(provider)
+        self._provider = provider  # a pool keeps its provider alive: it needs its streams and storage
         self._storage = provider._storage
         self._ledger = provider._ledger
         self._blocks = provider._blocks
