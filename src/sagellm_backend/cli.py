@@ -36,7 +36,7 @@ def _hardware() -> dict[str, dict[str, Any]]:
     """The hardware profiles the umbrella CLI's detection reads (never raises)."""
     from .hardware import detect_profiles
 
-    return {name: prof.to_dict() for name, prof in detect_profiles().items()}
+    return {name: {**prof.to_dict(), "usable": prof.is_usable()} for name, prof in detect_profiles().items()}
 
 
 def _info(provider_name: str) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def _print_info(info: dict[str, Any]) -> None:
         [
             name,
             str(h.get("max_level")),
-            "yes" if h.get("max_level") in ("framework", "runtime_env", "functional") else "no",
+            "yes" if h.get("usable") else "no",
             str(h.get("device_count") or 0),
             ", ".join(h.get("device_names") or []) or "-",
         ]
