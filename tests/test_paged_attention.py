@@ -243,7 +243,7 @@ def test_negative_slots_are_skipped_and_diagnostics_name_the_implementation() ->
     assert torch.equal(flat[4], k[0]) and torch.equal(flat[6], k[2]) and not flat[5].any()
     PagedAttentionBackend(bs).forward(torch.randn(3, 2, 8), k, k, AttentionMetadata.for_prefill([3]))
     diag = get_attention_diagnostics()
-    assert diag["paged:implementation=torch"]["kv_cache_calls"] == 1
+    assert diag["paged:implementation=dense_batch"]["kv_cache_calls"] == 1
     assert diag["paged:sdpa_fallback/varlen"]["total_calls"] == 1
     assert diag["_meta"]["latest_call"]["path_name"] == "sdpa_fallback/varlen"
     reset_attention_diagnostics()

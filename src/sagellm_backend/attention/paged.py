@@ -3,8 +3,9 @@
 Ops: ``paged_triton`` (Triton kernels) for CUDA tensors when Triton imports and the shape fits, else
 ``paged_torch`` (vectorised torch, any device). ``SAGELLM_PAGED_ATTENTION_IMPL=torch|triton|auto`` overrides
 the choice (``triton`` still needs a CUDA tensor and an importable Triton). Diagnostics key the calls
-``"paged:implementation=<ops>"``; calls without a cache or block tables run the SDPA semantics and are keyed
-``"paged:sdpa_fallback/<path>"``.
+``"paged:implementation=<ops>"``; prefills on an empty cache that attend over their own K/V
+(:mod:`.paged_dense`) ``"paged:implementation=dense_<batch|runs|varlen>"``; calls without a cache or block
+tables run the SDPA semantics and are keyed ``"paged:sdpa_fallback/<path>"``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .base import check_device, positive_int
 from .checked import AttentionCall, CheckedAttentionBackend
+from .paged_dense import dense_prefill, dense_prefill_applies
 from .paged_plan import plan_paged_call
 from .sdpa import sdpa_attention
 from .validation import check_kv_cache, check_mask
@@ -185,9 +187,15 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             q, k, v = (t.index_select(0, plan.token_index) for t in (query, key, value))
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out: torch.Tensor
+        dense = None
         if plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping)
-            if md.is_prefill:
+            if dense_prefill_applies(md.is_prefill, md.cached_lens, q, k_cache):  # see paged_dense
+                assert plan.cu_seqlens_q is not None  # planned for every prefill
+                dense = dense_prefill(q, k, v, md.seq_lens, plan.cu_seqlens_q, s)
+            if dense is not None:
+                out, impl = dense[0], f"dense_{dense[1]}"
+            elif md.is_prefill:
                 out = ops.paged_prefill(q, k_cache, v_cache, plan.block_tables, plan.cu_seqlens_q, plan.key_lens, s)
             else:
                 out = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, s)
