@@ -20,7 +20,26 @@ def test_decode_bytes_are_k_plus_v_of_the_context() -> None:
 
 
 def test_cases_are_the_issue_targets() -> None:
-    assert [(c.kind, c.batch, c.new, c.cached) for c in CASES] == [
-        ("decode", 64, 1, 4096), ("decode", 4, 1, 32768), ("prefill", 8, 2048, 0), ("prefill", 8, 512, 4096),
+    assert [(c.kind, c.batch, c.new, c.cached, c.path) for c in CASES] == [
+        ("decode", 64, 1, 4096, "kernel"), ("decode", 4, 1, 32768, "kernel"), ("prefill", 8, 2048, 0, "kernel"),
+        ("prefill", 8, 512, 4096, "kernel"), ("prefill", 8, 2048, 0, "backend"),
     ]  # fmt: skip
+    assert CASES[4].label == "prefill 8 x 2048 new tokens on empty cache, backend forward"
     assert (HQ, HKV, HEAD_DIM) == (32, 8, 128)
+
+
+def test_backend_row_forward_computes_the_ceilings_attention_on_cpu() -> None:
+    torch = pytest.importorskip("torch")
+    from sagellm_backend.bench import paged_attention as bp
+
+    case = PagedCase("prefill", 2, 40, 0, path="backend")
+    t = bp.build_case(case, "cpu")
+    pages_before = (t["kc"].clone(), t["vc"].clone())
+    got = bp._backend_forward(case, t)()
+    sdpa, mask_kind = bp.sdpa_fn(case, t)
+    ref = sdpa(t["k"], t["v"]).transpose(1, 2).reshape(got.shape)
+    assert mask_kind == "is_causal"
+    torch.testing.assert_close(got.float(), ref.float(), atol=3e-2, rtol=3e-2)
+    assert torch.equal(t["kc"], pages_before[0]) and torch.equal(
+        t["vc"], pages_before[1]
+    )  # the packed K/V are the pages: the row rewrites them unchanged

@@ -7,7 +7,10 @@ Each row is measured in one run (decode rows: medians over 3 fresh allocations, 
 - ceiling: ``F.scaled_dot_product_attention`` (default dispatch, ``enable_gqa``) on the same K/V laid out
   contiguously as ``[B, Hkv, S, D]``; the chunked-prefill case uses a lower-right causal bias;
 - naive: index the cache with the block tables into contiguous tensors, then the same SDPA, timed together;
-- ours: ``paged_decode`` / ``paged_prefill`` on the pages;
+- ours: ``paged_decode`` / ``paged_prefill`` on the pages; for the ``backend`` case, the whole
+  ``PagedAttentionBackend.forward`` on packed new tokens (``store_kv`` into the pages, then attention over the
+  call's own K/V, :mod:`sagellm_backend.attention.paged_dense`), with the dense attention alone and the
+  store alone as extras;
 - extra: ``torch.compile``d FlexAttention on the contiguous K/V (NaN when it fails to compile or run), SDPA
   with each backend forced, and the largest difference between ours and the ceiling's output.
 
@@ -40,12 +43,14 @@ class PagedCase:
         batch: Sequences.
         new: New query tokens per sequence (1 for decode).
         cached: Key positions before the new tokens.
+        path: ``"kernel"`` (the Triton op on the pages) or ``"backend"`` (the backend's ``forward``).
     """
 
     kind: str
     batch: int
     new: int
     cached: int
+    path: str = "kernel"
 
     @property
     def keys(self) -> int:
@@ -58,7 +63,8 @@ class PagedCase:
         if self.kind == "decode":
             return f"decode {self.batch} seqs x {self.cached} tokens"
         after = f" after {self.batch} x {self.cached} cached" if self.cached else " on empty cache"
-        return f"prefill {self.batch} x {self.new} new tokens{after}"
+        via = ", backend forward" if self.path == "backend" else ""
+        return f"prefill {self.batch} x {self.new} new tokens{after}{via}"
 
     def work(self) -> float:
         """Bytes of K+V read (decode) or attention FLOPs (prefill)."""
@@ -73,6 +79,7 @@ CASES = (
     PagedCase("decode", 4, 1, 32768),
     PagedCase("prefill", 8, 2048, 0),
     PagedCase("prefill", 8, 512, 4096),
+    PagedCase("prefill", 8, 2048, 0, path="backend"),
 )
 
 
@@ -212,6 +219,9 @@ def _variants(case: PagedCase, t: dict[str, Any]) -> tuple[dict[str, Callable[[]
             return paged_decode(t["q"], kc, vc, bt, lens, scale, out=out)
         return paged_prefill(t["q"], kc, vc, bt, cu, lens, scale, out=out)
 
+    if case.path == "backend":
+        ours = _backend_forward(case, t)
+
     def naive() -> Any:
         idx = bt.long()
         k = kc[idx].view(b, pages * PAGE, HKV, HEAD_DIM)[:, :s].transpose(1, 2)
@@ -219,6 +229,45 @@ def _variants(case: PagedCase, t: dict[str, Any]) -> tuple[dict[str, Callable[[]
         return sdpa(k, v)
 
     return {"sdpa": lambda: sdpa(t["k"], t["v"]), "naive": naive, "ours": ours}, mask_kind
+
+
+def _packed_kv(t: dict[str, Any]) -> tuple[Any, Any]:
+    """The contiguous ``[B, Hkv, S, D]`` K/V of a case packed as ``[B*S, Hkv, D]`` (new tokens of a prefill)."""
+    return tuple(x.transpose(1, 2).reshape(-1, HKV, HEAD_DIM).contiguous() for x in (t["k"], t["v"]))
+
+
+def _backend_forward(case: PagedCase, t: dict[str, Any]) -> Callable[[], Any]:
+    """``PagedAttentionBackend.forward`` of a prefill case's packed tokens into its pages (metadata built once)."""
+    import torch
+
+    from ..attention import PagedAttentionBackend, PagedAttentionMetadataBuilder
+
+    k, v = _packed_kv(t)
+    builder = PagedAttentionMetadataBuilder(PAGE, device=torch.device(t["q"].device))
+    md = builder.build_prefill_metadata(
+        seq_lens=[case.new] * case.batch, block_tables=t["bt"], cached_lens=[case.cached] * case.batch
+    )
+    backend = PagedAttentionBackend(PAGE)
+    caches = (t["kc"], t["vc"])
+    return lambda: backend.forward(t["q"], k, v, md, kv_cache=caches, scale=t["scale"])
+
+
+def _backend_parts(case: PagedCase, t: dict[str, Any]) -> dict[str, float]:
+    """The backend case's dense attention alone and ``store_kv`` alone, in the row's unit (store: us)."""
+    import torch
+
+    from ..attention.paged import select_paged_ops
+    from ..attention.paged_dense import dense_prefill
+
+    k, v = _packed_kv(t)
+    lens = [case.new] * case.batch
+    ops, impl = select_paged_ops(t["q"].device, t["q"].dtype, HEAD_DIM, PAGE)
+    bt = t["bt"].long()
+    slots = (bt[:, :, None] * PAGE + torch.arange(PAGE, device=bt.device)).reshape(case.batch, -1)[:, : case.new]
+    slots = slots.reshape(-1).contiguous()
+    attend = _measure(lambda: dense_prefill(t["q"], k, v, lens, t["cu"], t["scale"]))
+    store = _measure(lambda: ops.store_kv(k, v, t["kc"], t["vc"], slots))
+    return {"dense attention alone": case.work() / attend / 1e12, f"store_kv ({impl}) alone, us": 1e6 * store}
 
 
 def _extras(case: PagedCase, t: dict[str, Any], fns: dict[str, Callable[[], Any]], flex: bool) -> dict[str, float]:
@@ -240,6 +289,8 @@ def _extras(case: PagedCase, t: dict[str, Any], fns: dict[str, Callable[[], Any]
             extra["flex (compiled, contiguous KV)"] = case.work() / _measure(_flex_fn(case, t)) / per
         except Exception:  # compile failure: n/a
             extra["flex (compiled, contiguous KV)"] = math.nan
+    if case.path == "backend":
+        extra.update(_backend_parts(case, t))
     ref, got = fns["sdpa"](), fns["ours"]()
     extra["max abs diff vs SDPA x1e3"] = 1e3 * float((got.float() - ref.transpose(1, 2).reshape(got.shape)).abs().max())
     return extra
@@ -285,6 +336,12 @@ def bench_case(case: PagedCase, device: str = "cuda", *, flex: bool = True, allo
     if case.kind == "decode":
         target = ">= 90% of contiguous SDPA and >= 3x gather+SDPA"
         met = rate["ours"] >= 0.9 * rate["sdpa"] and rate["ours"] >= 3 * rate["naive"]
+    elif case.path == "backend":
+        forced = [extra.get(f"SDPA {name} only", math.nan) for name in ("flash", "cudnn", "efficient")]
+        best = max([rate["sdpa"], *(x for x in forced if not math.isnan(x))])
+        extra["ours / best SDPA backend %"] = 100 * rate["ours"] / best
+        target = ">= 90% of the best SDPA backend"
+        met = rate["ours"] >= 0.9 * best
     else:
         target = ">= 70% of contiguous SDPA"
         met = rate["ours"] >= 0.7 * rate["sdpa"]
@@ -294,7 +351,7 @@ def bench_case(case: PagedCase, device: str = "cuda", *, flex: bool = True, allo
 
 
 def bench_paged_attention(device: str = "cuda", quick: bool = False, *, flex: bool = True) -> list[Result]:
-    """Every case of :data:`CASES` (``quick``: the decode cases and the empty-cache prefill, without Flex).
+    """Every case of :data:`CASES` (``quick``: the decode cases and the empty-cache prefill kernel, without Flex).
 
     Args:
         device: CUDA device.
