@@ -49,8 +49,10 @@ def test_pool_views_have_the_attention_cache_layout() -> None:
     assert bool((raw[0, 0] == 1.5).all()) and not bool((raw[1, 0] == 1.5).all())  # K of layer 0, not V
     with pytest.raises(InvalidArgumentError):
         pool.kv_caches(LAYERS)
+    mock_k, _ = MockBackendProvider(kv_geometry=GEOM).create_kv_pool(4, block_size=BS, dtype=DType.FP32).kv_caches(0)
+    assert not isinstance(mock_k, torch.Tensor) and tuple(mock_k.shape) == (4, *shape[1:])  # numpy on the Mock
     with pytest.raises(UnsupportedOperationError):
-        MockBackendProvider(kv_geometry=GEOM).create_kv_pool(4, block_size=BS, dtype=DType.FP32).kv_caches()
+        p.create_kv_pool(4, block_size=BS, dtype=DType.INT8).kv_caches()
 
 
 @pytest.mark.parametrize("provider_name", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])

@@ -280,7 +280,7 @@ class BackendProvider(ABC):
         num_blocks: int | None = None,
         *,
         block_size: int = 16,
-        dtype: DType = DType.FP16,
+        dtype: DType | str = DType.FP16,
         memory_fraction: float | None = None,
         device: str | None = None,
     ) -> KVCachePool:
@@ -289,7 +289,8 @@ class BackendProvider(ABC):
         Args:
             num_blocks: Blocks in the pool; or give ``memory_fraction`` instead.
             block_size: Tokens per block.
-            dtype: Element type.
+            dtype: Element type: a :class:`DType` (or its value; ``fp8`` is E4M3), or ``"fp8_e4m3"`` /
+                ``"fp8_e5m2"`` (see :mod:`sagellm_backend.kv.cache_dtype`).
             memory_fraction: Fraction of the device's free memory to use.
             device: Device for the arena (default: the provider's device).
 

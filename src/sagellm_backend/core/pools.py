@@ -41,17 +41,19 @@ class PoolFactory:
         self,
         num_blocks: int | None,
         block_size: int,
-        dtype: DType,
+        dtype: DType | str,
         memory_fraction: float | None,
         device: str | None,
     ) -> KVCachePool:
         """See :meth:`Provider.create_kv_pool`."""
+        from ..kv.cache_dtype import resolve_kv_cache_dtype, view_arena
         from ..kv.pool import KVCachePool
 
         p = self._provider
         bs = check_count("block_size", block_size)
         dev = p._target_device(device)
-        dt = p._check_dtype(dtype, dev)
+        cache_dtype = resolve_kv_cache_dtype(dtype)
+        dt = p._check_dtype(cache_dtype.dtype, dev)
         geometry = p.kv_geometry
         block_bytes = bs * geometry.bytes_per_token(dt)
         if (num_blocks is None) == (memory_fraction is None):
@@ -76,7 +78,9 @@ class PoolFactory:
         else:
             n = check_count("num_blocks", num_blocks)
         shape = (n, *geometry.storage_shape(bs, dt))
-        arena = p._alloc(dev, dt, shape, n * block_bytes, f"a KV pool of {n} blocks")
+        if cache_dtype.fp8_format is not None:  # a format this torch lacks raises before anything is reserved
+            view_arena(self._storage.alloc(dev, dt, (0,)), cache_dtype)
+        arena = view_arena(p._alloc(dev, dt, shape, n * block_bytes, f"a KV pool of {n} blocks"), cache_dtype)
         pool = KVCachePool(
             self,
             arena,
@@ -87,6 +91,7 @@ class PoolFactory:
             block_nbytes=block_bytes,
             mover=self._storage.mover(),
             geometry=geometry,
+            cache_dtype=cache_dtype,
         )
         with self._lock:
             self._pools.add(pool)

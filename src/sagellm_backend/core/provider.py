@@ -326,7 +326,7 @@ class Provider(BackendProvider):
         num_blocks: int | None = None,
         *,
         block_size: int = 16,
-        dtype: DType = DType.FP16,
+        dtype: DType | str = DType.FP16,
         memory_fraction: float | None = None,
         device: str | None = None,
     ) -> KVCachePool:

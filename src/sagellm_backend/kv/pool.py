@@ -34,6 +34,7 @@ from .swap import HostBufferCache, SwappedBlocks
 if TYPE_CHECKING:
     from ..api.blocks import KVBlock
     from ..api.streams import Stream
+    from .cache_dtype import KVCacheDType
     from .geometry import KVGeometry
     from .movers.base import BlockMover
 
@@ -58,6 +59,7 @@ class KVCachePool:
         block_nbytes: int,
         mover: BlockMover,
         geometry: KVGeometry,
+        cache_dtype: KVCacheDType | None = None,
     ) -> None:
         self._host = host
         self._faults = host.faults
@@ -65,6 +67,7 @@ class KVCachePool:
         self._mover = mover
         self.device = device
         self.dtype = dtype
+        self._cache_dtype = cache_dtype
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.block_nbytes = block_nbytes
@@ -88,13 +91,22 @@ class KVCachePool:
         return self._closed
 
     @property
+    def kv_cache_dtype(self) -> str:
+        """What the blocks hold: ``"fp8_e4m3"``/``"fp8_e5m2"`` for FP8 pools, else ``dtype.value``
+        (see :mod:`.cache_dtype`)."""
+        if self._cache_dtype is None:
+            return self.dtype.value
+        return self._cache_dtype.name
+
+    @property
     def arena(self) -> Any:
         """The arena (numpy array or torch tensor), shape ``(num_blocks, *block_shape)``."""
         self._check_open()
         return self._arena
 
     def kv_caches(self, layer: int | None = None) -> Any:
-        """Per-layer ``(K, V)`` views of the arena for paged attention (see :mod:`.layout`).
+        """Per-layer ``(K, V)`` views of the arena for paged attention (see :mod:`.layout`): torch tensors of the
+        cache dtype (fp8 as ``torch.float8_e4m3fn``/``float8_e5m2``) on torch providers, numpy arrays on the Mock.
 
         Args:
             layer: A layer index, or ``None`` for every layer.
@@ -427,6 +439,6 @@ class KVCachePool:
         st = self.stats() if not self._closed else None
         used = f"{st.used_blocks}/{self.num_blocks}" if st else "closed"
         return (
-            f"KVCachePool(device={self.device!r}, dtype={self.dtype.value}, "
+            f"KVCachePool(device={self.device!r}, dtype={self.kv_cache_dtype}, "
             f"block_size={self.block_size}, blocks={used})"
         )

@@ -113,10 +113,10 @@ def migrate_blocks(
             "target pool belongs to another provider instance; create it with this "
             "provider's create_kv_pool(device=...)."
         )
-    if (target.dtype, target.block_size) != (pool.dtype, pool.block_size):
+    if (target.kv_cache_dtype, target.block_size) != (pool.kv_cache_dtype, pool.block_size):
         raise InvalidArgumentError(
-            f"target pool holds {target.block_size}-token {target.dtype.value} blocks, this one "
-            f"{pool.block_size}-token {pool.dtype.value}; they must match."
+            f"target pool holds {target.block_size}-token {target.kv_cache_dtype} blocks, this one "
+            f"{pool.block_size}-token {pool.kv_cache_dtype}; they must match."
         )
     lst = as_id_list(ids, "ids")
     pool._check_open()
