@@ -74,7 +74,7 @@ def test_equal_length_runs() -> None:
 def test_dense_prefill_paths(lens: list[int]) -> None:
     q, k, v, *_ = _setup(lens, 4, 2, 8, 4, torch.float32, 0)
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32)
-    res = dense_prefill(q, k, v, lens, cu, 0.3)
+    res = dense_prefill(q, k, v, lens, 0.3)
     assert res is not None
     out, how = res
     assert how == ("batch" if len(set(lens)) == 1 else "runs")

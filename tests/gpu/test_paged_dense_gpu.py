@@ -1,5 +1,5 @@
-"""Prefill on an empty cache on a CUDA GPU: the dense path (one SDPA batch, runs of equal lengths, flash varlen)
-against the Triton/torch paged prefill on the same cache and a float64 reference. Marked `gpu`."""
+"""Prefill on an empty cache on a CUDA GPU: the dense path (one SDPA batch, runs of equal lengths) and the paged
+op it hands many runs to, against the Triton/torch paged prefill on the same cache and a float64 reference."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ from sagellm_backend.attention.reference import reference_paged_prefill
 
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
+
+
+def request_id(lens: list[int]) -> str:
+    """Which path the lengths take: one batch, a few runs (dense), or many runs (the paged op)."""
+    runs = sum(1 for i, n in enumerate(lens) if i == 0 or lens[i - 1] != n)
+    return "batch" if runs == 1 else "runs" if runs <= 4 else "many"
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -46,10 +52,11 @@ def test_dense_prefill_matches_paged_op_and_reference(dtype, lens) -> None:
     reset_attention_diagnostics()
     out = PagedAttentionBackend(bs).forward(q, k, v, md, kv_cache=cache)
     keys = [name for name in get_attention_diagnostics() if name.startswith("paged:")]
-    assert keys and keys[0].startswith("paged:implementation="), keys
+    ops, impl = select_paged_ops(torch.device("cuda"), dtype, d, bs)
+    want = {"batch": "dense_batch", "runs": "dense_runs"}.get(request_id(lens), impl)
+    assert keys == [f"paged:implementation={want}"], keys
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
     key_lens = torch.tensor(lens, dtype=torch.int32, device="cuda")
-    ops, _ = select_paged_ops(torch.device("cuda"), dtype, d, bs)
     paged = ops.paged_prefill(q, cache[0], cache[1], table, cu, key_lens, d**-0.5)
     ref = reference_paged_prefill(q, cache[0], cache[1], table, cu, key_lens, d**-0.5)
     tol = {torch.float16: 1e-2, torch.bfloat16: 3e-2, torch.float32: 2e-3}[dtype]

@@ -4,7 +4,7 @@ Ops: ``paged_triton`` (Triton kernels) for CUDA tensors when Triton imports and 
 ``paged_torch`` (vectorised torch, any device). ``SAGELLM_PAGED_ATTENTION_IMPL=torch|triton|auto`` overrides
 the choice (``triton`` still needs a CUDA tensor and an importable Triton). Diagnostics key the calls
 ``"paged:implementation=<ops>"``; prefills on an empty cache that attend over their own K/V
-(:mod:`.paged_dense`) ``"paged:implementation=dense_<batch|runs|varlen>"``; calls without a cache or block
+(:mod:`.paged_dense`) ``"paged:implementation=dense_<batch|runs>"``; calls without a cache or block
 tables run the SDPA semantics and are keyed ``"paged:sdpa_fallback/<path>"``.
 """
 
@@ -191,8 +191,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         if plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping)
             if dense_prefill_applies(md.is_prefill, md.cached_lens, q, k_cache):  # see paged_dense
-                assert plan.cu_seqlens_q is not None  # planned for every prefill
-                dense = dense_prefill(q, k, v, md.seq_lens, plan.cu_seqlens_q, s)
+                dense = dense_prefill(q, k, v, md.seq_lens, s)
             if dense is not None:
                 out, impl = dense[0], f"dense_{dense[1]}"
             elif md.is_prefill:

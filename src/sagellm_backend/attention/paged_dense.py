@@ -7,11 +7,13 @@ stores the K/V with its ``store_kv`` op as usual and computes the attention here
 
 - ``batch``: every sequence has the same length: one ``scaled_dot_product_attention`` on
   ``[B, H, L, D]`` views of the packed tensors (no copy);
-- ``runs``: a few runs of adjacent equal-length sequences: one such call per run;
-- ``varlen``: on CUDA, many runs: ``torch.nn.attention.varlen.varlen_attn`` (flash, one call), when this
-  torch has it with a causal mode and (for GQA) ``enable_gqa``.
+- ``runs``: runs of adjacent equal-length sequences: one such call per run (on CUDA at most
+  :data:`CUDA_MAX_RUNS`).
 
-Otherwise :func:`dense_prefill` declines (returns None) and the paged prefill op runs. GQA is passed to
+On CUDA, for more runs, or head sizes that are not a multiple of 8 or exceed 256 (no fused kernel takes
+them), :func:`dense_prefill` declines (returns None) and the paged prefill op runs: torch's one-call varlen
+kernel (``torch.nn.attention.varlen``) is flash's, which on an H100 runs no faster than the Triton prefill
+(docs/PERFORMANCE.md), while cuDNN's, the fast one, takes only a batch of equal lengths. GQA is passed to
 the kernels as ``enable_gqa``: K/V heads are never repeated in memory (a torch without ``enable_gqa``
 repeats them). On CUDA devices of compute capability 9.0 and later, cuDNN attention is tried first, then
 flash, efficient and math (``sdpa_kernel(..., set_priority=True)``); elsewhere torch's default order.
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CUDA_MAX_RUNS", "dense_prefill", "dense_prefill_applies", "equal_length_runs"]
 
-#: Most SDPA calls (runs of equal-length sequences) a CUDA prefill makes before it prefers one varlen call.
+#: Most SDPA calls (runs of equal-length sequences) a CUDA prefill makes before the paged op's one launch wins.
 CUDA_MAX_RUNS = 4
 
 
@@ -72,28 +74,6 @@ def equal_length_runs(lens: list[int]) -> list[tuple[int, int, int]]:
                 runs.append((start, 1, n))
         start += n
     return runs
-
-
-@functools.lru_cache(maxsize=2)
-def _varlen_kwargs(need_gqa: bool) -> dict[str, Any] | None:
-    """Keyword arguments that make this torch's ``varlen_attn`` causal (and GQA), or None if it cannot."""
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return None
-    params = inspect.signature(varlen_attn).parameters
-    kwargs: dict[str, Any] = {}
-    if "window_size" in params:
-        kwargs["window_size"] = (-1, 0)
-    elif "is_causal" in params:
-        kwargs["is_causal"] = True
-    else:
-        return None
-    if need_gqa:
-        if "enable_gqa" not in params:
-            return None
-        kwargs["enable_gqa"] = True
-    return kwargs
 
 
 @functools.lru_cache(maxsize=16)
@@ -151,7 +131,6 @@ def dense_prefill(
     key: torch.Tensor,
     value: torch.Tensor,
     seq_lens: list[int],
-    cu_seqlens_q: torch.Tensor,
     scale: float,
 ) -> tuple[torch.Tensor, str] | None:
     """Causal attention of each packed sequence over its own new K/V (see the module doc), or None.
@@ -161,30 +140,21 @@ def dense_prefill(
         key: ``[T, Hkv, D]``, contiguous.
         value: ``[T, Hkv, D]``, contiguous.
         seq_lens: Tokens per sequence (sum ``T``).
-        cu_seqlens_q: ``[B + 1]`` int32 offsets of the sequences, on the query's device.
         scale: Softmax scale.
 
     Returns:
-        ``([T, Hq, D] in the query's dtype, "batch" | "runs" | "varlen")``, or None when the paged prefill op
-        should run instead (many unequal lengths on CUDA without a usable ``varlen_attn``).
+        ``([T, Hq, D] in the query's dtype, "batch" | "runs")``, or None when the paged prefill op should run
+        instead (on CUDA: a head size no fused kernel takes, or more than :data:`CUDA_MAX_RUNS` runs).
     """
-    import torch
     from torch.nn.attention import sdpa_kernel
 
     runs = equal_length_runs(seq_lens)
     if not runs:
         return query.new_zeros(query.shape), "batch"
     on_cuda = query.device.type == "cuda"
-    if on_cuda and len(runs) > CUDA_MAX_RUNS:
-        flash_ok = query.dtype in (torch.float16, torch.bfloat16) and query.shape[2] % 8 == 0 and query.shape[2] <= 256
-        kwargs = _varlen_kwargs(query.shape[1] != key.shape[1]) if flash_ok else None
-        if kwargs is None:
-            return None
-        from torch.nn.attention.varlen import varlen_attn
-
-        longest = max(seq_lens)
-        out = varlen_attn(query, key, value, cu_seqlens_q, cu_seqlens_q, longest, longest, scale=scale, **kwargs)
-        return out, "varlen"  # type: ignore[return-value]  # a tensor: no return_aux was asked for
+    d = query.shape[2]
+    if on_cuda and (d % 8 or d > 256 or len(runs) > CUDA_MAX_RUNS):  # see the module doc
+        return None
     backends = _backends(query.device)
     if len(runs) == 1 and runs[0][0] == 0 and runs[0][1] * runs[0][2] == query.shape[0]:
         first, count, n = runs[0]

@@ -265,7 +265,7 @@ def _backend_parts(case: PagedCase, t: dict[str, Any]) -> dict[str, float]:
     bt = t["bt"].long()
     slots = (bt[:, :, None] * PAGE + torch.arange(PAGE, device=bt.device)).reshape(case.batch, -1)[:, : case.new]
     slots = slots.reshape(-1).contiguous()
-    attend = _measure(lambda: dense_prefill(t["q"], k, v, lens, t["cu"], t["scale"]))
+    attend = _measure(lambda: dense_prefill(t["q"], k, v, lens, t["scale"]))
     store = _measure(lambda: ops.store_kv(k, v, t["kc"], t["vc"], slots))
     return {"dense attention alone": case.work() / attend / 1e12, f"store_kv ({impl}) alone, us": 1e6 * store}
 
