@@ -143,14 +143,14 @@ class OurStack:
     def __init__(self, provider: Any, shape: Shape, num_blocks: int, max_pos: int, seed: int = 0) -> None:
         self.shape, self.provider = shape, provider
         dev = self.device = torch.device(provider.device)
-        g = torch.Generator(device="cpu").manual_seed(seed)
+        g = torch.Generator(device=dev).manual_seed(seed)
         h, d, dt = shape.hidden, shape.head_dim, shape.dtype
 
         def w(rows: int, cols: int) -> torch.Tensor:
-            return (torch.randn(rows, cols, generator=g) / math.sqrt(cols)).to(device=dev, dtype=dt)
+            return (torch.randn(rows, cols, generator=g, device=dev) / math.sqrt(cols)).to(dt)
 
         def norm() -> torch.Tensor:
-            return (1.0 + 0.1 * torch.randn(h, generator=g)).to(device=dev, dtype=dt)
+            return (1.0 + 0.1 * torch.randn(h, generator=g, device=dev)).to(dt)
 
         self.layers = [
             {
@@ -162,7 +162,7 @@ class OurStack:
         self.final_norm = norm()
         kv_dtype = {torch.bfloat16: DType.BF16, torch.float16: DType.FP16, torch.float32: DType.FP32}[dt]
         self.pool = provider.create_kv_pool(num_blocks, block_size=shape.block_size, dtype=kv_dtype)
-        self.pool.arena.normal_(0.0, 1.0, generator=None)
+        self.pool.arena.normal_(0.0, 1.0, generator=g)
         self.caches: list[tuple[torch.Tensor, torch.Tensor]] = self.pool.kv_caches()
         self.cos_sin = cos_sin_cache(shape, max_pos, dev)
         k = provider.get_kernel
