@@ -42,7 +42,12 @@ def rand(*shape: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
 for dt in (torch.float32, torch.float16, torch.bfloat16):
     name = str(dt).split(".")[-1]
     for neox in (True, False):
-        for hq, hk, d, rot, flat in ((4, 2, 16, 16, True), (3, 1, 32, 16, False), (9, 3, 8, 8, True)):
+        for hq, hk, d, rot, flat in (
+            (4, 2, 16, 16, True),
+            (3, 1, 32, 16, False),
+            (9, 3, 8, 8, True),
+            (2, 2, 24, 12, False),
+        ):
             pos = torch.tensor([0, 7, 3, 30, 12], dtype=torch.int64)
             cs = cache(31, rot)
             q = rand(5, hq, d, dtype=dt, seed=1)

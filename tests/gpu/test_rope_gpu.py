@@ -45,7 +45,8 @@ def test_registered_kernel_is_triton(cuda) -> None:
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize(("tokens", "hq", "hkv", "d", "rot"), [(1, 32, 8, 128, 128), (64, 32, 8, 128, 128),
-                                                               (7, 12, 4, 64, 32), (300, 4, 1, 256, 256)])  # fmt: skip
+                                                               (7, 12, 4, 64, 32), (300, 4, 1, 256, 256),
+                                                               (5, 8, 2, 96, 48)])  # fmt: skip
 def test_neox_matches_hugging_face(cuda, dtype, tokens, hq, hkv, d, rot) -> None:
     import torch
 
