@@ -270,3 +270,15 @@ def test_triton_kernel_matches_torch_in_the_interpreter() -> None:
     assert len(results) >= 40, len(results)
     bad = [r for r in results if not r["ok"]]
     assert not bad, bad
+
+
+def test_repeated_signatures_still_check_host_positions_and_new_devices(rope) -> None:
+    q, cache = torch.zeros(2, 32), cos_sin_cache(4, 16)
+    for _ in range(3):
+        rope(torch.tensor([0, 3]), q, None, 16, cache, True)
+    with pytest.raises(InvalidArgumentError):
+        rope(torch.tensor([0, 4]), q, None, 16, cache, True)
+    with pytest.raises(InvalidDeviceError):
+        rope(torch.tensor([0, 1], device="meta"), q, None, 16, cache, True)
+    with pytest.raises(InvalidArgumentTypeError):
+        rope(torch.tensor([0, 1]), q, None, 16, cache, 1)

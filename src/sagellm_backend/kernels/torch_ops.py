@@ -226,6 +226,36 @@ def check_rotary_call(
             host position outside the cache.
         InvalidDeviceError: The tensors are not all on one device.
     """
+    sig = _rope_signature(positions, query, key, head_size, cos_sin_cache, is_neox)
+    shape = _ROPE_CHECKED.get(sig) if sig is not None else None
+    if shape is None:
+        shape = _check_rotary_full(positions, query, key, head_size, cos_sin_cache, is_neox)
+        if sig is not None:
+            if len(_ROPE_CHECKED) >= 256:
+                _ROPE_CHECKED.clear()
+            _ROPE_CHECKED[sig] = shape
+    if positions.device.type == "cpu":
+        check_positions_in_range(positions.numpy(), shape.max_position)
+    return shape
+
+
+#: Signatures (shapes, dtypes, devices, options) that passed every check but the host range check.
+_ROPE_CHECKED: dict[tuple[object, ...], RopeShape] = {}
+
+
+def _rope_signature(
+    positions: object, query: object, key: object, head_size: object, cos_sin_cache: object, is_neox: object
+) -> tuple[object, ...] | None:
+    """What the checks depend on, hashable; ``None`` when an argument is not of the type a signature needs."""
+    tensors = (positions, query, cos_sin_cache) if key is None else (positions, query, cos_sin_cache, key)
+    if type(head_size) is not int or type(is_neox) is not bool or not all(type(t) is torch.Tensor for t in tensors):
+        return None
+    return (head_size, is_neox, *((t.shape, t.dtype, t.device) for t in tensors))  # type: ignore[attr-defined]  # checked Tensors above
+
+
+def _check_rotary_full(
+    positions: Tensor, query: Tensor, key: Tensor | None, head_size: int, cos_sin_cache: Tensor, is_neox: bool
+) -> RopeShape:
     shape = check_rotary(positions, query, key, head_size, cos_sin_cache, is_neox, ROPE_FLOATS)
     tensors = [("positions", positions), ("query", query), ("cos_sin_cache", cos_sin_cache)]
     if key is not None:
@@ -237,8 +267,6 @@ def check_rotary_call(
     if len(set(devices.values())) > 1:
         found = ", ".join(f"{k} on {v}" for k, v in devices.items())
         raise InvalidDeviceError(f"rotary_embedding: every tensor must be on one device; got {found}.")
-    if positions.device.type == "cpu":
-        check_positions_in_range(positions.numpy(), shape.max_position)
     return shape
 
 
