@@ -334,7 +334,8 @@ def markdown(report: dict[str, Any]) -> str:
             else:
                 cells.append(f"{r['tokens_per_s']:,.0f} ({r['pct_floor']:.0f} %)")
         lines.append(f"| {case} | " + " | ".join(cells) + " |")
-    first = [f"- {f['case']}: {f['what']}: {f['seconds']:.2f} s" for f in report["first_call"]]
+    first = ["| first call | what | seconds |", "|---|---|---|"] if report["first_call"] else []
+    first += [f"| {f['case']} | {f['what']} | {f['seconds']:.2f} |" for f in report["first_call"]]
     c = report["correctness"]
     tail = [f"\ncorrectness: ours vs HF, one step, batch {c['batch']} x {c['context']}, {c['dtype']}: "
             f"max rel err {c['max_rel_err']:.2e}; copy rate {report['copy_rate_gbps']:.0f} GB/s"]  # fmt: skip
@@ -347,12 +348,11 @@ def plot(report: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = [line.strip("|").split("|") for line in markdown(report).splitlines()[:1]]
-    body = [r for r in markdown(report).splitlines()[2:] if r.startswith("|")]
-    cells = [[c.strip() for c in r.strip("|").split("|")] for r in body]
+    lines = markdown(report).split("\n\n")[0].splitlines()  # the main table: header, rule, one line per case
+    head, *cells = ([c.strip() for c in line.strip("|").split("|")] for line in lines[:1] + lines[2:])
     fig, ax = plt.subplots(figsize=(14, 0.5 + 0.45 * (len(cells) + 1)))
     ax.axis("off")
-    t = ax.table(cellText=cells, colLabels=[c.strip() for c in table[0]], loc="center", cellLoc="center")
+    t = ax.table(cellText=cells, colLabels=head, loc="center", cellLoc="center")
     t.auto_set_font_size(False)
     t.set_fontsize(9)
     t.scale(1, 1.4)
