@@ -211,7 +211,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         with torch.no_grad():
             secs = timed(dev, eager_step, warmup, steps)
-        row("ours eager", batch * steps / secs)
+            attend_us = attend_host_us(attn, shape, batch, dev)
+        row(
+            "ours eager",
+            batch * steps / secs,
+            note=f"attention {attend_us:.0f} us/call on the host",
+            attend_us=attend_us,
+        )
 
         # ours, graphed: capture once per batch size, plan() then replay
         if dev.type != "cuda":
@@ -305,6 +311,20 @@ def capture(ours: OurStack, attn: Any, case: Case, x: torch.Tensor, dev: torch.d
     with torch.cuda.graph(graph):
         static_out = ours.step(static_x, attn)
     return graph, static_x, static_out, attn
+
+
+def attend_host_us(attn: Any, shape: Shape, batch: int, dev: torch.device) -> float:
+    """Host microseconds of one layer's attention call (mean of 16 back-to-back calls, no sync between)."""
+    q = torch.zeros(batch, shape.heads, shape.head_dim, dtype=shape.dtype, device=dev)
+    kv = torch.zeros(batch, shape.kv_heads, shape.head_dim, dtype=shape.dtype, device=dev)
+    attn.attend(0, q, kv, kv)
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(16):
+        attn.attend(0, q, kv, kv)
+    elapsed = time.perf_counter() - t0
+    sync(dev)
+    return elapsed / 16 * 1e6
 
 
 def plan_cost_us(attn: Any, case: Case, dev: torch.device) -> float:

@@ -51,6 +51,7 @@ def test_every_case_has_every_row_with_consistent_figures(report: dict) -> None:
             r = rows[impl]
             assert r["status"] == "ok" and r["tokens_per_s"] > 0
             assert r["pct_floor"] == pytest.approx(100 * r["tokens_per_s"] / floor)
+        assert rows["ours eager"]["attend_us"] > 0
         assert rows["ours graphed"]["status"] == "unavailable" and "CUDA" in rows["ours graphed"]["note"]
         assert rows["hf compiled"]["status"] == "skipped"
     mixed = [r for r in report["rows"] if r["mixed"] and r["impl"] == "hf eager"]
