@@ -358,6 +358,10 @@ def rotary_embedding(
         head_size: Dims per head.
         cos_sin_cache: ``[max_position, rot_dim]``.
         is_neox: ``True`` for NeoX/Llama halves, ``False`` for GPT-J interleaved pairs.
+
+    Raises:
+        InvalidArgumentTypeError, InvalidArgumentError, UnsupportedDTypeError, InvalidDeviceError: see
+            :func:`.torch_ops.check_rotary_call`; nothing is written then.
     """
     shape = torch_ops.check_rotary_call(positions, query, key, head_size, cos_sin_cache, is_neox)
     tensors = [query] if key is None else [query, key]
