@@ -231,8 +231,15 @@ class HFStack:
         else:
             config = LlamaConfig(**common, rope_theta=s.theta)
         self.config, self.shape = config, s
-        with torch.device(ours.device):
-            model = LlamaModel(config).to(s.dtype).eval()
+        # Built under the model dtype as default (what from_pretrained(dtype=...) does), not cast afterwards:
+        # .to(bf16) would also round the rotary inv_freq buffer, which HF keeps in fp32.
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(s.dtype)
+        try:
+            with torch.device(ours.device):
+                model = LlamaModel(config).eval()
+        finally:
+            torch.set_default_dtype(default)
         qd, kd = s.heads * s.head_dim, s.kv_heads * s.head_dim
         with torch.no_grad():
             for layer, lw in zip(model.layers, ours.layers):

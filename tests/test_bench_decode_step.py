@@ -96,3 +96,24 @@ def test_step_metadata_changes_every_step_and_matches_the_builder() -> None:
         assert used <= set(case.ids) and len(set(case.ids)) == len(case.ids)
     finally:
         p.close()
+
+
+def test_bf16_step_agrees_with_hugging_face_past_the_first_blocks() -> None:
+    """bf16 weights and KV, context 300: HF keeps its rotary frequencies in fp32 and both stacks agree."""
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from bench_decode_step import correctness
+        from decode_stack import HFStack, OurStack, Shape
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    shape = Shape(hidden=64, heads=4, kv_heads=2, head_dim=16, mlp=96, layers=2, dtype=torch.bfloat16)
+    p = get_provider("cpu", kv_geometry=OurStack.geometry(shape))
+    try:
+        ours = OurStack(p, shape, num_blocks=64, max_pos=400)
+        hf = HFStack(ours)
+        assert hf.model.rotary_emb.inv_freq.dtype == torch.float32
+        assert hf.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+        result = correctness(ours, hf, ours.pool, width=24, batch=2, ctx=300)
+        assert result["dtype"] == "bfloat16" and result["max_rel_err"] < 3e-2, result
+    finally:
+        p.close()
