@@ -175,7 +175,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     max_batch = max(c[1] for c in cases)
     check_batch, check_ctx = (2, 37) if args.quick else (2, 1000)
     num_blocks = max_batch * width + check_batch * width + 1
-    provider = get_provider("cuda" if dev.type == "cuda" else "cpu", kv_geometry=OurStack.geometry(shape))
+    if dev.type == "cuda":
+        provider = get_provider("cuda", device_id=dev.index or 0, kv_geometry=OurStack.geometry(shape))
+        dev = torch.device(provider.device)
+        torch.cuda.set_device(dev)  # graphs, streams and torch.compile use the current device
+    else:
+        provider = get_provider("cpu", kv_geometry=OurStack.geometry(shape))
     ours = OurStack(provider, shape, num_blocks, max_pos=max_ctx + max_steps + 2)
     hf = HFStack(ours)
     rate = copy_rate(dev, (16 << 20) if args.quick else (1 << 30))
