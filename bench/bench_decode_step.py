@@ -190,7 +190,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "torch": torch.__version__, "transformers": __import__("transformers").__version__,
                     "python": platform.python_version()},
         "config": {**{k: str(v) for k, v in shape.__dict__.items()}, "steps": steps, "warmup": warmup,
-                   "attention": "PagedAttentionWrapper" if wrapper else "PagedAttentionBackend.forward"},
+                   "attention": "PagedAttentionWrapper" if wrapper else "PagedAttentionBackend.forward",
+                   "trusted_plan": args.trusted},
         "copy_rate_gbps": rate / 1e9, "rows": [], "first_call": [],
     }  # fmt: skip
     report["correctness"] = correctness(ours, hf, ours.pool, width, check_batch, check_ctx)
@@ -421,7 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=_json_default))
     if args.plot:
-        plot(report, args.plot)
+        try:
+            plot(report, args.plot)
+        except ImportError as exc:
+            print(f"--plot: matplotlib is not installed ({exc}); the JSON and the table above are complete.",
+                  file=sys.stderr)  # fmt: skip
+            return 1
     return 0
 
 
