@@ -39,6 +39,7 @@ _TABLE: dict[str, tuple[str, KernelKind | None]] = {
     "fused_rmsnorm": ("add_rmsnorm", KernelKind.FUSION),
     "fused_add_rmsnorm": ("add_rmsnorm", KernelKind.FUSION),
     "fused_qkv_projection": ("fused_qkv_projection", KernelKind.FUSION),
+    "rotary_embedding": ("rotary_embedding", None),
 }
 #: The kernel names :func:`register_engine_kernels` provides (``silu_mul`` / ``fused_silu_mul`` and
 #: ``add_rmsnorm`` / ``fused_rmsnorm`` / ``fused_add_rmsnorm`` are aliases).
@@ -51,6 +52,7 @@ TRITON_KERNEL_NAMES: tuple[str, ...] = (
     "add_rmsnorm",
     "fused_rmsnorm",
     "fused_add_rmsnorm",
+    "rotary_embedding",
 )
 #: Registry priority per backend.
 PRIORITIES: dict[str, int] = {"torch": -50, "numpy": -50, "triton": -40}

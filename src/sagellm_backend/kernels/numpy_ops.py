@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentTypeError, UnsupportedDTypeError
 from .base import qkv_split_sizes, split_gate_up
+from .rope import check_positions_in_range, check_rotary
 
 __all__ = [
     "add_rmsnorm",
@@ -30,6 +31,7 @@ __all__ = [
     "linear",
     "relu",
     "rmsnorm",
+    "rotary_embedding",
     "silu",
     "silu_mul",
 ]
@@ -197,3 +199,43 @@ def fused_qkv_projection(
     k = qkv[..., q_rows : q_rows + kv_rows].reshape(*lead, nkv, hd)
     v = qkv[..., q_rows + kv_rows :].reshape(*lead, nkv, hd)
     return q, k, v
+
+
+def rotary_embedding(
+    positions: Any, query: Any, key: Any | None, head_size: int, cos_sin_cache: Any, is_neox: bool = True
+) -> None:
+    """Rotary position embedding in place on numpy ``query`` and ``key`` (semantics in :mod:`.rope`).
+
+    Args:
+        positions: Integer ``[T]``; every position is checked against the cache.
+        query: ``[T, Hq * head_size]`` or ``[T, Hq, head_size]``, a writable array; rotated in place.
+        key: Same layout with ``Hkv`` heads, or ``None``; rotated in place.
+        head_size: Dims per head.
+        cos_sin_cache: ``[max_position, rot_dim]``.
+        is_neox: ``True`` for NeoX/Llama halves, ``False`` for GPT-J interleaved pairs.
+
+    Raises:
+        InvalidArgumentTypeError: A non-array argument or a read-only query/key.
+        InvalidArgumentError, UnsupportedDTypeError: see :func:`.rope.check_rotary`; nothing is written then.
+    """
+    shape = check_rotary(
+        positions, query, key, head_size, cos_sin_cache, is_neox, frozenset({"float16", "float32", "float64"})
+    )
+    targets = [query] if key is None else [query, key]
+    for x in targets:
+        if not isinstance(x, np.ndarray) or not x.flags.writeable:
+            raise InvalidArgumentTypeError("rotary_embedding: query and key must be writable numpy arrays (in place).")
+    pos = np.asarray(positions)
+    check_positions_in_range(pos, shape.max_position)
+    half, rot = shape.rot_dim // 2, shape.rot_dim
+    rows = _wide(np.asarray(cos_sin_cache))[pos.astype(np.int64)]
+    wide = np.float64 if query.dtype == np.float64 else np.float32
+    cos, sin = rows[:, None, :half].astype(wide), rows[:, None, half:].astype(wide)
+    for x in targets:
+        x3 = x if x.ndim == 3 else x.reshape(x.shape[0], x.shape[1] // head_size, head_size)
+        if x3.size and not np.shares_memory(x3, x):
+            raise InvalidArgumentTypeError("rotary_embedding: query/key cannot be viewed as [T, H, head_size].")
+        x1, x2 = (x3[..., :half], x3[..., half:rot]) if is_neox else (x3[..., 0:rot:2], x3[..., 1:rot:2])
+        f1, f2 = x1.astype(wide), x2.astype(wide)
+        x1[...] = (f1 * cos - f2 * sin).astype(x.dtype)
+        x2[...] = (f2 * cos + f1 * sin).astype(x.dtype)

@@ -17,6 +17,8 @@ Semantics (shared by :mod:`.numpy_ops` and :mod:`.triton_ops`):
 * ``fused_qkv_projection(h, qkv_w, nh, nkv, hd, qkv_bias=None)`` runs one GEMM with the
   ``[q; k; v]``-stacked weight (``(nh + 2 * nkv) * hd`` rows) and returns ``q [..., nh, hd]``,
   ``k [..., nkv, hd]``, ``v [..., nkv, hd]``: views into the one output.
+* ``rotary_embedding(positions, query, key, head_size, cos_sin_cache, is_neox=True)`` rotates ``query``
+  and ``key`` in place (vLLM's op; semantics and position checks in :mod:`.rope`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from ..errors import InvalidDeviceError
 from .base import qkv_split_sizes, split_gate_up
+from .rope import RopeShape, check_positions_in_range, check_rotary
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -40,6 +44,7 @@ __all__ = [
     "linear",
     "relu",
     "rmsnorm",
+    "rotary_embedding",
     "silu",
     "silu_mul",
 ]
@@ -193,3 +198,140 @@ def fused_qkv_projection(
     q, k, v = qkv[..., :q_rows], qkv[..., q_rows : q_rows + kv_rows], qkv[..., q_rows + kv_rows :]
     lead = qkv.shape[:-1]
     return q.view(*lead, nh, hd), k.view(*lead, nkv, hd), v.view(*lead, nkv, hd)
+
+
+#: Dtypes the torch RoPE computes with (fp32 inside).
+ROPE_FLOATS = frozenset({"float16", "bfloat16", "float32"})
+
+
+def check_rotary_call(
+    positions: Tensor, query: Tensor, key: Tensor | None, head_size: int, cos_sin_cache: Tensor, is_neox: bool
+) -> RopeShape:
+    """Every check of ``rotary_embedding`` (:func:`.rope.check_rotary`), plus one device for all tensors and,
+    for positions in host memory, the range check (device positions are never read back).
+
+    Args:
+        positions: Integer ``[T]``.
+        query: ``[T, Hq * head_size]`` or ``[T, Hq, head_size]``.
+        key: Same layout with ``Hkv`` heads, or ``None``.
+        head_size: Dims per head.
+        cos_sin_cache: ``[max_position, rot_dim]``.
+        is_neox: The pairing style.
+
+    Returns:
+        The call's geometry.
+
+    Raises:
+        InvalidArgumentTypeError, InvalidArgumentError, UnsupportedDTypeError: as :func:`.rope.check_rotary`, or a
+            host position outside the cache.
+        InvalidDeviceError: The tensors are not all on one device.
+    """
+    sig = _rope_signature(positions, query, key, head_size, cos_sin_cache, is_neox)
+    shape = _ROPE_CHECKED.get(sig) if sig is not None else None
+    if shape is None:
+        shape = _check_rotary_full(positions, query, key, head_size, cos_sin_cache, is_neox)
+        if sig is not None:
+            if len(_ROPE_CHECKED) >= 256:
+                _ROPE_CHECKED.clear()
+            _ROPE_CHECKED[sig] = shape
+    if positions.device.type == "cpu":
+        check_positions_in_range(positions.numpy(), shape.max_position)
+    return shape
+
+
+#: Signatures (shapes, dtypes, devices, options) that passed every check but the host range check.
+_ROPE_CHECKED: dict[tuple[object, ...], RopeShape] = {}
+
+
+def _rope_signature(
+    positions: object, query: object, key: object, head_size: object, cos_sin_cache: object, is_neox: object
+) -> tuple[object, ...] | None:
+    """What the checks depend on, hashable; ``None`` when an argument is not of the type a signature needs."""
+    tensors = (positions, query, cos_sin_cache) if key is None else (positions, query, cos_sin_cache, key)
+    if type(head_size) is not int or type(is_neox) is not bool or not all(type(t) is torch.Tensor for t in tensors):
+        return None
+    return (head_size, is_neox, *((t.shape, t.dtype, t.device) for t in tensors))  # type: ignore[attr-defined]  # checked Tensors above
+
+
+def _check_rotary_full(
+    positions: Tensor, query: Tensor, key: Tensor | None, head_size: int, cos_sin_cache: Tensor, is_neox: bool
+) -> RopeShape:
+    shape = check_rotary(positions, query, key, head_size, cos_sin_cache, is_neox, ROPE_FLOATS)
+    tensors = [("positions", positions), ("query", query), ("cos_sin_cache", cos_sin_cache)]
+    if key is not None:
+        tensors.append(("key", key))
+    for label, t in tensors:
+        if not isinstance(t, torch.Tensor):
+            raise InvalidDeviceError(f"rotary_embedding: {label} must be a torch tensor; got {type(t).__name__}.")
+    devices = {label: t.device for label, t in tensors}
+    if len(set(devices.values())) > 1:
+        found = ", ".join(f"{k} on {v}" for k, v in devices.items())
+        raise InvalidDeviceError(f"rotary_embedding: every tensor must be on one device; got {found}.")
+    return shape
+
+
+def heads_view(x: Tensor, head_size: int) -> Tensor:
+    """``x`` as ``[T, H, head_size]`` (a view: splitting a dimension never needs a copy).
+
+    Args:
+        x: ``[T, H * head_size]`` or ``[T, H, head_size]``.
+        head_size: Dims per head.
+
+    Returns:
+        The 3-D view.
+    """
+    return x if x.dim() == 3 else x.view(*x.shape[:-1], x.shape[-1] // head_size, head_size)
+
+
+def rotate_in_place(
+    positions: Tensor, tensors: list[Tensor], head_size: int, cos_sin_cache: Tensor, is_neox: bool
+) -> None:
+    """The rotation itself, on checked arguments (no host sync; out-of-range device positions rotate by zero).
+
+    Args:
+        positions: Integer ``[T]``.
+        tensors: ``query`` and ``key`` (``[T, H, head_size]`` views or 2-D).
+        head_size: Dims per head.
+        cos_sin_cache: ``[max_position, rot_dim]``.
+        is_neox: The pairing style.
+    """
+    max_position, rot = cos_sin_cache.shape
+    half = rot // 2
+    pos = positions.to(torch.int64)
+    valid = ((pos >= 0) & (pos < max_position)).unsqueeze(-1)
+    rows = cos_sin_cache.index_select(0, torch.where(valid.squeeze(-1), pos, 0)).to(torch.float32)
+    cos = torch.where(valid, rows[:, :half], 1.0).unsqueeze(1)
+    sin = torch.where(valid, rows[:, half:], 0.0).unsqueeze(1)
+    for x in tensors:
+        x3 = heads_view(x, head_size)
+        x1, x2 = (x3[..., :half], x3[..., half:rot]) if is_neox else (x3[..., 0:rot:2], x3[..., 1:rot:2])
+        f1, f2 = x1.to(torch.float32), x2.to(torch.float32)
+        o1, o2 = f1 * cos - f2 * sin, f2 * cos + f1 * sin
+        x1.copy_(o1)
+        x2.copy_(o2)
+
+
+def rotary_embedding(
+    positions: Tensor,
+    query: Tensor,
+    key: Tensor | None,
+    head_size: int,
+    cos_sin_cache: Tensor,
+    is_neox: bool = True,
+) -> None:
+    """Rotary position embedding in place on ``query`` and ``key`` (semantics in :mod:`.rope`).
+
+    Args:
+        positions: Integer ``[T]``.
+        query: ``[T, Hq * head_size]`` or ``[T, Hq, head_size]``; rotated in place.
+        key: ``[T, Hkv * head_size]`` or ``[T, Hkv, head_size]``, or ``None``; rotated in place.
+        head_size: Dims per head.
+        cos_sin_cache: ``[max_position, rot_dim]``: cos in the first half of the columns, sin in the second.
+        is_neox: ``True`` for NeoX/Llama halves, ``False`` for GPT-J interleaved pairs.
+
+    Raises:
+        InvalidArgumentTypeError, InvalidArgumentError, UnsupportedDTypeError, InvalidDeviceError: see
+            :func:`check_rotary_call`; nothing is written then.
+    """
+    check_rotary_call(positions, query, key, head_size, cos_sin_cache, is_neox)
+    rotate_in_place(positions, [query] if key is None else [query, key], head_size, cos_sin_cache, is_neox)

@@ -1,4 +1,5 @@
-"""Fused Triton kernels for CUDA: ``rmsnorm``, ``add_rmsnorm`` and ``silu_mul``.
+"""Fused Triton kernels for CUDA: ``rmsnorm``, ``add_rmsnorm``, ``silu_mul`` and ``rotary_embedding`` (its
+kernel in :mod:`.rope_triton`).
 
 Same semantics as :mod:`.torch_ops`, including its roundings: the normalised value is rounded to
 the input dtype before the weight multiplies it (Hugging Face's order), the residual sum is
@@ -32,8 +33,17 @@ import triton.language as tl
 
 from . import torch_ops
 from .base import split_gate_up
+from .rope_triton import launch_rotary
 
-__all__ = ["INTERPRET", "add_rmsnorm", "norm_config", "rmsnorm", "silu_mul", "silu_mul_config"]
+__all__ = [
+    "INTERPRET",
+    "add_rmsnorm",
+    "norm_config",
+    "rmsnorm",
+    "rotary_embedding",
+    "silu_mul",
+    "silu_mul_config",
+]
 
 #: True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1`` at import).
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -324,3 +334,40 @@ def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
         g2, u2, y, n_cols, sg, su, n_cols, u_off, BLOCK=block, num_warps=warps
     )
     return y
+
+
+def _rope_takes(t: torch.Tensor) -> bool:
+    return (t.is_cuda or (INTERPRET and t.device.type == "cpu")) and (t.dim() == 1 or t.stride(-1) == 1)
+
+
+def rotary_embedding(
+    positions: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor | None,
+    head_size: int,
+    cos_sin_cache: torch.Tensor,
+    is_neox: bool = True,
+) -> None:
+    """Rotary position embedding in place on ``query`` and ``key``: :func:`.torch_ops.rotary_embedding`'s
+    arguments, checks and result, in one launch (tensors whose last dimension is strided go to torch).
+
+    Args:
+        positions: Integer ``[T]``.
+        query: ``[T, Hq * head_size]`` or ``[T, Hq, head_size]``; rotated in place.
+        key: ``[T, Hkv * head_size]`` or ``[T, Hkv, head_size]``, or ``None``; rotated in place.
+        head_size: Dims per head.
+        cos_sin_cache: ``[max_position, rot_dim]``.
+        is_neox: ``True`` for NeoX/Llama halves, ``False`` for GPT-J interleaved pairs.
+
+    Raises:
+        InvalidArgumentTypeError, InvalidArgumentError, UnsupportedDTypeError, InvalidDeviceError: see
+            :func:`.torch_ops.check_rotary_call`; nothing is written then.
+    """
+    shape = torch_ops.check_rotary_call(positions, query, key, head_size, cos_sin_cache, is_neox)
+    tensors = [query] if key is None else [query, key]
+    if not all(_rope_takes(t) for t in (positions, cos_sin_cache, *tensors)) or not positions.is_contiguous():
+        torch_ops.rotate_in_place(positions, tensors, head_size, cos_sin_cache, is_neox)
+        return
+    q3 = torch_ops.heads_view(query, head_size)
+    k3 = None if key is None else torch_ops.heads_view(key, head_size)
+    launch_rotary(positions, q3, k3, shape, cos_sin_cache, is_neox)

@@ -1,0 +1,291 @@
+"""The models of bench_decode_step.py: a Llama-shaped decoder stack on this project's pool and kernels, and
+Hugging Face's ``LlamaModel`` with a ``StaticCache`` on the same weights.
+
+Ours, per layer: ``add_rmsnorm`` -> ``linear`` (stacked QKV) -> ``rotary_embedding`` (in place on the q and k
+views) -> paged attention -> ``linear`` (o) -> ``add_rmsnorm`` -> ``linear`` (stacked gate/up) -> ``silu_mul`` ->
+``linear`` (down); the final norm is folded into the last layer's ``add_rmsnorm``. Every kernel comes from
+``provider.get_kernel``; the KV cache is ``provider.create_kv_pool(...).kv_caches()``.
+
+Attention goes through one object with ``begin_step(context_lens, tables, slots)`` (once per step, on the host)
+and ``attend(layer, q, k, v)`` (per layer): :class:`WrapperAttention` over ``PagedAttentionWrapper`` when this
+build has it (plan/run; CUDA-graph capturable), else :class:`BackendAttention` over
+``PagedAttentionBackend.forward`` with metadata built once per step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from sagellm_backend.kv.geometry import KVGeometry
+from sagellm_backend.protocol import DType
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The stack's geometry."""
+
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    mlp: int
+    layers: int
+    dtype: torch.dtype
+    block_size: int = 16
+    theta: float = 500000.0
+    eps: float = 1e-5
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of every weight a step reads (norms included)."""
+        h, d = self.hidden, self.head_dim
+        per_layer = (self.heads + 2 * self.kv_heads) * d * h + h * self.heads * d + 3 * h * self.mlp + 2 * h
+        return (self.layers * per_layer + h) * torch.finfo(self.dtype).bits // 8
+
+    def kv_bytes_per_token(self) -> int:
+        """K and V bytes of one cached token over every layer."""
+        return self.layers * 2 * self.kv_heads * self.head_dim * torch.finfo(self.dtype).bits // 8
+
+
+def wrapper_class() -> tuple[Any, str]:
+    """``(PagedAttentionWrapper, "")`` when this build has it, else ``(None, reason)``."""
+    try:
+        from sagellm_backend.attention import PagedAttentionWrapper
+    except ImportError as exc:
+        return None, f"sagellm_backend.attention.PagedAttentionWrapper is not in this build ({exc})"
+    return PagedAttentionWrapper, ""
+
+
+class BackendAttention:
+    """Attention through ``PagedAttentionBackend.forward``, metadata built once per step (not capturable)."""
+
+    capturable = False
+
+    def __init__(self, shape: Shape, caches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> None:
+        from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder
+
+        self.backend = PagedAttentionBackend(shape.block_size)
+        self.builder = PagedAttentionMetadataBuilder(shape.block_size, device)
+        self.caches, self.shape, self.device = caches, shape, device
+        self.md: Any = None
+        self.positions = torch.zeros(0, dtype=torch.int64, device=device)
+
+    def begin_step(self, context_lens: np.ndarray, tables: np.ndarray, slots: np.ndarray) -> None:
+        """Build the step's metadata and RoPE positions (``slots`` are recomputed by the builder)."""
+        del slots
+        self.md = self.builder.build_decode_metadata(
+            context_lens.tolist(), torch.from_numpy(tables), self.shape.kv_heads, self.shape.head_dim
+        )
+        self.positions = torch.from_numpy(context_lens.astype(np.int64)).to(self.device)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """One layer's attention, ``[B, Hq, D]``."""
+        out: torch.Tensor = self.backend.forward(q, k, v, self.md, kv_cache=self.caches[layer])
+        return out
+
+
+class WrapperAttention:
+    """Attention through ``PagedAttentionWrapper``: ``plan`` once per step, ``run`` per layer (capturable)."""
+
+    capturable = True
+
+    def __init__(
+        self, cls: Any, shape: Shape, caches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
+        max_batch: int, max_blocks: int, trusted: bool = False,
+    ) -> None:  # fmt: skip
+        self.wrapper = cls(
+            shape.heads, shape.kv_heads, shape.head_dim, block_size=shape.block_size, max_batch=max_batch,
+            max_blocks_per_seq=max_blocks, device=device,
+        )  # fmt: skip
+        self.caches, self.trusted = caches, trusted
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """The wrapper's persistent RoPE positions."""
+        pos: torch.Tensor = self.wrapper.positions
+        return pos
+
+    def begin_step(self, context_lens: np.ndarray, tables: np.ndarray, slots: np.ndarray) -> None:
+        """``plan`` the step into the wrapper's persistent buffers."""
+        self.wrapper.plan(context_lens, tables, slots, trusted=self.trusted)
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """One layer's attention, ``[B, Hq, D]``."""
+        out: torch.Tensor = self.wrapper.run(q, k, v, self.caches[layer])
+        return out
+
+
+def cos_sin_cache(shape: Shape, max_pos: int, device: torch.device) -> torch.Tensor:
+    """``[max_pos, head_dim]``: cos then sin of ``p * theta^(-2i/d)`` (Llama's default RoPE), fp32."""
+    d = shape.head_dim
+    inv = 1.0 / (shape.theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    f = torch.outer(torch.arange(max_pos, dtype=torch.float64), inv)
+    return torch.cat([f.cos(), f.sin()], -1).to(device=device, dtype=torch.float32)
+
+
+class OurStack:
+    """The decoder stack on this project's provider: weights, pool, kernels.
+
+    Args:
+        provider: A torch provider whose ``kv_geometry`` matches ``shape``.
+        shape: The geometry.
+        num_blocks: Blocks in the KV pool.
+        max_pos: Rows of the RoPE cache.
+        seed: Weight seed.
+    """
+
+    def __init__(self, provider: Any, shape: Shape, num_blocks: int, max_pos: int, seed: int = 0) -> None:
+        self.shape, self.provider = shape, provider
+        dev = self.device = torch.device(provider.device)
+        g = torch.Generator(device=dev).manual_seed(seed)
+        h, d, dt = shape.hidden, shape.head_dim, shape.dtype
+
+        def w(rows: int, cols: int) -> torch.Tensor:
+            return (torch.randn(rows, cols, generator=g, device=dev) / math.sqrt(cols)).to(dt)
+
+        def norm() -> torch.Tensor:
+            return (1.0 + 0.1 * torch.randn(h, generator=g, device=dev)).to(dt)
+
+        self.layers = [
+            {
+                "ln1": norm(), "qkv": w((shape.heads + 2 * shape.kv_heads) * d, h), "o": w(h, shape.heads * d),
+                "ln2": norm(), "gate_up": w(2 * shape.mlp, h), "down": w(h, shape.mlp),
+            }
+            for _ in range(shape.layers)
+        ]  # fmt: skip
+        self.final_norm = norm()
+        kv_dtype = {torch.bfloat16: DType.BF16, torch.float16: DType.FP16, torch.float32: DType.FP32}[dt]
+        self.pool = provider.create_kv_pool(num_blocks, block_size=shape.block_size, dtype=kv_dtype)
+        self.pool.arena.normal_(0.0, 1.0, generator=g)
+        self.caches: list[tuple[torch.Tensor, torch.Tensor]] = self.pool.kv_caches()
+        self.cos_sin = cos_sin_cache(shape, max_pos, dev)
+        k = provider.get_kernel
+        self.linear, self.rmsnorm, self.add_rmsnorm = k("linear"), k("rmsnorm"), k("add_rmsnorm")
+        self.silu_mul, self.rope = k("silu_mul"), k("rotary_embedding")
+
+    @staticmethod
+    def geometry(shape: Shape) -> KVGeometry:
+        """The provider's KV geometry for ``shape``."""
+        return KVGeometry(num_layers=shape.layers, num_kv_heads=shape.kv_heads, head_dim=shape.head_dim)
+
+    def step(self, x: torch.Tensor, attn: Any) -> torch.Tensor:
+        """One decode step of hidden states ``x [B, H]`` -> final-normed ``[B, H]`` (``attn.begin_step`` done)."""
+        s = self.shape
+        qd, kd = s.heads * s.head_dim, s.kv_heads * s.head_dim
+        b = x.shape[0]
+        residual = x
+        h = self.rmsnorm(x, self.layers[0]["ln1"], s.eps)
+        positions = attn.positions
+        for i, lw in enumerate(self.layers):
+            qkv = self.linear(h, lw["qkv"])
+            q, k, v = qkv[:, :qd], qkv[:, qd : qd + kd], qkv[:, qd + kd :]
+            self.rope(positions, q, k, s.head_dim, self.cos_sin, True)
+            o = attn.attend(
+                i, q.view(b, s.heads, s.head_dim), k.view(b, s.kv_heads, s.head_dim), v.view(b, s.kv_heads, s.head_dim)
+            )
+            h, residual = self.add_rmsnorm(self.linear(o.reshape(b, qd), lw["o"]), residual, lw["ln2"], s.eps)
+            m = self.linear(self.silu_mul(self.linear(h, lw["gate_up"])), lw["down"])
+            nxt = self.layers[i + 1]["ln1"] if i + 1 < len(self.layers) else self.final_norm
+            h, residual = self.add_rmsnorm(m, residual, nxt, s.eps)
+        return h
+
+    def write_kv(self, layer: int, tables: np.ndarray, seq: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Store ``keys``/``values`` ``[n, Hkv, D]`` at positions ``0..n-1`` of sequence ``seq``."""
+        n, bs = keys.shape[0], self.shape.block_size
+        pos = torch.arange(n)
+        blocks = torch.from_numpy(tables[seq].astype(np.int64))[pos // bs].to(self.device)
+        offs = (pos % bs).to(self.device)
+        k_cache, v_cache = self.caches[layer]
+        k_cache[blocks, offs] = keys
+        v_cache[blocks, offs] = values
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    return name in inspect.signature(fn).parameters
+
+
+class HFStack:
+    """Hugging Face ``LlamaModel`` (SDPA) with our stack's weights copied in, decoding with a ``StaticCache``.
+
+    Works with transformers 4.4x (``past_key_values=``, ``cache_position=``, ``rope_theta``) and 5.x
+    (``cache=`` or ``past_key_values=``, ``rope_parameters``); the forward's signature decides.
+    """
+
+    def __init__(self, ours: OurStack) -> None:
+        from transformers import LlamaConfig, LlamaModel
+
+        s = ours.shape
+        common = dict(
+            hidden_size=s.hidden, intermediate_size=s.mlp, num_hidden_layers=s.layers, num_attention_heads=s.heads,
+            num_key_value_heads=s.kv_heads, head_dim=s.head_dim, vocab_size=8, rms_norm_eps=s.eps,
+            max_position_embeddings=ours.cos_sin.shape[0], attn_implementation="sdpa",
+        )  # fmt: skip
+        if getattr(LlamaConfig(), "rope_parameters", None) is not None:
+            config = LlamaConfig(**common, rope_parameters={"rope_type": "default", "rope_theta": s.theta})
+        else:
+            config = LlamaConfig(**common, rope_theta=s.theta)
+        self.config, self.shape = config, s
+        # Built under the model dtype as default (what from_pretrained(dtype=...) does), not cast afterwards:
+        # .to(bf16) would also round the rotary inv_freq buffer, which HF keeps in fp32.
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(s.dtype)
+        try:
+            with torch.device(ours.device):
+                model = LlamaModel(config).eval()
+        finally:
+            torch.set_default_dtype(default)
+        qd, kd = s.heads * s.head_dim, s.kv_heads * s.head_dim
+        with torch.no_grad():
+            for layer, lw in zip(model.layers, ours.layers):
+                att, mlp = layer.self_attn, layer.mlp
+                att.q_proj.weight.copy_(lw["qkv"][:qd])
+                att.k_proj.weight.copy_(lw["qkv"][qd : qd + kd])
+                att.v_proj.weight.copy_(lw["qkv"][qd + kd :])
+                att.o_proj.weight.copy_(lw["o"])
+                mlp.gate_proj.weight.copy_(lw["gate_up"][: s.mlp])
+                mlp.up_proj.weight.copy_(lw["gate_up"][s.mlp :])
+                mlp.down_proj.weight.copy_(lw["down"])
+                layer.input_layernorm.weight.copy_(lw["ln1"])
+                layer.post_attention_layernorm.weight.copy_(lw["ln2"])
+            model.norm.weight.copy_(ours.final_norm)
+        self.model = model
+        fwd = model.forward
+        self.cache_arg = "past_key_values" if _accepts(fwd, "past_key_values") else "cache"
+        self.pass_cache_position = _accepts(fwd, "cache_position")
+
+    def new_cache(self, batch: int, max_len: int) -> Any:
+        """A ``StaticCache`` for ``batch`` sequences of up to ``max_len`` tokens."""
+        from transformers import StaticCache
+
+        params = inspect.signature(StaticCache.__init__).parameters
+        kw: dict[str, Any] = {"config": self.config, "max_cache_len": max_len}
+        if "max_batch_size" in params:
+            kw.update(max_batch_size=batch, device=self.model.device, dtype=self.shape.dtype)
+        elif "batch_size" in params:
+            kw.update(batch_size=batch, device=self.model.device, dtype=self.shape.dtype)
+        return StaticCache(**kw)
+
+    def fill(self, cache: Any, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Write ``[B, Hkv, n, D]`` keys/values at positions ``0..n-1`` of one layer."""
+        pos = torch.arange(keys.shape[2], device=keys.device)
+        cache.update(keys, values, layer, {"cache_position": pos})
+
+    def step(self, module: Any, cache: Any, x: torch.Tensor, position: int) -> torch.Tensor:
+        """One decode step of ``x [B, H]`` at ``position`` (every sequence: StaticCache shares one length)."""
+        b = x.shape[0]
+        kw: dict[str, Any] = {
+            "inputs_embeds": x.view(b, 1, -1),
+            "position_ids": torch.full((b, 1), position, dtype=torch.int64, device=x.device),
+            "use_cache": True,
+            self.cache_arg: cache,
+        }
+        if self.pass_cache_position:
+            kw["cache_position"] = torch.tensor([position], dtype=torch.int64, device=x.device)
+        out: torch.Tensor = module(**kw).last_hidden_state
+        return out.view(b, -1)
