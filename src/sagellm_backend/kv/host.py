@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from ..api.blocks import KVBlock
+    from ..api.blocks import BlockSource, KVBlock
     from ..api.streams import Stream
-    from .pool import KVCachePool
 
 __all__ = ["PoolHost", "PoolStats"]
 
@@ -37,13 +36,13 @@ class PoolHost(Protocol):
     def write(self, view: Any, buf: memoryview) -> None:
         """Overwrite a block view."""
 
-    def adopt(self, pool: KVCachePool, block_id: int, view: Any) -> KVBlock:
+    def adopt(self, pool: BlockSource, block_id: int, view: Any) -> KVBlock:
         """Register a KVBlock view of a pool block."""
 
     def released(self, device: str, nbytes: int) -> None:
         """The pool's arena is gone."""
 
-    def retire_views(self, pool: KVCachePool) -> None:
+    def retire_views(self, pool: BlockSource) -> None:
         """Free every ``KVBlock`` view of ``pool`` (it is closing)."""
 
 

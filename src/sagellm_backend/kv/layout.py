@@ -17,16 +17,18 @@ from ..errors import InvalidArgumentError, UnsupportedOperationError
 from ..protocol import DType
 
 if TYPE_CHECKING:
-    from .pool import KVCachePool
+    from .geometry import KVGeometry
 
 __all__ = ["layer_kv_caches"]
 
 
-def layer_kv_caches(pool: KVCachePool, layer: object = None) -> Any:
-    """``(K, V)`` views of one layer, or a list of them for every layer.
+def layer_kv_caches(arena: Any, geometry: KVGeometry, dtype: DType, layer: object = None) -> Any:
+    """``(K, V)`` views of one layer of a pool's arena, or a list of them for every layer.
 
     Args:
-        pool: The pool (torch arena, K and V geometry, fp32/fp16/bf16).
+        arena: The pool's arena (a torch tensor).
+        geometry: Its geometry (K and V).
+        dtype: Its dtype (fp32/fp16/bf16).
         layer: Layer index, or ``None`` for all layers.
 
     Returns:
@@ -36,8 +38,6 @@ def layer_kv_caches(pool: KVCachePool, layer: object = None) -> Any:
         UnsupportedOperationError: numpy arena (Mock), a K-only/latent geometry, or a packed dtype.
         InvalidArgumentError: layer out of range.
     """
-    arena = pool.arena
-    geometry = pool.geometry
     if not hasattr(arena, "data_ptr"):
         raise UnsupportedOperationError(
             "per-layer K/V caches need a torch arena; the Mock provider stores numpy arrays. Use the cpu provider."
@@ -47,9 +47,9 @@ def layer_kv_caches(pool: KVCachePool, layer: object = None) -> Any:
             f"this pool's geometry has kv_factor={geometry.kv_factor} (one latent or K-only cache): "
             "there are no separate K and V views."
         )
-    if pool.dtype not in (DType.FP32, DType.FP16, DType.BF16):
+    if dtype not in (DType.FP32, DType.FP16, DType.BF16):
         raise UnsupportedOperationError(
-            f"attention reads fp32/fp16/bf16 caches; this pool stores {pool.dtype.value}. Create it with one of those."
+            f"attention reads fp32/fp16/bf16 caches; this pool stores {dtype.value}. Create it with one of those."
         )
     if layer is None:
         return [(arena[:, 0, i], arena[:, 1, i]) for i in range(geometry.num_layers)]

@@ -1,138 +1,126 @@
 """The pool's copies that also change ownership: copy-on-write, swap out to host, swap in, migrate
-to another pool. Part of the pool (they work on its allocator, arena and mover under its lock)."""
+to another pool. They work on a pool's :class:`~.state.PoolState` (allocator, arena and mover
+under its lock); :class:`~.pool.KVCachePool` checks its own arguments and calls them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..device import Device, normalize_device
-from ..errors import ForeignBlockError, InvalidArgumentError, InvalidArgumentTypeError
+from ..device import Device
+from ..errors import InvalidArgumentError
 from .ids import as_id_list
-from .swap import SwappedBlocks
 
 if TYPE_CHECKING:
-    from ..api.streams import Stream
-    from .pool import KVCachePool
+    from ..api.streams import Event, Stream
+    from .state import PoolState
+    from .swap import SwappedBlocks
 
 __all__ = ["make_writable", "migrate_blocks", "swap_in", "swap_out"]
 
 
-def make_writable(pool: KVCachePool, ids: Sequence[int], *, stream: Stream | None = None) -> list[int]:
+def make_writable(st: PoolState, ids: Sequence[int], *, stream: Stream | None = None) -> list[int]:
     """Copy-on-write; arguments as :meth:`KVCachePool.make_writable`."""
     lst = as_id_list(ids, "ids")
-    pool._check_open()
+    st.check_open()
     if len(set(lst)) != len(lst):
         raise InvalidArgumentError("make_writable ids contain duplicates; pass each block once.")
-    s = pool._host.stream(stream)
-    with pool._lock:
-        pool._alloc.require_live(lst, "make_writable ids")
-        shared = [i for i in lst if pool._alloc.refcount(i) > 1]
+    s = st.host.stream(stream)
+    with st.lock:
+        st.alloc.require_live(lst, "make_writable ids")
+        shared = [i for i in lst if st.alloc.refcount(i) > 1]
         if not shared:
             return list(lst)
-        pool._alloc.require_droppable(shared, "make_writable")
-        peak = pool._alloc.peak_used
-        fresh = pool._alloc.allocate(len(shared))
+        st.alloc.require_droppable(shared, "make_writable")
+        peak = st.alloc.peak_used
+        fresh = st.alloc.allocate(len(shared))
         try:
-            pool._host.fault("transfer")
-            pool._mover.copy_blocks(pool._arena, shared, fresh, s)
+            st.host.fault("transfer")
+            st.mover.copy_blocks(st.arena, shared, fresh, s)
         except BaseException:
-            pool._alloc.undo_allocate(fresh, peak)
+            st.alloc.undo_allocate(fresh, peak)
             raise
-        pool._alloc.free(shared)
+        st.alloc.free(shared)
         mapping = dict(zip(shared, fresh))
     return [mapping.get(i, i) for i in lst]
 
 
-def swap_out(pool: KVCachePool, ids: Sequence[int], *, stream: Stream | None = None) -> SwappedBlocks:
-    """Copy blocks to host memory; arguments as :meth:`KVCachePool.swap_out`."""
+def swap_out(st: PoolState, ids: Sequence[int], *, stream: Stream | None = None) -> tuple[Any, list[int], Event | None]:
+    """Copy blocks to host memory; arguments as :meth:`KVCachePool.swap_out`.
 
+    Returns:
+        ``(rows, ids, event)``: the host rows, the ids as a list, the event after the copy.
+    """
     lst = as_id_list(ids, "ids")
-    pool._check_open()
-    with pool._lock:
-        pool._alloc.require_live(lst, "swap_out ids")
-    s = pool._host.stream(stream)
-    pool._host.fault("transfer")
-    out = pool._host_buffers.take((len(lst), *tuple(pool._arena.shape[1:])))
-    rows = pool._mover.gather(pool._arena, lst, Device("cpu"), s, out=out)
-    return SwappedBlocks(pool, rows, lst, pool._mover.record(s))
+    st.check_open()
+    st.require_live(lst, "swap_out ids")
+    s = st.stream(stream)
+    out = st.buffers.take((len(lst), *tuple(st.arena.shape[1:])))
+    rows = st.mover.gather(st.arena, lst, Device("cpu"), s, out=out)
+    return rows, lst, st.mover.record(s)
 
 
 def swap_in(
-    pool: KVCachePool, swapped: SwappedBlocks, dst_ids: Sequence[int] | None = None, *, stream: Stream | None = None
+    st: PoolState, swapped: SwappedBlocks, dst_ids: Sequence[int] | None, *, stream: Stream | None
 ) -> list[int]:
-    """Copy swapped-out blocks back into the pool. Arguments as :meth:`KVCachePool.swap_in`."""
-    if not isinstance(swapped, SwappedBlocks):
-        raise InvalidArgumentTypeError(
-            f"swap_in needs the SwappedBlocks from swap_out(); got {type(swapped).__name__}."
-        )
-    if swapped.data is None:
-        raise InvalidArgumentError(
-            "these swapped-out blocks were released (SwappedBlocks.release()); their host copy is gone. "
-            "Swap in before releasing."
-        )
-    if swapped.pool is not pool:
-        raise ForeignBlockError("these blocks were swapped out of another pool; swap them in there.")
-    pool._check_open()
-    s = pool._host.stream(stream)
+    """Copy swapped-out blocks (already checked to be this pool's, unreleased) back into the pool;
+    arguments as :meth:`KVCachePool.swap_in`."""
+    n = swapped.num_blocks
+    st.check_open()
+    s = st.host.stream(stream)
     fresh: tuple[list[int], int] | None = None
     if dst_ids is None:
-        fresh = pool._take(swapped.num_blocks)
+        fresh = st.take(n)
         dst = fresh[0]
     else:
         dst = as_id_list(dst_ids, "dst_ids")
-        if len(dst) != swapped.num_blocks:
-            raise InvalidArgumentError(f"swap_in got {len(dst)} dst_ids for {swapped.num_blocks} swapped blocks.")
+        if len(dst) != n:
+            raise InvalidArgumentError(f"swap_in got {len(dst)} dst_ids for {n} swapped blocks.")
         if len(set(dst)) != len(dst):
             raise InvalidArgumentError("swap_in dst_ids contain duplicates.")
-        with pool._lock:
-            pool._alloc.require_live(dst, "swap_in dst_ids")
+        st.require_live(dst, "swap_in dst_ids")
     try:
         if swapped.event is not None and s is not None:
             s.wait_event(swapped.event)
         elif swapped.event is not None:
             swapped.wait()
-        pool._host.fault("transfer")
-        pool._mover.scatter(pool._arena, dst, swapped.data, s)
+        st.host.fault("transfer")
+        st.mover.scatter(st.arena, dst, swapped.data, s)
     except BaseException:
         if fresh is not None:
-            pool._give_back(*fresh)
+            st.give_back(*fresh)
         raise
     return dst
 
 
 def migrate_blocks(
-    pool: KVCachePool, ids: Sequence[int], target: KVCachePool, *, stream: Stream | None = None
+    st: PoolState, ids: Sequence[int], target: PoolState, target_device: Device, *, stream: Stream | None = None
 ) -> list[int]:
-    """Copy blocks into another pool; arguments as :meth:`KVCachePool.migrate_blocks`."""
+    """Copy blocks into another pool of the same provider (already checked to match).
 
-    if not isinstance(target, type(pool)):
-        raise InvalidArgumentTypeError(f"target must be a KVCachePool; got {type(target).__name__}.")
-    if target._host is not pool._host:
-        raise ForeignBlockError(
-            "target pool belongs to another provider instance; create it with this "
-            "provider's create_kv_pool(device=...)."
-        )
-    if (target.dtype, target.block_size) != (pool.dtype, pool.block_size):
-        raise InvalidArgumentError(
-            f"target pool holds {target.block_size}-token {target.dtype.value} blocks, this one "
-            f"{pool.block_size}-token {pool.dtype.value}; they must match."
-        )
+    Args:
+        st: This pool's parts.
+        ids: Live block ids here.
+        target: The target pool's parts (may be ``st``).
+        target_device: The target pool's device.
+        stream: Stream to enqueue on.
+
+    Returns:
+        The new ids in the target.
+    """
     lst = as_id_list(ids, "ids")
-    pool._check_open()
-    target._check_open()
-    with pool._lock:
-        pool._alloc.require_live(lst, "migrate ids")
-    s = pool._host.stream(stream)
-    pool._host.fault("transfer")
-    dst, peak = target._take(len(lst))
+    st.check_open()
+    target.check_open()
+    st.require_live(lst, "migrate ids")
+    s = st.stream(stream)
+    dst, peak = target.take(len(lst))
     try:
-        if target is pool:
-            pool._mover.copy_blocks(pool._arena, lst, dst, s)
+        if target is st:
+            st.mover.copy_blocks(st.arena, lst, dst, s)
         else:
-            rows = pool._mover.gather(pool._arena, lst, normalize_device(target.device), s)
-            target._mover.scatter(target._arena, dst, rows, s)
+            rows = st.mover.gather(st.arena, lst, target_device, s)
+            target.mover.scatter(target.arena, dst, rows, s)
     except BaseException:
-        target._give_back(dst, peak)
+        target.give_back(dst, peak)
         raise
     return dst

@@ -13,7 +13,7 @@ from ..protocol import DType
 
 if TYPE_CHECKING:
     from ..api.streams import Event, Graph, Stream
-    from ..kv.movers.base import BlockMover
+    from ..kv.mover import BlockMover
 
 __all__ = ["DeviceFacts", "Storage"]
 

@@ -1,12 +1,13 @@
 """Device memory through a ``torch.<accelerator>`` module (every accelerator vendor): native
 streams, events and graphs, pinned host memory for blocks moved to the CPU. What differs between
-vendors comes from their :class:`~sagellm_backend.vendors.base.VendorSpec`."""
+vendors comes from their facts (:class:`AcceleratorFacts`, which a
+:class:`~sagellm_backend.vendors.base.VendorSpec` is)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..device import Device
 from ..errors import InvalidDeviceError, UnsupportedOperationError
@@ -18,10 +19,45 @@ from .torch_storage import TorchStorage
 
 if TYPE_CHECKING:
     from ..api.streams import Graph, Stream
-    from ..kv.movers.base import BlockMover
-    from ..vendors.base import VendorSpec
+    from ..kv.mover import BlockMover
 
-__all__ = ["TorchDeviceStorage"]
+__all__ = ["AcceleratorFacts", "TorchDeviceStorage"]
+
+
+class AcceleratorFacts(Protocol):
+    """The vendor facts a device storage reads (the fields of that name of a ``VendorSpec``)."""
+
+    @property
+    def name(self) -> str:
+        """Registry name, for messages."""
+
+    @property
+    def device_type(self) -> str:
+        """torch device type of the vendor's tensors."""
+
+    @property
+    def torch_module(self) -> str | None:
+        """Attribute of ``torch`` serving the device."""
+
+    @property
+    def graph_class(self) -> str | None:
+        """Graph class in the torch module, or ``None``."""
+
+    @property
+    def native_dtypes(self) -> Callable[[Any, int], list[DType]] | None:
+        """``(module, index) -> dtypes`` the device computes in, or ``None`` (all)."""
+
+    @property
+    def dtype_hint(self) -> Callable[[DType, Any, int], str] | None:
+        """``(dtype, module, index) -> why it is missing``, or ``None``."""
+
+    @property
+    def compute_capability(self) -> Callable[[Any, int], str | None] | None:
+        """``(module, index) -> "9.0"``, or ``None``."""
+
+    @property
+    def fast_copy(self) -> bool:
+        """Whether the Triton row copier serves batched block copies."""
 
 
 class TorchDeviceStorage(TorchStorage):
@@ -34,7 +70,7 @@ class TorchDeviceStorage(TorchStorage):
         device_count: Devices visible.
     """
 
-    def __init__(self, vendor: VendorSpec, module: Any, device_id: int, device_count: int) -> None:
+    def __init__(self, vendor: AcceleratorFacts, module: Any, device_id: int, device_count: int) -> None:
         super().__init__(vendor.name, module)
         self.vendor = vendor
         self.device_id = device_id
@@ -93,9 +129,10 @@ class TorchDeviceStorage(TorchStorage):
 
     def mover(self) -> BlockMover:
         if self._mover is None:
-            from ..kv.movers.torch_device import TorchDeviceMover
+            from .movers.torch_device import TorchDeviceMover
+            from .movers.torch_host import TorchHostMover
 
-            self._mover = TorchDeviceMover(self, fast_copy=self.vendor.fast_copy)
+            self._mover = TorchDeviceMover(self, TorchHostMover(self), fast_copy=self.vendor.fast_copy)
         return self._mover
 
     def copy_stream(self) -> Any:
