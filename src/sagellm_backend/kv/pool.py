@@ -24,11 +24,9 @@ from ..core.validate import byte_view
 from ..device import normalize_device
 from ..errors import ForeignBlockError, InvalidArgumentError, InvalidArgumentTypeError
 from ..protocol import DType
-from . import transfer
-from .host import PoolHost, PoolStats
 from .ids import as_block_id, as_id_list, copy_pairs
 from .layout import layer_kv_caches
-from .state import PoolState
+from .state import PoolHost, PoolState, PoolStats
 from .swap import SwappedBlocks
 
 if TYPE_CHECKING:
@@ -201,7 +199,7 @@ class KVCachePool:
         Raises:
             ResourceExhaustedError: not enough free blocks for the copies; nothing changed.
         """
-        return transfer.make_writable(self._state, ids, stream=stream)
+        return self._state.make_writable(ids, stream=stream)
 
     # ----------------------------------------------------------- data
     def copy_blocks(
@@ -239,7 +237,7 @@ class KVCachePool:
         st.mover.copy_blocks(st.arena, src, dst, s)
 
     def swap_out(self, ids: Sequence[int], *, stream: Stream | None = None) -> SwappedBlocks:
-        """Copy blocks to host memory (pinned on accelerators); see :func:`.transfer.swap_out`.
+        """Copy blocks to host memory (pinned on accelerators); see :meth:`.state.PoolState.swap_out`.
 
         Args:
             ids: Live block ids (they stay allocated: free them once ``swapped.wait()`` returns; it
@@ -250,7 +248,7 @@ class KVCachePool:
             The host copy.
         """
         st = self._state
-        rows, lst, event = transfer.swap_out(st, ids, stream=stream)
+        rows, lst, event = st.swap_out(ids, stream=stream)
         return SwappedBlocks(self, rows, lst, event, block_nbytes=self.block_nbytes, buffers=st.buffers)
 
     def clear_host_cache(self) -> None:
@@ -260,7 +258,7 @@ class KVCachePool:
     def swap_in(
         self, swapped: SwappedBlocks, dst_ids: Sequence[int] | None = None, *, stream: Stream | None = None
     ) -> list[int]:
-        """Copy swapped-out blocks back into the pool; see :func:`.transfer.swap_in`.
+        """Copy swapped-out blocks back into the pool; see :meth:`.state.PoolState.swap_in`.
 
         Args:
             swapped: From :meth:`swap_out` of this pool.
@@ -283,10 +281,10 @@ class KVCachePool:
             )
         if swapped.pool is not self:
             raise ForeignBlockError("these blocks were swapped out of another pool; swap them in there.")
-        return transfer.swap_in(self._state, swapped, dst_ids, stream=stream)
+        return self._state.swap_in(swapped, dst_ids, stream=stream)
 
     def migrate_blocks(self, ids: Sequence[int], target: KVCachePool, *, stream: Stream | None = None) -> list[int]:
-        """Copy blocks into another pool of the same provider; see :func:`.transfer.migrate_blocks`.
+        """Copy blocks into another pool of the same provider; see :meth:`.state.PoolState.migrate_blocks`.
 
         Args:
             ids: Live block ids here (they stay allocated).
@@ -308,7 +306,7 @@ class KVCachePool:
                 f"target pool holds {target.block_size}-token {target.dtype.value} blocks, this one "
                 f"{self.block_size}-token {self.dtype.value}; they must match."
             )
-        return transfer.migrate_blocks(self._state, ids, target._state, normalize_device(target.device), stream=stream)
+        return self._state.migrate_blocks(ids, target._state, normalize_device(target.device), stream=stream)
 
     def block(self, block_id: int) -> KVBlock:
         """A :class:`KVBlock` view of a pool block, usable with the seed's single-block API.

@@ -211,7 +211,7 @@ def accelerator_parts(
     import torch
 
     from ..comm.torch_dist import TorchCommunicator
-    from ..storage.torch_common import register_torch_kernels
+    from ..kernels.torch_builtin import register_torch_kernels
     from ..storage.torch_device import TorchDeviceStorage
 
     module = getattr(torch, spec.torch_module or "")
