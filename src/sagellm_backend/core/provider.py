@@ -111,11 +111,6 @@ class Provider(BackendProvider):
         """Whether this provider can be created here, and why not (side-effect free)."""
         return cls.vendor.detect()
 
-    @classmethod
-    def is_available(cls) -> bool:
-        """Whether this provider can be created here (side-effect free)."""
-        return bool(cls.detect().available)
-
     @property
     def device(self) -> str:
         """The provider's own device (``"cpu"``, ``"cuda:0"`` ...)."""
