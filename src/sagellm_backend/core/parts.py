@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..storage.base import AcceleratorFacts
+
 if TYPE_CHECKING:
     from ..api.streams import Stream
     from ..device import Device
@@ -30,16 +32,9 @@ class FaultHook(Protocol):
         """Raise a typed error to simulate a failure of ``what`` (``"alloc"``/``"transfer"``)."""
 
 
-class VendorFacts(Protocol):
-    """The vendor facts a provider class reads (``vendors.base.VendorSpec`` has them)."""
-
-    @property
-    def name(self) -> str:
-        """Registry name."""
-
-    @property
-    def device_type(self) -> str:
-        """torch device type of the vendor's tensors."""
+class VendorFacts(AcceleratorFacts, Protocol):
+    """The vendor facts a provider class reads (``vendors.base.VendorSpec`` has them): a device
+    storage's, and these."""
 
     @property
     def dist_backend(self) -> str | None:

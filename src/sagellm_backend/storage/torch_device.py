@@ -5,14 +5,14 @@ vendors comes from their facts (:class:`AcceleratorFacts`, which a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..device import Device
 from ..errors import InvalidDeviceError, UnsupportedOperationError
 from ..protocol import DType
-from .base import DeviceFacts
+from .base import AcceleratorFacts, DeviceFacts
 from .device_streams import DeviceEvent, DeviceStream, TorchGraph
 from .torch_common import storable_dtypes
 from .torch_storage import TorchStorage
@@ -21,43 +21,7 @@ if TYPE_CHECKING:
     from ..api.streams import Graph, Stream
     from ..kv.mover import BlockMover
 
-__all__ = ["AcceleratorFacts", "TorchDeviceStorage"]
-
-
-class AcceleratorFacts(Protocol):
-    """The vendor facts a device storage reads (the fields of that name of a ``VendorSpec``)."""
-
-    @property
-    def name(self) -> str:
-        """Registry name, for messages."""
-
-    @property
-    def device_type(self) -> str:
-        """torch device type of the vendor's tensors."""
-
-    @property
-    def torch_module(self) -> str | None:
-        """Attribute of ``torch`` serving the device."""
-
-    @property
-    def graph_class(self) -> str | None:
-        """Graph class in the torch module, or ``None``."""
-
-    @property
-    def native_dtypes(self) -> Callable[[Any, int], list[DType]] | None:
-        """``(module, index) -> dtypes`` the device computes in, or ``None`` (all)."""
-
-    @property
-    def dtype_hint(self) -> Callable[[DType, Any, int], str] | None:
-        """``(dtype, module, index) -> why it is missing``, or ``None``."""
-
-    @property
-    def compute_capability(self) -> Callable[[Any, int], str | None] | None:
-        """``(module, index) -> "9.0"``, or ``None``."""
-
-    @property
-    def fast_copy(self) -> bool:
-        """Whether the Triton row copier serves batched block copies."""
+__all__ = ["TorchDeviceStorage"]
 
 
 class TorchDeviceStorage(TorchStorage):
