@@ -12,10 +12,27 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-#: The longest chain of imports allowed (docs/ARCHITECTURE.md lists the floors).
+#: The longest chain of imports allowed.
 MAX_FLOORS = 16
+
+#: The layers of docs/ARCHITECTURE.md, top to bottom: module-name prefixes (below ``sagellm_backend``;
+#: the longest matching prefix places a module). A module imports only from its own layer or lower ones.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("entry points", ("__main__", "cli", "bench", "testing")),
+    ("lookup", ("", "registry", "provider_table", "provider_entry", "providers", "contract", "base", "capability")),
+    ("lookup", ("hardware", "_version")),
+    ("vendors", ("vendors",)),
+    ("core", ("core",)),
+    ("parts", ("storage", "comm", "attention", "kernels", "mock", "dtype_conversion")),
+    ("contract and pool", ("api", "api.provider", "kv")),
+    ("contract types", ("api.blocks", "api.streams", "api.comm", "streams", "waits", "core.config")),
+    ("contract types", ("kv.geometry", "kv.allocator", "kv.ids")),
+    ("ground", ("protocol", "device", "core.validate", "errors")),
+)
 
 
 def _module_name(root: Path, path: Path) -> str:
@@ -144,6 +161,30 @@ def test_the_longest_import_chain_stays_within_the_floors() -> None:
     assert top <= MAX_FLOORS, f"{top} floors > {MAX_FLOORS}: " + " -> ".join(_chain(graph, level))
 
 
+def layer_of(module: str) -> int:
+    """Index into :data:`LAYERS` of the layer holding ``module`` (a full dotted name)."""
+    name = module.partition(".")[2]
+    best = (-1, -1)
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if name == prefix or (prefix and name.startswith(prefix + ".")):
+                best = max(best, (len(prefix), index))
+    assert best[1] >= 0, f"{module} is in no layer of LAYERS: add it there and to docs/ARCHITECTURE.md"
+    return best[1]
+
+
+def test_imports_point_down_the_layers() -> None:
+    graph = import_graph(SRC)
+    names = [n for n, _ in LAYERS]
+    up = [
+        f"{m} ({names[layer_of(m)]}) -> {t} ({names[layer_of(t)]})"
+        for m, targets in sorted(graph.items())
+        for t in sorted(targets)
+        if names.index(names[layer_of(t)]) < names.index(names[layer_of(m)])
+    ]
+    assert not up, "imports pointing up a layer: " + "; ".join(up)
+
+
 def _write(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
         path = root / name
@@ -183,3 +224,17 @@ def test_floors_count_the_longest_chain_and_skip_reexport_packages(tmp_path: Pat
     level = floors(graph)
     assert (level["pkg.low"], level["pkg.side"], level["pkg.mid"], level["pkg.top"]) == (1, 2, 2, 3)
     assert _chain(graph, level) == ["pkg", "pkg.top", "pkg.mid", "pkg.low"]
+
+
+def test_layers_place_modules_by_their_longest_prefix() -> None:
+    names = [n for n, _ in LAYERS]
+
+    def name(module: str) -> str:
+        return names[layer_of(f"sagellm_backend.{module}")]
+
+    assert name("api.provider") == "contract and pool" and name("api.blocks") == "contract types"
+    assert name("core.provider") == "core" and name("core.validate") == "ground"
+    assert name("storage.movers.cuda") == "parts" and name("kv.state") == "contract and pool"
+    assert layer_of("sagellm_backend") < layer_of("sagellm_backend.vendors.cuda") < layer_of("sagellm_backend.errors")
+    with pytest.raises(AssertionError, match="in no layer"):
+        layer_of("sagellm_backend.nowhere")
