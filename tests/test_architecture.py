@@ -23,7 +23,10 @@ MAX_FLOORS = 16
 #: the longest matching prefix places a module). A module imports only from its own layer or lower ones.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry points", ("__main__", "cli", "bench", "testing")),
-    ("lookup", ("", "registry", "provider_table", "provider_entry", "providers", "contract", "base", "capability")),
+    (
+        "lookup",
+        ("", "registry", "provider_table", "provider_entry", "providers", "compat", "contract", "base", "capability"),
+    ),
     ("lookup", ("hardware", "_version")),
     ("vendors", ("vendors",)),
     ("core", ("core",)),
