@@ -147,7 +147,8 @@ class KVCachePool:
         """
         lst = as_id_list(ids, "ids")
         st = self._state
-        st.check_open()
+        if st.closed:
+            st.check_open()
         with st.lock:
             st.alloc.free(lst)
 
@@ -225,7 +226,8 @@ class KVCachePool:
             KVTransferError: the copy failed.
         """
         st = self._state
-        st.check_open()
+        if st.closed:
+            st.check_open()
         src, dst = copy_pairs(src_ids, dst_ids, validate=validate, num_blocks=self.num_blocks)
         if validate:
             with st.lock:
@@ -233,7 +235,8 @@ class KVCachePool:
                 st.alloc.require_live(src, "src_ids")
         if len(src) == 0:
             return
-        s = st.stream(stream)
+        s = self._host.stream(stream)
+        self._host.fault("transfer")
         st.mover.copy_blocks(st.arena, src, dst, s)
 
     def swap_out(self, ids: Sequence[int], *, stream: Stream | None = None) -> SwappedBlocks:

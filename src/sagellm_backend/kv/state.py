@@ -143,8 +143,9 @@ class PoolState:
             InvalidArgumentError: ``n`` is negative, or the pool is closed.
             ResourceExhaustedError: not enough free blocks; nothing allocated.
         """
-        count = check_count("pool.allocate(n): n", n, minimum=0)
-        self.check_open()
+        count = n if type(n) is int and n >= 0 else check_count("pool.allocate(n): n", n, minimum=0)
+        if self.closed:
+            self.check_open()
         with self.lock:
             peak = self.alloc.peak_used
             ids = self.alloc.allocate(count)
