@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sagellm_backend.kv.triton_copy import copy_rows_triton, word_view
+from sagellm_backend.storage.triton_copy import copy_rows_triton, word_view
 
 ROW = 64 << 10
 

@@ -535,3 +535,16 @@ def test_umbrella_detect_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     if not accelerators_present:
         assert choice == "cpu"
     assert umbrella_detect_backend() == choice  # second run reads the cache
+
+
+def test_hardware_names_and_aliases_come_from_the_vendor_table() -> None:
+    from sagellm_backend.hardware.inspectors import ALIASES
+    from sagellm_backend.vendors import BUILTIN_VENDORS, load_vendor
+
+    names = list_supported_hardware()
+    assert set(names) == set(BUILTIN_VENDORS) - {"mock"} and names[0] == "cpu"
+    expected = {a: n for n in names for a in (*load_vendor(n).aliases, *load_vendor(n).hardware_aliases)}
+    assert expected == ALIASES
+    for alias, name in expected.items():
+        assert get_inspector(alias.upper()).hardware_type == name
+    assert not set(ALIASES) & set(names), "an alias may never be a vendor's name"

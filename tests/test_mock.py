@@ -105,11 +105,21 @@ def test_fault_injection_pool_batch_rolls_back() -> None:
     p = MockBackendProvider(kv_geometry={"num_layers": 1, "num_kv_heads": 1, "head_dim": 8})
     pool = p.create_kv_pool(16, block_size=2)
     pool.allocate(3)
-    snapshot = (pool.stats(), list(pool._alloc._free), set(pool._alloc._single), dict(pool._alloc._shared))
+    snapshot = (
+        pool.stats(),
+        list(pool._state.alloc._free),
+        set(pool._state.alloc._single),
+        dict(pool._state.alloc._shared),
+    )
     p.faults.fail_allocation(nth=5)  # the 5th block of the next batch of 8
     with pytest.raises(ResourceExhaustedError, match="injected"):
         pool.allocate(8)
-    assert (pool.stats(), list(pool._alloc._free), set(pool._alloc._single), dict(pool._alloc._shared)) == snapshot
+    assert (
+        pool.stats(),
+        list(pool._state.alloc._free),
+        set(pool._state.alloc._single),
+        dict(pool._state.alloc._shared),
+    ) == snapshot
     assert pool.allocate(8) == list(range(3, 11))
 
 

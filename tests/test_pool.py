@@ -20,7 +20,7 @@ from sagellm_backend import (
     MockBackendProvider,
     ResourceExhaustedError,
 )
-from sagellm_backend.kv.pool import BlockAllocator
+from sagellm_backend.kv.allocator import BlockAllocator
 
 SMALL = {"num_layers": 2, "num_kv_heads": 2, "head_dim": 8}
 

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 
 _SCRIPT = """
 import torch
-from sagellm_backend.kv import triton_copy as tc
+from sagellm_backend.storage import triton_copy as tc
 
 torch.manual_seed(0)
 arena = torch.randint(0, 1 << 30, (8, 3, 16), dtype=torch.int32)

@@ -21,9 +21,9 @@ from sagellm_backend import (  # noqa: E402
     get_provider,
     list_providers,
 )
-from sagellm_backend.kv.movers.cuda import CudaRowCopier  # noqa: E402
 from sagellm_backend.providers.cuda import detect_cuda  # noqa: E402
 from sagellm_backend.registry import resolve_provider_name  # noqa: E402
+from sagellm_backend.storage.movers.cuda import CudaRowCopier  # noqa: E402
 from sagellm_backend.testing.pytest_suite import ConformanceSuite  # noqa: E402
 from sagellm_backend.testing.standins import (  # noqa: E402
     StandInMusaProvider,

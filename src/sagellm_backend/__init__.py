@@ -24,6 +24,7 @@ from typing import Any
 from ._version import __version__
 from .api import BackendProvider, CommGroup, Communicator, Event, Graph, KVBlock, Stream
 from .comm.mock_world import MockWorld
+from .compat import DEPRECATED
 from .core.config import Availability, ProviderConfig, provider_factory
 from .device import Device, normalize_device
 from .errors import (
@@ -159,18 +160,10 @@ __all__ = [
     "register_provider",
 ]
 
-# The seed release's names, kept importable; they warn once per use site.
-_DEPRECATED: dict[str, tuple[Any, str]] = {
-    "PyTorchCUDABackendProvider": (CUDABackendProvider, "CUDABackendProvider"),
-    "create_pytorch_cuda_backend": (create_cuda_backend, "create_cuda_backend"),
-    "PyTorchAscendBackendProvider": (AscendBackendProvider, "AscendBackendProvider"),
-    "create_pytorch_ascend_backend": (create_ascend_backend, "create_ascend_backend"),
-}
-
 
 def __getattr__(name: str) -> Any:
-    if name in _DEPRECATED:
-        target, new = _DEPRECATED[name]
+    if name in DEPRECATED:
+        target, new = DEPRECATED[name]
         warnings.warn(
             f"sagellm_backend.{name} is deprecated; use sagellm_backend.{new} (same object).",
             FutureWarning,
@@ -181,4 +174,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*__all__, *_DEPRECATED])
+    return sorted([*__all__, *DEPRECATED])

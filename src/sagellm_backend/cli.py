@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .errors import BackendError, UnavailableError
 from .registry import get_provider, list_providers, resolve_provider_name
 

@@ -1,4 +1,5 @@
-"""Typed errors. Every error carries the protocol :class:`~sagellm_backend.protocol.ErrorCode`.
+"""Typed errors and the protocol's :class:`ErrorCode` (re-exported by :mod:`~sagellm_backend.protocol`),
+which every error carries.
 
 Each class also derives from the built-in exception Python users expect for that failure
 (``ValueError`` for bad values, ``TypeError`` for wrong types, ``MemoryError`` for exhaustion,
@@ -11,9 +12,8 @@ that raises one of these leaves the provider's state as it was before the call.
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, ClassVar
-
-from .protocol import ErrorCode
 
 __all__ = [
     "BackendError",
@@ -22,6 +22,7 @@ __all__ = [
     "CommGroupError",
     "CommTimeoutError",
     "DeviceUnreachableError",
+    "ErrorCode",
     "ForeignBlockError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
@@ -37,6 +38,27 @@ __all__ = [
     "UnsupportedDTypeError",
     "UnsupportedOperationError",
 ]
+
+
+class ErrorCode(str, Enum):
+    """Protocol error codes: the nine of 0.1.x, then those 0.5.x added that a backend uses."""
+
+    INVALID_ARGUMENT = "invalid_argument"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
+    UNAVAILABLE = "unavailable"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    NOT_IMPLEMENTED = "not_implemented"
+    KV_TRANSFER_FAILED = "kv_transfer_failed"
+    COMM_TIMEOUT = "comm_timeout"
+    COMM_GROUP_INVALID = "comm_group_invalid"
+    DISTRIBUTED_RUNTIME_ERROR = "distributed_runtime_error"
+    COMM_BACKEND_NOT_SUPPORTED = "comm_backend_not_supported"
+    COMM_RANK_MISMATCH = "comm_rank_mismatch"
+    COMM_GROUP_NOT_FOUND = "comm_group_not_found"
+    COMM_COLLECTIVE_FAILED = "comm_collective_failed"
+    COMM_P2P_FAILED = "comm_p2p_failed"
+    OPERATOR_NOT_FOUND = "operator_not_found"
+    OPERATOR_REGISTRATION_FAILED = "operator_registration_failed"
 
 
 class BackendError(Exception):

@@ -18,6 +18,9 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any, TypeVar
 
+from .device import Device, normalize_device
+from .errors import ErrorCode, InvalidArgumentError, InvalidArgumentTypeError
+
 __all__ = [
     "DEVICE_TYPE_ASCEND",
     "DEVICE_TYPE_CPU",
@@ -60,27 +63,6 @@ class KernelKind(str, Enum):
     FUSION = "fusion"
     LAYERNORM = "layernorm"
     SOFTMAX = "softmax"
-
-
-class ErrorCode(str, Enum):
-    """Protocol error codes: the nine of 0.1.x, then those 0.5.x added that a backend uses."""
-
-    INVALID_ARGUMENT = "invalid_argument"
-    RESOURCE_EXHAUSTED = "resource_exhausted"
-    UNAVAILABLE = "unavailable"
-    DEADLINE_EXCEEDED = "deadline_exceeded"
-    NOT_IMPLEMENTED = "not_implemented"
-    KV_TRANSFER_FAILED = "kv_transfer_failed"
-    COMM_TIMEOUT = "comm_timeout"
-    COMM_GROUP_INVALID = "comm_group_invalid"
-    DISTRIBUTED_RUNTIME_ERROR = "distributed_runtime_error"
-    COMM_BACKEND_NOT_SUPPORTED = "comm_backend_not_supported"
-    COMM_RANK_MISMATCH = "comm_rank_mismatch"
-    COMM_GROUP_NOT_FOUND = "comm_group_not_found"
-    COMM_COLLECTIVE_FAILED = "comm_collective_failed"
-    COMM_P2P_FAILED = "comm_p2p_failed"
-    OPERATOR_NOT_FOUND = "operator_not_found"
-    OPERATOR_REGISTRATION_FAILED = "operator_registration_failed"
 
 
 class CollectiveOp(str, Enum):
@@ -156,8 +138,6 @@ def coerce_enum(enum_cls: type[_E], value: object, *, what: str) -> _E:
     """
     if isinstance(value, enum_cls):
         return value
-    from .errors import InvalidArgumentError, InvalidArgumentTypeError  # errors imports us
-
     raw = value.value if isinstance(value, Enum) else value
     if not isinstance(raw, str):
         raise InvalidArgumentTypeError(
@@ -213,8 +193,6 @@ def parse_device_str(device: str) -> tuple[str, int | None]:
     Raises:
         InvalidArgumentError: the string is malformed.
     """
-    from .device import normalize_device
-
     dev = normalize_device(device)
     return dev.type, dev.index
 
@@ -229,8 +207,6 @@ def format_device_str(device_type: str, index: int | None = None) -> str:
     Returns:
         ``"cuda:1"`` style string (``"cpu"`` for the host).
     """
-    from .device import Device
-
     return str(Device(device_type, index))
 
 

@@ -21,6 +21,7 @@ from importlib import metadata
 from typing import Any
 
 from .core.config import Availability
+from .core.validate import exact_int
 from .errors import InvalidArgumentError, InvalidArgumentTypeError, UnavailableError
 
 __all__ = [
@@ -196,7 +197,7 @@ class ProviderEntry:
             return None
         except PLUGIN_ERRORS:  # a property of a foreign factory object
             return None
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return exact_int(value)
 
     def detect(self) -> Availability:
         """Run the factory's detection hook (no hook: assumed available).

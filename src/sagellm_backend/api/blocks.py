@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import BlockFreedError, UnsupportedOperationError
 from ..kv.geometry import DEFAULT_KV_GEOMETRY, KVGeometry
 from ..protocol import DType, coerce_dtype
 
-if TYPE_CHECKING:
-    from ..kv.pool import KVCachePool
+__all__ = ["BlockSource", "KVBlock"]
 
-__all__ = ["KVBlock"]
+
+class BlockSource(Protocol):
+    """The pool a :class:`KVBlock` view belongs to (a :class:`~sagellm_backend.kv.pool.KVCachePool`)."""
+
+    device: str
+    dtype: DType
+    block_size: int
+    geometry: KVGeometry
+
+    @property
+    def closed(self) -> bool:
+        """True once the pool released its arena."""
+
+    def _release_view(self, block_id: int, quiet: bool = False) -> None:
+        """Drop the reference a view holds (the view's provider calls it on free and migrate)."""
 
 
 class KVBlock:
@@ -64,7 +77,7 @@ class KVBlock:
         self._data = data
         self._owner_id = owner_id
         self._freed = False
-        self._pool: KVCachePool | None = None
+        self._pool: BlockSource | None = None
         self._pool_id: int | None = None
         self._lock = threading.RLock()  # every operation on this block holds it (core.provider)
 
@@ -80,7 +93,7 @@ class KVBlock:
 
     @property
     def pool_block_id(self) -> int | None:
-        """The block id in its :class:`~sagellm_backend.kv.pool.KVCachePool`, or ``None``."""
+        """The block id in its pool (a :class:`BlockSource`), or ``None``."""
         return self._pool_id
 
     @property

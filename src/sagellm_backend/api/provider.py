@@ -33,11 +33,7 @@ __all__ = ["BackendProvider"]
 
 
 class BackendProvider(ABC):
-    """One backend: a device and what can be done on it.
-
-    Class attributes are static facts; instance facts come from :meth:`capability`, read from the
-    hardware.
-    """
+    """One backend: a device and what can be done on it (static facts here, the rest from :meth:`capability`)."""
 
     #: Registry name of the provider (``"cpu"``, ``"cuda"`` ...).
     name: ClassVar[str] = "base"
@@ -48,13 +44,13 @@ class BackendProvider(ABC):
 
     # ------------------------------------------------------------------ identity
     @classmethod
-    @abstractmethod
     def is_available(cls) -> bool:
-        """Whether this provider can be created here (side-effect free).
+        """Whether this provider can be created here (side-effect free): ``detect().available``.
 
         Returns:
             True when its hardware and software are present.
         """
+        return bool(cls.detect().available)
 
     @classmethod
     @abstractmethod
@@ -98,8 +94,7 @@ class BackendProvider(ABC):
 
     @abstractmethod
     def kv_storage_dtypes(self) -> list[DType]:
-        """Dtypes a KV block can be stored in on the provider's device (a superset of
-        ``capability().supported_dtypes`` on hosts, which store types they do not compute in).
+        """Dtypes a KV block can be stored in here (hosts also store types they do not compute in).
 
         Returns:
             Protocol dtypes.
@@ -304,8 +299,8 @@ class BackendProvider(ABC):
         """Memory figures in bytes.
 
         Returns:
-            At least ``allocated_bytes``, ``reserved_bytes``, ``peak_allocated_bytes``,
-            ``total``, ``available`` and ``kv_allocated_bytes``.
+            ``allocated_bytes``, ``reserved_bytes``, ``peak_allocated_bytes``, ``total``, ``available``,
+            ``kv_allocated_bytes`` at least.
         """
 
     @abstractmethod
@@ -366,6 +361,7 @@ class BackendProvider(ABC):
         return view
 
     # ------------------------------------------------------------ collectives
+    # Each delegates to :attr:`communicator` with the same arguments and result.
     @property
     @abstractmethod
     def communicator(self) -> Communicator:
@@ -392,10 +388,7 @@ class BackendProvider(ABC):
         check_consistency: bool | None = None,
         blocking_wait: bool = True,
     ) -> None:
-        """Join a process group: :meth:`Communicator.init_process_group` on :attr:`communicator`
-
-        Arguments and return value are those of :meth:`Communicator.init_process_group`.
-        """
+        """Join a process group (:meth:`Communicator.init_process_group`)."""
         self.communicator.init_process_group(
             backend,
             init_method=init_method,
@@ -407,66 +400,39 @@ class BackendProvider(ABC):
         )
 
     def destroy_process_group(self) -> None:
-        """Leave and destroy the process group: :meth:`Communicator.destroy_process_group` on :attr:`communicator`
-
-        Arguments and return value are those of :meth:`Communicator.destroy_process_group`.
-        """
+        """Leave and destroy the process group (:meth:`Communicator.destroy_process_group`)."""
         self.communicator.destroy_process_group()
 
     def new_group(self, ranks: Sequence[int], *, timeout: float | None = None) -> CommGroup:
-        """Create a sub-group (call on every rank): :meth:`Communicator.new_group` on :attr:`communicator`
-
-        Arguments and return value are those of :meth:`Communicator.new_group`.
-        """
+        """Create a sub-group (call on every rank) (:meth:`Communicator.new_group`)."""
         return self.communicator.new_group(ranks, timeout=timeout)
 
     def all_reduce(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
-        """Reduce ``tensor`` across ranks in place: :meth:`Communicator.all_reduce` on :attr:`communicator`
-
-        Arguments and return value are those of :meth:`Communicator.all_reduce`.
-        """
+        """Reduce ``tensor`` across ranks in place (:meth:`Communicator.all_reduce`)."""
         return self.communicator.all_reduce(tensor, op, group=group)
 
     def all_gather(self, tensor: Any, *, group: CommGroup | None = None, out: Any = None) -> Any:
-        """Gather ``tensor`` from every rank: :meth:`Communicator.all_gather` on :attr:`communicator`
-
-        Arguments and return value are those of :meth:`Communicator.all_gather`.
-        """
+        """Gather ``tensor`` from every rank (:meth:`Communicator.all_gather`)."""
         return self.communicator.all_gather(tensor, group=group, out=out)
 
     def reduce_scatter(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
-        """See :meth:`Communicator.reduce_scatter`: :meth:`Communicator.reduce_scatter` on :attr:`communicator`
-
-        Arguments and return value are those of :meth:`Communicator.reduce_scatter`.
-        """
+        """Reduce across ranks and keep this rank's rows (:meth:`Communicator.reduce_scatter`)."""
         return self.communicator.reduce_scatter(tensor, op, group=group)
 
     def broadcast(self, tensor: Any, src: int = 0, *, group: CommGroup | None = None) -> Any:
-        """See :meth:`Communicator.broadcast`: :meth:`Communicator.broadcast` on :attr:`communicator`
-
-        Arguments and return value are those of :meth:`Communicator.broadcast`.
-        """
+        """Broadcast ``tensor`` from ``src`` in place (:meth:`Communicator.broadcast`)."""
         return self.communicator.broadcast(tensor, src, group=group)
 
     def barrier(self, *, group: CommGroup | None = None) -> None:
-        """See :meth:`Communicator.barrier`: :meth:`Communicator.barrier` on :attr:`communicator`
-
-        Arguments and return value are those of :meth:`Communicator.barrier`.
-        """
+        """Wait until every rank arrives (:meth:`Communicator.barrier`)."""
         self.communicator.barrier(group=group)
 
     def send(self, tensor: Any, dst: int, *, tag: int = 0, group: CommGroup | None = None) -> None:
-        """See :meth:`Communicator.send`: :meth:`Communicator.send` on :attr:`communicator`
-
-        Arguments and return value are those of :meth:`Communicator.send`.
-        """
+        """Send ``tensor`` to rank ``dst`` (:meth:`Communicator.send`)."""
         self.communicator.send(tensor, dst, tag=tag, group=group)
 
     def recv(self, tensor: Any, src: int, *, tag: int = 0, group: CommGroup | None = None) -> Any:
-        """See :meth:`Communicator.recv`: :meth:`Communicator.recv` on :attr:`communicator`
-
-        Arguments and return value are those of :meth:`Communicator.recv`.
-        """
+        """Receive into ``tensor`` from rank ``src`` (:meth:`Communicator.recv`)."""
         return self.communicator.recv(tensor, src, tag=tag, group=group)
 
     # -------------------------------------------------------------- lifecycle

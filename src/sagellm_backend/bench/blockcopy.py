@@ -14,7 +14,7 @@ from typing import Any
 from ..api.provider import BackendProvider
 from ..errors import InvalidArgumentError
 from ..protocol import DType
-from ..providers.mock import MockBackendProvider
+from ..vendors.mock import MockBackendProvider
 from .baselines import (
     engine_copy_from_lists,
     index_copy_rows,

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..api.provider import BackendProvider
 from ..kv.geometry import KVGeometry
-from ..providers.mock import MockBackendProvider
+from ..vendors.mock import MockBackendProvider
 
 __all__ = [
     "BENCH_GEOMETRY",

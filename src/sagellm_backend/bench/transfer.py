@@ -10,7 +10,7 @@ from typing import Any
 
 from ..api.provider import BackendProvider
 from ..protocol import DType
-from ..providers.mock import MockBackendProvider
+from ..vendors.mock import MockBackendProvider
 from .harness import BENCH_GEOMETRY, BLOCK_TOKENS, GB, Result, fill_random, is_device, median_time, same_kind
 
 __all__ = ["bench_migrate", "bench_swap"]

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core.validate import check_timeout
 from ..errors import CommGroupError, InvalidArgumentError, InvalidArgumentTypeError, UnavailableError
 from ..protocol import CommBackendType, coerce_enum
 from . import dist_util as du
 from .args import check_rank_value, env_int
-
-if TYPE_CHECKING:
-    from .torch_dist import TorchCommunicator
 
 __all__ = ["join_process_group"]
 
@@ -50,19 +47,39 @@ def _check_env_rendezvous() -> None:
 
 
 def join_process_group(
-    self: TorchCommunicator,
-    backend: str | None,
+    backend: object,
     *,
+    device_type: str,
+    device_index: int | None,
     init_method: str | None,
     rank: int | None,
     world_size: int | None,
     timeout: float,
-    check_consistency: bool | None,
     blocking_wait: bool,
-) -> None:
-    """See :meth:`TorchCommunicator.init_process_group` (same arguments)."""
+) -> float:
+    """Join the default process group, or check that the existing one fits.
+
+    Args:
+        backend: The torch.distributed backend (a :class:`CommBackendType` or its name).
+        device_type: The communicator's torch device type (``nccl``/``hccl`` bind to it).
+        device_index: The communicator's device ordinal, or ``None``.
+        init_method: Rendezvous URL, or ``None`` for torchrun's environment.
+        rank: This process's rank, or ``None`` for ``RANK``.
+        world_size: The world size, or ``None`` for ``WORLD_SIZE``.
+        timeout: Seconds the group's operations may wait (finite, > 0).
+        blocking_wait: Make NCCL operations blocking, so timeouts raise.
+
+    Returns:
+        The validated timeout in seconds.
+
+    Raises:
+        CommGroupError: the arguments and environment do not describe a group, or contradict the
+            existing one.
+        UnavailableError: torch has no such backend.
+        InvalidArgumentError: a malformed ``init_method``, ``timeout`` or ``backend``.
+    """
     dist = du.dist()
-    name = coerce_enum(CommBackendType, self.default_backend if backend is None else backend, what="backend").value
+    name = coerce_enum(CommBackendType, backend, what="backend").value
     timeout = check_timeout("timeout", timeout)
     if init_method is not None:
         if not isinstance(init_method, str):
@@ -81,10 +98,7 @@ def join_process_group(
                 f"a process group already exists as rank {have[0]} of {have[1]}; asked for rank "
                 f"{rank} of {world_size}. Call destroy_process_group() first to change it."
             )
-        self.timeout_s = float(timeout)
-        if check_consistency is not None:
-            self.check_consistency = bool(check_consistency)
-        return
+        return float(timeout)
     if init_method is None and os.environ.get("MASTER_ADDR"):
         init_method = "env://"
     missing = [n for n, v in (("rank", rank), ("world_size", world_size), ("init_method", init_method)) if v is None]
@@ -100,16 +114,16 @@ def join_process_group(
     if not dist.is_backend_available(name):
         raise UnavailableError(
             f"torch.distributed backend {name!r} is not available in this torch build "
-            f"(torch {self._torch_version()}). Use 'gloo' on CPU, 'nccl' with a CUDA torch, "
+            f"(torch {_torch_version()}). Use 'gloo' on CPU, 'nccl' with a CUDA torch, "
             "'hccl' with torch_npu.",
         )
     if name == "nccl" and blocking_wait:
         os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
     kwargs: dict[str, Any] = {}
-    if name in ("nccl", "hccl") and self.device_index is not None:
+    if name in ("nccl", "hccl") and device_index is not None:
         import torch
 
-        kwargs["device_id"] = torch.device(self.device_type, self.device_index)
+        kwargs["device_id"] = torch.device(device_type, device_index)
     try:
         dist.init_process_group(
             name,
@@ -120,7 +134,11 @@ def join_process_group(
             **kwargs,
         )
     except Exception as exc:
-        raise self._map_error(exc, "init_process_group", float(timeout)) from exc
-    self.timeout_s = float(timeout)
-    if check_consistency is not None:
-        self.check_consistency = bool(check_consistency)
+        raise du.map_error(exc, "init_process_group", float(timeout)) from exc
+    return float(timeout)
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)

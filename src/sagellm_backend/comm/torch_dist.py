@@ -42,6 +42,7 @@ from ..protocol import ReduceOp, coerce_enum
 from . import dist_util as du
 from . import p2p
 from .args import check_group_ranks, check_rank_value, check_tag
+from .dist_init import join_process_group
 
 if TYPE_CHECKING:
     import torch
@@ -92,24 +93,18 @@ class TorchCommunicator(Communicator):
         blocking_wait: bool = True,
     ) -> None:
         """Join (or create) the default process group."""
-        from .dist_init import join_process_group
-
-        join_process_group(
-            self,
-            backend,
+        self.timeout_s = join_process_group(
+            self.default_backend if backend is None else backend,
+            device_type=self.device_type,
+            device_index=self.device_index,
             init_method=init_method,
             rank=rank,
             world_size=world_size,
             timeout=timeout,
-            check_consistency=check_consistency,
             blocking_wait=blocking_wait,
         )
-
-    @staticmethod
-    def _torch_version() -> str:
-        import torch
-
-        return str(torch.__version__)
+        if check_consistency is not None:
+            self.check_consistency = bool(check_consistency)
 
     @property
     def _is_initialized(self) -> bool:

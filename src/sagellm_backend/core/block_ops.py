@@ -19,12 +19,12 @@ from .validate import fmt_bytes
 if TYPE_CHECKING:
     from ..api.blocks import KVBlock
     from ..api.streams import Stream
-    from .provider import Provider
+    from .parts import ProviderInternals
 
 __all__ = ["copy_held", "migrate_held"]
 
 
-def copy_held(p: Provider, src: KVBlock, dst: KVBlock, stream: Stream | None) -> None:
+def copy_held(p: ProviderInternals, src: KVBlock, dst: KVBlock, stream: Stream | None) -> None:
     """The body of :meth:`Provider.kv_block_copy`, with both blocks' locks held."""
     if src is dst:
         return
@@ -49,7 +49,7 @@ def copy_held(p: Provider, src: KVBlock, dst: KVBlock, stream: Stream | None) ->
         ) from exc
 
 
-def migrate_held(p: Provider, block: KVBlock, target_device: object, stream: Stream | None) -> KVBlock:
+def migrate_held(p: ProviderInternals, block: KVBlock, target_device: object, stream: Stream | None) -> KVBlock:
     """The body of :meth:`Provider.kv_block_migrate`, with the block's lock held."""
     if block._pool is not None and block._pool.closed:
         raise InvalidArgumentError(

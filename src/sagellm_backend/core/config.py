@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from ..device import normalize_device
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
+from .validate import exact_int
 
 __all__ = ["Availability", "ProviderConfig", "ProviderFactory", "provider_factory"]
 
@@ -135,9 +136,10 @@ class ProviderConfig:
         if device_ids is not None:
             if isinstance(device_ids, (str, bytes)) or not hasattr(device_ids, "__iter__"):
                 raise InvalidArgumentTypeError(f"device_ids must be a list of ints; got {device_ids!r}.")
-            ids = list(device_ids)
-            if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
-                raise InvalidArgumentError(f"device_ids must be non-negative ints; got {ids!r}.")
+            given = list(device_ids)
+            ids = [exact_int(i) for i in given]
+            if any(i is None or i < 0 for i in ids):
+                raise InvalidArgumentError(f"device_ids must be non-negative ints; got {given!r}.")
             device_ids = ids
         return cls(kind=None if kind is None else str(kind), device=device, device_ids=device_ids, options=raw)
 

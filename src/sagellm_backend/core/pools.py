@@ -7,7 +7,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ..api.blocks import KVBlock
+from ..api.blocks import BlockSource, KVBlock
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, ResourceExhaustedError
 from ..protocol import DType
 from .validate import check_count, fmt_bytes
@@ -15,7 +15,7 @@ from .validate import check_count, fmt_bytes
 if TYPE_CHECKING:
     from ..api.streams import Stream
     from ..kv.pool import KVCachePool
-    from .provider import FaultHook, Provider
+    from .parts import FaultHook, ProviderInternals
 
 __all__ = ["PoolFactory"]
 
@@ -27,7 +27,7 @@ class PoolFactory:
         provider: The owning provider.
     """
 
-    def __init__(self, provider: Provider) -> None:
+    def __init__(self, provider: ProviderInternals) -> None:
         self._provider = provider  # a pool keeps its provider alive: it needs its streams and storage
         self._storage = provider._storage
         self._ledger = provider._ledger
@@ -156,7 +156,7 @@ class PoolFactory:
         """
         self._storage.write(view, buf)
 
-    def adopt(self, pool: KVCachePool, block_id: int, view: Any) -> KVBlock:
+    def adopt(self, pool: BlockSource, block_id: int, view: Any) -> KVBlock:
         """Register a :class:`KVBlock` view of a pool block in the provider's table.
 
         Args:
@@ -188,7 +188,7 @@ class PoolFactory:
         """
         self._ledger.unreserve(device, nbytes)
 
-    def retire_views(self, pool: KVCachePool) -> None:
+    def retire_views(self, pool: BlockSource) -> None:
         """Free every view of ``pool`` in the block table (the pool is closing).
 
         Args:

@@ -17,7 +17,7 @@ import itertools
 import threading
 import weakref
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..api.blocks import KVBlock
 from ..api.comm import Communicator
@@ -36,35 +36,24 @@ from ..protocol import CapabilityDescriptor, DType, KernelKind, coerce_dtype
 from .block_ops import copy_held, migrate_held
 from .blocks import BlockTable
 from .ledger import MemoryLedger
+from .parts import FaultHook, VendorFacts
 from .pools import PoolFactory
 from .validate import byte_view, check_count, check_instance, fmt_bytes
 
 if TYPE_CHECKING:
     from ..kv.pool import KVCachePool
     from ..storage.base import Storage
-    from ..vendors.base import VendorSpec
     from .config import Availability
 
 __all__ = ["FaultHook", "Provider", "declared_provider_class"]
 
 _uids = itertools.count(1)
 #: The provider class of each vendor spec, recorded when the class declares it (``vendor = SPEC``).
-_DECLARED: dict[VendorSpec, type[Provider]] = {}
+_DECLARED: dict[VendorFacts, type[Provider]] = {}
 _COLLECTIVES = ["all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier", "send", "recv"]
 
 
-class FaultHook(Protocol):
-    """Fault injection (the Mock's :class:`~sagellm_backend.mock.faults.MockFaults`)."""
-
-    @property
-    def armed(self) -> bool:
-        """Whether a fault is pending."""
-
-    def check(self, what: str, count: int = 1) -> None:
-        """Raise a typed error to simulate a failure of ``what`` (``"alloc"``/``"transfer"``)."""
-
-
-def declared_provider_class(spec: VendorSpec) -> type[Provider] | None:
+def declared_provider_class(spec: VendorFacts) -> type[Provider] | None:
     """The first class whose body declared ``vendor = spec`` (not its subclasses), if one did."""
     return _DECLARED.get(spec)
 
@@ -80,7 +69,7 @@ class Provider(BackendProvider):
         faults: Optional fault injection.
     """
 
-    vendor: ClassVar[VendorSpec]
+    vendor: ClassVar[VendorFacts]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -121,11 +110,6 @@ class Provider(BackendProvider):
     def detect(cls) -> Availability:
         """Whether this provider can be created here, and why not (side-effect free)."""
         return cls.vendor.detect()
-
-    @classmethod
-    def is_available(cls) -> bool:
-        """Whether this provider can be created here (side-effect free)."""
-        return bool(cls.detect().available)
 
     @property
     def device(self) -> str:

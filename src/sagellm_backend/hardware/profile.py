@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from ..core.validate import check_count
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = ["PROFILE_FORMAT_VERSION", "DetectionLevel", "HardwareProfile", "LayerResult", "utc_timestamp"]
@@ -281,11 +282,7 @@ class HardwareProfile:
         for key in _OPTIONAL_LAYERS:
             raw = data.get(key)
             layers[key] = None if raw is None else LayerResult.from_dict(raw, name=key)
-        count = data.get("device_count", 0)
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise InvalidArgumentTypeError(f"HardwareProfile.device_count must be an int; got {count!r}.")
-        if count < 0:
-            raise InvalidArgumentError(f"HardwareProfile.device_count must be >= 0; got {count}.")
+        count = check_count("HardwareProfile.device_count", data.get("device_count", 0), minimum=0)
         names = data.get("device_names", [])
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise InvalidArgumentTypeError(f"HardwareProfile.device_names must be a list of strings; got {names!r}.")

@@ -112,7 +112,16 @@ class BlockAllocator:
             single.update(ids)
         return self._free_slow(ids)
 
-    def _check_ids(self, ids: Iterable[object]) -> None:
+    def check_ids(self, ids: Iterable[object]) -> None:
+        """Check that every id is an int in range (allocated or not).
+
+        Args:
+            ids: Block ids.
+
+        Raises:
+            InvalidArgumentTypeError: an id is not an int.
+            InvalidArgumentError: an id is out of range.
+        """
         for i in ids:
             if isinstance(i, bool) or not isinstance(i, int):
                 raise InvalidArgumentTypeError(f"block ids must be ints; got {type(i).__name__} {i!r}.")
@@ -124,7 +133,7 @@ class BlockAllocator:
 
     def _free_slow(self, ids: list[int]) -> list[int]:
         counts = Counter(ids)
-        self._check_ids(counts)
+        self.check_ids(counts)
         for i, c in counts.items():
             rc = self.refcount(i)
             views = self._pinned.get(i, 0)
@@ -244,7 +253,7 @@ class BlockAllocator:
         rest = st.difference(self._single)
         if rest <= self._shared.keys():
             return
-        self._check_ids(rest)
+        self.check_ids(rest)
         dead = sorted(i for i in rest if i not in self._shared)
         raise BlockFreedError(
             f"{what} names blocks that are not allocated: {dead[:8]}"

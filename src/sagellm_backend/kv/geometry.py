@@ -15,18 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from ..core.validate import check_count
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 from ..protocol import DType, coerce_dtype, dtype_bits
 
 __all__ = ["DEFAULT_KV_GEOMETRY", "KVGeometry"]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentTypeError(f"KVGeometry.{name} must be an int; got {type(value).__name__} {value!r}.")
-    if value <= 0:
-        raise InvalidArgumentError(f"KVGeometry.{name} must be positive; got {value}.")
-    return value
 
 
 @dataclass(frozen=True)
@@ -46,9 +39,8 @@ class KVGeometry:
     kv_factor: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("num_layers", "num_kv_heads", "head_dim"):
-            _positive_int(name, getattr(self, name))
-        _positive_int("kv_factor", self.kv_factor)  # 2.0 == 2 but is not an int
+        for name in ("num_layers", "num_kv_heads", "head_dim", "kv_factor"):  # 2.0 == 2 but is not an int
+            object.__setattr__(self, name, check_count(f"KVGeometry.{name}", getattr(self, name)))
         if self.kv_factor not in (1, 2):
             raise InvalidArgumentError(
                 f"KVGeometry.kv_factor must be 1 (latent/K only) or 2 (K and V); got {self.kv_factor!r}."

@@ -17,40 +17,40 @@ from ..errors import InvalidArgumentError, UnsupportedOperationError
 from ..protocol import DType
 
 if TYPE_CHECKING:
-    from .pool import KVCachePool
+    from .geometry import KVGeometry
 
 __all__ = ["layer_kv_caches"]
 
 _ATTENTION_DTYPES = (DType.FP32, DType.FP16, DType.BF16, DType.FP8)
 
 
-def layer_kv_caches(pool: KVCachePool, layer: object = None) -> Any:
-    """``(K, V)`` views of one layer, or a list of them for every layer.
+def layer_kv_caches(arena: Any, geometry: KVGeometry, dtype: DType, layer: object = None) -> Any:
+    """``(K, V)`` views of one layer of a pool's arena, or a list of them for every layer.
 
     Args:
-        pool: The pool (K and V geometry; fp32/fp16/bf16 or FP8 of either format).
+        arena: The pool's arena (a torch tensor).
+        geometry: Its geometry (K and V).
+        dtype: Its dtype (fp32/fp16/bf16, or FP8 of either format).
         layer: Layer index, or ``None`` for all layers.
 
     Returns:
         ``(K, V)`` or ``[(K, V), ...]``; each ``(num_blocks, block_size, num_kv_heads, head_dim)``: torch tensors
-        of the pool's dtype (``torch.float8_e4m3fn``/``torch.float8_e5m2`` for FP8) on torch providers, numpy
+        of the arena's dtype (``torch.float8_e4m3fn``/``torch.float8_e5m2`` for FP8) on torch providers, numpy
         arrays on the Mock (bf16 as raw ``uint16`` bits, FP8 as raw ``uint8`` bits).
 
     Raises:
         UnsupportedOperationError: A K-only/latent geometry, or an int8/int4 pool.
         InvalidArgumentError: layer out of range.
     """
-    arena = pool.arena
-    geometry = pool.geometry
     if geometry.kv_factor != 2:
         raise UnsupportedOperationError(
             f"this pool's geometry has kv_factor={geometry.kv_factor} (one latent or K-only cache): "
             "there are no separate K and V views."
         )
-    if pool.dtype not in _ATTENTION_DTYPES:
+    if dtype not in _ATTENTION_DTYPES:
         raise UnsupportedOperationError(
             f"attention reads {'/'.join(d.value for d in _ATTENTION_DTYPES)} caches (fp8 as fp8_e4m3 or fp8_e5m2); "
-            f"this pool stores {pool.kv_cache_dtype}. Create it with one of those."
+            f"this pool stores {dtype.value}. Create it with one of those."
         )
     if layer is None:
         return [(arena[:, 0, i], arena[:, 1, i]) for i in range(geometry.num_layers)]

@@ -8,35 +8,33 @@ Arena layout (block-major, so every block is one contiguous run of bytes)::
 ``arena[i]``, exactly the storage of a :class:`~sagellm_backend.api.blocks.KVBlock` of
 ``block_size`` tokens, so the seed's single-block API works on pool blocks (:meth:`KVCachePool.block`).
 
-A pool is built from three parts: the id allocator (:mod:`.allocator`, pure bookkeeping), the arena
-(the storage's array), and a block mover (:mod:`.movers`). It reaches its provider only through a
-:class:`PoolHost`. Every batch operation validates first and raises before changing anything.
+A pool is built from three parts, held in its :class:`~.state.PoolState`: the id allocator
+(:mod:`.allocator`, pure bookkeeping), the arena (the storage's array), and a block mover
+(:class:`~.mover.BlockMover`, implemented in ``storage/movers``). It reaches its provider only
+through a :class:`PoolHost`. Every batch operation validates first and raises before changing anything.
 """
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..core.validate import byte_view
-from ..errors import (
-    InvalidArgumentError,
-    InvalidArgumentTypeError,
-)
+from ..device import normalize_device
+from ..errors import ForeignBlockError, InvalidArgumentError, InvalidArgumentTypeError
 from ..protocol import DType
-from .allocator import BlockAllocator
-from .host import PoolHost, PoolStats
 from .ids import as_block_id, as_id_list, copy_pairs
-from .swap import HostBufferCache, SwappedBlocks
+from .layout import layer_kv_caches
+from .state import PoolHost, PoolState, PoolStats
+from .swap import SwappedBlocks
 
 if TYPE_CHECKING:
     from ..api.blocks import KVBlock
     from ..api.streams import Stream
     from .cache_dtype import KVCacheDType
     from .geometry import KVGeometry
-    from .movers.base import BlockMover
+    from .mover import BlockMover
 
 __all__ = ["KVCachePool", "PoolHost", "PoolStats", "SwappedBlocks"]
 
@@ -62,9 +60,7 @@ class KVCachePool:
         cache_dtype: KVCacheDType | None = None,
     ) -> None:
         self._host = host
-        self._faults = host.faults
-        self._arena: Any = arena
-        self._mover = mover
+        self._state = PoolState(host, arena, mover, num_blocks)
         self.device = device
         self.dtype = dtype
         self._cache_dtype = cache_dtype
@@ -72,10 +68,6 @@ class KVCachePool:
         self.num_blocks = num_blocks
         self.block_nbytes = block_nbytes
         self.geometry = geometry
-        self._alloc = BlockAllocator(num_blocks)
-        self._lock = threading.Lock()
-        self._closed = False
-        self._host_buffers = HostBufferCache()
         # a pool dropped without close() still returns its bytes to the provider's accounting
         self._release = weakref.finalize(self, host.released, device, num_blocks * block_nbytes)
 
@@ -88,7 +80,7 @@ class KVCachePool:
     @property
     def closed(self) -> bool:
         """True once :meth:`close` released the arena."""
-        return self._closed
+        return self._state.closed
 
     @property
     def kv_cache_dtype(self) -> str:
@@ -101,8 +93,8 @@ class KVCachePool:
     @property
     def arena(self) -> Any:
         """The arena (numpy array or torch tensor), shape ``(num_blocks, *block_shape)``."""
-        self._check_open()
-        return self._arena
+        self._state.check_open()
+        return self._state.arena
 
     def kv_caches(self, layer: int | None = None) -> Any:
         """Per-layer ``(K, V)`` views of the arena for paged attention (see :mod:`.layout`): torch tensors of the
@@ -114,9 +106,7 @@ class KVCachePool:
         Returns:
             ``(K, V)``, or a list of them; pool block ids are the block-table ids.
         """
-        from .layout import layer_kv_caches
-
-        return layer_kv_caches(self, layer)
+        return layer_kv_caches(self.arena, self.geometry, self.dtype, layer)
 
     @property
     def arena_nbytes(self) -> int:
@@ -129,14 +119,15 @@ class KVCachePool:
         Returns:
             A :class:`PoolStats`.
         """
-        with self._lock:
-            free = self._alloc.num_free
+        st = self._state
+        with st.lock:
+            free = st.alloc.num_free
             return PoolStats(
                 self.num_blocks,
                 free,
                 self.num_blocks - free,
-                self._alloc.peak_used,
-                self._alloc.num_shared,
+                st.alloc.peak_used,
+                st.alloc.num_shared,
                 self.block_nbytes,
                 self.arena_nbytes,
             )
@@ -154,34 +145,7 @@ class KVCachePool:
         Raises:
             ResourceExhaustedError: not enough free blocks; nothing allocated.
         """
-        return self._take(n)[0]
-
-    def _take(self, n: int) -> tuple[list[int], int]:
-        """:meth:`allocate`, also returning the peak before it, for :meth:`_give_back`."""
-        if type(n) is not int and (isinstance(n, bool) or not isinstance(n, int)):
-            raise InvalidArgumentTypeError(
-                f"pool.allocate(n): n must be an int block count; got {type(n).__name__} {n!r}."
-            )
-        if n < 0:
-            raise InvalidArgumentError(f"pool.allocate(n): n must be >= 0 blocks; got {n}. Pass a count.")
-        if self._closed:
-            self._check_open()
-        with self._lock:
-            peak = self._alloc.peak_used
-            ids = self._alloc.allocate(n)
-            faults = self._faults
-            if faults is not None and faults.armed:
-                try:
-                    self._host.fault("alloc", len(ids))
-                except BaseException:
-                    self._alloc.undo_allocate(ids, peak)
-                    raise
-            return ids, peak
-
-    def _give_back(self, ids: list[int], peak: int) -> None:
-        """Undo :meth:`_take` exactly (free list order and peak), for an operation that failed."""
-        with self._lock:
-            self._alloc.undo_allocate(ids, peak)
+        return self._state.take(n)[0]
 
     def free(self, ids: Sequence[int]) -> None:
         """Drop one reference per listed id; blocks at zero return to the free list.
@@ -194,10 +158,11 @@ class KVCachePool:
                 nothing changed.
         """
         lst = as_id_list(ids, "ids")
-        if self._closed:
-            self._check_open()
-        with self._lock:
-            self._alloc.free(lst)
+        st = self._state
+        if st.closed:
+            st.check_open()
+        with st.lock:
+            st.alloc.free(lst)
 
     def fork(self, ids: Sequence[int]) -> list[int]:
         """Share blocks: add one reference to each (prefix reuse). Writers call
@@ -210,9 +175,10 @@ class KVCachePool:
             The same ids (now shared).
         """
         lst = as_id_list(ids, "ids")
-        self._check_open()
-        with self._lock:
-            self._alloc.fork(lst)
+        st = self._state
+        st.check_open()
+        with st.lock:
+            st.alloc.fork(lst)
         return list(lst)
 
     def refcount(self, block_id: int) -> int:
@@ -225,9 +191,10 @@ class KVCachePool:
             The count.
         """
         i = as_block_id(block_id)
-        with self._lock:
-            self._alloc._check_ids([i])
-            return self._alloc.refcount(i)
+        st = self._state
+        with st.lock:
+            st.alloc.check_ids([i])
+            return st.alloc.refcount(i)
 
     def make_writable(self, ids: Sequence[int], *, stream: Stream | None = None) -> list[int]:
         """Copy-on-write: replace every shared id with a private copy of its data.
@@ -245,9 +212,7 @@ class KVCachePool:
         Raises:
             ResourceExhaustedError: not enough free blocks for the copies; nothing changed.
         """
-        from .transfer import make_writable
-
-        return make_writable(self, ids, stream=stream)
+        return self._state.make_writable(ids, stream=stream)
 
     # ----------------------------------------------------------- data
     def copy_blocks(
@@ -272,20 +237,22 @@ class KVCachePool:
             InvalidArgumentError / BlockFreedError: bad ids; nothing copied.
             KVTransferError: the copy failed.
         """
-        self._check_open()
+        st = self._state
+        if st.closed:
+            st.check_open()
         src, dst = copy_pairs(src_ids, dst_ids, validate=validate, num_blocks=self.num_blocks)
         if validate:
-            with self._lock:
-                self._alloc.require_live(dst, "dst_ids")
-                self._alloc.require_live(src, "src_ids")
+            with st.lock:
+                st.alloc.require_live(dst, "dst_ids")
+                st.alloc.require_live(src, "src_ids")
         if len(src) == 0:
             return
         s = self._host.stream(stream)
         self._host.fault("transfer")
-        self._mover.copy_blocks(self._arena, src, dst, s)
+        st.mover.copy_blocks(st.arena, src, dst, s)
 
     def swap_out(self, ids: Sequence[int], *, stream: Stream | None = None) -> SwappedBlocks:
-        """Copy blocks to host memory (pinned on accelerators); see :func:`.transfer.swap_out`.
+        """Copy blocks to host memory (pinned on accelerators); see :meth:`.state.PoolState.swap_out`.
 
         Args:
             ids: Live block ids (they stay allocated: free them once ``swapped.wait()`` returns; it
@@ -295,18 +262,18 @@ class KVCachePool:
         Returns:
             The host copy.
         """
-        from .transfer import swap_out
-
-        return swap_out(self, ids, stream=stream)
+        st = self._state
+        rows, lst, event = st.swap_out(ids, stream=stream)
+        return SwappedBlocks(self, rows, lst, event, block_nbytes=self.block_nbytes, buffers=st.buffers)
 
     def clear_host_cache(self) -> None:
         """Drop recycled host swap buffers."""
-        self._host_buffers.clear()
+        self._state.buffers.clear()
 
     def swap_in(
         self, swapped: SwappedBlocks, dst_ids: Sequence[int] | None = None, *, stream: Stream | None = None
     ) -> list[int]:
-        """Copy swapped-out blocks back into the pool; see :func:`.transfer.swap_in`.
+        """Copy swapped-out blocks back into the pool; see :meth:`.state.PoolState.swap_in`.
 
         Args:
             swapped: From :meth:`swap_out` of this pool.
@@ -318,12 +285,21 @@ class KVCachePool:
         Returns:
             The destination ids.
         """
-        from .transfer import swap_in
-
-        return swap_in(self, swapped, dst_ids, stream=stream)
+        if not isinstance(swapped, SwappedBlocks):
+            raise InvalidArgumentTypeError(
+                f"swap_in needs the SwappedBlocks from swap_out(); got {type(swapped).__name__}."
+            )
+        if swapped.data is None:
+            raise InvalidArgumentError(
+                "these swapped-out blocks were released (SwappedBlocks.release()); their host copy is gone. "
+                "Swap in before releasing."
+            )
+        if swapped.pool is not self:
+            raise ForeignBlockError("these blocks were swapped out of another pool; swap them in there.")
+        return self._state.swap_in(swapped, dst_ids, stream=stream)
 
     def migrate_blocks(self, ids: Sequence[int], target: KVCachePool, *, stream: Stream | None = None) -> list[int]:
-        """Copy blocks into another pool of the same provider; see :func:`.transfer.migrate_blocks`.
+        """Copy blocks into another pool of the same provider; see :meth:`.state.PoolState.migrate_blocks`.
 
         Args:
             ids: Live block ids here (they stay allocated).
@@ -333,9 +309,19 @@ class KVCachePool:
         Returns:
             The new ids in ``target``.
         """
-        from .transfer import migrate_blocks
-
-        return migrate_blocks(self, ids, target, stream=stream)
+        if not isinstance(target, KVCachePool):
+            raise InvalidArgumentTypeError(f"target must be a KVCachePool; got {type(target).__name__}.")
+        if target._host is not self._host:
+            raise ForeignBlockError(
+                "target pool belongs to another provider instance; create it with this "
+                "provider's create_kv_pool(device=...)."
+            )
+        if (target.kv_cache_dtype, target.block_size) != (self.kv_cache_dtype, self.block_size):
+            raise InvalidArgumentError(
+                f"target pool holds {target.block_size}-token {target.kv_cache_dtype} blocks, this one "
+                f"{self.block_size}-token {self.kv_cache_dtype}; they must match."
+            )
+        return self._state.migrate_blocks(ids, target._state, normalize_device(target.device), stream=stream)
 
     def block(self, block_id: int) -> KVBlock:
         """A :class:`KVBlock` view of a pool block, usable with the seed's single-block API.
@@ -353,11 +339,12 @@ class KVCachePool:
             The view.
         """
         block_id = as_block_id(block_id)
-        self._check_open()
-        with self._lock:
-            self._alloc.require_live([block_id], "block_id")
-            view = self._mover.view(self._arena, block_id)
-            self._alloc.pin(block_id)
+        st = self._state
+        st.check_open()
+        with st.lock:
+            st.alloc.require_live([block_id], "block_id")
+            view = st.mover.view(st.arena, block_id)
+            st.alloc.pin(block_id)
         try:
             return self._host.adopt(self, block_id, view)
         except BaseException:
@@ -374,11 +361,12 @@ class KVCachePool:
         Raises:
             InvalidArgumentError: the pool was closed (its views were retired with it).
         """
-        with self._lock:
-            if quiet and self._closed:
+        st = self._state
+        with st.lock:
+            if quiet and st.closed:
                 return
-            self._check_open()
-            self._alloc.unpin(block_id)
+            st.check_open()
+            st.alloc.unpin(block_id)
 
     def read_block(self, block_id: int) -> bytes:
         """Bytes of one block.
@@ -390,10 +378,10 @@ class KVCachePool:
             ``block_nbytes`` bytes.
         """
         block_id = as_block_id(block_id)
-        self._check_open()
-        with self._lock:
-            self._alloc.require_live([block_id], "block_id")
-        return self._host.read(self._mover.view(self._arena, block_id))
+        st = self._state
+        st.check_open()
+        st.require_live([block_id], "block_id")
+        return self._host.read(st.mover.view(st.arena, block_id))
 
     def write_block(self, block_id: int, data: bytes | bytearray | memoryview) -> None:
         """Overwrite one block.
@@ -403,30 +391,27 @@ class KVCachePool:
             data: Exactly ``block_nbytes`` bytes.
         """
         block_id = as_block_id(block_id)
-        self._check_open()
-        with self._lock:
-            self._alloc.require_live([block_id], "block_id")
+        st = self._state
+        st.check_open()
+        st.require_live([block_id], "block_id")
         buf = byte_view("data", data)
         if buf.nbytes != self.block_nbytes:
             raise InvalidArgumentError(f"data has {buf.nbytes} bytes; a block of this pool holds {self.block_nbytes}.")
-        self._host.write(self._mover.view(self._arena, block_id), buf)
+        self._host.write(st.mover.view(st.arena, block_id), buf)
 
     # -------------------------------------------------------- lifecycle
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InvalidArgumentError("this KV pool was closed; create a new one with create_kv_pool().")
-
     def close(self) -> None:
         """Release the arena (its bytes leave ``memory_stats``); its ``KVBlock`` views are freed with
         it (later use raises ``BlockFreedError``). Idempotent."""
-        with self._lock:
-            if self._closed:
+        st = self._state
+        with st.lock:
+            if st.closed:
                 return
-            self._closed = True
-            self._mover.forget(self._arena)
-            self._arena = None
+            st.closed = True
+            st.mover.forget(st.arena)
+            st.arena = None
         self._host.retire_views(self)  # views of the arena die with it (they would keep it alive)
-        self._host_buffers.clear()
+        st.buffers.clear()
         self._release()
 
     def __enter__(self) -> KVCachePool:
@@ -436,7 +421,7 @@ class KVCachePool:
         self.close()
 
     def __repr__(self) -> str:
-        st = self.stats() if not self._closed else None
+        st = self.stats() if not self._state.closed else None
         used = f"{st.used_blocks}/{self.num_blocks}" if st else "closed"
         return (
             f"KVCachePool(device={self.device!r}, dtype={self.kv_cache_dtype}, "

@@ -10,7 +10,6 @@ from ..waits import Deadline
 
 if TYPE_CHECKING:
     from ..api.streams import Event
-    from .pool import KVCachePool
 
 __all__ = ["HostBufferCache", "SwappedBlocks"]
 
@@ -67,17 +66,37 @@ class SwappedBlocks:
     ``data`` is ``None`` and the object cannot be swapped in. A dropped object is never recycled
     (its ``data`` may still be referenced elsewhere), so its buffer is simply freed.
 
+    Args:
+        pool: The pool the blocks were copied from (only its identity is used).
+        data: The host rows.
+        block_ids: Their pool ids.
+        event: The copy's event, or ``None``.
+        block_nbytes: Bytes of one block.
+        buffers: Where :meth:`release` returns ``data`` for reuse.
+
     Attributes:
+        pool: The pool the blocks were copied from.
         data: Host rows ``(num_blocks, *block_shape)`` (pinned on accelerators).
         block_ids: The pool ids they were copied from, in order.
         event: Recorded after the copy when it ran on a stream, else ``None``.
     """
 
-    def __init__(self, pool: KVCachePool, data: Any, block_ids: list[int], event: Event | None) -> None:
+    def __init__(
+        self,
+        pool: object,
+        data: Any,
+        block_ids: list[int],
+        event: Event | None,
+        *,
+        block_nbytes: int,
+        buffers: HostBufferCache,
+    ) -> None:
         self.pool = pool
         self.data = data
         self.block_ids = list(block_ids)
         self.event = event
+        self._block_nbytes = block_nbytes
+        self._buffers = buffers
         self._lock = threading.Lock()
 
     @property
@@ -95,7 +114,7 @@ class SwappedBlocks:
         with self._lock:
             data, self.data = self.data, None
         if data is not None:
-            self.pool._host_buffers.give(tuple(data.shape), data, self.event)
+            self._buffers.give(tuple(data.shape), data, self.event)
 
     @property
     def num_blocks(self) -> int:
@@ -105,7 +124,7 @@ class SwappedBlocks:
     @property
     def nbytes(self) -> int:
         """Bytes held in host memory."""
-        return len(self.block_ids) * self.pool.block_nbytes
+        return len(self.block_ids) * self._block_nbytes
 
     def wait(self, *, timeout: float | None = None) -> None:
         """Block until the swap-out copy has finished.

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..device import Device
 from ..errors import DeviceUnreachableError, InvalidArgumentTypeError, UnsupportedOperationError
@@ -13,9 +14,45 @@ from ..protocol import DType
 
 if TYPE_CHECKING:
     from ..api.streams import Event, Graph, Stream
-    from ..kv.movers.base import BlockMover
+    from ..kv.mover import BlockMover
 
-__all__ = ["DeviceFacts", "Storage"]
+__all__ = ["AcceleratorFacts", "DeviceFacts", "Storage"]
+
+
+class AcceleratorFacts(Protocol):
+    """The vendor facts a device storage reads (the fields of that name of a ``VendorSpec``)."""
+
+    @property
+    def name(self) -> str:
+        """Registry name, for messages."""
+
+    @property
+    def device_type(self) -> str:
+        """torch device type of the vendor's tensors."""
+
+    @property
+    def torch_module(self) -> str | None:
+        """Attribute of ``torch`` serving the device."""
+
+    @property
+    def graph_class(self) -> str | None:
+        """Graph class in the torch module, or ``None``."""
+
+    @property
+    def native_dtypes(self) -> Callable[[Any, int], list[DType]] | None:
+        """``(module, index) -> dtypes`` the device computes in, or ``None`` (all)."""
+
+    @property
+    def dtype_hint(self) -> Callable[[DType, Any, int], str] | None:
+        """``(dtype, module, index) -> why it is missing``, or ``None``."""
+
+    @property
+    def compute_capability(self) -> Callable[[Any, int], str | None] | None:
+        """``(module, index) -> "9.0"``, or ``None``."""
+
+    @property
+    def fast_copy(self) -> bool:
+        """Whether the Triton row copier serves batched block copies."""
 
 
 @dataclass(frozen=True)

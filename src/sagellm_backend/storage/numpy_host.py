@@ -21,7 +21,7 @@ from .base import DeviceFacts, Storage
 
 if TYPE_CHECKING:
     from ..api.streams import Event, Graph, Stream
-    from ..kv.movers.base import BlockMover
+    from ..kv.mover import BlockMover
 
 __all__ = ["NumpyStorage"]
 
@@ -126,7 +126,7 @@ class NumpyStorage(Storage):
         return self.total_bytes
 
     def mover(self) -> BlockMover:
-        from ..kv.movers.numpy import NumpyMover
+        from .movers.numpy import NumpyMover
 
         return NumpyMover()
 

@@ -1,25 +1,19 @@
-"""Torch facts shared by the torch storages: dtype mapping, byte views, kernel registration.
+"""Torch facts shared by the torch storages: dtype mapping and byte views.
 
 torch is imported inside functions only.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import UnsupportedOperationError
-from ..kernels import global_kernels
-from ..protocol import DType, KernelKind
+from ..protocol import DType
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["as_bytes", "register_torch_kernels", "storable_dtypes", "torch_dtype"]
-
-_kernels_done: set[str] = set()
-_kernels_lock = threading.Lock()
+__all__ = ["as_bytes", "storable_dtypes", "torch_dtype"]
 
 
 def torch_dtype(dtype: DType) -> torch.dtype:
@@ -62,37 +56,6 @@ def storable_dtypes() -> list[DType]:
     import torch
 
     return [d for d in DType if d is not DType.FP8 or hasattr(torch, "float8_e4m3fn")]
-
-
-def register_torch_kernels(target: str, *, triton: bool = False) -> None:
-    """Register torch's own implementations as low-priority kernels for ``target`` (once), and the
-    engine kernels (:mod:`sagellm_backend.kernels.engine`): torch everywhere, fused Triton where
-    the vendor runs Triton.
-
-    Args:
-        target: Device type.
-        triton: Register the fused Triton kernels too.
-    """
-    from ..kernels.engine import register_engine_kernels
-
-    with _kernels_lock:
-        if target in _kernels_done:
-            return
-        _kernels_done.add(target)
-    import torch
-    import torch.nn.functional as F
-
-    builtin: list[tuple[str, Callable[..., Any], KernelKind]] = [
-        ("matmul", torch.matmul, KernelKind.MATMUL),
-        ("attention", F.scaled_dot_product_attention, KernelKind.ATTENTION),
-        ("layernorm", F.layer_norm, KernelKind.LAYERNORM),
-        ("softmax", torch.softmax, KernelKind.SOFTMAX),
-    ]
-    for name, impl, kind in builtin:
-        global_kernels.register(name, impl, targets=(target,), priority=-100, kind=kind)
-    register_engine_kernels(target, "torch")
-    if triton:
-        register_engine_kernels(target, "triton")
 
 
 def as_bytes(t: torch.Tensor) -> torch.Tensor:

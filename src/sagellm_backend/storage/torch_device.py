@@ -1,6 +1,7 @@
 """Device memory through a ``torch.<accelerator>`` module (every accelerator vendor): native
 streams, events and graphs, pinned host memory for blocks moved to the CPU. What differs between
-vendors comes from their :class:`~sagellm_backend.vendors.base.VendorSpec`."""
+vendors comes from their facts (:class:`AcceleratorFacts`, which a
+:class:`~sagellm_backend.vendors.base.VendorSpec` is)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,14 @@ from typing import TYPE_CHECKING, Any
 from ..device import Device
 from ..errors import InvalidDeviceError, UnsupportedOperationError
 from ..protocol import DType
-from .base import DeviceFacts
+from .base import AcceleratorFacts, DeviceFacts
 from .device_streams import DeviceEvent, DeviceStream, TorchGraph
 from .torch_common import storable_dtypes
 from .torch_storage import TorchStorage
 
 if TYPE_CHECKING:
     from ..api.streams import Graph, Stream
-    from ..kv.movers.base import BlockMover
-    from ..vendors.base import VendorSpec
+    from ..kv.mover import BlockMover
 
 __all__ = ["TorchDeviceStorage"]
 
@@ -34,7 +34,7 @@ class TorchDeviceStorage(TorchStorage):
         device_count: Devices visible.
     """
 
-    def __init__(self, vendor: VendorSpec, module: Any, device_id: int, device_count: int) -> None:
+    def __init__(self, vendor: AcceleratorFacts, module: Any, device_id: int, device_count: int) -> None:
         super().__init__(vendor.name, module)
         self.vendor = vendor
         self.device_id = device_id
@@ -93,9 +93,10 @@ class TorchDeviceStorage(TorchStorage):
 
     def mover(self) -> BlockMover:
         if self._mover is None:
-            from ..kv.movers.torch_device import TorchDeviceMover
+            from .movers.torch_device import TorchDeviceMover
+            from .movers.torch_host import TorchHostMover
 
-            self._mover = TorchDeviceMover(self, fast_copy=self.vendor.fast_copy)
+            self._mover = TorchDeviceMover(self, TorchHostMover(self), fast_copy=self.vendor.fast_copy)
         return self._mover
 
     def copy_stream(self) -> Any:

@@ -12,7 +12,7 @@ from .torch_storage import TorchStorage
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..kv.movers.base import BlockMover
+    from ..kv.mover import BlockMover
 
 __all__ = ["TorchHostStorage"]
 
@@ -52,7 +52,7 @@ class TorchHostStorage(TorchStorage):
         return self.host_available()
 
     def mover(self) -> BlockMover:
-        from ..kv.movers.torch_host import TorchHostMover
+        from .movers.torch_host import TorchHostMover
 
         return TorchHostMover(self)
 

@@ -21,14 +21,14 @@ import time
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..device import Device
 from ..storage.torch_device import TorchDeviceStorage
 from ..vendors.ascend import AscendBackendProvider
-from ..vendors.base import accelerator_parts
+from ..vendors.base import VendorSpec, accelerator_parts
 from ..vendors.kunlun import KunlunBackendProvider
 from ..vendors.musa import MusaBackendProvider
 from ..vendors.rocm import RocmBackendProvider
@@ -352,6 +352,8 @@ class HostBackedStorage(TorchDeviceStorage):
 class HostBackedProvider(Provider):
     """Mixed in before a vendor's provider class (``StandIn*``): that provider, with its tensors in
     host memory (:class:`HostBackedStorage`)."""
+
+    vendor: ClassVar[VendorSpec]
 
     def __init__(self, device_id: int = 0, **options: Any) -> None:
         """Build the vendor's provider (``self.vendor``) on host-backed storage.

@@ -67,6 +67,7 @@ def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
 ASCEND = VendorSpec(
     name="ascend",
     aliases=("pytorch-ascend", "ascend_cann"),
+    hardware_aliases=("npu", "huawei"),
     device_type="npu",
     torch_module="npu",
     sdk_module="torch_npu",

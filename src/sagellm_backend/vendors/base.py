@@ -38,6 +38,9 @@ class VendorSpec:
     Attributes:
         name: Registry name.
         aliases: Other registry names.
+        hardware_aliases: Other words for the vendor's hardware that are not registry names
+            (``"nvidia"``, ``"npu"``): ``hardware.get_inspector`` accepts them besides ``name`` and
+            ``aliases``.
         device_type: torch device type of its tensors.
         torch_module: Attribute of ``torch`` serving the device (``"cuda"``, ``"npu"``), or
             ``None`` for the host.
@@ -74,6 +77,7 @@ class VendorSpec:
     fast_copy: bool = False
     configure: Callable[[ProviderConfig, dict[str, Any]], None] | None = None
     sources: tuple[str, ...] = ()
+    hardware_aliases: tuple[str, ...] = ()
 
     @property
     def factory_path(self) -> str:
@@ -211,7 +215,7 @@ def accelerator_parts(
     import torch
 
     from ..comm.torch_dist import TorchCommunicator
-    from ..storage.torch_common import register_torch_kernels
+    from ..kernels.torch_builtin import register_torch_kernels
     from ..storage.torch_device import TorchDeviceStorage
 
     module = getattr(torch, spec.torch_module or "")

@@ -25,8 +25,9 @@ from ..comm.torch_dist import TorchCommunicator
 from ..core.config import Availability, ProviderConfig
 from ..core.provider import Provider
 from ..errors import InvalidArgumentError, UnavailableError
+from ..kernels.torch_builtin import register_torch_kernels
 from ..protocol import DType
-from ..storage.torch_common import register_torch_kernels, storable_dtypes, torch_dtype
+from ..storage.torch_common import storable_dtypes, torch_dtype
 from ..storage.torch_host import TorchHostStorage
 from .base import VendorSpec, vendor_factory
 

@@ -78,6 +78,7 @@ def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
 CUDA = VendorSpec(
     name="cuda",
     aliases=("pytorch-cuda",),
+    hardware_aliases=("nvidia",),
     **CUDA_API,
     sdk_module=None,
     install_hint=_INSTALL,

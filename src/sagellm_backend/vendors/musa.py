@@ -86,6 +86,7 @@ def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
 MUSA = VendorSpec(
     name="musa",
     aliases=("mthreads",),
+    hardware_aliases=("moorethreads",),
     device_type="musa",
     torch_module="musa",
     sdk_module="torch_musa",

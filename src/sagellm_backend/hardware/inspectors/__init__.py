@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...errors import InvalidArgumentTypeError, ProviderNotFoundError
+from ...vendors import BUILTIN_VENDORS, load_vendor
 from ..profile import HardwareProfile
 from ..system import SystemView
 from .base import AcceleratorInspector, HardwareInspector
@@ -23,7 +24,7 @@ __all__ = [
     "resolve_hardware_name",
 ]
 
-_FACTORIES: dict[str, Callable[[SystemView | None], HardwareInspector]] = {
+_INSPECTORS: dict[str, Callable[[SystemView | None], HardwareInspector]] = {
     "cpu": CpuInspector,
     "cuda": lambda system: CudaInspector(CUDA, system),
     "rocm": lambda system: RocmInspector(ROCM, system),
@@ -32,21 +33,22 @@ _FACTORIES: dict[str, Callable[[SystemView | None], HardwareInspector]] = {
     "musa": lambda system: AcceleratorInspector(MUSA, system),
 }
 
-ALIASES: dict[str, str] = {
-    "nvidia": "cuda",
-    "dcu": "rocm",
-    "haiguang": "rocm",
-    "hygon": "rocm",
-    "amd": "rocm",
-    "hip": "rocm",
-    "npu": "ascend",
-    "huawei": "ascend",
-    "xpu": "kunlun",
-    "kunlunxin": "kunlun",
-    "mthreads": "musa",
-    "moorethreads": "musa",
-}
-"""Other names accepted by :func:`get_inspector`. ``muxi`` (MetaX) is a different vendor: not an alias."""
+#: The vendors of :data:`~sagellm_backend.vendors.BUILTIN_VENDORS` with hardware to inspect, the host first.
+_FACTORIES = {n: _INSPECTORS[n] for n in ("cpu", *BUILTIN_VENDORS) if n in _INSPECTORS}
+
+
+def _vendor_aliases() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in _FACTORIES:
+        spec = load_vendor(name)
+        for alias in (*spec.aliases, *spec.hardware_aliases):
+            out[alias] = name
+    return out
+
+
+ALIASES: dict[str, str] = _vendor_aliases()
+"""Other names accepted by :func:`get_inspector`: each vendor spec's ``aliases`` and
+``hardware_aliases``. ``muxi`` (MetaX) is a different vendor: not an alias."""
 
 
 def list_supported_hardware() -> list[str]:

@@ -15,7 +15,7 @@ import functools
 import warnings
 from typing import Any
 
-from .torch_device import index_copy_rows
+from .rows import index_copy_rows
 
 __all__ = ["CudaRowCopier"]
 

@@ -3,52 +3,48 @@ CUDA, torch indexing elsewhere) and device <-> host transfers pipelined over two
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...device import Device
-from .base import BlockMover
-from .torch_host import TorchHostMover
+from ...kv.mover import BlockMover
+from .rows import index_copy_rows
 
 if TYPE_CHECKING:
     from ...api.streams import Event, Stream
-    from ...storage.torch_device import TorchDeviceStorage
 
-__all__ = ["TorchDeviceMover", "index_copy_rows"]
+__all__ = ["DeviceOps", "TorchDeviceMover"]
 
 #: Device <-> host transfers are split into chunks of this size so that the gather (or scatter)
 #: of chunk k+1 on the compute stream overlaps the PCIe copy of chunk k on a copy stream.
 _PIPELINE_CHUNK_BYTES = 32 << 20
 
 
-def index_copy_rows(src: Any, src_ids: Any, dst: Any, dst_ids: Any) -> None:
-    """``dst[dst_ids[k]] = src[src_ids[k]]`` with torch indexing (ids ``None``: rows 0..n-1).
+class DeviceOps(Protocol):
+    """What a device mover needs from its storage (a ``storage.torch_device.TorchDeviceStorage``)."""
 
-    Args:
-        src: Source tensor (rows along dim 0).
-        src_ids: Row ids, or ``None``.
-        dst: Destination tensor.
-        dst_ids: Row ids, or ``None``.
-    """
-    import torch
+    @property
+    def device_id(self) -> int:
+        """The device's ordinal."""
 
-    n = len(src_ids) if src_ids is not None else len(dst_ids)
-    dev = dst.device
+    @property
+    def module(self) -> Any:
+        """``torch.<accelerator>``."""
 
-    def index(ids: Any) -> Any:
-        return (
-            ids.to(dev, torch.int64)
-            if isinstance(ids, torch.Tensor)
-            else torch.tensor(ids, dtype=torch.int64, device=dev)
-        )
+    def create_event(self, owner: int) -> Event:
+        """A native event on the device."""
 
-    s_rows = src.reshape(src.shape[0], -1)
-    d_rows = dst.reshape(dst.shape[0], -1)
-    if src_ids is None:
-        d_rows.index_copy_(0, index(dst_ids), s_rows[:n])
-    elif dst_ids is None:
-        torch.index_select(s_rows, 0, index(src_ids), out=d_rows[:n])
-    else:
-        d_rows.index_copy_(0, index(dst_ids), s_rows.index_select(0, index(src_ids)))
+    def stream_ctx(self, stream: Stream | None) -> AbstractContextManager[Any]:
+        """Enter ``stream`` (``None``: stay on the current one)."""
+
+    def keep_alive(self, tensor: Any, stream: Stream | None) -> None:
+        """Hold ``tensor`` until the work queued on ``stream`` has run."""
+
+    def alloc_tensor(self, device: Device, dtype: Any, shape: tuple[int, ...], *, pinned: bool = False) -> Any:
+        """An uninitialised tensor."""
+
+    def copy_stream(self) -> Any:
+        """The native side stream for device <-> host transfers."""
 
 
 class TorchDeviceMover(BlockMover):
@@ -57,12 +53,13 @@ class TorchDeviceMover(BlockMover):
 
     Args:
         storage: The device storage.
+        host: The mover of its pinned host arenas.
         fast_copy: Use the CUDA row copier (Triton) for batched copies where it loads.
     """
 
-    def __init__(self, storage: TorchDeviceStorage, *, fast_copy: bool = False) -> None:
+    def __init__(self, storage: DeviceOps, host: BlockMover, *, fast_copy: bool = False) -> None:
         self.storage = storage
-        self.host = TorchHostMover(storage)
+        self.host = host
         self.copy_rows: Any = index_copy_rows
         if fast_copy:
             from .cuda import CudaRowCopier

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...device import Device
+from ...kv.mover import BlockMover
 from ...streams import HostStream
 from ..hostcopy import copy_rows
-from .base import BlockMover
 
 if TYPE_CHECKING:
     from ...api.streams import Stream
-    from ...storage.torch_storage import TorchStorage
+    from ..torch_storage import TorchStorage
 
 __all__ = ["TorchHostMover"]
 

@@ -6,8 +6,8 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ...api.streams import Event, Stream
-    from ...device import Device
+    from ..api.streams import Event, Stream
+    from ..device import Device
 
 __all__ = ["BlockMover"]
 

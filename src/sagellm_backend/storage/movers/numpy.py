@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...kv.mover import BlockMover
 from ..hostcopy import copy_rows
-from .base import BlockMover
 
 if TYPE_CHECKING:
     from ...api.streams import Stream
