@@ -16,7 +16,8 @@ import threading
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from .base import check_device, positive_int
+from ..errors import InvalidArgumentTypeError
+from .base import check_device, positive_int, reject_unknown_options
 from .checked import AttentionCall, CheckedAttentionBackend
 from .paged_plan import plan_paged_call
 from .sdpa import sdpa_attention
@@ -115,11 +116,14 @@ class PagedAttentionBackend(CheckedAttentionBackend):
     Args:
         block_size: Default tokens per block (the cache passed to ``forward`` decides).
         device: Informational only (the tensors decide where it runs).
-        use_vllm_kernel: Accepted for the engine's call and ignored: this backend never needs vLLM.
-        **ignored: Other engine options, accepted and ignored.
+        use_vllm_kernel: The engine's request for the fastest kernels; both values select the same way (the
+            highest-priority implementation that supports the call: Triton on CUDA). There is no vLLM
+            dependency; the value is kept as :attr:`use_vllm_kernel`.
+        **unknown: Anything else is refused (typed error naming the accepted options).
 
     Raises:
-        InvalidArgumentTypeError: ``block_size`` is not an int, or ``device`` not a str/torch.device.
+        InvalidArgumentTypeError: ``block_size`` is not an int, ``device`` not a str/torch.device,
+            ``use_vllm_kernel`` not a bool, or an unknown option.
         InvalidArgumentError: ``block_size`` is not positive.
     """
 
@@ -129,14 +133,16 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         *,
         device: torch.device | str | None = None,
         use_vllm_kernel: bool = False,
-        **ignored: Any,
+        **unknown: object,
     ) -> None:
+        reject_unknown_options(PagedAttentionBackend.__init__, unknown)
         self.block_size = positive_int("block_size", block_size)
         if device is not None:
             check_device(device)
+        if not isinstance(use_vllm_kernel, bool):
+            raise InvalidArgumentTypeError(f"use_vllm_kernel must be a bool; got {type(use_vllm_kernel).__name__}.")
         self.device = device
-        self.use_vllm_kernel = bool(use_vllm_kernel)  # ignored: our own ops serve every device
-        self.ignored_options = sorted(ignored)
+        self.use_vllm_kernel = use_vllm_kernel
 
     @property
     def name(self) -> str:

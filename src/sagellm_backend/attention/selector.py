@@ -131,7 +131,8 @@ def create_attention_backend(name: str | None, device_type: str, **kw: Any) -> A
     Args:
         name: Backend name or alias, or None.
         device_type: The provider's device type.
-        **kw: Constructor options (``block_size``, ``device`` ...; unknown ones are ignored).
+        **kw: Constructor options (``block_size``, ``device`` ...); an option the backend does not take is an
+            ``InvalidArgumentTypeError`` naming the ones it does.
 
     Returns:
         The backend.
