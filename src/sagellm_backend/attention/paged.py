@@ -1,25 +1,21 @@
 """Paged attention: the backend writes the new tokens' K/V into a block cache and attends through block tables.
 
-Ops: ``paged_triton`` (Triton kernels) for CUDA tensors when Triton imports and the shape fits, else
-``paged_torch`` (vectorised torch, any device). ``SAGELLM_PAGED_ATTENTION_IMPL=torch|triton|auto`` overrides
-the choice (``triton`` still needs a CUDA tensor and an importable Triton). Diagnostics key the calls
-``"paged:implementation=<ops>"``; calls without a cache or block tables run the SDPA semantics and are keyed
-``"paged:sdpa_fallback/<path>"``.
+Ops: the highest-priority implementation of :mod:`.registry` that supports the call: ``paged_triton``
+(Triton kernels) for CUDA tensors whose geometry fits, else ``paged_torch`` (vectorised torch, any device).
+``SAGELLM_PAGED_ATTENTION_IMPL=torch|triton|auto`` forces one; a forced one that cannot serve the call is an
+error. Diagnostics key the calls ``"paged:implementation=<ops>"``; calls without a cache or block tables run
+the SDPA semantics and are keyed ``"paged:sdpa_fallback/<path>"``.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-import os
-import threading
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentTypeError
 from .base import check_device, positive_int, reject_unknown_options
 from .checked import AttentionCall, CheckedAttentionBackend
 from .paged_plan import plan_paged_call
+from .registry import AttentionRequest, select_impl
 from .sdpa import sdpa_attention
 from .validation import check_kv_cache, check_mask
 
@@ -28,81 +24,41 @@ if TYPE_CHECKING:
 
 __all__ = ["PagedAttentionBackend", "select_paged_ops"]
 
-_LOG = logging.getLogger(__name__)
-_TRITON: list[Any] = []  # [op namespace or None] once probed
-_TRITON_LOCK = threading.Lock()
-_TRITON_DTYPES = ("float16", "bfloat16", "float32")
 
-
-def _load_triton_ops() -> Any:
-    """Triton ops: store_kv and paged_decode of paged_triton; paged_prefill from it or paged_triton_prefill.
-
-    Raises ImportError when Triton or an op is missing.
-    """
-    paged_triton = importlib.import_module(".paged_triton", __package__)
-    prefill = getattr(paged_triton, "paged_prefill", None)
-    if prefill is None:
-        prefill = importlib.import_module(".paged_triton_prefill", __package__).paged_prefill
-    ops = SimpleNamespace(
-        store_kv=getattr(paged_triton, "store_kv", None),
-        paged_decode=getattr(paged_triton, "paged_decode", None),
-        paged_prefill=prefill,
-        supports=getattr(paged_triton, "supports", None),
-    )
-    if ops.store_kv is None or ops.paged_decode is None:
-        raise ImportError("paged_triton lacks store_kv or paged_decode")
-    return ops
-
-
-def _triton_ops() -> Any:
-    """The Triton op set if it imports, else None; probed once per process."""
-    with _TRITON_LOCK:
-        if not _TRITON:
-            try:
-                _TRITON.append(_load_triton_ops())
-            except ImportError:
-                _TRITON.append(None)
-            except Exception as exc:  # a broken Triton install must not break attention: use the torch ops
-                _LOG.warning(
-                    "paged attention: Triton ops failed to load (%s: %s); using torch ops", type(exc).__name__, exc
-                )
-                _TRITON.append(None)
-        return _TRITON[0]
-
-
-def _pow2(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
-
-
-def select_paged_ops(device: torch.device, dtype: torch.dtype, head_dim: int, block_size: int) -> tuple[Any, str]:
-    """Pick the op module for tensors of ``device``/``dtype`` and the cache geometry.
-
-    Triton is used for CUDA tensors of fp16/bf16/fp32 with power-of-two ``head_dim`` (16..256) and
-    ``block_size`` (>= 8), unless the environment says ``SAGELLM_PAGED_ATTENTION_IMPL=torch``; a
-    ``paged_triton.supports(head_dim=, block_size=, dtype=)`` hook, if present, has the last word.
+def select_paged_ops(
+    device: torch.device,
+    dtype: torch.dtype,
+    head_dim: int,
+    block_size: int,
+    *,
+    kv_cache_dtype: str = "auto",
+    variants: frozenset[str] = frozenset(),
+) -> tuple[Any, str]:
+    """The op set serving a paged call: the highest-priority row of
+    :data:`~sagellm_backend.attention.registry.ATTENTION_IMPLS` for backend ``paged`` that supports it
+    (``SAGELLM_PAGED_ATTENTION_IMPL=torch|triton`` forces one, which must then support the call).
 
     Args:
         device: The tensors' device.
-        dtype: The query/cache dtype.
+        dtype: The query dtype.
         head_dim: Head dimension.
         block_size: Cache block size.
+        kv_cache_dtype: The cache's ``kv_cache_dtype``.
+        variants: The variants in use.
 
     Returns:
-        ``(ops, implementation_name)``: an object with ``store_kv``, ``paged_decode``, ``paged_prefill``, and
-        ``"triton"`` or ``"torch"``.
-    """
-    from . import paged_torch
+        ``(ops, implementation_name)``: an object with ``store_kv``, ``paged_decode``, ``paged_prefill``.
 
-    choice = os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL", "auto").strip().lower()
-    if choice != "torch" and device.type == "cuda":
-        fits = str(dtype).removeprefix("torch.") in _TRITON_DTYPES and _pow2(head_dim) and 16 <= head_dim <= 256
-        fits = fits and _pow2(block_size) and block_size >= 8
-        ops = _triton_ops() if fits or choice == "triton" else None
-        if ops is not None:
-            hook = ops.supports
-            if hook is None or hook(head_dim=head_dim, block_size=block_size, dtype=dtype):
-                return ops, "triton"
-    return paged_torch, "torch"
+    Raises:
+        InvalidArgumentError: The environment variable names no implementation.
+        UnsupportedOperationError: No implementation (or not the forced one) supports the call; the message
+            says what each supports.
+    """
+    request = AttentionRequest(
+        device.type, str(dtype).removeprefix("torch."), head_dim, block_size, kv_cache_dtype, variants
+    )
+    impl = select_impl("paged", request)
+    return impl.load_ops(), impl.name
 
 
 class PagedAttentionBackend(CheckedAttentionBackend):
