@@ -9,15 +9,17 @@ the SDPA semantics and are keyed ``"paged:sdpa_fallback/<path>"``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidArgumentTypeError
+from ..errors import InvalidArgumentTypeError, UnsupportedOperationError
 from .base import check_device, positive_int, reject_unknown_options
 from .checked import AttentionCall, CheckedAttentionBackend
 from .paged_plan import plan_paged_call
 from .registry import AttentionRequest, select_impl
 from .sdpa import sdpa_attention
 from .validation import check_kv_cache, check_mask
+from .variants import AttentionVariants
 
 if TYPE_CHECKING:
     import torch
@@ -75,12 +77,18 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         use_vllm_kernel: The engine's request for the fastest kernels; both values select the same way (the
             highest-priority implementation that supports the call: Triton on CUDA). There is no vLLM
             dependency; the value is kept as :attr:`use_vllm_kernel`.
+        sliding_window: Each query sees itself and the ``sliding_window - 1`` keys before it; only the window's
+            pages are read.
+        logits_soft_cap: Scores become ``cap * tanh(score / cap)`` (None or 0: no cap).
+        alibi_slopes: ``[num_heads]`` ALiBi slopes: ``slope[h] * (key_pos - query_pos)`` is added to the scores.
+            The variants are defined in :mod:`.reference`; a call with a cache runs them in the Triton and the
+            torch ops; without a cache (SDPA semantics) a variant is an ``UnsupportedOperationError``.
         **unknown: Anything else is refused (typed error naming the accepted options).
 
     Raises:
         InvalidArgumentTypeError: ``block_size`` is not an int, ``device`` not a str/torch.device,
-            ``use_vllm_kernel`` not a bool, or an unknown option.
-        InvalidArgumentError: ``block_size`` is not positive.
+            ``use_vllm_kernel`` not a bool, a variant of the wrong type, or an unknown option.
+        InvalidArgumentError: ``block_size`` is not positive, or a variant's value is out of range.
     """
 
     def __init__(
@@ -89,6 +97,9 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         *,
         device: torch.device | str | None = None,
         use_vllm_kernel: bool = False,
+        sliding_window: int | None = None,
+        logits_soft_cap: float | None = None,
+        alibi_slopes: torch.Tensor | Sequence[float] | None = None,
         **unknown: object,
     ) -> None:
         reject_unknown_options(PagedAttentionBackend.__init__, unknown)
@@ -99,6 +110,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             raise InvalidArgumentTypeError(f"use_vllm_kernel must be a bool; got {type(use_vllm_kernel).__name__}.")
         self.device = device
         self.use_vllm_kernel = use_vllm_kernel
+        self.variants = AttentionVariants(sliding_window, logits_soft_cap, alibi_slopes)
 
     @property
     def name(self) -> str:
@@ -112,15 +124,15 @@ class PagedAttentionBackend(CheckedAttentionBackend):
 
     def implementation_for(self, device: torch.device, dtype: torch.dtype, head_dim: int, block_size: int) -> str:
         """Name of the ops (``"triton"`` or ``"torch"``) that ``forward`` would use: the second item of
-        :func:`select_paged_ops` for the same arguments (documented there)."""
-        return select_paged_ops(device, dtype, head_dim, block_size)[1]
+        :func:`select_paged_ops` for the same arguments and this backend's variants (documented there)."""
+        return select_paged_ops(device, dtype, head_dim, block_size, variants=self.variants.names)[1]
 
     def _attend(self, call: AttentionCall) -> tuple[torch.Tensor, str]:
         """Store the new K/V in the cache and attend through the block tables.
 
         A padded prefill (``T != sum(seq_lens)``) needs the bool HF ``attn_mask`` ``[B, 1, q, kv]`` to find
         the real tokens; padding rows return zeros. Decode ignores ``attn_mask`` (``context_lens`` decide).
-        Without ``kv_cache`` or ``block_tables`` the call has the SDPA backend's semantics.
+        Without ``kv_cache`` or ``block_tables`` the call has the SDPA backend's semantics (no variants).
 
         Args:
             call: The call; ``kv_cache`` is ``(K, V)`` of :meth:`get_kv_cache_shape`, in the query's dtype and
@@ -132,16 +144,23 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         Raises:
             InvalidArgumentError: Shapes, lengths, slots or block sizes that do not fit.
             InvalidBlockError: Block tables too narrow or naming blocks outside the cache.
-            UnsupportedOperationError: A non-causal ``attn_type`` with a cache.
+            UnsupportedOperationError: A non-causal ``attn_type`` with a cache; variants without a cache; no
+                implementation supports the call (the message says what each supports).
         """
         query, key, value, md, shp, s, attn_mask, kv_cache = call
         mask = None if attn_mask is None else check_mask(attn_mask, query, shp.num_heads)
         if kv_cache is None or md.block_tables is None:
+            if self.variants.names:
+                raise UnsupportedOperationError(
+                    f"{sorted(self.variants.names)} need the paged path: pass kv_cache and metadata with block_tables."
+                )
             res, path = sdpa_attention(query, key, value, md, s, mask)
             return res, f"sdpa_fallback/{path}"
         k_cache, v_cache = check_kv_cache(kv_cache, key)
         plan = plan_paged_call(md, shp, k_cache, query.device, mask)
-        ops, impl = select_paged_ops(query.device, query.dtype, shp.head_dim, int(k_cache.shape[1]))
+        bs = int(k_cache.shape[1])
+        ops, impl = select_paged_ops(query.device, query.dtype, shp.head_dim, bs, variants=self.variants.names)
+        kw = self.variants.op_kwargs(shp.num_heads, query.device)
         q, k, v = query, key, value
         if plan.token_index is not None:
             q, k, v = (t.index_select(0, plan.token_index) for t in (query, key, value))
@@ -150,9 +169,11 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         if plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping)
             if md.is_prefill:
-                out = ops.paged_prefill(q, k_cache, v_cache, plan.block_tables, plan.cu_seqlens_q, plan.key_lens, s)
+                out = ops.paged_prefill(
+                    q, k_cache, v_cache, plan.block_tables, plan.cu_seqlens_q, plan.key_lens, s, **kw
+                )
             else:
-                out = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, s)
+                out = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, s, **kw)
         else:
             out = q.new_empty(q.shape)
         if plan.token_index is not None:

@@ -101,19 +101,40 @@ def store_kv(
     v_cache.index_put_((blk, off), value)
 
 
-def _attend_pages(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-    """Masked attention per batch entry: ``q [B, Hq, M, D]`` over ``k, v [B, L, Hkv, D]``; ``mask [B|1, M, L]``.
+def _attend_pages(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor,
+    scale: float,
+    window: int | None,
+    soft_cap: float | None,
+    slopes: torch.Tensor | None,
+) -> torch.Tensor:
+    """Attention per batch entry: ``q [B, Hq, M, D]`` at positions ``q_pos [B|1, M]`` over ``k, v [B, L, Hkv, D]``
+    at positions ``k_pos [L]``; a key is visible when at or before the query (and within ``window``). The
+    variants are those of :mod:`.reference`.
 
     Returns ``[B, Hq, M, D]`` in ``q``'s dtype (the compute dtype). One bmm per KV head on the strided layout.
     """
     b, hq, m, d = q.shape
     hkv = k.shape[2]
     g = hq // hkv
+    rel = k_pos[None, None, :] - q_pos[:, :, None]  # [B|1, M, L]
+    mask = rel <= 0
+    if window is not None:
+        mask &= rel > -window
     scores = torch.empty(hkv, b, g * m, k.shape[1], dtype=q.dtype, device=q.device)
     qh = (q * scale).reshape(b, hkv, g * m, d)
     for h in range(hkv):
         torch.bmm(qh[:, h], k[:, :, h].transpose(1, 2), out=scores[h])
-    scores = scores.view(hkv, b, g, m, -1).masked_fill_(~mask[None, :, None], float("-inf"))
+    scores = scores.view(hkv, b, g, m, -1)
+    if soft_cap is not None:
+        scores.div_(soft_cap).tanh_().mul_(soft_cap)
+    if slopes is not None:
+        scores.add_(slopes.to(q.dtype).view(hkv, 1, g, 1, 1) * rel[None, :, None].to(q.dtype))
+    scores.masked_fill_(~mask[None, :, None], float("-inf"))
     probs = _softmax_(scores).view(hkv, b, g * m, -1)
     # Pages past a sequence's end hold whatever the pool's memory held (NaN/inf bit patterns too):
     # a zero weight times NaN is NaN, so those rows of the gathered V (a private copy) are zeroed.
@@ -132,6 +153,10 @@ def paged_decode(
     seq_lens: torch.Tensor,
     scale: float,
     out: torch.Tensor | None = None,
+    *,
+    sliding_window: int | None = None,
+    logits_soft_cap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One query token per sequence attending to its first ``seq_lens[i]`` cached positions.
 
@@ -143,22 +168,31 @@ def paged_decode(
         seq_lens: ``[B]`` int, each >= 1.
         scale: Softmax scale.
         out: Optional ``[B, Hq, D]`` result buffer.
+        sliding_window: Keys per window (:mod:`.reference`); only the window's pages are read.
+        logits_soft_cap: Soft cap of the scaled scores.
+        alibi_slopes: ``[Hq]`` ALiBi slopes on the query's device.
 
     Returns:
         ``[B, Hq, D]`` in the query's dtype (``out`` when given).
     """
     bs = k_cache.shape[1]
     lens = seq_lens.to(device=query.device, dtype=torch.int64)
-    need = [(n + bs - 1) // bs for n in lens.tolist()]
+    host_lens = lens.tolist()
+    need = [(n + bs - 1) // bs for n in host_lens]
+    skip = [0] * len(need) if sliding_window is None else [max(0, n - sliding_window) // bs for n in host_lens]
     res = out if out is not None else torch.empty_like(query)
     page_bytes = 2 * bs * k_cache.shape[2] * k_cache.shape[3] * _compute_dtype(query.dtype).itemsize
-    for ids, nb in decode_groups(need, page_bytes, query.device.type == "cpu"):
+    variants = (sliding_window, logits_soft_cap, alibi_slopes)
+    for ids, _ in decode_groups([n - f for n, f in zip(need, skip)], page_bytes, query.device.type == "cpu"):
+        rows = range(len(need))[ids] if isinstance(ids, slice) else ids
+        first = min(skip[i] for i in rows)
+        last = max(need[i] for i in rows)
         if isinstance(ids, slice):
             q, table, ln = query[ids], block_tables[ids], lens[ids]
         else:
             idx = torch.tensor(ids, dtype=torch.int64, device=query.device)
             q, table, ln = query.index_select(0, idx), block_tables.index_select(0, idx), lens.index_select(0, idx)
-        part = _decode_group(q, k_cache, v_cache, table, ln, nb, scale)
+        part = _decode_group(q, k_cache, v_cache, table, ln, first, last, scale, *variants)
         if isinstance(ids, slice):
             res[ids] = part
         else:
@@ -208,18 +242,25 @@ def _decode_group(
     v_cache: torch.Tensor,
     block_tables: torch.Tensor,
     lens: torch.Tensor,
-    nb: int,
+    first: int,
+    last: int,
     scale: float,
+    window: int | None,
+    soft_cap: float | None,
+    slopes: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Decode of one batch padded to ``nb`` pages per sequence; returns ``[B, Hq, D]`` in the compute dtype."""
+    """Decode of one batch over pages ``first .. last - 1`` of each table row; ``[B, Hq, D]`` in the compute dtype."""
     b, hq, d = query.shape
     bs = k_cache.shape[1]
-    table = block_tables[:, :nb].to(torch.int64)
+    table = block_tables[:, first:last].to(torch.int64)
     cdt = _compute_dtype(query.dtype)
     k = _gather(k_cache, table, cdt, "k")
     v = _gather(v_cache, table, cdt, "v")
-    mask = (torch.arange(nb * bs, device=query.device)[None, :] < lens[:, None])[:, None, :]
-    return _attend_pages(query.to(cdt).view(b, hq, 1, d), k, v, mask, scale).view(b, hq, d)
+    k_pos = torch.arange(first * bs, last * bs, device=query.device)
+    q_pos = (lens - 1)[:, None]
+    return _attend_pages(query.to(cdt).view(b, hq, 1, d), k, v, q_pos, k_pos, scale, window, soft_cap, slopes).view(
+        b, hq, d
+    )
 
 
 def paged_prefill(
@@ -231,6 +272,10 @@ def paged_prefill(
     seq_lens: torch.Tensor,
     scale: float,
     out: torch.Tensor | None = None,
+    *,
+    sliding_window: int | None = None,
+    logits_soft_cap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed new tokens over their sequences' pages (cached context + themselves).
 
@@ -245,6 +290,9 @@ def paged_prefill(
         seq_lens: ``[B]`` int total key positions per sequence.
         scale: Softmax scale.
         out: Optional ``[T, Hq, D]`` result buffer.
+        sliding_window: Keys per window (:mod:`.reference`); only the windows' pages are read.
+        logits_soft_cap: Soft cap of the scaled scores.
+        alibi_slopes: ``[Hq]`` ALiBi slopes on the query's device.
 
     Returns:
         ``[T, Hq, D]`` in the query's dtype (``out`` when given).
@@ -262,10 +310,12 @@ def paged_prefill(
             z = min(e, a + rows)
             last = n - (e - z)  # key positions visible to this chunk's last query
             nb = (last + bs - 1) // bs
-            k = _gather(k_cache, table[i : i + 1, :nb], cdt, "k")
-            v = _gather(v_cache, table[i : i + 1, :nb], cdt, "v")
+            first = 0 if sliding_window is None else max(0, last - (z - a) - sliding_window + 1) // bs
+            k = _gather(k_cache, table[i : i + 1, first:nb], cdt, "k")
+            v = _gather(v_cache, table[i : i + 1, first:nb], cdt, "v")
             q_pos = torch.arange(last - (z - a), last, device=query.device)
-            mask = (torch.arange(nb * bs, device=query.device)[None, :] <= q_pos[:, None])[None]
+            k_pos = torch.arange(first * bs, nb * bs, device=query.device)
             q = query[a:z].to(cdt).transpose(0, 1).unsqueeze(0)  # [1, Hq, M, D]
-            res[a:z] = _attend_pages(q, k, v, mask, scale)[0].transpose(0, 1)
+            att = _attend_pages(q, k, v, q_pos[None], k_pos, scale, sliding_window, logits_soft_cap, alibi_slopes)
+            res[a:z] = att[0].transpose(0, 1)
     return res

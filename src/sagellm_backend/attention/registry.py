@@ -262,12 +262,12 @@ ATTENTION_BACKENDS: tuple[AttentionBackendRow, ...] = (
 ATTENTION_IMPLS: tuple[AttentionImpl, ...] = (
     AttentionImpl(
         backend="paged", name="triton", priority=20, devices=("cuda",), dtypes=_FLOATS, kv_cache_dtypes=("auto",),
-        head_sizes=SizeRule(16, 256, True), block_sizes=SizeRule(8, None, True), variants=(),
+        head_sizes=SizeRule(16, 256, True), block_sizes=SizeRule(8, None, True), variants=ATTENTION_VARIANTS,
         requires=("torch", "triton"), ops=(".paged_triton", ".paged_triton_prefill"),
     ),
     AttentionImpl(
         backend="paged", name="torch", priority=10, devices=("*",), dtypes=(*_FLOATS, "float64"),
-        kv_cache_dtypes=("auto",), head_sizes=SizeRule(), block_sizes=SizeRule(), variants=(),
+        kv_cache_dtypes=("auto",), head_sizes=SizeRule(), block_sizes=SizeRule(), variants=ATTENTION_VARIANTS,
         requires=("torch",), ops=(".paged_torch",),
     ),
     AttentionImpl(
