@@ -26,7 +26,16 @@ from typing import Any
 
 from .harness import Result, event_trials
 
-__all__ = ["CASES", "PagedCase", "bench_case", "bench_paged_attention", "build_case", "sdpa_fn", "time_cuda"]
+__all__ = [
+    "CASES",
+    "PagedCase",
+    "bench_case",
+    "bench_paged_attention",
+    "bench_sliding_window",
+    "build_case",
+    "sdpa_fn",
+    "time_cuda",
+]
 
 HQ, HKV, HEAD_DIM, PAGE = 32, 8, 128, 16
 
@@ -293,8 +302,45 @@ def bench_case(case: PagedCase, device: str = "cuda", *, flex: bool = True, allo
     return Result("paged attention", label, unit, rate["sdpa"], rate["naive"], rate["ours"], extra, target, met)
 
 
+def bench_sliding_window(device: str = "cuda", *, batch: int = 4, context: int = 32768, window: int = 4096) -> Result:
+    """Decode over ``context`` tokens with a ``window``-token sliding window against decode over ``window`` tokens.
+
+    The ceiling is ``paged_decode`` over exactly the window's keys as a ``window``-token context (the block
+    table's last columns), the baseline the same ``context`` without a window; both use the same pages, so
+    ``extra`` also reports the largest difference between the windowed and the ceiling's output.
+
+    Args:
+        device: CUDA device.
+        batch: Sequences.
+        context: Tokens per sequence (a multiple of the page size).
+        window: Window in tokens (a multiple of the page size).
+
+    Returns:
+        The row, in microseconds per call (lower is better).
+    """
+    from ..attention.paged_triton import paged_decode
+
+    t = build_case(PagedCase("decode", batch, 1, context), device)
+    q, kc, vc, bt, lens, scale = t["q"], t["kc"], t["vc"], t["bt"], t["seq_lens"], t["scale"]
+    tail_bt = bt[:, (context - window) // PAGE :].contiguous()
+    tail_lens = lens.clone().fill_(window)
+    fns: dict[str, Callable[[], Any]] = {
+        "ceiling": lambda: paged_decode(q, kc, vc, tail_bt, tail_lens, scale),
+        "naive": lambda: paged_decode(q, kc, vc, bt, lens, scale),
+        "ours": lambda: paged_decode(q, kc, vc, bt, lens, scale, sliding_window=window),
+    }
+    us = {k: 1e6 * _measure(fn) for k, fn in fns.items()}
+    diff = float((fns["ours"]().float() - fns["ceiling"]().float()).abs().max())
+    return Result(
+        "paged attention", f"decode {batch} seqs x {context} tokens, {window}-token sliding window", "us/call",
+        us["ceiling"], us["naive"], us["ours"], {"max abs diff vs window as context x1e3": 1e3 * diff},
+        f"<= 1.3x the time of a {window}-token context", us["ours"] <= 1.3 * us["ceiling"], higher_is_better=False,
+    )  # fmt: skip
+
+
 def bench_paged_attention(device: str = "cuda", quick: bool = False, *, flex: bool = True) -> list[Result]:
-    """Every case of :data:`CASES` (``quick``: the decode cases and the empty-cache prefill, without Flex).
+    """Every case of :data:`CASES` (``quick``: the decode cases and the empty-cache prefill, without Flex), then
+    :func:`bench_sliding_window`.
 
     Args:
         device: CUDA device.
@@ -305,4 +351,4 @@ def bench_paged_attention(device: str = "cuda", quick: bool = False, *, flex: bo
         One row per case.
     """
     cases = CASES[:3] if quick else CASES
-    return [bench_case(c, device, flex=flex and not quick) for c in cases]
+    return [*(bench_case(c, device, flex=flex and not quick) for c in cases), bench_sliding_window(device)]
