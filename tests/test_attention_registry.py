@@ -62,8 +62,10 @@ def test_paged_rows_choose_by_data(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidArgumentError, match="SAGELLM_PAGED_ATTENTION_IMPL"):
         select_impl("paged", _req())
     monkeypatch.delenv(registry.IMPL_ENV)
-    with pytest.raises(UnsupportedOperationError, match=r"kv_cache_dtype \['auto'\], not 'fp8_e4m3'") as err:
-        select_impl("paged", _req(kv_cache_dtype="fp8_e4m3"))
+    with pytest.raises(
+        UnsupportedOperationError, match=r"kv_cache_dtype \['auto', 'fp8_e4m3', 'fp8_e5m2'\], not 'fp4'"
+    ) as err:
+        select_impl("paged", _req(kv_cache_dtype="fp4"))
     assert "triton:" in str(err.value) and "torch:" in str(err.value)
     with pytest.raises(UnsupportedOperationError, match="keeps no paged KV cache"):
         select_impl("sdpa", _req())

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidArgumentTypeError, UnsupportedOperationError
 from .base import check_device, positive_int, reject_unknown_options
 from .checked import AttentionCall, CheckedAttentionBackend
+from .kv_quant import canonical_kv_cache_dtype, check_scale, fp8_dtype
 from .paged_plan import plan_paged_call
 from .registry import AttentionRequest, select_impl
 from .sdpa import sdpa_attention
@@ -83,6 +84,10 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         alibi_slopes: ``[num_heads]`` ALiBi slopes: ``slope[h] * (key_pos - query_pos)`` is added to the scores.
             The variants are defined in :mod:`.reference`; a call with a cache runs them in the Triton and the
             torch ops; without a cache (SDPA semantics) a variant is an ``UnsupportedOperationError``.
+        kv_cache_dtype: ``"auto"`` (the cache has the query's dtype), or ``"fp8_e4m3"`` (``"fp8"``) /
+            ``"fp8_e5m2"``: caches of that torch fp8 dtype (or ``torch.uint8`` bits); ``forward`` then needs
+            ``k_scale`` and ``v_scale`` (:mod:`.kv_quant`), stores quantised with saturation and reads
+            dequantised.
         **unknown: Anything else is refused (typed error naming the accepted options).
 
     Raises:
@@ -100,6 +105,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         sliding_window: int | None = None,
         logits_soft_cap: float | None = None,
         alibi_slopes: torch.Tensor | Sequence[float] | None = None,
+        kv_cache_dtype: str = "auto",
         **unknown: object,
     ) -> None:
         reject_unknown_options(PagedAttentionBackend.__init__, unknown)
@@ -111,6 +117,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         self.device = device
         self.use_vllm_kernel = use_vllm_kernel
         self.variants = AttentionVariants(sliding_window, logits_soft_cap, alibi_slopes)
+        self.kv_cache_dtype = canonical_kv_cache_dtype(kv_cache_dtype)
 
     @property
     def name(self) -> str:
@@ -125,7 +132,33 @@ class PagedAttentionBackend(CheckedAttentionBackend):
     def implementation_for(self, device: torch.device, dtype: torch.dtype, head_dim: int, block_size: int) -> str:
         """Name of the ops (``"triton"`` or ``"torch"``) that ``forward`` would use: the second item of
         :func:`select_paged_ops` for the same arguments and this backend's variants (documented there)."""
-        return select_paged_ops(device, dtype, head_dim, block_size, variants=self.variants.names)[1]
+        return select_paged_ops(
+            device, dtype, head_dim, block_size, kv_cache_dtype=self.kv_cache_dtype, variants=self.variants.names
+        )[1]
+
+    def _caches(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The checked caches (fp8 caches viewed as their fp8 dtype) and the ops' scale arguments."""
+        given = [n for n in ("k_scale", "v_scale") if getattr(call, n) is not None]
+        if self.kv_cache_dtype == "auto":
+            if given:
+                raise InvalidArgumentTypeError(
+                    f"{given} apply to fp8 KV caches; this backend has kv_cache_dtype='auto' (build it with "
+                    "kv_cache_dtype='fp8_e4m3' or 'fp8_e5m2')."
+                )
+            k_cache, v_cache = check_kv_cache(call.kv_cache, call.key)
+            return k_cache, v_cache, {}
+        import torch
+
+        fp8 = fp8_dtype(self.kv_cache_dtype)
+        if len(given) != 2:
+            raise InvalidArgumentTypeError(
+                f"kv_cache_dtype={self.kv_cache_dtype!r} needs k_scale and v_scale (float32 device tensors of 1 or "
+                f"num_kv_heads elements); got {given or 'neither'}."
+            )
+        k_cache, v_cache = check_kv_cache(call.kv_cache, call.key, (fp8, torch.uint8))
+        hkv, dev = call.shape.num_kv_heads, call.query.device
+        scales = {n: check_scale(n, getattr(call, n), hkv, dev) for n in ("k_scale", "v_scale")}
+        return k_cache.view(fp8), v_cache.view(fp8), scales
 
     def _attend(self, call: AttentionCall) -> tuple[torch.Tensor, str]:
         """Store the new K/V in the cache and attend through the block tables.
@@ -146,28 +179,37 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             InvalidBlockError: Block tables too narrow or naming blocks outside the cache.
             UnsupportedOperationError: A non-causal ``attn_type`` with a cache; variants without a cache; no
                 implementation supports the call (the message says what each supports).
+            InvalidArgumentTypeError: ``k_scale``/``v_scale`` missing for an fp8 cache, or given for another.
         """
-        query, key, value, md, shp, s, attn_mask, kv_cache = call
+        query, key, value, md, shp, s, attn_mask, kv_cache, *_ = call
         mask = None if attn_mask is None else check_mask(attn_mask, query, shp.num_heads)
         if kv_cache is None or md.block_tables is None:
-            if self.variants.names:
+            needs = sorted(self.variants.names) + ([] if self.kv_cache_dtype == "auto" else ["kv_cache_dtype"])
+            if needs or call.k_scale is not None or call.v_scale is not None:
                 raise UnsupportedOperationError(
-                    f"{sorted(self.variants.names)} need the paged path: pass kv_cache and metadata with block_tables."
+                    f"{needs or ['k_scale/v_scale']} need the paged path: pass kv_cache and metadata with block_tables."
                 )
             res, path = sdpa_attention(query, key, value, md, s, mask)
             return res, f"sdpa_fallback/{path}"
-        k_cache, v_cache = check_kv_cache(kv_cache, key)
+        k_cache, v_cache, store_kw = self._caches(call)
         plan = plan_paged_call(md, shp, k_cache, query.device, mask)
         bs = int(k_cache.shape[1])
-        ops, impl = select_paged_ops(query.device, query.dtype, shp.head_dim, bs, variants=self.variants.names)
-        kw = self.variants.op_kwargs(shp.num_heads, query.device)
+        ops, impl = select_paged_ops(
+            query.device,
+            query.dtype,
+            shp.head_dim,
+            bs,
+            kv_cache_dtype=self.kv_cache_dtype,
+            variants=self.variants.names,
+        )
+        kw = {**self.variants.op_kwargs(shp.num_heads, query.device), **store_kw}
         q, k, v = query, key, value
         if plan.token_index is not None:
             q, k, v = (t.index_select(0, plan.token_index) for t in (query, key, value))
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out: torch.Tensor
         if plan.tokens:
-            ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping)
+            ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **store_kw)
             if md.is_prefill:
                 out = ops.paged_prefill(
                     q, k_cache, v_cache, plan.block_tables, plan.cu_seqlens_q, plan.key_lens, s, **kw

@@ -21,6 +21,8 @@ import threading
 
 import torch
 
+from .kv_quant import quantize
+
 __all__ = ["CPU_GROUP_BYTES", "SCORE_BYTES", "WORKSPACE_MAX_BYTES", "decode_groups", "paged_decode", "paged_prefill",
            "store_kv"]  # fmt: skip
 
@@ -51,8 +53,11 @@ def _pages(cache: torch.Tensor) -> torch.Tensor:
     return cache.as_strided((n, bs * h * d), (cache.stride(0), 1), cache.storage_offset())
 
 
-def _gather(cache: torch.Tensor, table: torch.Tensor, compute: torch.dtype, purpose: str) -> torch.Tensor:
-    """Pages of ``table [B, nb]`` (entries clamped into range) as ``[B, nb*block_size, Hkv, D]`` in ``compute``.
+def _gather(
+    cache: torch.Tensor, table: torch.Tensor, compute: torch.dtype, purpose: str, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Pages of ``table [B, nb]`` (entries clamped into range) as ``[B, nb*block_size, Hkv, D]`` in ``compute``,
+    times ``scale`` (1 or ``Hkv`` elements: an fp8 cache's dequantisation) when given.
 
     The result may be a workspace reused by the next gather of the same ``purpose`` on this thread.
     """
@@ -63,10 +68,11 @@ def _gather(cache: torch.Tensor, table: torch.Tensor, compute: torch.dtype, purp
     ws = _workspace(purpose, b * nb * bs * h * d, cache.dtype, cache.device)
     out = pages.index_select(0, ids) if ws is None else torch.index_select(pages, 0, ids, out=ws.view(b * nb, -1))
     out = out.view(b, nb * bs, h, d)
-    if out.dtype == compute:
+    if out.dtype == compute and scale is None:
         return out
     wide = _workspace(purpose + "/compute", out.numel(), compute, cache.device)
-    return out.to(compute) if wide is None else wide.view(out.shape).copy_(out)
+    out = out.to(compute) if wide is None else wide.view(out.shape).copy_(out)
+    return out if scale is None else out.mul_(scale.to(compute).view(1, 1, -1, 1))
 
 
 def _softmax_(scores: torch.Tensor) -> torch.Tensor:
@@ -80,7 +86,14 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def store_kv(
-    key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    *,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> None:
     """Write ``key[i]``/``value[i]`` at flat slot ``slot_mapping[i]`` of the caches; negative slots are skipped.
 
@@ -90,7 +103,12 @@ def store_kv(
         k_cache: ``[num_blocks, block_size, Hkv, D]``.
         v_cache: Same shape as ``k_cache``.
         slot_mapping: ``[T]`` int; slot ``s`` is block ``s // block_size``, offset ``s % block_size``.
+        k_scale: For an fp8 cache: 1 or ``Hkv`` float32 scales; keys are stored quantised
+            (:func:`~sagellm_backend.attention.kv_quant.quantize`).
+        v_scale: Same for values.
     """
+    if k_scale is not None and v_scale is not None:
+        key, value = quantize(key, k_scale, k_cache.dtype), quantize(value, v_scale, v_cache.dtype)
     bs = k_cache.shape[1]
     slots = slot_mapping.to(torch.int64)
     valid = slots >= 0
@@ -157,6 +175,8 @@ def paged_decode(
     sliding_window: int | None = None,
     logits_soft_cap: float | None = None,
     alibi_slopes: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One query token per sequence attending to its first ``seq_lens[i]`` cached positions.
 
@@ -171,6 +191,8 @@ def paged_decode(
         sliding_window: Keys per window (:mod:`.reference`); only the window's pages are read.
         logits_soft_cap: Soft cap of the scaled scores.
         alibi_slopes: ``[Hq]`` ALiBi slopes on the query's device.
+        k_scale: An fp8 cache's key scales (1 or ``Hkv``): keys read as ``stored * k_scale``.
+        v_scale: Same for values.
 
     Returns:
         ``[B, Hq, D]`` in the query's dtype (``out`` when given).
@@ -182,7 +204,7 @@ def paged_decode(
     skip = [0] * len(need) if sliding_window is None else [max(0, n - sliding_window) // bs for n in host_lens]
     res = out if out is not None else torch.empty_like(query)
     page_bytes = 2 * bs * k_cache.shape[2] * k_cache.shape[3] * _compute_dtype(query.dtype).itemsize
-    variants = (sliding_window, logits_soft_cap, alibi_slopes)
+    variants = (sliding_window, logits_soft_cap, alibi_slopes, k_scale, v_scale)
     for ids, _ in decode_groups([n - f for n, f in zip(need, skip)], page_bytes, query.device.type == "cpu"):
         rows = range(len(need))[ids] if isinstance(ids, slice) else ids
         first = min(skip[i] for i in rows)
@@ -248,14 +270,16 @@ def _decode_group(
     window: int | None,
     soft_cap: float | None,
     slopes: torch.Tensor | None,
+    k_scale: torch.Tensor | None,
+    v_scale: torch.Tensor | None,
 ) -> torch.Tensor:
     """Decode of one batch over pages ``first .. last - 1`` of each table row; ``[B, Hq, D]`` in the compute dtype."""
     b, hq, d = query.shape
     bs = k_cache.shape[1]
     table = block_tables[:, first:last].to(torch.int64)
     cdt = _compute_dtype(query.dtype)
-    k = _gather(k_cache, table, cdt, "k")
-    v = _gather(v_cache, table, cdt, "v")
+    k = _gather(k_cache, table, cdt, "k", k_scale)
+    v = _gather(v_cache, table, cdt, "v", v_scale)
     k_pos = torch.arange(first * bs, last * bs, device=query.device)
     q_pos = (lens - 1)[:, None]
     return _attend_pages(query.to(cdt).view(b, hq, 1, d), k, v, q_pos, k_pos, scale, window, soft_cap, slopes).view(
@@ -276,6 +300,8 @@ def paged_prefill(
     sliding_window: int | None = None,
     logits_soft_cap: float | None = None,
     alibi_slopes: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed new tokens over their sequences' pages (cached context + themselves).
 
@@ -293,6 +319,8 @@ def paged_prefill(
         sliding_window: Keys per window (:mod:`.reference`); only the windows' pages are read.
         logits_soft_cap: Soft cap of the scaled scores.
         alibi_slopes: ``[Hq]`` ALiBi slopes on the query's device.
+        k_scale: An fp8 cache's key scales (1 or ``Hkv``): keys read as ``stored * k_scale``.
+        v_scale: Same for values.
 
     Returns:
         ``[T, Hq, D]`` in the query's dtype (``out`` when given).
@@ -311,8 +339,8 @@ def paged_prefill(
             last = n - (e - z)  # key positions visible to this chunk's last query
             nb = (last + bs - 1) // bs
             first = 0 if sliding_window is None else max(0, last - (z - a) - sliding_window + 1) // bs
-            k = _gather(k_cache, table[i : i + 1, first:nb], cdt, "k")
-            v = _gather(v_cache, table[i : i + 1, first:nb], cdt, "v")
+            k = _gather(k_cache, table[i : i + 1, first:nb], cdt, "k", k_scale)
+            v = _gather(v_cache, table[i : i + 1, first:nb], cdt, "v", v_scale)
             q_pos = torch.arange(last - (z - a), last, device=query.device)
             k_pos = torch.arange(first * bs, nb * bs, device=query.device)
             q = query[a:z].to(cdt).transpose(0, 1).unsqueeze(0)  # [1, Hq, M, D]

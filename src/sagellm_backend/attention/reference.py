@@ -93,14 +93,19 @@ def make_block_tables(
     return table
 
 
-def _gather_keys(cache: torch.Tensor, table_row: torch.Tensor, length: int) -> torch.Tensor:
-    """Float64 CPU ``[length, Hkv, D]`` of one sequence's key (or value) positions ``0..length-1``."""
+def _gather_keys(
+    cache: torch.Tensor, table_row: torch.Tensor, length: int, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Float64 CPU ``[length, Hkv, D]`` of one sequence's key (or value) positions ``0..length-1``, times
+    ``scale`` (1 or ``Hkv`` elements: an fp8 cache's dequantisation) when given."""
     import torch
 
     bs = cache.shape[1]
     nb = math.ceil(length / bs)
     ids = table_row[:nb].to(device=cache.device, dtype=torch.int64)
     pages = cache.index_select(0, ids).to(device="cpu", dtype=torch.float64)
+    if scale is not None:
+        pages = pages * scale.to(device="cpu", dtype=torch.float64).view(1, 1, -1, 1)
     return pages.reshape(nb * bs, cache.shape[2], cache.shape[3])[:length]
 
 
@@ -146,6 +151,8 @@ def reference_paged_decode(
     sliding_window: int | None = None,
     logits_soft_cap: float | None = None,
     alibi_slopes: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Float64 CPU reference of ``paged_decode``: query ``i`` attends to key positions ``0..seq_lens[i]-1``.
 
@@ -159,6 +166,8 @@ def reference_paged_decode(
         sliding_window: Keys per window (module doc), or None.
         logits_soft_cap: Soft cap of the scaled scores, or None.
         alibi_slopes: ``[Hq]`` ALiBi slopes, or None.
+        k_scale: An fp8 cache's key scales (1 or ``Hkv``; keys are ``stored * k_scale``), or None.
+        v_scale: Same for values.
 
     Returns:
         ``[B, Hq, D]`` float64 on CPU.
@@ -169,6 +178,7 @@ def reference_paged_decode(
     return reference_paged_prefill(
         query, k_cache, v_cache, block_tables, one_each, seq_lens, scale,
         sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
+        k_scale=k_scale, v_scale=v_scale,
     )  # fmt: skip
 
 
@@ -184,6 +194,8 @@ def reference_paged_prefill(
     sliding_window: int | None = None,
     logits_soft_cap: float | None = None,
     alibi_slopes: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Float64 CPU reference of ``paged_prefill`` (causal, with cached context, all keys read from the pages).
 
@@ -198,6 +210,8 @@ def reference_paged_prefill(
         sliding_window: Keys per window (module doc), or None.
         logits_soft_cap: Soft cap of the scaled scores, or None.
         alibi_slopes: ``[Hq]`` ALiBi slopes, or None.
+        k_scale: An fp8 cache's key scales (1 or ``Hkv``; keys are ``stored * k_scale``), or None.
+        v_scale: Same for values.
 
     Returns:
         ``[T, Hq, D]`` float64 on CPU.
@@ -209,8 +223,8 @@ def reference_paged_prefill(
     outs = []
     for i, n in enumerate(seq_lens.tolist()):
         ql = cu[i + 1] - cu[i]
-        k = _gather_keys(k_cache, block_tables[i], n)
-        v = _gather_keys(v_cache, block_tables[i], n)
+        k = _gather_keys(k_cache, block_tables[i], n, k_scale)
+        v = _gather_keys(v_cache, block_tables[i], n, v_scale)
         q_pos = torch.arange(n - ql, n)
         outs.append(_attend(q64[cu[i] : cu[i + 1]], k, v, q_pos, scale, sliding_window, logits_soft_cap, alibi_slopes))
     return torch.cat(outs, 0)

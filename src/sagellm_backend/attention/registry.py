@@ -45,8 +45,9 @@ _LOG = logging.getLogger(__name__)
 
 #: Variant options of the paged backend, by vLLM's ``AttentionImpl`` names.
 ATTENTION_VARIANTS: tuple[str, ...] = ("sliding_window", "logits_soft_cap", "alibi_slopes")
-#: ``kv_cache_dtype`` values (vLLM's names); ``auto`` stores the cache in the query's dtype.
-KV_CACHE_DTYPES: tuple[str, ...] = ("auto",)
+#: Canonical ``kv_cache_dtype`` values (vLLM's names; ``"fp8"`` is ``"fp8_e4m3"``); ``auto`` stores the cache in
+#: the query's dtype.
+KV_CACHE_DTYPES: tuple[str, ...] = ("auto", "fp8_e4m3", "fp8_e5m2")
 #: Environment variable forcing the paged implementation (``torch``, ``triton`` or ``auto``).
 IMPL_ENV = "SAGELLM_PAGED_ATTENTION_IMPL"
 
@@ -267,7 +268,7 @@ ATTENTION_IMPLS: tuple[AttentionImpl, ...] = (
     ),
     AttentionImpl(
         backend="paged", name="torch", priority=10, devices=("*",), dtypes=(*_FLOATS, "float64"),
-        kv_cache_dtypes=("auto",), head_sizes=SizeRule(), block_sizes=SizeRule(), variants=ATTENTION_VARIANTS,
+        kv_cache_dtypes=KV_CACHE_DTYPES, head_sizes=SizeRule(), block_sizes=SizeRule(), variants=ATTENTION_VARIANTS,
         requires=("torch",), ops=(".paged_torch",),
     ),
     AttentionImpl(

@@ -200,9 +200,14 @@ class SDPAAttentionBackend(CheckedAttentionBackend):
             ``([T, Hq, D] in the query's dtype, path name)``.
 
         Raises:
-            UnsupportedOperationError: A kv_cache was passed.
+            UnsupportedOperationError: A kv_cache, k_scale or v_scale was passed.
             InvalidArgumentError: A mask or lengths that do not fit.
         """
+        if call.k_scale is not None or call.v_scale is not None:
+            raise UnsupportedOperationError(
+                "the sdpa backend keeps no KV cache, so k_scale/v_scale (fp8 cache scales) do not apply; "
+                "use PagedAttentionBackend(kv_cache_dtype='fp8_e4m3')."
+            )
         if call.kv_cache is not None:
             raise UnsupportedOperationError(
                 "the sdpa backend keeps no KV cache (supports_paged_attention is False); "
