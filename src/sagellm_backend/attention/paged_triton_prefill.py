@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .paged_triton import LOG2E, attend_span, dot_mode, launch_dims, pad_dim, variant_args
+from .paged_triton import LOG2E, attend_span, dot_mode, fp8_args, launch_dims, pad_dim, variant_args
 
 __all__ = ["PrefillConfig", "paged_prefill", "paged_prefill_with", "prefill_config"]
 
@@ -33,7 +33,7 @@ def _prefill_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
     skt, skh, svb, svt, svh, qk_scale, num_seqs, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
     DP: tl.constexpr, BS: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr,
     DOT_F32: tl.constexpr, window, softcap2, slopes_ptr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
-    ALIBI: tl.constexpr,
+    ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr,
 ):
     # fmt: on
     tile = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -85,10 +85,15 @@ def _prefill_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
     else:
         slopes2 = 0.0
 
+    if KV_FP8:
+        ks, vs = tl.load(ks_ptr + kvh * ks_stride), tl.load(vs_ptr + kvh * vs_stride)
+    else:
+        ks, vs = 1.0, 1.0
+
     acc, _, l_i = attend_span(
         q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + seq.to(tl.int64) * sbt_b,
-        skb, skt, svb, svt, kv_lo, full_hi, kv_hi, seq_len, q_pos, qk_scale, offs_d, dmask, BLOCK_M, DP, BS,
-        BLOCK_N, True, PREC, DOT_F32, edge_hi, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
+        skb, skt, svb, svt, kv_lo, full_hi, kv_hi, seq_len, q_pos, qk_scale * ks, offs_d, dmask, BLOCK_M, DP, BS,
+        BLOCK_N, True, PREC, DOT_F32, edge_hi, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI, vs, KV_FP8,
     )  # fmt: skip
     o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     o_ptr = out_ptr + (tok * so_t + heads * so_h)[:, None] + offs_d[None, :] * so_d
@@ -145,6 +150,8 @@ def paged_prefill(
     sliding_window: int | None = None,
     logits_soft_cap: float | None = None,
     alibi_slopes: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed new queries to their sequences' paged keys.
 
@@ -164,6 +171,8 @@ def paged_prefill(
         sliding_window: Keys per window (:mod:`.reference`); tiles before a query tile's windows are not read.
         logits_soft_cap: Soft cap of the scaled scores.
         alibi_slopes: fp32 ``[Hq]`` ALiBi slopes on the query's device.
+        k_scale: fp8 caches: 1 or ``Hkv`` float32 key scales (keys read as ``stored * k_scale``).
+        v_scale: Same for values.
 
     Returns:
         ``[T, Hq, D]`` in the query's dtype.
@@ -190,7 +199,7 @@ def paged_prefill(
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), scale * LOG2E, n_seqs,
         G=g, GP=gp, D=d, DP=pad_dim(d), BS=bs, BLOCK_Q=block_q, BLOCK_N=cfg.block_n,
         PREC=prec, DOT_F32=dot_f32, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        **variant_args(query, sliding_window, logits_soft_cap, alibi_slopes),
+        **variant_args(query, sliding_window, logits_soft_cap, alibi_slopes), **fp8_args(query, k_scale, v_scale),
     )  # fmt: skip
     return out
 

@@ -262,7 +262,7 @@ ATTENTION_BACKENDS: tuple[AttentionBackendRow, ...] = (
 #: Implementations; the highest priority that supports a call serves it.
 ATTENTION_IMPLS: tuple[AttentionImpl, ...] = (
     AttentionImpl(
-        backend="paged", name="triton", priority=20, devices=("cuda",), dtypes=_FLOATS, kv_cache_dtypes=("auto",),
+        backend="paged", name="triton", priority=20, devices=("cuda",), dtypes=_FLOATS, kv_cache_dtypes=KV_CACHE_DTYPES,
         head_sizes=SizeRule(16, 256, True), block_sizes=SizeRule(8, None, True), variants=ATTENTION_VARIANTS,
         requires=("torch", "triton"), ops=(".paged_triton", ".paged_triton_prefill"),
     ),
