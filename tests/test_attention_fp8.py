@@ -135,6 +135,13 @@ def test_fp8_errors_are_typed_and_leave_the_cache_unchanged() -> None:
     with pytest.raises(UnsupportedDTypeError):  # an e5m2 cache for an e4m3 backend
         fp8.forward(q, k, k, md, kv_cache=(kc.view(torch.float8_e5m2), vc), k_scale=one, v_scale=one)
     assert not kc.view(torch.uint8).any() and not vc.view(torch.uint8).any()
+    raw = (kc.view(torch.uint8), vc.view(torch.uint8))  # uint8 caches hold the format's bits
+    out = fp8.forward(q, k, k, md, kv_cache=raw, k_scale=one, v_scale=one)
+    assert torch.equal(raw[0][0, :3].view(torch.float8_e4m3fn), k.to(torch.float8_e4m3fn))
+    assert torch.allclose(out, reference_paged_prefill(q, kc, vc, torch.tensor([[0]]), torch.tensor([0, 3]),
+                                                       torch.tensor([3]), 8**-0.5).float(), atol=1e-5)  # fmt: skip
+    kc.zero_()
+    vc.zero_()
     with pytest.raises(InvalidArgumentTypeError, match="apply to fp8 KV caches"):
         PagedAttentionBackend(block_size=4).forward(q, k, k, md, kv_cache=(kc.float(), vc.float()), k_scale=one)
     with pytest.raises(UnsupportedOperationError, match="k_scale/v_scale"):

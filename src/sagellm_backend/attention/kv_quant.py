@@ -6,6 +6,11 @@ A cache of ``kv_cache_dtype="fp8_e4m3"`` (``"fp8"``) holds ``torch.float8_e4m3fn
 ops read ``stored * scale``. Scales are float32 device tensors of one element (per tensor) or ``[Hkv]``
 (per KV head), so a call reads no value on the host and stays graph-capturable; their values are not checked
 (a host sync): they must be finite and > 0.
+
+Reads are exact dequantisations: against the float64 reference over the dequantised cache, results are within
+the query dtype's usual tolerance. The gap to an unquantised cache is the format's rounding: with N(0, 1) keys
+and values and per-tensor scales ``amax / max``, outputs differ by at most 0.25 (mean 0.01) for ``fp8_e4m3``
+and 0.5 (mean 0.02) for ``fp8_e5m2`` (``tests/test_attention_fp8.py``; measured 0.14 / 0.005 and 0.26 / 0.009).
 """
 
 from __future__ import annotations
