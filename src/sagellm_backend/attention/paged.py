@@ -92,8 +92,10 @@ class PagedAttentionBackend(CheckedAttentionBackend):
 
     Raises:
         InvalidArgumentTypeError: ``block_size`` is not an int, ``device`` not a str/torch.device,
-            ``use_vllm_kernel`` not a bool, a variant of the wrong type, or an unknown option.
-        InvalidArgumentError: ``block_size`` is not positive, or a variant's value is out of range.
+            ``use_vllm_kernel`` not a bool, a variant or ``kv_cache_dtype`` of the wrong type, or an unknown
+            option.
+        InvalidArgumentError: ``block_size`` is not positive, a variant's value is out of range, or an unknown
+            ``kv_cache_dtype``.
     """
 
     def __init__(

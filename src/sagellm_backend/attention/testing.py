@@ -6,6 +6,10 @@ An *op module* is any object with three callables (``paged_torch`` and ``paged_t
     paged_decode(query, k_cache, v_cache, block_tables, seq_lens, scale, out=None) -> Tensor
     paged_prefill(query, k_cache, v_cache, block_tables, cu_seqlens_q, seq_lens, scale, out=None) -> Tensor
 
+An op set that declares variants or fp8 caches in :mod:`.registry` also takes the keywords
+``sliding_window``, ``logits_soft_cap``, ``alibi_slopes`` (decode and prefill; :func:`check_paged_variants`)
+and ``k_scale``, ``v_scale`` (all three ops; :mod:`.kv_quant`).
+
 What the checks assume of the caller (the backend validates it) and demand of the ops:
 
 - caches are ``[num_blocks, block_size, Hkv, D]``; the inner three dims are contiguous, ``stride(0)``
