@@ -109,3 +109,16 @@ def test_describe_lists_every_row_with_its_support() -> None:
     assert triton_row["devices"] == ["cuda"] and triton_row["head_sizes"] == "powers of two 16..256"
     assert triton_row["block_sizes"] == "powers of two >= 8" and rows[2]["head_sizes"] == "any"
     assert rows[0]["block_sizes"] is None
+
+
+def test_kernel_auto_backend_uses_the_same_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sagellm_backend.kernels import base
+
+    assert base.resolve_backend("auto") == ("triton" if torch.cuda.is_available() else "torch")
+    assert base.resolve_backend("numpy") == "numpy"
+    rows = [dataclasses.replace(r, missing=(lambda: "gone") if r.name != "numpy" else r.missing) for r in base._AUTO]
+    monkeypatch.setattr(base, "_AUTO", tuple(rows))
+    assert base.resolve_backend("auto") == "numpy"
+    monkeypatch.setattr(base, "_AUTO", tuple(dataclasses.replace(r, missing=lambda: "gone") for r in rows))
+    with pytest.raises(UnsupportedOperationError, match=r"no kernel backend serves auto \(triton: gone; torch: gone"):
+        base.resolve_backend("auto")
