@@ -122,3 +122,20 @@ def test_kernel_auto_backend_uses_the_same_selection(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(base, "_AUTO", tuple(dataclasses.replace(r, missing=lambda: "gone") for r in rows))
     with pytest.raises(UnsupportedOperationError, match=r"no kernel backend serves auto \(triton: gone; torch: gone"):
         base.resolve_backend("auto")
+
+
+def test_fp8_caches_on_triton_need_compute_capability_8_9(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("triton")
+    monkeypatch.delenv(registry.IMPL_ENV, raising=False)
+    fp8 = _req(kv_cache_dtype="fp8_e4m3")
+    try:
+        for found, want in (((9, 0), "triton"), ((8, 9), "triton"), ((8, 0), "torch"), (None, "torch")):
+            monkeypatch.setattr(registry, "_cuda_capability", lambda found=found: found)
+            registry._select.cache_clear()
+            assert select_impl("paged", fp8).name == want, found
+            assert select_impl("paged", _req()).name == "triton"  # bf16/fp16 caches need no capability
+        monkeypatch.setenv(registry.IMPL_ENV, "triton")
+        with pytest.raises(UnsupportedOperationError, match=r"compute capability >= 8.9 \(found none\)"):
+            select_impl("paged", fp8)
+    finally:
+        registry._select.cache_clear()

@@ -107,7 +107,8 @@ def _print_info(info: dict[str, Any]) -> None:
             str(a["priority"]),
             ", ".join(a["devices"]),
             ", ".join(a["dtypes"]),
-            ", ".join(a["kv_cache_dtypes"]) or "-",
+            (", ".join(a["kv_cache_dtypes"]) or "-")
+            + (f" (fp8: sm >= {'.'.join(map(str, a['fp8_min_capability']))})" if a["fp8_min_capability"] else ""),
             a["head_sizes"],
             a["block_sizes"] or "-",
             ", ".join(a["variants"]) or "-",

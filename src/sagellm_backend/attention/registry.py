@@ -134,6 +134,8 @@ class AttentionImpl:
         requires: Modules that must be importable.
         ops: Modules holding the op functions (``store_kv``, ``paged_decode``, ``paged_prefill``), searched in
             order, relative to this package; empty for a backend computing in its own class.
+        fp8_min_capability: fp8 KV caches need an NVIDIA GPU (not ROCm) of at least this compute capability,
+            or None for no such need.
     """
 
     backend: str
@@ -147,6 +149,7 @@ class AttentionImpl:
     variants: tuple[str, ...]
     requires: tuple[str, ...] = ()
     ops: tuple[str, ...] = ()
+    fp8_min_capability: tuple[int, int] | None = None
 
     def installed(self) -> str | None:
         """Why it cannot run in this environment (a required module is missing), or None.
@@ -184,6 +187,11 @@ class AttentionImpl:
         extra = sorted(r.variants - set(self.variants))
         if extra:
             return f"variants {list(self.variants)}, not {extra}"
+        if r.kv_cache_dtype != "auto" and self.fp8_min_capability is not None:
+            found = _cuda_capability()
+            if found is None or found < self.fp8_min_capability:
+                need = ".".join(map(str, self.fp8_min_capability))
+                return f"fp8 KV caches need an NVIDIA GPU of compute capability >= {need} (found {found or 'none'})"
         missing = self.installed()
         if missing is not None:
             return missing
@@ -221,6 +229,7 @@ class AttentionImpl:
             "head_sizes": str(self.head_sizes),
             "block_sizes": None if self.block_sizes is None else str(self.block_sizes),
             "variants": list(self.variants),
+            "fp8_min_capability": None if self.fp8_min_capability is None else list(self.fp8_min_capability),
             "unavailable_reason": self.installed(),
         }
 
@@ -264,7 +273,7 @@ ATTENTION_IMPLS: tuple[AttentionImpl, ...] = (
     AttentionImpl(
         backend="paged", name="triton", priority=20, devices=("cuda",), dtypes=_FLOATS, kv_cache_dtypes=KV_CACHE_DTYPES,
         head_sizes=SizeRule(16, 256, True), block_sizes=SizeRule(8, None, True), variants=ATTENTION_VARIANTS,
-        requires=("torch", "triton"), ops=(".paged_triton", ".paged_triton_prefill"),
+        requires=("torch", "triton"), ops=(".paged_triton", ".paged_triton_prefill"), fp8_min_capability=(8, 9),
     ),
     AttentionImpl(
         backend="paged", name="torch", priority=10, devices=("*",), dtypes=(*_FLOATS, "float64"),
@@ -276,6 +285,18 @@ ATTENTION_IMPLS: tuple[AttentionImpl, ...] = (
         head_sizes=SizeRule(), block_sizes=None, variants=(), requires=("torch",),
     ),
 )  # fmt: skip
+
+
+def _cuda_capability() -> tuple[int, int] | None:
+    """The current NVIDIA GPU's compute capability, or None (no CUDA, or a ROCm build)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if torch.version.hip is not None or not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return int(major), int(minor)
 
 
 def _has(module: str) -> bool:
