@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("parts", ("storage", "comm", "attention", "kernels", "mock", "dtype_conversion")),
     ("contract and pool", ("api", "api.provider", "kv")),
     ("contract types", ("api.blocks", "api.streams", "api.comm", "streams", "waits", "core.config")),
-    ("contract types", ("kv.geometry", "kv.allocator", "kv.ids")),
+    ("contract types", ("kv.geometry", "kv.allocator", "kv.ids", "selection")),
     ("ground", ("protocol", "device", "core.validate", "errors")),
 )
 

@@ -278,9 +278,27 @@ def test_availability_and_creation() -> None:
         supported_attention_backends(None)
 
 
+def test_unknown_options_are_refused_by_every_backend() -> None:
+    # The engine's own call keeps working (isagellm-core 0.5).
+    p = PagedAttentionBackend(block_size=16, use_vllm_kernel=True)
+    assert p.use_vllm_kernel is True and p.block_size == 16
+    with pytest.raises(
+        InvalidArgumentTypeError, match=r"some_engine_flag.*accepts block_size, device, use_vllm_kernel"
+    ):
+        PagedAttentionBackend(block_size=16, use_vllm_kernel=True, some_engine_flag=1)
+    with pytest.raises(InvalidArgumentTypeError, match="use_vllm_kernel must be a bool"):
+        PagedAttentionBackend(use_vllm_kernel="yes")
+    with pytest.raises(InvalidArgumentTypeError, match=r"SDPAAttentionBackend does not take \['block_size'\]"):
+        SDPAAttentionBackend(block_size=16)
+    with pytest.raises(InvalidArgumentTypeError, match="accepts device"):
+        create_attention_backend("sdpa", "cpu", sliding_window=8)
+    with pytest.raises(InvalidArgumentTypeError, match="PagedAttentionBackend does not take"):
+        create_attention_backend("paged", "cpu", window=8)
+
+
 def test_backend_interface() -> None:
-    p = PagedAttentionBackend(block_size=16, use_vllm_kernel=True, some_engine_flag=1)
-    assert p.name == "paged" and p.ignored_options == ["some_engine_flag"]
+    p = PagedAttentionBackend(block_size=16, use_vllm_kernel=True)
+    assert p.name == "paged"
     assert p.get_kv_cache_shape(num_blocks=10, block_size=16, num_kv_heads=2, head_dim=64) == (10, 16, 2, 64)
     with pytest.raises(TypeError):
         p.get_kv_cache_shape(10, 16, 2, 64)  # keywords only

@@ -124,6 +124,9 @@ def test_info_json_without_torch() -> None:
     assert not by_name["cuda"]["available"] and "torch" in by_name["cuda"]["reason"]
     assert by_name["mock"]["available"]
     assert info["selected"] is None and "get_provider('mock')" in info["selection_error"]
+    attention = {f"{a['backend']}/{a['implementation']}": a for a in info["attention"]}
+    assert set(attention) == {"sdpa/torch", "paged/triton", "paged/torch"}
+    assert "torch" in attention["paged/torch"]["unavailable_reason"]
 
 
 def test_info_cli_entry_points_run() -> None:
@@ -133,6 +136,8 @@ def test_info_cli_entry_points_run() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert ("selected: cpu" in out.stdout or "selected: cuda" in out.stdout) and "supported_dtypes" in out.stdout
+    triton_row = next(line for line in out.stdout.splitlines() if line.startswith("paged/triton"))
+    assert "cuda" in triton_row and "powers of two 16..256" in triton_row
     js = subprocess.run(
         [sys.executable, "-m", "sagellm_backend", "info", "--json", "--provider", "mock"],
         capture_output=True,

@@ -294,9 +294,11 @@ def test_ops_selection_on_cpu_and_env_override(monkeypatch) -> None:
     from sagellm_backend.attention import paged_torch
     from sagellm_backend.attention.paged import select_paged_ops
 
-    assert select_paged_ops(torch.device("cpu"), torch.float16, 128, 16) == (paged_torch, "torch")
+    ops, name = select_paged_ops(torch.device("cpu"), torch.float16, 128, 16)
+    assert name == "torch" and ops.paged_decode is paged_torch.paged_decode
     monkeypatch.setenv("SAGELLM_PAGED_ATTENTION_IMPL", "torch")
-    assert select_paged_ops(torch.device("cuda"), torch.float16, 128, 16) == (paged_torch, "torch")
+    ops, name = select_paged_ops(torch.device("cuda"), torch.float16, 128, 16)
+    assert name == "torch" and ops.paged_prefill is paged_torch.paged_prefill
     assert PagedAttentionBackend().implementation_for(torch.device("cpu"), torch.float32, 64, 16) == "torch"
 
 

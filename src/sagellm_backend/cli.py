@@ -39,6 +39,13 @@ def _hardware() -> dict[str, dict[str, Any]]:
     return {name: {**prof.to_dict(), "usable": prof.is_usable()} for name, prof in detect_profiles().items()}
 
 
+def _attention() -> list[dict[str, Any]]:
+    """The attention implementations and what each supports (no torch import)."""
+    from .attention.registry import describe_attention_impls
+
+    return describe_attention_impls()
+
+
 def _info(provider_name: str) -> dict[str, Any]:
     if provider_name.strip().lower() != "auto":
         resolve_provider_name(provider_name)  # an unknown name is a usage error, before any detection
@@ -51,6 +58,7 @@ def _info(provider_name: str) -> dict[str, Any]:
         "capability": None,
         "memory_stats": None,
         "hardware": _hardware(),
+        "attention": _attention(),
     }
     try:
         provider = get_provider(provider_name)
@@ -92,6 +100,24 @@ def _print_info(info: dict[str, Any]) -> None:
         for name, h in info.get("hardware", {}).items()
     ]
     print(_table(hw_rows, ["hardware", "level", "usable", "devices", "names"]))
+    print()
+    att_rows = [
+        [
+            f"{a['backend']}/{a['implementation']}",
+            str(a["priority"]),
+            ", ".join(a["devices"]),
+            ", ".join(a["dtypes"]),
+            (", ".join(a["kv_cache_dtypes"]) or "-")
+            + (f" (fp8: sm >= {'.'.join(map(str, a['fp8_min_capability']))})" if a["fp8_min_capability"] else ""),
+            a["head_sizes"],
+            a["block_sizes"] or "-",
+            ", ".join(a["variants"]) or "-",
+            a["unavailable_reason"] or "yes",
+        ]
+        for a in info.get("attention", [])
+    ]
+    headers = ["attention", "priority", "devices", "dtypes", "kv cache", "head sizes", "block sizes", "variants"]
+    print(_table(att_rows, [*headers, "usable"]))
     print()
     if info["selected"] is None:
         print(f"selected: none ({info['selection_error']})")

@@ -26,9 +26,10 @@ def test_torch_ops_on_cuda() -> None:
 
 def test_triton_ops_on_cuda() -> None:
     pytest.importorskip("triton")
-    from sagellm_backend.attention.paged import _load_triton_ops
+    from sagellm_backend.attention.registry import impls_of
 
-    results = check_paged_ops(_load_triton_ops(), "cuda", exhaustive=True)
+    triton_ops = next(i for i in impls_of("paged") if i.name == "triton").load_ops()
+    results = check_paged_ops(triton_ops, "cuda", exhaustive=True)
     assert all(r.worst_ratio <= 1.0 for r in results)
 
 

@@ -5,9 +5,10 @@ Torch is imported only where a tensor has to be made or inspected, so importing 
 
 from __future__ import annotations
 
+import inspect
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "int_list",
     "int_tensor",
     "positive_int",
+    "reject_unknown_options",
 ]
 
 #: Values of :attr:`AttentionMetadata.attn_type`. ``decoder`` is causal; the encoder kinds attend both ways.
@@ -83,6 +85,26 @@ def int_list(name: str, value: object, *, minimum: int = 0) -> list[int]:
     if bad:
         raise InvalidArgumentError(f"{name} entries must be >= {minimum}; got {bad[:4]} in {items[:16]}.")
     return items
+
+
+def reject_unknown_options(fn: Callable[..., object], options: dict[str, object]) -> None:
+    """Refuse options that ``fn`` would not honour (what its ``**options`` catch-all collected).
+
+    Args:
+        fn: The constructor or function taking the options; its named parameters are the accepted ones.
+        options: The options it does not take; empty when all were known.
+
+    Raises:
+        InvalidArgumentTypeError: ``options`` is not empty; the message names them and the accepted ones.
+    """
+    if not options:
+        return
+    params = inspect.signature(fn).parameters.values()
+    accepted = [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    owner = fn.__qualname__.removesuffix(".__init__")
+    raise InvalidArgumentTypeError(
+        f"{owner} does not take {sorted(options)}; it accepts {', '.join(accepted) or 'no options'}."
+    )
 
 
 def _optional_positive(name: str, value: object) -> int | None:

@@ -26,6 +26,8 @@ class AttentionCall(NamedTuple):
     scale: float
     attn_mask: object
     kv_cache: object
+    k_scale: object = None
+    v_scale: object = None
 
 
 class CheckedAttentionBackend(AttentionBackend):
@@ -43,6 +45,8 @@ class CheckedAttentionBackend(AttentionBackend):
         kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
         scale: float | None = None,
         attn_mask: torch.Tensor | None = None,
+        k_scale: torch.Tensor | None = None,
+        v_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """:meth:`AttentionBackend.forward`; what each backend does with the cache and mask is :meth:`_attend`'s.
 
@@ -54,6 +58,8 @@ class CheckedAttentionBackend(AttentionBackend):
             kv_cache: ``(K, V)`` caches, for paged backends.
             scale: Softmax scale (default ``D ** -0.5``).
             attn_mask: Optional HF mask.
+            k_scale: Key scales of an fp8 KV cache (backends built with ``kv_cache_dtype="fp8*"`` only).
+            v_scale: Value scales of an fp8 KV cache.
 
         Returns:
             ``[T, Hq, D]`` in the query's dtype.
@@ -67,7 +73,7 @@ class CheckedAttentionBackend(AttentionBackend):
         md = check_metadata(attn_metadata)
         shp = check_qkv(query, key, value)
         s = resolve_scale(scale, shp.head_dim)
-        out, path = self._attend(AttentionCall(query, key, value, md, shp, s, attn_mask, kv_cache))
+        out, path = self._attend(AttentionCall(query, key, value, md, shp, s, attn_mask, kv_cache, k_scale, v_scale))
         record_attention_call(
             backend_name=self.name, path_name=path, is_prefill=md.is_prefill, query_shape=tuple(query.shape),
             key_shape=tuple(key.shape), value_shape=tuple(value.shape), has_kv_cache=kv_cache is not None,

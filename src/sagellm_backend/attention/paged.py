@@ -1,109 +1,69 @@
 """Paged attention: the backend writes the new tokens' K/V into a block cache and attends through block tables.
 
-Ops: ``paged_triton`` (Triton kernels) for CUDA tensors when Triton imports and the shape fits, else
-``paged_torch`` (vectorised torch, any device). ``SAGELLM_PAGED_ATTENTION_IMPL=torch|triton|auto`` overrides
-the choice (``triton`` still needs a CUDA tensor and an importable Triton). Diagnostics key the calls
-``"paged:implementation=<ops>"``; prefills on an empty cache that attend over their own K/V
-(:mod:`.paged_dense`) ``"paged:implementation=dense_<batch|runs>"``; calls without a cache or block
-tables run the SDPA semantics and are keyed ``"paged:sdpa_fallback/<path>"``.
+Ops: the highest-priority implementation of :mod:`.registry` that supports the call: ``paged_triton``
+(Triton kernels) for CUDA tensors whose geometry fits, else ``paged_torch`` (vectorised torch, any device).
+``SAGELLM_PAGED_ATTENTION_IMPL=torch|triton|auto`` forces one; a forced one that cannot serve the call is an
+error. Diagnostics key the calls ``"paged:implementation=<ops>"``; prefills on an empty cache that attend
+over their own K/V (:mod:`.paged_dense`) ``"paged:implementation=dense_<batch|runs>"``; calls without a cache
+or block tables run the SDPA semantics and are keyed ``"paged:sdpa_fallback/<path>"``.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-import os
-import threading
-from types import SimpleNamespace
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .base import check_device, positive_int
+from ..errors import InvalidArgumentTypeError, UnsupportedOperationError
+from .base import check_device, positive_int, reject_unknown_options
 from .checked import AttentionCall, CheckedAttentionBackend
+from .kv_quant import canonical_kv_cache_dtype, check_scale, fp8_dtype
 from .paged_dense import dense_prefill, dense_prefill_applies
 from .paged_plan import plan_paged_call
+from .registry import AttentionRequest, select_impl
 from .sdpa import sdpa_attention
 from .validation import check_kv_cache, check_mask
+from .variants import AttentionVariants
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["PagedAttentionBackend", "select_paged_ops"]
 
-_LOG = logging.getLogger(__name__)
-_TRITON: list[Any] = []  # [op namespace or None] once probed
-_TRITON_LOCK = threading.Lock()
-_TRITON_DTYPES = ("float16", "bfloat16", "float32")
 
-
-def _load_triton_ops() -> Any:
-    """Triton ops: store_kv and paged_decode of paged_triton; paged_prefill from it or paged_triton_prefill.
-
-    Raises ImportError when Triton or an op is missing.
-    """
-    paged_triton = importlib.import_module(".paged_triton", __package__)
-    prefill = getattr(paged_triton, "paged_prefill", None)
-    if prefill is None:
-        prefill = importlib.import_module(".paged_triton_prefill", __package__).paged_prefill
-    ops = SimpleNamespace(
-        store_kv=getattr(paged_triton, "store_kv", None),
-        paged_decode=getattr(paged_triton, "paged_decode", None),
-        paged_prefill=prefill,
-        supports=getattr(paged_triton, "supports", None),
-    )
-    if ops.store_kv is None or ops.paged_decode is None:
-        raise ImportError("paged_triton lacks store_kv or paged_decode")
-    return ops
-
-
-def _triton_ops() -> Any:
-    """The Triton op set if it imports, else None; probed once per process."""
-    with _TRITON_LOCK:
-        if not _TRITON:
-            try:
-                _TRITON.append(_load_triton_ops())
-            except ImportError:
-                _TRITON.append(None)
-            except Exception as exc:  # a broken Triton install must not break attention: use the torch ops
-                _LOG.warning(
-                    "paged attention: Triton ops failed to load (%s: %s); using torch ops", type(exc).__name__, exc
-                )
-                _TRITON.append(None)
-        return _TRITON[0]
-
-
-def _pow2(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
-
-
-def select_paged_ops(device: torch.device, dtype: torch.dtype, head_dim: int, block_size: int) -> tuple[Any, str]:
-    """Pick the op module for tensors of ``device``/``dtype`` and the cache geometry.
-
-    Triton is used for CUDA tensors of fp16/bf16/fp32 with power-of-two ``head_dim`` (16..256) and
-    ``block_size`` (>= 8), unless the environment says ``SAGELLM_PAGED_ATTENTION_IMPL=torch``; a
-    ``paged_triton.supports(head_dim=, block_size=, dtype=)`` hook, if present, has the last word.
+def select_paged_ops(
+    device: torch.device,
+    dtype: torch.dtype,
+    head_dim: int,
+    block_size: int,
+    *,
+    kv_cache_dtype: str = "auto",
+    variants: frozenset[str] = frozenset(),
+) -> tuple[Any, str]:
+    """The op set serving a paged call: the highest-priority row of
+    :data:`~sagellm_backend.attention.registry.ATTENTION_IMPLS` for backend ``paged`` that supports it
+    (``SAGELLM_PAGED_ATTENTION_IMPL=torch|triton`` forces one, which must then support the call).
 
     Args:
         device: The tensors' device.
-        dtype: The query/cache dtype.
+        dtype: The query dtype.
         head_dim: Head dimension.
         block_size: Cache block size.
+        kv_cache_dtype: The cache's ``kv_cache_dtype``.
+        variants: The variants in use.
 
     Returns:
-        ``(ops, implementation_name)``: an object with ``store_kv``, ``paged_decode``, ``paged_prefill``, and
-        ``"triton"`` or ``"torch"``.
-    """
-    from . import paged_torch
+        ``(ops, implementation_name)``: an object with ``store_kv``, ``paged_decode``, ``paged_prefill``.
 
-    choice = os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL", "auto").strip().lower()
-    if choice != "torch" and device.type == "cuda":
-        fits = str(dtype).removeprefix("torch.") in _TRITON_DTYPES and _pow2(head_dim) and 16 <= head_dim <= 256
-        fits = fits and _pow2(block_size) and block_size >= 8
-        ops = _triton_ops() if fits or choice == "triton" else None
-        if ops is not None:
-            hook = ops.supports
-            if hook is None or hook(head_dim=head_dim, block_size=block_size, dtype=dtype):
-                return ops, "triton"
-    return paged_torch, "torch"
+    Raises:
+        InvalidArgumentError: The environment variable names no implementation.
+        UnsupportedOperationError: No implementation (or not the forced one) supports the call; the message
+            says what each supports.
+    """
+    request = AttentionRequest(
+        device.type, str(dtype).removeprefix("torch."), head_dim, block_size, kv_cache_dtype, variants
+    )
+    impl = select_impl("paged", request)
+    return impl.load_ops(), impl.name
 
 
 class PagedAttentionBackend(CheckedAttentionBackend):
@@ -117,12 +77,27 @@ class PagedAttentionBackend(CheckedAttentionBackend):
     Args:
         block_size: Default tokens per block (the cache passed to ``forward`` decides).
         device: Informational only (the tensors decide where it runs).
-        use_vllm_kernel: Accepted for the engine's call and ignored: this backend never needs vLLM.
-        **ignored: Other engine options, accepted and ignored.
+        use_vllm_kernel: The engine's request for the fastest kernels; both values select the same way (the
+            highest-priority implementation that supports the call: Triton on CUDA). There is no vLLM
+            dependency; the value is kept as :attr:`use_vllm_kernel`.
+        sliding_window: Each query sees itself and the ``sliding_window - 1`` keys before it; only the window's
+            pages are read.
+        logits_soft_cap: Scores become ``cap * tanh(score / cap)`` (None or 0: no cap).
+        alibi_slopes: ``[num_heads]`` ALiBi slopes: ``slope[h] * (key_pos - query_pos)`` is added to the scores.
+            The variants are defined in :mod:`.reference`; a call with a cache runs them in the Triton and the
+            torch ops; without a cache (SDPA semantics) a variant is an ``UnsupportedOperationError``.
+        kv_cache_dtype: ``"auto"`` (the cache has the query's dtype), or ``"fp8_e4m3"`` (``"fp8"``) /
+            ``"fp8_e5m2"``: caches of that torch fp8 dtype (or ``torch.uint8`` bits); ``forward`` then needs
+            ``k_scale`` and ``v_scale`` (:mod:`.kv_quant`), stores quantised with saturation and reads
+            dequantised.
+        **unknown: Anything else is refused (typed error naming the accepted options).
 
     Raises:
-        InvalidArgumentTypeError: ``block_size`` is not an int, or ``device`` not a str/torch.device.
-        InvalidArgumentError: ``block_size`` is not positive.
+        InvalidArgumentTypeError: ``block_size`` is not an int, ``device`` not a str/torch.device,
+            ``use_vllm_kernel`` not a bool, a variant or ``kv_cache_dtype`` of the wrong type, or an unknown
+            option.
+        InvalidArgumentError: ``block_size`` is not positive, a variant's value is out of range, or an unknown
+            ``kv_cache_dtype``.
     """
 
     def __init__(
@@ -131,14 +106,22 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         *,
         device: torch.device | str | None = None,
         use_vllm_kernel: bool = False,
-        **ignored: Any,
+        sliding_window: int | None = None,
+        logits_soft_cap: float | None = None,
+        alibi_slopes: torch.Tensor | Sequence[float] | None = None,
+        kv_cache_dtype: str = "auto",
+        **unknown: object,
     ) -> None:
+        reject_unknown_options(PagedAttentionBackend.__init__, unknown)
         self.block_size = positive_int("block_size", block_size)
         if device is not None:
             check_device(device)
+        if not isinstance(use_vllm_kernel, bool):
+            raise InvalidArgumentTypeError(f"use_vllm_kernel must be a bool; got {type(use_vllm_kernel).__name__}.")
         self.device = device
-        self.use_vllm_kernel = bool(use_vllm_kernel)  # ignored: our own ops serve every device
-        self.ignored_options = sorted(ignored)
+        self.use_vllm_kernel = use_vllm_kernel
+        self.variants = AttentionVariants(sliding_window, logits_soft_cap, alibi_slopes)
+        self.kv_cache_dtype = canonical_kv_cache_dtype(kv_cache_dtype)
 
     @property
     def name(self) -> str:
@@ -152,15 +135,41 @@ class PagedAttentionBackend(CheckedAttentionBackend):
 
     def implementation_for(self, device: torch.device, dtype: torch.dtype, head_dim: int, block_size: int) -> str:
         """Name of the ops (``"triton"`` or ``"torch"``) that ``forward`` would use: the second item of
-        :func:`select_paged_ops` for the same arguments (documented there)."""
-        return select_paged_ops(device, dtype, head_dim, block_size)[1]
+        :func:`select_paged_ops` for the same arguments and this backend's variants (documented there)."""
+        return select_paged_ops(
+            device, dtype, head_dim, block_size, kv_cache_dtype=self.kv_cache_dtype, variants=self.variants.names
+        )[1]
+
+    def _caches(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The checked caches (fp8 caches viewed as their fp8 dtype) and the ops' scale arguments."""
+        given = [n for n in ("k_scale", "v_scale") if getattr(call, n) is not None]
+        if self.kv_cache_dtype == "auto":
+            if given:
+                raise InvalidArgumentTypeError(
+                    f"{given} apply to fp8 KV caches; this backend has kv_cache_dtype='auto' (build it with "
+                    "kv_cache_dtype='fp8_e4m3' or 'fp8_e5m2')."
+                )
+            k_cache, v_cache = check_kv_cache(call.kv_cache, call.key)
+            return k_cache, v_cache, {}
+        import torch
+
+        fp8 = fp8_dtype(self.kv_cache_dtype)
+        if len(given) != 2:
+            raise InvalidArgumentTypeError(
+                f"kv_cache_dtype={self.kv_cache_dtype!r} needs k_scale and v_scale (float32 device tensors of 1 or "
+                f"num_kv_heads elements); got {given or 'neither'}."
+            )
+        k_cache, v_cache = check_kv_cache(call.kv_cache, call.key, (fp8, torch.uint8))
+        hkv, dev = call.shape.num_kv_heads, call.query.device
+        scales = {n: check_scale(n, getattr(call, n), hkv, dev) for n in ("k_scale", "v_scale")}
+        return k_cache.view(fp8), v_cache.view(fp8), scales
 
     def _attend(self, call: AttentionCall) -> tuple[torch.Tensor, str]:
         """Store the new K/V in the cache and attend through the block tables.
 
         A padded prefill (``T != sum(seq_lens)``) needs the bool HF ``attn_mask`` ``[B, 1, q, kv]`` to find
         the real tokens; padding rows return zeros. Decode ignores ``attn_mask`` (``context_lens`` decide).
-        Without ``kv_cache`` or ``block_tables`` the call has the SDPA backend's semantics.
+        Without ``kv_cache`` or ``block_tables`` the call has the SDPA backend's semantics (no variants).
 
         Args:
             call: The call; ``kv_cache`` is ``(K, V)`` of :meth:`get_kv_cache_shape`, in the query's dtype and
@@ -172,16 +181,32 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         Raises:
             InvalidArgumentError: Shapes, lengths, slots or block sizes that do not fit.
             InvalidBlockError: Block tables too narrow or naming blocks outside the cache.
-            UnsupportedOperationError: A non-causal ``attn_type`` with a cache.
+            UnsupportedOperationError: A non-causal ``attn_type`` with a cache; variants without a cache; no
+                implementation supports the call (the message says what each supports).
+            InvalidArgumentTypeError: ``k_scale``/``v_scale`` missing for an fp8 cache, or given for another.
         """
-        query, key, value, md, shp, s, attn_mask, kv_cache = call
+        query, key, value, md, shp, s, attn_mask, kv_cache, *_ = call
         mask = None if attn_mask is None else check_mask(attn_mask, query, shp.num_heads)
         if kv_cache is None or md.block_tables is None:
+            needs = sorted(self.variants.names) + ([] if self.kv_cache_dtype == "auto" else ["kv_cache_dtype"])
+            if needs or call.k_scale is not None or call.v_scale is not None:
+                raise UnsupportedOperationError(
+                    f"{needs or ['k_scale/v_scale']} need the paged path: pass kv_cache and metadata with block_tables."
+                )
             res, path = sdpa_attention(query, key, value, md, s, mask)
             return res, f"sdpa_fallback/{path}"
-        k_cache, v_cache = check_kv_cache(kv_cache, key)
+        k_cache, v_cache, store_kw = self._caches(call)
         plan = plan_paged_call(md, shp, k_cache, query.device, mask)
-        ops, impl = select_paged_ops(query.device, query.dtype, shp.head_dim, int(k_cache.shape[1]))
+        bs = int(k_cache.shape[1])
+        ops, impl = select_paged_ops(
+            query.device,
+            query.dtype,
+            shp.head_dim,
+            bs,
+            kv_cache_dtype=self.kv_cache_dtype,
+            variants=self.variants.names,
+        )
+        kw = {**self.variants.op_kwargs(shp.num_heads, query.device), **store_kw}
         q, k, v = query, key, value
         if plan.token_index is not None:
             q, k, v = (t.index_select(0, plan.token_index) for t in (query, key, value))
@@ -189,15 +214,17 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         out: torch.Tensor
         dense = None
         if plan.tokens:
-            ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping)
-            if dense_prefill_applies(md.is_prefill, md.cached_lens, q, k_cache):  # see paged_dense
-                dense = dense_prefill(q, k, v, md.seq_lens, s)
+            ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **store_kw)
+            if not self.variants.names and dense_prefill_applies(md.is_prefill, md.cached_lens, q, k_cache):
+                dense = dense_prefill(q, k, v, md.seq_lens, s)  # see paged_dense
             if dense is not None:
                 out, impl = dense[0], f"dense_{dense[1]}"
             elif md.is_prefill:
-                out = ops.paged_prefill(q, k_cache, v_cache, plan.block_tables, plan.cu_seqlens_q, plan.key_lens, s)
+                out = ops.paged_prefill(
+                    q, k_cache, v_cache, plan.block_tables, plan.cu_seqlens_q, plan.key_lens, s, **kw
+                )
             else:
-                out = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, s)
+                out = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, s, **kw)
         else:
             out = q.new_empty(q.shape)
         if plan.token_index is not None:

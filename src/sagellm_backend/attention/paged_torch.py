@@ -21,6 +21,8 @@ import threading
 
 import torch
 
+from .kv_quant import quantize
+
 __all__ = ["CPU_GROUP_BYTES", "SCORE_BYTES", "WORKSPACE_MAX_BYTES", "decode_groups", "paged_decode", "paged_prefill",
            "store_kv"]  # fmt: skip
 
@@ -51,8 +53,11 @@ def _pages(cache: torch.Tensor) -> torch.Tensor:
     return cache.as_strided((n, bs * h * d), (cache.stride(0), 1), cache.storage_offset())
 
 
-def _gather(cache: torch.Tensor, table: torch.Tensor, compute: torch.dtype, purpose: str) -> torch.Tensor:
-    """Pages of ``table [B, nb]`` (entries clamped into range) as ``[B, nb*block_size, Hkv, D]`` in ``compute``.
+def _gather(
+    cache: torch.Tensor, table: torch.Tensor, compute: torch.dtype, purpose: str, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Pages of ``table [B, nb]`` (entries clamped into range) as ``[B, nb*block_size, Hkv, D]`` in ``compute``,
+    times ``scale`` (1 or ``Hkv`` elements: an fp8 cache's dequantisation) when given.
 
     The result may be a workspace reused by the next gather of the same ``purpose`` on this thread.
     """
@@ -63,10 +68,11 @@ def _gather(cache: torch.Tensor, table: torch.Tensor, compute: torch.dtype, purp
     ws = _workspace(purpose, b * nb * bs * h * d, cache.dtype, cache.device)
     out = pages.index_select(0, ids) if ws is None else torch.index_select(pages, 0, ids, out=ws.view(b * nb, -1))
     out = out.view(b, nb * bs, h, d)
-    if out.dtype == compute:
+    if out.dtype == compute and scale is None:
         return out
     wide = _workspace(purpose + "/compute", out.numel(), compute, cache.device)
-    return out.to(compute) if wide is None else wide.view(out.shape).copy_(out)
+    out = out.to(compute) if wide is None else wide.view(out.shape).copy_(out)
+    return out if scale is None else out.mul_(scale.to(compute).view(1, 1, -1, 1))
 
 
 def _softmax_(scores: torch.Tensor) -> torch.Tensor:
@@ -80,7 +86,14 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def store_kv(
-    key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    *,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> None:
     """Write ``key[i]``/``value[i]`` at flat slot ``slot_mapping[i]`` of the caches; negative slots are skipped.
 
@@ -90,7 +103,12 @@ def store_kv(
         k_cache: ``[num_blocks, block_size, Hkv, D]``.
         v_cache: Same shape as ``k_cache``.
         slot_mapping: ``[T]`` int; slot ``s`` is block ``s // block_size``, offset ``s % block_size``.
+        k_scale: For an fp8 cache: 1 or ``Hkv`` float32 scales; keys are stored quantised
+            (:func:`~sagellm_backend.attention.kv_quant.quantize`).
+        v_scale: Same for values.
     """
+    if k_scale is not None and v_scale is not None:
+        key, value = quantize(key, k_scale, k_cache.dtype), quantize(value, v_scale, v_cache.dtype)
     bs = k_cache.shape[1]
     slots = slot_mapping.to(torch.int64)
     valid = slots >= 0
@@ -101,19 +119,40 @@ def store_kv(
     v_cache.index_put_((blk, off), value)
 
 
-def _attend_pages(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
-    """Masked attention per batch entry: ``q [B, Hq, M, D]`` over ``k, v [B, L, Hkv, D]``; ``mask [B|1, M, L]``.
+def _attend_pages(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_pos: torch.Tensor,
+    k_pos: torch.Tensor,
+    scale: float,
+    window: int | None,
+    soft_cap: float | None,
+    slopes: torch.Tensor | None,
+) -> torch.Tensor:
+    """Attention per batch entry: ``q [B, Hq, M, D]`` at positions ``q_pos [B|1, M]`` over ``k, v [B, L, Hkv, D]``
+    at positions ``k_pos [L]``; a key is visible when at or before the query (and within ``window``). The
+    variants are those of :mod:`.reference`.
 
     Returns ``[B, Hq, M, D]`` in ``q``'s dtype (the compute dtype). One bmm per KV head on the strided layout.
     """
     b, hq, m, d = q.shape
     hkv = k.shape[2]
     g = hq // hkv
+    rel = k_pos[None, None, :] - q_pos[:, :, None]  # [B|1, M, L]
+    mask = rel <= 0
+    if window is not None:
+        mask &= rel > -window
     scores = torch.empty(hkv, b, g * m, k.shape[1], dtype=q.dtype, device=q.device)
     qh = (q * scale).reshape(b, hkv, g * m, d)
     for h in range(hkv):
         torch.bmm(qh[:, h], k[:, :, h].transpose(1, 2), out=scores[h])
-    scores = scores.view(hkv, b, g, m, -1).masked_fill_(~mask[None, :, None], float("-inf"))
+    scores = scores.view(hkv, b, g, m, -1)
+    if soft_cap is not None:
+        scores.div_(soft_cap).tanh_().mul_(soft_cap)
+    if slopes is not None:
+        scores.add_(slopes.to(q.dtype).view(hkv, 1, g, 1, 1) * rel[None, :, None].to(q.dtype))
+    scores.masked_fill_(~mask[None, :, None], float("-inf"))
     probs = _softmax_(scores).view(hkv, b, g * m, -1)
     # Pages past a sequence's end hold whatever the pool's memory held (NaN/inf bit patterns too):
     # a zero weight times NaN is NaN, so those rows of the gathered V (a private copy) are zeroed.
@@ -132,6 +171,12 @@ def paged_decode(
     seq_lens: torch.Tensor,
     scale: float,
     out: torch.Tensor | None = None,
+    *,
+    sliding_window: int | None = None,
+    logits_soft_cap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One query token per sequence attending to its first ``seq_lens[i]`` cached positions.
 
@@ -143,22 +188,33 @@ def paged_decode(
         seq_lens: ``[B]`` int, each >= 1.
         scale: Softmax scale.
         out: Optional ``[B, Hq, D]`` result buffer.
+        sliding_window: Keys per window (:mod:`.reference`); only the window's pages are read.
+        logits_soft_cap: Soft cap of the scaled scores.
+        alibi_slopes: ``[Hq]`` ALiBi slopes on the query's device.
+        k_scale: An fp8 cache's key scales (1 or ``Hkv``): keys read as ``stored * k_scale``.
+        v_scale: Same for values.
 
     Returns:
         ``[B, Hq, D]`` in the query's dtype (``out`` when given).
     """
     bs = k_cache.shape[1]
     lens = seq_lens.to(device=query.device, dtype=torch.int64)
-    need = [(n + bs - 1) // bs for n in lens.tolist()]
+    host_lens = lens.tolist()
+    need = [(n + bs - 1) // bs for n in host_lens]
+    skip = [0] * len(need) if sliding_window is None else [max(0, n - sliding_window) // bs for n in host_lens]
     res = out if out is not None else torch.empty_like(query)
     page_bytes = 2 * bs * k_cache.shape[2] * k_cache.shape[3] * _compute_dtype(query.dtype).itemsize
-    for ids, nb in decode_groups(need, page_bytes, query.device.type == "cpu"):
+    variants = (sliding_window, logits_soft_cap, alibi_slopes, k_scale, v_scale)
+    for ids, _ in decode_groups([n - f for n, f in zip(need, skip)], page_bytes, query.device.type == "cpu"):
+        rows = range(len(need))[ids] if isinstance(ids, slice) else ids
+        first = min(skip[i] for i in rows)
+        last = max(need[i] for i in rows)
         if isinstance(ids, slice):
             q, table, ln = query[ids], block_tables[ids], lens[ids]
         else:
             idx = torch.tensor(ids, dtype=torch.int64, device=query.device)
             q, table, ln = query.index_select(0, idx), block_tables.index_select(0, idx), lens.index_select(0, idx)
-        part = _decode_group(q, k_cache, v_cache, table, ln, nb, scale)
+        part = _decode_group(q, k_cache, v_cache, table, ln, first, last, scale, *variants)
         if isinstance(ids, slice):
             res[ids] = part
         else:
@@ -208,18 +264,27 @@ def _decode_group(
     v_cache: torch.Tensor,
     block_tables: torch.Tensor,
     lens: torch.Tensor,
-    nb: int,
+    first: int,
+    last: int,
     scale: float,
+    window: int | None,
+    soft_cap: float | None,
+    slopes: torch.Tensor | None,
+    k_scale: torch.Tensor | None,
+    v_scale: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Decode of one batch padded to ``nb`` pages per sequence; returns ``[B, Hq, D]`` in the compute dtype."""
+    """Decode of one batch over pages ``first .. last - 1`` of each table row; ``[B, Hq, D]`` in the compute dtype."""
     b, hq, d = query.shape
     bs = k_cache.shape[1]
-    table = block_tables[:, :nb].to(torch.int64)
+    table = block_tables[:, first:last].to(torch.int64)
     cdt = _compute_dtype(query.dtype)
-    k = _gather(k_cache, table, cdt, "k")
-    v = _gather(v_cache, table, cdt, "v")
-    mask = (torch.arange(nb * bs, device=query.device)[None, :] < lens[:, None])[:, None, :]
-    return _attend_pages(query.to(cdt).view(b, hq, 1, d), k, v, mask, scale).view(b, hq, d)
+    k = _gather(k_cache, table, cdt, "k", k_scale)
+    v = _gather(v_cache, table, cdt, "v", v_scale)
+    k_pos = torch.arange(first * bs, last * bs, device=query.device)
+    q_pos = (lens - 1)[:, None]
+    return _attend_pages(query.to(cdt).view(b, hq, 1, d), k, v, q_pos, k_pos, scale, window, soft_cap, slopes).view(
+        b, hq, d
+    )
 
 
 def paged_prefill(
@@ -231,6 +296,12 @@ def paged_prefill(
     seq_lens: torch.Tensor,
     scale: float,
     out: torch.Tensor | None = None,
+    *,
+    sliding_window: int | None = None,
+    logits_soft_cap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed new tokens over their sequences' pages (cached context + themselves).
 
@@ -245,6 +316,11 @@ def paged_prefill(
         seq_lens: ``[B]`` int total key positions per sequence.
         scale: Softmax scale.
         out: Optional ``[T, Hq, D]`` result buffer.
+        sliding_window: Keys per window (:mod:`.reference`); only the windows' pages are read.
+        logits_soft_cap: Soft cap of the scaled scores.
+        alibi_slopes: ``[Hq]`` ALiBi slopes on the query's device.
+        k_scale: An fp8 cache's key scales (1 or ``Hkv``): keys read as ``stored * k_scale``.
+        v_scale: Same for values.
 
     Returns:
         ``[T, Hq, D]`` in the query's dtype (``out`` when given).
@@ -262,10 +338,12 @@ def paged_prefill(
             z = min(e, a + rows)
             last = n - (e - z)  # key positions visible to this chunk's last query
             nb = (last + bs - 1) // bs
-            k = _gather(k_cache, table[i : i + 1, :nb], cdt, "k")
-            v = _gather(v_cache, table[i : i + 1, :nb], cdt, "v")
+            first = 0 if sliding_window is None else max(0, last - (z - a) - sliding_window + 1) // bs
+            k = _gather(k_cache, table[i : i + 1, first:nb], cdt, "k", k_scale)
+            v = _gather(v_cache, table[i : i + 1, first:nb], cdt, "v", v_scale)
             q_pos = torch.arange(last - (z - a), last, device=query.device)
-            mask = (torch.arange(nb * bs, device=query.device)[None, :] <= q_pos[:, None])[None]
+            k_pos = torch.arange(first * bs, nb * bs, device=query.device)
             q = query[a:z].to(cdt).transpose(0, 1).unsqueeze(0)  # [1, Hq, M, D]
-            res[a:z] = _attend_pages(q, k, v, mask, scale)[0].transpose(0, 1)
+            att = _attend_pages(q, k, v, q_pos[None], k_pos, scale, sliding_window, logits_soft_cap, alibi_slopes)
+            res[a:z] = att[0].transpose(0, 1)
     return res

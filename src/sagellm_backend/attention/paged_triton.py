@@ -31,10 +31,12 @@ __all__ = [
     "DecodeConfig",
     "decode_config",
     "decode_splits",
+    "fp8_args",
     "paged_decode",
     "paged_decode_with",
     "store_kv",
     "supports",
+    "variant_args",
 ]
 
 LOG2E = 1.4426950408889634
@@ -46,7 +48,7 @@ LOG2E = 1.4426950408889634
 def _store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     key_ptr, value_ptr, kc_ptr, vc_ptr, slot_ptr, sk_t, sk_h, sk_d, sv_t, sv_h, sv_d, skc_b, skc_t, skc_h,
     svc_b, svc_t, svc_h, H: tl.constexpr, D: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr,
-    BS: tl.constexpr,
+    BS: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, QUANT: tl.constexpr, LIMIT: tl.constexpr,
 ):
     # fmt: on
     t = tl.program_id(0).to(tl.int64)
@@ -58,9 +60,20 @@ def _store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: un
     off = slot % BS
     m = (h < H) & (d < D) & (slot >= 0)
     k = tl.load(key_ptr + t * sk_t + h * sk_h + d * sk_d, mask=m)
-    tl.store(kc_ptr + blk * skc_b + off * skc_t + h * skc_h + d, k, mask=m)
     v = tl.load(value_ptr + t * sv_t + h * sv_h + d * sv_d, mask=m)
+    if QUANT:  # saturating fp8: clamp(x / scale) to the format's largest finite value
+        ks = tl.load(ks_ptr + h * ks_stride, mask=h < H, other=1.0)
+        vs = tl.load(vs_ptr + h * vs_stride, mask=h < H, other=1.0)
+        k = tl.minimum(tl.maximum(k.to(tl.float32) / ks, -LIMIT), LIMIT).to(kc_ptr.dtype.element_ty)
+        v = tl.minimum(tl.maximum(v.to(tl.float32) / vs, -LIMIT), LIMIT).to(vc_ptr.dtype.element_ty)
+    tl.store(kc_ptr + blk * skc_b + off * skc_t + h * skc_h + d, k, mask=m)
     tl.store(vc_ptr + blk * svc_b + off * svc_t + h * svc_h + d, v, mask=m)
+
+
+@triton.jit
+def _tanh(x):  # type: ignore[no-untyped-def]  # a Triton JIT function
+    """``tanh`` from one ``exp2`` (saturates to +-1 without overflow to NaN)."""
+    return 1.0 - 2.0 / (tl.exp2(x * 2.8853900817779268) + 1.0)
 
 
 # fmt: off
@@ -68,14 +81,19 @@ def _store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: un
 def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, hi, seq_len, q_pos, qk_scale, offs_d,
     dmask, BS: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
-    PREC: tl.constexpr, DOT_F32: tl.constexpr,
+    PREC: tl.constexpr, DOT_F32: tl.constexpr, window, softcap2, slopes2, WINDOW: tl.constexpr,
+    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, KV_FP8: tl.constexpr,
 ):
     # fmt: on
     """Online-softmax update of ``(acc, m_i, l_i)`` with key tokens ``lo .. hi`` (step ``BLOCK_N``).
 
     ``MASK`` masks tokens ``>= seq_len`` (and, with ``CAUSAL``, tokens after each row's
-    ``q_pos``); without it every token of every tile must be visible to every row. ``DOT_F32``
-    (with ``q`` already fp32) runs both dots in fp32.
+    ``q_pos``; with ``WINDOW``, tokens ``window`` or more before it); without it every token of every
+    tile must be visible to every row. ``DOT_F32`` (with ``q`` already fp32) runs both dots in fp32.
+    The variants work in base 2: ``softcap2`` is the cap times log2(e), ``slopes2`` the rows' ALiBi
+    slopes times log2(e). With ``WINDOW`` a row may see no key of a tile while its state is empty.
+    ``KV_FP8``: the caches hold fp8, converted to the query's dtype in registers (the callers fold the
+    scales into ``qk_scale`` and the final accumulator).
     """
     for start in range(lo, hi, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
@@ -88,20 +106,40 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
             ld_mask = dmask[None, :]
         tok = offs_n % BS
         k = tl.load(k_base + (page * skb + tok * skt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
+        if KV_FP8:
+            k = k.to(q.dtype)
         if DOT_F32:
             k = k.to(tl.float32)
         s = tl.dot(q, tl.trans(k), input_precision=PREC)
+        if SOFTCAP or ALIBI:
+            s = s * qk_scale
+            if SOFTCAP:
+                s = softcap2 * _tanh(s / softcap2)
+            if ALIBI:
+                s = s + slopes2[:, None] * (offs_n[None, :] - q_pos[:, None]).to(tl.float32)
+            s_scale = 1.0
+        else:
+            s_scale = qk_scale
         if MASK:
             valid = in_seq[None, :]
             if CAUSAL:
                 valid = valid & (offs_n[None, :] <= q_pos[:, None])
+            if WINDOW:
+                valid = valid & (offs_n[None, :] > q_pos[:, None] - window)
             s = tl.where(valid, s, float("-inf"))
-        # qk_scale > 0, so the scaled row max is the row max scaled; one FMA per score below.
-        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s * qk_scale - m_new[:, None])
+        # s_scale > 0, so the scaled row max is the row max scaled; one FMA per score below.
+        m_new = tl.maximum(m_i, tl.max(s, 1) * s_scale)
+        # A row that has seen no key yet keeps m = -inf; it subtracts 0 instead (no NaN).
+        if WINDOW:  # noqa: SIM108  # a constexpr branch: only one side is compiled
+            m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_sub = m_new
+        alpha = tl.exp2(m_i - m_sub)
+        p = tl.exp2(s * s_scale - m_sub[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_base + (page * svb + tok * svt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
+        if KV_FP8:
+            v = v.to(q.dtype)
         if DOT_F32:
             v = v.to(tl.float32)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
@@ -114,22 +152,42 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
 def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, full_hi, hi, seq_len, q_pos, qk_scale, offs_d, dmask,
     ROWS: tl.constexpr, DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-    PREC: tl.constexpr, DOT_F32: tl.constexpr,
+    PREC: tl.constexpr, DOT_F32: tl.constexpr, edge_hi, window, softcap2, slopes2, WINDOW: tl.constexpr,
+    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, v_scale, KV_FP8: tl.constexpr,
 ):
     # fmt: on
     """Fresh online-softmax state ``(acc, m_i, l_i)`` of ``ROWS`` query rows over key tokens ``lo .. hi``:
-    the tiles below ``full_hi`` (which every row sees in full) without masks, the rest masked."""
+    the tiles below ``full_hi`` (which every row sees in full) without masks, the rest masked. With
+    ``WINDOW``, ``lo`` is the first tile of the first row's window and the tiles below ``edge_hi`` (the
+    tile-aligned start of the last row's window) are masked too. With ``KV_FP8`` the accumulator is
+    multiplied by ``v_scale`` (the key scale is in ``qk_scale``)."""
     acc = tl.zeros([ROWS, DP], dtype=tl.float32)
     m_i = tl.full([ROWS], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([ROWS], dtype=tl.float32)
+    if WINDOW:
+        edge = tl.minimum(tl.maximum(edge_hi, lo), hi)
+        acc, m_i, l_i = attend_tiles(
+            acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, edge, seq_len, q_pos, qk_scale,
+            offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP,
+            ALIBI, KV_FP8,
+        )  # fmt: skip
+        mid = tl.maximum(full_hi, edge)
+    else:
+        edge = lo
+        mid = full_hi
     acc, m_i, l_i = attend_tiles(
-        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, full_hi, seq_len, q_pos, qk_scale,
-        offs_d, dmask, BS, BLOCK_N, False, CAUSAL, PREC, DOT_F32,
+        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, edge, mid, seq_len, q_pos, qk_scale,
+        offs_d, dmask, BS, BLOCK_N, False, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
+        KV_FP8,
     )  # fmt: skip
-    return attend_tiles(
-        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, full_hi, hi, seq_len, q_pos, qk_scale,
-        offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32,
+    acc, m_i, l_i = attend_tiles(
+        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, mid, hi, seq_len, q_pos, qk_scale,
+        offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
+        KV_FP8,
     )  # fmt: skip
+    if KV_FP8:
+        acc = acc * v_scale
+    return acc, m_i, l_i
 
 
 # fmt: off
@@ -138,7 +196,8 @@ def _decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unty
     q_ptr, kc_ptr, vc_ptr, bt_ptr, sl_ptr, out_ptr, po_ptr, plse_ptr, cnt_ptr, sq_b, sq_h, sq_d, so_b, so_h, so_d,
     sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, chunk, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
     DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, DIRECT: tl.constexpr, PREC: tl.constexpr,
-    DOT_F32: tl.constexpr,
+    DOT_F32: tl.constexpr, window, softcap2, slopes_ptr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
+    ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr,
 ):
     # fmt: on
     b = tl.program_id(0)
@@ -146,7 +205,12 @@ def _decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unty
     sp = tl.program_id(2)
     n_splits = tl.num_programs(2)
     seq_len = tl.load(sl_ptr + b).to(tl.int32)
-    lo = sp * chunk
+    # With a window the splits cover only the window: from its first tile to the end.
+    if WINDOW:  # noqa: SIM108  # a constexpr branch: only one side is compiled
+        first = tl.maximum(seq_len - window, 0)
+    else:
+        first = seq_len * 0
+    lo = (first // BLOCK_N) * BLOCK_N + sp * chunk
     hi = tl.maximum(tl.minimum(lo + chunk, seq_len), lo)
     full_hi = lo + ((hi - lo) // BLOCK_N) * BLOCK_N
 
@@ -159,11 +223,21 @@ def _decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unty
     q = tl.load(q_ptr + b.to(tl.int64) * sq_b + heads[:, None] * sq_h + offs_d[None, :] * sq_d, mask=qmask, other=0.0)
     if DOT_F32:
         q = q.to(tl.float32)
+    if ALIBI:  # noqa: SIM108  # a constexpr branch: only one side is compiled
+        slopes2 = tl.load(slopes_ptr + heads, mask=rmask, other=0.0).to(tl.float32) * 1.4426950408889634
+    else:
+        slopes2 = 0.0
+
+    if KV_FP8:
+        ks, vs = tl.load(ks_ptr + kvh * ks_stride), tl.load(vs_ptr + kvh * vs_stride)
+    else:
+        ks, vs = 1.0, 1.0
 
     acc, m_i, l_i = attend_span(
         q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + b.to(tl.int64) * sbt_b,
-        skb, skt, svb, svt, lo, full_hi, hi, seq_len, rows, qk_scale, offs_d, dmask, GP, DP, BS, BLOCK_N, False,
-        PREC, DOT_F32,
+        skb, skt, svb, svt, lo, full_hi, hi, seq_len, rows * 0 + seq_len - 1, qk_scale * ks, offs_d, dmask, GP, DP,
+        BS, BLOCK_N, False, PREC, DOT_F32, tl.cdiv(first, BLOCK_N) * BLOCK_N, window, softcap2, slopes2, WINDOW,
+        SOFTCAP, ALIBI, vs, KV_FP8,
     )  # fmt: skip
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     o = acc / l_safe[:, None]
@@ -271,8 +345,56 @@ def launch_dims(
     return n, hq, d, bs, hkv, hq // hkv
 
 
+def variant_args(
+    query: torch.Tensor, sliding_window: int | None, logits_soft_cap: float | None, alibi_slopes: torch.Tensor | None
+) -> dict[str, object]:
+    """The variant arguments of a decode or prefill launch (:func:`attend_tiles`).
+
+    Args:
+        query: The query (a stand-in pointer when there are no slopes).
+        sliding_window: Keys per window, or None.
+        logits_soft_cap: Soft cap, or None.
+        alibi_slopes: ``[Hq]`` slopes on the query's device, or None.
+
+    Returns:
+        Keyword arguments ``window, softcap2, slopes_ptr, WINDOW, SOFTCAP, ALIBI``.
+    """
+    return {
+        "window": 0 if sliding_window is None else sliding_window,
+        "softcap2": 1.0 if logits_soft_cap is None else logits_soft_cap * LOG2E,
+        "slopes_ptr": query if alibi_slopes is None else alibi_slopes,
+        "WINDOW": sliding_window is not None,
+        "SOFTCAP": logits_soft_cap is not None,
+        "ALIBI": alibi_slopes is not None,
+    }
+
+
+def fp8_args(query: torch.Tensor, k_scale: torch.Tensor | None, v_scale: torch.Tensor | None) -> dict[str, object]:
+    """The fp8-cache arguments of a decode or prefill launch.
+
+    Args:
+        query: The query (a stand-in pointer when the cache is not fp8).
+        k_scale: 1 or ``Hkv`` float32 key scales of an fp8 cache, or None.
+        v_scale: Same for values.
+
+    Returns:
+        Keyword arguments ``ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8``.
+    """
+    if k_scale is None or v_scale is None:
+        return {"ks_ptr": query, "vs_ptr": query, "ks_stride": 0, "vs_stride": 0, "KV_FP8": False}
+    strides = {"ks_stride": int(k_scale.numel() > 1), "vs_stride": int(v_scale.numel() > 1)}
+    return {"ks_ptr": k_scale, "vs_ptr": v_scale, **strides, "KV_FP8": True}
+
+
 def store_kv(
-    key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    *,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> None:
     """Write ``key[t]`` / ``value[t]`` into flat slot ``slot_mapping[t]`` of the caches (negative = skip).
 
@@ -282,8 +404,12 @@ def store_kv(
         k_cache: ``[num_blocks, block_size, Hkv, D]``, inner three dims contiguous.
         v_cache: Same shape as ``k_cache``.
         slot_mapping: int32/int64 ``[T]``; slot ``s`` is block ``s // block_size``, row ``s % block_size``.
+        k_scale: For fp8 caches: 1 or ``Hkv`` float32 key scales; stores ``clamp(key / k_scale)`` in the
+            cache's format (saturating at its largest finite value).
+        v_scale: Same for values.
     """
     t, h, d = key.shape
+    quant = k_scale is not None and v_scale is not None
     if t == 0:
         return
     _store_kv_kernel[(t,)](
@@ -292,6 +418,8 @@ def store_kv(
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         H=h, D=d, HP=triton.next_power_of_2(h), DP=triton.next_power_of_2(d), BS=k_cache.shape[1],
+        **{k: v for k, v in fp8_args(key, k_scale, v_scale).items() if k != "KV_FP8"},
+        QUANT=quant, LIMIT=float(torch.finfo(k_cache.dtype).max) if quant else 0.0,
         num_warps=4 if h * d >= 2048 else 1,
     )  # fmt: skip
 
@@ -379,6 +507,11 @@ def paged_decode(
     *,
     cfg: DecodeConfig | None = None,
     splits: int | None = None,
+    sliding_window: int | None = None,
+    logits_soft_cap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One query token per sequence attending to its ``seq_lens[b]`` cached positions.
 
@@ -392,6 +525,12 @@ def paged_decode(
         out: Optional ``[B, Hq, D]`` output in the query's dtype.
         cfg: Launch configuration (tuning and tests; default :func:`decode_config`).
         splits: Force this many context splits (default :func:`decode_splits`).
+        sliding_window: Keys per window (:mod:`.reference`): the loop starts at the window's first tile and
+            the splits cover only ``sliding_window + BLOCK_N`` tokens.
+        logits_soft_cap: Soft cap of the scaled scores.
+        alibi_slopes: fp32 ``[Hq]`` ALiBi slopes on the query's device.
+        k_scale: fp8 caches: 1 or ``Hkv`` float32 key scales (keys read as ``stored * k_scale``).
+        v_scale: Same for values.
 
     Returns:
         ``[B, Hq, D]`` in the query's dtype.
@@ -406,6 +545,8 @@ def paged_decode(
     if b == 0:
         return out
     max_tokens = block_tables.shape[1] * bs
+    if sliding_window is not None:
+        max_tokens = min(max_tokens, sliding_window + cfg.block_n)
     if splits is None:
         n_split, chunk = decode_splits(b, hkv, max_tokens, _sm_count(query.device), cfg)
     else:
@@ -427,6 +568,7 @@ def paged_decode(
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), scale * LOG2E, chunk,
         G=g, GP=pad_dim(g), D=d, DP=dp, BS=bs, BLOCK_N=cfg.block_n, DIRECT=direct,
         PREC=prec, DOT_F32=dot_f32, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        **variant_args(query, sliding_window, logits_soft_cap, alibi_slopes), **fp8_args(query, k_scale, v_scale),
     )  # fmt: skip
     return out
 

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .paged_triton import LOG2E, attend_span, dot_mode, launch_dims, pad_dim
+from .paged_triton import LOG2E, attend_span, dot_mode, fp8_args, launch_dims, pad_dim, variant_args
 
 __all__ = ["PrefillConfig", "paged_prefill", "paged_prefill_with", "prefill_config"]
 
@@ -32,7 +32,8 @@ def _prefill_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
     q_ptr, kc_ptr, vc_ptr, bt_ptr, sl_ptr, cu_ptr, out_ptr, sq_t, sq_h, sq_d, so_t, so_h, so_d, sbt_b, skb,
     skt, skh, svb, svt, svh, qk_scale, num_seqs, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
     DP: tl.constexpr, BS: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr,
-    DOT_F32: tl.constexpr,
+    DOT_F32: tl.constexpr, window, softcap2, slopes_ptr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
+    ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr,
 ):
     # fmt: on
     tile = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -71,11 +72,28 @@ def _prefill_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
     live = j0 < q_len
     kv_hi = tl.where(live, ctx + tl.minimum(j0 + BLOCK_Q, q_len), 0)
     full_hi = tl.where(live, ((ctx + j0 + 1) // BLOCK_N) * BLOCK_N, 0)
+    if WINDOW:
+        # Windows start at the first row's first key (rounded down to a tile); the tiles before the last
+        # valid row's first key are masked.
+        kv_lo = (tl.maximum(ctx + j0 - window + 1, 0) // BLOCK_N) * BLOCK_N
+        edge_hi = tl.cdiv(tl.maximum(kv_hi - window, 0), BLOCK_N) * BLOCK_N
+    else:
+        kv_lo = kv_hi * 0
+        edge_hi = kv_lo
+    if ALIBI:  # noqa: SIM108  # a constexpr branch: only one side is compiled
+        slopes2 = tl.load(slopes_ptr + heads, mask=g < G, other=0.0).to(tl.float32) * 1.4426950408889634
+    else:
+        slopes2 = 0.0
+
+    if KV_FP8:
+        ks, vs = tl.load(ks_ptr + kvh * ks_stride), tl.load(vs_ptr + kvh * vs_stride)
+    else:
+        ks, vs = 1.0, 1.0
 
     acc, _, l_i = attend_span(
         q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + seq.to(tl.int64) * sbt_b,
-        skb, skt, svb, svt, 0, full_hi, kv_hi, seq_len, q_pos, qk_scale, offs_d, dmask, BLOCK_M, DP, BS, BLOCK_N,
-        True, PREC, DOT_F32,
+        skb, skt, svb, svt, kv_lo, full_hi, kv_hi, seq_len, q_pos, qk_scale * ks, offs_d, dmask, BLOCK_M, DP, BS,
+        BLOCK_N, True, PREC, DOT_F32, edge_hi, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI, vs, KV_FP8,
     )  # fmt: skip
     o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     o_ptr = out_ptr + (tok * so_t + heads * so_h)[:, None] + offs_d[None, :] * so_d
@@ -129,6 +147,11 @@ def paged_prefill(
     out: torch.Tensor | None = None,
     *,
     cfg: PrefillConfig | None = None,
+    sliding_window: int | None = None,
+    logits_soft_cap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of packed new queries to their sequences' paged keys.
 
@@ -145,6 +168,11 @@ def paged_prefill(
         scale: Softmax scale (> 0).
         out: Optional ``[T, Hq, D]`` output in the query's dtype.
         cfg: Launch configuration (tuning and tests; default :func:`prefill_config`).
+        sliding_window: Keys per window (:mod:`.reference`); tiles before a query tile's windows are not read.
+        logits_soft_cap: Soft cap of the scaled scores.
+        alibi_slopes: fp32 ``[Hq]`` ALiBi slopes on the query's device.
+        k_scale: fp8 caches: 1 or ``Hkv`` float32 key scales (keys read as ``stored * k_scale``).
+        v_scale: Same for values.
 
     Returns:
         ``[T, Hq, D]`` in the query's dtype.
@@ -171,6 +199,7 @@ def paged_prefill(
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), scale * LOG2E, n_seqs,
         G=g, GP=gp, D=d, DP=pad_dim(d), BS=bs, BLOCK_Q=block_q, BLOCK_N=cfg.block_n,
         PREC=prec, DOT_F32=dot_f32, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        **variant_args(query, sliding_window, logits_soft_cap, alibi_slopes), **fp8_args(query, k_scale, v_scale),
     )  # fmt: skip
     return out
 

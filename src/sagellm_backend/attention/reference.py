@@ -1,5 +1,10 @@
 """Float64 reference for paged attention, and builders of arena-backed caches and shuffled block tables.
 
+The variants (vLLM's ``AttentionImpl`` names) are defined here, for every implementation: a query at position
+``p`` and a key at position ``j <= p`` of head ``h`` score ``cap * tanh(scale * q.k / cap)`` with
+``logits_soft_cap=cap`` (else ``scale * q.k``), plus ``alibi_slopes[h] * (j - p)`` with ALiBi; with
+``sliding_window=W`` only keys with ``p - j < W`` are visible (the query itself and the ``W - 1`` before it).
+
 Used by :mod:`sagellm_backend.attention.testing` and the tests. Torch is imported inside the functions.
 """
 
@@ -88,30 +93,51 @@ def make_block_tables(
     return table
 
 
-def _gather_keys(cache: torch.Tensor, table_row: torch.Tensor, length: int) -> torch.Tensor:
-    """Float64 CPU ``[length, Hkv, D]`` of one sequence's key (or value) positions ``0..length-1``."""
+def _gather_keys(
+    cache: torch.Tensor, table_row: torch.Tensor, length: int, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Float64 CPU ``[length, Hkv, D]`` of one sequence's key (or value) positions ``0..length-1``, times
+    ``scale`` (1 or ``Hkv`` elements: an fp8 cache's dequantisation) when given."""
     import torch
 
     bs = cache.shape[1]
     nb = math.ceil(length / bs)
     ids = table_row[:nb].to(device=cache.device, dtype=torch.int64)
     pages = cache.index_select(0, ids).to(device="cpu", dtype=torch.float64)
+    if scale is not None:
+        pages = pages * scale.to(device="cpu", dtype=torch.float64).view(1, 1, -1, 1)
     return pages.reshape(nb * bs, cache.shape[2], cache.shape[3])[:length]
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, scale: float) -> torch.Tensor:
-    """Float64 SDPA of ``q [n,Hq,D]`` over ``k,v [L,Hkv,D]``; query ``j`` sees keys ``0..q_pos[j]``."""
+def _attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_pos: torch.Tensor,
+    scale: float,
+    sliding_window: int | None = None,
+    logits_soft_cap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Float64 attention of ``q [n,Hq,D]`` over ``k,v [L,Hkv,D]``; query ``j`` sees keys ``0..q_pos[j]``
+    (and the variants of the module doc)."""
     import torch
-    import torch.nn.functional as F
 
     group = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(group, dim=1)
     v = v.repeat_interleave(group, dim=1)
-    mask = torch.arange(k.shape[0])[None, :] <= q_pos[:, None]  # [n, L], True = attend
-    out = F.scaled_dot_product_attention(
-        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask, scale=scale
-    )
-    return out.transpose(0, 1)
+    scores = torch.einsum("nhd,lhd->hnl", q, k) * scale
+    if logits_soft_cap is not None:
+        scores = logits_soft_cap * torch.tanh(scores / logits_soft_cap)
+    k_pos = torch.arange(k.shape[0])
+    rel = (k_pos[None, :] - q_pos[:, None]).to(torch.float64)  # [n, L]
+    if alibi_slopes is not None:
+        scores = scores + alibi_slopes.to(device="cpu", dtype=torch.float64)[:, None, None] * rel[None]
+    mask = rel <= 0
+    if sliding_window is not None:
+        mask &= rel > -sliding_window
+    probs = torch.softmax(scores.masked_fill(~mask[None], float("-inf")), dim=-1)
+    return torch.einsum("hnl,lhd->nhd", probs, v)
 
 
 def reference_paged_decode(
@@ -121,6 +147,12 @@ def reference_paged_decode(
     block_tables: torch.Tensor,
     seq_lens: torch.Tensor,
     scale: float,
+    *,
+    sliding_window: int | None = None,
+    logits_soft_cap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Float64 CPU reference of ``paged_decode``: query ``i`` attends to key positions ``0..seq_lens[i]-1``.
 
@@ -131,6 +163,11 @@ def reference_paged_decode(
         block_tables: ``[B, max_blocks]``.
         seq_lens: ``[B]`` visible key positions.
         scale: Softmax scale.
+        sliding_window: Keys per window (module doc), or None.
+        logits_soft_cap: Soft cap of the scaled scores, or None.
+        alibi_slopes: ``[Hq]`` ALiBi slopes, or None.
+        k_scale: An fp8 cache's key scales (1 or ``Hkv``; keys are ``stored * k_scale``), or None.
+        v_scale: Same for values.
 
     Returns:
         ``[B, Hq, D]`` float64 on CPU.
@@ -138,7 +175,11 @@ def reference_paged_decode(
     import torch
 
     one_each = torch.arange(query.shape[0] + 1)  # decode is a prefill of one new query per sequence
-    return reference_paged_prefill(query, k_cache, v_cache, block_tables, one_each, seq_lens, scale)
+    return reference_paged_prefill(
+        query, k_cache, v_cache, block_tables, one_each, seq_lens, scale,
+        sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
+        k_scale=k_scale, v_scale=v_scale,
+    )  # fmt: skip
 
 
 def reference_paged_prefill(
@@ -149,6 +190,12 @@ def reference_paged_prefill(
     cu_seqlens_q: torch.Tensor,
     seq_lens: torch.Tensor,
     scale: float,
+    *,
+    sliding_window: int | None = None,
+    logits_soft_cap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Float64 CPU reference of ``paged_prefill`` (causal, with cached context, all keys read from the pages).
 
@@ -160,6 +207,11 @@ def reference_paged_prefill(
         cu_seqlens_q: ``[B + 1]`` query offsets.
         seq_lens: ``[B]`` total key positions (cached + new) per sequence.
         scale: Softmax scale.
+        sliding_window: Keys per window (module doc), or None.
+        logits_soft_cap: Soft cap of the scaled scores, or None.
+        alibi_slopes: ``[Hq]`` ALiBi slopes, or None.
+        k_scale: An fp8 cache's key scales (1 or ``Hkv``; keys are ``stored * k_scale``), or None.
+        v_scale: Same for values.
 
     Returns:
         ``[T, Hq, D]`` float64 on CPU.
@@ -171,7 +223,8 @@ def reference_paged_prefill(
     outs = []
     for i, n in enumerate(seq_lens.tolist()):
         ql = cu[i + 1] - cu[i]
-        k = _gather_keys(k_cache, block_tables[i], n)
-        v = _gather_keys(v_cache, block_tables[i], n)
-        outs.append(_attend(q64[cu[i] : cu[i + 1]], k, v, torch.arange(n - ql, n), scale))
+        k = _gather_keys(k_cache, block_tables[i], n, k_scale)
+        v = _gather_keys(v_cache, block_tables[i], n, v_scale)
+        q_pos = torch.arange(n - ql, n)
+        outs.append(_attend(q64[cu[i] : cu[i + 1]], k, v, q_pos, scale, sliding_window, logits_soft_cap, alibi_slopes))
     return torch.cat(outs, 0)

@@ -13,10 +13,10 @@ Paths (the diagnostics' ``path_name``):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidArgumentError, UnsupportedOperationError
-from .base import AttentionMetadata, check_device
+from .base import AttentionMetadata, check_device, reject_unknown_options
 from .checked import AttentionCall, CheckedAttentionBackend
 from .validation import check_mask
 
@@ -171,10 +171,15 @@ class SDPAAttentionBackend(CheckedAttentionBackend):
 
     Args:
         device: Informational only (the tensors decide where it runs).
-        **ignored: Accepted for symmetry with the paged backend's constructor; unused.
+        **unknown: Anything else is refused (this backend keeps no cache, so ``block_size`` too).
+
+    Raises:
+        InvalidArgumentTypeError: ``device`` is not a str/torch.device, or an unknown option.
+        InvalidArgumentError: ``device`` is an empty string.
     """
 
-    def __init__(self, *, device: torch.device | str | None = None, **ignored: Any) -> None:
+    def __init__(self, *, device: torch.device | str | None = None, **unknown: object) -> None:
+        reject_unknown_options(SDPAAttentionBackend.__init__, unknown)
         if device is not None:
             check_device(device)
         self.device = device
@@ -195,9 +200,14 @@ class SDPAAttentionBackend(CheckedAttentionBackend):
             ``([T, Hq, D] in the query's dtype, path name)``.
 
         Raises:
-            UnsupportedOperationError: A kv_cache was passed.
+            UnsupportedOperationError: A kv_cache, k_scale or v_scale was passed.
             InvalidArgumentError: A mask or lengths that do not fit.
         """
+        if call.k_scale is not None or call.v_scale is not None:
+            raise UnsupportedOperationError(
+                "the sdpa backend keeps no KV cache, so k_scale/v_scale (fp8 cache scales) do not apply; "
+                "use PagedAttentionBackend(kv_cache_dtype='fp8_e4m3')."
+            )
         if call.kv_cache is not None:
             raise UnsupportedOperationError(
                 "the sdpa backend keeps no KV cache (supports_paged_attention is False); "

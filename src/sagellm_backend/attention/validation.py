@@ -152,14 +152,18 @@ def check_mask(mask: object, query: torch.Tensor, num_heads: int) -> torch.Tenso
     return m
 
 
-def check_kv_cache(kv_cache: object, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def check_kv_cache(
+    kv_cache: object, key: torch.Tensor, cache_dtypes: tuple[torch.dtype, ...] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Check a ``(K, V)`` pair of ``[num_blocks, block_size, Hkv, D]`` caches matching ``key``.
 
-    Both must have the key's dtype, device, Hkv and D, and contiguous inner three dims (``stride(0)`` is free).
+    Both must have one of ``cache_dtypes`` (default: the key's dtype), the key's device, Hkv and D, and
+    contiguous inner three dims (``stride(0)`` is free).
 
     Args:
         kv_cache: The pair.
         key: The new keys ``[T, Hkv, D]``.
+        cache_dtypes: Accepted cache dtypes (an fp8 cache: its fp8 dtype and ``torch.uint8``).
 
     Returns:
         ``(K, V)``.
@@ -182,8 +186,9 @@ def check_kv_cache(kv_cache: object, key: torch.Tensor) -> tuple[torch.Tensor, t
             raise InvalidArgumentError(
                 f"{name} must be [num_blocks>0, block_size>0, {hkv}, {d}] (get_kv_cache_shape); got {tuple(c.shape)}."
             )
-        if c.dtype != key.dtype:
-            raise UnsupportedDTypeError(f"{name} dtype {c.dtype} differs from key/query dtype {key.dtype}.")
+        if c.dtype not in (cache_dtypes or (key.dtype,)):
+            want = f"one of {list(cache_dtypes)}" if cache_dtypes else f"the key/query dtype {key.dtype}"
+            raise UnsupportedDTypeError(f"{name} dtype is {c.dtype}; it must be {want}.")
         if c.device != key.device:
             raise InvalidDeviceError(f"{name} is on {c.device} but key/query are on {key.device}.")
         inner = (c.shape[2] * d, d, 1)

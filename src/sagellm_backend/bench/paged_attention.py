@@ -29,7 +29,17 @@ from typing import Any
 
 from .harness import Result, event_trials
 
-__all__ = ["CASES", "PagedCase", "bench_case", "bench_paged_attention", "build_case", "sdpa_fn", "time_cuda"]
+__all__ = [
+    "CASES",
+    "PagedCase",
+    "bench_case",
+    "bench_fp8_decode",
+    "bench_paged_attention",
+    "bench_sliding_window",
+    "build_case",
+    "sdpa_fn",
+    "time_cuda",
+]
 
 HQ, HKV, HEAD_DIM, PAGE = 32, 8, 128, 16
 
@@ -366,8 +376,99 @@ def bench_case(case: PagedCase, device: str = "cuda", *, flex: bool = True, allo
     return Result("paged attention", label, unit, rate["sdpa"], rate["naive"], rate["ours"], extra, target, met)
 
 
+def bench_sliding_window(device: str = "cuda", *, batch: int = 4, context: int = 32768, window: int = 4096) -> Result:
+    """Decode over ``context`` tokens with a ``window``-token sliding window against decode over ``window`` tokens.
+
+    The ceiling is ``paged_decode`` over exactly the window's keys as a ``window``-token context (the block
+    table's last columns), the baseline the same ``context`` without a window; both use the same pages, so
+    ``extra`` also reports the largest difference between the windowed and the ceiling's output.
+
+    Args:
+        device: CUDA device.
+        batch: Sequences.
+        context: Tokens per sequence (a multiple of the page size).
+        window: Window in tokens (a multiple of the page size).
+
+    Returns:
+        The row, in microseconds per call (lower is better).
+    """
+    from ..attention.paged_triton import paged_decode
+
+    t = build_case(PagedCase("decode", batch, 1, context), device)
+    q, kc, vc, bt, lens, scale = t["q"], t["kc"], t["vc"], t["bt"], t["seq_lens"], t["scale"]
+    tail_bt = bt[:, (context - window) // PAGE :].contiguous()
+    tail_lens = lens.clone().fill_(window)
+    fns: dict[str, Callable[[], Any]] = {
+        "ceiling": lambda: paged_decode(q, kc, vc, tail_bt, tail_lens, scale),
+        "naive": lambda: paged_decode(q, kc, vc, bt, lens, scale),
+        "ours": lambda: paged_decode(q, kc, vc, bt, lens, scale, sliding_window=window),
+    }
+    us = {k: 1e6 * _measure(fn) for k, fn in fns.items()}
+    diff = float((fns["ours"]().float() - fns["ceiling"]().float()).abs().max())
+    return Result(
+        "paged attention", f"decode {batch} seqs x {context} tokens, {window}-token sliding window", "us/call",
+        us["ceiling"], us["naive"], us["ours"], {"max abs diff vs window as context x1e3": 1e3 * diff},
+        f"<= 1.3x the time of a {window}-token context", us["ours"] <= 1.3 * us["ceiling"], higher_is_better=False,
+    )  # fmt: skip
+
+
+def bench_fp8_decode(case: PagedCase, device: str = "cuda", kv_cache_dtype: str = "fp8_e4m3") -> Result:
+    """Decode over an fp8 KV cache against the bf16 paged decode of the same case, in one run.
+
+    The fp8 pages are the bf16 pages quantised with per-tensor scales. Times in microseconds per call:
+    the ceiling is half the time of a device copy of the fp8 KV bytes (reading them once at the copy
+    bandwidth, which counts read + written bytes), the baseline the bf16 ``paged_decode``.
+
+    Args:
+        case: A decode case.
+        device: CUDA device.
+        kv_cache_dtype: ``"fp8_e4m3"`` or ``"fp8_e5m2"``.
+
+    Returns:
+        The row (lower is better); ``extra`` has the speed-up over bf16, both bandwidths and the largest
+        difference from the bf16 result.
+    """
+    import torch
+
+    from ..attention.kv_quant import fp8_dtype, quantize
+    from ..attention.paged_triton import paged_decode
+
+    t = build_case(case, device)
+    q, kc, vc, bt, lens, scale = t["q"], t["kc"], t["vc"], t["bt"], t["seq_lens"], t["scale"]
+    fp8 = fp8_dtype(kv_cache_dtype)
+    ks, vs = (c.float().abs().amax().reshape(1) / torch.finfo(fp8).max for c in (kc, vc))
+    n = kc.shape[0]
+    k8, v8 = (
+        quantize(c.reshape(-1, HKV, HEAD_DIM), s_, fp8).view(n, PAGE, HKV, HEAD_DIM) for c, s_ in ((kc, ks), (vc, vs))
+    )
+    read = case.work() / 2  # fp8 bytes of K + V read
+    src = torch.empty(int(read), dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    fns: dict[str, Callable[[], Any]] = {
+        "copy": lambda: dst.copy_(src),
+        "bf16": lambda: paged_decode(q, kc, vc, bt, lens, scale),
+        "fp8": lambda: paged_decode(q, k8, v8, bt, lens, scale, k_scale=ks, v_scale=vs),
+    }
+    sec = {k: _measure(fn) for k, fn in fns.items()}
+    copy_bw = 2 * read / sec["copy"]
+    diff = float((fns["fp8"]().float() - fns["bf16"]().float()).abs().max())
+    extra = {
+        "speed-up over bf16": sec["bf16"] / sec["fp8"],
+        "fp8 KV read GB/s": read / sec["fp8"] / 1e9,
+        "copy GB/s (read + written)": copy_bw / 1e9,
+        "max abs diff vs bf16 x1e3": 1e3 * diff,
+    }
+    met = sec["fp8"] * 1.8 <= sec["bf16"] and read / sec["fp8"] >= 0.9 * copy_bw
+    return Result(
+        "paged attention", f"{case.label}, {kv_cache_dtype} KV cache", "us/call", 1e6 * sec["copy"] / 2,
+        1e6 * sec["bf16"], 1e6 * sec["fp8"], extra, ">= 1.8x bf16 paged decode and >= 90% of the copy bandwidth",
+        met, higher_is_better=False,
+    )  # fmt: skip
+
+
 def bench_paged_attention(device: str = "cuda", quick: bool = False, *, flex: bool = True) -> list[Result]:
-    """Every case of :data:`CASES` (``quick``: the decode cases and the empty-cache prefill kernel, without Flex).
+    """Every case of :data:`CASES` (``quick``: the decode cases and the empty-cache prefill kernel, without Flex),
+    then :func:`bench_sliding_window` and :func:`bench_fp8_decode` of the decode cases.
 
     Args:
         device: CUDA device.
@@ -378,4 +479,7 @@ def bench_paged_attention(device: str = "cuda", quick: bool = False, *, flex: bo
         One row per case.
     """
     cases = CASES[:3] if quick else CASES
-    return [bench_case(c, device, flex=flex and not quick) for c in cases]
+    rows = [bench_case(c, device, flex=flex and not quick) for c in cases]
+    rows.append(bench_sliding_window(device))
+    rows += [bench_fp8_decode(c, device) for c in CASES if c.kind == "decode"]
+    return rows

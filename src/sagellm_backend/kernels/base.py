@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgumentError, UnavailableError, UnsupportedOperationError
 from ..protocol import DType, coerce_dtype
+from ..selection import select
 
 __all__ = [
     "BACKENDS",
@@ -173,11 +175,56 @@ def _check_backend(backend: object) -> str:
     return str(backend)
 
 
+def _torch_missing() -> str | None:
+    try:
+        import torch  # noqa: F401  # only whether it imports
+    except ImportError:
+        return "torch is not installed"
+    return None
+
+
+def _triton_missing() -> str | None:
+    reason = _torch_missing()
+    if reason is not None:
+        return reason
+    import torch
+
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA device"
+    try:
+        importlib.import_module(".triton_ops", __package__)
+    except ImportError as exc:
+        return f"the Triton kernels do not import ({exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class _AutoBackend:
+    """A backend ``"auto"`` may resolve to, for :func:`sagellm_backend.selection.select`."""
+
+    name: str
+    priority: int
+    missing: Callable[[], str | None]
+
+    def why_not(self, request: object) -> str | None:
+        """Why this backend cannot run here, or None (``request`` is always ``"auto"``)."""
+        return self.missing()
+
+
+#: What ``"auto"`` chooses from, by priority.
+_AUTO = (
+    _AutoBackend("triton", 30, _triton_missing),
+    _AutoBackend("torch", 20, _torch_missing),
+    _AutoBackend("numpy", 10, lambda: None),
+)
+
+
 def resolve_backend(backend: str) -> str:
     """Turn ``"auto"`` into a concrete backend; check the others.
 
-    ``"auto"`` is ``"triton"`` when torch sees a CUDA device and Triton imports, ``"torch"`` when
-    torch imports, else ``"numpy"``.
+    ``"auto"`` is the highest-priority backend that can run here (:func:`sagellm_backend.selection.select`):
+    ``"triton"`` when torch sees a CUDA device and the Triton kernels import, ``"torch"`` when torch imports,
+    else ``"numpy"``.
 
     Args:
         backend: ``"auto"``, ``"torch"``, ``"numpy"`` or ``"triton"``.
@@ -190,17 +237,7 @@ def resolve_backend(backend: str) -> str:
     """
     if _check_backend(backend) != "auto":
         return backend
-    try:
-        import torch
-    except ImportError:
-        return "numpy"
-    if torch.cuda.is_available():
-        try:
-            importlib.import_module(".triton_ops", __package__)
-        except ImportError:
-            return "torch"
-        return "triton"
-    return "torch"
+    return select(_AUTO, "auto", what="kernel backend").name
 
 
 def backend_function(backend: str, name: str) -> Callable[..., Any] | None:
