@@ -20,6 +20,7 @@ import functools
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import triton
@@ -27,12 +28,16 @@ import triton.language as tl
 
 from ..errors import InvalidArgumentError
 
+if TYPE_CHECKING:
+    from .paged_workspace import DecodeWorkspace
+
 __all__ = [
     "DecodeConfig",
     "decode_config",
     "decode_splits",
     "paged_decode",
     "paged_decode_with",
+    "sm_count",
     "store_kv",
     "supports",
 ]
@@ -45,7 +50,7 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     key_ptr, value_ptr, kc_ptr, vc_ptr, slot_ptr, sk_t, sk_h, sk_d, sv_t, sv_h, sv_d, skc_b, skc_t, skc_h,
-    svc_b, svc_t, svc_h, H: tl.constexpr, D: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr,
+    svc_b, svc_t, svc_h, n_slots, H: tl.constexpr, D: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr,
     BS: tl.constexpr,
 ):
     # fmt: on
@@ -56,7 +61,7 @@ def _store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: un
     slot = tl.load(slot_ptr + t + h * 0).to(tl.int64)
     blk = slot // BS
     off = slot % BS
-    m = (h < H) & (d < D) & (slot >= 0)
+    m = (h < H) & (d < D) & (slot >= 0) & (slot < n_slots)  # slots outside the cache are skipped
     k = tl.load(key_ptr + t * sk_t + h * sk_h + d * sk_d, mask=m)
     tl.store(kc_ptr + blk * skc_b + off * skc_t + h * skc_h + d, k, mask=m)
     v = tl.load(value_ptr + t * sv_t + h * sv_h + d * sv_d, mask=m)
@@ -188,11 +193,15 @@ def _decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unty
                 o_s = tl.load(po_ptr + (base + s)[:, None] * DP + offs_d[None, :], mask=qmask, other=0.0,
                               cache_modifier=".cg")  # fmt: skip
                 m_new = tl.maximum(m_all, lse_s)
-                a = tl.exp2(m_all - m_new)
-                w = tl.exp2(lse_s - m_new)
+                # While every split so far is empty m_new is -inf: exp2 relative to 0 gives weight 0,
+                # not exp2(-inf - -inf) = NaN; a row with no keys at all (padding) ends with 0 / 1 = 0.
+                m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+                a = tl.exp2(m_all - m_ref)
+                w = tl.exp2(lse_s - m_ref)
                 den = den * a + w
                 num = num * a[:, None] + w[:, None] * o_s
                 m_all = m_new
+            den = tl.where(den > 0, den, 1.0)
             tl.store(o_ptr, (num / den[:, None]).to(out_ptr.dtype.element_ty), mask=qmask)
 
 
@@ -229,6 +238,10 @@ def _sm_count(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).multi_processor_count)
     return 16
+
+
+#: Streaming multiprocessors of a device (16 off CUDA): what :func:`decode_splits` fills.
+sm_count = _sm_count
 
 
 # Zeroed int32 arrival counters for split decode, one buffer per (device, stream): each launch leaves
@@ -274,7 +287,8 @@ def launch_dims(
 def store_kv(
     key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor
 ) -> None:
-    """Write ``key[t]`` / ``value[t]`` into flat slot ``slot_mapping[t]`` of the caches (negative = skip).
+    """Write ``key[t]`` / ``value[t]`` into flat slot ``slot_mapping[t]`` of the caches (negative or past the
+    cache's last slot = skip; no host sync, so a CUDA graph may capture it).
 
     Args:
         key: ``[T, Hkv, D]``.
@@ -290,7 +304,7 @@ def store_kv(
         key, value, k_cache, v_cache, slot_mapping,
         key.stride(0), key.stride(1), key.stride(2), value.stride(0), value.stride(1), value.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), k_cache.shape[0] * k_cache.shape[1],
         H=h, D=d, HP=triton.next_power_of_2(h), DP=triton.next_power_of_2(d), BS=k_cache.shape[1],
         num_warps=4 if h * d >= 2048 else 1,
     )  # fmt: skip
@@ -379,6 +393,7 @@ def paged_decode(
     *,
     cfg: DecodeConfig | None = None,
     splits: int | None = None,
+    workspace: DecodeWorkspace | None = None,
 ) -> torch.Tensor:
     """One query token per sequence attending to its ``seq_lens[b]`` cached positions.
 
@@ -392,12 +407,15 @@ def paged_decode(
         out: Optional ``[B, Hq, D]`` output in the query's dtype.
         cfg: Launch configuration (tuning and tests; default :func:`decode_config`).
         splits: Force this many context splits (default :func:`decode_splits`).
+        workspace: Split buffers to use instead of fresh partials and the per-stream counters (see
+            :class:`~.paged_workspace.DecodeWorkspace`); with it the call allocates nothing (``out`` given) and
+            may be captured in a CUDA graph.
 
     Returns:
-        ``[B, Hq, D]`` in the query's dtype.
+        ``[B, Hq, D]`` in the query's dtype; rows with ``seq_lens[b] == 0`` are zeros.
 
     Raises:
-        InvalidArgumentError: ``scale`` is not positive.
+        InvalidArgumentError: ``scale`` is not positive, or ``workspace`` is too small for this launch.
     """
     b, hq, d, bs, hkv, g = launch_dims("paged_decode", query, k_cache, scale)
     cfg = cfg or decode_config(d, query.dtype, g)
@@ -416,6 +434,13 @@ def paged_decode(
     direct = n_split == 1
     if direct:
         po, plse, cnt = out, out, out
+    elif workspace is not None:
+        po, plse, cnt = workspace.partial_out, workspace.partial_lse, workspace.counters
+        if po.numel() < b * hq * n_split * dp or plse.numel() < b * hq * n_split or cnt.numel() < b * hkv:
+            raise InvalidArgumentError(
+                f"paged_decode workspace too small for {b} sequences x {hq} heads x {n_split} splits (head dim "
+                f"padded to {dp}); size it with paged_workspace.decode_workspace() for the largest batch."
+            )
     else:
         po = torch.empty((b, hq, n_split, dp), dtype=torch.float32, device=query.device)
         plse = torch.empty((b, hq, n_split), dtype=torch.float32, device=query.device)
