@@ -27,8 +27,8 @@ def _checks() -> dict[str, Any]:
     import torch
 
     from sagellm_backend.attention import paged_triton as pt
-    from sagellm_backend.attention.reference import make_arena_caches, make_block_tables, reference_paged_decode
     from sagellm_backend.attention.paged_workspace import DecodeWorkspace
+    from sagellm_backend.attention.reference import make_arena_caches, make_block_tables, reference_paged_decode
     from sagellm_backend.attention.wrapper import decode_workspace
 
     g = torch.Generator().manual_seed(11)
