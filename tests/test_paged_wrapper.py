@@ -62,7 +62,7 @@ def test_decode_flow_plan_run_equals_forward_and_float64_reference(dtype: str) -
     lens = [rng.randrange(0, 12) for _ in range(4)]
     for step in range(6):
         n = rng.randint(1, 4)
-        ctx, tables, slots = step_batch(rng, d, owned[:n], lens[:n])
+        ctx, tables, slots = (x[:n] for x in step_batch(rng, d, owned, lens))
         padded = rng.randint(n, d.max_batch)
         wrapper.plan(ctx, tables, slots, batch_size=padded)
         md = builder.build_decode_metadata(ctx, tables)
