@@ -19,7 +19,6 @@ if not torch.cuda.is_available():
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decode_step_model import Dims, decode_step, make_weights, rope_torch, step_batch  # noqa: E402
-
 from sagellm_backend.attention import PagedAttentionWrapper  # noqa: E402
 from sagellm_backend.errors import KernelNotFoundError  # noqa: E402
 
@@ -57,8 +56,10 @@ def test_graph_replay_equals_eager_with_changing_steps(kernels: Any, max_blocks:
     weights = make_weights(d, dt, "cuda")
     g = torch.Generator(device="cuda").manual_seed(0)
     shape = (d.num_blocks, d.block_size, d.kv_heads, d.head_dim)
-    init = [(torch.randn(shape, generator=g, device="cuda").to(dt), torch.randn(shape, generator=g, device="cuda").to(dt))
-            for _ in range(d.layers)]  # fmt: skip
+    init = [
+        (torch.randn(shape, generator=g, device="cuda").to(dt), torch.randn(shape, generator=g, device="cuda").to(dt))
+        for _ in range(d.layers)
+    ]
     caches_g = [(k.clone(), v.clone()) for k, v in init]
     caches_e = [(k.clone(), v.clone()) for k, v in init]
     wg, we = _wrapper(d), _wrapper(d)

@@ -49,6 +49,11 @@ def bench_decode_host_cost(
         One row per case: ours = ``run``, baseline = ``forward`` with rebuilt metadata; extras for ``forward``
         with reused metadata and the plans.
     """
+    return [_case(device, quick, batch, ctx, heads) for batch, ctx in cases]
+
+
+def _case(device: str, quick: bool, batch: int, ctx: int, heads: tuple[int, int, int]) -> Result:
+    """One row of :func:`bench_decode_host_cost`."""
     import torch
 
     from ..attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, PagedAttentionWrapper
@@ -59,53 +64,45 @@ def bench_decode_host_cost(
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     reps = 30 if quick else 200
-    rows = []
-    for batch, ctx in cases:
-        width = ctx // bs
-        nb = batch * width + 1
-        k_cache = torch.zeros(nb, bs, hkv, d, dtype=dtype, device=dev)
-        v_cache = torch.zeros_like(k_cache)
-        table_host = torch.randperm(nb - 1)[: batch * width].view(batch, width).to(torch.int32)
-        table_dev = table_host.to(dev)
-        ctx_list = [ctx - 1] * batch
-        ctx_host = torch.tensor(ctx_list, dtype=torch.int32)
-        slots_host = table_host[:, -1].to(torch.int64) * bs + (ctx - 1) % bs
-        q = torch.randn(batch, hq, d, device=dev).to(dtype)
-        k = torch.randn(batch, hkv, d, device=dev).to(dtype)
-        out = torch.empty_like(q)
-        cache = (k_cache, v_cache)
-        wrapper = PagedAttentionWrapper(
-            hq, hkv, d, block_size=bs, max_batch=batch, max_blocks_per_seq=width, device=dev, num_blocks=nb
-        )
-        backend = PagedAttentionBackend(bs)
-        builder = PagedAttentionMetadataBuilder(bs, device=dev)
-        md = builder.build_decode_metadata(ctx_list, table_dev)
-
-        def rebuilt(md_args: tuple[Any, ...] = (ctx_list, table_dev)) -> Any:
-            return backend.forward(q, k, k, builder.build_decode_metadata(*md_args), kv_cache=cache)
-
-        steps: dict[str, Callable[[], Any]] = {
-            "plan": lambda: wrapper.plan(ctx_host, table_host, slots_host),
-            "plan, device inputs": lambda: wrapper.plan(ctx_host.to(dev), table_dev, slots_host.to(dev)),
-            "plan, trusted": lambda: wrapper.plan(ctx_host, table_host, slots_host, trusted=True),
-            "run": lambda: wrapper.run(q, k, k, cache, out=out),
-            "forward, same metadata": lambda: backend.forward(q, k, k, md, kv_cache=cache),
-            "forward, metadata rebuilt": rebuilt,
-        }
-        us: dict[str, float] = {}
-        for name, fn in steps.items():
-            for _ in range(3):  # compile, warm the plan memo and the fast path
-                fn()
-            us[name] = _median_us(fn, reps, sync)
-        if not torch.equal(wrapper.run(q, k, k, cache), backend.forward(q, k, k, md, kv_cache=cache)):
-            raise AssertionError("wrapper.run and forward disagree on the same step")
-        met = us["run"] <= 25 and us["forward, same metadata"] <= 25 and us["plan"] <= 100
-        rows.append(
-            Result(
-                "attention host cost", f"{batch} x {ctx}, {hq}/{hkv} heads, d {d}", "us/call", None,
-                us["forward, metadata rebuilt"], us["run"],
-                extra={n: v for n, v in us.items() if n not in ("run", "forward, metadata rebuilt")},
-                target="run and forward <= 25 us/call, plan <= 100 us", met=met, higher_is_better=False,
-            )
-        )  # fmt: skip
-    return rows
+    width = ctx // bs
+    nb = batch * width + 1
+    k_cache = torch.zeros(nb, bs, hkv, d, dtype=dtype, device=dev)
+    cache = (k_cache, torch.zeros_like(k_cache))
+    table_host = torch.randperm(nb - 1)[: batch * width].view(batch, width).to(torch.int32)
+    table_dev = table_host.to(dev)
+    ctx_list = [ctx - 1] * batch
+    ctx_host = torch.tensor(ctx_list, dtype=torch.int32)
+    slots_host = table_host[:, -1].to(torch.int64) * bs + (ctx - 1) % bs
+    q = torch.randn(batch, hq, d, device=dev).to(dtype)
+    k = torch.randn(batch, hkv, d, device=dev).to(dtype)
+    out = torch.empty_like(q)
+    wrapper = PagedAttentionWrapper(
+        hq, hkv, d, block_size=bs, max_batch=batch, max_blocks_per_seq=width, device=dev, num_blocks=nb
+    )
+    backend = PagedAttentionBackend(bs)
+    builder = PagedAttentionMetadataBuilder(bs, device=dev)
+    md = builder.build_decode_metadata(ctx_list, table_dev)
+    steps: dict[str, Callable[[], Any]] = {
+        "plan": lambda: wrapper.plan(ctx_host, table_host, slots_host),
+        "plan, device inputs": lambda: wrapper.plan(ctx_host.to(dev), table_dev, slots_host.to(dev)),
+        "plan, trusted": lambda: wrapper.plan(ctx_host, table_host, slots_host, trusted=True),
+        "run": lambda: wrapper.run(q, k, k, cache, out=out),
+        "forward, same metadata": lambda: backend.forward(q, k, k, md, kv_cache=cache),
+        "forward, metadata rebuilt": lambda: backend.forward(
+            q, k, k, builder.build_decode_metadata(ctx_list, table_dev), kv_cache=cache
+        ),
+    }
+    us: dict[str, float] = {}
+    for name, fn in steps.items():
+        for _ in range(3):  # compile, warm the plan memo and the fast path
+            fn()
+        us[name] = _median_us(fn, reps, sync)
+    if not torch.equal(wrapper.run(q, k, k, cache), backend.forward(q, k, k, md, kv_cache=cache)):
+        raise AssertionError("wrapper.run and forward disagree on the same step")
+    met = us["run"] <= 25 and us["forward, same metadata"] <= 25 and us["plan"] <= 100
+    return Result(
+        "attention host cost", f"{batch} x {ctx}, {hq}/{hkv} heads, d {d}", "us/call", None,
+        us["forward, metadata rebuilt"], us["run"],
+        extra={n: v for n, v in us.items() if n not in ("run", "forward, metadata rebuilt")},
+        target="run and forward <= 25 us/call, plan <= 100 us", met=met, higher_is_better=False,
+    )  # fmt: skip
