@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from ..errors import InvalidArgumentError
+from .triton_launch import launch
 
 if TYPE_CHECKING:
     from .paged_workspace import DecodeWorkspace
@@ -300,7 +301,7 @@ def store_kv(
     t, h, d = key.shape
     if t == 0:
         return
-    _store_kv_kernel[(t,)](
+    launch(_store_kv_kernel, (t,))(
         key, value, k_cache, v_cache, slot_mapping,
         key.stride(0), key.stride(1), key.stride(2), value.stride(0), value.stride(1), value.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
@@ -445,7 +446,7 @@ def paged_decode(
         po = torch.empty((b, hq, n_split, dp), dtype=torch.float32, device=query.device)
         plse = torch.empty((b, hq, n_split), dtype=torch.float32, device=query.device)
         cnt = _split_counters(query.device, b * hkv)
-    _decode_kernel[(b, hkv, n_split)](
+    launch(_decode_kernel, (b, hkv, n_split))(
         query, k_cache, v_cache, block_tables, seq_lens, out, po, plse, cnt,
         query.stride(0), query.stride(1), query.stride(2), out.stride(0), out.stride(1), out.stride(2),
         block_tables.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
