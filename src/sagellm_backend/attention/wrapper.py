@@ -116,13 +116,22 @@ class PagedAttentionWrapper:
         self._i32 = torch.zeros(mb * w + mb, dtype=torch.int32, device=self.device)
         self._i64 = torch.zeros(2 * mb, dtype=torch.int64, device=self.device)
         self._i64[:mb].fill_(-1)
+        # Host staging for host inputs: two pairs (filling one never waits for the copy of the previous step),
+        # filled through numpy views; on CPU the buffers themselves.
         self._staging: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
-        if self.device.type != "cpu":
+        self._events: list[Any] = []
+        if self.device.type == "cpu":
+            self._staging.append((self._i32, self._i64, None))
+        else:
             pin = self.device.type == "cuda"
-            for _ in range(2):  # two, so filling one never waits for the copy of the previous step
+            for _ in range(2):
                 i32 = torch.zeros(self._i32.shape, dtype=torch.int32, pin_memory=pin)
                 i64 = torch.zeros(self._i64.shape, dtype=torch.int64, pin_memory=pin)
                 self._staging.append((i32, i64, None))
+                if pin:
+                    self._events.append(torch.cuda.Event())  # type: ignore[no-untyped-call]  # torch declares no types for it
+        self._recorded = [False, False]
+        self._view_cache: dict[int, tuple[torch.Tensor, ...]] = {}
         self._workspace: DecodeWorkspace | None = None
         if self.device.type == "cuda":
             self._workspace = decode_workspace(
@@ -143,8 +152,10 @@ class PagedAttentionWrapper:
         return i32[: mb * w].view(mb, w), i32[mb * w :], i64[:mb], i64[mb:]
 
     def _views(self, batch: int) -> None:
-        bt, kl, sl, pos = self._split(self._i32, self._i64)
-        self._bt, self._kl, self._sl, self._pos = bt[:batch], kl[:batch], sl[:batch], pos[:batch]
+        views = self._view_cache.get(batch)
+        if views is None:
+            views = self._view_cache[batch] = tuple(t[:batch] for t in self._split(self._i32, self._i64))
+        self._bt, self._kl, self._sl, self._pos = views
 
     @property
     def batch_size(self) -> int:
@@ -204,7 +215,7 @@ class PagedAttentionWrapper:
         top = -1
         if not trusted:
             top = check_on_device(step, self.block_size, self._num_blocks)
-        if step.ctx.device.type == "cpu" and self._staging:
+        if step.ctx.device.type == "cpu":
             self._fill_from_host(step, trusted)
         else:
             self._fill(self._i32, self._i64, step, trusted, self.device)
@@ -214,18 +225,36 @@ class PagedAttentionWrapper:
         self._views(step.batch_size)
 
     def _fill_from_host(self, step: StepInputs, trusted: bool) -> None:
-        """Pack host inputs into the next staging pair and copy it to the device (no host sync)."""
-        i32, i64, done = self._staging[self._next]
-        if done is not None:
-            done.synchronize()  # the copy of two steps ago; long finished in any real loop
-        self._fill(i32, i64, step, trusted, torch.device("cpu"))
+        """Pack host inputs into the next staging pair (numpy) and copy it to the device (no host sync)."""
+        import numpy as np
+
+        k = self._next if len(self._staging) > 1 else 0
+        i32, i64, _ = self._staging[k]
+        if self._events and self._recorded[k]:
+            self._events[k].synchronize()  # the copy of two plans ago; long finished in any real loop
+        ctx, table, slots = step.ctx.numpy(), step.table.numpy(), step.slots.numpy()
+        if trusted:
+            nb = self._num_blocks
+            table = np.clip(table, 0, None if nb is None else nb - 1)
+            if nb is not None:
+                slots = np.where(slots < nb * self.block_size, slots, -1)
+        n, w = table.shape
+        a32, a64 = i32.numpy(), i64.numpy()
+        mb, width = self.max_batch, self.max_blocks_per_seq
+        a32.fill(0)
+        a32[: mb * width].reshape(mb, width)[:n, :w] = table
+        a32[mb * width : mb * width + n] = np.clip(ctx.astype(np.int64) + 1, 0, width * self.block_size)
+        a64.fill(0)
+        a64[:mb].fill(-1)
+        a64[:n] = slots
+        a64[mb : mb + n] = ctx
+        if i32 is self._i32:
+            return
         self._i32.copy_(i32, non_blocking=True)
         self._i64.copy_(i64, non_blocking=True)
-        event = None
-        if self.device.type == "cuda":
-            event = torch.cuda.Event()  # type: ignore[no-untyped-call]  # torch declares no types for it
-            event.record()
-        self._staging[self._next] = (i32, i64, event)
+        if self._events:
+            self._events[k].record()
+            self._recorded[k] = True
         self._next ^= 1
 
     def _fill(self, i32: torch.Tensor, i64: torch.Tensor, step: StepInputs, trusted: bool, dev: torch.device) -> None:
