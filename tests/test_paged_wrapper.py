@@ -10,7 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sagellm_backend.errors import BackendError, InvalidArgumentError, InvalidArgumentTypeError, InvalidBlockError
+from sagellm_backend.errors import (
+    BackendError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidBlockError,
+    UnsupportedDTypeError,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -224,6 +230,10 @@ def test_run_rejects_shapes_and_other_caches() -> None:
     small = (kc[:20], vc[:20])
     with pytest.raises(InvalidArgumentError, match="block id 39"):
         w.run(q, k, k, small)
+    with pytest.raises(UnsupportedDTypeError):
+        w.run(q, k.double(), k, (kc, vc))
+    with pytest.raises(UnsupportedDTypeError):
+        w.run(q, k, k, (kc, vc), out=torch.empty(1, d.heads, d.head_dim, dtype=torch.float16))
     w.run(q, k, k, (kc, vc))  # learns 40 blocks
     with pytest.raises(InvalidArgumentError, match="num_blocks=40"):
         w.run(q, k, k, small)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InvalidArgumentError, InvalidArgumentTypeError, UnsupportedDTypeError
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
 from .base import positive_int
 from .paged import select_paged_ops
 from .paged_workspace import DecodeWorkspace
@@ -116,6 +116,7 @@ class PagedAttentionWrapper:
         self._i32 = torch.zeros(mb * w + mb, dtype=torch.int32, device=self.device)
         self._i64 = torch.zeros(2 * mb, dtype=torch.int64, device=self.device)
         self._i64[:mb].fill_(-1)
+        self._dev_index = self._i32.get_device()  # -1 on CPU
         # Host staging for host inputs: two pairs (filling one never waits for the copy of the previous step),
         # filled through numpy views; on CPU the buffers themselves.
         self._staging: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
@@ -332,7 +333,8 @@ class PagedAttentionWrapper:
         Raises:
             InvalidArgumentError: Shapes that do not match the plan or the wrapper, or a cache whose block count
                 differs from the one planned for.
-            UnsupportedDTypeError: A query dtype attention does not compute in.
+            UnsupportedDTypeError: Tensors of different dtypes, or a dtype attention does not compute in.
+            InvalidDeviceError: A tensor not on the wrapper's device.
         """
         b = self._batch
         k_cache, v_cache = kv_cache
@@ -351,6 +353,24 @@ class PagedAttentionWrapper:
                 f"{tuple(key.shape)}, {tuple(value.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}"
                 + ("" if out is None else f", out {tuple(out.shape)}")
                 + "."
+            )
+        dt, dev = query.dtype, self._dev_index
+        if (
+            key.dtype != dt or value.dtype != dt or k_cache.dtype != dt or v_cache.dtype != dt
+            or (out is not None and out.dtype != dt)
+        ):  # fmt: skip
+            raise UnsupportedDTypeError(
+                f"query, key, value, caches and out must share one dtype; got {dt}, {key.dtype}, {value.dtype}, "
+                f"{k_cache.dtype}, {v_cache.dtype}" + ("" if out is None else f", {out.dtype}") + "."
+            )
+        if (
+            query.get_device() != dev or key.get_device() != dev or value.get_device() != dev
+            or k_cache.get_device() != dev or v_cache.get_device() != dev
+            or (out is not None and out.get_device() != dev)
+        ):  # fmt: skip
+            raise InvalidDeviceError(
+                f"run needs every tensor on the wrapper's device {self._i32.device}; got query on {query.device}, "
+                f"key on {key.device}, value on {value.device}, caches on {k_cache.device} and {v_cache.device}."
             )
         if self._num_blocks != k_cache.shape[0] or self._clamp_pending:
             self._bind_cache(k_cache)
