@@ -138,7 +138,7 @@ class PagedAttentionWrapper:
             self._workspace = decode_workspace(
                 mb, self.num_heads, self.num_kv_heads, self.head_size, w * self.block_size, _FLOATS, self.device
             )
-        self._ops: dict[torch.dtype, tuple[Any, str]] = {}
+        self._ops: dict[torch.dtype, tuple[Any, str, Any]] = {}
         self._next = 0
         self._batch = 0
         self._real = 0
@@ -299,14 +299,21 @@ class PagedAttentionWrapper:
                 "every layer's cache must have the same number of blocks."
             )
 
-    def _select(self, query: torch.Tensor) -> tuple[Any, str]:
+    def _select(self, query: torch.Tensor) -> tuple[Any, str, Any]:
+        """The ops for this dtype (chosen by :func:`select_paged_ops` on the dtype's first run) and, for Triton,
+        the decode configuration."""
         if query.dtype not in _FLOATS and query.dtype != torch.float64:
             raise UnsupportedDTypeError(f"query dtype {query.dtype} is not a float type attention computes in.")
-        found = select_paged_ops(query.device, query.dtype, self.head_size, self.block_size)
-        if found[1] == "triton" and self._workspace is None:  # not expected: Triton runs on CUDA only
-            raise InvalidArgumentError(f"the wrapper's buffers are on {self.device}; Triton needs CUDA.")
-        self._ops[query.dtype] = found
-        return found
+        ops, impl = select_paged_ops(query.device, query.dtype, self.head_size, self.block_size)
+        cfg = None
+        if impl == "triton":
+            if self._workspace is None:  # not expected: Triton runs on CUDA only
+                raise InvalidArgumentError(f"the wrapper's buffers are on {self.device}; Triton needs CUDA.")
+            from . import paged_triton
+
+            cfg = paged_triton.decode_config(self.head_size, query.dtype, self.num_heads // self.num_kv_heads)
+        self._ops[query.dtype] = (ops, impl, cfg)
+        return ops, impl, cfg
 
     def run(
         self,
@@ -375,7 +382,7 @@ class PagedAttentionWrapper:
         if self._num_blocks != k_cache.shape[0] or self._clamp_pending:
             self._bind_cache(k_cache)
         found = self._ops.get(query.dtype)
-        ops, impl = found if found is not None else self._select(query)
+        ops, impl, cfg = found if found is not None else self._select(query)
         if out is None:
             out = torch.empty_like(query, memory_format=torch.contiguous_format)
         if b == 0:
@@ -383,7 +390,7 @@ class PagedAttentionWrapper:
         ops.store_kv(key, value, k_cache, v_cache, self._sl)
         if impl == "triton":
             return ops.paged_decode(  # type: ignore[no-any-return]  # the op returns ``out``
-                query, k_cache, v_cache, self._bt, self._kl, self.scale, out, workspace=self._workspace
+                query, k_cache, v_cache, self._bt, self._kl, self.scale, out, cfg=cfg, workspace=self._workspace
             )
         n = self._real  # torch ops: real rows only (a row without keys has no softmax)
         if n:
