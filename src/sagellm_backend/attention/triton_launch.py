@@ -50,10 +50,10 @@ def _signature(fn: Any, device: Any, args: tuple[Any, ...], kw: dict[str, Any]) 
         if isinstance(a, torch.Tensor):
             if not a.is_cuda:
                 return None
-            parts.append((a.dtype, a.device.index, a.data_ptr() % 16 == 0))
+            parts.append((a.dtype, a.get_device(), a.data_ptr() % 16 == 0))
         else:
             parts.append((type(a), a))
-    parts.extend(kw.items())
+    parts.extend((k, type(v), v) for k, v in kw.items())
     return tuple(parts)
 
 
