@@ -252,6 +252,10 @@ _COUNTERS: dict[tuple[str, int], torch.Tensor] = {}
 
 
 def _split_counters(device: torch.device, n: int) -> torch.Tensor:
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        # A graph replays on whatever stream is current then, while the capture stream's handle may be reused
+        # by eager launches: a graph gets its own counters (zeroed by a captured memset at every replay).
+        return torch.zeros(n, dtype=torch.int32, device=device)
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (str(device), stream)
     buf = _COUNTERS.get(key)
