@@ -4,7 +4,8 @@
 positions, the split-decode workspace). :meth:`~PagedAttentionWrapper.plan` validates a step and rewrites the
 buffers in place; :meth:`~PagedAttentionWrapper.run` only launches kernels that read them, so a CUDA graph
 captured over ``run`` replays correctly after every later ``plan``. Padding rows (key length 0, slot -1)
-store nothing and return zeros.
+store nothing and return zeros. ``plan`` copies on the current stream and the workspace is the wrapper's, so
+``plan`` and ``run`` (or a replay) belong on one stream.
 
 Imported lazily (it imports torch).
 """
