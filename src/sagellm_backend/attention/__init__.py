@@ -21,12 +21,14 @@ from .selector import (
 if TYPE_CHECKING:
     from .paged import PagedAttentionBackend
     from .sdpa import SDPAAttentionBackend
+    from .wrapper import PagedAttentionWrapper
 
 __all__ = [
     "AttentionBackend",
     "AttentionMetadata",
     "PagedAttentionBackend",
     "PagedAttentionMetadataBuilder",
+    "PagedAttentionWrapper",
     "SDPAAttentionBackend",
     "create_attention_backend",
     "get_attention_backend_availability",
@@ -37,7 +39,7 @@ __all__ = [
     "supported_attention_backends",
 ]
 
-_LAZY = {"PagedAttentionBackend": ".paged", "SDPAAttentionBackend": ".sdpa"}
+_LAZY = {"PagedAttentionBackend": ".paged", "PagedAttentionWrapper": ".wrapper", "SDPAAttentionBackend": ".sdpa"}
 
 
 def __getattr__(name: str) -> Any:

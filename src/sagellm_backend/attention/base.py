@@ -203,6 +203,7 @@ class AttentionMetadata:
     device: torch.device | str = "cpu"
     cached_lens: list[int] | None = None
     _plans: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _fast: Any = field(default=None, init=False, repr=False, compare=False)  # a backend's per-step fast path
 
     def __post_init__(self) -> None:
         if not isinstance(self.is_prefill, bool):

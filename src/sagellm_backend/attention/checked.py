@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .base import AttentionBackend, AttentionMetadata
 from .diagnostics import record_attention_call
@@ -70,18 +70,28 @@ class CheckedAttentionBackend(AttentionBackend):
             UnsupportedDTypeError: Mixed or non-float dtypes.
             InvalidDeviceError: Tensors on different devices.
         """
+        return self._checked_forward(
+            query, key, value, attn_metadata, kv_cache, scale, attn_mask, k_scale=k_scale, v_scale=v_scale
+        )[0]
+
+    def _checked_forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_metadata: AttentionMetadata,
+        kv_cache: tuple[torch.Tensor, torch.Tensor] | None, scale: float | None, attn_mask: torch.Tensor | None,
+        *, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, Any] | None]:  # fmt: skip
+        """:meth:`forward`'s work; also returns the diagnostics record counted (None if dropped)."""
         md = check_metadata(attn_metadata)
         shp = check_qkv(query, key, value)
         s = resolve_scale(scale, shp.head_dim)
         out, path = self._attend(AttentionCall(query, key, value, md, shp, s, attn_mask, kv_cache, k_scale, v_scale))
-        record_attention_call(
+        record = record_attention_call(
             backend_name=self.name, path_name=path, is_prefill=md.is_prefill, query_shape=tuple(query.shape),
             key_shape=tuple(key.shape), value_shape=tuple(value.shape), has_kv_cache=kv_cache is not None,
             has_block_tables=md.block_tables is not None, has_context_lens=md.context_lens is not None,
             num_seqs=md.num_seqs, query_tokens=shp.tokens, max_context_len=max(md.context_lens or [0]),
             max_blocks_per_seq=0 if md.block_tables is None else int(md.block_tables.shape[1]),
         )  # fmt: skip
-        return out
+        return out, record
 
     @abstractmethod
     def _attend(self, call: AttentionCall) -> tuple[torch.Tensor, str]:

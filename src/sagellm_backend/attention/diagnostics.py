@@ -9,7 +9,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-__all__ = ["COUNTER_NAMES", "get_attention_diagnostics", "record_attention_call", "reset_attention_diagnostics"]
+__all__ = [
+    "COUNTER_NAMES",
+    "count_attention_call",
+    "get_attention_diagnostics",
+    "record_attention_call",
+    "reset_attention_diagnostics",
+]
 
 #: Integer counters kept per key.
 COUNTER_NAMES: tuple[str, ...] = (
@@ -52,7 +58,7 @@ def record_attention_call(
     max_context_len: Any = 0,
     max_blocks_per_seq: Any = 0,
     **extra: Any,
-) -> None:
+) -> dict[str, Any] | None:
     """Count one attention call under ``"<backend_name>:<path_name>"`` and remember it as the latest.
 
     Never raises: bad values are stored as given (or the call is dropped if even that fails).
@@ -72,8 +78,10 @@ def record_attention_call(
         max_context_len: Longest context.
         max_blocks_per_seq: Block-table width.
         **extra: Further facts, kept in the latest-call record.
+
+    Returns:
+        The record counted (for :func:`count_attention_call`), or None if it was dropped.
     """
-    global _LATEST
     try:
         call: dict[str, Any] = {
             "backend_name": str(backend_name),
@@ -91,19 +99,31 @@ def record_attention_call(
             "max_blocks_per_seq": max_blocks_per_seq,
             **extra,
         }
-        key = f"{call['backend_name']}:{call['path_name']}"
-        with _LOCK:
-            c = _COUNTERS.get(key)
-            if c is None:
-                c = _COUNTERS[key] = dict.fromkeys(COUNTER_NAMES, 0)
-            c["total_calls"] += 1
-            c["prefill_calls" if call["is_prefill"] else "decode_calls"] += 1
-            c["block_table_calls"] += call["has_block_tables"]
-            c["context_lens_calls"] += call["has_context_lens"]
-            c["kv_cache_calls"] += call["has_kv_cache"]
-            _LATEST = call
-    except Exception:  # diagnostics must never break an attention call
-        pass
+        count_attention_call(call)
+    except Exception:  # diagnostics must never break an attention call: the call is dropped
+        return None
+    return call
+
+
+def count_attention_call(call: dict[str, Any]) -> None:
+    """Count a call record built by :func:`record_attention_call` again (the hot path of a call identical to
+    an earlier one keeps its record and skips rebuilding it). The record must not be mutated afterwards.
+
+    Args:
+        call: The record (``backend_name``, ``path_name``, ``is_prefill`` and the ``has_*`` flags are read).
+    """
+    global _LATEST
+    key = f"{call['backend_name']}:{call['path_name']}"
+    with _LOCK:
+        c = _COUNTERS.get(key)
+        if c is None:
+            c = _COUNTERS[key] = dict.fromkeys(COUNTER_NAMES, 0)
+        c["total_calls"] += 1
+        c["prefill_calls" if call["is_prefill"] else "decode_calls"] += 1
+        c["block_table_calls"] += call["has_block_tables"]
+        c["context_lens_calls"] += call["has_context_lens"]
+        c["kv_cache_calls"] += call["has_kv_cache"]
+        _LATEST = call
 
 
 def get_attention_diagnostics() -> dict[str, Any]:

@@ -10,15 +10,17 @@ or block tables run the SDPA semantics and are keyed ``"paged:sdpa_fallback/<pat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import InvalidArgumentTypeError, UnsupportedOperationError
-from .base import check_device, positive_int, reject_unknown_options
+from .base import AttentionMetadata, check_device, positive_int, reject_unknown_options
 from .checked import AttentionCall, CheckedAttentionBackend
+from .diagnostics import count_attention_call
 from .kv_quant import canonical_kv_cache_dtype, check_scale, fp8_dtype
 from .paged_dense import dense_prefill, dense_prefill_applies
-from .paged_plan import plan_paged_call
+from .paged_plan import PagedPlan, ident, plan_paged_call
 from .registry import AttentionRequest, select_impl
 from .sdpa import sdpa_attention
 from .validation import check_kv_cache, check_mask
@@ -64,6 +66,57 @@ def select_paged_ops(
     )
     impl = select_impl("paged", request)
     return impl.load_ops(), impl.name
+
+
+class _FastDecode(NamedTuple):
+    """A checked decode call's properties; a later call on the same metadata that has all of them again (same
+    shapes, dtypes, devices, cache geometry, scale argument, lengths, metadata tensors and their versions,
+    implementation choice) reuses the plan, ops and diagnostics record instead of checking again. Only a
+    backend without variants over an unquantised cache records one, and only that backend (``owner``) reuses it."""
+
+    owner: object
+    tensor: type
+    q_shape: tuple[int, ...]
+    kv_shape: tuple[int, ...]
+    dtype: Any
+    device: Any
+    cache_shape: tuple[int, ...]
+    cache_stride: tuple[int, ...]
+    scale_arg: object
+    scale: float
+    md_key: tuple[Any, ...]
+    impl_env: str | None
+    plan: PagedPlan
+    ops: Any
+    record: dict[str, Any] | None
+
+
+def _md_key(md: AttentionMetadata) -> tuple[Any, ...]:
+    return (
+        md.is_prefill, list(md.seq_lens), list(md.context_lens or ()), ident(md.block_tables), ident(md.slot_mapping),
+        md.block_size, md.num_kv_heads, md.head_dim, md.attn_type,
+    )  # fmt: skip
+
+
+def _same_call(f: _FastDecode, q: Any, k: Any, v: Any, md: AttentionMetadata, kv_cache: Any, scale: object) -> bool:
+    """Whether a call has every property ``f`` was checked with (O(1) attribute reads and one list compare)."""
+    if not isinstance(kv_cache, (tuple, list)) or len(kv_cache) != 2:
+        return False
+    kc: Any = kv_cache[0]
+    vc: Any = kv_cache[1]
+    t: Any = f.tensor
+    dt, dev = f.dtype, f.device
+    return (
+        isinstance(q, t) and isinstance(k, t) and isinstance(v, t) and isinstance(kc, t) and isinstance(vc, t)
+        and q.shape == f.q_shape and k.shape == f.kv_shape and v.shape == f.kv_shape
+        and q.dtype == dt and k.dtype == dt and v.dtype == dt and kc.dtype == dt and vc.dtype == dt
+        and q.device == dev and k.device == dev and v.device == dev and kc.device == dev and vc.device == dev
+        and kc.shape == f.cache_shape and vc.shape == f.cache_shape
+        and kc.stride() == f.cache_stride and vc.stride() == f.cache_stride
+        and type(scale) is type(f.scale_arg) and scale == f.scale_arg
+        and os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL") == f.impl_env
+        and _md_key(md) == f.md_key
+    )  # fmt: skip
 
 
 class PagedAttentionBackend(CheckedAttentionBackend):
@@ -127,6 +180,66 @@ class PagedAttentionBackend(CheckedAttentionBackend):
     def name(self) -> str:
         """``"paged"``."""
         return "paged"
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_metadata: AttentionMetadata,
+        *,
+        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        scale: float | None = None,
+        attn_mask: torch.Tensor | None = None,
+        k_scale: torch.Tensor | None = None,
+        v_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`CheckedAttentionBackend.forward`. A decode call identical in every checked property to an
+        earlier call on the same metadata (the next layer of the step) skips the checks and only launches.
+
+        Args:
+            query: ``[T, Hq, D]``.
+            key: ``[T, Hkv, D]``.
+            value: ``[T, Hkv, D]``.
+            attn_metadata: The step's metadata.
+            kv_cache: ``(K, V)`` caches.
+            scale: Softmax scale (default ``D ** -0.5``).
+            attn_mask: Optional HF mask.
+            k_scale: Key scales of an fp8 KV cache (``kv_cache_dtype="fp8*"`` only).
+            v_scale: Value scales of an fp8 KV cache.
+
+        Returns:
+            ``[T, Hq, D]`` in the query's dtype.
+
+        Raises:
+            InvalidArgumentTypeError: Wrong argument types.
+            InvalidArgumentError: Shapes, lengths or slots that do not fit.
+            InvalidBlockError: Block tables too narrow or naming blocks outside the cache.
+            UnsupportedDTypeError: Mixed or non-float dtypes.
+            InvalidDeviceError: Tensors on different devices.
+        """
+        f = getattr(attn_metadata, "_fast", None)
+        if (
+            f is not None and f.owner is self and attn_mask is None and k_scale is None and v_scale is None
+            and _same_call(f, query, key, value, attn_metadata, kv_cache, scale)
+        ):  # fmt: skip
+            assert kv_cache is not None  # _same_call checked the pair
+            k_cache, v_cache = kv_cache
+            plan = f.plan
+            f.ops.store_kv(key.contiguous(), value.contiguous(), k_cache, v_cache, plan.slot_mapping)
+            out: torch.Tensor = f.ops.paged_decode(
+                query.contiguous(), k_cache, v_cache, plan.block_tables, plan.key_lens, f.scale
+            )
+            if f.record is not None:
+                count_attention_call(f.record)
+            return out
+        out, record = self._checked_forward(
+            query, key, value, attn_metadata, kv_cache, scale, attn_mask, k_scale=k_scale, v_scale=v_scale
+        )
+        f = attn_metadata._fast
+        if f is not None and f.record is None:  # set by this call's _attend
+            attn_metadata._fast = f._replace(scale_arg=scale, record=record)
+        return out
 
     @property
     def supports_paged_attention(self) -> bool:
@@ -213,6 +326,14 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out: torch.Tensor
         dense = None
+        md._fast = None
+        fast_ok = not self.variants.names and self.kv_cache_dtype == "auto"
+        if fast_ok and not md.is_prefill and mask is None and plan.token_index is None and plan.tokens:
+            md._fast = _FastDecode(
+                self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
+                tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),
+                os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None,
+            )  # fmt: skip
         if plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **store_kw)
             if not self.variants.names and dense_prefill_applies(md.is_prefill, md.cached_lens, q, k_cache):

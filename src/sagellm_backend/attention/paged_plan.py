@@ -19,7 +19,7 @@ from .validation import QKVShape
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PagedPlan", "plan_paged_call"]
+__all__ = ["PagedPlan", "ident", "plan_paged_call"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ class PagedPlan:
     keep: tuple[Any, ...]
 
 
-def _ident(t: torch.Tensor | None) -> tuple[int, int] | None:
+def ident(t: torch.Tensor | None) -> tuple[int, int] | None:
+    """``(id, version counter)`` of a tensor (version -1 for inference tensors), or None."""
     if t is None:
         return None
     try:
@@ -196,8 +197,8 @@ def plan_paged_call(
         )
     memo = (
         num_blocks, bs, shp.tokens, str(device), md.is_prefill, tuple(md.seq_lens), tuple(md.context_lens or ()),
-        tuple(md.cached_lens or ()), _ident(md.block_tables), _ident(md.slot_mapping),
-        _ident(attn_mask) if padded else None,
+        tuple(md.cached_lens or ()), ident(md.block_tables), ident(md.slot_mapping),
+        ident(attn_mask) if padded else None,
     )  # fmt: skip
     plan: PagedPlan | None = md._plans.get(memo)
     if plan is not None:

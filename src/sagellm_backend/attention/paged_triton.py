@@ -20,12 +20,17 @@ import functools
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import triton
 import triton.language as tl
 
 from ..errors import InvalidArgumentError
+from .triton_launch import launch
+
+if TYPE_CHECKING:
+    from .paged_workspace import DecodeWorkspace
 
 __all__ = [
     "DecodeConfig",
@@ -34,6 +39,7 @@ __all__ = [
     "fp8_args",
     "paged_decode",
     "paged_decode_with",
+    "sm_count",
     "store_kv",
     "supports",
     "variant_args",
@@ -47,7 +53,7 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     key_ptr, value_ptr, kc_ptr, vc_ptr, slot_ptr, sk_t, sk_h, sk_d, sv_t, sv_h, sv_d, skc_b, skc_t, skc_h,
-    svc_b, svc_t, svc_h, H: tl.constexpr, D: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr,
+    svc_b, svc_t, svc_h, n_slots, H: tl.constexpr, D: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr,
     BS: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, QUANT: tl.constexpr, LIMIT: tl.constexpr,
 ):
     # fmt: on
@@ -58,7 +64,7 @@ def _store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: un
     slot = tl.load(slot_ptr + t + h * 0).to(tl.int64)
     blk = slot // BS
     off = slot % BS
-    m = (h < H) & (d < D) & (slot >= 0)
+    m = (h < H) & (d < D) & (slot >= 0) & (slot < n_slots)  # slots outside the cache are skipped
     k = tl.load(key_ptr + t * sk_t + h * sk_h + d * sk_d, mask=m)
     v = tl.load(value_ptr + t * sv_t + h * sv_h + d * sv_d, mask=m)
     if QUANT:  # saturating fp8: clamp(x / scale) to the format's largest finite value
@@ -262,11 +268,15 @@ def _decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unty
                 o_s = tl.load(po_ptr + (base + s)[:, None] * DP + offs_d[None, :], mask=qmask, other=0.0,
                               cache_modifier=".cg")  # fmt: skip
                 m_new = tl.maximum(m_all, lse_s)
-                a = tl.exp2(m_all - m_new)
-                w = tl.exp2(lse_s - m_new)
+                # While every split so far is empty m_new is -inf: exp2 relative to 0 gives weight 0,
+                # not exp2(-inf - -inf) = NaN; a row with no keys at all (padding) ends with 0 / 1 = 0.
+                m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+                a = tl.exp2(m_all - m_ref)
+                w = tl.exp2(lse_s - m_ref)
                 den = den * a + w
                 num = num * a[:, None] + w[:, None] * o_s
                 m_all = m_new
+            den = tl.where(den > 0, den, 1.0)
             tl.store(o_ptr, (num / den[:, None]).to(out_ptr.dtype.element_ty), mask=qmask)
 
 
@@ -305,6 +315,10 @@ def _sm_count(device: torch.device) -> int:
     return 16
 
 
+#: Streaming multiprocessors of a device (16 off CUDA): what :func:`decode_splits` fills.
+sm_count = _sm_count
+
+
 # Zeroed int32 arrival counters for split decode, one buffer per (device, stream): each launch leaves
 # them zero again (the last split of every (sequence, KV head) resets its counter), so launches on one
 # stream can share a buffer; launches on different streams never do.
@@ -312,6 +326,10 @@ _COUNTERS: dict[tuple[str, int], torch.Tensor] = {}
 
 
 def _split_counters(device: torch.device, n: int) -> torch.Tensor:
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        # A graph replays on whatever stream is current then, while the capture stream's handle may be reused
+        # by eager launches: a graph gets its own counters (zeroed by a captured memset at every replay).
+        return torch.zeros(n, dtype=torch.int32, device=device)
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (str(device), stream)
     buf = _COUNTERS.get(key)
@@ -396,7 +414,8 @@ def store_kv(
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
 ) -> None:
-    """Write ``key[t]`` / ``value[t]`` into flat slot ``slot_mapping[t]`` of the caches (negative = skip).
+    """Write ``key[t]`` / ``value[t]`` into flat slot ``slot_mapping[t]`` of the caches (negative or past the
+    cache's last slot = skip; no host sync, so a CUDA graph may capture it).
 
     Args:
         key: ``[T, Hkv, D]``.
@@ -412,11 +431,11 @@ def store_kv(
     quant = k_scale is not None and v_scale is not None
     if t == 0:
         return
-    _store_kv_kernel[(t,)](
+    launch(_store_kv_kernel, (t,))(
         key, value, k_cache, v_cache, slot_mapping,
         key.stride(0), key.stride(1), key.stride(2), value.stride(0), value.stride(1), value.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), k_cache.shape[0] * k_cache.shape[1],
         H=h, D=d, HP=triton.next_power_of_2(h), DP=triton.next_power_of_2(d), BS=k_cache.shape[1],
         **{k: v for k, v in fp8_args(key, k_scale, v_scale).items() if k != "KV_FP8"},
         QUANT=quant, LIMIT=float(torch.finfo(k_cache.dtype).max) if quant else 0.0,
@@ -512,6 +531,7 @@ def paged_decode(
     alibi_slopes: torch.Tensor | None = None,
     k_scale: torch.Tensor | None = None,
     v_scale: torch.Tensor | None = None,
+    workspace: DecodeWorkspace | None = None,
 ) -> torch.Tensor:
     """One query token per sequence attending to its ``seq_lens[b]`` cached positions.
 
@@ -531,12 +551,15 @@ def paged_decode(
         alibi_slopes: fp32 ``[Hq]`` ALiBi slopes on the query's device.
         k_scale: fp8 caches: 1 or ``Hkv`` float32 key scales (keys read as ``stored * k_scale``).
         v_scale: Same for values.
+        workspace: Split buffers to use instead of fresh partials and the per-stream counters (see
+            :class:`~.paged_workspace.DecodeWorkspace`); with it the call allocates nothing (``out`` given) and
+            may be captured in a CUDA graph.
 
     Returns:
-        ``[B, Hq, D]`` in the query's dtype.
+        ``[B, Hq, D]`` in the query's dtype; rows with ``seq_lens[b] == 0`` are zeros.
 
     Raises:
-        InvalidArgumentError: ``scale`` is not positive.
+        InvalidArgumentError: ``scale`` is not positive, or ``workspace`` is too small for this launch.
     """
     b, hq, d, bs, hkv, g = launch_dims("paged_decode", query, k_cache, scale)
     cfg = cfg or decode_config(d, query.dtype, g)
@@ -557,11 +580,18 @@ def paged_decode(
     direct = n_split == 1
     if direct:
         po, plse, cnt = out, out, out
+    elif workspace is not None:
+        po, plse, cnt = workspace.partial_out, workspace.partial_lse, workspace.counters
+        if po.numel() < b * hq * n_split * dp or plse.numel() < b * hq * n_split or cnt.numel() < b * hkv:
+            raise InvalidArgumentError(
+                f"paged_decode workspace too small for {b} sequences x {hq} heads x {n_split} splits (head dim "
+                f"padded to {dp}); size it with wrapper.decode_workspace() for the largest batch."
+            )
     else:
         po = torch.empty((b, hq, n_split, dp), dtype=torch.float32, device=query.device)
         plse = torch.empty((b, hq, n_split), dtype=torch.float32, device=query.device)
         cnt = _split_counters(query.device, b * hkv)
-    _decode_kernel[(b, hkv, n_split)](
+    launch(_decode_kernel, (b, hkv, n_split))(
         query, k_cache, v_cache, block_tables, seq_lens, out, po, plse, cnt,
         query.stride(0), query.stride(1), query.stride(2), out.stride(0), out.stride(1), out.stride(2),
         block_tables.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),

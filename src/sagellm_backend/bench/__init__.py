@@ -64,8 +64,8 @@ def plan(provider: BackendProvider, quick: bool) -> list[tuple[str, Callable[[],
         ``(label, thunk)`` pairs; a thunk returns a :class:`Result`, a list of them, or None.
         Labels: ``"pool allocate+free"``, ``"copy_blocks 1024 x 64 KiB"``,
         ``"copy_blocks 1 pair (Python lists)"``, ``"swap 1024 x 64 KiB"``, ``"migrate"``,
-        ``"events"``, ``"paged attention"`` and ``"fused kernels"`` (CUDA), ``"paged attention decode
-        (host)"`` (CPU).
+        ``"events"``, ``"paged attention"``, ``"fused kernels"`` and ``"attention host cost"`` (CUDA),
+        ``"paged attention decode (host)"`` (CPU).
     """
     device = is_device(provider)
     sizes = [64, 256, 1024] + ([8192] if device else [])
@@ -89,6 +89,9 @@ def plan(provider: BackendProvider, quick: bool) -> list[tuple[str, Callable[[],
 
         steps.append(("paged attention", partial(bench_paged_attention, provider.device, quick)))
         steps.append(("fused kernels", partial(bench_fused_kernels, provider.device, quick)))
+        from .decode_host import bench_decode_host_cost
+
+        steps.append(("attention host cost", partial(bench_decode_host_cost, provider.device, quick)))
     elif provider.device_type == "cpu":
         from .attention_host import bench_host_paged_decode
 

@@ -1,0 +1,400 @@
+"""Plan once per decode step, run per layer: paged decode over persistent, CUDA-graph-safe buffers.
+
+:class:`PagedAttentionWrapper` owns device buffers sized at construction (block tables, key lengths, slots,
+positions, the split-decode workspace). :meth:`~PagedAttentionWrapper.plan` validates a step and rewrites the
+buffers in place; :meth:`~PagedAttentionWrapper.run` only launches kernels that read them, so a CUDA graph
+captured over ``run`` replays correctly after every later ``plan``. Padding rows (key length 0, slot -1)
+store nothing and return zeros. ``plan`` copies on the current stream and the workspace is the wrapper's, so
+``plan`` and ``run`` (or a replay) belong on one stream.
+
+Imported lazily (it imports torch).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
+from .base import positive_int
+from .paged import select_paged_ops
+from .paged_workspace import DecodeWorkspace
+from .wrapper_plan import StepInputs, check_on_device, check_static
+
+__all__ = ["PagedAttentionWrapper", "decode_workspace"]
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def decode_workspace(
+    max_batch: int, num_heads: int, num_kv_heads: int, head_dim: int, max_tokens: int,
+    dtypes: tuple[torch.dtype, ...], device: torch.device,
+) -> DecodeWorkspace:  # fmt: skip
+    """A workspace big enough for every default-configured ``paged_triton.paged_decode`` of up to
+    ``max_batch`` sequences whose block tables cover ``max_tokens`` positions.
+
+    Args:
+        max_batch: Largest batch.
+        num_heads: Query heads.
+        num_kv_heads: KV heads.
+        head_dim: D.
+        max_tokens: Block-table width x block size.
+        dtypes: Query/cache dtypes it must serve.
+        device: Where the buffers live.
+
+    Returns:
+        The workspace (partials uninitialised, counters zero).
+    """
+    from . import paged_triton as pt  # CUDA only: imports triton
+
+    sm = pt.sm_count(device)
+    rows = 1
+    for dtype in dtypes:
+        cfg = pt.decode_config(head_dim, dtype, num_heads // num_kv_heads)
+        for b in range(1, max_batch + 1):
+            rows = max(rows, b * pt.decode_splits(b, num_kv_heads, max_tokens, sm, cfg)[0])
+    po = torch.empty(rows * num_heads * pt.pad_dim(head_dim), dtype=torch.float32, device=device)
+    plse = torch.empty(rows * num_heads, dtype=torch.float32, device=device)
+    cnt = torch.zeros(max_batch * num_kv_heads, dtype=torch.int32, device=device)
+    return DecodeWorkspace(po, plse, cnt)
+
+
+class PagedAttentionWrapper:
+    """FlashInfer-style plan/run over the paged KV cache: :meth:`plan` once per step on the host, :meth:`run`
+    per layer.
+
+    Args:
+        num_heads: Query heads ``Hq``.
+        num_kv_heads: KV heads ``Hkv`` (divides ``Hq``).
+        head_size: Head dimension ``D``.
+        block_size: Tokens per cache block.
+        max_batch: Largest (padded) batch a step may have.
+        max_blocks_per_seq: Block-table width; decode splits are chosen for ``max_blocks_per_seq * block_size``
+            positions, so they never change between steps.
+        device: Where the buffers (and the caches, q, k, v passed to :meth:`run`) live.
+        scale: Softmax scale (default ``head_size ** -0.5``).
+        num_blocks: Blocks of the caches :meth:`run` will get; plans check block ids against it. Without it the
+            first :meth:`run` learns it from its cache (and checks the ids planned so far).
+
+    Raises:
+        InvalidArgumentTypeError: A size that is not an int, a device that is not a str/torch.device, a scale
+            that is not a number.
+        InvalidArgumentError: A size that is not positive, ``Hq % Hkv != 0``, a scale that is not finite and > 0.
+    """
+
+    def __init__(
+        self, num_heads: int, num_kv_heads: int, head_size: int, *, block_size: int, max_batch: int,
+        max_blocks_per_seq: int, device: str | torch.device, scale: float | None = None,
+        num_blocks: int | None = None,
+    ) -> None:  # fmt: skip
+        self.num_heads = positive_int("num_heads", num_heads)
+        self.num_kv_heads = positive_int("num_kv_heads", num_kv_heads)
+        self.head_size = positive_int("head_size", head_size)
+        self.block_size = positive_int("block_size", block_size)
+        self.max_batch = positive_int("max_batch", max_batch)
+        self.max_blocks_per_seq = positive_int("max_blocks_per_seq", max_blocks_per_seq)
+        if num_heads % num_kv_heads:
+            raise InvalidArgumentError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads}).")
+        if not isinstance(device, (str, torch.device)):
+            raise InvalidArgumentTypeError(f"device must be a str or torch.device; got {type(device).__name__}.")
+        if scale is None:
+            scale = head_size**-0.5
+        elif isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise InvalidArgumentTypeError(f"scale must be a float or None; got {type(scale).__name__}.")
+        if not (math.isfinite(scale) and scale > 0):
+            raise InvalidArgumentError(f"scale must be a finite number > 0; got {scale}.")
+        self.scale = float(scale)
+        self._num_blocks = None if num_blocks is None else positive_int("num_blocks", num_blocks)
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as exc:
+            raise InvalidArgumentError(f"device {device!r} is not a torch device: {exc}") from None
+        mb, w = self.max_batch, self.max_blocks_per_seq
+        # Two flat buffers, each filled by one copy from the host: int32 block tables + key lengths,
+        # int64 slots + positions.
+        self._i32 = torch.zeros(mb * w + mb, dtype=torch.int32, device=self.device)
+        self._i64 = torch.zeros(2 * mb, dtype=torch.int64, device=self.device)
+        self._i64[:mb].fill_(-1)
+        self._dev_index = self._i32.get_device()  # -1 on CPU
+        # Host staging for host inputs: two pairs (filling one never waits for the copy of the previous step),
+        # filled through numpy views; on CPU the buffers themselves.
+        self._staging: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
+        self._events: list[Any] = []
+        if self.device.type == "cpu":
+            self._staging.append((self._i32, self._i64, None))
+        else:
+            pin = self.device.type == "cuda"
+            for _ in range(2):
+                i32 = torch.zeros(self._i32.shape, dtype=torch.int32, pin_memory=pin)
+                i64 = torch.zeros(self._i64.shape, dtype=torch.int64, pin_memory=pin)
+                self._staging.append((i32, i64, None))
+                if pin:
+                    self._events.append(torch.cuda.Event())  # type: ignore[no-untyped-call]  # torch declares no types for it
+        self._recorded = [False, False]
+        self._view_cache: dict[int, tuple[torch.Tensor, ...]] = {}
+        self._workspace: DecodeWorkspace | None = None
+        if self.device.type == "cuda":
+            self._workspace = decode_workspace(
+                mb, self.num_heads, self.num_kv_heads, self.head_size, w * self.block_size, _FLOATS, self.device
+            )
+        self._ops: dict[torch.dtype, tuple[Any, str, Any]] = {}
+        self._next = 0
+        self._batch = 0
+        self._real = 0
+        self._top = -1  # largest block id planned while num_blocks was unknown (checked by the next run)
+        self._clamp_pending = False
+        self._views(0)
+
+    # ------------------------------------------------------------------ buffers
+    def _split(self, i32: torch.Tensor, i64: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(block_tables [mb, w], key_lens [mb], slot_mapping [mb], positions [mb])`` views of a buffer pair."""
+        mb, w = self.max_batch, self.max_blocks_per_seq
+        return i32[: mb * w].view(mb, w), i32[mb * w :], i64[:mb], i64[mb:]
+
+    def _views(self, batch: int) -> None:
+        views = self._view_cache.get(batch)
+        if views is None:
+            views = self._view_cache[batch] = tuple(t[:batch] for t in self._split(self._i32, self._i64))
+        self._bt, self._kl, self._sl, self._pos = views
+
+    @property
+    def batch_size(self) -> int:
+        """The current (padded) batch: rows :meth:`run` expects."""
+        return self._batch
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """int64 ``[batch_size]`` view of the persistent positions buffer (RoPE positions; 0 on padding)."""
+        return self._pos
+
+    @property
+    def block_tables(self) -> torch.Tensor:
+        """int32 ``[batch_size, max_blocks_per_seq]`` view of the persistent block tables (zeros on padding)."""
+        return self._bt
+
+    @property
+    def key_lens(self) -> torch.Tensor:
+        """int32 ``[batch_size]`` view of the persistent key lengths (``context_lens + 1``; 0 on padding)."""
+        return self._kl
+
+    @property
+    def slot_mapping(self) -> torch.Tensor:
+        """int64 ``[batch_size]`` view of the persistent slots (-1 on padding)."""
+        return self._sl
+
+    # ------------------------------------------------------------------ plan
+    def plan(
+        self, context_lens: object, block_tables: object, slot_mapping: object, *, batch_size: int | None = None,
+        trusted: bool = False,
+    ) -> None:  # fmt: skip
+        """Set up a decode step (one new token per sequence) for every layer's :meth:`run`.
+
+        ``context_lens[i]`` tokens of sequence ``i`` are cached already: its new token is at that position and
+        attends to ``context_lens[i] + 1`` keys. Rows ``n .. batch_size - 1`` are padding. The buffers are
+        rewritten in place; on error they are left as they were.
+
+        Args:
+            context_lens: ``[n]`` ints (list, numpy array, CPU or device tensor).
+            block_tables: ``[n, w]`` block ids, ``w <= max_blocks_per_seq``; columns past a sequence's last
+                block are ignored.
+            slot_mapping: ``[n]`` cache slot of each new token (negative: do not store it).
+            batch_size: Padded batch, ``n <= batch_size <= max_batch`` (default ``n``).
+            trusted: Skip the value checks (no host sync even for device inputs). Block ids are still clamped
+                into the cache and slots outside it skipped, so misuse cannot write outside the cache.
+
+        Raises:
+            InvalidArgumentTypeError: Inputs that are not integer sequences/tensors.
+            InvalidArgumentError: Shapes, batch size or slots that do not fit.
+            InvalidBlockError: A table too narrow for a sequence, or a used entry that is not a block id.
+        """
+        step = check_static(
+            context_lens, block_tables, slot_mapping, batch_size, self.max_batch, self.max_blocks_per_seq
+        )
+        if not isinstance(trusted, bool):
+            raise InvalidArgumentTypeError(f"trusted must be a bool; got {type(trusted).__name__}.")
+        top = -1
+        if not trusted:
+            top = check_on_device(step, self.block_size, self._num_blocks)
+        if step.ctx.device.type == "cpu":
+            self._fill_from_host(step, trusted)
+        else:
+            self._fill(self._i32, self._i64, step, trusted, self.device)
+        self._top = max(self._top, top) if self._num_blocks is None else -1
+        self._clamp_pending = self._clamp_pending or (trusted and self._num_blocks is None)
+        self._batch, self._real = step.batch_size, int(step.ctx.shape[0])
+        self._views(step.batch_size)
+
+    def _fill_from_host(self, step: StepInputs, trusted: bool) -> None:
+        """Pack host inputs into the next staging pair (numpy) and copy it to the device (no host sync)."""
+        import numpy as np
+
+        k = self._next if len(self._staging) > 1 else 0
+        i32, i64, _ = self._staging[k]
+        if self._events and self._recorded[k]:
+            self._events[k].synchronize()  # the copy of two plans ago; long finished in any real loop
+        ctx, table, slots = step.ctx.numpy(), step.table.numpy(), step.slots.numpy()
+        if trusted:
+            nb = self._num_blocks
+            table = np.clip(table, 0, None if nb is None else nb - 1)
+            if nb is not None:
+                slots = np.where(slots < nb * self.block_size, slots, -1)
+        n, w = table.shape
+        a32, a64 = i32.numpy(), i64.numpy()
+        mb, width = self.max_batch, self.max_blocks_per_seq
+        a32.fill(0)
+        a32[: mb * width].reshape(mb, width)[:n, :w] = table
+        a32[mb * width : mb * width + n] = np.clip(ctx.astype(np.int64) + 1, 0, width * self.block_size)
+        a64.fill(0)
+        a64[:mb].fill(-1)
+        a64[:n] = slots
+        a64[mb : mb + n] = ctx
+        if i32 is self._i32:
+            return
+        self._i32.copy_(i32, non_blocking=True)
+        self._i64.copy_(i64, non_blocking=True)
+        if self._events:
+            self._events[k].record()
+            self._recorded[k] = True
+        self._next ^= 1
+
+    def _fill(self, i32: torch.Tensor, i64: torch.Tensor, step: StepInputs, trusted: bool, dev: torch.device) -> None:
+        """Write one step into a buffer pair: real rows first, padding after."""
+        ctx, table, slots, _ = step
+        n, w = int(table.shape[0]), int(table.shape[1])
+        ctx = ctx.to(device=dev, dtype=torch.int64)
+        table = table.to(device=dev)
+        slots = slots.to(device=dev, dtype=torch.int64)
+        if trusted:
+            nb = self._num_blocks
+            table = table.clamp(0, (nb - 1) if nb is not None else None)
+            if nb is not None:
+                slots = torch.where(slots < nb * self.block_size, slots, -1)
+        bt, kl, sl, pos = self._split(i32, i64)
+        i32.zero_()
+        bt[:n, :w].copy_(table)
+        kl[:n].copy_((ctx + 1).clamp(0, self.max_blocks_per_seq * self.block_size))  # reads stay in the row
+        sl.fill_(-1)
+        sl[:n].copy_(slots)
+        pos.zero_()
+        pos[:n].copy_(ctx)
+
+    # ------------------------------------------------------------------ run
+    def _bind_cache(self, k_cache: torch.Tensor) -> None:
+        """Learn (or check) the caches' block count; bound what was planned without it."""
+        nb = int(k_cache.shape[0])
+        if self._num_blocks is None:
+            if self._top >= nb:
+                raise InvalidArgumentError(
+                    f"the plan uses block id {self._top} but the cache has {nb} blocks; plan with this cache's ids."
+                )
+            self._num_blocks = nb
+            if self._clamp_pending:
+                bt = self._split(self._i32, self._i64)[0]
+                bt.clamp_(0, nb - 1)
+                self._clamp_pending = False
+        elif nb != self._num_blocks:
+            raise InvalidArgumentError(
+                f"the cache has {nb} blocks but the wrapper plans for num_blocks={self._num_blocks}; "
+                "every layer's cache must have the same number of blocks."
+            )
+
+    def _select(self, query: torch.Tensor) -> tuple[Any, str, Any]:
+        """The ops for this dtype (chosen by :func:`select_paged_ops` on the dtype's first run) and, for Triton,
+        the decode configuration."""
+        if query.dtype not in _FLOATS and query.dtype != torch.float64:
+            raise UnsupportedDTypeError(f"query dtype {query.dtype} is not a float type attention computes in.")
+        ops, impl = select_paged_ops(query.device, query.dtype, self.head_size, self.block_size)
+        cfg = None
+        if impl == "triton":
+            if self._workspace is None:  # not expected: Triton runs on CUDA only
+                raise InvalidArgumentError(f"the wrapper's buffers are on {self.device}; Triton needs CUDA.")
+            from . import paged_triton
+
+            cfg = paged_triton.decode_config(self.head_size, query.dtype, self.num_heads // self.num_kv_heads)
+        self._ops[query.dtype] = (ops, impl, cfg)
+        return ops, impl, cfg
+
+    def run(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: tuple[torch.Tensor, torch.Tensor],
+        *,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One layer: store the step's new K/V at its slots, then paged decode. Launches kernels only (Triton on
+        CUDA): no sync, no allocation when ``out`` is given, so a CUDA graph may capture it.
+
+        Args:
+            query: ``[batch_size, Hq, D]``.
+            key: ``[batch_size, Hkv, D]``.
+            value: ``[batch_size, Hkv, D]``.
+            kv_cache: ``(K, V)``, each ``[num_blocks, block_size, Hkv, D]`` in the query's dtype, on the device.
+            out: Optional ``[batch_size, Hq, D]`` result buffer in the query's dtype.
+
+        Returns:
+            ``[batch_size, Hq, D]``; padding rows are zeros.
+
+        Raises:
+            InvalidArgumentError: Shapes that do not match the plan or the wrapper, or a cache whose block count
+                differs from the one planned for.
+            UnsupportedDTypeError: Tensors of different dtypes, or a dtype attention does not compute in.
+            InvalidDeviceError: A tensor not on the wrapper's device.
+        """
+        b = self._batch
+        k_cache, v_cache = kv_cache
+        if (
+            query.shape != (b, self.num_heads, self.head_size)
+            or key.shape != (b, self.num_kv_heads, self.head_size)
+            or value.shape != key.shape
+            or k_cache.shape[1:] != (self.block_size, self.num_kv_heads, self.head_size)
+            or v_cache.shape != k_cache.shape
+            or (out is not None and out.shape != query.shape)
+        ):
+            raise InvalidArgumentError(
+                f"run expects query [{b}, {self.num_heads}, {self.head_size}], key/value [{b}, {self.num_kv_heads}, "
+                f"{self.head_size}] and caches [num_blocks, {self.block_size}, {self.num_kv_heads}, "
+                f"{self.head_size}] (the planned batch and the wrapper's shape); got {tuple(query.shape)}, "
+                f"{tuple(key.shape)}, {tuple(value.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}"
+                + ("" if out is None else f", out {tuple(out.shape)}")
+                + "."
+            )
+        dt, dev = query.dtype, self._dev_index
+        if (
+            key.dtype != dt or value.dtype != dt or k_cache.dtype != dt or v_cache.dtype != dt
+            or (out is not None and out.dtype != dt)
+        ):  # fmt: skip
+            raise UnsupportedDTypeError(
+                f"query, key, value, caches and out must share one dtype; got {dt}, {key.dtype}, {value.dtype}, "
+                f"{k_cache.dtype}, {v_cache.dtype}" + ("" if out is None else f", {out.dtype}") + "."
+            )
+        if (
+            query.get_device() != dev or key.get_device() != dev or value.get_device() != dev
+            or k_cache.get_device() != dev or v_cache.get_device() != dev
+            or (out is not None and out.get_device() != dev)
+        ):  # fmt: skip
+            raise InvalidDeviceError(
+                f"run needs every tensor on the wrapper's device {self._i32.device}; got query on {query.device}, "
+                f"key on {key.device}, value on {value.device}, caches on {k_cache.device} and {v_cache.device}."
+            )
+        if self._num_blocks != k_cache.shape[0] or self._clamp_pending:
+            self._bind_cache(k_cache)
+        found = self._ops.get(query.dtype)
+        ops, impl, cfg = found if found is not None else self._select(query)
+        if out is None:
+            out = torch.empty_like(query, memory_format=torch.contiguous_format)
+        if b == 0:
+            return out
+        ops.store_kv(key, value, k_cache, v_cache, self._sl)
+        if impl == "triton":
+            return ops.paged_decode(  # type: ignore[no-any-return]  # the op returns ``out``
+                query, k_cache, v_cache, self._bt, self._kl, self.scale, out, cfg=cfg, workspace=self._workspace
+            )
+        n = self._real  # torch ops: real rows only (a row without keys has no softmax)
+        if n:
+            ops.paged_decode(query[:n], k_cache, v_cache, self._bt[:n], self._kl[:n], self.scale, out=out[:n])
+        out[n:].zero_()
+        return out

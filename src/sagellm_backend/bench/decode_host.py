@@ -1,0 +1,108 @@
+"""Host cost of one decode step's attention: what the engine's thread spends per call before the kernels run.
+
+Per case (batch x context, 32/8 heads, head 128, 16-token blocks): ``PagedAttentionWrapper.run`` (ours),
+``PagedAttentionBackend.forward`` with the step's metadata reused across layers, ``forward`` with metadata
+rebuilt by ``PagedAttentionMetadataBuilder`` every step (the baseline), and ``plan()`` with host inputs
+(validated on the host) and with device inputs (one sync). Each call is timed alone, the device idle before it,
+so the time is the host's (on CUDA the kernels run after the call returns); the median is reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .harness import Result
+
+__all__ = ["DECODE_HOST_CASES", "bench_decode_host_cost"]
+
+#: ``(batch, context)`` cases, as in issue 22's table.
+DECODE_HOST_CASES: tuple[tuple[int, int], ...] = ((1, 1024), (8, 2048), (64, 2048))
+
+
+def _median_us(fn: Callable[[], Any], reps: int, sync: Callable[[], None]) -> float:
+    times = []
+    for _ in range(reps):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    sync()
+    return statistics.median(times) * 1e6
+
+
+def bench_decode_host_cost(
+    device: str = "cuda", quick: bool = False, *, cases: tuple[tuple[int, int], ...] = DECODE_HOST_CASES,
+    heads: tuple[int, int, int] = (32, 8, 128),
+) -> list[Result]:  # fmt: skip
+    """Host microseconds per attention call and per plan, for each ``(batch, context)`` case.
+
+    Args:
+        device: Where the tensors live (``"cuda"``; ``"cpu"`` times the torch ops' compute too).
+        quick: Fewer repetitions.
+        cases: ``(batch, context)`` pairs.
+        heads: ``(query heads, KV heads, head dim)``.
+
+    Returns:
+        One row per case: ours = ``run``, baseline = ``forward`` with rebuilt metadata; extras for ``forward``
+        with reused metadata and the plans.
+    """
+    return [_case(device, quick, batch, ctx, heads) for batch, ctx in cases]
+
+
+def _case(device: str, quick: bool, batch: int, ctx: int, heads: tuple[int, int, int]) -> Result:
+    """One row of :func:`bench_decode_host_cost`."""
+    import torch
+
+    from ..attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, PagedAttentionWrapper
+
+    hq, hkv, d = heads
+    bs = 16
+    dev = torch.device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    reps = 30 if quick else 200
+    width = ctx // bs
+    nb = batch * width + 1
+    k_cache = torch.zeros(nb, bs, hkv, d, dtype=dtype, device=dev)
+    cache = (k_cache, torch.zeros_like(k_cache))
+    table_host = torch.randperm(nb - 1)[: batch * width].view(batch, width).to(torch.int32)
+    table_dev = table_host.to(dev)
+    ctx_list = [ctx - 1] * batch
+    ctx_host = torch.tensor(ctx_list, dtype=torch.int32)
+    slots_host = table_host[:, -1].to(torch.int64) * bs + (ctx - 1) % bs
+    q = torch.randn(batch, hq, d, device=dev).to(dtype)
+    k = torch.randn(batch, hkv, d, device=dev).to(dtype)
+    out = torch.empty_like(q)
+    wrapper = PagedAttentionWrapper(
+        hq, hkv, d, block_size=bs, max_batch=batch, max_blocks_per_seq=width, device=dev, num_blocks=nb
+    )
+    backend = PagedAttentionBackend(bs)
+    builder = PagedAttentionMetadataBuilder(bs, device=dev)
+    md = builder.build_decode_metadata(ctx_list, table_dev)
+    steps: dict[str, Callable[[], Any]] = {
+        "plan": lambda: wrapper.plan(ctx_host, table_host, slots_host),
+        "plan, device inputs": lambda: wrapper.plan(ctx_host.to(dev), table_dev, slots_host.to(dev)),
+        "plan, trusted": lambda: wrapper.plan(ctx_host, table_host, slots_host, trusted=True),
+        "run": lambda: wrapper.run(q, k, k, cache, out=out),
+        "forward, same metadata": lambda: backend.forward(q, k, k, md, kv_cache=cache),
+        "forward, metadata rebuilt": lambda: backend.forward(
+            q, k, k, builder.build_decode_metadata(ctx_list, table_dev), kv_cache=cache
+        ),
+    }
+    us: dict[str, float] = {}
+    for name, fn in steps.items():
+        for _ in range(3):  # compile, warm the plan memo and the fast path
+            fn()
+        us[name] = _median_us(fn, reps, sync)
+    if not torch.equal(wrapper.run(q, k, k, cache), backend.forward(q, k, k, md, kv_cache=cache)):
+        raise AssertionError("wrapper.run and forward disagree on the same step")
+    met = us["run"] <= 25 and us["forward, same metadata"] <= 25 and us["plan"] <= 100
+    return Result(
+        "attention host cost", f"{batch} x {ctx}, {hq}/{hkv} heads, d {d}", "us/call", None,
+        us["forward, metadata rebuilt"], us["run"],
+        extra={n: v for n, v in us.items() if n not in ("run", "forward, metadata rebuilt")},
+        target="run and forward <= 25 us/call, plan <= 100 us", met=met, higher_is_better=False,
+    )  # fmt: skip

@@ -1,0 +1,278 @@
+"""PagedAttentionWrapper on CPU: plan/run against PagedAttentionBackend.forward and a float64 reference over a
+multi-step decode flow with changing lengths, tables, slots and padding; hostile plans; the forward fast path."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sagellm_backend.errors import (
+    BackendError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidBlockError,
+    UnsupportedDTypeError,
+)
+
+torch = pytest.importorskip("torch")
+
+from decode_step_model import Dims, decode_step, make_weights, rope_torch, step_batch  # noqa: E402
+from sagellm_backend.attention import (  # noqa: E402
+    PagedAttentionBackend,
+    PagedAttentionMetadataBuilder,
+    PagedAttentionWrapper,
+    get_attention_diagnostics,
+    reset_attention_diagnostics,
+)
+from sagellm_backend.attention.reference import reference_paged_decode  # noqa: E402
+
+
+def _kernels() -> dict[str, Any]:
+    from sagellm_backend import get_provider
+
+    p = get_provider("cpu")
+    ks = {n: p.get_kernel(n) for n in ("linear", "rmsnorm", "add_rmsnorm", "silu_mul")}
+    ks["rope"] = rope_torch
+    return ks
+
+
+def _wrapper(d: Dims, **kw: Any) -> PagedAttentionWrapper:
+    return PagedAttentionWrapper(
+        d.heads, d.kv_heads, d.head_dim, block_size=d.block_size, max_batch=d.max_batch,
+        max_blocks_per_seq=d.max_blocks, device="cpu", **kw,
+    )  # fmt: skip
+
+
+def _caches(d: Dims, dtype: Any, seed: int) -> list[tuple[Any, Any]]:
+    g = torch.Generator().manual_seed(seed)
+    shape = (d.num_blocks, d.block_size, d.kv_heads, d.head_dim)
+    return [
+        (torch.randn(shape, generator=g).to(dtype), torch.randn(shape, generator=g).to(dtype)) for _ in range(d.layers)
+    ]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_decode_flow_plan_run_equals_forward_and_float64_reference(dtype: str) -> None:
+    dt = getattr(torch, dtype)
+    d = Dims()
+    rng = random.Random(3)
+    weights, kernels = make_weights(d, dt, "cpu"), _kernels()
+    caches_w, caches_f = _caches(d, dt, 1), _caches(d, dt, 1)
+    wrapper, backend = _wrapper(d), PagedAttentionBackend(d.block_size)
+    builder = PagedAttentionMetadataBuilder(d.block_size)
+    owned: list[list[int]] = [[] for _ in range(4)]
+    lens = [rng.randrange(0, 12) for _ in range(4)]
+    for step in range(6):
+        n = rng.randint(1, 4)
+        ctx, tables, slots = (x[:n] for x in step_batch(rng, d, owned, lens))
+        padded = rng.randint(n, d.max_batch)
+        wrapper.plan(ctx, tables, slots, batch_size=padded)
+        md = builder.build_decode_metadata(ctx, tables)
+        assert md.slot_mapping is not None and md.slot_mapping.tolist() == slots
+        x = torch.randn(padded, d.hidden, generator=torch.Generator().manual_seed(step)).to(dt)
+        attn_out: dict[int, Any] = {}
+
+        def run(i: int, q: Any, k: Any, v: Any, cache: Any, seen: dict[int, Any] = attn_out) -> Any:
+            seen[i] = (q.clone(), wrapper.run(q, k, v, cache))
+            return seen[i][1]
+
+        def fwd(i: int, q: Any, k: Any, v: Any, cache: Any, n: int = n, md: Any = md) -> Any:
+            out = torch.zeros_like(q)
+            out[:n] = backend.forward(q[:n], k[:n], v[:n], md, kv_cache=cache)
+            return out
+
+        got = decode_step(x, wrapper.positions, weights, caches_w, kernels, run, d)
+        pos = torch.tensor(ctx + [0] * (padded - n))
+        want = decode_step(x, pos, weights, caches_f, kernels, fwd, d)
+        assert torch.equal(got[:n], want[:n]), step
+        for (kw, vw), (kf, vf) in zip(caches_w, caches_f):
+            assert torch.equal(kw, kf) and torch.equal(vw, vf)
+        for i, (q, out) in attn_out.items():  # attention itself against float64, padding rows exactly zero
+            ref = reference_paged_decode(
+                q[:n], *caches_w[i], torch.tensor(tables), torch.tensor(ctx) + 1, d.head_dim**-0.5
+            )
+            tol = 1e-5 if dt == torch.float32 else 2e-2
+            assert float((out[:n].double() - ref).abs().max()) <= tol
+            assert not out[n:].any()
+        for i in range(n):
+            lens[i] += 1
+
+
+def test_positions_and_padding_buffers() -> None:
+    d = Dims()
+    w = _wrapper(d)
+    w.plan([5, 0], [[3, 4, 9], [7, 1, 1]], [4 * 4 + 1, 7 * 4], batch_size=4)
+    assert w.batch_size == 4
+    assert w.positions.tolist() == [5, 0, 0, 0]
+    assert w.key_lens.tolist() == [6, 1, 0, 0]
+    assert w.slot_mapping.tolist() == [17, 28, -1, -1]
+    assert w.block_tables.shape == (4, d.max_blocks) and w.block_tables[2:].abs().sum() == 0
+    assert w.block_tables[0, :3].tolist() == [3, 4, 9] and not w.block_tables[0, 3:].any()
+
+
+def test_run_writes_only_real_slots_and_padding_is_zero() -> None:
+    d = Dims()
+    w = _wrapper(d)
+    kc, vc = _caches(d, torch.float32, 0)[0]
+    before = kc.clone()
+    w.plan([2], [[5]], [5 * 4 + 2], batch_size=3)
+    q, k = torch.randn(3, d.heads, d.head_dim), torch.randn(3, d.kv_heads, d.head_dim)
+    out = w.run(q, k, k, (kc, vc))
+    assert torch.equal(kc[5, 2], k[0]) and torch.equal(vc[5, 2], k[0])
+    changed = (kc != before).any(dim=(2, 3)).nonzero().tolist()
+    assert changed == [[5, 2]]
+    assert not out[1:].any() and out[0].abs().sum() > 0
+
+
+def _snapshot(w: PagedAttentionWrapper) -> tuple[Any, ...]:
+    return (w.batch_size, w.block_tables.clone(), w.key_lens.clone(), w.slot_mapping.clone(), w.positions.clone())
+
+
+def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return a[0] == b[0] and all(torch.equal(x, y) for x, y in zip(a[1:], b[1:]))
+
+
+HOSTILE: list[tuple[str, tuple[Any, Any, Any], dict[str, Any], type[BackendError]]] = [
+    ("float lens", ([1.5], [[0]], [1]), {}, InvalidArgumentTypeError),
+    ("bool table", ([1], [[True]], [1]), {}, InvalidArgumentTypeError),
+    ("string", ("ab", [[0]], [1]), {}, InvalidArgumentTypeError),
+    ("ragged", ([1, 1], [[0], [1, 2]], [1, 5]), {}, InvalidArgumentError),
+    ("rows", ([1, 1], [[0]], [1, 5]), {}, InvalidArgumentError),
+    ("too many", ([0] * 7, [[0]] * 7, [0] * 7), {}, InvalidArgumentError),
+    ("too wide", ([0], [[0] * 9], [0]), {}, InvalidBlockError),
+    ("batch below n", ([0, 0], [[0], [1]], [0, 4]), {"batch_size": 1}, InvalidArgumentError),
+    ("batch above max", ([0], [[0]], [0]), {"batch_size": 7}, InvalidArgumentError),
+    ("batch bool", ([0], [[0]], [0]), {"batch_size": True}, InvalidArgumentTypeError),
+    ("negative len", ([-1], [[0]], [0]), {}, InvalidBlockError),
+    ("table short", ([4], [[0]], [4]), {}, InvalidBlockError),
+    ("negative id", ([1], [[-2]], [-1]), {}, InvalidBlockError),
+    ("id past cache", ([1], [[40]], [-1]), {}, InvalidBlockError),
+    ("wrong slot", ([1], [[3]], [0]), {}, InvalidArgumentError),
+    ("slot past cache", ([1], [[3]], [160]), {}, InvalidArgumentError),
+    ("trusted str", ([1], [[3]], [13]), {"trusted": "yes"}, InvalidArgumentTypeError),
+    ("tensor float", (torch.tensor([1.0]), [[3]], [13]), {}, InvalidArgumentTypeError),
+    ("2-D lens", ([[1]], [[3]], [13]), {}, InvalidArgumentError),
+]
+
+
+@pytest.mark.parametrize("name,args,kw,err", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_plan_raises_typed_and_leaves_buffers(name: str, args: Any, kw: Any, err: type) -> None:
+    w = _wrapper(Dims(), num_blocks=40)
+    w.plan([2, 9], [[1, 2, 3], [4, 5, 6]], [6, 25], batch_size=3)
+    snap = _snapshot(w)
+    with pytest.raises(err):
+        w.plan(*args, **kw)
+    assert _same(snap, _snapshot(w))
+
+
+ints = st.integers(-50, 200)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(ints, max_size=8),
+    st.lists(st.lists(ints, min_size=0, max_size=10), max_size=8),
+    st.lists(ints, max_size=8),
+    st.one_of(st.none(), st.integers(-2, 9)),
+)
+def test_fuzzed_plan_either_plans_correctly_or_raises_typed(lens: Any, table: Any, slots: Any, bsz: Any) -> None:
+    d = Dims()
+    w = _wrapper(d, num_blocks=d.num_blocks)
+    w.plan([3], [[7]], [31])
+    snap = _snapshot(w)
+    try:
+        w.plan(lens, table, slots, batch_size=bsz)
+    except BackendError:
+        assert _same(snap, _snapshot(w))
+        return
+    n = len(lens)
+    assert w.batch_size == (n if bsz is None else bsz)
+    for i, c in enumerate(lens):  # what was accepted is a valid step
+        assert 0 <= c < len(table[i]) * d.block_size
+        used = table[i][: c // d.block_size + 1]
+        assert all(0 <= b < d.num_blocks for b in used)
+        assert slots[i] < 0 or slots[i] == used[-1] * d.block_size + c % d.block_size
+    assert w.key_lens[:n].tolist() == [c + 1 for c in lens] and not w.key_lens[n:].any()
+
+
+def test_device_tensor_inputs_and_numpy_are_accepted() -> None:
+    import numpy as np
+
+    w = _wrapper(Dims())
+    w.plan(np.array([1, 4]), np.array([[2, 0], [3, 5]], dtype=np.int32), torch.tensor([9, 20]))
+    assert w.slot_mapping.tolist() == [9, 20] and w.key_lens.tolist() == [2, 5]
+
+
+def test_trusted_plan_clamps_ids_and_run_cannot_write_outside() -> None:
+    d = Dims()
+    w = _wrapper(d)
+    kc, vc = _caches(d, torch.float32, 0)[0]
+    before = kc.clone()
+    w.plan([1, 1], [[99, 0], [-5, 0]], [-1, -7], trusted=True)  # no value checks
+    out = w.run(torch.randn(2, d.heads, d.head_dim), torch.randn(2, d.kv_heads, d.head_dim),
+                torch.randn(2, d.kv_heads, d.head_dim), (kc, vc))  # fmt: skip
+    assert torch.equal(kc, before) and torch.isfinite(out).all()
+    assert int(w.block_tables.min()) >= 0 and int(w.block_tables.max()) < d.num_blocks
+
+
+def test_run_rejects_shapes_and_other_caches() -> None:
+    d = Dims()
+    w = _wrapper(d)
+    kc, vc = _caches(d, torch.float32, 0)[0]
+    w.plan([1], [[39]], [157])
+    q, k = torch.randn(1, d.heads, d.head_dim), torch.randn(1, d.kv_heads, d.head_dim)
+    with pytest.raises(InvalidArgumentError, match="run expects"):
+        w.run(torch.randn(2, d.heads, d.head_dim), k, k, (kc, vc))
+    small = (kc[:20], vc[:20])
+    with pytest.raises(InvalidArgumentError, match="block id 39"):
+        w.run(q, k, k, small)
+    with pytest.raises(UnsupportedDTypeError):
+        w.run(q, k.double(), k, (kc, vc))
+    with pytest.raises(UnsupportedDTypeError):
+        w.run(q, k, k, (kc, vc), out=torch.empty(1, d.heads, d.head_dim, dtype=torch.float16))
+    w.run(q, k, k, (kc, vc))  # learns 40 blocks
+    with pytest.raises(InvalidArgumentError, match="num_blocks=40"):
+        w.run(q, k, k, small)
+
+
+@pytest.mark.parametrize(
+    "kw,err",
+    [({"num_heads": 3}, InvalidArgumentError), ({"block_size": 0}, InvalidArgumentError),
+     ({"scale": float("nan")}, InvalidArgumentError), ({"scale": "1"}, InvalidArgumentTypeError),
+     ({"device": 3}, InvalidArgumentTypeError), ({"max_batch": 2.0}, InvalidArgumentTypeError)],
+)  # fmt: skip
+def test_constructor_rejects_bad_arguments(kw: dict[str, Any], err: type) -> None:
+    args: dict[str, Any] = {"num_heads": 4, "num_kv_heads": 2, "head_size": 16, "block_size": 4, "max_batch": 2,
+                            "max_blocks_per_seq": 2, "device": "cpu"}  # fmt: skip
+    args.update(kw)
+    with pytest.raises(err):
+        PagedAttentionWrapper(**args)
+
+
+def test_forward_fast_path_counts_calls_and_follows_changed_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    d = Dims()
+    backend = PagedAttentionBackend(d.block_size)
+    md = PagedAttentionMetadataBuilder(d.block_size).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, d.heads, d.head_dim, generator=g), torch.randn(2, d.kv_heads, d.head_dim, generator=g)
+    cache = _caches(d, torch.float32, 5)[0]
+    reset_attention_diagnostics()
+    first = backend.forward(q, k, k, md, kv_cache=cache)
+    assert md._fast is not None
+    again = backend.forward(q, k, k, md, kv_cache=cache)  # fast path
+    assert torch.equal(first, again)
+    assert get_attention_diagnostics()["paged:implementation=torch"]["decode_calls"] == 2
+    half = backend.forward(q, k, k, md, kv_cache=cache, scale=0.5 * d.head_dim**-0.5)  # another scale: rechecked
+    ref = reference_paged_decode(q, *cache, md.block_tables, torch.tensor([4, 7]), 0.5 * d.head_dim**-0.5)
+    assert float((half.double() - ref).abs().max()) < 1e-5
+    with pytest.raises(InvalidArgumentTypeError):
+        backend.forward(q, k, k, md, kv_cache=cache, scale=True)
+    with pytest.raises(InvalidArgumentError):
+        backend.forward(q[:1], k[:1], k[:1], md, kv_cache=cache)
+    md.context_lens[0] = 99  # mutated metadata is checked again
+    with pytest.raises(InvalidBlockError):
+        backend.forward(q, k, k, md, kv_cache=cache)

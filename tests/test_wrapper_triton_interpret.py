@@ -1,0 +1,102 @@
+"""The Triton decode and store as the wrapper launches them, under TRITON_INTERPRET=1 on CPU tensors: rows with no
+keys (padding) give zeros with any split count (the split merge used to compute exp2(-inf - -inf) = NaN), a
+caller-owned workspace gives the same bits as fresh buffers and is left with zero counters, and slots past the
+cache are skipped.
+
+The interpreter must be on before Triton is imported, so the checks run in a child process (``python this_file``)
+that prints one JSON object; the tests read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sagellm_backend
+
+SRC = str(Path(sagellm_backend.__file__).resolve().parents[1])
+
+
+def _checks() -> dict[str, Any]:
+    import torch
+
+    from sagellm_backend.attention import paged_triton as pt
+    from sagellm_backend.attention.paged_workspace import DecodeWorkspace
+    from sagellm_backend.attention.reference import make_arena_caches, make_block_tables, reference_paged_decode
+    from sagellm_backend.attention.wrapper import decode_workspace
+
+    g = torch.Generator().manual_seed(11)
+    lens = [0, 37, 0, 9]  # rows 0 and 2 are padding: no keys
+    hq, hkv, d, bs, nb = 4, 2, 16, 8, 24
+    _, kc, vc = make_arena_caches(nb, bs, hkv, d, torch.float16, "cpu", generator=g)
+    table = make_block_tables([max(n, 1) for n in lens], bs, nb, generator=g, pad_value=0, extra_cols=1).int()
+    q = torch.randn(4, hq, d, generator=g).half()
+    seq = torch.tensor(lens, dtype=torch.int32)
+    ref = reference_paged_decode(q[[1, 3]], kc, vc, table[[1, 3]], seq[[1, 3]], 0.25)
+    ws = DecodeWorkspace(torch.empty(4 * hq * 3 * d), torch.empty(4 * hq * 3), torch.zeros(4 * hkv, dtype=torch.int32))
+    cfg = pt.DecodeConfig(block_n=16, num_warps=4, num_stages=2)
+    out: dict[str, Any] = {"cases": []}
+    for splits in (1, 2, 3):
+        fresh = pt.paged_decode(q, kc, vc, table, seq, 0.25, cfg=cfg, splits=splits)
+        owned = pt.paged_decode(q, kc, vc, table, seq, 0.25, torch.empty_like(q), cfg=cfg, splits=splits, workspace=ws)
+        out["cases"].append({
+            "splits": splits,
+            "finite": bool(torch.isfinite(fresh).all() and torch.isfinite(owned).all()),
+            "padding_zero": not bool(fresh[[0, 2]].any() or owned[[0, 2]].any()),
+            "err": float((fresh[[1, 3]].double() - ref).abs().max()),
+            "same_bits": bool(torch.equal(fresh, owned)),
+        })  # fmt: skip
+    out["counters_left"] = int(ws.counters.abs().sum())
+    try:
+        tiny = decode_workspace(1, hq, hkv, d, bs, (torch.float16,), torch.device("cpu"))
+        pt.paged_decode(q, kc, vc, table, seq, 0.25, cfg=cfg, splits=3, workspace=tiny)
+        out["small_workspace"] = "accepted"
+    except ValueError as exc:
+        out["small_workspace"] = type(exc).__name__
+    before = kc.clone()
+    k_new = torch.randn(3, hkv, d, generator=g).half()
+    slots = torch.tensor([nb * bs, -1, 5], dtype=torch.int64)  # past the cache, skipped, block 0 row 5
+    pt.store_kv(k_new, k_new, kc, vc, slots)
+    changed = (kc != before).any(dim=(2, 3)).nonzero().tolist()
+    out["store_changed"] = changed
+    out["store_row_ok"] = bool(torch.equal(kc[0, 5], k_new[2]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def verdict() -> dict[str, Any]:
+    pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, __file__], capture_output=True, text=True, env=env, timeout=300, cwd=SRC)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def test_padding_rows_are_zero_for_every_split_count(verdict: dict[str, Any]) -> None:
+    assert [c["splits"] for c in verdict["cases"]] == [1, 2, 3]
+    for c in verdict["cases"]:
+        assert c["finite"] and c["padding_zero"], c
+        assert c["err"] <= 2e-3, c
+
+
+def test_workspace_gives_the_same_bits_and_leaves_counters_zero(verdict: dict[str, Any]) -> None:
+    assert all(c["same_bits"] for c in verdict["cases"])
+    assert verdict["counters_left"] == 0
+    assert verdict["small_workspace"] == "InvalidArgumentError"
+
+
+def test_store_skips_slots_past_the_cache_and_negative_ones(verdict: dict[str, Any]) -> None:
+    assert verdict["store_changed"] == [[0, 5]]
+    assert verdict["store_row_ok"]
+
+
+if __name__ == "__main__":
+    print(json.dumps(_checks()))
