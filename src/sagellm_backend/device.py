@@ -32,6 +32,7 @@ _HINTS = {
     "amd": _ROCM_HINT,
     "dcu": _ROCM_HINT,
     "hygon": _ROCM_HINT,
+    "haiguang": _ROCM_HINT,
     "mthreads": "musa",
     "host": "cpu",
 }

@@ -132,7 +132,7 @@ def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
 
 ROCM = VendorSpec(
     name="rocm",
-    aliases=("dcu", "hygon", "amd"),
+    aliases=("dcu", "hygon", "haiguang", "amd"),
     **CUDA_API,
     sdk_module=None,
     install_hint=_INSTALL,
