@@ -10,7 +10,7 @@ from ..core.validate import check_timeout
 from ..errors import CommGroupError, InvalidArgumentError, InvalidArgumentTypeError, UnavailableError
 from ..protocol import CommBackendType, coerce_enum
 from . import dist_util as du
-from .args import check_rank_value, env_int
+from .args import check_consistency_flag, check_rank_value, env_int
 
 if TYPE_CHECKING:
     from .torch_dist import TorchCommunicator
@@ -62,6 +62,7 @@ def join_process_group(
 ) -> None:
     """See :meth:`TorchCommunicator.init_process_group` (same arguments)."""
     dist = du.dist()
+    check = check_consistency_flag(check_consistency)  # validated before anything changes
     name = coerce_enum(CommBackendType, self.default_backend if backend is None else backend, what="backend").value
     timeout = check_timeout("timeout", timeout)
     if init_method is not None:
@@ -83,7 +84,7 @@ def join_process_group(
             )
         self.timeout_s = float(timeout)
         if check_consistency is not None:
-            self.check_consistency = bool(check_consistency)
+            self.check_consistency = check
         return
     if init_method is None and os.environ.get("MASTER_ADDR"):
         init_method = "env://"
@@ -123,4 +124,4 @@ def join_process_group(
         raise self._map_error(exc, "init_process_group", float(timeout)) from exc
     self.timeout_s = float(timeout)
     if check_consistency is not None:
-        self.check_consistency = bool(check_consistency)
+        self.check_consistency = check
