@@ -57,6 +57,17 @@ def _default_group() -> None:
     return None
 
 
+def _ref(group: Any) -> Callable[[], Any]:
+    """A weak reference to a process group (``None``: the default group's handle); a strong one
+    where this torch's ProcessGroup takes no weak references."""
+    if group is None:
+        return _default_group
+    try:
+        return weakref.ref(group)
+    except TypeError:
+        return lambda: group
+
+
 class TorchCommunicator(Communicator):
     """Collectives for one torch provider.
 
@@ -76,7 +87,7 @@ class TorchCommunicator(Communicator):
         # destroy_process_group() with its gloo threads running, and a gloo thread that releases
         # a tensor while the interpreter exits aborts the process (SIGABRT, "terminate called
         # without an active exception"). Dead references never match, so no stale entry is used.
-        self._world_cache: tuple[weakref.ref[Any], int, int] | None = None
+        self._world_cache: tuple[Callable[[], Any], int, int] | None = None
         self._backend_names: dict[int, tuple[Callable[[], Any], str]] = {}
 
     @property
@@ -140,7 +151,7 @@ class TorchCommunicator(Communicator):
         if cached is not None and cached[0]() is world:
             return cached[1], cached[2]
         rank, size = int(dist.get_rank()), int(dist.get_world_size())
-        self._world_cache = (weakref.ref(world), rank, size)
+        self._world_cache = (_ref(world), rank, size)
         self._backend_names.clear()
         return rank, size
 
@@ -231,7 +242,7 @@ class TorchCommunicator(Communicator):
         if hit is not None and hit[0]() is handle:  # identity check: ids of dead groups get reused
             return hit[1]
         name = str(du.dist().get_backend(handle)).lower()
-        self._backend_names[id(handle)] = (weakref.ref(handle) if handle is not None else _default_group, name)
+        self._backend_names[id(handle)] = (_ref(handle), name)
         return name
 
     def _map_error(self, exc: BaseException, what: str, timeout: float | None) -> BackendError:
