@@ -83,7 +83,7 @@ class TorchCommunicator(Communicator):
         self.default_backend = default_backend
         self.timeout_s: float | None = None
         self.check_consistency = check_consistency_flag(None)
-        # Weak references only: a process group this communicator kept alive would outlive
+        # Weak references (``_ref``): a process group this communicator kept alive would outlive
         # destroy_process_group() with its gloo threads running, and a gloo thread that releases
         # a tensor while the interpreter exits aborts the process (SIGABRT, "terminate called
         # without an active exception"). Dead references never match, so no stale entry is used.
