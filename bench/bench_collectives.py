@@ -13,7 +13,9 @@ Two measurements:
    2-core CI machine raw gloo latency swings by +-30 % between runs, so medians of separate runs
    cannot resolve a few per cent; paired ratios can, roughly.)
 
-all_reduce is in place on a preallocated tensor on both sides. all_gather is measured twice:
+The HAL runs with ``check_consistency=False``: the default consistency check adds one small
+collective per call, measured by ``bench/bench_comm_check.py``. all_reduce is in place on a
+preallocated tensor on both sides. all_gather is measured twice:
 into a preallocated output on both sides (HAL ``out=``), and with a new output per call on both
 sides. CPU ranks are pinned to their own core. Rank 0 writes ``collectives_<provider>.json`` /
 ``.md`` to ``--out``.
@@ -75,7 +77,9 @@ def worker(rank: int, world: int, port: int, provider_name: str, out: str, round
         os.sched_setaffinity(0, {rank % (os.cpu_count() or 1)})
     torch.set_num_threads(1)
     p = get_provider(provider_name, None, **({"device_id": rank} if device else {}))
-    p.init_process_group(init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=600)
+    p.init_process_group(  # the HAL's own cost; the consistency check's is bench_comm_check.py's subject
+        init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=600, check_consistency=False
+    )
     dev = p.device
     sync = torch.cuda.synchronize if device else (lambda: None)
 

@@ -208,6 +208,12 @@ ROWS: list[Row] = [
     ),
     Row("kv_block_migrate", "target 'gpu'", lambda c: c.p.kv_block_migrate(c.a, "gpu"), InvalidDeviceError),
     Row("kv_block_migrate", "target ''", lambda c: c.p.kv_block_migrate(c.a, ""), InvalidDeviceError),
+    Row(
+        "kv_block_migrate",
+        "target 'mock:' + '9' * 5000 (past int()'s digit limit)",
+        lambda c: c.p.kv_block_migrate(c.a, "mock:" + "9" * 5000),
+        InvalidDeviceError,
+    ),
     Row("kv_block_migrate", "target None", lambda c: c.p.kv_block_migrate(c.a, None), InvalidArgumentTypeError),
     Row("kv_block_migrate", "target 3.5", lambda c: c.p.kv_block_migrate(c.a, 3.5), InvalidArgumentTypeError),
     Row(

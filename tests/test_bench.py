@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sagellm_backend import MockBackendProvider
+from sagellm_backend import MockBackendProvider, get_provider
 from sagellm_backend.bench import (
     LinkedFreeQueue,
     Result,
@@ -36,7 +36,8 @@ def test_suite_quick_on_mock_names_what_is_measured() -> None:
         ("pool allocate+free", "batches of 64, refcounts on"),
         ("copy_blocks", "64 x 64 KiB"),
         ("copy_blocks", "256 x 64 KiB"),
-        ("swap_out", "256 x 64 KiB"),
+        ("swap_out", "256 x 64 KiB, steady state (host buffer reused)"),
+        ("swap_out", "256 x 64 KiB, first call (allocates host memory)"),
         ("swap_in", "256 x 64 KiB"),
     } | {("copy_blocks", c) for c in SHORT_CASES} == rows
     for text in labels + [f"{r.bench} {r.case} {r.target}" for r in results]:
@@ -101,6 +102,23 @@ def test_linked_queue_baseline_is_a_real_allocator() -> None:
     assert q.allocate(2)[1].block_id == 0
     with pytest.raises(MemoryError):
         q.allocate(1)
+
+
+@pytest.mark.parametrize("provider", ["mock", "cpu"])
+def test_swap_out_rows_steady_state_and_first_call(provider: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two swap_out rows, as an engine meets them: the first call allocates host memory, later ones reuse it."""
+    if provider == "cpu":
+        pytest.importorskip("torch")
+    rc = main(["bench", "--provider", provider, "--quick", "--only", "swap"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    steady = [ln for ln in out.splitlines() if "steady state (host buffer reused)" in ln]
+    first = [ln for ln in out.splitlines() if "first call (allocates host memory)" in ln]
+    assert len(steady) == 1 and len(first) == 1 and all("| swap_out |" in ln for ln in steady + first), out
+    rows = run_suite(get_provider(provider), quick=True, only={"swap"}, progress=False)
+    by_case = {r.case.split(", ")[-1]: r for r in rows if r.bench == "swap_out"}
+    assert set(by_case) == {"steady state (host buffer reused)", "first call (allocates host memory)"}
+    assert all(r.ours > 0 and r.ceiling and r.naive and r.met is None for r in by_case.values())  # no target on hosts
 
 
 def test_only_filter_new_names_and_old_ids() -> None:

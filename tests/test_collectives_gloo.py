@@ -57,11 +57,13 @@ def _spawn(
 def test_every_collective_explicit_init(world: int, free_port: int, tmp_path: Path) -> None:
     rows = _results(_spawn("all", world, free_port, tmp_path), timeout=180, out=tmp_path)
     assert sorted(r["rank"] for r in rows) == list(range(world)) and all(r["ok"] for r in rows)
+    assert all(r["check_consistency"] is True for r in rows)  # the safe default
 
 
-def test_env_init_like_torchrun(free_port: int, tmp_path: Path) -> None:
-    rows = _results(_spawn("all", 2, free_port, tmp_path, env_style=True), timeout=180, out=tmp_path)
-    assert len(rows) == 2 and all(r["ok"] for r in rows)
+def test_env_init_like_torchrun_without_the_check(free_port: int, tmp_path: Path) -> None:
+    """The opt-out fast path (check_consistency=False) computes the same results."""
+    rows = _results(_spawn("all", 2, free_port, tmp_path, "--no-check", env_style=True), timeout=180, out=tmp_path)
+    assert len(rows) == 2 and all(r["ok"] and r["check_consistency"] is False for r in rows)
 
 
 def test_launched_by_torchrun(free_port: int, tmp_path: Path) -> None:
@@ -123,6 +125,7 @@ def test_exited_rank_raises_comm_timeout(free_port: int, tmp_path: Path) -> None
 
 
 def test_mismatched_shapes_and_dtypes_are_clear_errors(free_port: int, tmp_path: Path) -> None:
+    """Under default settings: without the consistency check, gloo aborts a rank on mismatched sizes."""
     rows = _results(_spawn("mismatch", 2, free_port, tmp_path, "--timeout", "30"), timeout=120, out=tmp_path)
     assert len(rows) == 2
     for r in rows:
@@ -171,3 +174,35 @@ def test_world_of_one_without_group(monkeypatch: pytest.MonkeyPatch) -> None:
         p.init_process_group()
     with pytest.raises(InvalidDeviceError, match="meta"):
         p.all_reduce(torch.ones(2, device="meta"))
+
+
+def _gloo_threads() -> list[str]:
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            names.append(Path(f"/proc/self/task/{task}/comm").read_text().strip())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return sorted(n for n in names if "gloo" in n or "tcpstore" in n)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc (Linux)")
+def test_destroy_process_group_ends_the_gloo_threads(free_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider outlives the group: nothing it caches may keep the group (and its threads) alive, or those
+    threads release tensors while the interpreter exits and abort it."""
+    from sagellm_backend import CPUBackendProvider
+
+    for var in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    p = CPUBackendProvider()
+    p.init_process_group(init_method=f"tcp://127.0.0.1:{free_port}", rank=0, world_size=1, timeout=30)
+    t = torch.ones(3)
+    p.all_reduce(t, "avg")
+    p.all_gather(t)
+    solo = p.new_group([0])
+    p.all_reduce(t, group=solo)
+    del solo
+    assert _gloo_threads(), "a gloo group runs threads: this test would prove nothing"
+    p.destroy_process_group()
+    assert _gloo_threads() == []
+    assert p.world_size == 1 and p.all_reduce(t) is t  # a world of one again

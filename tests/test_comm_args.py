@@ -52,6 +52,9 @@ def cpu_comm(monkeypatch: pytest.MonkeyPatch) -> Any:
         ({"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}, ("MASTER_PORT",)),
         ({"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "http"}, ("MASTER_PORT='http'",)),
         ({"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "70000"}, ("MASTER_PORT",)),
+        ({"RANK": "9" * 5000, "WORLD_SIZE": "2"}, ("RANK", "5000 characters")),  # int() would raise ValueError
+        ({"RANK": "0", "WORLD_SIZE": "+" + "1" * 19}, ("WORLD_SIZE",)),
+        ({"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "h", "MASTER_PORT": "8" * 4400}, ("MASTER_PORT",)),
     ],
 )
 def test_malformed_environment_is_a_group_error_naming_the_variable(
@@ -84,6 +87,8 @@ def test_malformed_environment_is_a_group_error_naming_the_variable(
         ({"rank": 0, "world_size": 1, "timeout": None}, InvalidArgumentTypeError, "timeout"),
         ({"rank": 0, "world_size": 1, "timeout": True}, InvalidArgumentTypeError, "timeout"),
         ({"rank": 0, "world_size": 1, "backend": "mpi2"}, InvalidArgumentError, "mpi2"),
+        ({"rank": 0, "world_size": 1, "check_consistency": "no"}, InvalidArgumentTypeError, "check_consistency"),
+        ({"rank": 0, "world_size": 1, "check_consistency": 0}, InvalidArgumentTypeError, "check_consistency"),
     ],
 )
 def test_bad_init_arguments_are_typed(cpu_comm: Any, kwargs: dict[str, Any], error: type[Exception], word: str) -> None:
@@ -91,6 +96,23 @@ def test_bad_init_arguments_are_typed(cpu_comm: Any, kwargs: dict[str, Any], err
     kwargs.setdefault("timeout", 5)
     with pytest.raises(error, match=word):
         cpu_comm.init_process_group(**kwargs)
+
+
+def test_consistency_check_is_on_by_default_and_opting_out_is_explicit(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    from sagellm_backend import CPUBackendProvider, get_provider
+
+    monkeypatch.delenv("SAGELLM_COMM_CHECK", raising=False)
+    assert CPUBackendProvider().communicator.check_consistency is True
+    monkeypatch.setenv("SAGELLM_COMM_CHECK", "0")
+    assert CPUBackendProvider().communicator.check_consistency is False
+    monkeypatch.setenv("SAGELLM_COMM_CHECK", " 1 ")
+    assert CPUBackendProvider().communicator.check_consistency is True
+    for bad in ("yes", "false", "2", "x" * 10_000):
+        monkeypatch.setenv("SAGELLM_COMM_CHECK", bad)
+        with pytest.raises(InvalidArgumentError, match=r"SAGELLM_COMM_CHECK=.* must be '0'") as info:
+            get_provider("cpu")
+        assert len(str(info.value)) < 300
 
 
 def test_code_name_knows_dtypes_this_rank_never_used() -> None:

@@ -34,6 +34,7 @@ from sagellm_backend.hardware import cache as cache_mod
 from sagellm_backend.hardware import inspectors as inspectors_mod
 from sagellm_backend.hardware.inspectors.base import AcceleratorInspector, FunctionalResult
 from sagellm_backend.hardware.inspectors.vendors import CUDA
+from sagellm_backend.registry import resolve_provider_name
 
 ACCELERATORS = ["cuda", "rocm", "ascend", "kunlun", "musa"]
 SRC = str(Path(sagellm_backend.__file__).resolve().parents[1])
@@ -198,6 +199,14 @@ def test_ascend_levels(tmp_path: Path) -> None:
     assert no_ext.max_level == DetectionLevel.DRIVER and "torch_npu is not installed" in no_ext.l2_framework.message
 
 
+def fake_hygon(root: Path) -> FakeSystem:
+    """A machine with one Hygon DCU (KFD node, hydcu driver, hy-smi) and a DTK build of torch."""
+    put(root, "/dev/mkfd")
+    put(root, "/sys/class/kfd/kfd/topology/nodes/1/gpu_id", "7\n")
+    put(root, "/sys/module/hydcu/version", "6.3.13-V1.12.0a\n")
+    return FakeSystem(root, tools=("hy-smi",), torch=TorchBuild("2.1.0+das.opt1.dtk24042"))  # ROCm by its version
+
+
 def test_rocm_and_hygon_levels(tmp_path: Path) -> None:
     amd = tmp_path / "amd"
     put(amd, "/dev/kfd")
@@ -216,13 +225,8 @@ def test_rocm_and_hygon_levels(tmp_path: Path) -> None:
     assert get_inspector("cuda", system=FakeSystem(amd, torch=ROCM_TORCH)).get_profile().max_level == (
         DetectionLevel.UNAVAILABLE
     )
-    hygon = tmp_path / "hygon"
-    put(hygon, "/dev/mkfd")
-    put(hygon, f"{topo}/1/gpu_id", "7\n")
-    put(hygon, "/sys/module/hydcu/version", "6.3.13-V1.12.0a\n")
-    dtk = TorchBuild("2.1.0+das.opt1.dtk24042")  # Hygon DTK wheel: ROCm by its local version
     for alias in ("dcu", "haiguang", "hygon"):
-        h = get_inspector(alias, system=FakeSystem(hygon, tools=("hy-smi",), torch=dtk)).get_profile()
+        h = get_inspector(alias, system=fake_hygon(tmp_path / "hygon")).get_profile()
         assert h.max_level == DetectionLevel.RUNTIME_ENV and h.driver_version == "6.3.13-V1.12.0a"
     assert TorchBuild("2.6.0+rocm6.2").kind == "rocm" and TorchBuild("2.6.0+cu126").kind == "cuda"
     assert TorchBuild("2.6.0").kind == "cpu" and TorchBuild("2.6.0", cuda="12.6").kind == "cuda"
@@ -397,7 +401,7 @@ def test_cache_round_trip_format_and_clear(tmp_path: Path) -> None:
     raw = cache.load_raw()
     assert raw["cuda"]["device_count"] == 1 and raw["cuda"]["device_names"] == ["CUDA"]
     cache.save({"rocm": _profile("rocm")})
-    assert set(cache.load()) == {"rocm"}
+    assert set(cache.load_raw()) == {"rocm"} and set(cache.load()) == {"rocm", "haiguang"}  # + the umbrella's name
     cache.clear()
     assert not cache.cache_path.exists() and cache.load() == {}
     cache.clear()  # idempotent
@@ -548,3 +552,22 @@ def test_hardware_names_and_aliases_come_from_the_vendor_table() -> None:
     for alias, name in expected.items():
         assert get_inspector(alias.upper()).hardware_type == name
     assert not set(ALIASES) & set(names), "an alias may never be a vendor's name"
+
+
+def test_umbrella_finds_a_hygon_dcu_under_its_name_haiguang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The umbrella looks up ``haiguang``; the profile is stored as ``rocm``; the engine then asks for ``haiguang``."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    system = fake_hygon(tmp_path / "machine")
+    for hw in list_supported_hardware():
+        ProfileCache().update(hw, get_inspector(hw, system=system).get_profile(include_functional=False))
+    assert "haiguang" not in ProfileCache().load_raw()  # the file holds each profile once
+    profiles = ProfileCache().load()
+    assert profiles["haiguang"] is profiles["rocm"] and profiles["rocm"].hardware_type == "rocm"
+    assert ProfileCache().get("haiguang") == profiles["rocm"]
+    assert umbrella_detect_backend() == "haiguang"
+    assert resolve_provider_name("haiguang") == "rocm"  # what the engine's get_provider(backend_type) resolves
+    # an entry stored under the umbrella's name itself wins; without a rocm profile there is no haiguang one
+    ProfileCache().update("haiguang", HardwareProfile.unavailable("haiguang", "stored by hand"))
+    assert ProfileCache().load()["haiguang"].hardware_type == "haiguang"
+    ProfileCache().save({"cpu": _profile("cpu")})
+    assert set(ProfileCache().load()) == {"cpu"} and umbrella_detect_backend() == "cpu"

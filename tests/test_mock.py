@@ -18,6 +18,7 @@ from sagellm_backend import (
     InvalidArgumentError,
     KVTransferError,
     MockBackendProvider,
+    MockWorld,
     ResourceExhaustedError,
     UnsupportedOperationError,
     create_mock_world,
@@ -198,6 +199,21 @@ def test_mock_world_timeout_when_rank_absent() -> None:
     assert time.monotonic() - t0 < 5 and isinstance(info.value, TimeoutError)
     with pytest.raises(CommTimeoutError):
         ranks[1].recv(np.empty(1), src=0)
+
+
+def test_world_is_reachable_from_the_providers_and_reset_repairs_it() -> None:
+    ranks = create_mock_world(2, timeout=0.3)
+    assert ranks[0].world is ranks[1].world and isinstance(ranks[0].world, MockWorld)
+    assert ranks[0].world.world_size == 2 and MockBackendProvider().world is None
+    with pytest.raises(CommTimeoutError, match=r"provider\.world\.reset\(\)"):
+        ranks[0].all_reduce(np.ones(2))
+    with pytest.raises(CommTimeoutError):  # broken until reset: even a lone call fails at once
+        ranks[1].all_reduce(np.ones(2))
+    ranks[1].world.reset()
+    outs = _run_ranks(ranks, lambda p: p.all_reduce(np.full(2, p.rank + 1.0), "sum").tolist())
+    assert outs == [[3.0, 3.0], [3.0, 3.0]]
+    with pytest.raises(TypeError, match="world must be a MockWorld from create_mock_world"):
+        MockBackendProvider(world="world")
 
 
 def test_world_of_one_and_p2p_errors() -> None:

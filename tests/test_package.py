@@ -118,6 +118,7 @@ def test_info_json_without_torch() -> None:
     out = _py(NO_TORCH + "from sagellm_backend.cli import main; main(['info', '--json'])")
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
+    assert info["version"] == sagellm_backend.__version__
     by_name = {p["name"]: p for p in info["providers"]}
     assert set(by_name) >= {"cpu", "cuda", "ascend", "kunlun", "mock"}
     assert not by_name["cpu"]["available"] and "torch is not installed" in by_name["cpu"]["reason"]
@@ -174,3 +175,18 @@ def test_check_cli_all_pass() -> None:
         assert out.returncode == 0, out.stdout + out.stderr
         res = json.loads(out.stdout)
         assert res["counts"]["fail"] == 0 and res["counts"]["pass"] >= 24, res["counts"]
+
+
+def test_version_is_in_the_engine_line() -> None:
+    """pip keeps this project beside the engine: isagellm-core 0.5.4.26 requires >=0.5.4.1,<0.6.0 and the
+    isagellm 0.5.4.70 CLI >=0.5.4.17,<0.6.0; the released backends go up to 0.5.4.17."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    version = Version(sagellm_backend.__version__)
+    for required in (">=0.5.4.1,<0.6.0", ">=0.5.4.17,<0.6.0"):
+        assert version in SpecifierSet(required), (version, required)
+    assert version > Version("0.5.4.17")
+    assert str(version) == sagellm_backend.__version__  # already normalised: the wheel's name and metadata agree
+    out = _py("from sagellm_backend.cli import main; main(['--version'])")
+    assert out.stdout.strip() == f"sagellm-backend {sagellm_backend.__version__}", out.stderr

@@ -180,6 +180,29 @@ def test_normalize_device_errors(value: object, err: type[Exception], text: str)
     assert "Expected" in str(info.value) or "Pass" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["mock:" + "9" * 5000, "cuda:" + "1" * 10, "npu:" + "7" * 100_000, "x" * 10_000 + ":0", "cuda:" + "٣" * 5000],
+)
+def test_normalize_device_huge_strings_are_typed_errors(value: str) -> None:
+    """Python refuses int() of more than 4,300 digits with an untyped ValueError; messages stay short."""
+    with pytest.raises(InvalidDeviceError, match="is not a valid device") as info:
+        normalize_device(value)
+    assert len(str(info.value)) < 500 and info.value.code.value == "invalid_argument"
+
+
+def test_normalize_device_index_digit_limit() -> None:
+    assert normalize_device("cuda:" + "9" * 9) == Device("cuda", 999_999_999)
+    assert normalize_device("cuda:" + "0" * 20 + "5") == Device("cuda", 5)  # leading zeros are not digits of size
+    assert normalize_device(999_999_999, default_type="npu") == Device("npu", 999_999_999)
+    for value in (10**9, 10**5000):
+        with pytest.raises(InvalidDeviceError, match="more than 9 digits") as info:
+            normalize_device(value, default_type="cuda")
+        assert len(str(info.value)) < 500
+    with pytest.raises(InvalidArgumentTypeError, match="ambiguous"):
+        normalize_device(10**5000)
+
+
 def test_parse_and_format_device_str() -> None:
     assert parse_device_str("cuda:1") == ("cuda", 1)
     assert parse_device_str("cpu") == ("cpu", None)

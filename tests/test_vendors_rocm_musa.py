@@ -45,7 +45,7 @@ def _infos() -> dict[str, object]:
 def test_vendor_facts() -> None:
     assert (ROCM.device_type, ROCM.torch_module, ROCM.sdk_module) == ("cuda", "cuda", None)
     assert (ROCM.dist_backend, ROCM.graph_class, ROCM.fast_copy) == ("nccl", "CUDAGraph", True)
-    assert ROCM.aliases == ("dcu", "hygon", "amd") and ROCM.priority == 95
+    assert ROCM.aliases == ("dcu", "hygon", "haiguang", "amd") and ROCM.priority == 95
     assert (MUSA.device_type, MUSA.torch_module, MUSA.sdk_module) == ("musa", "musa", "torch_musa")
     assert (MUSA.dist_backend, MUSA.graph_class, MUSA.fast_copy) == ("mccl", "MUSAGraph", False)
     assert MUSA.aliases == ("mthreads",) and MUSA.priority == 70
@@ -53,7 +53,9 @@ def test_vendor_facts() -> None:
     assert RocmBackendProvider.dist_backend == "nccl" and MusaBackendProvider.device_type == "musa"
 
 
-@pytest.mark.parametrize(("alias", "name"), [("DCU", "rocm"), ("hygon", "rocm"), ("amd", "rocm"), ("mthreads", "musa")])
+@pytest.mark.parametrize(
+    ("alias", "name"), [("DCU", "rocm"), ("hygon", "rocm"), ("Haiguang", "rocm"), ("amd", "rocm"), ("mthreads", "musa")]
+)
 def test_aliases_resolve(alias: str, name: str) -> None:
     assert resolve_provider_name(alias) == name
 
@@ -65,10 +67,10 @@ def test_unavailable_here_with_reasons() -> None:
     rocm, musa = infos["rocm"], infos["musa"]
     assert not rocm.available and "not a ROCm/HIP build (torch.version.hip is None)" in rocm.reason
     assert not musa.available and musa.reason.startswith("torch_musa is not installed")
-    assert rocm.aliases == ("dcu", "hygon", "amd") and musa.aliases == ("mthreads",)
+    assert rocm.aliases == ("dcu", "hygon", "haiguang", "amd") and musa.aliases == ("mthreads",)
 
 
-@pytest.mark.parametrize("name", ["rocm", "dcu", "hygon", "amd"])
+@pytest.mark.parametrize("name", ["rocm", "dcu", "hygon", "haiguang", "amd"])
 def test_rocm_names_raise_with_what_to_install(name: str) -> None:
     if getattr(torch.version, "hip", None):
         pytest.skip("this torch is a ROCm build")

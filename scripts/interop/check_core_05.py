@@ -293,6 +293,71 @@ def umbrella_detect_backend() -> str:
     return f"cpu from a freshly written profile cache; inspectors {data['listed']}"
 
 
+HYGON_SNIPPET = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import _harness
+try:
+    from sagellm.cli.utils.backend import default_device_for_backend, detect_backend, resolve_backend_and_engine
+    from sagellm_backend.hardware import ProfileCache, get_inspector
+    from sagellm_backend.hardware.profile import DetectionLevel, LayerResult, HardwareProfile
+    from sagellm_backend.registry import resolve_provider_name
+
+    # What `sagellm profile --refresh` stores on a Hygon DCU machine with a DTK build of torch: the cpu profile of
+    # this machine, and a usable profile under this package's name for the ROCm/DTK family, "rocm".
+    ok = LayerResult(True, "stand-in: 1 Hygon DCU (hydcu 6.3.13, torch 2.1.0+das.opt1.dtk24042)")
+    dcu = HardwareProfile("rocm", DetectionLevel.FRAMEWORK, ok, ok, ok, device_count=1, device_names=["Z100"])
+    cache = ProfileCache()
+    cache.update("cpu", get_inspector("cpu").get_profile(include_functional=False))
+    cache.update("rocm", dcu)
+    picked = detect_backend()  # the umbrella's own lookup: ascend, kunlun, haiguang, muxi, cuda, cpu
+    out = {
+        "picked": picked,
+        "resolved": list(resolve_backend_and_engine(picked)),
+        "device": default_device_for_backend(picked),
+        "provider": resolve_provider_name(picked),
+        "stored": sorted(cache.load_raw()),
+    }
+    print("INTEROP-JSON " + json.dumps(out))
+except BaseException as exc:
+    print("INTEROP-ERROR " + json.dumps(_harness.describe_exception(exc)))
+    sys.exit(1)
+"""
+
+
+def _run_snippet(snippet: str) -> dict[str, Any]:
+    """Run ``snippet`` in a fresh interpreter with an empty ``$HOME``; returns its INTEROP-JSON object."""
+    here = str(Path(__file__).resolve().parent)
+    with tempfile.TemporaryDirectory(prefix="interop-home-") as home:
+        proc = subprocess.run(
+            [sys.executable, "-c", snippet, here],
+            env={**os.environ, "HOME": home},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    found = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("INTEROP-")}
+    if "INTEROP-ERROR" in found:
+        raise AssertionError(json.loads(found["INTEROP-ERROR"]).replace("\n", " | "))
+    if proc.returncode != 0 or "INTEROP-JSON" not in found:
+        tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-3:]
+        raise AssertionError(f"snippet subprocess failed (rc={proc.returncode}): " + " | ".join(tail))
+    data: dict[str, Any] = json.loads(found["INTEROP-JSON"])
+    return data
+
+
+def umbrella_finds_hygon_dcu() -> str:
+    """Stand-in Hygon DCU: the umbrella's real ``detect_backend()`` picks ``haiguang`` from the ``rocm`` profile this
+    package stores, and the name it hands the engine resolves to this package's ``rocm`` provider."""
+    data = _run_snippet(HYGON_SNIPPET)
+    h.expect_equal("detect_backend()", data["picked"], "haiguang")
+    h.expect_equal("resolve_backend_and_engine()", data["resolved"], ["haiguang", "haiguang"])
+    h.expect_equal("registry name", data["provider"], "rocm")
+    h.expect_equal("profiles in the file", data["stored"], ["cpu", "rocm"])
+    return f"haiguang (engine {data['resolved'][1]}, device {data['device']}) -> provider rocm"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every check and print the table.
 
@@ -324,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in ("gpt2", "llama"):
         engines.run_fp8(model)
     suite.run("umbrella: detect_backend() picks cpu", umbrella_detect_backend)
+    suite.run("umbrella: a Hygon DCU profile is found as haiguang", umbrella_finds_hygon_dcu)
     return suite.report()
 
 

@@ -32,6 +32,7 @@ _HINTS = {
     "amd": _ROCM_HINT,
     "dcu": _ROCM_HINT,
     "hygon": _ROCM_HINT,
+    "haiguang": _ROCM_HINT,
     "mthreads": "musa",
     "host": "cpu",
 }
@@ -66,9 +67,23 @@ class Device:
         return Device(self.type, index)
 
 
+#: The most digits a device index may have: no machine has a billion devices, and Python refuses to convert
+#: strings of more than 4,300 digits to an int.
+_MAX_INDEX_DIGITS = 9
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to 60 characters (a hostile string can be megabytes long; an int of more than
+    4,300 digits has no repr at all)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"<an int of {value.bit_length()} bits>"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...{text[-12:]} ({len(text)} characters)"
+
+
 def _bad(value: object, why: str) -> InvalidDeviceError:
     return InvalidDeviceError(
-        f"device {value!r} is not a valid device: {why}. "
+        f"device {_shown(value)} is not a valid device: {why}. "
         f"Expected 'cpu' or '<type>[:<index>]' with type one of {', '.join(KNOWN_DEVICE_TYPES)} "
         "(e.g. 'cuda:0'), a torch.device, or an int ordinal.",
         device=value,
@@ -88,7 +103,8 @@ def normalize_device(value: object, *, default_type: str | None = None) -> Devic
     Raises:
         InvalidArgumentTypeError: ``value`` is of a type that cannot name a device (``None``,
             ``float`` ...), or an ``int`` is given without ``default_type``.
-        InvalidDeviceError: the string is malformed, names an unknown type, or has a negative index.
+        InvalidDeviceError: the string is malformed, names an unknown type, or has a negative index or one of
+            more than nine digits.
     """
     if isinstance(value, Device):
         return value
@@ -99,11 +115,13 @@ def normalize_device(value: object, *, default_type: str | None = None) -> Devic
     if isinstance(value, int):
         if default_type is None:
             raise InvalidArgumentTypeError(
-                f"device ordinal {value!r} is ambiguous here: no device type is implied. "
+                f"device ordinal {_shown(value)} is ambiguous here: no device type is implied. "
                 "Pass a string such as 'cuda:0'."
             )
         if value < 0:
             raise _bad(value, "the ordinal is negative")
+        if value >= 10**_MAX_INDEX_DIGITS:
+            raise _bad(value, f"the ordinal has more than {_MAX_INDEX_DIGITS} digits")
         return Device(default_type, None if default_type == "cpu" else value)
     if not isinstance(value, str):
         dev_type = getattr(value, "type", None)
@@ -120,11 +138,13 @@ def normalize_device(value: object, *, default_type: str | None = None) -> Devic
     dev_type, sep, index_text = text.partition(":")
     if dev_type not in KNOWN_DEVICE_TYPES:
         hint = _HINTS.get(dev_type)
-        raise _bad(value, f"unknown device type {dev_type!r}" + (f"; did you mean {hint}?" if hint else ""))
+        raise _bad(value, f"unknown device type {_shown(dev_type)}" + (f"; did you mean {hint}?" if hint else ""))
     if not sep:
         return Device(dev_type, None)
     if not (index_text.isascii() and index_text.isdigit()):
-        raise _bad(value, f"the index {index_text!r} is not a non-negative integer")
+        raise _bad(value, f"the index {_shown(index_text)} is not a non-negative integer")
+    if len(index_text.lstrip("0")) > _MAX_INDEX_DIGITS:
+        raise _bad(value, f"the index has {len(index_text)} digits; device ordinals have at most {_MAX_INDEX_DIGITS}")
     index = int(index_text)
     if dev_type == "cpu":
         if index != 0:

@@ -70,7 +70,8 @@ class Communicator(ABC):
             rank: This process's rank.
             world_size: Number of ranks.
             timeout: Seconds before a collective raises :class:`CommTimeoutError`.
-            check_consistency: Verify shapes/dtypes/ops across ranks before each collective.
+            check_consistency: Verify shapes/dtypes/ops across ranks before each collective:
+                ``None`` (default) is on unless ``SAGELLM_COMM_CHECK=0``; ``False`` opts out.
             blocking_wait: NCCL: make timeouts raise on the host.
 
         Raises:

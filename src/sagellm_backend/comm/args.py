@@ -9,7 +9,7 @@ import re
 from ..core.validate import exact_int
 from ..errors import CommGroupError, InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["MAX_TAG", "check_group_ranks", "check_rank_value", "check_tag", "env_int"]
+__all__ = ["MAX_TAG", "check_consistency_flag", "check_group_ranks", "check_rank_value", "check_tag", "env_int"]
 
 MAX_TAG = (1 << 31) - 1
 """Largest message tag (torch.distributed passes tags as C ints)."""
@@ -72,15 +72,20 @@ def check_group_ranks(ranks: object, world_size: int) -> list[int]:
         InvalidArgumentError: a rank is given twice.
         CommGroupError: empty, or a rank outside ``0 .. world_size - 1``.
     """
-    bad_type = InvalidArgumentTypeError(
-        f"ranks must be a sequence of ints (e.g. [0, 1]); got {type(ranks).__name__} {ranks!r}."
-    )
+
+    # Made when raised, never kept in a local: a raised exception held by its own frame is a reference cycle
+    # that keeps the caller's frames (and any process group they hold) alive until the next garbage collection.
+    def bad_type() -> InvalidArgumentTypeError:
+        return InvalidArgumentTypeError(
+            f"ranks must be a sequence of ints (e.g. [0, 1]); got {type(ranks).__name__} {ranks!r}."
+        )
+
     if isinstance(ranks, (str, bytes)) or not hasattr(ranks, "__iter__") or not hasattr(ranks, "__len__"):
-        raise bad_type
+        raise bad_type()
     try:
         items = list(ranks)  # an iterable with a length
     except Exception as exc:  # a 0-d array or tensor, or an __iter__ that raises
-        raise bad_type from exc
+        raise bad_type() from exc
     members: list[int] = []
     for r in items:
         found = exact_int(r)
@@ -121,7 +126,43 @@ def env_int(name: str, *, minimum: int) -> int | None:
             f"environment variable {name}={value!r} is not an integer. torchrun sets it; when launching by "
             f"hand, set {name} to a whole number or unset it and pass the value as an argument."
         )
+    if len(value.strip().lstrip("+-").lstrip("0")) > 18:  # int() refuses 4,300+ digits with a bare ValueError
+        raise CommGroupError(f"environment variable {name} has {len(value.strip())} characters: not a rank or port.")
     found = int(value.strip())
     if found < minimum:
         raise CommGroupError(f"environment variable {name}={value!r} must be >= {minimum}.")
     return found
+
+
+CHECK_ENV = "SAGELLM_COMM_CHECK"
+"""``0`` turns the consistency check of collectives off by default; ``1`` or unset keeps it on."""
+
+
+def check_consistency_flag(value: object) -> bool:
+    """Whether collectives exchange a fingerprint first: ``value`` when given, else :data:`CHECK_ENV`.
+
+    Args:
+        value: ``True``/``False`` as the caller passed it, or ``None`` for the default (on, unless
+            ``SAGELLM_COMM_CHECK=0``).
+
+    Returns:
+        The flag.
+
+    Raises:
+        InvalidArgumentTypeError: ``value`` is neither a bool nor ``None``.
+        InvalidArgumentError: ``SAGELLM_COMM_CHECK`` is set to something other than ``0`` or ``1``.
+    """
+    if value is not None:
+        if not isinstance(value, bool):
+            raise InvalidArgumentTypeError(
+                f"check_consistency must be True, False or None (the default: on); got {type(value).__name__} "
+                f"{value!r}."
+            )
+        return value
+    env = os.environ.get(CHECK_ENV, "").strip()
+    if env not in ("", "0", "1"):
+        raise InvalidArgumentError(
+            f"environment variable {CHECK_ENV}={env[:40]!r} must be '0' (consistency check off) or '1' (on, the "
+            "default); unset it or set one of those."
+        )
+    return env != "0"

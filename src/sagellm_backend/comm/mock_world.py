@@ -64,8 +64,8 @@ class MockWorld:
             raise CommTimeoutError(
                 f"rank {rank}: {what} timed out after {self.timeout:.1f}s: not every one of the "
                 f"{self.world_size} ranks arrived (a rank exited, hung, or skipped the call). "
-                "Check that every rank calls the same collectives in the same order; "
-                "call MockWorld.reset() before reusing the world.",
+                "Check that every rank calls the same collectives in the same order; once no rank "
+                "waits any more, call provider.world.reset() (any rank's provider) before reusing the world.",
                 rank=rank,
                 timeout_s=self.timeout,
             ) from None

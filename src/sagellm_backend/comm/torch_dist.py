@@ -17,16 +17,19 @@ Semantics (the same on every torch provider):
   :class:`CommGroupError`.
 * On gloo, a peer that does not arrive within the timeout, or exits, raises
   :class:`CommTimeoutError`. NCCL absent-peer timeouts are a known gap (docs/PERFORMANCE.md).
-* ``check_consistency=True`` (or ``SAGELLM_COMM_CHECK=1``) exchanges a fingerprint (op, dtype,
-  shape) before each collective, so mismatched ranks get :class:`CollectiveError` instead of a
-  crash or garbage.
+* By default each collective first exchanges a fingerprint (op, dtype, shape) of every rank's
+  arguments, so mismatched ranks get :class:`CollectiveError` on every rank instead of a crash
+  (gloo aborts the process on mismatched sizes) or garbage. ``check_consistency=False`` in
+  :meth:`init_process_group` (or ``SAGELLM_COMM_CHECK=0``) opts out of it, for callers that
+  guarantee matching arguments; its cost is in docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
 
 import datetime
-import os
-from collections.abc import Sequence
+import gc
+import weakref
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..api.comm import CommGroup, Communicator
@@ -41,13 +44,29 @@ from ..errors import (
 from ..protocol import ReduceOp, coerce_enum
 from . import dist_util as du
 from . import p2p
-from .args import check_group_ranks, check_rank_value, check_tag
+from .args import check_consistency_flag, check_group_ranks, check_rank_value, check_tag
 from .dist_init import join_process_group
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["TorchCommunicator"]
+
+
+def _default_group() -> None:
+    """Stands in for ``weakref.ref(None)``: the default group's handle is ``None``."""
+    return None
+
+
+def _ref(group: Any) -> Callable[[], Any]:
+    """A weak reference to a process group (``None``: the default group's handle); a strong one
+    where this torch's ProcessGroup takes no weak references."""
+    if group is None:
+        return _default_group
+    try:
+        return weakref.ref(group)
+    except TypeError:
+        return lambda: group
 
 
 class TorchCommunicator(Communicator):
@@ -64,9 +83,13 @@ class TorchCommunicator(Communicator):
         self.device_index = device_index
         self.default_backend = default_backend
         self.timeout_s: float | None = None
-        self.check_consistency = os.environ.get("SAGELLM_COMM_CHECK", "") == "1"
-        self._world_cache: tuple[Any, int, int] | None = None
-        self._backend_names: dict[int, tuple[Any, str]] = {}
+        self.check_consistency = check_consistency_flag(None)
+        # Weak references (``_ref``): a process group this communicator kept alive would outlive
+        # destroy_process_group() with its gloo threads running, and a gloo thread that releases
+        # a tensor while the interpreter exits aborts the process (SIGABRT, "terminate called
+        # without an active exception"). Dead references never match, so no stale entry is used.
+        self._world_cache: tuple[Callable[[], Any], int, int] | None = None
+        self._backend_names: dict[int, tuple[Callable[[], Any], str]] = {}
 
     @property
     def backend(self) -> str:  # type: ignore[override]  # a class attribute in the interface
@@ -93,6 +116,7 @@ class TorchCommunicator(Communicator):
         blocking_wait: bool = True,
     ) -> None:
         """Join (or create) the default process group."""
+        check = check_consistency_flag(check_consistency)  # validated before anything changes
         self.timeout_s = join_process_group(
             self.default_backend if backend is None else backend,
             device_type=self.device_type,
@@ -104,7 +128,7 @@ class TorchCommunicator(Communicator):
             blocking_wait=blocking_wait,
         )
         if check_consistency is not None:
-            self.check_consistency = bool(check_consistency)
+            self.check_consistency = check
 
     @property
     def _is_initialized(self) -> bool:
@@ -120,10 +144,10 @@ class TorchCommunicator(Communicator):
         if world is None:
             return None
         cached = self._world_cache
-        if cached is not None and cached[0] is world:
+        if cached is not None and cached[0]() is world:
             return cached[1], cached[2]
         rank, size = int(dist.get_rank()), int(dist.get_world_size())
-        self._world_cache = (world, rank, size)
+        self._world_cache = (_ref(world), rank, size)
         self._backend_names.clear()
         return rank, size
 
@@ -155,9 +179,17 @@ class TorchCommunicator(Communicator):
         return CommGroup(tuple(rs), handle if me in rs else None, rs.index(me) if me in rs else -1)
 
     def destroy_process_group(self) -> None:
-        """Destroy the default process group (no-op without one)."""
+        """Destroy the default process group and its sub-groups (no-op without one).
+
+        Their worker threads end here, before the interpreter exits, unless the caller still holds
+        a :class:`CommGroup` from :meth:`new_group` (drop it first). Groups reachable only from
+        garbage (reference cycles) are collected here for that reason.
+        """
+        self._world_cache = None
+        self._backend_names.clear()
         if self._is_initialized:
             du.dist().destroy_process_group()
+            gc.collect()
 
     # ------------------------------------------------------------------ helpers
     def _group(self, group: CommGroup | None) -> tuple[Any, int, int]:
@@ -203,10 +235,10 @@ class TorchCommunicator(Communicator):
     def _backend_name(self, handle: Any) -> str:
         self._world()  # clears this cache when the default group changes
         hit = self._backend_names.get(id(handle))
-        if hit is not None and hit[0] is handle:  # identity check: ids of dead groups get reused
+        if hit is not None and hit[0]() is handle:  # identity check: ids of dead groups get reused
             return hit[1]
         name = str(du.dist().get_backend(handle)).lower()
-        self._backend_names[id(handle)] = (handle, name)
+        self._backend_names[id(handle)] = (_ref(handle), name)
         return name
 
     def _map_error(self, exc: BaseException, what: str, timeout: float | None) -> BackendError:

@@ -8,20 +8,22 @@ the stack (device, driver, framework, environment, working) each one works.
     cache = ProfileCache()                        # ~/.sagellm/hardware_profile.json
     for hw in list_supported_hardware():          # cpu, cuda, rocm, ascend, kunlun, musa
         cache.update(hw, get_inspector(hw).get_profile(include_functional=False))
-    usable = [hw for hw, p in cache.load().items() if p.is_usable()]
+    profiles = cache.load()                       # stored names, plus the umbrella CLI's (haiguang -> rocm)
+    usable = sorted({p.hardware_type for p in profiles.values() if p.is_usable()})
 
 Inspection without ``include_functional`` imports neither torch nor a vendor SDK and never raises.
 """
 
 from __future__ import annotations
 
-from .cache import ProfileCache, default_cache_path
+from .cache import UMBRELLA_NAMES, ProfileCache, default_cache_path
 from .inspectors import ALIASES, HardwareInspector, detect_profiles, get_inspector, list_supported_hardware
 from .profile import DetectionLevel, HardwareProfile, LayerResult
 from .system import SystemView, TorchBuild
 
 __all__ = [
     "ALIASES",
+    "UMBRELLA_NAMES",
     "DetectionLevel",
     "HardwareInspector",
     "HardwareProfile",

@@ -24,9 +24,15 @@ from typing import Any
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, UnavailableError
 from .profile import PROFILE_FORMAT_VERSION, HardwareProfile, utc_timestamp
 
-__all__ = ["CACHE_FORMAT_VERSION", "ProfileCache", "default_cache_path"]
+__all__ = ["CACHE_FORMAT_VERSION", "UMBRELLA_NAMES", "ProfileCache", "default_cache_path"]
 
 CACHE_FORMAT_VERSION = PROFILE_FORMAT_VERSION
+
+UMBRELLA_NAMES: dict[str, str] = {"haiguang": "rocm"}
+"""The umbrella CLI's name -> the name this package stores the profile under. ``sagellm run`` looks profiles up as
+``ascend, kunlun, haiguang, muxi, cuda, cpu``; Hygon DCUs (and every GPU a ROCm/DTK build of torch drives, all
+served by the ``rocm`` provider, which also answers to ``haiguang``) are profiled as ``rocm``. ``muxi`` (MetaX) is
+another vendor, with no provider here."""
 
 _LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -103,11 +109,12 @@ class ProfileCache:
         return {str(hw): dict(p) for hw, p in profiles.items() if isinstance(p, dict)}
 
     def load(self) -> dict[str, HardwareProfile]:
-        """The stored profiles.
+        """The stored profiles, also under the umbrella CLI's names (:data:`UMBRELLA_NAMES`).
 
         Returns:
             ``{name: HardwareProfile}``; ``{}`` as for :meth:`load_raw`. Entries that do not parse
-            are left out.
+            are left out. A profile stored as ``rocm`` is also returned as ``haiguang`` (the same
+            object) unless a ``haiguang`` entry is stored itself; :meth:`load_raw` shows the file as it is.
         """
         out: dict[str, HardwareProfile] = {}
         for hw, raw in self.load_raw().items():
@@ -115,13 +122,16 @@ class ProfileCache:
                 out[hw] = HardwareProfile.from_dict(raw)
             except (InvalidArgumentError, InvalidArgumentTypeError):
                 continue
+        for umbrella, stored in UMBRELLA_NAMES.items():
+            if umbrella not in out and stored in out:
+                out[umbrella] = out[stored]
         return out
 
     def get(self, hw: str) -> HardwareProfile | None:
         """One stored profile.
 
         Args:
-            hw: Hardware name as stored (no alias resolution).
+            hw: Hardware name as stored, or an umbrella CLI name (:meth:`load`).
 
         Returns:
             The profile, or None.

@@ -14,7 +14,7 @@ from typing import Any
 from ..comm.mock_world import MockCommunicator, MockWorld
 from ..core.config import Availability, ProviderConfig
 from ..core.provider import Provider
-from ..core.validate import check_count
+from ..core.validate import check_count, check_instance
 from ..errors import InvalidDeviceError
 from ..kernels.engine import register_engine_kernels
 from ..mock.faults import MockFaults
@@ -62,6 +62,16 @@ class MockBackendProvider(Provider):
         world: A :class:`MockWorld` to join (set by :func:`create_mock_world`).
         rank: This provider's rank in ``world``.
         availability: Accepted for the generic factory; the mock is always available.
+
+    Attributes:
+        world: The :class:`MockWorld` this provider is a rank of (shared by every provider
+            :func:`create_mock_world` returned), or ``None`` for a world of one. After a
+            :class:`~sagellm_backend.errors.CommTimeoutError`, ``world.reset()`` repairs it.
+        faults: Fault injection (:class:`~sagellm_backend.mock.faults.MockFaults`).
+
+    Raises:
+        InvalidArgumentTypeError: ``world`` is not a :class:`MockWorld`.
+        InvalidDeviceError: ``device_id`` is not below ``num_devices``.
     """
 
     vendor = MOCK
@@ -95,7 +105,10 @@ class MockBackendProvider(Provider):
             if supported_kernels is None
             else [coerce_enum(KernelKind, k, what="kernel kind") for k in supported_kernels]
         )
+        if world is not None:
+            check_instance("world", world, MockWorld, "create_mock_world")
         comm = MockCommunicator(bool(has_collective), world, rank)
+        self.world: MockWorld | None = world
         self.faults = MockFaults()
         self.max_memory_mb = max_memory_mb
         self.num_devices = num_devices

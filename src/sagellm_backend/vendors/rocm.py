@@ -132,7 +132,7 @@ def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
 
 ROCM = VendorSpec(
     name="rocm",
-    aliases=("dcu", "hygon", "amd"),
+    aliases=("dcu", "hygon", "haiguang", "amd"),
     hardware_aliases=("haiguang", "hip"),
     **CUDA_API,
     sdk_module=None,
