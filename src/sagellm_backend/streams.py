@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .api.streams import Event, Stream, current_stream
+from .core.validate import Deadline
 from .errors import BackendError, InvalidArgumentError, InvalidArgumentTypeError, StreamError
-from .waits import Deadline
 
 __all__ = ["HostEvent", "HostStream"]
 

@@ -45,17 +45,10 @@ if TYPE_CHECKING:
     from ..storage.base import Storage
     from .config import Availability
 
-__all__ = ["FaultHook", "Provider", "declared_provider_class"]
+__all__ = ["FaultHook", "Provider"]
 
 _uids = itertools.count(1)
-#: The provider class of each vendor spec, recorded when the class declares it (``vendor = SPEC``).
-_DECLARED: dict[VendorFacts, type[Provider]] = {}
 _COLLECTIVES = ["all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier", "send", "recv"]
-
-
-def declared_provider_class(spec: VendorFacts) -> type[Provider] | None:
-    """The first class whose body declared ``vendor = spec`` (not its subclasses), if one did."""
-    return _DECLARED.get(spec)
 
 
 class Provider(BackendProvider):
@@ -78,7 +71,6 @@ class Provider(BackendProvider):
             cls.name = spec.name
             cls.device_type = spec.device_type
             cls.dist_backend = spec.dist_backend
-            _DECLARED.setdefault(spec, cls)
 
     def __init__(
         self,

@@ -4,21 +4,19 @@ Arena layout (block-major, so every block is one contiguous run of bytes)::
 
     arena.shape == (num_blocks, kv_factor, num_layers, block_size, num_kv_heads, head_dim')
 
-``head_dim'`` is ``head_dim`` (``head_dim // 2`` bytes for packed int4). Block ``i`` is
-``arena[i]``, exactly the storage of a :class:`~sagellm_backend.api.blocks.KVBlock` of
-``block_size`` tokens, so the seed's single-block API works on pool blocks (:meth:`KVCachePool.block`).
+``head_dim'`` is ``head_dim`` (``head_dim // 2`` bytes for packed int4). Block ``i`` is ``arena[i]``, the
+storage of a ``KVBlock`` of ``block_size`` tokens (the seed's block API works on it: :meth:`KVCachePool.block`).
 
-A pool is built from three parts, held in its :class:`~.state.PoolState`: the id allocator
-(:mod:`.allocator`, pure bookkeeping), the arena (the storage's array), and a block mover
-(:class:`~.mover.BlockMover`, implemented in ``storage/movers``). It reaches its provider only
-through a :class:`PoolHost`. Every batch operation validates first and raises before changing anything.
+A pool's parts are held in its :class:`~.state.PoolState` (id allocator, arena, block mover); it
+reaches its provider only through a :class:`PoolHost`. Every batch operation validates first and
+raises before changing anything.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.validate import byte_view
 from ..device import normalize_device
@@ -26,17 +24,40 @@ from ..errors import ForeignBlockError, InvalidArgumentError, InvalidArgumentTyp
 from ..protocol import DType
 from .ids import as_block_id, as_id_list, copy_pairs
 from .layout import layer_kv_caches
-from .state import PoolHost, PoolState, PoolStats
+from .state import PoolHooks, PoolState, PoolStats
 from .swap import SwappedBlocks
 
 if TYPE_CHECKING:
-    from ..api.blocks import KVBlock
+    from ..api.blocks import BlockSource, KVBlock
     from ..api.streams import Stream
     from .cache_dtype import KVCacheDType
     from .geometry import KVGeometry
     from .mover import BlockMover
 
 __all__ = ["KVCachePool", "PoolHost", "PoolStats", "SwappedBlocks"]
+
+
+class PoolHost(PoolHooks, Protocol):
+    """What a pool needs from its provider (``core.pools.PoolFactory`` implements it)."""
+
+    @property
+    def owner_id(self) -> int:
+        """The provider's id."""
+
+    def read(self, view: Any) -> bytes:
+        """Bytes of a block view."""
+
+    def write(self, view: Any, buf: memoryview) -> None:
+        """Overwrite a block view."""
+
+    def adopt(self, pool: BlockSource, block_id: int, view: Any) -> KVBlock:
+        """Register a KVBlock view of a pool block."""
+
+    def released(self, device: str, nbytes: int) -> None:
+        """The pool's arena is gone."""
+
+    def retire_views(self, pool: BlockSource) -> None:
+        """Free every ``KVBlock`` view of ``pool`` (it is closing)."""
 
 
 class KVCachePool:

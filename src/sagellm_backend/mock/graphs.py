@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..api.streams import Event, Graph, Stream
+from ..core.validate import Deadline
 from ..errors import InvalidArgumentError, UnsupportedOperationError
-from ..waits import Deadline
 
 __all__ = ["CaptureStream", "MockGraph"]
 

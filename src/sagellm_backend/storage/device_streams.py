@@ -13,8 +13,8 @@ from typing import Any
 
 from ..api.streams import Event, Graph, Stream, current_stream
 from ..api.streams import _tls as _stream_tls
+from ..core.validate import Deadline, poll_until
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
-from ..waits import Deadline, poll_until
 
 __all__ = ["DeviceEvent", "DeviceStream", "TorchGraph"]
 

@@ -27,8 +27,9 @@ from ..core.config import Availability
 from ..core.provider import Provider
 from ..device import Device
 from ..storage.torch_device import TorchDeviceStorage
+from ..vendors.accelerator import accelerator_parts
 from ..vendors.ascend import AscendBackendProvider
-from ..vendors.base import VendorSpec, accelerator_parts
+from ..vendors.base import VendorSpec
 from ..vendors.kunlun import KunlunBackendProvider
 from ..vendors.musa import MusaBackendProvider
 from ..vendors.rocm import RocmBackendProvider
