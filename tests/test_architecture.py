@@ -10,6 +10,7 @@ fails when a circle appears.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,12 @@ def test_layers_place_modules_by_their_longest_prefix() -> None:
     assert layer_of("sagellm_backend") < layer_of("sagellm_backend.vendors.cuda") < layer_of("sagellm_backend.errors")
     with pytest.raises(AssertionError, match="in no layer"):
         layer_of("sagellm_backend.nowhere")
+
+
+def test_the_docs_list_the_layers_of_the_table_in_order() -> None:
+    doc = (SRC.parent / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    section = doc.split("## Floors, top to bottom", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\d+\. \*\*([^*]+)\*\*", section, flags=re.MULTILINE)
+    table = list(dict.fromkeys(name for name, _ in LAYERS))
+    assert listed == table, f"docs/ARCHITECTURE.md lists {listed}; tests/test_architecture.py LAYERS has {table}"
+    assert f"longer than {MAX_FLOORS} floors" in " ".join(section.split())
