@@ -51,7 +51,7 @@ def copy_held(p: ProviderInternals, src: KVBlock, dst: KVBlock, stream: Stream |
 
 def migrate_held(p: ProviderInternals, block: KVBlock, target_device: object, stream: Stream | None) -> KVBlock:
     """The body of :meth:`Provider.kv_block_migrate`, with the block's lock held."""
-    if block._pool is not None and block._pool.closed:
+    if block.pool is not None and block.pool.closed:
         raise InvalidArgumentError(
             f"block {block.handle} is a view of a KV pool that was closed; its memory is gone. Nothing was moved."
         )
@@ -66,7 +66,7 @@ def migrate_held(p: ProviderInternals, block: KVBlock, target_device: object, st
     s = p._stream_for(stream)
     nbytes = block.nbytes
     peak = p._ledger.reserve(str(dev), nbytes, f"a migrated KV block of {block.num_tokens} tokens")
-    pool, pool_id = block._pool, block._pool_id
+    pool, pool_id = block.pool, block.pool_block_id
     try:
         p._fault("transfer")
         new_data = p._storage.transfer(block.data, dev, s)
@@ -76,9 +76,9 @@ def migrate_held(p: ProviderInternals, block: KVBlock, target_device: object, st
             # block could be reallocated and overwritten before the queued copy reads it.
             try:
                 if s is None:
-                    pool._release_view(pool_id)
+                    pool.release_view(pool_id)
                 else:
-                    s.submit(pool._release_view, pool_id, True)
+                    s.submit(pool.release_view, pool_id, True)
             except BaseException:
                 p._storage.release(new_data, s)
                 raise
@@ -96,12 +96,7 @@ def migrate_held(p: ProviderInternals, block: KVBlock, target_device: object, st
             f"The block stays on {block.device}, intact.",
         ) from exc
     with p._blocks.lock:
-        old_data, old_device = block._data, block.device
-        was_view = block._pool is not None
-        block._data = new_data
-        block.device = str(dev)
-        block._pool = None
-        block._pool_id = None
+        old_data, old_device, was_view = block.rehome(new_data, str(dev))
     if not was_view:
         p._ledger.unreserve(old_device, nbytes)
         p._storage.release(old_data, s)

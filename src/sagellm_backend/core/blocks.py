@@ -58,15 +58,15 @@ class BlockTable:
             BlockFreedError: freed already.
         """
         block = check_instance(role, block, KVBlock, "kv_block_alloc")
-        if block._owner_id != self.owner:
+        if block.owner_id != self.owner:
             raise ForeignBlockError(
                 f"{role} {block!r} belongs to another provider instance "
-                f"(owner id {block._owner_id}, this provider {self.owner}). "
+                f"(owner id {block.owner_id}, this provider {self.owner}). "
                 "Use blocks only with the provider that allocated them; to move data between "
                 "providers, read it with kv_block_read() and write it with kv_block_write().",
                 handle=block.handle,
             )
-        if block._freed or self._blocks.get(block.handle) is not block:
+        if block.is_freed or self._blocks.get(block.handle) is not block:
             raise BlockFreedError(
                 f"{role} (handle {block.handle}) was already freed; it cannot be used or freed "
                 "again. Allocate a new block with kv_block_alloc().",
@@ -90,19 +90,22 @@ class BlockTable:
         ordered = sorted({id(b): b for b in checked}.values(), key=lambda b: b.handle)
         with ExitStack() as stack:
             for b in ordered:
-                stack.enter_context(b._lock)
+                stack.enter_context(b.lock)
             for b, (_, role) in zip(checked, blocks):
                 self.check(b, role)
             yield checked
 
-    def remove(self, block: KVBlock) -> None:
-        """Drop a checked block from the table and mark it freed (hold :attr:`lock`).
+    def remove(self, block: KVBlock) -> Any:
+        """Drop a checked block from the table and retire it (hold :attr:`lock`).
 
         Args:
             block: A block that passed :meth:`check` under the same lock.
+
+        Returns:
+            The memory the block referenced, for the caller to release.
         """
         del self._blocks[block.handle]
-        block._freed = True
+        return block.retire()
 
     def retire(self, match: Callable[[KVBlock], bool]) -> int:
         """Free every live block ``match`` selects, each under its own lock (an operation in
@@ -118,10 +121,9 @@ class BlockTable:
             found = [b for b in self._blocks.values() if match(b)]
         retired = 0
         for b in found:
-            with b._lock, self.lock:
+            with b.lock, self.lock:
                 if self._blocks.get(b.handle) is b and match(b):
                     self.remove(b)
-                    b._data = None
                     retired += 1
         return retired
 

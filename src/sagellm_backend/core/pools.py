@@ -170,12 +170,17 @@ class PoolFactory:
         geometry, owner = pool.geometry, self._blocks.owner
 
         def make(handle: int) -> KVBlock:
-            block = KVBlock(
-                handle, pool.block_size, pool.dtype, pool.device, geometry=geometry, data=view, owner_id=owner
+            return KVBlock(
+                handle,
+                pool.block_size,
+                pool.dtype,
+                pool.device,
+                geometry=geometry,
+                data=view,
+                owner_id=owner,
+                pool=pool,
+                pool_block_id=block_id,
             )
-            block._pool = pool
-            block._pool_id = block_id
-            return block
 
         return self._blocks.add(make)
 
@@ -194,7 +199,7 @@ class PoolFactory:
         Args:
             pool: The closing pool.
         """
-        self._blocks.retire(lambda b: b._pool is pool)
+        self._blocks.retire(lambda b: b.pool is pool)
 
     # -------------------------------------------------------------- lifecycle
     def clear_host_caches(self) -> None:

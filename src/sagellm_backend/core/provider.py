@@ -256,12 +256,11 @@ class Provider(BackendProvider):
     def kv_block_free(self, block: KVBlock) -> None:
         """Free ``block``; its memory returns to the provider (or its pool) and the handle dies."""
         with self._blocks.held((block, "block")):
-            pool, pool_id = block._pool, block._pool_id
+            pool, pool_id = block.pool, block.pool_block_id
             if pool is not None and pool_id is not None:
-                pool._release_view(pool_id)  # first: it raises (closed pool) before anything changed
+                pool.release_view(pool_id)  # first: it raises (closed pool) before anything changed
             with self._blocks.lock:
-                self._blocks.remove(block)
-                data, block._data = block._data, None
+                data = self._blocks.remove(block)
             if pool is None or pool_id is None:
                 self._ledger.unreserve(block.device, block.nbytes)
                 self._storage.release(data, None)

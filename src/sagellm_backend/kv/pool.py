@@ -369,10 +369,10 @@ class KVCachePool:
         try:
             return self._host.adopt(self, block_id, view)
         except BaseException:
-            self._release_view(block_id)
+            self.release_view(block_id)
             raise
 
-    def _release_view(self, block_id: int, quiet: bool = False) -> None:
+    def release_view(self, block_id: int, quiet: bool = False) -> None:
         """Drop the reference of a view (``kv_block_free`` / ``kv_block_migrate`` of it).
 
         Args:
