@@ -251,3 +251,50 @@ def test_the_docs_list_the_layers_of_the_table_in_order() -> None:
     table = list(dict.fromkeys(name for name, _ in LAYERS))
     assert listed == table, f"docs/ARCHITECTURE.md lists {listed}; tests/test_architecture.py LAYERS has {table}"
     assert f"longer than {MAX_FLOORS} floors" in " ".join(section.split())
+
+
+#: Private members read on objects other than ``self``/``cls`` that stay: torch's own (``t._version``,
+#: ``torch._C``), and attention's plan cache on its metadata object (attention/ is changed elsewhere).
+FOREIGN_PRIVATE_ALLOWED = {
+    ("attention/paged_plan.py", "t._version"),
+    ("attention/paged_plan.py", "md._plans"),
+    ("storage/movers/cuda.py", "torch._C"),
+    ("storage/movers/cuda.py", "torch._C._cuda_getCurrentStream"),
+}
+
+
+def private_reads(root: Path) -> list[tuple[str, int, str]]:
+    """``(file, line, expression)`` of every ``x._name`` where ``x`` is not ``self``, ``cls``,
+    ``super()`` or ``type(...)`` (dunder names excluded)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
+                continue
+            owner = node.value
+            if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+                continue
+            if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id in ("super", "type"):
+                continue
+            found.append((path.relative_to(root).as_posix(), node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_no_object_reads_another_objects_private_members() -> None:
+    bad = [
+        f"{f}:{line}: {expr}"
+        for f, line, expr in private_reads(SRC / "sagellm_backend")
+        if (f, expr) not in FOREIGN_PRIVATE_ALLOWED
+    ]
+    assert not bad, "private members used across objects (add a narrow public interface): " + "; ".join(bad)
+
+
+def test_the_private_member_scan_sees_other_objects_only(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "m.py": "class A:\n    def f(self, other):\n        self._x = other._y\n"
+            "        super()._z()\n        type(self)._w\n        return cls._v, self.__dict__, o.__class__\n",
+        },
+    )
+    assert private_reads(tmp_path) == [("m.py", 3, "other._y")]

@@ -1,11 +1,8 @@
 """Paged KV-cache pool: one preallocated arena per device, O(1) block ids, reference counts.
 
-Arena layout (block-major, so every block is one contiguous run of bytes)::
-
-    arena.shape == (num_blocks, kv_factor, num_layers, block_size, num_kv_heads, head_dim')
-
-``head_dim'`` is ``head_dim`` (``head_dim // 2`` bytes for packed int4). Block ``i`` is ``arena[i]``, the
-storage of a ``KVBlock`` of ``block_size`` tokens (the seed's block API works on it: :meth:`KVCachePool.block`).
+Arena layout, block-major (block ``i`` is ``arena[i]``, one contiguous run of bytes, the storage of a
+``KVBlock`` of ``block_size`` tokens: :meth:`KVCachePool.block`): ``(num_blocks, kv_factor, num_layers,
+block_size, num_kv_heads, head_dim)`` (``head_dim // 2`` bytes for packed int4).
 
 A pool's parts are held in its :class:`~.state.PoolState` (id allocator, arena, block mover); it
 reaches its provider only through a :class:`PoolHost`. Every batch operation validates first and
@@ -140,18 +137,7 @@ class KVCachePool:
         Returns:
             A :class:`PoolStats`.
         """
-        st = self._state
-        with st.lock:
-            free = st.alloc.num_free
-            return PoolStats(
-                self.num_blocks,
-                free,
-                self.num_blocks - free,
-                st.alloc.peak_used,
-                st.alloc.num_shared,
-                self.block_nbytes,
-                self.arena_nbytes,
-            )
+        return self._state.stats(self.block_nbytes)
 
     # -------------------------------------------------------- allocation
     def allocate(self, n: int) -> list[int]:
@@ -332,7 +318,7 @@ class KVCachePool:
         """
         if not isinstance(target, KVCachePool):
             raise InvalidArgumentTypeError(f"target must be a KVCachePool; got {type(target).__name__}.")
-        if target._host is not self._host:
+        if target.owner_id != self.owner_id:
             raise ForeignBlockError(
                 "target pool belongs to another provider instance; create it with this "
                 "provider's create_kv_pool(device=...)."
@@ -342,7 +328,20 @@ class KVCachePool:
                 f"target pool holds {target.block_size}-token {target.kv_cache_dtype} blocks, this one "
                 f"{self.block_size}-token {self.kv_cache_dtype}; they must match."
             )
-        return self._state.migrate_blocks(ids, target._state, normalize_device(target.device), stream=stream)
+        return target.migrate_in(self._state, ids, stream)
+
+    def migrate_in(self, source: PoolState, ids: Sequence[int], stream: Stream | None) -> list[int]:
+        """The receiving side of :meth:`migrate_blocks` (a pool of the same provider, checked to match).
+
+        Args:
+            source: The sending pool's parts.
+            ids: Live block ids there.
+            stream: Enqueue on this stream.
+
+        Returns:
+            The new ids here.
+        """
+        return source.migrate_blocks(ids, self._state, normalize_device(self.device), stream=stream)
 
     def block(self, block_id: int) -> KVBlock:
         """A :class:`KVBlock` view of a pool block, usable with the seed's single-block API.

@@ -78,6 +78,21 @@ class PoolState:
         self.closed = False
         self.buffers = HostBufferCache()
 
+    def stats(self, block_nbytes: int) -> PoolStats:
+        """Occupancy snapshot, taken under the lock.
+
+        Args:
+            block_nbytes: Bytes per block.
+
+        Returns:
+            The snapshot.
+        """
+        with self.lock:
+            n, free = self.alloc.num_blocks, self.alloc.num_free
+            return PoolStats(
+                n, free, n - free, self.alloc.peak_used, self.alloc.num_shared, block_nbytes, n * block_nbytes
+            )
+
     def check_open(self) -> None:
         """Raise unless the pool is open.
 

@@ -16,6 +16,7 @@ These stand-ins prove the code paths, never the hardware.
 from __future__ import annotations
 
 import importlib.machinery
+import itertools
 import sys
 import time
 import types
@@ -67,11 +68,10 @@ class _FakeEvent:
 
 
 class _FakeStream:
-    _next = 1
+    _ids = itertools.count(1)
 
     def __init__(self, device: Any = None, priority: int = 0) -> None:
-        self.stream_id = _FakeStream._next
-        _FakeStream._next += 1
+        self.stream_id = next(self._ids)
 
     def synchronize(self) -> None:
         """Synchronous stand-in."""
