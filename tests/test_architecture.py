@@ -254,8 +254,10 @@ def test_the_docs_list_the_layers_of_the_table_in_order() -> None:
 
 
 #: Private members read on objects other than ``self``/``cls`` that stay: torch's own (``t._version``,
-#: ``torch._C``), and attention's plan cache on its metadata object (attention/ is changed elsewhere).
+#: ``torch._C``), attention's plan cache on its metadata object (attention/ is changed elsewhere), and
+#: a pool reading the parts of another pool of its class (``migrate_blocks``, after checking it).
 FOREIGN_PRIVATE_ALLOWED = {
+    ("kv/pool.py", "target._state"),
     ("attention/paged_plan.py", "t._version"),
     ("attention/paged_plan.py", "md._plans"),
     ("storage/movers/cuda.py", "torch._C"),

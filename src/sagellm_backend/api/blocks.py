@@ -24,9 +24,6 @@ class BlockSource(Protocol):
     def closed(self) -> bool:
         """True once the pool released its arena."""
 
-    def release_view(self, block_id: int, quiet: bool = False) -> None:
-        """Drop the reference a view holds (the view's provider calls it on free and migrate)."""
-
 
 class KVBlock:
     """A KV-cache block that owns real memory.

@@ -66,19 +66,19 @@ def migrate_held(p: ProviderInternals, block: KVBlock, target_device: object, st
     s = p.stream_for(stream)
     nbytes = block.nbytes
     peak = p.ledger.reserve(str(dev), nbytes, f"a migrated KV block of {block.num_tokens} tokens")
-    pool, pool_id = block.pool, block.pool_block_id
+    pool_id, release = block.pool_block_id, p.blocks.view_release(block)
     try:
         p.fault("transfer")
         new_data = p.storage.transfer(block.data, dev, s)
-        if pool is not None and pool_id is not None:
+        if release is not None and pool_id is not None:
             # A view's reference is dropped before the block changes (it raises if the pool
             # closed), and on a stream only once the copy has read the block: released now, the
             # block could be reallocated and overwritten before the queued copy reads it.
             try:
                 if s is None:
-                    pool.release_view(pool_id)
+                    release(pool_id, False)
                 else:
-                    s.submit(pool.release_view, pool_id, True)
+                    s.submit(release, pool_id, True)
             except BaseException:
                 p.storage.release(new_data, s)
                 raise
@@ -95,8 +95,7 @@ def migrate_held(p: ProviderInternals, block: KVBlock, target_device: object, st
             f"migrating block {block.handle} from {block.device} to {dev} failed: {exc}. "
             f"The block stays on {block.device}, intact.",
         ) from exc
-    with p.blocks.lock:
-        old_data, old_device, was_view = block.rehome(new_data, str(dev))
+    old_data, old_device, was_view = p.blocks.rehome(block, new_data, str(dev))
     if not was_view:
         p.ledger.unreserve(old_device, nbytes)
         p.storage.release(old_data, s)

@@ -26,13 +26,16 @@ class BlockTable:
         self.owner = owner
         self.lock = threading.RLock()
         self._blocks: dict[int, KVBlock] = {}
+        self._releases: dict[int, Callable[[int, bool], None]] = {}
         self._handles = itertools.count(1)
 
-    def add(self, make: Any) -> KVBlock:
+    def add(self, make: Any, release: Callable[[int, bool], None] | None = None) -> KVBlock:
         """Register a new block built by ``make(handle)``.
 
         Args:
             make: Callable taking the new handle, returning the block.
+            release: For a view of a pool block: ``release(block_id, quiet)`` drops the reference
+                the view holds (the pool hands it over; only this table keeps it).
 
         Returns:
             The block.
@@ -40,7 +43,35 @@ class BlockTable:
         with self.lock:
             block: KVBlock = make(next(self._handles))
             self._blocks[block.handle] = block
+            if release is not None:
+                self._releases[block.handle] = release
             return block
+
+    def view_release(self, block: KVBlock) -> Callable[[int, bool], None] | None:
+        """How to drop the pool reference of a checked block that is a view, else ``None``.
+
+        Args:
+            block: A block that passed :meth:`check`.
+
+        Returns:
+            ``release(block_id, quiet)``, or ``None``.
+        """
+        return self._releases.get(block.handle)
+
+    def rehome(self, block: KVBlock, data: Any, device: str) -> tuple[Any, str, bool]:
+        """Point a checked block at migrated memory (see :meth:`KVBlock.rehome`); it is no view any more.
+
+        Args:
+            block: A block that passed :meth:`check`, its lock held.
+            data: The migrated memory.
+            device: Where it lives.
+
+        Returns:
+            ``(old data, old device, whether it was a pool view)``.
+        """
+        with self.lock:
+            self._releases.pop(block.handle, None)
+            return block.rehome(data, device)
 
     def check(self, block: object, role: str = "block") -> KVBlock:
         """The block, if it is a live block of this provider.
@@ -105,6 +136,7 @@ class BlockTable:
             The memory the block referenced, for the caller to release.
         """
         del self._blocks[block.handle]
+        self._releases.pop(block.handle, None)
         return block.retire()
 
     def retire(self, match: Callable[[KVBlock], bool]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..api.blocks import BlockSource, KVBlock
@@ -156,13 +157,14 @@ class PoolFactory:
         """
         self._storage.write(view, buf)
 
-    def adopt(self, pool: BlockSource, block_id: int, view: Any) -> KVBlock:
+    def adopt(self, pool: BlockSource, block_id: int, view: Any, release: Callable[[int, bool], None]) -> KVBlock:
         """Register a :class:`KVBlock` view of a pool block in the provider's table.
 
         Args:
             pool: The pool.
             block_id: The block id (one reference already taken).
             view: Its memory.
+            release: ``release(block_id, quiet)`` drops the view's reference (kept by the table).
 
         Returns:
             The block view.
@@ -182,7 +184,7 @@ class PoolFactory:
                 pool_block_id=block_id,
             )
 
-        return self._blocks.add(make)
+        return self._blocks.add(make, release)
 
     def released(self, device: str, nbytes: int) -> None:
         """A pool released its arena (closed, or dropped without closing).

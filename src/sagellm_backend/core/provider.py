@@ -16,17 +16,20 @@ from __future__ import annotations
 import itertools
 import threading
 import weakref
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..api.blocks import KVBlock
 from ..api.comm import Communicator
+from ..api.kernels import KernelCandidate
 from ..api.provider import BackendProvider
 from ..api.streams import Event, Graph, Stream
 from ..errors import (
     InvalidArgumentError,
     UnsupportedOperationError,
 )
+from ..kernels.registry import ProviderKernels
 from ..kv.geometry import KVGeometry
 from ..protocol import CapabilityDescriptor, DType, KernelKind
 from .block_ops import copy_held, migrate_held
@@ -95,6 +98,7 @@ class Provider(BackendProvider):
         self._pools = PoolFactory(self._parts)
         self._streams: weakref.WeakSet[Stream] = weakref.WeakSet()
         self._advertised_kernels: list[KernelKind] | None = None
+        self._kernels = ProviderKernels(search_order=(self.name, self.device_type, "*"))
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -138,7 +142,7 @@ class Provider(BackendProvider):
         has_coll = self._comm.available
         kernels = self._advertised_kernels
         if kernels is None:
-            found = self._kernel_view().kinds()
+            found = self._kernels.kinds()
             kernels = [k for k in KernelKind if k in found]
         return CapabilityDescriptor(
             device_name=facts.name,
@@ -187,6 +191,19 @@ class Provider(BackendProvider):
 
         return supported_attention_backends(self.device_type)
 
+    # ---------------------------------------------------------------- kernels
+    def register_kernel(self, name: str, impl: Callable[..., Any], *, priority: int = 0, kind: Any = None) -> None:
+        """Register a kernel for this provider instance."""
+        self._kernels.register(name, impl, priority=priority, kind=kind)
+
+    def get_kernel(self, name: str) -> Callable[..., Any]:
+        """The best kernel registered under ``name`` here (this instance, then the global registry)."""
+        return self._kernels.get(name)
+
+    def kernel_candidates(self, name: str) -> list[KernelCandidate]:
+        """Every registration that could serve ``name`` here, best first."""
+        return list(self._kernels.candidates(name))
+
     # ---------------------------------------------------------------- helpers
     def _check_open(self) -> None:
         if self._closed:
@@ -207,12 +224,12 @@ class Provider(BackendProvider):
     def kv_block_free(self, block: KVBlock) -> None:
         """Free ``block``; its memory returns to the provider (or its pool) and the handle dies."""
         with self._blocks.held((block, "block")):
-            pool, pool_id = block.pool, block.pool_block_id
-            if pool is not None and pool_id is not None:
-                pool.release_view(pool_id)  # first: it raises (closed pool) before anything changed
+            pool_id, release = block.pool_block_id, self._blocks.view_release(block)
+            if release is not None and pool_id is not None:
+                release(pool_id, False)  # first: it raises (closed pool) before anything changed
             with self._blocks.lock:
                 data = self._blocks.remove(block)
-            if pool is None or pool_id is None:
+            if release is None or pool_id is None:
                 self._ledger.unreserve(block.device, block.nbytes)
                 self._storage.release(data, None)
 

@@ -12,7 +12,7 @@ raises before changing anything.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.validate import byte_view
@@ -47,8 +47,8 @@ class PoolHost(PoolHooks, Protocol):
     def write(self, view: Any, buf: memoryview) -> None:
         """Overwrite a block view."""
 
-    def adopt(self, pool: BlockSource, block_id: int, view: Any) -> KVBlock:
-        """Register a KVBlock view of a pool block."""
+    def adopt(self, pool: BlockSource, block_id: int, view: Any, release: Callable[[int, bool], None]) -> KVBlock:
+        """Register a KVBlock view of a pool block; ``release(block_id, quiet)`` drops its reference."""
 
     def released(self, device: str, nbytes: int) -> None:
         """The pool's arena is gone."""
@@ -328,20 +328,8 @@ class KVCachePool:
                 f"target pool holds {target.block_size}-token {target.kv_cache_dtype} blocks, this one "
                 f"{self.block_size}-token {self.kv_cache_dtype}; they must match."
             )
-        return target.migrate_in(self._state, ids, stream)
-
-    def migrate_in(self, source: PoolState, ids: Sequence[int], stream: Stream | None) -> list[int]:
-        """The receiving side of :meth:`migrate_blocks` (a pool of the same provider, checked to match).
-
-        Args:
-            source: The sending pool's parts.
-            ids: Live block ids there.
-            stream: Enqueue on this stream.
-
-        Returns:
-            The new ids here.
-        """
-        return source.migrate_blocks(ids, self._state, normalize_device(self.device), stream=stream)
+        # the same class: a pool reads the parts of a pool it checked is one of its provider's
+        return self._state.migrate_blocks(ids, target._state, normalize_device(target.device), stream=stream)
 
     def block(self, block_id: int) -> KVBlock:
         """A :class:`KVBlock` view of a pool block, usable with the seed's single-block API.
@@ -366,12 +354,12 @@ class KVCachePool:
             view = st.mover.view(st.arena, block_id)
             st.alloc.pin(block_id)
         try:
-            return self._host.adopt(self, block_id, view)
+            return self._host.adopt(self, block_id, view, self._release_view)
         except BaseException:
-            self.release_view(block_id)
+            self._release_view(block_id)
             raise
 
-    def release_view(self, block_id: int, quiet: bool = False) -> None:
+    def _release_view(self, block_id: int, quiet: bool = False) -> None:
         """Drop the reference of a view (``kv_block_free`` / ``kv_block_migrate`` of it).
 
         Args:
