@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core", ("core",)),
     ("parts", ("storage", "comm", "attention", "kernels", "mock", "dtype_conversion")),
     ("contract and pool", ("api", "api.provider", "kv")),
-    ("contract types", ("api.blocks", "api.streams", "api.comm", "streams", "core.config")),
+    ("contract types", ("api.blocks", "api.streams", "api.comm", "api.kernels", "streams", "core.config")),
     ("contract types", ("kv.geometry", "kv.allocator", "kv.ids")),
     ("ground", ("protocol", "device", "core.validate", "errors")),
 )
