@@ -87,17 +87,22 @@ class VendorSpec:
             The class.
 
         Raises:
-            ProviderNotFoundError: no ``provider_class`` and the factory is bound to no class.
+            ProviderNotFoundError: the class (or the factory) cannot be imported, or the factory is
+                bound to no class.
         """
         path = self.provider_class or self.factory_path
         module, _, attr = path.partition(":")
-        found = getattr(importlib.import_module(module), attr)
+        try:
+            found = getattr(importlib.import_module(module), attr, None)
+        except ImportError:
+            found = None
         if self.provider_class is None:
             found = getattr(found, "provider_class", None)
         if not isinstance(found, type):
             raise ProviderNotFoundError(
-                f"no provider class is bound to vendor {self.name!r}: {path} is not a factory made by "
-                "vendor_factory(spec, cls); bind one there, or set the spec's provider_class to 'module:Class'.",
+                f"no provider class found for vendor {self.name!r}: {path} does not import, or is not a class "
+                "or a factory made by vendor_factory(spec, cls). Bind the class there, or set the spec's "
+                "provider_class to 'module:Class'.",
                 provider=self.name,
             )
         return found
