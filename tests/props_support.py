@@ -81,7 +81,7 @@ def snapshot(p: Any, pools: list[Any], others: tuple[tuple[Any, KVBlock], ...] =
     stats = {k: v for k, v in p.memory_stats().items() if k not in VOLATILE}
     blocks = tuple(block_state(p, b) for b in p.live_blocks())
     comm = (p.rank, p.world_size, getattr(p.communicator, "timeout_s", None), p.communicator.available)
-    local = p._kernel_view().local
+    local = p._kernels.local
     kernels = tuple(sorted((n, len(local.candidates(n, ("local",)))) for n in local.names()))
     foreign = tuple(block_state(q, b) for q, b in others)
     return stats, blocks, tuple(pool_state(pool) for pool in pools), comm, kernels, foreign, p._closed

@@ -126,7 +126,7 @@ def test_engine_kernels_beat_the_older_torch_builtins_and_lose_to_user_kernels(c
     try:
         assert cpu.get_kernel("rmsnorm") is mine
     finally:
-        cpu._kernel_view().local.unregister("rmsnorm")
+        cpu._kernels.local.unregister("rmsnorm")
     assert cpu.get_kernel("rmsnorm").backend == "torch"
 
 

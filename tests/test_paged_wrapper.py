@@ -262,7 +262,7 @@ def test_forward_fast_path_counts_calls_and_follows_changed_arguments(monkeypatc
     cache = _caches(d, torch.float32, 5)[0]
     reset_attention_diagnostics()
     first = backend.forward(q, k, k, md, kv_cache=cache)
-    assert md._fast is not None
+    assert md.step_memo.get("fast") is not None
     again = backend.forward(q, k, k, md, kv_cache=cache)  # fast path
     assert torch.equal(first, again)
     assert get_attention_diagnostics()["paged:implementation=torch"]["decode_calls"] == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -21,6 +23,7 @@ from sagellm_backend.testing.standins import (  # noqa: E402
     ascend_standin,
     kunlun_standin,
 )
+from sagellm_backend.vendors import BUILTIN_VENDORS, load_vendor  # noqa: E402
 from sagellm_backend.vendors.ascend import ASCEND as ASCEND_VENDOR  # noqa: E402
 from sagellm_backend.vendors.ascend import AscendBackendProvider, ascend_native_dtypes  # noqa: E402
 from sagellm_backend.vendors.kunlun import KUNLUN as KUNLUN_VENDOR  # noqa: E402
@@ -130,3 +133,31 @@ class TestKunlunStandInConformance(ConformanceSuite):
     @staticmethod
     def make_provider():
         return StandInKunlunProvider(0)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_VENDORS))
+def test_each_factory_is_bound_to_the_class_declaring_its_spec(name: str) -> None:
+    spec = load_vendor(name)
+    cls = spec.load_class()
+    assert cls.__dict__["vendor"] is spec and cls.name == name
+    module, _, attr = spec.factory_path.partition(":")
+    assert getattr(importlib.import_module(module), attr).provider_class is cls
+
+
+def test_a_spec_without_a_bound_class_is_provider_not_found() -> None:
+    from sagellm_backend.core.config import Availability
+    from sagellm_backend.errors import ProviderNotFoundError
+    from sagellm_backend.vendors.base import VendorSpec
+
+    def absent() -> Availability:
+        return Availability(False, "test")
+
+    base = {"aliases": (), "device_type": "cpu", "torch_module": None, "sdk_module": None, "dist_backend": None}
+    facts = {**base, "graph_class": None, "install_hint": "-", "priority": None, "detect": absent}
+    for spec in (
+        VendorSpec(name="nosuch", **facts),  # no providers.nosuch module
+        VendorSpec(name="nosuch", provider_class="sagellm_backend.vendors.cuda:CUDA", **facts),  # not a class
+        VendorSpec(name="nosuch", provider_class="sagellm_backend.vendors.cuda:Missing", **facts),
+    ):
+        with pytest.raises(ProviderNotFoundError, match="no provider class found for vendor 'nosuch'"):
+            spec.load_class()

@@ -26,7 +26,7 @@ from .api import BackendProvider, CommGroup, Communicator, Event, Graph, KVBlock
 from .comm.mock_world import MockWorld
 from .compat import DEPRECATED
 from .core.config import Availability, ProviderConfig, provider_factory
-from .device import Device, normalize_device
+from .device import Device, format_device_str, normalize_device, parse_device_str
 from .errors import (
     BackendError,
     BlockFreedError,
@@ -63,8 +63,6 @@ from .protocol import (
     ReduceOp,
     coerce_dtype,
     dtype_bits,
-    format_device_str,
-    parse_device_str,
 )
 from .registry import (
     available_providers,

@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             from .testing.runner import run_cli
 
-            return run_cli(args.provider, as_json=args.json, select=args.select)
+            name = args.provider
+            return run_cli(lambda: get_provider(name), as_json=args.json, select=args.select)
         if args.command == "bench":
             from .bench import run_cli as bench_cli
 

@@ -5,11 +5,11 @@ reorganised package keeps for it.
   ...), each the current object, served with a ``FutureWarning`` by the package's ``__getattr__``.
 * The seed's accelerator classes, constructible with ``device="cuda:0"`` as the seed-era engine
   (isagellm-core 0.2.x) calls them: :class:`PyTorchCUDABackendProvider`,
-  :class:`PyTorchAscendBackendProvider`; ``CPUStream``/``CPUEvent``, the seed's names of the host
-  stream and event.
+  :class:`PyTorchAscendBackendProvider`.
 
 The seed's module paths (``sagellm_backend.providers.<name>``, ``contract``, ``base``, ``capability``)
-stay files of imports only: Python finds a submodule through a file, or through an import hook or a
+stay files of imports only (``providers.cpu`` names the host stream and event ``CPUStream`` and
+``CPUEvent`` as it imports them): Python finds a submodule through a file, or through an import hook or a
 ``sys.modules`` entry installed at import time, which this package does not do.
 """
 
@@ -19,15 +19,11 @@ from typing import Any
 
 from .device import normalize_device
 from .errors import InvalidArgumentError
-from .streams import HostEvent as CPUEvent
-from .streams import HostStream as CPUStream
 from .vendors.ascend import AscendBackendProvider, create_ascend_backend
 from .vendors.cuda import CUDABackendProvider, create_cuda_backend
 
 __all__ = [
     "DEPRECATED",
-    "CPUEvent",
-    "CPUStream",
     "PyTorchAscendBackendProvider",
     "PyTorchCUDABackendProvider",
     "create_pytorch_ascend_backend",

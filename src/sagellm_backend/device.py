@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidArgumentTypeError, InvalidDeviceError
 
-__all__ = ["KNOWN_DEVICE_TYPES", "Device", "normalize_device"]
+__all__ = ["KNOWN_DEVICE_TYPES", "Device", "format_device_str", "normalize_device", "parse_device_str"]
 
 #: Device types this package knows. ``cuda`` also covers AMD GPUs and Hygon DCUs (ROCm builds of
 #: torch serve them through torch.cuda); ``npu`` is Ascend (torch_npu); ``musa`` is Moore Threads
@@ -151,3 +151,32 @@ def normalize_device(value: object, *, default_type: str | None = None) -> Devic
             raise _bad(value, "the host has one cpu device; use 'cpu'")
         return Device("cpu", None)
     return Device(dev_type, index)
+
+
+def parse_device_str(device: str) -> tuple[str, int | None]:
+    """Split a protocol device string into type and index: ``"cuda:1"`` -> ``("cuda", 1)``.
+
+    Args:
+        device: A device string such as ``"cpu"``, ``"cuda:0"`` or ``"npu:3"``.
+
+    Returns:
+        ``(device_type, index)``; index is ``None`` where the string has none.
+
+    Raises:
+        InvalidArgumentError: the string is malformed.
+    """
+    dev = normalize_device(device)
+    return dev.type, dev.index
+
+
+def format_device_str(device_type: str, index: int | None = None) -> str:
+    """Join a device type and index into a protocol device string.
+
+    Args:
+        device_type: ``"cpu"``, ``"cuda"``, ``"npu"`` ...
+        index: Device ordinal, or ``None``.
+
+    Returns:
+        ``"cuda:1"`` style string (``"cpu"`` for the host).
+    """
+    return str(Device(device_type, index))

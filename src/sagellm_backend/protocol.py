@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any, TypeVar
 
-from .device import Device, normalize_device
 from .errors import ErrorCode, InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = [
@@ -39,8 +38,6 @@ __all__ = [
     "coerce_dtype",
     "coerce_enum",
     "dtype_bits",
-    "format_device_str",
-    "parse_device_str",
 ]
 
 
@@ -179,35 +176,6 @@ def dtype_bits(dtype: object) -> int:
         The element width in bits.
     """
     return _DTYPE_BITS[coerce_dtype(dtype).value]
-
-
-def parse_device_str(device: str) -> tuple[str, int | None]:
-    """Split a protocol device string into type and index: ``"cuda:1"`` -> ``("cuda", 1)``.
-
-    Args:
-        device: A device string such as ``"cpu"``, ``"cuda:0"`` or ``"npu:3"``.
-
-    Returns:
-        ``(device_type, index)``; index is ``None`` where the string has none.
-
-    Raises:
-        InvalidArgumentError: the string is malformed.
-    """
-    dev = normalize_device(device)
-    return dev.type, dev.index
-
-
-def format_device_str(device_type: str, index: int | None = None) -> str:
-    """Join a device type and index into a protocol device string.
-
-    Args:
-        device_type: ``"cpu"``, ``"cuda"``, ``"npu"`` ...
-        index: Device ordinal, or ``None``.
-
-    Returns:
-        ``"cuda:1"`` style string (``"cpu"`` for the host).
-    """
-    return str(Device(device_type, index))
 
 
 def _enum_list(values: list[Any]) -> list[Any]:

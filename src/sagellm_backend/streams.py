@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .api.streams import Event, Stream, current_stream
+from .core.validate import Deadline
 from .errors import BackendError, InvalidArgumentError, InvalidArgumentTypeError, StreamError
-from .waits import Deadline
 
 __all__ = ["HostEvent", "HostStream"]
 
@@ -208,12 +208,9 @@ class HostEvent(Event):
                 f"a host event can only be recorded on a HostStream; got {type(stream).__name__}. "
                 "Use an event created by the same provider as the stream."
             )
-        marker.worker = stream._state.thread_id
         try:
-            stream._put(marker)
-        except BackendError as exc:
-            marker.failure = _Failure(exc, stream._state.label, recording=True)
-            marker.done.set()
+            stream.put_marker(marker)
+        except BackendError:
             self._marker = marker
             raise
         self._marker = marker
@@ -237,7 +234,7 @@ class HostEvent(Event):
                 f"elapsed_ms needs a start event of the same kind (HostEvent); got {type(start).__name__}."
             )
         deadline = Deadline(timeout)
-        first, last = start._marker, self._marker
+        first, last = start.wait_marker(), self._marker
         if first is None or last is None:
             which = "start" if first is None else "end"
             raise InvalidArgumentError(
@@ -254,7 +251,8 @@ class HostEvent(Event):
         assert first.stamp_ns is not None and last.stamp_ns is not None  # done without failure: stamped
         return (last.stamp_ns - first.stamp_ns) / 1e6
 
-    def _wait_marker(self) -> _Marker | None:
+    def wait_marker(self) -> _Marker | None:
+        """The marker of the last :meth:`record` (what a stream's ``wait_event`` waits for), or ``None``."""
         return self._marker
 
     def __repr__(self) -> str:
@@ -290,6 +288,23 @@ class HostStream(Stream):
     @property
     def handle(self) -> int:
         return self._id
+
+    def put_marker(self, marker: _Marker) -> None:
+        """Enqueue an event's marker (``HostEvent.record``); a refused marker carries the error.
+
+        Args:
+            marker: The event's new marker.
+
+        Raises:
+            BackendError: the stream refused it (closed); the marker is then done and failed.
+        """
+        marker.worker = self._state.thread_id
+        try:
+            self._put(marker)
+        except BackendError as exc:
+            marker.failure = _Failure(exc, self._state.label, recording=True)
+            marker.done.set()
+            raise
 
     def _put(self, item: Any) -> None:
         state = self._state
@@ -349,7 +364,7 @@ class HostStream(Stream):
     def wait_event(self, event: Event) -> None:
         if not isinstance(event, HostEvent):
             raise InvalidArgumentTypeError(f"a host stream can only wait on a HostEvent; got {type(event).__name__}.")
-        marker = event._wait_marker()
+        marker = event.wait_marker()
         if marker is None or (marker.done.is_set() and marker.failure is None):
             return  # like CUDA: waiting on an unrecorded or completed event is a no-op
         self._put(_WaitFor(marker))

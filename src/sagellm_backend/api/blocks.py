@@ -24,9 +24,6 @@ class BlockSource(Protocol):
     def closed(self) -> bool:
         """True once the pool released its arena."""
 
-    def _release_view(self, block_id: int, quiet: bool = False) -> None:
-        """Drop the reference a view holds (the view's provider calls it on free and migrate)."""
-
 
 class KVBlock:
     """A KV-cache block that owns real memory.
@@ -68,6 +65,8 @@ class KVBlock:
         geometry: KVGeometry = DEFAULT_KV_GEOMETRY,
         data: Any = None,
         owner_id: int | None = None,
+        pool: BlockSource | None = None,
+        pool_block_id: int | None = None,
     ) -> None:
         self.handle = handle
         self.num_tokens = num_tokens
@@ -77,9 +76,9 @@ class KVBlock:
         self._data = data
         self._owner_id = owner_id
         self._freed = False
-        self._pool: BlockSource | None = None
-        self._pool_id: int | None = None
-        self._lock = threading.RLock()  # every operation on this block holds it (core.provider)
+        self._pool = pool
+        self._pool_id = pool_block_id
+        self._lock = threading.RLock()
 
     @property
     def nbytes(self) -> int:
@@ -95,6 +94,47 @@ class KVBlock:
     def pool_block_id(self) -> int | None:
         """The block id in its pool (a :class:`BlockSource`), or ``None``."""
         return self._pool_id
+
+    @property
+    def pool(self) -> BlockSource | None:
+        """The pool this block is a view of, or ``None``."""
+        return self._pool
+
+    @property
+    def owner_id(self) -> int | None:
+        """Id of the provider instance that allocated the block (``None`` for a hand-built one)."""
+        return self._owner_id
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock every provider operation on this block holds (reentrant)."""
+        return self._lock
+
+    def retire(self) -> Any:
+        """Mark the block freed and drop its memory reference (its provider calls it, holding
+        :attr:`lock`, when the block is freed).
+
+        Returns:
+            The memory it referenced (``None`` for a hand-built block), for the provider to release.
+        """
+        data, self._data = self._data, None
+        self._freed = True
+        return data
+
+    def rehome(self, data: Any, device: str) -> tuple[Any, str, bool]:
+        """Point the block at ``data`` on ``device`` (its provider calls it, holding :attr:`lock`,
+        when the block migrated); the block is then no view of a pool.
+
+        Args:
+            data: The migrated memory.
+            device: Where it lives.
+
+        Returns:
+            ``(old data, old device, whether it was a pool view)``.
+        """
+        old = (self._data, self.device, self._pool is not None)
+        self._data, self.device, self._pool, self._pool_id = data, device, None, None
+        return old
 
     @property
     def data(self) -> Any:

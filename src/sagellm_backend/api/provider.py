@@ -3,7 +3,7 @@ signatures the built-in providers implement (a test compares them with ``inspect
 
 The thirteen methods of the seed release keep their names; what they gained since (``device=``,
 ``stream=``) is keyword-only. Collectives delegate to :attr:`BackendProvider.communicator`
-(:mod:`sagellm_backend.api.comm`), kernels to the kernel registry. A provider that cannot do
+(:mod:`sagellm_backend.api.comm`), kernels (in the implementation) to the kernel registry. A provider that cannot do
 something raises :class:`~sagellm_backend.errors.UnsupportedOperationError` naming what would
 work instead; nothing is silently skipped.
 
@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..protocol import CapabilityDescriptor, DType
 from .blocks import KVBlock
 from .comm import CommGroup, Communicator
+from .kernels import KernelCandidate
 from .streams import Event, Graph, Stream
 
 if TYPE_CHECKING:
     from ..core.config import Availability
-    from ..kernels import KernelEntry, ProviderKernels
     from ..kv.geometry import KVGeometry
     from ..kv.pool import KVCachePool
 
@@ -312,6 +312,7 @@ class BackendProvider(ABC):
         """Release memory the provider caches but does not use."""
 
     # ---------------------------------------------------------------- kernels
+    @abstractmethod
     def register_kernel(self, name: str, impl: Callable[..., Any], *, priority: int = 0, kind: Any = None) -> None:
         """Register a kernel for this provider instance.
 
@@ -321,8 +322,8 @@ class BackendProvider(ABC):
             priority: Higher wins over other registrations of the same name.
             kind: Optional :class:`KernelKind` (reported in ``capability().supported_kernels``).
         """
-        self._kernel_view().register(name, impl, priority=priority, kind=kind)
 
+    @abstractmethod
     def get_kernel(self, name: str) -> Callable[..., Any]:
         """Return the best kernel registered under ``name`` for this provider.
 
@@ -338,9 +339,9 @@ class BackendProvider(ABC):
         Raises:
             KernelNotFoundError: nothing is registered (a ``KeyError``).
         """
-        return self._kernel_view().get(name)
 
-    def kernel_candidates(self, name: str) -> list[KernelEntry]:
+    @abstractmethod
+    def kernel_candidates(self, name: str) -> list[KernelCandidate]:
         """Every registration that could serve ``name`` here, best first.
 
         Args:
@@ -349,16 +350,6 @@ class BackendProvider(ABC):
         Returns:
             Kernel entries in resolution order.
         """
-        return self._kernel_view().candidates(name)
-
-    def _kernel_view(self) -> ProviderKernels:
-        view: ProviderKernels | None = self.__dict__.get("_kernels")
-        if view is None:
-            from ..kernels import ProviderKernels
-
-            view = ProviderKernels(search_order=(self.name, self.device_type, "*"))
-            self.__dict__["_kernels"] = view
-        return view
 
     # ------------------------------------------------------------ collectives
     # Each delegates to :attr:`communicator` with the same arguments and result.

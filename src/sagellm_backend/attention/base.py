@@ -202,8 +202,9 @@ class AttentionMetadata:
     attn_type: str = "decoder"
     device: torch.device | str = "cpu"
     cached_lens: list[int] | None = None
-    _plans: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _fast: Any = field(default=None, init=False, repr=False, compare=False)  # a backend's per-step fast path
+    #: What the attention backends keep on a step's metadata: validated paged plans (under their memo keys) and
+    #: a backend's decode fast path (under ``"fast"``). Owned by the backends; engines do not touch it.
+    step_memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.is_prefill, bool):

@@ -218,7 +218,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             UnsupportedDTypeError: Mixed or non-float dtypes.
             InvalidDeviceError: Tensors on different devices.
         """
-        f = getattr(attn_metadata, "_fast", None)
+        f = attn_metadata.step_memo.get("fast") if isinstance(attn_metadata, AttentionMetadata) else None
         if (
             f is not None and f.owner is self and attn_mask is None and k_scale is None and v_scale is None
             and _same_call(f, query, key, value, attn_metadata, kv_cache, scale)
@@ -236,9 +236,9 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         out, record = self._checked_forward(
             query, key, value, attn_metadata, kv_cache, scale, attn_mask, k_scale=k_scale, v_scale=v_scale
         )
-        f = attn_metadata._fast
+        f = attn_metadata.step_memo.get("fast")
         if f is not None and f.record is None:  # set by this call's _attend
-            attn_metadata._fast = f._replace(scale_arg=scale, record=record)
+            attn_metadata.step_memo["fast"] = f._replace(scale_arg=scale, record=record)
         return out
 
     @property
@@ -326,10 +326,10 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out: torch.Tensor
         dense = None
-        md._fast = None
+        md.step_memo.pop("fast", None)
         fast_ok = not self.variants.names and self.kv_cache_dtype == "auto"
         if fast_ok and not md.is_prefill and mask is None and plan.token_index is None and plan.tokens:
-            md._fast = _FastDecode(
+            md.step_memo["fast"] = _FastDecode(
                 self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
                 tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),
                 os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None,

@@ -200,7 +200,7 @@ def plan_paged_call(
         tuple(md.cached_lens or ()), ident(md.block_tables), ident(md.slot_mapping),
         ident(attn_mask) if padded else None,
     )  # fmt: skip
-    plan: PagedPlan | None = md._plans.get(memo)
+    plan: PagedPlan | None = md.step_memo.get(memo)
     if plan is not None:
         return plan
     key_lens = _check_static(md, shp, k_cache, padded and attn_mask is not None)
@@ -220,7 +220,7 @@ def plan_paged_call(
         cu_seqlens_q=cu, token_index=index, tokens=sum(md.seq_lens), max_key_len=max(key_lens, default=0),
         keep=(md.block_tables, md.slot_mapping, attn_mask),
     )  # fmt: skip
-    if len(md._plans) >= 4:
-        md._plans.clear()
-    md._plans[memo] = plan
+    if len(md.step_memo) >= 5:  # up to four plans and the fast path
+        md.step_memo.clear()
+    md.step_memo[memo] = plan
     return plan

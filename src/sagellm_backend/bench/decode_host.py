@@ -56,7 +56,9 @@ def _case(device: str, quick: bool, batch: int, ctx: int, heads: tuple[int, int,
     """One row of :func:`bench_decode_host_cost`."""
     import torch
 
-    from ..attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, PagedAttentionWrapper
+    from ..attention.builder import PagedAttentionMetadataBuilder
+    from ..attention.paged import PagedAttentionBackend
+    from ..attention.wrapper import PagedAttentionWrapper
 
     hq, hkv, d = heads
     bs = 16

@@ -17,7 +17,6 @@ from typing import Any
 
 from ..api.provider import BackendProvider
 from ..kv.geometry import KVGeometry
-from ..vendors.mock import MockBackendProvider
 
 __all__ = [
     "BENCH_GEOMETRY",
@@ -28,6 +27,7 @@ __all__ = [
     "fill_random",
     "is_device",
     "median_time",
+    "on_host_arrays",
     "same_kind",
     "wall_times_per_call",
 ]
@@ -104,11 +104,14 @@ def same_kind(provider: BackendProvider, geometry: KVGeometry = BENCH_GEOMETRY) 
     Returns:
         The new provider.
     """
-    if isinstance(provider, MockBackendProvider):
-        return MockBackendProvider(kv_geometry=geometry, max_memory_mb=1 << 20, num_devices=provider.num_devices)
-    device_id = getattr(provider, "device_id", None)
+    old: Any = provider
     cls: Any = type(provider)
-    made: BackendProvider = cls(kv_geometry=geometry) if device_id is None else cls(device_id, kv_geometry=geometry)
+    made: BackendProvider
+    if on_host_arrays(provider):  # the Mock: as many simulated devices, memory not the limit
+        made = cls(kv_geometry=geometry, max_memory_mb=1 << 20, num_devices=old.num_devices)
+        return made
+    device_id = getattr(provider, "device_id", None)
+    made = cls(kv_geometry=geometry) if device_id is None else cls(device_id, kv_geometry=geometry)
     return made
 
 
@@ -122,6 +125,18 @@ def is_device(provider: BackendProvider) -> bool:
         True for accelerators.
     """
     return provider.device_type not in ("cpu", "mock")
+
+
+def on_host_arrays(provider: BackendProvider) -> bool:
+    """Whether ``provider`` keeps its blocks in numpy arrays (the Mock's simulated devices).
+
+    Args:
+        provider: The provider.
+
+    Returns:
+        True for the Mock.
+    """
+    return provider.device_type == "mock"
 
 
 def _host_trial(fn: Callable[[], Any], provider: BackendProvider, reps: int) -> float:
@@ -219,7 +234,7 @@ def fill_random(provider: BackendProvider, arena: Any) -> None:
         provider: The arena's provider (numpy arena for Mock, tensor otherwise).
         arena: The arena.
     """
-    if isinstance(provider, MockBackendProvider):
+    if on_host_arrays(provider):
         import numpy as np
 
         flat = arena.reshape(-1).view(np.uint8)

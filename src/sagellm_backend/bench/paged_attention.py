@@ -250,7 +250,8 @@ def _backend_forward(case: PagedCase, t: dict[str, Any]) -> Callable[[], Any]:
     """``PagedAttentionBackend.forward`` of a prefill case's packed tokens into its pages (metadata built once)."""
     import torch
 
-    from ..attention import PagedAttentionBackend, PagedAttentionMetadataBuilder
+    from ..attention.builder import PagedAttentionMetadataBuilder
+    from ..attention.paged import PagedAttentionBackend
 
     k, v = _packed_kv(t)
     builder = PagedAttentionMetadataBuilder(PAGE, device=torch.device(t["q"].device))

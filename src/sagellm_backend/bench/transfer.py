@@ -10,8 +10,17 @@ from typing import Any
 
 from ..api.provider import BackendProvider
 from ..protocol import DType
-from ..vendors.mock import MockBackendProvider
-from .harness import BENCH_GEOMETRY, BLOCK_TOKENS, GB, Result, fill_random, is_device, median_time, same_kind
+from .harness import (
+    BENCH_GEOMETRY,
+    BLOCK_TOKENS,
+    GB,
+    Result,
+    fill_random,
+    is_device,
+    median_time,
+    on_host_arrays,
+    same_kind,
+)
 
 __all__ = ["bench_migrate", "bench_swap"]
 
@@ -25,7 +34,7 @@ def _swap_references(p: BackendProvider, rows: Any, sel: list[int], reps: int) -
     gather then a pageable copy out; a pageable copy in then scatter.
     """
     n = len(sel)
-    if isinstance(p, MockBackendProvider):
+    if on_host_arrays(p):
         import numpy as np
 
         host = np.empty((n, rows.shape[1]), dtype=rows.dtype)
@@ -162,7 +171,7 @@ def bench_migrate(provider: BackendProvider, *, quick: bool = False, mib: int = 
     for target in p.reachable_devices()[1:]:
         blk = p.kv_block_alloc(tokens, DType.FP16)
         nbytes = blk.nbytes
-        if isinstance(p, MockBackendProvider):
+        if on_host_arrays(p):
             import numpy as np
 
             buf = np.empty_like(blk.data)

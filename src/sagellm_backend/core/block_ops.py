@@ -36,10 +36,10 @@ def copy_held(p: ProviderInternals, src: KVBlock, dst: KVBlock, stream: Stream |
             src_tokens=src.num_tokens,
             dst_tokens=dst.num_tokens,
         )
-    s = p._stream_for(stream)
-    p._fault("transfer")
+    s = p.stream_for(stream)
+    p.fault("transfer")
     try:
-        p._storage.copy(src.data, dst.data, s)
+        p.storage.copy(src.data, dst.data, s)
     except BackendError:
         raise
     except Exception as exc:
@@ -51,7 +51,7 @@ def copy_held(p: ProviderInternals, src: KVBlock, dst: KVBlock, stream: Stream |
 
 def migrate_held(p: ProviderInternals, block: KVBlock, target_device: object, stream: Stream | None) -> KVBlock:
     """The body of :meth:`Provider.kv_block_migrate`, with the block's lock held."""
-    if block._pool is not None and block._pool.closed:
+    if block.pool is not None and block.pool.closed:
         raise InvalidArgumentError(
             f"block {block.handle} is a view of a KV pool that was closed; its memory is gone. Nothing was moved."
         )
@@ -59,31 +59,31 @@ def migrate_held(p: ProviderInternals, block: KVBlock, target_device: object, st
         raise InvalidArgumentTypeError(
             f"target_device is None; pass the device to migrate to, one of {p.reachable_devices()}."
         )
-    dev = p._target_device(target_device)
+    dev = p.target_device(target_device)
     if str(dev) == block.device:
         return block
-    p._check_dtype(block.dtype, dev)
-    s = p._stream_for(stream)
+    p.check_dtype(block.dtype, dev)
+    s = p.stream_for(stream)
     nbytes = block.nbytes
-    peak = p._ledger.reserve(str(dev), nbytes, f"a migrated KV block of {block.num_tokens} tokens")
-    pool, pool_id = block._pool, block._pool_id
+    peak = p.ledger.reserve(str(dev), nbytes, f"a migrated KV block of {block.num_tokens} tokens")
+    pool_id, release = block.pool_block_id, p.blocks.view_release(block)
     try:
-        p._fault("transfer")
-        new_data = p._storage.transfer(block.data, dev, s)
-        if pool is not None and pool_id is not None:
+        p.fault("transfer")
+        new_data = p.storage.transfer(block.data, dev, s)
+        if release is not None and pool_id is not None:
             # A view's reference is dropped before the block changes (it raises if the pool
             # closed), and on a stream only once the copy has read the block: released now, the
             # block could be reallocated and overwritten before the queued copy reads it.
             try:
                 if s is None:
-                    pool._release_view(pool_id)
+                    release(pool_id, False)
                 else:
-                    s.submit(pool._release_view, pool_id, True)
+                    s.submit(release, pool_id, True)
             except BaseException:
-                p._storage.release(new_data, s)
+                p.storage.release(new_data, s)
                 raise
     except BaseException as exc:
-        p._ledger.unreserve(str(dev), nbytes, peak)
+        p.ledger.unreserve(str(dev), nbytes, peak)
         if isinstance(exc, BackendError) or not isinstance(exc, Exception):
             raise
         if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
@@ -95,14 +95,8 @@ def migrate_held(p: ProviderInternals, block: KVBlock, target_device: object, st
             f"migrating block {block.handle} from {block.device} to {dev} failed: {exc}. "
             f"The block stays on {block.device}, intact.",
         ) from exc
-    with p._blocks.lock:
-        old_data, old_device = block._data, block.device
-        was_view = block._pool is not None
-        block._data = new_data
-        block.device = str(dev)
-        block._pool = None
-        block._pool_id = None
+    old_data, old_device, was_view = p.blocks.rehome(block, new_data, str(dev))
     if not was_view:
-        p._ledger.unreserve(old_device, nbytes)
-        p._storage.release(old_data, s)
+        p.ledger.unreserve(old_device, nbytes)
+        p.storage.release(old_data, s)
     return block

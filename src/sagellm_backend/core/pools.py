@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..api.blocks import BlockSource, KVBlock
@@ -29,10 +30,10 @@ class PoolFactory:
 
     def __init__(self, provider: ProviderInternals) -> None:
         self._provider = provider  # a pool keeps its provider alive: it needs its streams and storage
-        self._storage = provider._storage
-        self._ledger = provider._ledger
-        self._blocks = provider._blocks
-        self._faults = provider._faults
+        self._storage = provider.storage
+        self._ledger = provider.ledger
+        self._blocks = provider.blocks
+        self._faults = provider.faults
         self._lock = threading.Lock()
         self._pools: weakref.WeakSet[KVCachePool] = weakref.WeakSet()
 
@@ -51,9 +52,9 @@ class PoolFactory:
 
         p = self._provider
         bs = check_count("block_size", block_size)
-        dev = p._target_device(device)
+        dev = p.target_device(device)
         cache_dtype = resolve_kv_cache_dtype(dtype)
-        dt = p._check_dtype(cache_dtype.dtype, dev)
+        dt = p.check_dtype(cache_dtype.dtype, dev)
         geometry = p.kv_geometry
         block_bytes = bs * geometry.bytes_per_token(dt)
         if (num_blocks is None) == (memory_fraction is None):
@@ -80,7 +81,7 @@ class PoolFactory:
         shape = (n, *geometry.storage_shape(bs, dt))
         if cache_dtype.fp8_format is not None:  # a format this torch lacks raises before anything is reserved
             view_arena(self._storage.alloc(dev, dt, (0,)), cache_dtype)
-        arena = view_arena(p._alloc(dev, dt, shape, n * block_bytes, f"a KV pool of {n} blocks"), cache_dtype)
+        arena = view_arena(p.alloc(dev, dt, shape, n * block_bytes, f"a KV pool of {n} blocks"), cache_dtype)
         pool = KVCachePool(
             self,
             arena,
@@ -99,7 +100,7 @@ class PoolFactory:
 
     def _available(self, device: Any) -> int:
         free = self._storage.available(device)
-        limit = self._storage.limit(device, self._provider._max_memory_bytes)
+        limit = self._storage.limit(device, self._provider.max_memory_bytes)
         if limit is not None:
             free = min(free, limit - self._ledger.allocated(str(device)))
         return free
@@ -119,7 +120,7 @@ class PoolFactory:
         Returns:
             The stream to use, or ``None`` for synchronous.
         """
-        found: Stream | None = self._provider._stream_for(stream)
+        found: Stream | None = self._provider.stream_for(stream)
         return found
 
     @property
@@ -134,7 +135,7 @@ class PoolFactory:
             what: ``"alloc"`` or ``"transfer"``.
             count: How many allocations.
         """
-        self._provider._fault(what, count)
+        self._provider.fault(what, count)
 
     def read(self, view: Any) -> bytes:
         """Bytes of a block view.
@@ -156,13 +157,14 @@ class PoolFactory:
         """
         self._storage.write(view, buf)
 
-    def adopt(self, pool: BlockSource, block_id: int, view: Any) -> KVBlock:
+    def adopt(self, pool: BlockSource, block_id: int, view: Any, release: Callable[[int, bool], None]) -> KVBlock:
         """Register a :class:`KVBlock` view of a pool block in the provider's table.
 
         Args:
             pool: The pool.
             block_id: The block id (one reference already taken).
             view: Its memory.
+            release: ``release(block_id, quiet)`` drops the view's reference (kept by the table).
 
         Returns:
             The block view.
@@ -170,14 +172,19 @@ class PoolFactory:
         geometry, owner = pool.geometry, self._blocks.owner
 
         def make(handle: int) -> KVBlock:
-            block = KVBlock(
-                handle, pool.block_size, pool.dtype, pool.device, geometry=geometry, data=view, owner_id=owner
+            return KVBlock(
+                handle,
+                pool.block_size,
+                pool.dtype,
+                pool.device,
+                geometry=geometry,
+                data=view,
+                owner_id=owner,
+                pool=pool,
+                pool_block_id=block_id,
             )
-            block._pool = pool
-            block._pool_id = block_id
-            return block
 
-        return self._blocks.add(make)
+        return self._blocks.add(make, release)
 
     def released(self, device: str, nbytes: int) -> None:
         """A pool released its arena (closed, or dropped without closing).
@@ -194,7 +201,7 @@ class PoolFactory:
         Args:
             pool: The closing pool.
         """
-        self._blocks.retire(lambda b: b._pool is pool)
+        self._blocks.retire(lambda b: b.pool is pool)
 
     # -------------------------------------------------------------- lifecycle
     def clear_host_caches(self) -> None:

@@ -16,46 +16,36 @@ from __future__ import annotations
 import itertools
 import threading
 import weakref
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..api.blocks import KVBlock
 from ..api.comm import Communicator
+from ..api.kernels import KernelCandidate
 from ..api.provider import BackendProvider
-from ..api.streams import Event, Graph, Stream, current_stream
-from ..device import Device, normalize_device
+from ..api.streams import Event, Graph, Stream
 from ..errors import (
-    BackendError,
     InvalidArgumentError,
-    ResourceExhaustedError,
-    UnsupportedDTypeError,
     UnsupportedOperationError,
 )
+from ..kernels.registry import ProviderKernels
 from ..kv.geometry import KVGeometry
-from ..protocol import CapabilityDescriptor, DType, KernelKind, coerce_dtype
+from ..protocol import CapabilityDescriptor, DType, KernelKind
 from .block_ops import copy_held, migrate_held
-from .blocks import BlockTable
-from .ledger import MemoryLedger
-from .parts import FaultHook, VendorFacts
+from .parts import FaultHook, ProviderInternals, VendorFacts
 from .pools import PoolFactory
-from .validate import byte_view, check_count, check_instance, fmt_bytes
+from .validate import byte_view, check_count
 
 if TYPE_CHECKING:
     from ..kv.pool import KVCachePool
     from ..storage.base import Storage
     from .config import Availability
 
-__all__ = ["FaultHook", "Provider", "declared_provider_class"]
+__all__ = ["FaultHook", "Provider"]
 
 _uids = itertools.count(1)
-#: The provider class of each vendor spec, recorded when the class declares it (``vendor = SPEC``).
-_DECLARED: dict[VendorFacts, type[Provider]] = {}
 _COLLECTIVES = ["all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier", "send", "recv"]
-
-
-def declared_provider_class(spec: VendorFacts) -> type[Provider] | None:
-    """The first class whose body declared ``vendor = spec`` (not its subclasses), if one did."""
-    return _DECLARED.get(spec)
 
 
 class Provider(BackendProvider):
@@ -78,7 +68,6 @@ class Provider(BackendProvider):
             cls.name = spec.name
             cls.device_type = spec.device_type
             cls.dist_backend = spec.dist_backend
-            _DECLARED.setdefault(spec, cls)
 
     def __init__(
         self,
@@ -93,15 +82,23 @@ class Provider(BackendProvider):
         self._geometry = KVGeometry.coerce(kv_geometry)
         if max_memory_bytes is not None:
             check_count("max_memory_bytes", max_memory_bytes)
-        self._max_memory_bytes = max_memory_bytes
+        self._parts = ProviderInternals(
+            name=self.name,
+            device_type=self.device_type,
+            owner_id=self._uid,
+            storage=storage,
+            kv_geometry=self._geometry,
+            max_memory_bytes=max_memory_bytes,
+            faults=faults,
+        )
         self._storage = storage
         self._comm = communicator
-        self._faults = faults
-        self._blocks = BlockTable(self._uid)
-        self._ledger = MemoryLedger(lambda d: storage.limit(d, max_memory_bytes))
-        self._pools = PoolFactory(self)
+        self._blocks = self._parts.blocks
+        self._ledger = self._parts.ledger
+        self._pools = PoolFactory(self._parts)
         self._streams: weakref.WeakSet[Stream] = weakref.WeakSet()
         self._advertised_kernels: list[KernelKind] | None = None
+        self._kernels = ProviderKernels(search_order=(self.name, self.device_type, "*"))
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -145,7 +142,7 @@ class Provider(BackendProvider):
         has_coll = self._comm.available
         kernels = self._advertised_kernels
         if kernels is None:
-            found = self._kernel_view().kinds()
+            found = self._kernels.kinds()
             kernels = [k for k in KernelKind if k in found]
         return CapabilityDescriptor(
             device_name=facts.name,
@@ -162,7 +159,7 @@ class Provider(BackendProvider):
             supported_collectives=list(_COLLECTIVES) if has_coll else [],
             has_kv_block_copy=True,
             has_kv_block_migrate=True,
-            max_memory_mb=int((self._max_memory_bytes or facts.total_bytes) >> 20),
+            max_memory_mb=int((self._parts.max_memory_bytes or facts.total_bytes) >> 20),
         )
 
     # ------------------------------------------------------------ engine hooks
@@ -194,57 +191,20 @@ class Provider(BackendProvider):
 
         return supported_attention_backends(self.device_type)
 
+    # ---------------------------------------------------------------- kernels
+    def register_kernel(self, name: str, impl: Callable[..., Any], *, priority: int = 0, kind: Any = None) -> None:
+        """Register a kernel for this provider instance."""
+        self._kernels.register(name, impl, priority=priority, kind=kind)
+
+    def get_kernel(self, name: str) -> Callable[..., Any]:
+        """The best kernel registered under ``name`` here (this instance, then the global registry)."""
+        return self._kernels.get(name)
+
+    def kernel_candidates(self, name: str) -> list[KernelCandidate]:
+        """Every registration that could serve ``name`` here, best first."""
+        return list(self._kernels.candidates(name))
+
     # ---------------------------------------------------------------- helpers
-    def _stream_for(self, stream: Stream | None) -> Stream | None:
-        if stream is None:
-            return current_stream(self._uid)
-        stream = check_instance("stream", stream, Stream, "create_stream")  # type: ignore[type-abstract]  # an ABC
-        if stream.owner_id != self._uid:
-            raise InvalidArgumentError(
-                f"{stream!r} belongs to another provider instance; use a stream from this provider's create_stream()."
-            )
-        if stream.closed:  # refused before anything is allocated or enqueued
-            raise InvalidArgumentError(f"{stream!r} was closed; create a new one with create_stream().")
-        return stream
-
-    def _fault(self, what: str, count: int = 1) -> None:
-        if self._faults is not None:
-            self._faults.check(what, count)
-
-    def _target_device(self, device: object) -> Device:
-        if device is None:
-            return self._storage.own_device()
-        return self._storage.resolve(normalize_device(device, default_type=self.device_type))
-
-    def _check_dtype(self, dtype: object, device: Device) -> DType:
-        dt = coerce_dtype(dtype)
-        supported = self._storage.storable(device)
-        if dt not in supported:
-            hint = self._storage.dtype_hint(dt, device) or f"the {self.name!r} provider cannot store it there"
-            raise UnsupportedDTypeError(
-                f"dtype {dt.value} is not supported on {device}: {hint}. "
-                f"Supported there: {[d.value for d in supported]}. Use one of those.",
-                dtype=dt.value,
-                device=str(device),
-            )
-        return dt
-
-    def _alloc(self, device: Device, dtype: DType, shape: tuple[int, ...], nbytes: int, what: str) -> Any:
-        """Reserve accounting, allocate, and roll the reservation back on any failure."""
-        peak = self._ledger.reserve(str(device), nbytes, what)
-        try:
-            self._fault("alloc")
-            return self._storage.alloc(device, dtype, shape)
-        except BaseException as exc:
-            self._ledger.unreserve(str(device), nbytes, peak)
-            if isinstance(exc, BackendError) or not isinstance(exc, (MemoryError, RuntimeError)):
-                raise
-            raise ResourceExhaustedError(
-                f"the device ran out of memory allocating {what} of {fmt_bytes(nbytes)} on "
-                f"{device}: {exc}. Free blocks or call clear_cache(), or allocate fewer tokens.",
-                requested=nbytes,
-            ) from exc
-
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidArgumentError(f"the {self.name!r} provider was closed; create a new one with get_provider().")
@@ -254,35 +214,34 @@ class Provider(BackendProvider):
         """Allocate a KV block that owns ``num_tokens * bytes_per_token`` bytes."""
         self._check_open()
         n = check_count("num_tokens", num_tokens)
-        dev = self._target_device(device)
-        dt = self._check_dtype(dtype, dev)
+        dev = self._parts.target_device(device)
+        dt = self._parts.check_dtype(dtype, dev)
         nbytes = n * self._geometry.bytes_per_token(dt)
-        data = self._alloc(dev, dt, self._geometry.storage_shape(n, dt), nbytes, f"a KV block of {n} tokens")
+        data = self._parts.alloc(dev, dt, self._geometry.storage_shape(n, dt), nbytes, f"a KV block of {n} tokens")
         geometry, owner = self._geometry, self._uid
         return self._blocks.add(lambda h: KVBlock(h, n, dt, str(dev), geometry=geometry, data=data, owner_id=owner))
 
     def kv_block_free(self, block: KVBlock) -> None:
         """Free ``block``; its memory returns to the provider (or its pool) and the handle dies."""
         with self._blocks.held((block, "block")):
-            pool, pool_id = block._pool, block._pool_id
-            if pool is not None and pool_id is not None:
-                pool._release_view(pool_id)  # first: it raises (closed pool) before anything changed
+            pool_id, release = block.pool_block_id, self._blocks.view_release(block)
+            if release is not None and pool_id is not None:
+                release(pool_id, False)  # first: it raises (closed pool) before anything changed
             with self._blocks.lock:
-                self._blocks.remove(block)
-                data, block._data = block._data, None
-            if pool is None or pool_id is None:
+                data = self._blocks.remove(block)
+            if release is None or pool_id is None:
                 self._ledger.unreserve(block.device, block.nbytes)
                 self._storage.release(data, None)
 
     def kv_block_copy(self, src: KVBlock, dst: KVBlock, *, stream: Stream | None = None) -> None:
         """Copy the bytes of ``src`` into ``dst``, bit for bit."""
         with self._blocks.held((src, "src"), (dst, "dst")):
-            copy_held(self, src, dst, stream)
+            copy_held(self._parts, src, dst, stream)
 
     def kv_block_migrate(self, block: KVBlock, target_device: object, *, stream: Stream | None = None) -> KVBlock:
         """Move a block's data to ``target_device``; the block keeps its handle."""
         with self._blocks.held((block, "block")):
-            return migrate_held(self, block, target_device, stream)
+            return migrate_held(self._parts, block, target_device, stream)
 
     def kv_block_read(self, block: KVBlock) -> bytes:
         """Return a copy of the block's bytes (work on side streams is not waited for)."""
@@ -355,7 +314,7 @@ class Provider(BackendProvider):
 
     def capture_graph(self, stream: Stream | None = None) -> AbstractContextManager[Graph]:
         """Capture device work into a graph; ``graph.replay()`` launches it again."""
-        s = None if stream is None else self._stream_for(stream)
+        s = None if stream is None else self._parts.stream_for(stream)
         return self._storage.capture_graph(self._uid, s)
 
     # -------------------------------------------------------------- lifecycle

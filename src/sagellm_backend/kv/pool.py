@@ -1,24 +1,19 @@
 """Paged KV-cache pool: one preallocated arena per device, O(1) block ids, reference counts.
 
-Arena layout (block-major, so every block is one contiguous run of bytes)::
+Arena layout, block-major (block ``i`` is ``arena[i]``, one contiguous run of bytes, the storage of a
+``KVBlock`` of ``block_size`` tokens: :meth:`KVCachePool.block`): ``(num_blocks, kv_factor, num_layers,
+block_size, num_kv_heads, head_dim)`` (``head_dim // 2`` bytes for packed int4).
 
-    arena.shape == (num_blocks, kv_factor, num_layers, block_size, num_kv_heads, head_dim')
-
-``head_dim'`` is ``head_dim`` (``head_dim // 2`` bytes for packed int4). Block ``i`` is
-``arena[i]``, exactly the storage of a :class:`~sagellm_backend.api.blocks.KVBlock` of
-``block_size`` tokens, so the seed's single-block API works on pool blocks (:meth:`KVCachePool.block`).
-
-A pool is built from three parts, held in its :class:`~.state.PoolState`: the id allocator
-(:mod:`.allocator`, pure bookkeeping), the arena (the storage's array), and a block mover
-(:class:`~.mover.BlockMover`, implemented in ``storage/movers``). It reaches its provider only
-through a :class:`PoolHost`. Every batch operation validates first and raises before changing anything.
+A pool's parts are held in its :class:`~.state.PoolState` (id allocator, arena, block mover); it
+reaches its provider only through a :class:`PoolHost`. Every batch operation validates first and
+raises before changing anything.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.validate import byte_view
 from ..device import normalize_device
@@ -26,17 +21,40 @@ from ..errors import ForeignBlockError, InvalidArgumentError, InvalidArgumentTyp
 from ..protocol import DType
 from .ids import as_block_id, as_id_list, copy_pairs
 from .layout import layer_kv_caches
-from .state import PoolHost, PoolState, PoolStats
+from .state import PoolHooks, PoolState, PoolStats
 from .swap import SwappedBlocks
 
 if TYPE_CHECKING:
-    from ..api.blocks import KVBlock
+    from ..api.blocks import BlockSource, KVBlock
     from ..api.streams import Stream
     from .cache_dtype import KVCacheDType
     from .geometry import KVGeometry
     from .mover import BlockMover
 
 __all__ = ["KVCachePool", "PoolHost", "PoolStats", "SwappedBlocks"]
+
+
+class PoolHost(PoolHooks, Protocol):
+    """What a pool needs from its provider (``core.pools.PoolFactory`` implements it)."""
+
+    @property
+    def owner_id(self) -> int:
+        """The provider's id."""
+
+    def read(self, view: Any) -> bytes:
+        """Bytes of a block view."""
+
+    def write(self, view: Any, buf: memoryview) -> None:
+        """Overwrite a block view."""
+
+    def adopt(self, pool: BlockSource, block_id: int, view: Any, release: Callable[[int, bool], None]) -> KVBlock:
+        """Register a KVBlock view of a pool block; ``release(block_id, quiet)`` drops its reference."""
+
+    def released(self, device: str, nbytes: int) -> None:
+        """The pool's arena is gone."""
+
+    def retire_views(self, pool: BlockSource) -> None:
+        """Free every ``KVBlock`` view of ``pool`` (it is closing)."""
 
 
 class KVCachePool:
@@ -119,18 +137,7 @@ class KVCachePool:
         Returns:
             A :class:`PoolStats`.
         """
-        st = self._state
-        with st.lock:
-            free = st.alloc.num_free
-            return PoolStats(
-                self.num_blocks,
-                free,
-                self.num_blocks - free,
-                st.alloc.peak_used,
-                st.alloc.num_shared,
-                self.block_nbytes,
-                self.arena_nbytes,
-            )
+        return self._state.stats(self.block_nbytes)
 
     # -------------------------------------------------------- allocation
     def allocate(self, n: int) -> list[int]:
@@ -311,7 +318,7 @@ class KVCachePool:
         """
         if not isinstance(target, KVCachePool):
             raise InvalidArgumentTypeError(f"target must be a KVCachePool; got {type(target).__name__}.")
-        if target._host is not self._host:
+        if target.owner_id != self.owner_id:
             raise ForeignBlockError(
                 "target pool belongs to another provider instance; create it with this "
                 "provider's create_kv_pool(device=...)."
@@ -321,6 +328,7 @@ class KVCachePool:
                 f"target pool holds {target.block_size}-token {target.kv_cache_dtype} blocks, this one "
                 f"{self.block_size}-token {self.kv_cache_dtype}; they must match."
             )
+        # the same class: a pool reads the parts of a pool it checked is one of its provider's
         return self._state.migrate_blocks(ids, target._state, normalize_device(target.device), stream=stream)
 
     def block(self, block_id: int) -> KVBlock:
@@ -346,7 +354,7 @@ class KVCachePool:
             view = st.mover.view(st.arena, block_id)
             st.alloc.pin(block_id)
         try:
-            return self._host.adopt(self, block_id, view)
+            return self._host.adopt(self, block_id, view, self._release_view)
         except BaseException:
             self._release_view(block_id)
             raise

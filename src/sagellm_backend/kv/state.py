@@ -1,6 +1,6 @@
 """The working parts of one pool and what it may ask of its provider.
 
-:class:`PoolState` holds a pool's id allocator, lock, arena, block mover and :class:`PoolHost`,
+:class:`PoolState` holds a pool's id allocator, lock, arena, block mover and :class:`PoolHooks`,
 with the checks every pool operation shares; :class:`~sagellm_backend.kv.pool.KVCachePool` owns
 one. The copies that also change ownership (copy-on-write, swap out to host, swap in, migrate to
 another pool) work on it here, after the pool has checked its own arguments; nothing else reaches
@@ -22,20 +22,16 @@ from .ids import as_id_list
 from .swap import HostBufferCache
 
 if TYPE_CHECKING:
-    from ..api.blocks import BlockSource, KVBlock
     from ..api.streams import Event, Stream
     from .mover import BlockMover
     from .swap import SwappedBlocks
 
-__all__ = ["PoolHost", "PoolState", "PoolStats"]
+__all__ = ["PoolHooks", "PoolState", "PoolStats"]
 
 
-class PoolHost(Protocol):
-    """What a pool needs from its provider (``core.pools.PoolFactory`` implements it)."""
-
-    @property
-    def owner_id(self) -> int:
-        """The provider's id."""
+class PoolHooks(Protocol):
+    """What a pool's working parts ask of its provider: streams and fault injection (the pool's
+    :class:`~sagellm_backend.kv.pool.PoolHost` has them)."""
 
     def stream(self, stream: Stream | None) -> Stream | None:
         """Validate a stream argument."""
@@ -47,21 +43,6 @@ class PoolHost(Protocol):
 
     def fault(self, what: str, count: int = 1) -> None:
         """Fault-injection hook."""
-
-    def read(self, view: Any) -> bytes:
-        """Bytes of a block view."""
-
-    def write(self, view: Any, buf: memoryview) -> None:
-        """Overwrite a block view."""
-
-    def adopt(self, pool: BlockSource, block_id: int, view: Any) -> KVBlock:
-        """Register a KVBlock view of a pool block."""
-
-    def released(self, device: str, nbytes: int) -> None:
-        """The pool's arena is gone."""
-
-    def retire_views(self, pool: BlockSource) -> None:
-        """Free every ``KVBlock`` view of ``pool`` (it is closing)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +68,7 @@ class PoolState:
         num_blocks: Blocks in the arena.
     """
 
-    def __init__(self, host: PoolHost, arena: Any, mover: BlockMover, num_blocks: int) -> None:
+    def __init__(self, host: PoolHooks, arena: Any, mover: BlockMover, num_blocks: int) -> None:
         self.host = host
         self.faults = host.faults
         self.arena: Any = arena
@@ -96,6 +77,21 @@ class PoolState:
         self.lock = threading.Lock()
         self.closed = False
         self.buffers = HostBufferCache()
+
+    def stats(self, block_nbytes: int) -> PoolStats:
+        """Occupancy snapshot, taken under the lock.
+
+        Args:
+            block_nbytes: Bytes per block.
+
+        Returns:
+            The snapshot.
+        """
+        with self.lock:
+            n, free = self.alloc.num_blocks, self.alloc.num_free
+            return PoolStats(
+                n, free, n - free, self.alloc.peak_used, self.alloc.num_shared, block_nbytes, n * block_nbytes
+            )
 
     def check_open(self) -> None:
         """Raise unless the pool is open.

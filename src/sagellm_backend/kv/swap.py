@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ..core.validate import Deadline
 from ..errors import StreamError
-from ..waits import Deadline
 
 if TYPE_CHECKING:
     from ..api.streams import Event

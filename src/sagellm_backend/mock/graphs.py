@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..api.streams import Event, Graph, Stream
+from ..core.validate import Deadline
 from ..errors import InvalidArgumentError, UnsupportedOperationError
-from ..waits import Deadline
 
 __all__ = ["CaptureStream", "MockGraph"]
 
@@ -51,6 +51,14 @@ class MockGraph(Graph):
 
     def __init__(self) -> None:
         self._work: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] | None = None
+
+    def install(self, work: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]]) -> None:
+        """Take the work a capture recorded (the storage calls it when the capture ends).
+
+        Args:
+            work: ``(fn, args, kwargs)`` in capture order.
+        """
+        self._work = work
 
     @property
     def num_ops(self) -> int:

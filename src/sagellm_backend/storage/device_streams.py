@@ -13,8 +13,8 @@ from typing import Any
 
 from ..api.streams import Event, Graph, Stream, current_stream
 from ..api.streams import _tls as _stream_tls
+from ..core.validate import Deadline, poll_until
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
-from ..waits import Deadline, poll_until
 
 __all__ = ["DeviceEvent", "DeviceStream", "TorchGraph"]
 
@@ -63,14 +63,14 @@ class DeviceEvent(Event):
         return bool(self.native.query())
 
     def elapsed_ms(self, start: Event, *, timeout: float | None = None) -> float:
-        if timeout is None and type(start) is DeviceEvent and start._recorded and self._recorded:  # fast path
+        if timeout is None and type(start) is DeviceEvent and start.recorded and self.recorded:  # fast path
             self.native.synchronize()
             return float(start.native.elapsed_time(self.native))
         if not isinstance(start, DeviceEvent):
             raise InvalidArgumentTypeError(f"elapsed_ms needs a start DeviceEvent; got {type(start).__name__}.")
         deadline = Deadline(timeout)
-        if not (start._recorded and self._recorded):
-            which = "start" if not start._recorded else "end"
+        if not (start.recorded and self.recorded):
+            which = "start" if not start.recorded else "end"
             raise InvalidArgumentError(
                 f"the {which} event was never recorded, so there is no interval to time. Record both events first."
             )
@@ -80,6 +80,11 @@ class DeviceEvent(Event):
             what = f"the events timed on {self._device}"
             poll_until(lambda: bool(start.native.query()) and bool(self.native.query()), deadline, what)
         return float(start.native.elapsed_time(self.native))
+
+    @property
+    def recorded(self) -> bool:
+        """Whether :meth:`record` has run (the event then marks work to wait for and time)."""
+        return self._recorded
 
     def __repr__(self) -> str:
         return f"DeviceEvent(device={self._device!r}, recorded={self._recorded})"
@@ -125,7 +130,7 @@ class DeviceStream(Stream):
             raise InvalidArgumentTypeError(
                 f"a device stream can only wait on a DeviceEvent; got {type(event).__name__}."
             )
-        if event._recorded:
+        if event.recorded:
             self.native.wait_event(event.native)
 
     def query(self) -> bool:

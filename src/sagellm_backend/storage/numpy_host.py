@@ -152,7 +152,7 @@ class NumpyStorage(Storage):
         cap = CaptureStream(owner, str(self.own_device()))
         with cap:
             yield graph
-        graph._work = cap.work
+        graph.install(cap.work)
 
     def describe(self) -> DeviceFacts:
         return DeviceFacts("Mock Accelerator (sagellm-backend)", self.total_bytes, self.total_bytes - self._used())

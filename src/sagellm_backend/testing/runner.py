@@ -9,7 +9,6 @@ from typing import Any
 
 from ..api import BackendProvider
 from ..errors import InvalidArgumentError
-from ..registry import get_provider
 from .checks import CHECKS, run_check
 
 __all__ = ["run_checks", "run_cli"]
@@ -34,11 +33,12 @@ def run_checks(make: Callable[[], BackendProvider], select: str | None = None) -
     return results
 
 
-def run_cli(provider: str, *, as_json: bool = False, select: str | None = None) -> int:
-    """Run the suite against a registered provider and print a pass/fail table.
+def run_cli(make: Callable[[], BackendProvider], *, as_json: bool = False, select: str | None = None) -> int:
+    """Run the suite against the providers ``make`` creates and print a pass/fail table.
 
     Args:
-        provider: Provider name.
+        make: Creates a fresh provider (``lambda: get_provider(name)``); called once first to
+            name the provider, then once per check.
         as_json: Print JSON instead of a table.
         select: Substring filter on check names.
 
@@ -47,19 +47,19 @@ def run_cli(provider: str, *, as_json: bool = False, select: str | None = None) 
 
     Raises:
         InvalidArgumentError: ``select`` matches no check (checked before the provider is created).
-        ProviderNotFoundError: unknown provider.
-        UnavailableError: the provider cannot run here.
+        ProviderNotFoundError: ``make`` names an unknown provider.
+        UnavailableError: ``make``'s provider cannot run here.
     """
     if select and not any(select in c.name for c in CHECKS):
         raise InvalidArgumentError(
             f"-k {select!r} matches no check (a check is selected when its name contains the text). "
             f"Checks: {', '.join(c.name for c in CHECKS)}."
         )
-    first = get_provider(provider)
+    first = make()
     name, device = first.name, first.device
     first.close()
     t0 = time.perf_counter()
-    results = run_checks(lambda: get_provider(provider), select)
+    results = run_checks(make, select)
     elapsed = time.perf_counter() - t0
     counts = {s: sum(r["status"] == s for r in results) for s in ("pass", "fail", "skip")}
     if as_json:

@@ -16,6 +16,7 @@ These stand-ins prove the code paths, never the hardware.
 from __future__ import annotations
 
 import importlib.machinery
+import itertools
 import sys
 import time
 import types
@@ -27,8 +28,9 @@ from ..core.config import Availability
 from ..core.provider import Provider
 from ..device import Device
 from ..storage.torch_device import TorchDeviceStorage
+from ..vendors.accelerator import accelerator_parts
 from ..vendors.ascend import AscendBackendProvider
-from ..vendors.base import VendorSpec, accelerator_parts
+from ..vendors.base import VendorSpec
 from ..vendors.kunlun import KunlunBackendProvider
 from ..vendors.musa import MusaBackendProvider
 from ..vendors.rocm import RocmBackendProvider
@@ -66,11 +68,10 @@ class _FakeEvent:
 
 
 class _FakeStream:
-    _next = 1
+    _ids = itertools.count(1)
 
     def __init__(self, device: Any = None, priority: int = 0) -> None:
-        self.stream_id = _FakeStream._next
-        _FakeStream._next += 1
+        self.stream_id = next(self._ids)
 
     def synchronize(self) -> None:
         """Synchronous stand-in."""

@@ -24,7 +24,8 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import VendorSpec, accelerator_init, detect_torch_module, vendor_factory
+from .accelerator import accelerator_init
+from .base import VendorSpec, detect_torch_module, vendor_factory
 
 __all__ = ["ASCEND", "AscendBackendProvider", "ascend_native_dtypes", "create_ascend_backend", "detect_ascend"]
 
@@ -90,12 +91,12 @@ ASCEND = VendorSpec(
 class AscendBackendProvider(Provider):
     """KV blocks in NPU memory; streams, events, graphs from torch.npu; HCCL collectives.
 
-    Constructed by :func:`~sagellm_backend.vendors.base.accelerator_init` (``device_id``: the NPU ordinal).
+    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the NPU ordinal).
     """
 
     vendor = ASCEND
 
-    __init__ = accelerator_init(ASCEND)
+    __init__ = accelerator_init(ASCEND, Provider.__init__)
 
 
-create_ascend_backend = vendor_factory(ASCEND)
+create_ascend_backend = vendor_factory(ASCEND, AscendBackendProvider)

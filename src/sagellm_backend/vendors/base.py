@@ -1,5 +1,6 @@
 """A vendor's facts in one typed record, detection written once over the ``torch.cuda`` shape,
-and the one generic factory every built-in provider is created through."""
+and the one generic factory every built-in provider is created through (the accelerator
+constructor and its parts are in :mod:`.accelerator`)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,16 @@ import importlib.util
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypedDict
+from typing import Any, Final, TypedDict, TypeVar
 
 from ..core.config import Availability, ProviderConfig
-from ..core.validate import check_count
-from ..errors import InvalidArgumentTypeError, InvalidDeviceError, ProviderNotFoundError, UnavailableError
+from ..errors import InvalidArgumentTypeError, ProviderNotFoundError
 from ..protocol import DType
-
-if TYPE_CHECKING:
-    from ..core.provider import Provider
 
 __all__ = [
     "CUDA_API",
     "TorchAPI",
     "VendorSpec",
-    "accelerator_init",
-    "accelerator_parts",
     "check_options",
     "create_from_config",
     "detect_torch_module",
@@ -50,8 +45,8 @@ class VendorSpec:
         install_hint: What to install.
         priority: Rank in ``get_provider("auto")``; ``None`` keeps it out.
         detect: Side-effect-free detection.
-        provider_class: ``"module:Class"`` of the provider, or ``None``: the class that declares this
-            spec (``vendor = SPEC``), defined in the spec's own module.
+        provider_class: ``"module:Class"`` of the provider, or ``None``: the class bound to this spec
+            by ``vendor_factory(SPEC, Class)`` in the spec's own module (its entry-point factory).
         native_dtypes: ``(module, index) -> dtypes`` the device computes in, or ``None`` (all).
         dtype_hint: ``(dtype, module, index) -> why it is missing``, or ``None``.
         compute_capability: ``(module, index) -> "9.0"``, or ``None``.
@@ -84,29 +79,33 @@ class VendorSpec:
         """The ``sagellm.backends`` entry point target of this vendor (the seed's ``providers`` path)."""
         return f"sagellm_backend.providers.{self.name}:create_{self.name}_backend"
 
-    def load_class(self) -> type[Provider]:
-        """Import the provider class (``provider_class``), or find the class that declared this spec.
+    def load_class(self) -> type[Any]:
+        """Import the provider class (``provider_class``), or the class the vendor's entry-point
+        factory (:attr:`factory_path`) was bound to by :func:`vendor_factory`.
 
         Returns:
             The class.
 
         Raises:
-            ProviderNotFoundError: no ``provider_class`` and no class declares this spec.
+            ProviderNotFoundError: the class (or the factory) cannot be imported, or the factory is
+                bound to no class.
         """
+        path = self.provider_class or self.factory_path
+        module, _, attr = path.partition(":")
+        try:
+            found = getattr(importlib.import_module(module), attr, None)
+        except ImportError:
+            found = None
         if self.provider_class is None:
-            from ..core.provider import declared_provider_class
-
-            declared = declared_provider_class(self)
-            if declared is None:
-                raise ProviderNotFoundError(
-                    f"no provider class declares vendor {self.name!r}: import the module defining the class "
-                    "with vendor = <this spec>, or set the spec's provider_class to 'module:Class'.",
-                    provider=self.name,
-                )
-            return declared
-        module, _, attr = self.provider_class.partition(":")
-        cls: type[Provider] = getattr(importlib.import_module(module), attr)
-        return cls
+            found = getattr(found, "provider_class", None)
+        if not isinstance(found, type):
+            raise ProviderNotFoundError(
+                f"no provider class found for vendor {self.name!r}: {path} does not import, or is not a class "
+                "or a factory made by vendor_factory(spec, cls). Bind the class there, or set the spec's "
+                "provider_class to 'module:Class'.",
+                provider=self.name,
+            )
+        return found
 
 
 class TorchAPI(TypedDict):
@@ -178,55 +177,10 @@ def detect_torch_module(
     return Availability(True, f"{count} device(s) via torch.{torch_module} (torch {torch.__version__})", count)
 
 
-def accelerator_parts(
-    spec: VendorSpec, device_id: object, availability: Availability | None, storage_class: Any = None
-) -> dict[str, Any]:
-    """Detect (unless a detection result is passed on), validate ``device_id``, and build the
-    storage and communicator of an accelerator provider.
-
-    Args:
-        spec: The vendor.
-        device_id: Device ordinal.
-        availability: A :meth:`VendorSpec.detect` result already computed by the caller.
-        storage_class: Storage class (default :class:`TorchDeviceStorage`; stand-ins pass a
-            host-backed one).
-
-    Returns:
-        ``storage`` and ``communicator`` keyword arguments for :class:`Provider`.
-
-    Raises:
-        UnavailableError: the vendor's devices are not usable here.
-        InvalidDeviceError: no such device.
-    """
-    found = availability if availability is not None else spec.detect()
-    if not found.available:
-        raise UnavailableError(
-            f"the {spec.name!r} provider is not available here: {found.reason}. Install {spec.install_hint}.",
-            provider=spec.name,
-        )
-    index = check_count("device_id", device_id, minimum=0)
-    count = found.device_count or 0
-    if index >= count:
-        raise InvalidDeviceError(
-            f"{spec.device_type}:{index} does not exist: {count} device(s) are visible "
-            f"({spec.device_type}:0..{spec.device_type}:{count - 1}). Pick one of those.",
-            device=index,
-        )
-    import torch
-
-    from ..comm.torch_dist import TorchCommunicator
-    from ..kernels.torch_builtin import register_torch_kernels
-    from ..storage.torch_device import TorchDeviceStorage
-
-    module = getattr(torch, spec.torch_module or "")
-    register_torch_kernels(spec.device_type, triton=spec.fast_copy)
-    return {
-        "storage": (storage_class or TorchDeviceStorage)(spec, module, index, count),
-        "communicator": TorchCommunicator(spec.device_type, index, spec.dist_backend or "gloo"),
-    }
+_P = TypeVar("_P")
 
 
-def check_options(spec: VendorSpec, cls: type[Provider], kwargs: dict[str, Any]) -> None:
+def check_options(spec: VendorSpec, cls: type[Any], kwargs: dict[str, Any]) -> None:
     """Refuse keywords that ``cls``'s constructor does not take, naming the accepted ones.
 
     Args:
@@ -253,12 +207,18 @@ def check_options(spec: VendorSpec, cls: type[Provider], kwargs: dict[str, Any])
 
 
 def create_from_config(
-    spec: VendorSpec, config: object = None, *, availability: Availability | None = None, **options: Any
-) -> Provider:
+    spec: VendorSpec,
+    cls: type[_P],
+    config: object = None,
+    *,
+    availability: Availability | None = None,
+    **options: Any,
+) -> _P:
     """The generic entry-point factory: build ``spec``'s provider from an engine config.
 
     Args:
         spec: The vendor.
+        cls: Its provider class.
         config: ``None``, a dict, or an object with ``kind``/``device``/``device_ids``.
         availability: A detection result already computed (the registry passes it on).
         **options: Constructor keywords (``device_id``, ``kv_geometry``, ``max_memory_bytes`` ...).
@@ -280,65 +240,29 @@ def create_from_config(
             kwargs.setdefault("device_id", index)
     if availability is not None:
         kwargs["availability"] = availability
-    cls = spec.load_class()
     check_options(spec, cls, kwargs)
     return cls(**kwargs)
 
 
-def vendor_factory(spec: VendorSpec) -> Callable[..., Provider]:
-    """The entry-point factory of a vendor: :func:`create_from_config` bound to ``spec``, with
-    the ``detect`` and ``priority`` attributes the registry reads.
+def vendor_factory(spec: VendorSpec, cls: type[_P]) -> Callable[..., _P]:
+    """The entry-point factory of a vendor: :func:`create_from_config` bound to ``spec`` and its
+    provider class, with the ``detect``, ``priority`` and ``provider_class`` attributes the
+    registry and :meth:`VendorSpec.load_class` read.
 
     Args:
         spec: The vendor.
+        cls: Its provider class (defined beside ``spec``, declaring ``vendor = spec``).
 
     Returns:
         ``create_<name>_backend(config=None, **options)``.
     """
 
-    def factory(config: object = None, **options: Any) -> Provider:
-        return create_from_config(spec, config, **options)
+    def factory(config: object = None, **options: Any) -> _P:
+        return create_from_config(spec, cls, config, **options)
 
     factory.__name__ = factory.__qualname__ = f"create_{spec.name}_backend"
     factory.__doc__ = f"Entry-point factory for {spec.name!r}: see :func:`create_from_config`."
     factory.detect = spec.detect  # type: ignore[attr-defined]  # read by the registry
     factory.priority = spec.priority  # type: ignore[attr-defined]  # read by the registry
+    factory.provider_class = cls  # type: ignore[attr-defined]  # read by VendorSpec.load_class
     return factory
-
-
-def accelerator_init(spec: VendorSpec) -> Callable[..., None]:
-    """The constructor of an accelerator vendor's provider class, written once.
-
-    Args:
-        spec: The vendor.
-
-    Returns:
-        The ``__init__``.
-    """
-
-    def __init__(
-        self: Provider,
-        device_id: int = 0,
-        *,
-        kv_geometry: object = None,
-        max_memory_bytes: int | None = None,
-        availability: Availability | None = None,
-    ) -> None:
-        """Detect the vendor's devices (unless ``availability`` is given) and build the provider of one.
-
-        Args:
-            device_id: Device ordinal.
-            kv_geometry: :class:`~sagellm_backend.kv.geometry.KVGeometry` or dict.
-            max_memory_bytes: Optional cap on what this provider allocates on its device.
-            availability: A :meth:`VendorSpec.detect` result already computed (skips detection).
-
-        Raises:
-            UnavailableError: the vendor's devices are not usable here.
-            InvalidDeviceError: no such device.
-        """
-        from ..core.provider import Provider
-
-        parts = accelerator_parts(spec, device_id, availability)
-        Provider.__init__(self, kv_geometry=kv_geometry, max_memory_bytes=max_memory_bytes, **parts)
-
-    return __init__

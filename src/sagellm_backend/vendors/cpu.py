@@ -168,4 +168,4 @@ class CPUBackendProvider(Provider):
         )
 
 
-create_cpu_backend = vendor_factory(CPU)
+create_cpu_backend = vendor_factory(CPU, CPUBackendProvider)

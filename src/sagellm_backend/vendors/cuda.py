@@ -15,7 +15,8 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import CUDA_API, VendorSpec, accelerator_init, detect_torch_module, vendor_factory
+from .accelerator import accelerator_init
+from .base import CUDA_API, VendorSpec, detect_torch_module, vendor_factory
 
 __all__ = ["CUDA", "CUDABackendProvider", "create_cuda_backend", "detect_cuda"]
 
@@ -95,12 +96,12 @@ CUDA = VendorSpec(
 class CUDABackendProvider(Provider):
     """KV blocks in GPU memory; streams, events, graphs from torch.cuda; NCCL collectives.
 
-    Constructed by :func:`~sagellm_backend.vendors.base.accelerator_init` (``device_id``: the GPU ordinal).
+    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the GPU ordinal).
     """
 
     vendor = CUDA
 
-    __init__ = accelerator_init(CUDA)
+    __init__ = accelerator_init(CUDA, Provider.__init__)
 
 
-create_cuda_backend = vendor_factory(CUDA)
+create_cuda_backend = vendor_factory(CUDA, CUDABackendProvider)

@@ -27,7 +27,8 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import CUDA_API, VendorSpec, accelerator_init, detect_torch_module, vendor_factory
+from .accelerator import accelerator_init
+from .base import CUDA_API, VendorSpec, detect_torch_module, vendor_factory
 
 __all__ = ["KUNLUN", "KunlunBackendProvider", "create_kunlun_backend", "detect_kunlun"]
 
@@ -71,12 +72,12 @@ KUNLUN = VendorSpec(
 class KunlunBackendProvider(Provider):
     """KV blocks in Kunlun XPU memory through XPyTorch's torch.cuda; BKCL collectives via 'nccl'.
 
-    Constructed by :func:`~sagellm_backend.vendors.base.accelerator_init` (``device_id``: the XPU ordinal).
+    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the XPU ordinal).
     """
 
     vendor = KUNLUN
 
-    __init__ = accelerator_init(KUNLUN)
+    __init__ = accelerator_init(KUNLUN, Provider.__init__)
 
 
-create_kunlun_backend = vendor_factory(KUNLUN)
+create_kunlun_backend = vendor_factory(KUNLUN, KunlunBackendProvider)

@@ -132,7 +132,7 @@ class MockBackendProvider(Provider):
         register_engine_kernels("mock", "numpy")
 
 
-create_mock_backend = vendor_factory(MOCK)
+create_mock_backend = vendor_factory(MOCK, MockBackendProvider)
 
 
 def create_mock_world(world_size: int, *, timeout: float = 30.0, **options: Any) -> list[MockBackendProvider]:

@@ -27,7 +27,8 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import VendorSpec, accelerator_init, detect_torch_module, vendor_factory
+from .accelerator import accelerator_init
+from .base import VendorSpec, detect_torch_module, vendor_factory
 
 __all__ = ["MUSA", "MusaBackendProvider", "create_musa_backend", "detect_musa", "musa_native_dtypes"]
 
@@ -114,12 +115,12 @@ MUSA = VendorSpec(
 class MusaBackendProvider(Provider):
     """KV blocks in Moore Threads GPU memory; streams, events, MUSA graphs from torch.musa; MCCL.
 
-    Constructed by :func:`~sagellm_backend.vendors.base.accelerator_init` (``device_id``: the GPU ordinal).
+    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the GPU ordinal).
     """
 
     vendor = MUSA
 
-    __init__ = accelerator_init(MUSA)
+    __init__ = accelerator_init(MUSA, Provider.__init__)
 
 
-create_musa_backend = vendor_factory(MUSA)
+create_musa_backend = vendor_factory(MUSA, MusaBackendProvider)

@@ -33,7 +33,8 @@ from typing import Any
 from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
-from .base import CUDA_API, VendorSpec, accelerator_init, detect_torch_module, vendor_factory
+from .accelerator import accelerator_init
+from .base import CUDA_API, VendorSpec, detect_torch_module, vendor_factory
 
 __all__ = ["ROCM", "RocmBackendProvider", "create_rocm_backend", "detect_rocm", "gfx_arch", "rocm_native_dtypes"]
 
@@ -159,12 +160,12 @@ class RocmBackendProvider(Provider):
     """KV blocks in AMD GPU / Hygon DCU memory; streams, events, HIP graphs through torch.cuda;
     RCCL collectives (backend ``"nccl"``); batched block copies through Triton's AMD backend.
 
-    Constructed by :func:`~sagellm_backend.vendors.base.accelerator_init` (``device_id``: the GPU ordinal).
+    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the GPU ordinal).
     """
 
     vendor = ROCM
 
-    __init__ = accelerator_init(ROCM)
+    __init__ = accelerator_init(ROCM, Provider.__init__)
 
 
-create_rocm_backend = vendor_factory(ROCM)
+create_rocm_backend = vendor_factory(ROCM, RocmBackendProvider)
