@@ -1,0 +1,93 @@
+"""Sweep decode launch configurations for an fp8 KV cache and for a sliding window, on one GPU.
+
+    python bench/tune_fp8_window.py [--out DIR]
+
+FP8 (e4m3, per-tensor scales) on both decode cases of :data:`CASES`: (BLOCK_N, warps, stages) x split counts,
+in fp8 KV-read GB/s, beside the bf16 default of the same case and a device copy of the fp8 bytes (read +
+written). Sliding window: 4 x 32k keys with a 4k window against the same 4k keys decoded as a context, for the
+same configurations. Prints one line per point and writes ``tune_fp8_window.json`` with ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from sagellm_backend.attention import paged_triton as pt
+from sagellm_backend.attention.kv_quant import fp8_dtype, quantize
+from sagellm_backend.bench.paged_attention import CASES, HEAD_DIM, HKV, PAGE, PagedCase, build_case, time_cuda
+
+CONFIGS = [(64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 4, 3), (128, 8, 3), (256, 8, 2)]
+SPLITS: list[int | None] = [None, 16, 32]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    rows: list[dict[str, object]] = []
+    for case in (c for c in CASES if c.kind == "decode"):
+        t = build_case(case, "cuda")
+        q, kc, vc, bt, lens, scale = (t[k] for k in ("q", "kc", "vc", "bt", "seq_lens", "scale"))
+        fp8 = fp8_dtype("fp8_e4m3")
+        ks, vs = (c.float().abs().amax().reshape(1) / torch.finfo(fp8).max for c in (kc, vc))
+        n = kc.shape[0]
+        k8, v8 = (
+            quantize(c.reshape(-1, HKV, HEAD_DIM), s, fp8).view(n, PAGE, HKV, HEAD_DIM) for c, s in ((kc, ks), (vc, vs))
+        )
+        read = case.work() / 2
+        src = torch.empty(int(read), dtype=torch.uint8, device="cuda")
+        dst = torch.empty_like(src)
+        copy_s = time_cuda(lambda: dst.copy_(src))
+        bf16_s = time_cuda(lambda: pt.paged_decode(q, kc, vc, bt, lens, scale))
+        print(f"{case.label}: copy {2 * read / copy_s / 1e9:.0f} GB/s (r+w); bf16 default {1e6 * bf16_s:.1f} us")
+        for bn, warps, stages in CONFIGS:
+            cfg = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages)
+            for splits in SPLITS:
+                try:
+                    sec = time_cuda(
+                        lambda: pt.paged_decode(
+                            q, k8, v8, bt, lens, scale, cfg=cfg, splits=splits, k_scale=ks, v_scale=vs
+                        )
+                    )
+                except Exception as exc:  # a configuration that does not compile is a row of the sweep, not a stop
+                    print(f"  fp8 {bn}/{warps}/{stages} splits={splits}: {type(exc).__name__}: {str(exc)[:80]}")
+                    continue
+                row = {"case": case.label, "kind": "fp8", "block_n": bn, "warps": warps, "stages": stages,
+                       "splits": splits, "us": 1e6 * sec, "gbps": read / sec / 1e9, "x_bf16": bf16_s / sec}  # fmt: skip
+                rows.append(row)
+                print(f"  fp8 {bn}/{warps}/{stages} splits={splits}: {1e6 * sec:.1f} us, {read / sec / 1e9:.0f} GB/s, "
+                      f"{bf16_s / sec:.2f}x bf16")  # fmt: skip
+    context, window = 32768, 4096
+    t = build_case(PagedCase("decode", 4, 1, context), "cuda")
+    q, kc, vc, bt, lens, scale = (t[k] for k in ("q", "kc", "vc", "bt", "seq_lens", "scale"))
+    tail_bt = bt[:, (context - window) // PAGE :].contiguous()
+    tail_lens = lens.clone().fill_(window)
+    ceil_s = time_cuda(lambda: pt.paged_decode(q, kc, vc, tail_bt, tail_lens, scale))
+    print(f"window: 4k context default {1e6 * ceil_s:.1f} us")
+    for bn, warps, stages in CONFIGS:
+        cfg = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages)
+        for splits in SPLITS:
+            try:
+                sec = time_cuda(
+                    lambda: pt.paged_decode(q, kc, vc, bt, lens, scale, cfg=cfg, splits=splits, sliding_window=window)
+                )
+                ctx = time_cuda(lambda: pt.paged_decode(q, kc, vc, tail_bt, tail_lens, scale, cfg=cfg, splits=splits))
+            except Exception as exc:  # as above
+                print(f"  window {bn}/{warps}/{stages} splits={splits}: {type(exc).__name__}: {str(exc)[:80]}")
+                continue
+            rows.append({"case": "4x32k window 4k", "kind": "window", "block_n": bn, "warps": warps,
+                         "stages": stages, "splits": splits, "us": 1e6 * sec, "ctx_us": 1e6 * ctx,
+                         "x_ceiling": sec / ceil_s})  # fmt: skip
+            print(f"  window {bn}/{warps}/{stages} splits={splits}: {1e6 * sec:.1f} us (same cfg as context: "
+                  f"{1e6 * ctx:.1f} us), {sec / ceil_s:.2f}x the default 4k context")  # fmt: skip
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "tune_fp8_window.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
