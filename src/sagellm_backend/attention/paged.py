@@ -18,7 +18,7 @@ from ..errors import InvalidArgumentTypeError, UnsupportedOperationError
 from .base import AttentionMetadata, check_device, positive_int, reject_unknown_options
 from .checked import AttentionCall, CheckedAttentionBackend
 from .diagnostics import count_attention_call
-from .kv_quant import canonical_kv_cache_dtype, check_scale, fp8_dtype
+from .kv_quant import canonical_kv_cache_dtype, check_scales, fp8_dtype
 from .paged_dense import dense_prefill, dense_prefill_applies
 from .paged_plan import PagedPlan, ident, plan_paged_call
 from .registry import AttentionRequest, select_impl
@@ -255,26 +255,15 @@ class PagedAttentionBackend(CheckedAttentionBackend):
 
     def _caches(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """The checked caches (fp8 caches viewed as their fp8 dtype) and the ops' scale arguments."""
-        given = [n for n in ("k_scale", "v_scale") if getattr(call, n) is not None]
+        hkv, dev = call.shape.num_kv_heads, call.query.device
+        scales = check_scales(self.kv_cache_dtype, call.k_scale, call.v_scale, hkv, dev)
         if self.kv_cache_dtype == "auto":
-            if given:
-                raise InvalidArgumentTypeError(
-                    f"{given} apply to fp8 KV caches; this backend has kv_cache_dtype='auto' (build it with "
-                    "kv_cache_dtype='fp8_e4m3' or 'fp8_e5m2')."
-                )
             k_cache, v_cache = check_kv_cache(call.kv_cache, call.key)
             return k_cache, v_cache, {}
         import torch
 
         fp8 = fp8_dtype(self.kv_cache_dtype)
-        if len(given) != 2:
-            raise InvalidArgumentTypeError(
-                f"kv_cache_dtype={self.kv_cache_dtype!r} needs k_scale and v_scale (float32 device tensors of 1 or "
-                f"num_kv_heads elements); got {given or 'neither'}."
-            )
         k_cache, v_cache = check_kv_cache(call.kv_cache, call.key, (fp8, torch.uint8))
-        hkv, dev = call.shape.num_kv_heads, call.query.device
-        scales = {n: check_scale(n, getattr(call, n), hkv, dev) for n in ("k_scale", "v_scale")}
         return k_cache.view(fp8), v_cache.view(fp8), scales
 
     def _attend(self, call: AttentionCall) -> tuple[torch.Tensor, str]:
