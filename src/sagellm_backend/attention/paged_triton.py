@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DecodeConfig",
     "decode_config",
+    "decode_kernel",
     "decode_launch_args",
     "decode_splits",
     "fp8_args",
@@ -335,6 +336,10 @@ def _attend_new(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped
     alpha = tl.exp2(m_i - m_ref)
     p = tl.exp2(s - m_ref)
     return acc * alpha[:, None] + p[:, None] * vf[None, :], m_new, l_i * alpha + p
+
+
+#: The decode kernel (:func:`decode_launch_args` gives its launch arguments).
+decode_kernel = _decode_kernel
 
 
 # ------------------------------------------------------------------ launch helpers
