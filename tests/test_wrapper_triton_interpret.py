@@ -100,8 +100,8 @@ def _fused_checks() -> list[dict[str, Any]]:
                 q = torch.randn(len(lens), hq, d, generator=g).half()
                 k, v = (torch.randn(len(lens), hkv, d, generator=g).half() for _ in range(2))
                 sc: dict[str, Any] = {}
-                if kv != "auto":
-                    sc = {"k_scale": torch.tensor([0.01, 0.02]), "v_scale": torch.tensor([0.015])}
+                if kv != "auto":  # per-head key scales as a strided view: the kernel follows the stride
+                    sc = {"k_scale": torch.tensor([0.01, 9.0, 0.02, 9.0])[::2], "v_scale": torch.tensor([0.015])}
                 kf, vf = kc0.clone(), vc0.clone()
                 fused = pt.paged_decode_store(
                     q, k, v, kf, vf, table, seq, slots, 0.25, cfg=cfg, splits=splits, **var, **sc

@@ -462,7 +462,10 @@ def fp8_args(query: torch.Tensor, k_scale: torch.Tensor | None, v_scale: torch.T
     """
     if k_scale is None or v_scale is None:
         return {"ks_ptr": query, "vs_ptr": query, "ks_stride": 0, "vs_stride": 0, "KV_FP8": False}
-    strides = {"ks_stride": int(k_scale.numel() > 1), "vs_stride": int(v_scale.numel() > 1)}
+    strides = {  # a single scale is read by every head
+        "ks_stride": k_scale.stride(0) if k_scale.numel() > 1 else 0,
+        "vs_stride": v_scale.stride(0) if v_scale.numel() > 1 else 0,
+    }
     return {"ks_ptr": k_scale, "vs_ptr": v_scale, **strides, "KV_FP8": True}
 
 

@@ -443,12 +443,10 @@ class PagedAttentionWrapper:
         ptr = 0
         for t in live:
             ptr |= t.data_ptr()
-        alias = None
-        if len({id(t) for t in live}) != len(live):  # the same tensor in two roles: the pattern is part of the key
-            idl = [id(t) for t in live]
-            alias = tuple(idl.index(i) for i in idl)
+        ids = tuple(map(id, live))
+        alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))  # tensors in two roles
         sig = (b, query.dtype, k_cache.dtype, query.stride(), key.stride(), value.stride(), k_cache.stride(),
-               v_cache.stride(), out.stride(), tuple(t.numel() for t in live[6:]), alias)  # fmt: skip
+               v_cache.stride(), out.stride(), alias, *[(t.shape, t.stride()) for t in live[6:]])  # fmt: skip
         bound = self._bound.get(sig) if ptr % 16 == 0 else None
         if bound is not None:
             bound(*live)
