@@ -226,9 +226,8 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             assert kv_cache is not None  # _same_call checked the pair
             k_cache, v_cache = kv_cache
             plan = f.plan
-            f.ops.store_kv(key.contiguous(), value.contiguous(), k_cache, v_cache, plan.slot_mapping)
-            out: torch.Tensor = f.ops.paged_decode(
-                query.contiguous(), k_cache, v_cache, plan.block_tables, plan.key_lens, f.scale
+            out: torch.Tensor = _decode_step(
+                f.ops, query.contiguous(), key.contiguous(), value.contiguous(), k_cache, v_cache, plan, f.scale, {}
             )
             if f.record is not None:
                 count_attention_call(f.record)
@@ -323,18 +322,18 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                 tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),
                 os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None,
             )  # fmt: skip
-        if plan.tokens:
+        if plan.tokens and not md.is_prefill:
+            out = _decode_step(ops, q, k, v, k_cache, v_cache, plan, s, kw)
+        elif plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **store_kw)
             if not self.variants.names and dense_prefill_applies(md.is_prefill, md.cached_lens, q, k_cache):
                 dense = dense_prefill(q, k, v, md.seq_lens, s)  # see paged_dense
             if dense is not None:
                 out, impl = dense[0], f"dense_{dense[1]}"
-            elif md.is_prefill:
+            else:
                 out = ops.paged_prefill(
                     q, k_cache, v_cache, plan.block_tables, plan.cu_seqlens_q, plan.key_lens, s, **kw
                 )
-            else:
-                out = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, s, **kw)
         else:
             out = q.new_empty(q.shape)
         if plan.token_index is not None:
@@ -342,3 +341,21 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             full.index_copy_(0, plan.token_index, out)
             out = full
         return out, f"implementation={impl}"
+
+
+def _decode_step(
+    ops: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+    plan: PagedPlan, scale: float, kw: dict[str, Any],
+) -> torch.Tensor:  # fmt: skip
+    """Store a decode step's new K/V and attend: one fused launch where the ops have ``paged_decode_store``
+    (Triton), else ``store_kv`` then ``paged_decode``; ``kw`` holds the variants and fp8 scales."""
+    fused = getattr(ops, "paged_decode_store", None)
+    if fused is not None:
+        out: torch.Tensor = fused(
+            q, k, v, k_cache, v_cache, plan.block_tables, plan.key_lens, plan.slot_mapping, scale, **kw
+        )
+        return out
+    scales = {n: kw[n] for n in ("k_scale", "v_scale") if n in kw}
+    ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **scales)
+    out = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, scale, **kw)
+    return out
