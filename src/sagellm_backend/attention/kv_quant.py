@@ -112,7 +112,7 @@ def check_scale(name: str, value: object, num_kv_heads: int, device: torch.devic
         )
     if value.device != device:
         raise InvalidDeviceError(f"{name} is on {value.device} but the query is on {device}.")
-    return value.reshape(-1)
+    return value if value.dim() == 1 else value.reshape(-1)
 
 
 def check_scales(
