@@ -176,5 +176,7 @@ def bind(
     kernel, names = found
     full = [*args, *(kw[name] for name in names)]
     where = tuple(tuple(i for i, x in enumerate(full) if x is t) for t in live)
+    for i in (i for group in where for i in group):
+        full[i] = None  # every call puts its own tensors there; the binding keeps none of these alive
     options = {k: v for k, v in kw.items() if k not in names}
     return BoundLaunch(fn, grid, kernel, full, len(args), names, options, where, dev)
