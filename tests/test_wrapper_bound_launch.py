@@ -161,7 +161,7 @@ def test_another_batch_alignment_or_aliasing_is_not_served_by_a_stale_binding(ri
     odd.copy_(q)
     assert run(odd, k, v, cache, out) == "dispatcher"  # Triton specialises it anew
     assert run(odd, k, v, cache, out) == "direct"
-    assert len(w._bound) == 3  # distinct, aliased, batch 2: the misaligned query was never bound
+    assert len(w._fused._bound) == 3  # distinct, aliased, batch 2: the misaligned query was never bound
 
 
 def test_fp8_scales_are_live_arguments(rig: Any) -> None:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DecodeConfig",
+    "FusedDecodeLauncher",
     "decode_config",
     "decode_kernel",
     "decode_launch_args",
@@ -690,6 +691,81 @@ def paged_decode_store(
     )
     launch(_decode_kernel, grid)(*args, **kw)
     return out
+
+
+class FusedDecodeLauncher:
+    """Repeated :func:`paged_decode_store` launches (a decode step's layers) whose arguments are bound once per
+    layout (:func:`~.triton_launch.bind`): a later call with the same batch, dtypes, strides, aliasing, plan
+    tensors (the same objects), scale and options only swaps in its query, key, value, caches, output and fp8
+    scales. Calls that do not qualify (16-byte misaligned tensors, direct launches off) go through
+    :func:`paged_decode_store`'s path.
+    """
+
+    def __init__(self) -> None:
+        self._bound: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
+        v_cache: torch.Tensor, out: torch.Tensor | None, block_tables: torch.Tensor, seq_lens: torch.Tensor,
+        slot_mapping: torch.Tensor, scale: float, *, cfg: DecodeConfig | None = None,
+        workspace: DecodeWorkspace | None = None, k_scale: torch.Tensor | None = None,
+        v_scale: torch.Tensor | None = None, **variants: Any,
+    ) -> torch.Tensor:  # fmt: skip
+        """:func:`paged_decode_store` (same arguments; the variants as keywords).
+
+        Args:
+            query: ``[B, Hq, D]``, ``B >= 1``.
+            key: ``[B, Hkv, D]``.
+            value: ``[B, Hkv, D]``.
+            k_cache: ``[num_blocks, block_size, Hkv, D]``.
+            v_cache: Same shape as ``k_cache``.
+            out: ``[B, Hq, D]`` output, or None for a new one.
+            block_tables: ``[B, max_blocks]``.
+            seq_lens: ``[B]``.
+            slot_mapping: ``[B]``.
+            scale: Softmax scale.
+            cfg: As :func:`paged_decode`.
+            workspace: As :func:`paged_decode`.
+            k_scale: As :func:`paged_decode`.
+            v_scale: As :func:`paged_decode`.
+            **variants: ``sliding_window``, ``logits_soft_cap``, ``alibi_slopes``.
+
+        Returns:
+            ``out``.
+        """
+        if out is None:
+            out = torch.empty_like(query, memory_format=torch.contiguous_format)
+        live: tuple[torch.Tensor, ...] = (query, key, value, k_cache, v_cache, out)
+        if k_scale is not None and v_scale is not None:
+            live = (*live, k_scale, v_scale)
+        ptr = 0
+        for t in live:
+            ptr |= t.data_ptr()
+        ids = tuple(map(id, live))
+        alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))  # a tensor in two roles
+        sig = (
+            query.shape[0], query.dtype, k_cache.dtype, query.stride(), key.stride(), value.stride(),
+            k_cache.stride(), v_cache.stride(), out.stride(), alias, id(block_tables), id(seq_lens),
+            id(slot_mapping), id(workspace), cfg, scale, *variants.items(), *[(t.shape, t.stride()) for t in live[6:]],
+        )  # fmt: skip
+        bound = self._bound.get(sig) if ptr % 16 == 0 else None
+        if bound is not None:
+            bound(*live)
+            return out
+        from . import triton_launch
+
+        grid, args, kw = decode_launch_args(
+            query, k_cache, v_cache, block_tables, seq_lens, scale, out, cfg=cfg, workspace=workspace,
+            k_scale=k_scale, v_scale=v_scale, new=(key, value, slot_mapping), **variants,
+        )  # fmt: skip
+        launch(_decode_kernel, grid)(*args, **kw)
+        if ptr % 16 == 0:
+            found = triton_launch.bind(_decode_kernel, grid, args, kw, live)
+            if found is not None:  # it holds the plan tensors, so their ids in the key stay theirs
+                if len(self._bound) >= 256:
+                    self._bound.clear()
+                self._bound[sig] = found
+        return out
 
 
 def decode_launch_args(

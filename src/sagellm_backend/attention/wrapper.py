@@ -155,7 +155,7 @@ class PagedAttentionWrapper:
                 mb, self.num_heads, self.num_kv_heads, self.head_size, w * self.block_size, _FLOATS, self.device
             )
         self._ops: dict[torch.dtype, tuple[Any, str, Any]] = {}
-        self._bound: dict[tuple[Any, ...], Any] = {}
+        self._fused: Any = None  # paged_triton.FusedDecodeLauncher, made with the first Triton ops
         self._next = 0
         self._batch = 0
         self._real = 0
@@ -424,43 +424,18 @@ class PagedAttentionWrapper:
         if b == 0:
             return out
         if impl == "triton":
-            live = (query, key, value, k_cache, v_cache, out, *scales.values())
-            return self._launch(b, live, cfg, scales)
+            if self._fused is None:
+                from .paged_triton import FusedDecodeLauncher
+
+                self._fused = FusedDecodeLauncher()
+            return self._fused(  # type: ignore[no-any-return]  # the launcher returns ``out``
+                query, key, value, k_cache, v_cache, out, self._bt, self._kl, self._sl, self.scale, cfg=cfg,
+                workspace=self._workspace, **scales, **self._variant_kw,
+            )  # fmt: skip
         kw = {**self._variant_kw, **scales}
         ops.store_kv(key, value, k_cache, v_cache, self._sl, **scales)
         n = self._real  # torch ops: real rows only (a row without keys has no softmax)
         if n:
             ops.paged_decode(query[:n], k_cache, v_cache, self._bt[:n], self._kl[:n], self.scale, out=out[:n], **kw)
         out[n:].zero_()
-        return out
-
-    def _launch(
-        self, b: int, live: tuple[torch.Tensor, ...], cfg: Any, scales: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """The fused store + decode launch of :meth:`run` (checked tensors): a bound launch
-        (:func:`~.triton_launch.bind`) per batch, strides, dtypes and aliasing, made by the first such call."""
-        query, key, value, k_cache, v_cache, out = live[:6]
-        ptr = 0
-        for t in live:
-            ptr |= t.data_ptr()
-        ids = tuple(map(id, live))
-        alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))  # tensors in two roles
-        sig = (b, query.dtype, k_cache.dtype, query.stride(), key.stride(), value.stride(), k_cache.stride(),
-               v_cache.stride(), out.stride(), alias, *[(t.shape, t.stride()) for t in live[6:]])  # fmt: skip
-        bound = self._bound.get(sig) if ptr % 16 == 0 else None
-        if bound is not None:
-            bound(*live)
-            return out
-        from . import paged_triton, triton_launch
-
-        grid, args, kw = paged_triton.decode_launch_args(
-            query, k_cache, v_cache, self._bt, self._kl, self.scale, out, cfg=cfg, workspace=self._workspace,
-            new=(key, value, self._sl), k_scale=scales.get("k_scale"), v_scale=scales.get("v_scale"),
-            **self._variant_kw,
-        )  # fmt: skip
-        triton_launch.launch(paged_triton.decode_kernel, grid)(*args, **kw)
-        if ptr % 16 == 0:
-            found = triton_launch.bind(paged_triton.decode_kernel, grid, args, kw, live)
-            if found is not None:
-                self._bound[sig] = found
         return out
