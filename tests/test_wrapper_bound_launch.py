@@ -174,3 +174,34 @@ def test_fp8_scales_are_live_arguments(rig: Any) -> None:
         w.run(q, k, v, cache, out=out, **sc)
     assert len(dispatched) == 1
     assert _same(compiled.calls[-1], _expected(pt, w, q, k, v, cache, out, **sc))
+
+
+def test_forward_fast_path_binds_the_fused_launch(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PagedAttentionBackend.forward on the Triton ops (steered there with CPU tensors): the checked call and the
+    next layers' fast calls launch the same fused decode with the same plan; from the third call on it is bound."""
+    from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, paged
+    from sagellm_backend.attention.registry import impls_of
+
+    pt, compiled, dispatched = rig
+    ops = impls_of("paged")[0].load_ops()
+    assert impls_of("paged")[0].name == "triton" and ops.paged_decode_store is pt.paged_decode_store
+    monkeypatch.setattr(paged, "select_paged_ops", lambda *a, **kw: (ops, "triton"))
+    backend = PagedAttentionBackend(4)
+    md = PagedAttentionMetadataBuilder(4).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
+    launched = []
+    for seed in range(4):
+        q, k, v, cache, _ = _tensors(2, seed)
+        out = backend.forward(q, k, v, md, kv_cache=cache)
+        f = md._fast
+        assert f is not None and f.launcher is not None
+        plan = f.plan
+        grid, args, kw = pt.decode_launch_args(
+            q, cache[0], cache[1], plan.block_tables, plan.key_lens, f.scale, out,
+            new=(k, v, plan.slot_mapping),
+        )  # fmt: skip
+        want = [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])]
+        launched.append((len(dispatched), len(compiled.calls)))
+        if seed:  # the first call went through the dispatcher (nothing compiled yet)
+            assert _same(compiled.calls[-1], want), seed
+    assert launched == [(1, 0), (1, 1), (1, 2), (1, 3)]
+    assert len(f.launcher._bound) == 1

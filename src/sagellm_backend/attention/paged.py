@@ -89,6 +89,7 @@ class _FastDecode(NamedTuple):
     plan: PagedPlan
     ops: Any
     record: dict[str, Any] | None
+    launcher: Any = None  # paged_triton.FusedDecodeLauncher for the Triton ops: the layers' bound launches
 
 
 def _md_key(md: AttentionMetadata) -> tuple[Any, ...]:
@@ -226,9 +227,14 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             assert kv_cache is not None  # _same_call checked the pair
             k_cache, v_cache = kv_cache
             plan = f.plan
-            out: torch.Tensor = _decode_step(
-                f.ops, query.contiguous(), key.contiguous(), value.contiguous(), k_cache, v_cache, plan, f.scale, {}
-            )
+            q, k, v = query.contiguous(), key.contiguous(), value.contiguous()
+            out: torch.Tensor
+            if f.launcher is not None:
+                out = f.launcher(
+                    q, k, v, k_cache, v_cache, None, plan.block_tables, plan.key_lens, plan.slot_mapping, f.scale
+                )
+            else:
+                out = _decode_step(f.ops, q, k, v, k_cache, v_cache, plan, f.scale, {})
             if f.record is not None:
                 count_attention_call(f.record)
             return out
@@ -317,10 +323,15 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         md._fast = None
         fast_ok = not self.variants.names and self.kv_cache_dtype == "auto"
         if fast_ok and not md.is_prefill and mask is None and plan.token_index is None and plan.tokens:
+            launcher = None
+            if impl == "triton":
+                from .paged_triton import FusedDecodeLauncher
+
+                launcher = FusedDecodeLauncher()
             md._fast = _FastDecode(
                 self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
                 tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),
-                os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None,
+                os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None, launcher,
             )  # fmt: skip
         if plan.tokens and not md.is_prefill:
             out = _decode_step(ops, q, k, v, k_cache, v_cache, plan, s, kw)
