@@ -5,7 +5,11 @@ whose launch does nothing, so what is timed is the Python of ``run`` and of the 
 compiled kernel's C launcher (on an H100 that launcher adds a few microseconds per launch). The real number
 comes from ``sagellm-backend bench --provider cuda --only "attention host cost"`` on the GPU.
 
-Usage: ``PYTHONPATH=src python bench/bench_wrapper_host_fake.py [--variants] [--fp8]``; prints one JSON line.
+``--forward`` times ``PagedAttentionBackend.forward`` with the step's metadata reused (its decode fast path)
+instead, steered onto the Triton ops the same way.
+
+Usage: ``PYTHONPATH=src python bench/bench_wrapper_host_fake.py [--variants] [--fp8] [--forward]``; prints one
+JSON line.
 """
 
 from __future__ import annotations
@@ -68,11 +72,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", action="store_true", help="sliding window + soft cap + ALiBi")
     ap.add_argument("--fp8", action="store_true", help="fp8_e4m3 cache with per-tensor scales")
+    ap.add_argument("--forward", action="store_true", help="time forward() with reused metadata instead")
     ap.add_argument("--reps", type=int, default=20000)
     a = ap.parse_args()
     _patch()
-    from sagellm_backend.attention import PagedAttentionWrapper
+    from sagellm_backend.attention import (
+        PagedAttentionBackend,
+        PagedAttentionMetadataBuilder,
+        PagedAttentionWrapper,
+        paged,
+    )
     from sagellm_backend.attention import paged_triton as pt
+    from sagellm_backend.attention.registry import impls_of
+
+    ops = impls_of("paged")[0].load_ops()  # the Triton row
+    paged.select_paged_ops = lambda *args, **kw: (ops, "triton")  # type: ignore[assignment]  # steered, as on CUDA
     from sagellm_backend.attention.paged_workspace import DecodeWorkspace
 
     hq, hkv, d, bs, width = 32, 8, 128, 16, 128
@@ -100,17 +114,28 @@ def main() -> None:
         k = torch.zeros(batch, hkv, d, dtype=torch.bfloat16)
         out = torch.empty_like(q)
         sc: dict[str, Any] = {"k_scale": torch.ones(1), "v_scale": torch.ones(1)} if a.fp8 else {}
+        if a.forward:
+            backend = PagedAttentionBackend(bs, **opts)
+            md = PagedAttentionMetadataBuilder(bs).build_decode_metadata([width * bs - 1] * batch, table)
+
+            def call() -> None:
+                backend.forward(q, k, k, md, kv_cache=cache, **sc)
+        else:
+
+            def call() -> None:
+                w.run(q, k, k, cache, out=out, **sc)
+
         for _ in range(5):
-            w.run(q, k, k, cache, out=out, **sc)
+            call()
         before = _FakeCompiled.launches
         times = []
         for _ in range(a.reps):
             t0 = time.perf_counter_ns()
-            w.run(q, k, k, cache, out=out, **sc)
+            call()
             times.append(time.perf_counter_ns() - t0)
         launches = (_FakeCompiled.launches - before) / a.reps
         rows.append({"batch": batch, "median_us": statistics.median(times) / 1e3, "launches_per_run": launches})
-    print(json.dumps({"variants": a.variants, "fp8": a.fp8, "rows": rows}))
+    print(json.dumps({"variants": a.variants, "fp8": a.fp8, "forward": a.forward, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The CPU host-cost bench of PagedAttentionWrapper.run (stand-in Triton launcher) runs and sees one kernel launch
-per run() on the Triton path, with and without variants and an fp8 cache."""
+per run() on the Triton path, with and without variants and an fp8 cache, and per forward() on reused metadata."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ pytest.importorskip("triton")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("flags", [[], ["--variants", "--fp8"]])
+@pytest.mark.parametrize("flags", [[], ["--variants", "--fp8"], ["--forward"]])
 def test_fake_launcher_bench_reports_one_launch_per_run(flags: list[str]) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("TRITON_INTERPRET", None)
