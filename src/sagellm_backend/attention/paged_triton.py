@@ -743,10 +743,14 @@ class FusedDecodeLauncher:
             ptr |= t.data_ptr()
         ids = tuple(map(id, live))
         alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))  # a tensor in two roles
+        # Ids of tensors a binding holds (plan tensors, workspace buffers, slopes) stay theirs while it lives.
+        ws = None
+        if workspace is not None:
+            ws = (id(workspace.partial_out), id(workspace.partial_lse), id(workspace.counters))
         sig = (
             query.shape[0], query.dtype, k_cache.dtype, query.stride(), key.stride(), value.stride(),
             k_cache.stride(), v_cache.stride(), out.stride(), alias, id(block_tables), id(seq_lens),
-            id(slot_mapping), id(workspace), cfg, scale, *variants.items(), *[(t.shape, t.stride()) for t in live[6:]],
+            id(slot_mapping), ws, cfg, scale, *variants.items(), *[(t.shape, t.stride()) for t in live[6:]],
         )  # fmt: skip
         bound = self._bound.get(sig) if ptr % 16 == 0 else None
         if bound is not None:
@@ -761,7 +765,7 @@ class FusedDecodeLauncher:
         launch(_decode_kernel, grid)(*args, **kw)
         if ptr % 16 == 0:
             found = triton_launch.bind(_decode_kernel, grid, args, kw, live)
-            if found is not None:  # it holds the plan tensors, so their ids in the key stay theirs
+            if found is not None:
                 if len(self._bound) >= 256:
                     self._bound.clear()
                 self._bound[sig] = found
