@@ -9,7 +9,9 @@ All query heads that share one KV head are rows of one program (padded to at lea
 ``tl.dot``), so each KV page is read once per KV head. Softmax is online, in base 2, accumulated
 in fp32. Decode splits each sequence's context into chunks when ``B * Hkv`` programs are too few
 to fill the device; the last chunk of a (sequence, KV head) to finish merges all chunks exactly by
-their log-sum-exp, in the same launch.
+their log-sum-exp, in the same launch. :func:`paged_decode_store` also stores each sequence's new token
+in that launch and attends to it from the key/value tensors (:class:`FusedDecodeLauncher` repeats it with
+bound arguments).
 
 Imported lazily (it imports torch and triton); runs under ``TRITON_INTERPRET=1`` on CPU tensors.
 """
