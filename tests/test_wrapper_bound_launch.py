@@ -205,3 +205,35 @@ def test_forward_fast_path_binds_the_fused_launch(rig: Any, monkeypatch: pytest.
             assert _same(compiled.calls[-1], want), seed
     assert launched == [(1, 0), (1, 1), (1, 2), (1, 3)]
     assert len(f.launcher._bound) == 1
+
+
+def test_launch_hooks_send_bound_launches_through_the_dispatcher(rig: Any) -> None:
+    import triton
+
+    pt, compiled, dispatched = rig
+    w = _wrapper(pt, 2)
+    for seed in (0, 1):
+        q, k, v, cache, out = _tensors(2, seed)
+        w.run(q, k, v, cache, out=out)
+    assert len(dispatched) == 1 and len(compiled.calls) == 1  # bound by now
+    hook = triton.knobs.runtime.launch_enter_hook
+
+    def seen(*args: Any) -> None:
+        return None
+
+    hook.add(seen)
+    try:
+        q, k, v, cache, out = _tensors(2, 5)
+        w.run(q, k, v, cache, out=out)
+    finally:
+        hook.remove(seen)
+    assert len(dispatched) == 2 and len(compiled.calls) == 1  # a hook sees every launch: Triton's own path
+    d = dispatched[-1]
+    names = pt.decode_kernel.arg_names[len(d["args"]) :]
+    grid3 = (*d["grid"], 1, 1)[:3]
+    got = (*grid3, 7, "fn", "meta", None, None, None, *d["args"], *(d["kw"][n] for n in names))
+    assert _same(got, _expected(pt, w, q, k, v, cache, out))
+    assert {"num_warps", "num_stages"} <= set(d["kw"])  # the launch options travel too
+    q, k, v, cache, out = _tensors(2, 6)
+    w.run(q, k, v, cache, out=out)  # hook gone: bound again
+    assert len(dispatched) == 2 and _same(compiled.calls[-1], _expected(pt, w, q, k, v, cache, out))
