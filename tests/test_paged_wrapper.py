@@ -276,3 +276,124 @@ def test_forward_fast_path_counts_calls_and_follows_changed_arguments(monkeypatc
     md.context_lens[0] = 99  # mutated metadata is checked again
     with pytest.raises(InvalidBlockError):
         backend.forward(q, k, k, md, kv_cache=cache)
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "window": {"sliding_window": 3},
+    "softcap": {"logits_soft_cap": 2.5},
+    "alibi": {"alibi_slopes": [0.5, 0.25, 0.125, 0.0625]},
+    "all": {"sliding_window": 6, "logits_soft_cap": 4.0, "alibi_slopes": [0.3, -0.1, 0.2, 0.05]},
+}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    variant=st.sampled_from(sorted(VARIANTS)),
+    kv_dtype=st.sampled_from(["auto", "fp8_e4m3", "fp8_e5m2", "fp8"]),
+    per_head=st.booleans(),
+    as_uint8=st.booleans(),
+    dtype=st.sampled_from(["float32", "bfloat16"]),
+    seed=st.integers(0, 2**16),
+)
+def test_wrapper_with_variants_and_fp8_equals_forward_and_float64_reference(
+    variant: str, kv_dtype: str, per_head: bool, as_uint8: bool, dtype: str, seed: int
+) -> None:
+    dt = getattr(torch, dtype)
+    d = Dims()
+    rng = random.Random(seed)
+    g = torch.Generator().manual_seed(seed)
+    opts = VARIANTS[variant]
+    fp8 = kv_dtype != "auto"
+    cdt = {"auto": dt, "fp8": torch.float8_e4m3fn, "fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+    shape = (d.num_blocks, d.block_size, d.kv_heads, d.head_dim)
+    init = [(torch.randn(shape, generator=g) * 2).to(cdt[kv_dtype]) for _ in range(2)]
+    cache_w = (init[0].clone(), init[1].clone())
+    cache_f = (init[0].clone(), init[1].clone())
+    if fp8 and as_uint8:  # uint8 bits are read as the fp8 format
+        cache_w = (cache_w[0].view(torch.uint8), cache_w[1].view(torch.uint8))
+    scales: dict[str, Any] = {}
+    if fp8:
+        n = d.kv_heads if per_head else 1
+        scales = {name: torch.rand(n, generator=g) * 0.02 + 0.01 for name in ("k_scale", "v_scale")}
+    wrapper = _wrapper(d, kv_cache_dtype=kv_dtype, **opts)
+    backend = PagedAttentionBackend(d.block_size, kv_cache_dtype=kv_dtype, **opts)
+    builder = PagedAttentionMetadataBuilder(d.block_size)
+    owned: list[list[int]] = [[] for _ in range(4)]
+    lens = [rng.randrange(0, 20) for _ in range(4)]
+    for _ in range(3):
+        n = rng.randint(1, 4)
+        ctx, tables, slots = (x[:n] for x in step_batch(rng, d, owned, lens))
+        padded = rng.randint(n, d.max_batch)
+        wrapper.plan(ctx, tables, slots, batch_size=padded)
+        q = torch.randn(padded, d.heads, d.head_dim, generator=g).to(dt)
+        k, v = (torch.randn(padded, d.kv_heads, d.head_dim, generator=g).to(dt) for _ in range(2))
+        out = wrapper.run(q, k, v, cache_w, **scales)
+        md = builder.build_decode_metadata(ctx, tables)
+        want = backend.forward(q[:n], k[:n], v[:n], md, kv_cache=cache_f, **scales)
+        assert torch.equal(out[:n], want) and not out[n:].any()
+        kf, vf = (c.view(cdt[kv_dtype]) for c in cache_w)
+        assert torch.equal(kf.view(torch.uint8), cache_f[0].view(torch.uint8))
+        assert torch.equal(vf.view(torch.uint8), cache_f[1].view(torch.uint8))
+        slopes = opts.get("alibi_slopes")
+        ref = reference_paged_decode(
+            q[:n], kf, vf, torch.tensor(tables), torch.tensor(ctx) + 1, d.head_dim**-0.5,
+            sliding_window=opts.get("sliding_window"), logits_soft_cap=opts.get("logits_soft_cap"),
+            alibi_slopes=None if slopes is None else torch.tensor(slopes), **scales,
+        )  # fmt: skip
+        tol = 1e-5 if dt == torch.float32 else 3e-2
+        assert float((out[:n].double() - ref).abs().max()) <= tol
+        for i in range(n):
+            lens[i] += 1
+
+
+def test_wrapper_variant_and_scale_errors_are_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sagellm_backend.errors import InvalidDeviceError, UnsupportedOperationError
+
+    d = Dims()
+    with pytest.raises(InvalidArgumentError, match="alibi_slopes"):
+        _wrapper(d, alibi_slopes=[0.1, 0.2])  # 2 slopes for 4 heads
+    with pytest.raises(InvalidArgumentError):
+        _wrapper(d, sliding_window=0)
+    with pytest.raises(InvalidArgumentTypeError):
+        _wrapper(d, logits_soft_cap="1")
+    with pytest.raises(InvalidArgumentError, match="kv_cache_dtype"):
+        _wrapper(d, kv_cache_dtype="int8")
+    with pytest.raises(TypeError):
+        _wrapper(d, window=4)  # not an option: Python refuses unknown keywords
+    w8 = _wrapper(d, kv_cache_dtype="fp8_e4m3", sliding_window=4)
+    w8.plan([1], [[3]], [13])
+    q, k = torch.randn(1, d.heads, d.head_dim), torch.randn(1, d.kv_heads, d.head_dim)
+    shape = (d.num_blocks, d.block_size, d.kv_heads, d.head_dim)
+    c8 = (torch.zeros(shape, dtype=torch.float8_e4m3fn), torch.zeros(shape, dtype=torch.float8_e4m3fn))
+    one = torch.ones(1)
+    before = c8[0].view(torch.uint8).clone()
+    with pytest.raises(InvalidArgumentTypeError, match="needs k_scale and v_scale"):
+        w8.run(q, k, k, c8)
+    with pytest.raises(InvalidArgumentTypeError, match="needs k_scale and v_scale"):
+        w8.run(q, k, k, c8, k_scale=one)
+    with pytest.raises(UnsupportedDTypeError):
+        w8.run(q, k, k, c8, k_scale=one.double(), v_scale=one)
+    with pytest.raises(InvalidArgumentError, match="elements"):
+        w8.run(q, k, k, c8, k_scale=torch.ones(3), v_scale=one)
+    with pytest.raises(UnsupportedDTypeError, match="kv_cache_dtype='fp8_e4m3'"):
+        w8.run(q, k, k, (c8[0].float(), c8[1].float()), k_scale=one, v_scale=one)
+    with pytest.raises(UnsupportedDTypeError):
+        w8.run(q, k, k, (c8[0], c8[1].view(torch.float8_e5m2)), k_scale=one, v_scale=one)
+    with pytest.raises(InvalidDeviceError):
+        w8.run(q, k, k, c8, k_scale=one.to("meta"), v_scale=one)
+    assert torch.equal(c8[0].view(torch.uint8), before)  # every refused call left the cache alone
+    w = _wrapper(d)
+    w.plan([1], [[3]], [13])
+    cache = (torch.zeros(shape), torch.zeros(shape))
+    with pytest.raises(InvalidArgumentTypeError, match="apply to fp8"):
+        w.run(q, k, k, cache, k_scale=one, v_scale=one)
+    with pytest.raises(UnsupportedDTypeError):
+        w.run(q, k, k, (c8[0], c8[1]))
+    w.run(q, k, k, cache)
+    assert torch.isfinite(w8.run(q, k, k, c8, k_scale=one, v_scale=one)).all()
+    monkeypatch.setenv("SAGELLM_PAGED_ATTENTION_IMPL", "triton")  # Triton serves CUDA only: the registry refuses
+    forced = _wrapper(d, sliding_window=4)
+    forced.plan([1], [[3]], [13])
+    with pytest.raises(UnsupportedOperationError, match="runs on"):
+        forced.run(q, k, k, cache)

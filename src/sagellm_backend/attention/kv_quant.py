@@ -22,7 +22,15 @@ from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDevi
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FP8_FORMATS", "KV_CACHE_DTYPE_ALIASES", "canonical_kv_cache_dtype", "check_scale", "fp8_dtype", "quantize"]
+__all__ = [
+    "FP8_FORMATS",
+    "KV_CACHE_DTYPE_ALIASES",
+    "canonical_kv_cache_dtype",
+    "check_scale",
+    "check_scales",
+    "fp8_dtype",
+    "quantize",
+]
 
 #: Canonical fp8 ``kv_cache_dtype`` names -> (torch dtype attribute, largest finite value).
 FP8_FORMATS: dict[str, tuple[str, float]] = {
@@ -104,7 +112,47 @@ def check_scale(name: str, value: object, num_kv_heads: int, device: torch.devic
         )
     if value.device != device:
         raise InvalidDeviceError(f"{name} is on {value.device} but the query is on {device}.")
-    return value.reshape(-1)
+    return value if value.dim() == 1 else value.reshape(-1)
+
+
+def check_scales(
+    kv_cache_dtype: str, k_scale: object, v_scale: object, num_kv_heads: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The ops' scale arguments for a cache of ``kv_cache_dtype``: both scales (checked) for fp8, none for auto.
+
+    Args:
+        kv_cache_dtype: A canonical ``kv_cache_dtype``.
+        k_scale: The call's ``k_scale`` (None when not given).
+        v_scale: The call's ``v_scale``.
+        num_kv_heads: KV heads of the call.
+        device: The query's device.
+
+    Returns:
+        ``{"k_scale": ..., "v_scale": ...}`` for fp8 caches, ``{}`` for ``"auto"``.
+
+    Raises:
+        InvalidArgumentTypeError: Scales given for an ``"auto"`` cache, or not both given for an fp8 one.
+        UnsupportedDTypeError: A scale that is not float32.
+        InvalidArgumentError: A scale of another element count.
+        InvalidDeviceError: A scale on another device.
+    """
+    given = [n for n, v in (("k_scale", k_scale), ("v_scale", v_scale)) if v is not None]
+    if kv_cache_dtype == "auto":
+        if given:
+            raise InvalidArgumentTypeError(
+                f"{given} apply to fp8 KV caches; this one has kv_cache_dtype='auto' (build it with "
+                "kv_cache_dtype='fp8_e4m3' or 'fp8_e5m2')."
+            )
+        return {}
+    if len(given) != 2:
+        raise InvalidArgumentTypeError(
+            f"kv_cache_dtype={kv_cache_dtype!r} needs k_scale and v_scale (float32 device tensors of 1 or "
+            f"num_kv_heads elements); got {given or 'neither'}."
+        )
+    return {
+        "k_scale": check_scale("k_scale", k_scale, num_kv_heads, device),
+        "v_scale": check_scale("v_scale", v_scale, num_kv_heads, device),
+    }
 
 
 def quantize(x: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

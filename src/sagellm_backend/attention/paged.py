@@ -18,7 +18,7 @@ from ..errors import InvalidArgumentTypeError, UnsupportedOperationError
 from .base import AttentionMetadata, check_device, positive_int, reject_unknown_options
 from .checked import AttentionCall, CheckedAttentionBackend
 from .diagnostics import count_attention_call
-from .kv_quant import canonical_kv_cache_dtype, check_scale, fp8_dtype
+from .kv_quant import canonical_kv_cache_dtype, check_scales, fp8_dtype
 from .paged_dense import dense_prefill, dense_prefill_applies
 from .paged_plan import PagedPlan, ident, plan_paged_call
 from .registry import AttentionRequest, select_impl
@@ -89,6 +89,7 @@ class _FastDecode(NamedTuple):
     plan: PagedPlan
     ops: Any
     record: dict[str, Any] | None
+    launcher: Any = None  # paged_triton.FusedDecodeLauncher for the Triton ops: the layers' bound launches
 
 
 def _md_key(md: AttentionMetadata) -> tuple[Any, ...]:
@@ -226,10 +227,14 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             assert kv_cache is not None  # _same_call checked the pair
             k_cache, v_cache = kv_cache
             plan = f.plan
-            f.ops.store_kv(key.contiguous(), value.contiguous(), k_cache, v_cache, plan.slot_mapping)
-            out: torch.Tensor = f.ops.paged_decode(
-                query.contiguous(), k_cache, v_cache, plan.block_tables, plan.key_lens, f.scale
-            )
+            q, k, v = query.contiguous(), key.contiguous(), value.contiguous()
+            out: torch.Tensor
+            if f.launcher is not None:
+                out = f.launcher(
+                    q, k, v, k_cache, v_cache, None, plan.block_tables, plan.key_lens, plan.slot_mapping, f.scale
+                )
+            else:
+                out = _decode_step(f.ops, q, k, v, k_cache, v_cache, plan, f.scale, {})
             if f.record is not None:
                 count_attention_call(f.record)
             return out
@@ -255,26 +260,15 @@ class PagedAttentionBackend(CheckedAttentionBackend):
 
     def _caches(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """The checked caches (fp8 caches viewed as their fp8 dtype) and the ops' scale arguments."""
-        given = [n for n in ("k_scale", "v_scale") if getattr(call, n) is not None]
+        hkv, dev = call.shape.num_kv_heads, call.query.device
+        scales = check_scales(self.kv_cache_dtype, call.k_scale, call.v_scale, hkv, dev)
         if self.kv_cache_dtype == "auto":
-            if given:
-                raise InvalidArgumentTypeError(
-                    f"{given} apply to fp8 KV caches; this backend has kv_cache_dtype='auto' (build it with "
-                    "kv_cache_dtype='fp8_e4m3' or 'fp8_e5m2')."
-                )
             k_cache, v_cache = check_kv_cache(call.kv_cache, call.key)
             return k_cache, v_cache, {}
         import torch
 
         fp8 = fp8_dtype(self.kv_cache_dtype)
-        if len(given) != 2:
-            raise InvalidArgumentTypeError(
-                f"kv_cache_dtype={self.kv_cache_dtype!r} needs k_scale and v_scale (float32 device tensors of 1 or "
-                f"num_kv_heads elements); got {given or 'neither'}."
-            )
         k_cache, v_cache = check_kv_cache(call.kv_cache, call.key, (fp8, torch.uint8))
-        hkv, dev = call.shape.num_kv_heads, call.query.device
-        scales = {n: check_scale(n, getattr(call, n), hkv, dev) for n in ("k_scale", "v_scale")}
         return k_cache.view(fp8), v_cache.view(fp8), scales
 
     def _attend(self, call: AttentionCall) -> tuple[torch.Tensor, str]:
@@ -329,23 +323,28 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         md.step_memo.pop("fast", None)
         fast_ok = not self.variants.names and self.kv_cache_dtype == "auto"
         if fast_ok and not md.is_prefill and mask is None and plan.token_index is None and plan.tokens:
+            launcher = None
+            if impl == "triton":
+                from .paged_triton import FusedDecodeLauncher
+
+                launcher = FusedDecodeLauncher()
             md.step_memo["fast"] = _FastDecode(
                 self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
                 tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),
-                os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None,
+                os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None, launcher,
             )  # fmt: skip
-        if plan.tokens:
+        if plan.tokens and not md.is_prefill:
+            out = _decode_step(ops, q, k, v, k_cache, v_cache, plan, s, kw)
+        elif plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **store_kw)
             if not self.variants.names and dense_prefill_applies(md.is_prefill, md.cached_lens, q, k_cache):
                 dense = dense_prefill(q, k, v, md.seq_lens, s)  # see paged_dense
             if dense is not None:
                 out, impl = dense[0], f"dense_{dense[1]}"
-            elif md.is_prefill:
+            else:
                 out = ops.paged_prefill(
                     q, k_cache, v_cache, plan.block_tables, plan.cu_seqlens_q, plan.key_lens, s, **kw
                 )
-            else:
-                out = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, s, **kw)
         else:
             out = q.new_empty(q.shape)
         if plan.token_index is not None:
@@ -353,3 +352,21 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             full.index_copy_(0, plan.token_index, out)
             out = full
         return out, f"implementation={impl}"
+
+
+def _decode_step(
+    ops: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+    plan: PagedPlan, scale: float, kw: dict[str, Any],
+) -> torch.Tensor:  # fmt: skip
+    """Store a decode step's new K/V and attend: one fused launch where the ops have ``paged_decode_store``
+    (Triton), else ``store_kv`` then ``paged_decode``; ``kw`` holds the variants and fp8 scales."""
+    fused = getattr(ops, "paged_decode_store", None)
+    if fused is not None:
+        out: torch.Tensor = fused(
+            q, k, v, k_cache, v_cache, plan.block_tables, plan.key_lens, plan.slot_mapping, scale, **kw
+        )
+        return out
+    scales = {n: kw[n] for n in ("k_scale", "v_scale") if n in kw}
+    ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **scales)
+    out = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, scale, **kw)
+    return out

@@ -9,7 +9,9 @@ All query heads that share one KV head are rows of one program (padded to at lea
 ``tl.dot``), so each KV page is read once per KV head. Softmax is online, in base 2, accumulated
 in fp32. Decode splits each sequence's context into chunks when ``B * Hkv`` programs are too few
 to fill the device; the last chunk of a (sequence, KV head) to finish merges all chunks exactly by
-their log-sum-exp, in the same launch.
+their log-sum-exp, in the same launch. :func:`paged_decode_store` also stores each sequence's new token
+in that launch and attends to it from the key/value tensors (:class:`FusedDecodeLauncher` repeats it with
+bound arguments).
 
 Imported lazily (it imports torch and triton); runs under ``TRITON_INTERPRET=1`` on CPU tensors.
 """
@@ -20,7 +22,7 @@ import functools
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import triton
@@ -34,10 +36,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DecodeConfig",
+    "FusedDecodeLauncher",
     "decode_config",
+    "decode_kernel",
+    "decode_launch_args",
     "decode_splits",
     "fp8_args",
     "paged_decode",
+    "paged_decode_store",
     "paged_decode_with",
     "sm_count",
     "store_kv",
@@ -203,7 +209,8 @@ def _decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unty
     sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, chunk, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
     DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, DIRECT: tl.constexpr, PREC: tl.constexpr,
     DOT_F32: tl.constexpr, window, softcap2, slopes_ptr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
-    ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr,
+    ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr, slot_ptr,
+    sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
 ):
     # fmt: on
     b = tl.program_id(0)
@@ -211,13 +218,22 @@ def _decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unty
     sp = tl.program_id(2)
     n_splits = tl.num_programs(2)
     seq_len = tl.load(sl_ptr + b).to(tl.int32)
+    # NEW: the step's token (position seq_len - 1) comes from key/value, not the cache, when its slot is in the
+    # cache; split 0 stores it there. No program reads that slot, so the store needs no ordering.
+    if NEW:
+        slot = tl.load(slot_ptr + b).to(tl.int64)
+        fresh = tl.where((seq_len > 0) & (slot >= 0) & (slot < n_slots), 1, 0)
+    else:
+        slot = seq_len * 0
+        fresh = seq_len * 0
+    n_keys = seq_len - fresh
     # With a window the splits cover only the window: from its first tile to the end.
     if WINDOW:  # noqa: SIM108  # a constexpr branch: only one side is compiled
         first = tl.maximum(seq_len - window, 0)
     else:
         first = seq_len * 0
     lo = (first // BLOCK_N) * BLOCK_N + sp * chunk
-    hi = tl.maximum(tl.minimum(lo + chunk, seq_len), lo)
+    hi = tl.maximum(tl.minimum(lo + chunk, n_keys), lo)
     full_hi = lo + ((hi - lo) // BLOCK_N) * BLOCK_N
 
     rows = tl.arange(0, GP)
@@ -241,10 +257,18 @@ def _decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unty
 
     acc, m_i, l_i = attend_span(
         q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + b.to(tl.int64) * sbt_b,
-        skb, skt, svb, svt, lo, full_hi, hi, seq_len, rows * 0 + seq_len - 1, qk_scale * ks, offs_d, dmask, GP, DP,
+        skb, skt, svb, svt, lo, full_hi, hi, n_keys, rows * 0 + seq_len - 1, qk_scale * ks, offs_d, dmask, GP, DP,
         BS, BLOCK_N, False, PREC, DOT_F32, tl.cdiv(first, BLOCK_N) * BLOCK_N, window, softcap2, slopes2, WINDOW,
         SOFTCAP, ALIBI, vs, KV_FP8,
     )  # fmt: skip
+    if NEW:
+        acc, m_i, l_i = _attend_new(
+            acc, m_i, l_i, q, key_ptr + b.to(tl.int64) * sn_b + kvh.to(tl.int64) * sn_h,
+            value_ptr + b.to(tl.int64) * svn_b + kvh.to(tl.int64) * svn_h, sn_d, svn_d,
+            kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, skb, skt, svb, svt, slot,
+            (rows * 0 + fresh - sp) == 1, (offs_d * 0 + fresh - sp) == 1, qk_scale * ks, ks, vs, offs_d, dmask, BS,
+            softcap2, SOFTCAP, KV_FP8, LIMIT,
+        )  # fmt: skip
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     o = acc / l_safe[:, None]
     o_ptr = out_ptr + b.to(tl.int64) * so_b + heads[:, None] * so_h + offs_d[None, :] * so_d
@@ -278,6 +302,47 @@ def _decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unty
                 m_all = m_new
             den = tl.where(den > 0, den, 1.0)
             tl.store(o_ptr, (num / den[:, None]).to(out_ptr.dtype.element_ty), mask=qmask)
+
+
+# fmt: off
+@triton.jit
+def _attend_new(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
+    acc, m_i, l_i, q, k_row, v_row, sk_d, sv_d, kc_base, vc_base, skb, skt, svb, svt, slot, own_rows, own_d,
+    qk_scale, ks, vs, offs_d, dmask, BS: tl.constexpr, softcap2, SOFTCAP: tl.constexpr, KV_FP8: tl.constexpr,
+    LIMIT: tl.constexpr,
+):
+    # fmt: on
+    """Add the step's own token (``k_row``/``v_row`` of the key/value tensors) to the online-softmax state of
+    the rows where ``own_rows`` holds, and store it at ``slot`` where ``own_d`` holds (fp8 caches: quantised
+    with saturation, and the quantised value is the one attended to, as if read back). Its ALiBi bias is 0
+    (key position = query position) and a window always contains it."""
+    k = tl.load(k_row + offs_d * sk_d, mask=dmask, other=0.0)
+    v = tl.load(v_row + offs_d * sv_d, mask=dmask, other=0.0)
+    if KV_FP8:
+        k = tl.minimum(tl.maximum(k.to(tl.float32) / ks, -LIMIT), LIMIT).to(kc_base.dtype.element_ty)
+        v = tl.minimum(tl.maximum(v.to(tl.float32) / vs, -LIMIT), LIMIT).to(vc_base.dtype.element_ty)
+    smask = dmask & own_d
+    blk = slot // BS
+    off = slot % BS
+    tl.store(kc_base + blk * skb + off * skt + offs_d, k, mask=smask)
+    tl.store(vc_base + blk * svb + off * svt + offs_d, v, mask=smask)
+    kf = k.to(q.dtype).to(tl.float32)
+    vf = v.to(q.dtype).to(tl.float32)
+    if KV_FP8:
+        vf = vf * vs
+    s = tl.sum(q.to(tl.float32) * kf[None, :], 1) * qk_scale
+    if SOFTCAP:
+        s = softcap2 * _tanh(s / softcap2)
+    s = tl.where(own_rows, s, float("-inf"))
+    m_new = tl.maximum(m_i, s)
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_ref)
+    p = tl.exp2(s - m_ref)
+    return acc * alpha[:, None] + p[:, None] * vf[None, :], m_new, l_i * alpha + p
+
+
+#: The decode kernel (:func:`decode_launch_args` gives its launch arguments).
+decode_kernel = _decode_kernel
 
 
 # ------------------------------------------------------------------ launch helpers
@@ -400,7 +465,10 @@ def fp8_args(query: torch.Tensor, k_scale: torch.Tensor | None, v_scale: torch.T
     """
     if k_scale is None or v_scale is None:
         return {"ks_ptr": query, "vs_ptr": query, "ks_stride": 0, "vs_stride": 0, "KV_FP8": False}
-    strides = {"ks_stride": int(k_scale.numel() > 1), "vs_stride": int(v_scale.numel() > 1)}
+    strides = {  # a single scale is read by every head
+        "ks_stride": k_scale.stride(0) if k_scale.numel() > 1 else 0,
+        "vs_stride": v_scale.stride(0) if v_scale.numel() > 1 else 0,
+    }
     return {"ks_ptr": k_scale, "vs_ptr": v_scale, **strides, "KV_FP8": True}
 
 
@@ -561,12 +629,199 @@ def paged_decode(
     Raises:
         InvalidArgumentError: ``scale`` is not positive, or ``workspace`` is too small for this launch.
     """
-    b, hq, d, bs, hkv, g = launch_dims("paged_decode", query, k_cache, scale)
-    cfg = cfg or decode_config(d, query.dtype, g)
     if out is None:
         out = torch.empty_like(query, memory_format=torch.contiguous_format)
-    if b == 0:
+    if query.shape[0] == 0:
+        launch_dims("paged_decode", query, k_cache, scale)
         return out
+    grid, args, kw = decode_launch_args(
+        query, k_cache, v_cache, block_tables, seq_lens, scale, out, cfg=cfg, splits=splits,
+        sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
+        k_scale=k_scale, v_scale=v_scale, workspace=workspace,
+    )  # fmt: skip
+    launch(_decode_kernel, grid)(*args, **kw)
+    return out
+
+
+def paged_decode_store(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    scale: float,
+    out: torch.Tensor | None = None,
+    **options: Any,
+) -> torch.Tensor:
+    """:func:`store_kv` of the step's new tokens followed by :func:`paged_decode`, in one launch.
+
+    The new token of sequence ``b`` sits at position ``seq_lens[b] - 1``. When ``slot_mapping[b]`` is a slot of
+    the cache, the decode takes that token's K/V from ``key``/``value`` (quantised as the store would for fp8
+    caches) and one program per (sequence, KV head) stores it; otherwise (negative or past the cache) nothing
+    is stored and the token is read from the cache, as :func:`store_kv` then :func:`paged_decode` would.
+
+    Args:
+        query: ``[B, Hq, D]``.
+        key: ``[B, Hkv, D]`` new keys.
+        value: ``[B, Hkv, D]`` new values.
+        k_cache: ``[num_blocks, block_size, Hkv, D]``.
+        v_cache: Same shape as ``k_cache``.
+        block_tables: int32/int64 ``[B, max_blocks]``.
+        seq_lens: ``[B]`` key positions including the new token (0: padding row, zeros out).
+        slot_mapping: int64 ``[B]`` slot of each new token.
+        scale: Softmax scale (> 0).
+        out: Optional ``[B, Hq, D]`` output in the query's dtype.
+        **options: The keyword arguments of :func:`paged_decode` (``cfg``, ``splits``, the variants, the fp8
+            scales, ``workspace``).
+
+    Returns:
+        ``[B, Hq, D]`` in the query's dtype.
+
+    Raises:
+        InvalidArgumentError: As :func:`paged_decode`.
+    """
+    if out is None:
+        out = torch.empty_like(query, memory_format=torch.contiguous_format)
+    if query.shape[0] == 0:
+        launch_dims("paged_decode", query, k_cache, scale)
+        return out
+    grid, args, kw = decode_launch_args(
+        query, k_cache, v_cache, block_tables, seq_lens, scale, out, new=(key, value, slot_mapping), **options
+    )
+    launch(_decode_kernel, grid)(*args, **kw)
+    return out
+
+
+class FusedDecodeLauncher:
+    """Repeated :func:`paged_decode_store` launches (a decode step's layers) whose arguments are bound once per
+    layout (:func:`~.triton_launch.bind`): a later call with the same batch, dtypes, strides, aliasing, plan
+    tensors (the same objects), scale and options only swaps in its query, key, value, caches, output and fp8
+    scales. Calls that do not qualify (16-byte misaligned tensors, direct launches off) go through
+    :func:`paged_decode_store`'s path.
+    """
+
+    def __init__(self) -> None:
+        self._bound: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
+        v_cache: torch.Tensor, out: torch.Tensor | None, block_tables: torch.Tensor, seq_lens: torch.Tensor,
+        slot_mapping: torch.Tensor, scale: float, *, cfg: DecodeConfig | None = None,
+        workspace: DecodeWorkspace | None = None, k_scale: torch.Tensor | None = None,
+        v_scale: torch.Tensor | None = None, **variants: Any,
+    ) -> torch.Tensor:  # fmt: skip
+        """:func:`paged_decode_store` (same arguments; the variants as keywords).
+
+        Args:
+            query: ``[B, Hq, D]``, ``B >= 1``.
+            key: ``[B, Hkv, D]``.
+            value: ``[B, Hkv, D]``.
+            k_cache: ``[num_blocks, block_size, Hkv, D]``.
+            v_cache: Same shape as ``k_cache``.
+            out: ``[B, Hq, D]`` output, or None for a new one.
+            block_tables: ``[B, max_blocks]``.
+            seq_lens: ``[B]``.
+            slot_mapping: ``[B]``.
+            scale: Softmax scale.
+            cfg: As :func:`paged_decode`.
+            workspace: As :func:`paged_decode`.
+            k_scale: As :func:`paged_decode`.
+            v_scale: As :func:`paged_decode`.
+            **variants: ``sliding_window``, ``logits_soft_cap``, ``alibi_slopes``.
+
+        Returns:
+            ``out``.
+        """
+        if out is None:
+            out = torch.empty_like(query, memory_format=torch.contiguous_format)
+        live: tuple[torch.Tensor, ...] = (query, key, value, k_cache, v_cache, out)
+        if k_scale is not None and v_scale is not None:
+            live = (*live, k_scale, v_scale)
+        ptr = 0
+        for t in live:
+            ptr |= t.data_ptr()
+        ids = tuple(map(id, live))
+        alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))  # a tensor in two roles
+        # Ids of tensors a binding holds (plan tensors, workspace buffers, slopes) stay theirs while it lives.
+        ws = None
+        if workspace is not None:
+            ws = (id(workspace.partial_out), id(workspace.partial_lse), id(workspace.counters))
+        sig = (
+            query.shape[0], query.dtype, k_cache.dtype, query.stride(), key.stride(), value.stride(),
+            k_cache.stride(), v_cache.stride(), out.stride(), alias, id(block_tables), id(seq_lens),
+            id(slot_mapping), ws, cfg, scale, *variants.items(), *[(t.shape, t.stride()) for t in live[6:]],
+        )  # fmt: skip
+        bound = self._bound.get(sig) if ptr % 16 == 0 else None
+        if bound is not None:
+            bound(*live)
+            return out
+        from . import triton_launch
+
+        grid, args, kw = decode_launch_args(
+            query, k_cache, v_cache, block_tables, seq_lens, scale, out, cfg=cfg, workspace=workspace,
+            k_scale=k_scale, v_scale=v_scale, new=(key, value, slot_mapping), **variants,
+        )  # fmt: skip
+        launch(_decode_kernel, grid)(*args, **kw)
+        if ptr % 16 == 0:
+            found = triton_launch.bind(_decode_kernel, grid, args, kw, live)
+            if found is not None:
+                if len(self._bound) >= 256:
+                    self._bound.clear()
+                self._bound[sig] = found
+        return out
+
+
+def decode_launch_args(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    out: torch.Tensor,
+    *,
+    cfg: DecodeConfig | None = None,
+    splits: int | None = None,
+    sliding_window: int | None = None,
+    logits_soft_cap: float | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
+    workspace: DecodeWorkspace | None = None,
+    new: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[tuple[int, int, int], tuple[Any, ...], dict[str, Any]]:
+    """The grid, positional and keyword arguments of one decode launch (:func:`paged_decode`; with
+    ``new = (key, value, slot_mapping)`` :func:`paged_decode_store`); ``B >= 1``.
+
+    Args:
+        query: ``[B, Hq, D]``.
+        k_cache: ``[num_blocks, block_size, Hkv, D]``.
+        v_cache: Same shape as ``k_cache``.
+        block_tables: ``[B, max_blocks]``.
+        seq_lens: ``[B]``.
+        scale: Softmax scale.
+        out: ``[B, Hq, D]`` output.
+        cfg: As :func:`paged_decode`.
+        splits: As :func:`paged_decode`.
+        sliding_window: As :func:`paged_decode`.
+        logits_soft_cap: As :func:`paged_decode`.
+        alibi_slopes: As :func:`paged_decode`.
+        k_scale: As :func:`paged_decode`.
+        v_scale: As :func:`paged_decode`.
+        workspace: As :func:`paged_decode`.
+        new: The step's ``(key, value, slot_mapping)`` to store and attend to, or None.
+
+    Returns:
+        ``(grid, args, kwargs)`` for ``launch(_decode_kernel, grid)(*args, **kwargs)``.
+
+    Raises:
+        InvalidArgumentError: ``scale`` is not positive, or ``workspace`` is too small for this launch.
+    """
+    b, hq, d, bs, hkv, g = launch_dims("paged_decode", query, k_cache, scale)
+    cfg = cfg or decode_config(d, query.dtype, g)
     max_tokens = block_tables.shape[1] * bs
     if sliding_window is not None:
         max_tokens = min(max_tokens, sliding_window + cfg.block_n)
@@ -591,16 +846,30 @@ def paged_decode(
         po = torch.empty((b, hq, n_split, dp), dtype=torch.float32, device=query.device)
         plse = torch.empty((b, hq, n_split), dtype=torch.float32, device=query.device)
         cnt = _split_counters(query.device, b * hkv)
-    launch(_decode_kernel, (b, hkv, n_split))(
+    if new is None:
+        nk, nv, ns = query, query, seq_lens
+        new_kw: dict[str, Any] = {"sn_b": 0, "sn_h": 0, "sn_d": 0, "svn_b": 0, "svn_h": 0, "svn_d": 0, "n_slots": 0}
+    else:
+        nk, nv, ns = new
+        new_kw = {
+            "sn_b": nk.stride(0), "sn_h": nk.stride(1), "sn_d": nk.stride(2), "svn_b": nv.stride(0),
+            "svn_h": nv.stride(1), "svn_d": nv.stride(2), "n_slots": k_cache.shape[0] * bs,
+        }  # fmt: skip
+    fp8 = fp8_args(query, k_scale, v_scale)
+    args = (
         query, k_cache, v_cache, block_tables, seq_lens, out, po, plse, cnt,
         query.stride(0), query.stride(1), query.stride(2), out.stride(0), out.stride(1), out.stride(2),
         block_tables.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), scale * LOG2E, chunk,
-        G=g, GP=pad_dim(g), D=d, DP=dp, BS=bs, BLOCK_N=cfg.block_n, DIRECT=direct,
-        PREC=prec, DOT_F32=dot_f32, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        **variant_args(query, sliding_window, logits_soft_cap, alibi_slopes), **fp8_args(query, k_scale, v_scale),
     )  # fmt: skip
-    return out
+    kw: dict[str, Any] = {
+        "G": g, "GP": pad_dim(g), "D": d, "DP": dp, "BS": bs, "BLOCK_N": cfg.block_n, "DIRECT": direct,
+        "PREC": prec, "DOT_F32": dot_f32, **variant_args(query, sliding_window, logits_soft_cap, alibi_slopes),
+        **fp8, "key_ptr": nk, "value_ptr": nv, "slot_ptr": ns, **new_kw,
+        "LIMIT": float(torch.finfo(k_cache.dtype).max) if fp8["KV_FP8"] and new is not None else 0.0,
+        "NEW": new is not None, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
+    }  # fmt: skip
+    return (b, hkv, n_split), args, kw
 
 
 #: :func:`paged_decode`, by the name the tuning scripts call it with an explicit ``cfg``.

@@ -206,7 +206,8 @@ class AttentionImpl:
         """The op set (imported once; an import failure is remembered).
 
         Returns:
-            A namespace with ``store_kv``, ``paged_decode`` and ``paged_prefill``.
+            A namespace with ``store_kv``, ``paged_decode`` and ``paged_prefill`` (and ``paged_decode_store``
+            where the op modules have it).
 
         Raises:
             ImportError: An op module or an op is missing, or an op module failed to import.
@@ -309,6 +310,9 @@ def _has(module: str) -> bool:
 _OPS: dict[tuple[str, ...], Any] = {}
 _OPS_LOCK = threading.Lock()
 _OP_NAMES = ("store_kv", "paged_decode", "paged_prefill")
+#: Ops an implementation may add: ``paged_decode_store`` (``store_kv`` then ``paged_decode`` of one new token per
+#: sequence, fused; same arguments as ``paged_triton.paged_decode_store``).
+_OPTIONAL_OP_NAMES = ("paged_decode_store",)
 
 
 def _load_ops(modules: tuple[str, ...]) -> Any:
@@ -331,7 +335,7 @@ def _import_ops(modules: tuple[str, ...]) -> SimpleNamespace:
     found: dict[str, Any] = {}
     for path in modules:
         module = importlib.import_module(path, __package__)
-        for op in _OP_NAMES:
+        for op in (*_OP_NAMES, *_OPTIONAL_OP_NAMES):
             if op not in found and callable(getattr(module, op, None)):
                 found[op] = getattr(module, op)
     missing = [op for op in _OP_NAMES if op not in found]

@@ -9,6 +9,10 @@ one Triton itself would pick. Off CUDA (the interpreter) and while launch hooks 
 goes through Triton's dispatcher. ``SAGELLM_TRITON_DIRECT_LAUNCH=0`` (read at import) turns this off;
 ``TRITON_INTERPRET=1`` does too.
 
+:func:`bind` goes one step further for a caller that launches one kernel with the same arguments again and
+again but for a few tensors (a layer's query, key, value, caches, output): it keeps the whole argument list and
+a later call only puts the new tensors in place before the compiled kernel's launcher.
+
 Imported lazily (it imports torch and triton).
 """
 
@@ -23,7 +27,7 @@ import torch
 import triton
 from triton.runtime import driver
 
-__all__ = ["DIRECT", "launch"]
+__all__ = ["DIRECT", "BoundLaunch", "bind", "launch"]
 
 #: Whether direct launches are on for this process.
 DIRECT = os.environ.get("SAGELLM_TRITON_DIRECT_LAUNCH", "1") != "0" and os.environ.get("TRITON_INTERPRET", "0") in (
@@ -99,3 +103,80 @@ def launch(fn: Any, grid: tuple[int, ...]) -> Callable[..., None]:
         kernel.run(g[0], g[1], g[2], stream, kernel.function, kernel.packed_metadata, None, enter, leave, *args, *tail)
 
     return run
+
+
+class BoundLaunch:
+    """A compiled kernel's launch with every argument fixed but the ``live`` tensors (:func:`bind`).
+
+    Calling it with new tensors (in ``live``'s order) launches on the current stream. The caller guarantees that
+    they match the bound ones in dtype, device and 16-byte alignment of the data pointer, and alias each other as
+    the bound ones did; every other argument keeps its bound value. Under launch hooks or on another current
+    device the launch goes through Triton's dispatcher.
+    """
+
+    def __init__(self, fn: Any, grid: tuple[int, ...], kernel: Any, full: list[Any], positional: int,
+                 names: tuple[str, ...], options: dict[str, Any], live: tuple[tuple[int, ...], ...],
+                 device: Any) -> None:  # fmt: skip
+        self._fn = fn
+        self._grid = (*grid, 1, 1)[:3]
+        self._kernel = kernel
+        self._full = full
+        self._positional = positional
+        self._names = names
+        self._options = options
+        self._live = live
+        self._device = device
+
+    def __call__(self, *tensors: Any) -> None:
+        """Launch with ``tensors`` in place of the live ones.
+
+        Args:
+            *tensors: One per live tensor, in order.
+        """
+        a = self._full.copy()
+        for where, t in zip(self._live, tensors):
+            for i in where:
+                a[i] = t
+        dev = driver.active.get_current_device()
+        enter, leave, busy = _hooks()
+        if busy or dev != self._device:
+            n = self._positional
+            self._fn[self._grid](*a[:n], **dict(zip(self._names, a[n:])), **self._options)
+            return
+        k = self._kernel
+        g = self._grid
+        k.run(g[0], g[1], g[2], driver.active.get_current_stream(dev), k.function, k.packed_metadata, None, enter,
+              leave, *a)  # fmt: skip
+
+
+def bind(
+    fn: Any, grid: tuple[int, ...], args: tuple[Any, ...], kw: dict[str, Any], live: tuple[Any, ...]
+) -> BoundLaunch | None:
+    """The launch ``launch(fn, grid)(*args, **kw)`` (called before, so compiled) with the tensors ``live`` to be
+    replaced at every call; each live tensor stands for every argument that *is* it.
+
+    Args:
+        fn: The JIT kernel.
+        grid: 1 to 3 program counts.
+        args: The positional arguments of that launch.
+        kw: Its keywords (constexprs and launch options).
+        live: Tensors among ``args``/``kw`` that change between calls.
+
+    Returns:
+        The bound launch, or None when direct launches are off or the kernel was not kept (not yet launched,
+        launched under hooks, tensors off CUDA).
+    """
+    if not DIRECT:
+        return None
+    dev = driver.active.get_current_device()
+    key = _signature(fn, dev, args, kw)
+    found = None if key is None else _COMPILED.get(key)
+    if found is None:
+        return None
+    kernel, names = found
+    full = [*args, *(kw[name] for name in names)]
+    where = tuple(tuple(i for i, x in enumerate(full) if x is t) for t in live)
+    for i in (i for group in where for i in group):
+        full[i] = None  # every call puts its own tensors there; the binding keeps none of these alive
+    options = {k: v for k, v in kw.items() if k not in names}
+    return BoundLaunch(fn, grid, kernel, full, len(args), names, options, where, dev)

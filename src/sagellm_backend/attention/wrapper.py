@@ -13,14 +13,17 @@ Imported lazily (it imports torch).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
 from .base import positive_int
+from .kv_quant import canonical_kv_cache_dtype, check_scales, fp8_dtype
 from .paged import select_paged_ops
 from .paged_workspace import DecodeWorkspace
+from .variants import AttentionVariants
 from .wrapper_plan import StepInputs, check_on_device, check_static
 
 __all__ = ["PagedAttentionWrapper", "decode_workspace"]
@@ -77,17 +80,25 @@ class PagedAttentionWrapper:
         scale: Softmax scale (default ``head_size ** -0.5``).
         num_blocks: Blocks of the caches :meth:`run` will get; plans check block ids against it. Without it the
             first :meth:`run` learns it from its cache (and checks the ids planned so far).
+        sliding_window: As :class:`~.paged.PagedAttentionBackend` (:mod:`.variants`).
+        logits_soft_cap: As :class:`~.paged.PagedAttentionBackend`.
+        alibi_slopes: As :class:`~.paged.PagedAttentionBackend`; ``[num_heads]``, copied to ``device`` once.
+        kv_cache_dtype: As :class:`~.paged.PagedAttentionBackend` (:mod:`.kv_quant`): with ``"fp8_e4m3"`` /
+            ``"fp8_e5m2"`` the caches hold that fp8 dtype (or ``torch.uint8`` bits) and :meth:`run` needs
+            ``k_scale`` and ``v_scale``.
 
     Raises:
         InvalidArgumentTypeError: A size that is not an int, a device that is not a str/torch.device, a scale
-            that is not a number.
-        InvalidArgumentError: A size that is not positive, ``Hq % Hkv != 0``, a scale that is not finite and > 0.
+            that is not a number, a variant or ``kv_cache_dtype`` of the wrong type.
+        InvalidArgumentError: A size that is not positive, ``Hq % Hkv != 0``, a scale that is not finite and > 0,
+            a variant out of range (``alibi_slopes`` not ``[num_heads]``), an unknown ``kv_cache_dtype``.
     """
 
     def __init__(
         self, num_heads: int, num_kv_heads: int, head_size: int, *, block_size: int, max_batch: int,
         max_blocks_per_seq: int, device: str | torch.device, scale: float | None = None,
-        num_blocks: int | None = None,
+        num_blocks: int | None = None, sliding_window: int | None = None, logits_soft_cap: float | None = None,
+        alibi_slopes: torch.Tensor | Sequence[float] | None = None, kv_cache_dtype: str = "auto",
     ) -> None:  # fmt: skip
         self.num_heads = positive_int("num_heads", num_heads)
         self.num_kv_heads = positive_int("num_kv_heads", num_kv_heads)
@@ -111,6 +122,10 @@ class PagedAttentionWrapper:
             self.device = torch.device(device)
         except RuntimeError as exc:
             raise InvalidArgumentError(f"device {device!r} is not a torch device: {exc}") from None
+        self.variants = AttentionVariants(sliding_window, logits_soft_cap, alibi_slopes)
+        self.kv_cache_dtype = canonical_kv_cache_dtype(kv_cache_dtype)
+        self._variant_kw = self.variants.op_kwargs(self.num_heads, self.device)
+        self._fp8 = None if self.kv_cache_dtype == "auto" else fp8_dtype(self.kv_cache_dtype)
         mb, w = self.max_batch, self.max_blocks_per_seq
         # Two flat buffers, each filled by one copy from the host: int32 block tables + key lengths,
         # int64 slots + positions.
@@ -140,6 +155,7 @@ class PagedAttentionWrapper:
                 mb, self.num_heads, self.num_kv_heads, self.head_size, w * self.block_size, _FLOATS, self.device
             )
         self._ops: dict[torch.dtype, tuple[Any, str, Any]] = {}
+        self._fused: Any = None  # paged_triton.FusedDecodeLauncher, made with the first Triton ops
         self._next = 0
         self._batch = 0
         self._real = 0
@@ -301,11 +317,14 @@ class PagedAttentionWrapper:
             )
 
     def _select(self, query: torch.Tensor) -> tuple[Any, str, Any]:
-        """The ops for this dtype (chosen by :func:`select_paged_ops` on the dtype's first run) and, for Triton,
-        the decode configuration."""
+        """The ops for this dtype (chosen by :func:`select_paged_ops` on the dtype's first run, with the wrapper's
+        variants and ``kv_cache_dtype``) and, for Triton, the decode configuration."""
         if query.dtype not in _FLOATS and query.dtype != torch.float64:
             raise UnsupportedDTypeError(f"query dtype {query.dtype} is not a float type attention computes in.")
-        ops, impl = select_paged_ops(query.device, query.dtype, self.head_size, self.block_size)
+        ops, impl = select_paged_ops(
+            query.device, query.dtype, self.head_size, self.block_size, kv_cache_dtype=self.kv_cache_dtype,
+            variants=self.variants.names,
+        )  # fmt: skip
         cfg = None
         if impl == "triton":
             if self._workspace is None:  # not expected: Triton runs on CUDA only
@@ -324,25 +343,35 @@ class PagedAttentionWrapper:
         kv_cache: tuple[torch.Tensor, torch.Tensor],
         *,
         out: torch.Tensor | None = None,
+        k_scale: torch.Tensor | None = None,
+        v_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One layer: store the step's new K/V at its slots, then paged decode. Launches kernels only (Triton on
-        CUDA): no sync, no allocation when ``out`` is given, so a CUDA graph may capture it.
+        """One layer: store the step's new K/V at its slots and run paged decode with the wrapper's variants.
+        On CUDA this is one Triton launch (:func:`~.paged_triton.paged_decode_store`): no sync, no allocation
+        when ``out`` is given, so a CUDA graph may capture it; elsewhere the torch ops store, then decode.
 
         Args:
             query: ``[batch_size, Hq, D]``.
             key: ``[batch_size, Hkv, D]``.
             value: ``[batch_size, Hkv, D]``.
-            kv_cache: ``(K, V)``, each ``[num_blocks, block_size, Hkv, D]`` in the query's dtype, on the device.
+            kv_cache: ``(K, V)``, each ``[num_blocks, block_size, Hkv, D]`` on the device, in the query's dtype
+                (``kv_cache_dtype="auto"``) or the fp8 dtype (or ``torch.uint8``).
             out: Optional ``[batch_size, Hq, D]`` result buffer in the query's dtype.
+            k_scale: fp8 caches only: float32 device tensor of 1 or ``Hkv`` key scales (:mod:`.kv_quant`).
+            v_scale: Same for values.
 
         Returns:
             ``[batch_size, Hq, D]``; padding rows are zeros.
 
         Raises:
-            InvalidArgumentError: Shapes that do not match the plan or the wrapper, or a cache whose block count
-                differs from the one planned for.
-            UnsupportedDTypeError: Tensors of different dtypes, or a dtype attention does not compute in.
+            InvalidArgumentError: Shapes that do not match the plan or the wrapper, a cache whose block count
+                differs from the one planned for, a scale of another element count.
+            InvalidArgumentTypeError: Scales missing for an fp8 cache or given for an ``"auto"`` one.
+            UnsupportedDTypeError: Tensors of different dtypes, a cache not of ``kv_cache_dtype``, a dtype
+                attention does not compute in, a scale that is not float32.
             InvalidDeviceError: A tensor not on the wrapper's device.
+            UnsupportedOperationError: No implementation serves this dtype with the wrapper's variants and
+                ``kv_cache_dtype`` (the registry's message says what each supports).
         """
         b = self._batch
         k_cache, v_cache = kv_cache
@@ -362,14 +391,17 @@ class PagedAttentionWrapper:
                 + ("" if out is None else f", out {tuple(out.shape)}")
                 + "."
             )
-        dt, dev = query.dtype, self._dev_index
+        dt, dev, fp8 = query.dtype, self._dev_index, self._fp8
+        cdt = dt if fp8 is None else k_cache.dtype
         if (
-            key.dtype != dt or value.dtype != dt or k_cache.dtype != dt or v_cache.dtype != dt
-            or (out is not None and out.dtype != dt)
+            key.dtype != dt or value.dtype != dt or v_cache.dtype != k_cache.dtype or k_cache.dtype != cdt
+            or (fp8 is not None and cdt != fp8 and cdt != torch.uint8) or (out is not None and out.dtype != dt)
         ):  # fmt: skip
+            want = "the query's dtype" if fp8 is None else f"{fp8} (or torch.uint8)"
             raise UnsupportedDTypeError(
-                f"query, key, value, caches and out must share one dtype; got {dt}, {key.dtype}, {value.dtype}, "
-                f"{k_cache.dtype}, {v_cache.dtype}" + ("" if out is None else f", {out.dtype}") + "."
+                f"query, key, value and out must share one dtype and the caches hold {want} "
+                f"(kv_cache_dtype={self.kv_cache_dtype!r}); got {dt}, {key.dtype}, {value.dtype}, "
+                f"caches {k_cache.dtype}, {v_cache.dtype}" + ("" if out is None else f", out {out.dtype}") + "."
             )
         if (
             query.get_device() != dev or key.get_device() != dev or value.get_device() != dev
@@ -380,21 +412,30 @@ class PagedAttentionWrapper:
                 f"run needs every tensor on the wrapper's device {self._i32.device}; got query on {query.device}, "
                 f"key on {key.device}, value on {value.device}, caches on {k_cache.device} and {v_cache.device}."
             )
+        scales = check_scales(self.kv_cache_dtype, k_scale, v_scale, self.num_kv_heads, query.device)
+        if fp8 is not None and cdt != fp8:
+            k_cache, v_cache = k_cache.view(fp8), v_cache.view(fp8)
         if self._num_blocks != k_cache.shape[0] or self._clamp_pending:
             self._bind_cache(k_cache)
-        found = self._ops.get(query.dtype)
+        found = self._ops.get(dt)
         ops, impl, cfg = found if found is not None else self._select(query)
         if out is None:
             out = torch.empty_like(query, memory_format=torch.contiguous_format)
         if b == 0:
             return out
-        ops.store_kv(key, value, k_cache, v_cache, self._sl)
         if impl == "triton":
-            return ops.paged_decode(  # type: ignore[no-any-return]  # the op returns ``out``
-                query, k_cache, v_cache, self._bt, self._kl, self.scale, out, cfg=cfg, workspace=self._workspace
-            )
+            if self._fused is None:
+                from .paged_triton import FusedDecodeLauncher
+
+                self._fused = FusedDecodeLauncher()
+            return self._fused(  # type: ignore[no-any-return]  # the launcher returns ``out``
+                query, key, value, k_cache, v_cache, out, self._bt, self._kl, self._sl, self.scale, cfg=cfg,
+                workspace=self._workspace, **scales, **self._variant_kw,
+            )  # fmt: skip
+        kw = {**self._variant_kw, **scales}
+        ops.store_kv(key, value, k_cache, v_cache, self._sl, **scales)
         n = self._real  # torch ops: real rows only (a row without keys has no softmax)
         if n:
-            ops.paged_decode(query[:n], k_cache, v_cache, self._bt[:n], self._kl[:n], self.scale, out=out[:n])
+            ops.paged_decode(query[:n], k_cache, v_cache, self._bt[:n], self._kl[:n], self.scale, out=out[:n], **kw)
         out[n:].zero_()
         return out

@@ -1,6 +1,7 @@
 """Host cost of one decode step's attention: what the engine's thread spends per call before the kernels run.
 
-Per case (batch x context, 32/8 heads, head 128, 16-token blocks): ``PagedAttentionWrapper.run`` (ours),
+Per case (batch x context, 32/8 heads, head 128, 16-token blocks): ``PagedAttentionWrapper.run`` (ours; also
+with a sliding window over an fp8 cache),
 ``PagedAttentionBackend.forward`` with the step's metadata reused across layers, ``forward`` with metadata
 rebuilt by ``PagedAttentionMetadataBuilder`` every step (the baseline), and ``plan()`` with host inputs
 (validated on the host) and with device inputs (one sync). Each call is timed alone, the device idle before it,
@@ -81,6 +82,13 @@ def _case(device: str, quick: bool, batch: int, ctx: int, heads: tuple[int, int,
     wrapper = PagedAttentionWrapper(
         hq, hkv, d, block_size=bs, max_batch=batch, max_blocks_per_seq=width, device=dev, num_blocks=nb
     )
+    variant = PagedAttentionWrapper(
+        hq, hkv, d, block_size=bs, max_batch=batch, max_blocks_per_seq=width, device=dev, num_blocks=nb,
+        sliding_window=max(ctx // 2, 1), kv_cache_dtype="fp8_e4m3",
+    )  # fmt: skip
+    k8 = torch.zeros(nb, bs, hkv, d, dtype=torch.float8_e4m3fn, device=dev)
+    fp8_cache = (k8, torch.zeros_like(k8))
+    one = torch.ones(1, device=dev)
     backend = PagedAttentionBackend(bs)
     builder = PagedAttentionMetadataBuilder(bs, device=dev)
     md = builder.build_decode_metadata(ctx_list, table_dev)
@@ -89,11 +97,13 @@ def _case(device: str, quick: bool, batch: int, ctx: int, heads: tuple[int, int,
         "plan, device inputs": lambda: wrapper.plan(ctx_host.to(dev), table_dev, slots_host.to(dev)),
         "plan, trusted": lambda: wrapper.plan(ctx_host, table_host, slots_host, trusted=True),
         "run": lambda: wrapper.run(q, k, k, cache, out=out),
+        "run, window + fp8 cache": lambda: variant.run(q, k, k, fp8_cache, out=out, k_scale=one, v_scale=one),
         "forward, same metadata": lambda: backend.forward(q, k, k, md, kv_cache=cache),
         "forward, metadata rebuilt": lambda: backend.forward(
             q, k, k, builder.build_decode_metadata(ctx_list, table_dev), kv_cache=cache
         ),
     }
+    variant.plan(ctx_host, table_host, slots_host)
     us: dict[str, float] = {}
     for name, fn in steps.items():
         for _ in range(3):  # compile, warm the plan memo and the fast path

@@ -1,0 +1,239 @@
+"""The wrapper's bound launch (``triton_launch.bind``) on CPU: the Triton dispatcher and the compiled kernel are
+replaced by recorders, so the test sees exactly what would reach the GPU launcher. After the first call of a
+(batch, strides, dtypes, aliasing) signature, later calls skip the dispatcher and pass the same argument list
+the dispatcher path builds for the new tensors; another batch, another alignment or another aliasing pattern
+is not served by a stale binding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+
+class _Compiled:
+    function = "fn"
+    packed_metadata = "meta"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def run(self, *args: Any) -> None:
+        self.calls.append(args)
+
+
+class _Driver:
+    class active:  # the shape of triton.runtime.driver.active
+        @staticmethod
+        def get_current_device() -> int:
+            return 0
+
+        @staticmethod
+        def get_current_stream(device: int) -> int:
+            return 7
+
+
+@pytest.fixture
+def rig(monkeypatch: pytest.MonkeyPatch) -> Any:
+    from sagellm_backend.attention import paged_triton as pt
+    from sagellm_backend.attention import triton_launch as tl
+
+    compiled = _Compiled()
+    dispatched: list[dict[str, Any]] = []
+
+    def dispatcher(*args: Any, grid: Any, warmup: bool, **kw: Any) -> _Compiled:
+        dispatched.append({"grid": grid, "args": args, "kw": kw})
+        return compiled
+
+    def part(a: Any) -> Any:  # CPU tensors specialise as CUDA ones would
+        if isinstance(a, torch.Tensor):
+            return (a.dtype, 0, a.data_ptr() % 16 == 0)
+        return (type(a), a)
+
+    monkeypatch.setattr(pt.decode_kernel, "run", dispatcher, raising=False)
+    monkeypatch.setattr(tl, "driver", _Driver)
+    monkeypatch.setattr(tl, "DIRECT", True)
+    monkeypatch.setattr(tl, "_part", part)
+    monkeypatch.setattr(tl, "_COMPILED", {})
+    return pt, compiled, dispatched
+
+
+def _wrapper(pt: Any, batch: int, **opts: Any) -> Any:
+    from sagellm_backend.attention import PagedAttentionWrapper
+    from sagellm_backend.attention.paged_workspace import DecodeWorkspace
+
+    w = PagedAttentionWrapper(8, 2, 16, block_size=4, max_batch=4, max_blocks_per_seq=8, device="cpu", **opts)
+    w._ops[torch.float16] = (pt, "triton", pt.decode_config(16, torch.float16, 4))  # steer onto the Triton path
+    counters = torch.zeros(8, dtype=torch.int32)
+    w._workspace = DecodeWorkspace(torch.empty(4 * 8 * 16 * 16), torch.empty(4 * 8 * 16), counters)
+    w.plan(list(range(batch)), [[b, 9] for b in range(batch)], [4 * b + b for b in range(batch)])
+    return w
+
+
+def _tensors(batch: int, seed: int) -> tuple[Any, ...]:
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, 8, 16, generator=g).half()
+    k, v = (torch.randn(batch, 2, 16, generator=g).half() for _ in range(2))
+    kc, vc = (torch.randn(40, 4, 2, 16, generator=g).half() for _ in range(2))
+    return q, k, v, (kc, vc), torch.empty_like(q)
+
+
+def _expected(pt: Any, w: Any, q: Any, k: Any, v: Any, cache: Any, out: Any, **sc: Any) -> list[Any]:
+    grid, args, kw = pt.decode_launch_args(
+        q, cache[0], cache[1], w.block_tables, w.key_lens, w.scale, out, cfg=w._ops[torch.float16][2],
+        workspace=w._workspace, new=(k, v, w.slot_mapping), **w._variant_kw, **sc,
+    )  # fmt: skip
+    names = pt.decode_kernel.arg_names[len(args) :]
+    return [grid, *args, *(kw[n] for n in names)]
+
+
+def _same(got: tuple[Any, ...], want: list[Any]) -> bool:
+    grid, full = want[0], want[1:]
+    if tuple(got[:3]) != (*grid, 1, 1)[:3] or got[3] != 7 or got[4:6] != ("fn", "meta"):
+        return False
+    rest = got[9:]
+    return len(rest) == len(full) and all(
+        _same_tensor(a, b) if isinstance(b, torch.Tensor) else (type(a) is type(b) and a == b)
+        for a, b in zip(rest, full)
+    )
+
+
+def _same_tensor(a: Any, b: Any) -> bool:
+    """The same memory seen the same way (scales arrive as fresh flat views of the caller's tensors)."""
+    return (
+        isinstance(a, torch.Tensor) and a.data_ptr() == b.data_ptr() and a.dtype == b.dtype
+        and a.shape == b.shape and a.stride() == b.stride()
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("opts", [{}, {"sliding_window": 5, "logits_soft_cap": 2.0, "alibi_slopes": [0.1] * 8}])
+def test_bound_launch_passes_what_the_dispatcher_path_builds(rig: Any, opts: dict[str, Any]) -> None:
+    pt, compiled, dispatched = rig
+    w = _wrapper(pt, 3, **opts)
+    q, k, v, cache, out = _tensors(3, 0)
+    assert w.run(q, k, v, cache, out=out) is out
+    assert len(dispatched) == 1 and not compiled.calls  # first call: through Triton's dispatcher
+    for seed in (1, 2):
+        q, k, v, cache, out = _tensors(3, seed)
+        assert w.run(q, k, v, cache, out=out) is out
+        assert len(dispatched) == 1  # bound: no dispatcher
+        assert _same(compiled.calls[-1], _expected(pt, w, q, k, v, cache, out))
+    fresh = w.run(q, k, v, cache)  # out allocated by run: the same binding (contiguous strides)
+    assert _same(compiled.calls[-1], _expected(pt, w, q, k, v, cache, fresh)) and len(dispatched) == 1
+
+
+def test_another_batch_alignment_or_aliasing_is_not_served_by_a_stale_binding(rig: Any) -> None:
+    pt, compiled, dispatched = rig
+    w = _wrapper(pt, 3)
+    seen = [0, 0]
+
+    def run(q: Any, k: Any, v: Any, cache: Any, out: Any) -> str:
+        """One run; which path launched and whether it launched exactly the expected arguments."""
+        w.run(q, k, v, cache, out=out)
+        want = _expected(pt, w, q, k, v, cache, out)
+        if len(dispatched) > seen[0]:
+            d = dispatched[-1]
+            names = pt.decode_kernel.arg_names[len(d["args"]) :]
+            grid3 = (*d["grid"], 1, 1)[:3]
+            got = (*grid3, 7, "fn", "meta", None, None, None, *d["args"], *(d["kw"][n] for n in names))
+            path = "dispatcher"
+        else:
+            got, path = compiled.calls[-1], "direct"
+        seen[:] = [len(dispatched), len(compiled.calls)]
+        assert _same(got, want), path
+        return path
+
+    t = _tensors(3, 0)
+    assert run(*t[:3], *t[3:]) == "dispatcher"
+    q, k, v, cache, out = _tensors(3, 1)
+    assert run(q, k, k, cache, out) == "direct"  # key is value: another binding, launched with both roles right
+    q, k, v, cache, out = _tensors(3, 2)
+    assert run(q, k, k, cache, out) == "direct"
+    assert run(q, k, v, cache, out) == "direct"  # back to distinct tensors
+    w.plan([0, 1], [[0, 9], [1, 9]], [0, 5], batch_size=2)  # another batch: another grid
+    q, k, v, cache, out = _tensors(2, 3)
+    assert run(q, k, v, cache, out) == "direct" and compiled.calls[-1][0] == 2  # same kernel, the new grid
+    assert run(q, k, v, cache, out) == "direct"
+    odd = torch.empty(2 * 8 * 16 + 1, dtype=torch.float16)[1:].view(2, 8, 16)  # 2-byte aligned data pointer
+    odd.copy_(q)
+    assert run(odd, k, v, cache, out) == "dispatcher"  # Triton specialises it anew
+    assert run(odd, k, v, cache, out) == "direct"
+    assert len(w._fused._bound) == 3  # distinct, aliased, batch 2: the misaligned query was never bound
+
+
+def test_fp8_scales_are_live_arguments(rig: Any) -> None:
+    pt, compiled, dispatched = rig
+    w = _wrapper(pt, 2, kv_cache_dtype="fp8_e5m2")
+    for seed in (0, 1):
+        q, k, v, (kc, vc), out = _tensors(2, seed)
+        cache = (kc.to(torch.float8_e5m2), vc.to(torch.float8_e5m2))
+        sc = {"k_scale": torch.rand(2) + 0.5, "v_scale": torch.rand(1) + 0.5}
+        w.run(q, k, v, cache, out=out, **sc)
+    assert len(dispatched) == 1
+    assert _same(compiled.calls[-1], _expected(pt, w, q, k, v, cache, out, **sc))
+
+
+def test_forward_fast_path_binds_the_fused_launch(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PagedAttentionBackend.forward on the Triton ops (steered there with CPU tensors): the checked call and the
+    next layers' fast calls launch the same fused decode with the same plan; from the third call on it is bound."""
+    from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, paged
+    from sagellm_backend.attention.registry import impls_of
+
+    pt, compiled, dispatched = rig
+    ops = impls_of("paged")[0].load_ops()
+    assert impls_of("paged")[0].name == "triton" and ops.paged_decode_store is pt.paged_decode_store
+    monkeypatch.setattr(paged, "select_paged_ops", lambda *a, **kw: (ops, "triton"))
+    backend = PagedAttentionBackend(4)
+    md = PagedAttentionMetadataBuilder(4).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
+    launched = []
+    for seed in range(4):
+        q, k, v, cache, _ = _tensors(2, seed)
+        out = backend.forward(q, k, v, md, kv_cache=cache)
+        f = md.step_memo.get("fast")
+        assert f is not None and f.launcher is not None
+        plan = f.plan
+        grid, args, kw = pt.decode_launch_args(
+            q, cache[0], cache[1], plan.block_tables, plan.key_lens, f.scale, out,
+            new=(k, v, plan.slot_mapping),
+        )  # fmt: skip
+        want = [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])]
+        launched.append((len(dispatched), len(compiled.calls)))
+        if seed:  # the first call went through the dispatcher (nothing compiled yet)
+            assert _same(compiled.calls[-1], want), seed
+    assert launched == [(1, 0), (1, 1), (1, 2), (1, 3)]
+    assert len(f.launcher._bound) == 1
+
+
+def test_launch_hooks_send_bound_launches_through_the_dispatcher(rig: Any) -> None:
+    import triton
+
+    pt, compiled, dispatched = rig
+    w = _wrapper(pt, 2)
+    for seed in (0, 1):
+        q, k, v, cache, out = _tensors(2, seed)
+        w.run(q, k, v, cache, out=out)
+    assert len(dispatched) == 1 and len(compiled.calls) == 1  # bound by now
+    hook = triton.knobs.runtime.launch_enter_hook
+
+    def seen(*args: Any) -> None:
+        return None
+
+    hook.add(seen)
+    try:
+        q, k, v, cache, out = _tensors(2, 5)
+        w.run(q, k, v, cache, out=out)
+    finally:
+        hook.remove(seen)
+    assert len(dispatched) == 2 and len(compiled.calls) == 1  # a hook sees every launch: Triton's own path
+    d = dispatched[-1]
+    names = pt.decode_kernel.arg_names[len(d["args"]) :]
+    grid3 = (*d["grid"], 1, 1)[:3]
+    got = (*grid3, 7, "fn", "meta", None, None, None, *d["args"], *(d["kw"][n] for n in names))
+    assert _same(got, _expected(pt, w, q, k, v, cache, out))
+    assert {"num_warps", "num_stages"} <= set(d["kw"])  # the launch options travel too
+    q, k, v, cache, out = _tensors(2, 6)
+    w.run(q, k, v, cache, out=out)  # hook gone: bound again
+    assert len(dispatched) == 2 and _same(compiled.calls[-1], _expected(pt, w, q, k, v, cache, out))
