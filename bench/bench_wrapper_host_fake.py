@@ -55,7 +55,7 @@ def _patch() -> None:
         fake.run()
         return fake
 
-    for name in ("_decode_kernel", "_store_kv_kernel"):
+    for name in ("decode_kernel", "store_kv_kernel"):
         getattr(pt, name).run = compiled
     tl.driver = _FakeDriver  # type: ignore[assignment]  # the stand-in driver of this measurement
     tl.DIRECT = True

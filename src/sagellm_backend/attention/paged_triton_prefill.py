@@ -21,7 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .paged_triton import LOG2E, attend_span, dot_mode, fp8_args, launch_dims, pad_dim, variant_args
+from .triton_args import dot_mode, fp8_args, launch_dims, pad_dim, variant_args
+from .triton_tiles import LOG2E, attend_span
 
 __all__ = ["PrefillConfig", "paged_prefill", "paged_prefill_with", "prefill_config"]
 

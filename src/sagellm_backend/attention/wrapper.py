@@ -50,7 +50,7 @@ def decode_workspace(
     Returns:
         The workspace (partials uninitialised, counters zero).
     """
-    from . import paged_triton as pt  # CUDA only: imports triton
+    from . import triton_args as pt  # CUDA only: imports triton
 
     sm = pt.sm_count(device)
     rows = 1

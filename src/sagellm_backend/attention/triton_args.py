@@ -1,0 +1,210 @@
+"""Launch arguments of the paged-attention Triton kernels: dot settings, padded dims, the decode configuration and
+split count, and the variant and fp8 arguments. Shared by decode (:mod:`.paged_triton`) and prefill
+(:mod:`.paged_triton_prefill`).
+
+Imported lazily (it imports torch and triton).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from ..errors import InvalidArgumentError
+from .triton_tiles import LOG2E
+
+__all__ = [
+    "DecodeConfig",
+    "decode_config",
+    "decode_splits",
+    "dot_mode",
+    "fp8_args",
+    "launch_dims",
+    "pad_dim",
+    "sm_count",
+    "supports",
+    "variant_args",
+]
+
+
+def dot_mode(dtype: torch.dtype) -> tuple[str, bool]:
+    """``tl.dot`` settings: exact fp32 products for fp32 caches (no TF32); bf16 dots in fp32 under
+    ``TRITON_INTERPRET=1``, whose bf16 ``tl.dot`` returns garbage (Triton 3.9).
+
+    Args:
+        dtype: Cache dtype.
+
+    Returns:
+        ``(input_precision, dots_in_fp32)``; ``"tf32"`` is ignored by fp16/bf16 dots.
+    """
+    f32 = dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return ("ieee" if dtype == torch.float32 or f32 else "tf32"), f32
+
+
+def pad_dim(n: int, minimum: int = 16) -> int:
+    """Next power of two ``>= max(n, minimum)`` (``tl.arange`` and ``tl.dot`` shapes).
+
+    Args:
+        n: Size.
+        minimum: Smallest result.
+
+    Returns:
+        The padded size.
+    """
+    return max(minimum, int(triton.next_power_of_2(n)))
+
+
+@functools.lru_cache(maxsize=16)
+def _sm_count(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).multi_processor_count)
+    return 16
+
+
+#: Streaming multiprocessors of a device (16 off CUDA): what :func:`decode_splits` fills.
+sm_count = _sm_count
+
+
+def launch_dims(
+    op: str, query: torch.Tensor, k_cache: torch.Tensor, scale: float
+) -> tuple[int, int, int, int, int, int]:
+    """The dimensions a launch needs, once the softmax scale is checked.
+
+    Args:
+        op: The op's name, for the message.
+        query: ``[N, Hq, D]``.
+        k_cache: ``[num_blocks, block_size, Hkv, D]``.
+        scale: Softmax scale.
+
+    Returns:
+        ``(N, Hq, D, block_size, Hkv, Hq // Hkv)``.
+
+    Raises:
+        InvalidArgumentError: ``scale`` is not positive.
+    """
+    if not scale > 0:
+        raise InvalidArgumentError(f"{op} needs a positive softmax scale; got {scale!r}.")
+    n, hq, d = query.shape
+    bs, hkv = k_cache.shape[1], k_cache.shape[2]
+    return n, hq, d, bs, hkv, hq // hkv
+
+
+def variant_args(
+    query: torch.Tensor, sliding_window: int | None, logits_soft_cap: float | None, alibi_slopes: torch.Tensor | None
+) -> dict[str, object]:
+    """The variant arguments of a decode or prefill launch (:func:`attend_tiles`).
+
+    Args:
+        query: The query (a stand-in pointer when there are no slopes).
+        sliding_window: Keys per window, or None.
+        logits_soft_cap: Soft cap, or None.
+        alibi_slopes: ``[Hq]`` slopes on the query's device, or None.
+
+    Returns:
+        Keyword arguments ``window, softcap2, slopes_ptr, WINDOW, SOFTCAP, ALIBI``.
+    """
+    return {
+        "window": 0 if sliding_window is None else sliding_window,
+        "softcap2": 1.0 if logits_soft_cap is None else logits_soft_cap * LOG2E,
+        "slopes_ptr": query if alibi_slopes is None else alibi_slopes,
+        "WINDOW": sliding_window is not None,
+        "SOFTCAP": logits_soft_cap is not None,
+        "ALIBI": alibi_slopes is not None,
+    }
+
+
+def fp8_args(query: torch.Tensor, k_scale: torch.Tensor | None, v_scale: torch.Tensor | None) -> dict[str, object]:
+    """The fp8-cache arguments of a decode or prefill launch.
+
+    Args:
+        query: The query (a stand-in pointer when the cache is not fp8).
+        k_scale: 1 or ``Hkv`` float32 key scales of an fp8 cache, or None.
+        v_scale: Same for values.
+
+    Returns:
+        Keyword arguments ``ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8``.
+    """
+    if k_scale is None or v_scale is None:
+        return {"ks_ptr": query, "vs_ptr": query, "ks_stride": 0, "vs_stride": 0, "KV_FP8": False}
+    strides = {  # a single scale is read by every head
+        "ks_stride": k_scale.stride(0) if k_scale.numel() > 1 else 0,
+        "vs_stride": v_scale.stride(0) if v_scale.numel() > 1 else 0,
+    }
+    return {"ks_ptr": k_scale, "vs_ptr": v_scale, **strides, "KV_FP8": True}
+
+
+def supports(*, head_dim: int, block_size: int, dtype: torch.dtype) -> bool:
+    """Whether these kernels take caches of this geometry and dtype (head dims are padded to a power of
+    two >= 16 inside the kernels; beyond 256 the per-program tiles no longer fit in registers).
+
+    Args:
+        head_dim: D.
+        block_size: Tokens per cache block.
+        dtype: Query/cache dtype.
+
+    Returns:
+        True for fp16/bf16/fp32, ``1 <= head_dim <= 256`` and ``block_size >= 1``.
+    """
+    return dtype in (torch.float16, torch.bfloat16, torch.float32) and 1 <= head_dim <= 256 and block_size >= 1
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Decode launch parameters.
+
+    Attributes:
+        block_n: Key tokens per tile.
+        num_warps: Warps per program.
+        num_stages: Software-pipeline depth of the tile loop.
+        waves: Split while ``B * Hkv * splits`` stays within ``waves`` x the SM count (no partial wave).
+        min_chunk: Fewest key tokens per split.
+    """
+
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 2
+    waves: float = 4.0
+    min_chunk: int = 512
+
+
+def decode_config(head_dim: int, dtype: torch.dtype, group: int) -> DecodeConfig:
+    """Default decode configuration for a head dim, dtype and query-head group size.
+
+    Args:
+        head_dim: D.
+        dtype: Query/cache dtype.
+        group: Query heads per KV head.
+
+    Returns:
+        The configuration.
+    """
+    wide = pad_dim(head_dim) * pad_dim(group) * (2 if dtype == torch.float32 else 1)
+    block_n = 64 if wide <= 16 * 128 else 32
+    warps = 4 if wide <= 16 * 256 else 8
+    return DecodeConfig(block_n=block_n, num_warps=warps, num_stages=2)
+
+
+def decode_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> tuple[int, int]:
+    """Number of context splits and tokens per split for decode.
+
+    Args:
+        batch: Sequences.
+        kv_heads: KV heads.
+        max_tokens: Upper bound of any sequence's length (block-table width x block size).
+        sm_count: Streaming multiprocessors (or equivalent) of the device.
+        cfg: Launch configuration.
+
+    Returns:
+        ``(splits, chunk)``, chunk a multiple of ``cfg.block_n``; ``splits * chunk >= max_tokens``.
+    """
+    programs = max(1, batch * kv_heads)
+    want = max(1, math.floor(cfg.waves * sm_count / programs))
+    most = max(1, max_tokens // max(cfg.min_chunk, cfg.block_n))
+    splits = min(want, most)
+    chunk = triton.cdiv(triton.cdiv(max(max_tokens, 1), splits), cfg.block_n) * cfg.block_n
+    return triton.cdiv(max(max_tokens, 1), chunk), chunk

@@ -1,0 +1,187 @@
+"""The paged-attention Triton kernels: the K/V store into pages, and split-K decode (which can also store and
+attend to each sequence's new token in the same launch). :mod:`.paged_triton` launches them.
+
+Imported lazily (it imports triton).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .triton_tiles import attend_span, tanh_exp2
+
+__all__ = ["attend_new", "decode_kernel", "store_kv_kernel"]
+
+
+# ------------------------------------------------------------------ kernels
+# fmt: off
+@triton.jit
+def store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
+    key_ptr, value_ptr, kc_ptr, vc_ptr, slot_ptr, sk_t, sk_h, sk_d, sv_t, sv_h, sv_d, skc_b, skc_t, skc_h,
+    svc_b, svc_t, svc_h, n_slots, H: tl.constexpr, D: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr,
+    BS: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, QUANT: tl.constexpr, LIMIT: tl.constexpr,
+):
+    # fmt: on
+    t = tl.program_id(0).to(tl.int64)
+    h = tl.arange(0, HP)[:, None]
+    d = tl.arange(0, DP)[None, :]
+    # The slot as an [HP, 1] tensor: the interpreter rejects masks built with a scalar comparison.
+    slot = tl.load(slot_ptr + t + h * 0).to(tl.int64)
+    blk = slot // BS
+    off = slot % BS
+    m = (h < H) & (d < D) & (slot >= 0) & (slot < n_slots)  # slots outside the cache are skipped
+    k = tl.load(key_ptr + t * sk_t + h * sk_h + d * sk_d, mask=m)
+    v = tl.load(value_ptr + t * sv_t + h * sv_h + d * sv_d, mask=m)
+    if QUANT:  # saturating fp8: clamp(x / scale) to the format's largest finite value
+        ks = tl.load(ks_ptr + h * ks_stride, mask=h < H, other=1.0)
+        vs = tl.load(vs_ptr + h * vs_stride, mask=h < H, other=1.0)
+        k = tl.minimum(tl.maximum(k.to(tl.float32) / ks, -LIMIT), LIMIT).to(kc_ptr.dtype.element_ty)
+        v = tl.minimum(tl.maximum(v.to(tl.float32) / vs, -LIMIT), LIMIT).to(vc_ptr.dtype.element_ty)
+    tl.store(kc_ptr + blk * skc_b + off * skc_t + h * skc_h + d, k, mask=m)
+    tl.store(vc_ptr + blk * svc_b + off * svc_t + h * svc_h + d, v, mask=m)
+
+
+
+
+# fmt: off
+@triton.jit
+def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
+    q_ptr, kc_ptr, vc_ptr, bt_ptr, sl_ptr, out_ptr, po_ptr, plse_ptr, cnt_ptr, sq_b, sq_h, sq_d, so_b, so_h, so_d,
+    sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, chunk, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+    DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, DIRECT: tl.constexpr, PREC: tl.constexpr,
+    DOT_F32: tl.constexpr, window, softcap2, slopes_ptr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
+    ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr, slot_ptr,
+    sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
+):
+    # fmt: on
+    b = tl.program_id(0)
+    kvh = tl.program_id(1)
+    sp = tl.program_id(2)
+    n_splits = tl.num_programs(2)
+    seq_len = tl.load(sl_ptr + b).to(tl.int32)
+    # NEW: the step's token (position seq_len - 1) comes from key/value, not the cache, when its slot is in the
+    # cache; split 0 stores it there. No program reads that slot, so the store needs no ordering.
+    if NEW:
+        slot = tl.load(slot_ptr + b).to(tl.int64)
+        fresh = tl.where((seq_len > 0) & (slot >= 0) & (slot < n_slots), 1, 0)
+    else:
+        slot = seq_len * 0
+        fresh = seq_len * 0
+    n_keys = seq_len - fresh
+    # With a window the splits cover only the window: from its first tile to the end.
+    if WINDOW:  # noqa: SIM108  # a constexpr branch: only one side is compiled
+        first = tl.maximum(seq_len - window, 0)
+    else:
+        first = seq_len * 0
+    lo = (first // BLOCK_N) * BLOCK_N + sp * chunk
+    hi = tl.maximum(tl.minimum(lo + chunk, n_keys), lo)
+    full_hi = lo + ((hi - lo) // BLOCK_N) * BLOCK_N
+
+    rows = tl.arange(0, GP)
+    heads = kvh * G + rows
+    rmask = rows < G
+    offs_d = tl.arange(0, DP)
+    dmask = offs_d < D
+    qmask = rmask[:, None] & dmask[None, :]
+    q = tl.load(q_ptr + b.to(tl.int64) * sq_b + heads[:, None] * sq_h + offs_d[None, :] * sq_d, mask=qmask, other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+    if ALIBI:  # noqa: SIM108  # a constexpr branch: only one side is compiled
+        slopes2 = tl.load(slopes_ptr + heads, mask=rmask, other=0.0).to(tl.float32) * 1.4426950408889634
+    else:
+        slopes2 = 0.0
+
+    if KV_FP8:
+        ks, vs = tl.load(ks_ptr + kvh * ks_stride), tl.load(vs_ptr + kvh * vs_stride)
+    else:
+        ks, vs = 1.0, 1.0
+
+    acc, m_i, l_i = attend_span(
+        q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + b.to(tl.int64) * sbt_b,
+        skb, skt, svb, svt, lo, full_hi, hi, n_keys, rows * 0 + seq_len - 1, qk_scale * ks, offs_d, dmask, GP, DP,
+        BS, BLOCK_N, False, PREC, DOT_F32, tl.cdiv(first, BLOCK_N) * BLOCK_N, window, softcap2, slopes2, WINDOW,
+        SOFTCAP, ALIBI, vs, KV_FP8,
+    )  # fmt: skip
+    if NEW:
+        acc, m_i, l_i = attend_new(
+            acc, m_i, l_i, q, key_ptr + b.to(tl.int64) * sn_b + kvh.to(tl.int64) * sn_h,
+            value_ptr + b.to(tl.int64) * svn_b + kvh.to(tl.int64) * svn_h, sn_d, svn_d,
+            kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, skb, skt, svb, svt, slot,
+            (rows * 0 + fresh - sp) == 1, (offs_d * 0 + fresh - sp) == 1, qk_scale * ks, ks, vs, offs_d, dmask, BS,
+            softcap2, SOFTCAP, KV_FP8, LIMIT,
+        )  # fmt: skip
+    l_safe = tl.where(l_i > 0, l_i, 1.0)
+    o = acc / l_safe[:, None]
+    o_ptr = out_ptr + b.to(tl.int64) * so_b + heads[:, None] * so_h + offs_d[None, :] * so_d
+    if DIRECT:
+        tl.store(o_ptr, o.to(out_ptr.dtype.element_ty), mask=qmask)
+    else:
+        base = (b.to(tl.int64) * (tl.num_programs(1) * G) + heads) * n_splits
+        tl.store(po_ptr + (base + sp)[:, None] * DP + offs_d[None, :], o, mask=qmask)
+        tl.store(plse_ptr + base + sp, tl.where(l_i > 0, m_i + tl.log2(l_safe), float("-inf")), mask=rmask)
+        # The last split of this (sequence, KV head) to finish merges all splits by log-sum-exp and
+        # resets the counter for the next launch.
+        tl.debug_barrier()
+        lock = cnt_ptr + b * tl.num_programs(1) + kvh
+        if tl.atomic_add(lock, 1, sem="acq_rel") == n_splits - 1:
+            tl.store(lock, 0)
+            m_all = tl.full([GP], float("-inf"), dtype=tl.float32)
+            den = tl.zeros([GP], dtype=tl.float32)
+            num = tl.zeros([GP, DP], dtype=tl.float32)
+            for s in range(n_splits):
+                lse_s = tl.load(plse_ptr + base + s, mask=rmask, other=0.0, cache_modifier=".cg")
+                o_s = tl.load(po_ptr + (base + s)[:, None] * DP + offs_d[None, :], mask=qmask, other=0.0,
+                              cache_modifier=".cg")  # fmt: skip
+                m_new = tl.maximum(m_all, lse_s)
+                # While every split so far is empty m_new is -inf: exp2 relative to 0 gives weight 0,
+                # not exp2(-inf - -inf) = NaN; a row with no keys at all (padding) ends with 0 / 1 = 0.
+                m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+                a = tl.exp2(m_all - m_ref)
+                w = tl.exp2(lse_s - m_ref)
+                den = den * a + w
+                num = num * a[:, None] + w[:, None] * o_s
+                m_all = m_new
+            den = tl.where(den > 0, den, 1.0)
+            tl.store(o_ptr, (num / den[:, None]).to(out_ptr.dtype.element_ty), mask=qmask)
+
+
+# fmt: off
+@triton.jit
+def attend_new(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
+    acc, m_i, l_i, q, k_row, v_row, sk_d, sv_d, kc_base, vc_base, skb, skt, svb, svt, slot, own_rows, own_d,
+    qk_scale, ks, vs, offs_d, dmask, BS: tl.constexpr, softcap2, SOFTCAP: tl.constexpr, KV_FP8: tl.constexpr,
+    LIMIT: tl.constexpr,
+):
+    # fmt: on
+    """Add the step's own token (``k_row``/``v_row`` of the key/value tensors) to the online-softmax state of
+    the rows where ``own_rows`` holds, and store it at ``slot`` where ``own_d`` holds (fp8 caches: quantised
+    with saturation, and the quantised value is the one attended to, as if read back). Its ALiBi bias is 0
+    (key position = query position) and a window always contains it."""
+    k = tl.load(k_row + offs_d * sk_d, mask=dmask, other=0.0)
+    v = tl.load(v_row + offs_d * sv_d, mask=dmask, other=0.0)
+    if KV_FP8:
+        k = tl.minimum(tl.maximum(k.to(tl.float32) / ks, -LIMIT), LIMIT).to(kc_base.dtype.element_ty)
+        v = tl.minimum(tl.maximum(v.to(tl.float32) / vs, -LIMIT), LIMIT).to(vc_base.dtype.element_ty)
+    smask = dmask & own_d
+    blk = slot // BS
+    off = slot % BS
+    tl.store(kc_base + blk * skb + off * skt + offs_d, k, mask=smask)
+    tl.store(vc_base + blk * svb + off * svt + offs_d, v, mask=smask)
+    kf = k.to(q.dtype).to(tl.float32)
+    vf = v.to(q.dtype).to(tl.float32)
+    if KV_FP8:
+        vf = vf * vs
+    s = tl.sum(q.to(tl.float32) * kf[None, :], 1) * qk_scale
+    if SOFTCAP:
+        s = softcap2 * tanh_exp2(s / softcap2)
+    s = tl.where(own_rows, s, float("-inf"))
+    m_new = tl.maximum(m_i, s)
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_ref)
+    p = tl.exp2(s - m_ref)
+    return acc * alpha[:, None] + p[:, None] * vf[None, :], m_new, l_i * alpha + p
+
+
+#: The decode kernel (:func:`decode_launch_args` gives its launch arguments).
+decode_kernel = decode_kernel

@@ -1,0 +1,135 @@
+"""The tile loop the paged-attention Triton kernels share: online softmax over gathered pages, with the variants
+(sliding window, soft cap, ALiBi) and fp8 caches. Decode (:mod:`.paged_triton`) and prefill
+(:mod:`.paged_triton_prefill`) call :func:`attend_span`.
+
+Imported lazily (it imports triton).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+__all__ = ["LOG2E", "attend_span", "attend_tiles", "tanh_exp2"]
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def tanh_exp2(x):  # type: ignore[no-untyped-def]  # a Triton JIT function
+    """``tanh`` from one ``exp2`` (saturates to +-1 without overflow to NaN)."""
+    return 1.0 - 2.0 / (tl.exp2(x * 2.8853900817779268) + 1.0)
+
+
+# fmt: off
+@triton.jit
+def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
+    acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, hi, seq_len, q_pos, qk_scale, offs_d,
+    dmask, BS: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
+    PREC: tl.constexpr, DOT_F32: tl.constexpr, window, softcap2, slopes2, WINDOW: tl.constexpr,
+    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, KV_FP8: tl.constexpr,
+):
+    # fmt: on
+    """Online-softmax update of ``(acc, m_i, l_i)`` with key tokens ``lo .. hi`` (step ``BLOCK_N``).
+
+    ``MASK`` masks tokens ``>= seq_len`` (and, with ``CAUSAL``, tokens after each row's
+    ``q_pos``; with ``WINDOW``, tokens ``window`` or more before it); without it every token of every
+    tile must be visible to every row. ``DOT_F32`` (with ``q`` already fp32) runs both dots in fp32.
+    The variants work in base 2: ``softcap2`` is the cap times log2(e), ``slopes2`` the rows' ALiBi
+    slopes times log2(e). With ``WINDOW`` a row may see no key of a tile while its state is empty.
+    ``KV_FP8``: the caches hold fp8, converted to the query's dtype in registers (the callers fold the
+    scales into ``qk_scale`` and the final accumulator).
+    """
+    for start in range(lo, hi, BLOCK_N):
+        offs_n = start + tl.arange(0, BLOCK_N)
+        if MASK:
+            in_seq = offs_n < seq_len
+            page = tl.load(bt_row + offs_n // BS, mask=in_seq, other=0).to(tl.int64)
+            ld_mask = in_seq[:, None] & dmask[None, :]
+        else:
+            page = tl.load(bt_row + offs_n // BS).to(tl.int64)
+            ld_mask = dmask[None, :]
+        tok = offs_n % BS
+        k = tl.load(k_base + (page * skb + tok * skt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
+        if KV_FP8:
+            k = k.to(q.dtype)
+        if DOT_F32:
+            k = k.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC)
+        if SOFTCAP or ALIBI:
+            s = s * qk_scale
+            if SOFTCAP:
+                s = softcap2 * tanh_exp2(s / softcap2)
+            if ALIBI:
+                s = s + slopes2[:, None] * (offs_n[None, :] - q_pos[:, None]).to(tl.float32)
+            s_scale = 1.0
+        else:
+            s_scale = qk_scale
+        if MASK:
+            valid = in_seq[None, :]
+            if CAUSAL:
+                valid = valid & (offs_n[None, :] <= q_pos[:, None])
+            if WINDOW:
+                valid = valid & (offs_n[None, :] > q_pos[:, None] - window)
+            s = tl.where(valid, s, float("-inf"))
+        # s_scale > 0, so the scaled row max is the row max scaled; one FMA per score below.
+        m_new = tl.maximum(m_i, tl.max(s, 1) * s_scale)
+        # A row that has seen no key yet keeps m = -inf; it subtracts 0 instead (no NaN).
+        if WINDOW:  # noqa: SIM108  # a constexpr branch: only one side is compiled
+            m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_sub = m_new
+        alpha = tl.exp2(m_i - m_sub)
+        p = tl.exp2(s * s_scale - m_sub[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + (page * svb + tok * svt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
+        if KV_FP8:
+            v = v.to(q.dtype)
+        if DOT_F32:
+            v = v.to(tl.float32)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+# fmt: off
+@triton.jit
+def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
+    q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, full_hi, hi, seq_len, q_pos, qk_scale, offs_d, dmask,
+    ROWS: tl.constexpr, DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+    PREC: tl.constexpr, DOT_F32: tl.constexpr, edge_hi, window, softcap2, slopes2, WINDOW: tl.constexpr,
+    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, v_scale, KV_FP8: tl.constexpr,
+):
+    # fmt: on
+    """Fresh online-softmax state ``(acc, m_i, l_i)`` of ``ROWS`` query rows over key tokens ``lo .. hi``:
+    the tiles below ``full_hi`` (which every row sees in full) without masks, the rest masked. With
+    ``WINDOW``, ``lo`` is the first tile of the first row's window and the tiles below ``edge_hi`` (the
+    tile-aligned start of the last row's window) are masked too. With ``KV_FP8`` the accumulator is
+    multiplied by ``v_scale`` (the key scale is in ``qk_scale``)."""
+    acc = tl.zeros([ROWS, DP], dtype=tl.float32)
+    m_i = tl.full([ROWS], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([ROWS], dtype=tl.float32)
+    if WINDOW:
+        edge = tl.minimum(tl.maximum(edge_hi, lo), hi)
+        acc, m_i, l_i = attend_tiles(
+            acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, edge, seq_len, q_pos, qk_scale,
+            offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP,
+            ALIBI, KV_FP8,
+        )  # fmt: skip
+        mid = tl.maximum(full_hi, edge)
+    else:
+        edge = lo
+        mid = full_hi
+    acc, m_i, l_i = attend_tiles(
+        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, edge, mid, seq_len, q_pos, qk_scale,
+        offs_d, dmask, BS, BLOCK_N, False, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
+        KV_FP8,
+    )  # fmt: skip
+    acc, m_i, l_i = attend_tiles(
+        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, mid, hi, seq_len, q_pos, qk_scale,
+        offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
+        KV_FP8,
+    )  # fmt: skip
+    if KV_FP8:
+        acc = acc * v_scale
+    return acc, m_i, l_i
