@@ -7,14 +7,91 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .reference import make_arena_caches, make_block_tables
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_TOLERANCES", "OpCheckResult", "graded", "paged_pages", "run_op"]
+__all__ = [
+    "DEFAULT_TOLERANCES",
+    "OpCase",
+    "OpCheckResult",
+    "OpOptions",
+    "PagedGeometry",
+    "graded",
+    "op_case",
+    "paged_pages",
+    "run_op",
+]
+
+
+class PagedGeometry(TypedDict):
+    """The shape of a case (keyword arguments of the decode, prefill and variant checks).
+
+    Attributes:
+        dtype: Query and cache dtype.
+        head_dim: Head dimension.
+        block_size: Tokens per block.
+        num_heads: Query heads.
+        num_kv_heads: KV heads.
+    """
+
+    dtype: torch.dtype
+    head_dim: int
+    block_size: int
+    num_heads: int
+    num_kv_heads: int
+
+
+class OpOptions(TypedDict, total=False):
+    """How the decode and prefill checks call the op (every key optional).
+
+    Attributes:
+        index_dtype: Dtype of the index tensors (default int64).
+        pad_value: Block-table entries past each sequence's pages (default -1).
+        use_out: Pass a preallocated ``out`` (default False).
+        scale: Softmax scale (default ``head_dim ** -0.5``).
+        seed: Random seed (default 0).
+        tolerances: Overrides of :data:`DEFAULT_TOLERANCES`, by dtype name.
+    """
+
+    index_dtype: torch.dtype | None
+    pad_value: int
+    use_out: bool
+    scale: float | None
+    seed: int
+    tolerances: dict[str, tuple[float, float]] | None
+
+
+class OpCase(PagedGeometry, OpOptions):
+    """A geometry and the options of one decode or prefill check."""
+
+
+def op_case(case: OpCase) -> dict[str, Any]:
+    """``case`` with every option's default filled in (``index_dtype`` resolved, ``scale`` computed).
+
+    Args:
+        case: The check's keyword arguments.
+
+    Returns:
+        Every key of :class:`OpCase`.
+
+    Raises:
+        TypeError: A key that :class:`OpCase` does not name, or a missing geometry key.
+    """
+    import torch
+
+    unknown = sorted(set(case) - set(OpCase.__annotations__))
+    missing = sorted(PagedGeometry.__required_keys__ - set(case))
+    if unknown or missing:
+        raise TypeError(f"case keys: unknown {unknown}, missing {missing}; known: {sorted(OpCase.__annotations__)}")
+    out: dict[str, Any] = {"pad_value": -1, "use_out": False, "seed": 0, "tolerances": None, **case}
+    out["index_dtype"] = case.get("index_dtype") or torch.int64
+    scale = case.get("scale")
+    out["scale"] = case["head_dim"] ** -0.5 if scale is None else scale
+    return out
 
 
 #: (atol, rtol) per dtype name, against a float64 reference computed from the same (rounded) inputs.

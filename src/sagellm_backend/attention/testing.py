@@ -34,16 +34,18 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from .op_check_common import DEFAULT_TOLERANCES, OpCheckResult, graded, paged_pages, run_op
+from .op_check_common import DEFAULT_TOLERANCES, OpCase, OpCheckResult, graded, op_case, paged_pages, run_op
 from .reference import make_arena_caches, make_block_tables, reference_paged_decode, reference_paged_prefill
 from .variant_checks import check_paged_variants
 
 if TYPE_CHECKING:
     import torch
+    from typing_extensions import Unpack
 
 
 __all__ = [
     "DEFAULT_TOLERANCES",
+    "OpCase",
     "OpCheckResult",
     "check_paged_decode",
     "check_paged_ops",
@@ -114,129 +116,84 @@ def check_store_kv(
     return OpCheckResult("store_kv", case, 0.0, 0.0)
 
 
+def _record(c: dict[str, Any], **lens: list[int]) -> dict[str, Any]:
+    """A case's parameters as the result records them (dtypes as strings)."""
+    keys = ("head_dim", "block_size", "num_heads", "num_kv_heads", "pad_value")
+    return {"dtype": str(c["dtype"]), **{k: c[k] for k in keys}, **lens, "index_dtype": str(c["index_dtype"])}
+
+
 def check_paged_decode(
-    ops: Any,
-    device: torch.device | str,
-    *,
-    dtype: torch.dtype,
-    head_dim: int,
-    block_size: int,
-    num_heads: int,
-    num_kv_heads: int,
-    seq_lens: list[int],
-    index_dtype: torch.dtype | None = None,
-    pad_value: int = -1,
-    use_out: bool = False,
-    scale: float | None = None,
-    seed: int = 0,
-    tolerances: dict[str, tuple[float, float]] | None = None,
+    ops: Any, device: torch.device | str, *, seq_lens: list[int], **case: Unpack[OpCase]
 ) -> OpCheckResult:
     """Check ``paged_decode`` on shuffled pages of an arena against :func:`reference_paged_decode`.
 
     Args:
         ops: The op module.
         device: Device of every tensor.
-        dtype: Query and cache dtype.
-        head_dim: Head dimension.
-        block_size: Tokens per block.
-        num_heads: Query heads.
-        num_kv_heads: KV heads.
         seq_lens: Visible key positions per sequence (each >= 1).
-        index_dtype: Dtype of ``block_tables``/``seq_lens`` (default int64).
-        pad_value: Block-table entries past each sequence's pages.
-        use_out: Pass a preallocated ``out``.
-        scale: Softmax scale (default ``head_dim ** -0.5``).
-        seed: Random seed.
-        tolerances: Overrides of :data:`DEFAULT_TOLERANCES`.
+        **case: The geometry (:class:`PagedGeometry`) and options (:class:`OpOptions`).
 
     Returns:
         The case's result.
 
     Raises:
         AssertionError: Wrong dtype/shape, non-finite values, or outside tolerance.
+        TypeError: A key of ``case`` that :class:`OpCase` does not name.
     """
     import torch
 
-    g = torch.Generator().manual_seed(seed)
-    idt = index_dtype or torch.int64
-    _, kc, vc, table = paged_pages(seq_lens, block_size, num_kv_heads, head_dim, dtype, device, g, pad_value)
-    q = torch.randn(len(seq_lens), num_heads, head_dim, generator=g).to(dtype=dtype, device=device)
+    c = op_case(case)
+    g = torch.Generator().manual_seed(c["seed"])
+    dtype, idt, s = c["dtype"], c["index_dtype"], c["scale"]
+    _, kc, vc, table = paged_pages(
+        seq_lens, c["block_size"], c["num_kv_heads"], c["head_dim"], dtype, device, g, c["pad_value"]
+    )
+    q = torch.randn(len(seq_lens), c["num_heads"], c["head_dim"], generator=g).to(dtype=dtype, device=device)
     lens = torch.tensor(seq_lens, dtype=torch.int64)
-    s = head_dim**-0.5 if scale is None else scale
     ref = reference_paged_decode(q, kc, vc, table, lens, s)
-    out_buf = torch.empty_like(q) if use_out else None
+    out_buf = torch.empty_like(q) if c["use_out"] else None
     args = (q, kc, vc, table.to(device=device, dtype=idt), lens.to(device=device, dtype=idt), s)
     out = run_op("paged_decode", ops.paged_decode, out_buf, args)
-    case = {
-        "dtype": str(dtype), "head_dim": head_dim, "block_size": block_size, "num_heads": num_heads,
-        "num_kv_heads": num_kv_heads, "seq_lens": seq_lens, "index_dtype": str(idt), "pad_value": pad_value,
-    }  # fmt: skip
-    return graded("paged_decode", case, out, ref, dtype, tolerances)
+    return graded("paged_decode", _record(c, seq_lens=seq_lens), out, ref, dtype, c["tolerances"])
 
 
 def check_paged_prefill(
-    ops: Any,
-    device: torch.device | str,
-    *,
-    dtype: torch.dtype,
-    head_dim: int,
-    block_size: int,
-    num_heads: int,
-    num_kv_heads: int,
-    q_lens: list[int],
-    cached_lens: list[int],
-    index_dtype: torch.dtype | None = None,
-    pad_value: int = -1,
-    use_out: bool = False,
-    scale: float | None = None,
-    seed: int = 0,
-    tolerances: dict[str, tuple[float, float]] | None = None,
+    ops: Any, device: torch.device | str, *, q_lens: list[int], cached_lens: list[int], **case: Unpack[OpCase]
 ) -> OpCheckResult:
     """Check ``paged_prefill`` (chunked: ``cached_lens`` positions precede each sequence's new queries).
 
     Args:
         ops: The op module.
         device: Device of every tensor.
-        dtype: Query and cache dtype.
-        head_dim: Head dimension.
-        block_size: Tokens per block.
-        num_heads: Query heads.
-        num_kv_heads: KV heads.
         q_lens: New query tokens per sequence (each >= 1).
         cached_lens: Positions already cached per sequence (each >= 0).
-        index_dtype: Dtype of ``block_tables``/``cu_seqlens_q``/``seq_lens`` (default int64).
-        pad_value: Block-table entries past each sequence's pages.
-        use_out: Pass a preallocated ``out``.
-        scale: Softmax scale (default ``head_dim ** -0.5``).
-        seed: Random seed.
-        tolerances: Overrides of :data:`DEFAULT_TOLERANCES`.
+        **case: The geometry (:class:`PagedGeometry`) and options (:class:`OpOptions`).
 
     Returns:
         The case's result.
 
     Raises:
         AssertionError: Wrong dtype/shape, non-finite values, or outside tolerance.
+        TypeError: A key of ``case`` that :class:`OpCase` does not name.
     """
     import torch
 
-    g = torch.Generator().manual_seed(seed)
-    idt = index_dtype or torch.int64
-    key_lens = [c + n for c, n in zip(cached_lens, q_lens)]
-    _, kc, vc, table = paged_pages(key_lens, block_size, num_kv_heads, head_dim, dtype, device, g, pad_value)
-    q = torch.randn(sum(q_lens), num_heads, head_dim, generator=g).to(dtype=dtype, device=device)
+    c = op_case(case)
+    g = torch.Generator().manual_seed(c["seed"])
+    dtype, idt, s = c["dtype"], c["index_dtype"], c["scale"]
+    key_lens = [n + q for n, q in zip(cached_lens, q_lens)]
+    _, kc, vc, table = paged_pages(
+        key_lens, c["block_size"], c["num_kv_heads"], c["head_dim"], dtype, device, g, c["pad_value"]
+    )
+    q = torch.randn(sum(q_lens), c["num_heads"], c["head_dim"], generator=g).to(dtype=dtype, device=device)
     cu = torch.tensor([0, *itertools.accumulate(q_lens)], dtype=torch.int64)
     lens = torch.tensor(key_lens, dtype=torch.int64)
-    s = head_dim**-0.5 if scale is None else scale
     ref = reference_paged_prefill(q, kc, vc, table, cu, lens, s)
-    out_buf = torch.empty_like(q) if use_out else None
-    dev_args = [t.to(device=device, dtype=idt) for t in (table, cu, lens)]
+    out_buf = torch.empty_like(q) if c["use_out"] else None
+    dev_args = [x.to(device=device, dtype=idt) for x in (table, cu, lens)]
     out = run_op("paged_prefill", ops.paged_prefill, out_buf, (q, kc, vc, *dev_args, s))
-    case = {
-        "dtype": str(dtype), "head_dim": head_dim, "block_size": block_size, "num_heads": num_heads,
-        "num_kv_heads": num_kv_heads, "q_lens": q_lens, "cached_lens": cached_lens, "index_dtype": str(idt),
-        "pad_value": pad_value,
-    }  # fmt: skip
-    return graded("paged_prefill", case, out, ref, dtype, tolerances)
+    record = _record(c, q_lens=q_lens, cached_lens=cached_lens)
+    return graded("paged_prefill", record, out, ref, dtype, c["tolerances"])
 
 
 def check_paged_ops(

@@ -9,11 +9,12 @@ import itertools
 import math
 from typing import TYPE_CHECKING, Any
 
-from .op_check_common import OpCheckResult, graded, paged_pages
+from .op_check_common import OpCheckResult, PagedGeometry, graded, paged_pages
 from .reference import reference_paged_decode, reference_paged_prefill
 
 if TYPE_CHECKING:
     import torch
+    from typing_extensions import Unpack
 
 __all__ = ["check_paged_variants"]
 
@@ -34,11 +35,6 @@ def check_paged_variants(
     ops: Any,
     device: torch.device | str,
     *,
-    dtype: torch.dtype,
-    head_dim: int,
-    block_size: int,
-    num_heads: int,
-    num_kv_heads: int,
     seq_lens: list[int],
     q_lens: list[int],
     sliding_window: int | None = None,
@@ -47,6 +43,7 @@ def check_paged_variants(
     seed: int = 0,
     tolerances: dict[str, tuple[float, float]] | None = None,
     window_tile: int = 128,
+    **geometry: Unpack[PagedGeometry],
 ) -> list[OpCheckResult]:
     """Check ``paged_decode`` and ``paged_prefill`` with the variants against the float64 reference.
 
@@ -57,11 +54,6 @@ def check_paged_variants(
     Args:
         ops: The op module.
         device: Device of every tensor.
-        dtype: Query and cache dtype.
-        head_dim: Head dimension.
-        block_size: Tokens per block.
-        num_heads: Query heads.
-        num_kv_heads: KV heads.
         seq_lens: Key positions per sequence (decode: the query is the last; prefill: the last ``q_lens``).
         q_lens: Prefill queries per sequence, each ``1 <= q_lens[i] <= seq_lens[i]`` (the rest is cached context).
         sliding_window: Window, or None.
@@ -70,17 +62,27 @@ def check_paged_variants(
         seed: Random seed.
         tolerances: Overrides of :data:`DEFAULT_TOLERANCES`.
         window_tile: Alignment of the first window token an op may read from.
+        **geometry: The case's shape (:class:`PagedGeometry`).
 
     Returns:
         The decode and the prefill results.
 
     Raises:
         AssertionError: Wrong dtype/shape, non-finite values, or outside tolerance.
+        TypeError: A missing or unknown geometry key.
     """
     import torch
 
+    if set(geometry) != PagedGeometry.__required_keys__:
+        raise TypeError(f"geometry keys {sorted(geometry)}; expected {sorted(PagedGeometry.__required_keys__)}")
+    dtype, head_dim, block_size, num_heads = (
+        geometry["dtype"],
+        geometry["head_dim"],
+        geometry["block_size"],
+        geometry["num_heads"],
+    )
     g = torch.Generator().manual_seed(seed)
-    arena, kc, vc, table = paged_pages(seq_lens, block_size, num_kv_heads, head_dim, dtype, device, g)
+    arena, kc, vc, table = paged_pages(seq_lens, block_size, geometry["num_kv_heads"], head_dim, dtype, device, g)
     clean = arena.clone()
     slopes = torch.rand(num_heads, generator=g) if alibi else None
     ref_kw: dict[str, Any] = {
@@ -98,8 +100,7 @@ def check_paged_variants(
     ref_p = reference_paged_prefill(qp, kc, vc, table, cu, lens, s, **ref_kw)
     dev = [t.to(device) for t in (table, lens, cu)]
     case = {
-        "dtype": str(dtype), "head_dim": head_dim, "block_size": block_size, "num_heads": num_heads,
-        "num_kv_heads": num_kv_heads, "seq_lens": seq_lens, "q_lens": q_lens, "sliding_window": sliding_window,
+        **geometry, "dtype": str(dtype), "seq_lens": seq_lens, "q_lens": q_lens, "sliding_window": sliding_window,
         "logits_soft_cap": logits_soft_cap, "alibi": alibi,
     }  # fmt: skip
     if sliding_window is not None:
