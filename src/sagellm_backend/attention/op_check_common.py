@@ -1,11 +1,12 @@
 """What the paged-attention op checks share: tolerances, the result record, grading, the cases' pages.
 
-Torch is imported inside the functions, so importing this module costs nothing.
+Nothing here imports torch at import time.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -189,10 +190,7 @@ def run_op(name: str, fn: Any, out_buf: torch.Tensor | None, args: tuple[Any, ..
 
 def paged_pages(
     key_lens: list[int],
-    block_size: int,
-    num_kv_heads: int,
-    head_dim: int,
-    dtype: torch.dtype,
+    geometry: Mapping[str, Any],
     device: torch.device | str,
     generator: torch.Generator,
     pad_value: int = -1,
@@ -201,10 +199,7 @@ def paged_pages(
 
     Args:
         key_lens: Key positions per sequence.
-        block_size: Tokens per block.
-        num_kv_heads: KV heads.
-        head_dim: Head dimension.
-        dtype: Cache dtype.
+        geometry: The case's :class:`PagedGeometry` (``num_heads`` is not used).
         device: Device of the arena.
         generator: Random source.
         pad_value: Block-table entries past each sequence's pages.
@@ -212,9 +207,9 @@ def paged_pages(
     Returns:
         ``(arena, k_cache, v_cache, block_tables)`` (block tables on the CPU, int64).
     """
-    num_blocks = sum(math.ceil(n / block_size) for n in key_lens) + 3
-    arena, kc, vc = make_arena_caches(
-        num_blocks, block_size, num_kv_heads, head_dim, dtype, device, generator=generator
-    )
-    table = make_block_tables(key_lens, block_size, num_blocks, generator=generator, pad_value=pad_value)
+    bs = geometry["block_size"]
+    num_blocks = sum(math.ceil(n / bs) for n in key_lens) + 3
+    shape = (num_blocks, bs, geometry["num_kv_heads"], geometry["head_dim"], geometry["dtype"])
+    arena, kc, vc = make_arena_caches(*shape, device, generator=generator)
+    table = make_block_tables(key_lens, bs, num_blocks, generator=generator, pad_value=pad_value)
     return arena, kc, vc, table

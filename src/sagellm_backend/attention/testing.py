@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TOLERANCES",
-    "OpCase",
     "OpCheckResult",
     "check_paged_decode",
     "check_paged_ops",
@@ -122,6 +121,19 @@ def _record(c: dict[str, Any], **lens: list[int]) -> dict[str, Any]:
     return {"dtype": str(c["dtype"]), **{k: c[k] for k in keys}, **lens, "index_dtype": str(c["index_dtype"])}
 
 
+def _inputs(
+    case: OpCase, key_lens: list[int], num_queries: int, device: torch.device | str
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The resolved case, its K/V pages and block tables over ``key_lens``, and ``num_queries`` random queries."""
+    import torch
+
+    c = op_case(case)
+    g = torch.Generator().manual_seed(c["seed"])
+    _, kc, vc, table = paged_pages(key_lens, c, device, g, c["pad_value"])
+    q = torch.randn(num_queries, c["num_heads"], c["head_dim"], generator=g).to(dtype=c["dtype"], device=device)
+    return c, kc, vc, table, q
+
+
 def check_paged_decode(
     ops: Any, device: torch.device | str, *, seq_lens: list[int], **case: Unpack[OpCase]
 ) -> OpCheckResult:
@@ -142,13 +154,8 @@ def check_paged_decode(
     """
     import torch
 
-    c = op_case(case)
-    g = torch.Generator().manual_seed(c["seed"])
+    c, kc, vc, table, q = _inputs(case, seq_lens, len(seq_lens), device)
     dtype, idt, s = c["dtype"], c["index_dtype"], c["scale"]
-    _, kc, vc, table = paged_pages(
-        seq_lens, c["block_size"], c["num_kv_heads"], c["head_dim"], dtype, device, g, c["pad_value"]
-    )
-    q = torch.randn(len(seq_lens), c["num_heads"], c["head_dim"], generator=g).to(dtype=dtype, device=device)
     lens = torch.tensor(seq_lens, dtype=torch.int64)
     ref = reference_paged_decode(q, kc, vc, table, lens, s)
     out_buf = torch.empty_like(q) if c["use_out"] else None
@@ -178,14 +185,9 @@ def check_paged_prefill(
     """
     import torch
 
-    c = op_case(case)
-    g = torch.Generator().manual_seed(c["seed"])
-    dtype, idt, s = c["dtype"], c["index_dtype"], c["scale"]
     key_lens = [n + q for n, q in zip(cached_lens, q_lens)]
-    _, kc, vc, table = paged_pages(
-        key_lens, c["block_size"], c["num_kv_heads"], c["head_dim"], dtype, device, g, c["pad_value"]
-    )
-    q = torch.randn(sum(q_lens), c["num_heads"], c["head_dim"], generator=g).to(dtype=dtype, device=device)
+    c, kc, vc, table, q = _inputs(case, key_lens, sum(q_lens), device)
+    dtype, idt, s = c["dtype"], c["index_dtype"], c["scale"]
     cu = torch.tensor([0, *itertools.accumulate(q_lens)], dtype=torch.int64)
     lens = torch.tensor(key_lens, dtype=torch.int64)
     ref = reference_paged_prefill(q, kc, vc, table, cu, lens, s)

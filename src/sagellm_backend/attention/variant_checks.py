@@ -82,7 +82,7 @@ def check_paged_variants(
         geometry["num_heads"],
     )
     g = torch.Generator().manual_seed(seed)
-    arena, kc, vc, table = paged_pages(seq_lens, block_size, geometry["num_kv_heads"], head_dim, dtype, device, g)
+    arena, kc, vc, table = paged_pages(seq_lens, geometry, device, g)
     clean = arena.clone()
     slopes = torch.rand(num_heads, generator=g) if alibi else None
     ref_kw: dict[str, Any] = {
