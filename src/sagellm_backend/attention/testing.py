@@ -134,6 +134,27 @@ def _inputs(
     return c, kc, vc, table, q
 
 
+def _run_graded(
+    name: str,
+    fn: Any,
+    reference: Any,
+    c: dict[str, Any],
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    index: tuple[torch.Tensor, ...],
+    device: torch.device | str,
+    record: dict[str, Any],
+) -> OpCheckResult:
+    """Run op ``name`` on ``(query, k_cache, v_cache, *index, scale)`` (index tensors moved to ``device`` in the
+    case's index dtype) and grade it against ``reference`` on the CPU index tensors."""
+    import torch
+
+    ref = reference(*tensors, *index, c["scale"])
+    out_buf = torch.empty_like(tensors[0]) if c["use_out"] else None
+    dev_index = [x.to(device=device, dtype=c["index_dtype"]) for x in index]
+    out = run_op(name, fn, out_buf, (*tensors, *dev_index, c["scale"]))
+    return graded(name, record, out, ref, c["dtype"], c["tolerances"])
+
+
 def check_paged_decode(
     ops: Any, device: torch.device | str, *, seq_lens: list[int], **case: Unpack[OpCase]
 ) -> OpCheckResult:
@@ -155,13 +176,17 @@ def check_paged_decode(
     import torch
 
     c, kc, vc, table, q = _inputs(case, seq_lens, len(seq_lens), device)
-    dtype, idt, s = c["dtype"], c["index_dtype"], c["scale"]
-    lens = torch.tensor(seq_lens, dtype=torch.int64)
-    ref = reference_paged_decode(q, kc, vc, table, lens, s)
-    out_buf = torch.empty_like(q) if c["use_out"] else None
-    args = (q, kc, vc, table.to(device=device, dtype=idt), lens.to(device=device, dtype=idt), s)
-    out = run_op("paged_decode", ops.paged_decode, out_buf, args)
-    return graded("paged_decode", _record(c, seq_lens=seq_lens), out, ref, dtype, c["tolerances"])
+    index = (table, torch.tensor(seq_lens, dtype=torch.int64))
+    return _run_graded(
+        "paged_decode",
+        ops.paged_decode,
+        reference_paged_decode,
+        c,
+        (q, kc, vc),
+        index,
+        device,
+        _record(c, seq_lens=seq_lens),
+    )
 
 
 def check_paged_prefill(
@@ -187,15 +212,12 @@ def check_paged_prefill(
 
     key_lens = [n + q for n, q in zip(cached_lens, q_lens)]
     c, kc, vc, table, q = _inputs(case, key_lens, sum(q_lens), device)
-    dtype, idt, s = c["dtype"], c["index_dtype"], c["scale"]
     cu = torch.tensor([0, *itertools.accumulate(q_lens)], dtype=torch.int64)
-    lens = torch.tensor(key_lens, dtype=torch.int64)
-    ref = reference_paged_prefill(q, kc, vc, table, cu, lens, s)
-    out_buf = torch.empty_like(q) if c["use_out"] else None
-    dev_args = [x.to(device=device, dtype=idt) for x in (table, cu, lens)]
-    out = run_op("paged_prefill", ops.paged_prefill, out_buf, (q, kc, vc, *dev_args, s))
+    index = (table, cu, torch.tensor(key_lens, dtype=torch.int64))
     record = _record(c, q_lens=q_lens, cached_lens=cached_lens)
-    return graded("paged_prefill", record, out, ref, dtype, c["tolerances"])
+    return _run_graded(
+        "paged_prefill", ops.paged_prefill, reference_paged_prefill, c, (q, kc, vc), index, device, record
+    )
 
 
 def check_paged_ops(
