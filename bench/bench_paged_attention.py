@@ -17,7 +17,8 @@ import torch
 import triton
 
 from sagellm_backend.bench import table
-from sagellm_backend.bench.paged_attention import CASES, bench_case
+from sagellm_backend.bench.paged_attention import bench_case
+from sagellm_backend.bench.paged_cases import CASES
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import torch
 
 from sagellm_backend.attention import paged_triton as pt
 from sagellm_backend.attention import paged_triton_prefill as pp
-from sagellm_backend.bench.paged_attention import CASES, build_case, sdpa_fn, time_cuda
+from sagellm_backend.bench.paged_cases import CASES, build_case, sdpa_fn, time_cuda
 
 DECODE = [(32, 4, 3), (64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 4, 3)]
 SPLITS = {64: [None, 1, 2], 4: [None, 8, 16, 32]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sagellm_backend.bench.paged_attention import CASES, HEAD_DIM, HKV, HQ, PagedCase
+from sagellm_backend.bench.paged_cases import CASES, HEAD_DIM, HKV, HQ, PagedCase
 
 
 @pytest.mark.parametrize("batch,new,cached", [(1, 1, 0), (2, 5, 0), (3, 4, 7), (1, 16, 16)])
@@ -31,12 +31,13 @@ def test_cases_are_the_issue_targets() -> None:
 def test_backend_row_forward_computes_the_ceilings_attention_on_cpu() -> None:
     torch = pytest.importorskip("torch")
     from sagellm_backend.bench import paged_attention as bp
+    from sagellm_backend.bench import paged_cases
 
     case = PagedCase("prefill", 2, 40, 0, path="backend")
-    t = bp.build_case(case, "cpu")
+    t = paged_cases.build_case(case, "cpu")
     pages_before = (t["kc"].clone(), t["vc"].clone())
     got = bp._backend_forward(case, t)()
-    sdpa, mask_kind = bp.sdpa_fn(case, t)
+    sdpa, mask_kind = paged_cases.sdpa_fn(case, t)
     ref = sdpa(t["k"], t["v"]).transpose(1, 2).reshape(got.shape)
     assert mask_kind == "is_causal"
     torch.testing.assert_close(got.float(), ref.float(), atol=3e-2, rtol=3e-2)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sagellm_backend import KernelKind, KernelNotFoundError, MockBackendProvider, global_kernels, register_kernel
 
@@ -53,3 +57,40 @@ def test_torch_kernels_back_supported_kernels() -> None:
     assert torch.allclose(mm(a, a.T), a @ a.T)
     q = torch.randn(1, 2, 5, 8)
     assert p.get_kernel("attention")(q, q, q).shape == q.shape
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    regs=st.lists(
+        st.tuples(st.sampled_from(["local", "mock", "cpu_like", "*", "other"]), st.integers(-3, 3)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_provider_kernels_choose_by_target_then_priority_then_latest(regs: list[tuple[str, int]]) -> None:
+    from sagellm_backend.kernels import KernelRegistry, ProviderKernels
+    from sagellm_backend.kernels import registry as reg
+
+    glob = KernelRegistry()
+    kernels = ProviderKernels(search_order=("mock", "cpu_like", "*"))
+    for i, (target, priority) in enumerate(regs):
+        impl = functools.partial(int, i)
+        if target == "local":
+            kernels.register("k", impl, priority=priority)
+        else:
+            glob.register("k", impl, targets=(target,), priority=priority)
+    places = {"local": 0, "mock": 1, "cpu_like": 2, "*": 3}
+    fitting = [(places[t], -p, -i) for i, (t, p) in enumerate(regs) if t in places]
+    saved = reg.global_kernels
+    reg.global_kernels = glob
+    try:
+        if not fitting:
+            with pytest.raises(KernelNotFoundError, match="Kernel 'k' not found"):
+                kernels.get("k")
+            return
+        best = min(fitting)
+        assert kernels.get("k")() == -best[2]
+        order = [e.impl() for e in kernels.candidates("k")]
+        assert order == [-i for _, _, i in sorted(fitting)]
+    finally:
+        reg.global_kernels = saved

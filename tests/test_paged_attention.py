@@ -316,3 +316,19 @@ def test_torch_ops_small_groups_and_query_chunks_give_the_same_results(monkeypat
     assert groups == [([0, 4, 5], 1), (slice(1, 2), 133), (slice(2, 3), 2), (slice(3, 4), 69)]
     assert paged_torch.decode_groups([4] * 6, 1 << 14, on_cpu=False) == [(slice(0, 6), 4)]
     assert len(paged_torch.decode_groups([64] * 8, 1 << 14, on_cpu=True)) == 8  # 1 MiB per sequence > 1 byte
+
+
+def test_op_checks_reject_unknown_and_missing_case_keys() -> None:
+    import torch
+
+    from sagellm_backend.attention import paged_torch
+    from sagellm_backend.attention.testing import check_paged_decode, check_paged_variants
+
+    geo = {"dtype": torch.float32, "head_dim": 16, "block_size": 4, "num_heads": 2, "num_kv_heads": 1}
+    with pytest.raises(TypeError, match="unknown \\['pad_valu'\\]"):
+        check_paged_decode(paged_torch, "cpu", seq_lens=[3], pad_valu=0, **geo)  # type: ignore[call-arg]  # the typo is the test
+    with pytest.raises(TypeError, match="missing \\['num_heads'\\]"):
+        check_paged_decode(paged_torch, "cpu", seq_lens=[3], **{k: v for k, v in geo.items() if k != "num_heads"})  # type: ignore[misc]  # the gap is the test
+    with pytest.raises(TypeError, match="geometry keys"):
+        check_paged_variants(paged_torch, "cpu", seq_lens=[3], q_lens=[1], use_out=True, **geo)  # type: ignore[call-arg]  # not a variant option
+    assert check_paged_decode(paged_torch, "cpu", seq_lens=[3, 5], use_out=True, **geo).worst_ratio <= 1.0  # type: ignore[arg-type]  # geo is a plain dict

@@ -6,7 +6,8 @@ they can serve it, else one sentence saying what they support instead. :func:`se
 so it names what would work. A forced name (an environment variable, an option) must fit or it is an error:
 a forced choice is never replaced silently.
 
-Used by the attention backends (:mod:`sagellm_backend.attention.registry`); nothing here imports torch.
+Used by the attention backends (:mod:`sagellm_backend.attention.registry`), the kernel registry
+(:mod:`sagellm_backend.kernels.registry`) and ``auto`` kernel backends; nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from typing import Protocol, TypeVar
 
 from .errors import InvalidArgumentError, UnsupportedOperationError
 
-__all__ = ["Candidate", "explain", "rank", "select"]
+__all__ = ["Candidate", "Priority", "explain", "rank", "select"]
+
+#: A candidate's rank: an int, or a tuple of ints compared element by element (the kernel registry's
+#: target place, priority and registration order). Higher is preferred; one selection uses one form.
+Priority = int | tuple[int, ...]
 
 
 class Candidate(Protocol):
@@ -28,7 +33,7 @@ class Candidate(Protocol):
         ...
 
     @property
-    def priority(self) -> int:
+    def priority(self) -> Priority:
         """Higher is preferred."""
         ...
 
@@ -49,7 +54,8 @@ def rank(candidates: Iterable[C]) -> list[C]:
     Returns:
         The sorted list.
     """
-    return sorted(candidates, key=lambda c: (-c.priority, c.name))
+    by_name = sorted(candidates, key=lambda c: c.name)
+    return sorted(by_name, key=lambda c: c.priority, reverse=True)  # stable: equal priorities stay by name
 
 
 def explain(candidates: Iterable[C], request: object) -> dict[str, str | None]:

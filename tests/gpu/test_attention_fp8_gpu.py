@@ -123,7 +123,8 @@ def test_fp8_decode_replays_in_a_cuda_graph_with_new_scales() -> None:
 @pytest.mark.parametrize("case_index", [0, 1])
 def test_fp8_decode_bench_rows(case_index: int) -> None:
     """The issue's targets: >= 1.8x bf16 paged decode and >= 90% of the copy bandwidth (64 x 4k, 4 x 32k)."""
-    from sagellm_backend.bench.paged_attention import CASES, bench_fp8_decode
+    from sagellm_backend.bench.paged_cases import CASES
+    from sagellm_backend.bench.paged_variants import bench_fp8_decode
 
     row = bench_fp8_decode(CASES[case_index], "cuda")
     print(f"\n{row.case}: fp8 {row.ours:.1f} us, bf16 {row.naive:.1f} us, {row.extra}")

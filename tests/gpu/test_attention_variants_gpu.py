@@ -52,7 +52,7 @@ def test_backend_picks_triton_for_variants_on_cuda() -> None:
 def test_sliding_window_decode_reads_only_the_window() -> None:
     """The bench row: 4 x 32k tokens with a 4k window vs the same 4k keys as a 4k context (same pages)."""
     pytest.importorskip("triton")
-    from sagellm_backend.bench.paged_attention import bench_sliding_window
+    from sagellm_backend.bench.paged_variants import bench_sliding_window
 
     row = bench_sliding_window("cuda")
     print(f"\n{row.case}: window {row.ours:.1f} us, 4k context {row.ceiling:.1f} us, 32k no window {row.naive:.1f} us")

@@ -32,14 +32,16 @@ Torch is imported inside the functions, so importing this module costs nothing.
 from __future__ import annotations
 
 import itertools
-import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .op_check_common import DEFAULT_TOLERANCES, OpCase, OpCheckResult, graded, op_case, paged_pages, run_op
 from .reference import make_arena_caches, make_block_tables, reference_paged_decode, reference_paged_prefill
+from .variant_checks import check_paged_variants
 
 if TYPE_CHECKING:
     import torch
+    from typing_extensions import Unpack
+
 
 __all__ = [
     "DEFAULT_TOLERANCES",
@@ -54,62 +56,6 @@ __all__ = [
     "reference_paged_decode",
     "reference_paged_prefill",
 ]
-
-#: (atol, rtol) per dtype name, against a float64 reference computed from the same (rounded) inputs.
-DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
-    "float32": (2e-3, 2e-3),
-    "float16": (1e-2, 1e-2),
-    "bfloat16": (3e-2, 3e-2),
-    "float64": (1e-9, 1e-9),
-}
-
-
-@dataclass(frozen=True)
-class OpCheckResult:
-    """One checked case.
-
-    Attributes:
-        op: ``store_kv``, ``paged_decode`` or ``paged_prefill``.
-        case: The case's parameters (dtype, head dims, block size, lengths ...).
-        max_abs_err: Largest ``|out - ref|`` (0 for ``store_kv``, which must be exact).
-        worst_ratio: Largest ``|out - ref| / (atol + rtol * |ref|)``; the case passes when <= 1.
-    """
-
-    op: str
-    case: dict[str, Any]
-    max_abs_err: float
-    worst_ratio: float
-
-
-def _compare(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, tol: tuple[float, float]) -> tuple[float, float]:
-    import torch
-
-    if out.dtype != dtype:
-        raise AssertionError(f"result dtype {out.dtype}, expected {dtype}")
-    if tuple(out.shape) != tuple(ref.shape):
-        raise AssertionError(f"result shape {tuple(out.shape)}, expected {tuple(ref.shape)}")
-    o = out.detach().to(device="cpu", dtype=torch.float64)
-    if not bool(torch.isfinite(o).all()):
-        raise AssertionError("result has non-finite values")
-    err = (o - ref).abs()
-    atol, rtol = tol
-    return float(err.max()), float((err / (atol + rtol * ref.abs())).max())
-
-
-def _graded(
-    op: str,
-    case: dict[str, Any],
-    out: torch.Tensor,
-    ref: torch.Tensor,
-    dtype: torch.dtype,
-    tolerances: dict[str, tuple[float, float]] | None,
-) -> OpCheckResult:
-    """The result of ``op`` on ``case``, compared with the reference under the dtype's tolerance."""
-    name = str(dtype).removeprefix("torch.")
-    err, ratio = _compare(out, ref, dtype, (tolerances or {}).get(name, DEFAULT_TOLERANCES[name]))
-    if ratio > 1.0:
-        raise AssertionError(f"{op} outside tolerance for {case}: max abs err {err:.3g}, ratio {ratio:.3g}")
-    return OpCheckResult(op, case, err, ratio)
 
 
 def check_store_kv(
@@ -169,240 +115,109 @@ def check_store_kv(
     return OpCheckResult("store_kv", case, 0.0, 0.0)
 
 
-def _run_op(name: str, fn: Any, out_buf: torch.Tensor | None, args: tuple[Any, ...]) -> torch.Tensor:
-    res = fn(*args) if out_buf is None else fn(*args, out=out_buf)
-    if out_buf is not None and res.data_ptr() != out_buf.data_ptr():
-        raise AssertionError(f"{name}(out=...) must return the out tensor")
-    return res  # type: ignore[no-any-return]  # op modules are duck-typed
+def _record(c: dict[str, Any], **lens: list[int]) -> dict[str, Any]:
+    """A case's parameters as the result records them (dtypes as strings)."""
+    keys = ("head_dim", "block_size", "num_heads", "num_kv_heads", "pad_value")
+    return {"dtype": str(c["dtype"]), **{k: c[k] for k in keys}, **lens, "index_dtype": str(c["index_dtype"])}
+
+
+def _inputs(
+    case: OpCase, key_lens: list[int], num_queries: int, device: torch.device | str
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The resolved case, its K/V pages and block tables over ``key_lens``, and ``num_queries`` random queries."""
+    import torch
+
+    c = op_case(case)
+    g = torch.Generator().manual_seed(c["seed"])
+    _, kc, vc, table = paged_pages(key_lens, c, device, g, c["pad_value"])
+    q = torch.randn(num_queries, c["num_heads"], c["head_dim"], generator=g).to(dtype=c["dtype"], device=device)
+    return c, kc, vc, table, q
+
+
+def _run_graded(
+    name: str,
+    fn: Any,
+    reference: Any,
+    c: dict[str, Any],
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    index: tuple[torch.Tensor, ...],
+    device: torch.device | str,
+    record: dict[str, Any],
+) -> OpCheckResult:
+    """Run op ``name`` on ``(query, k_cache, v_cache, *index, scale)`` (index tensors moved to ``device`` in the
+    case's index dtype) and grade it against ``reference`` on the CPU index tensors."""
+    import torch
+
+    ref = reference(*tensors, *index, c["scale"])
+    out_buf = torch.empty_like(tensors[0]) if c["use_out"] else None
+    dev_index = [x.to(device=device, dtype=c["index_dtype"]) for x in index]
+    out = run_op(name, fn, out_buf, (*tensors, *dev_index, c["scale"]))
+    return graded(name, record, out, ref, c["dtype"], c["tolerances"])
 
 
 def check_paged_decode(
-    ops: Any,
-    device: torch.device | str,
-    *,
-    dtype: torch.dtype,
-    head_dim: int,
-    block_size: int,
-    num_heads: int,
-    num_kv_heads: int,
-    seq_lens: list[int],
-    index_dtype: torch.dtype | None = None,
-    pad_value: int = -1,
-    use_out: bool = False,
-    scale: float | None = None,
-    seed: int = 0,
-    tolerances: dict[str, tuple[float, float]] | None = None,
+    ops: Any, device: torch.device | str, *, seq_lens: list[int], **case: Unpack[OpCase]
 ) -> OpCheckResult:
     """Check ``paged_decode`` on shuffled pages of an arena against :func:`reference_paged_decode`.
 
     Args:
         ops: The op module.
         device: Device of every tensor.
-        dtype: Query and cache dtype.
-        head_dim: Head dimension.
-        block_size: Tokens per block.
-        num_heads: Query heads.
-        num_kv_heads: KV heads.
         seq_lens: Visible key positions per sequence (each >= 1).
-        index_dtype: Dtype of ``block_tables``/``seq_lens`` (default int64).
-        pad_value: Block-table entries past each sequence's pages.
-        use_out: Pass a preallocated ``out``.
-        scale: Softmax scale (default ``head_dim ** -0.5``).
-        seed: Random seed.
-        tolerances: Overrides of :data:`DEFAULT_TOLERANCES`.
+        **case: The geometry (:class:`PagedGeometry`) and options (:class:`OpOptions`).
 
     Returns:
         The case's result.
 
     Raises:
         AssertionError: Wrong dtype/shape, non-finite values, or outside tolerance.
+        TypeError: A key of ``case`` that :class:`OpCase` does not name.
     """
     import torch
 
-    g = torch.Generator().manual_seed(seed)
-    idt = index_dtype or torch.int64
-    num_blocks = sum(math.ceil(n / block_size) for n in seq_lens) + 3
-    _, kc, vc = make_arena_caches(num_blocks, block_size, num_kv_heads, head_dim, dtype, device, generator=g)
-    table = make_block_tables(seq_lens, block_size, num_blocks, generator=g, pad_value=pad_value)
-    q = torch.randn(len(seq_lens), num_heads, head_dim, generator=g).to(dtype=dtype, device=device)
-    lens = torch.tensor(seq_lens, dtype=torch.int64)
-    s = head_dim**-0.5 if scale is None else scale
-    ref = reference_paged_decode(q, kc, vc, table, lens, s)
-    out_buf = torch.empty_like(q) if use_out else None
-    args = (q, kc, vc, table.to(device=device, dtype=idt), lens.to(device=device, dtype=idt), s)
-    out = _run_op("paged_decode", ops.paged_decode, out_buf, args)
-    case = {
-        "dtype": str(dtype), "head_dim": head_dim, "block_size": block_size, "num_heads": num_heads,
-        "num_kv_heads": num_kv_heads, "seq_lens": seq_lens, "index_dtype": str(idt), "pad_value": pad_value,
-    }  # fmt: skip
-    return _graded("paged_decode", case, out, ref, dtype, tolerances)
+    c, kc, vc, table, q = _inputs(case, seq_lens, len(seq_lens), device)
+    index = (table, torch.tensor(seq_lens, dtype=torch.int64))
+    return _run_graded(
+        "paged_decode",
+        ops.paged_decode,
+        reference_paged_decode,
+        c,
+        (q, kc, vc),
+        index,
+        device,
+        _record(c, seq_lens=seq_lens),
+    )
 
 
 def check_paged_prefill(
-    ops: Any,
-    device: torch.device | str,
-    *,
-    dtype: torch.dtype,
-    head_dim: int,
-    block_size: int,
-    num_heads: int,
-    num_kv_heads: int,
-    q_lens: list[int],
-    cached_lens: list[int],
-    index_dtype: torch.dtype | None = None,
-    pad_value: int = -1,
-    use_out: bool = False,
-    scale: float | None = None,
-    seed: int = 0,
-    tolerances: dict[str, tuple[float, float]] | None = None,
+    ops: Any, device: torch.device | str, *, q_lens: list[int], cached_lens: list[int], **case: Unpack[OpCase]
 ) -> OpCheckResult:
     """Check ``paged_prefill`` (chunked: ``cached_lens`` positions precede each sequence's new queries).
 
     Args:
         ops: The op module.
         device: Device of every tensor.
-        dtype: Query and cache dtype.
-        head_dim: Head dimension.
-        block_size: Tokens per block.
-        num_heads: Query heads.
-        num_kv_heads: KV heads.
         q_lens: New query tokens per sequence (each >= 1).
         cached_lens: Positions already cached per sequence (each >= 0).
-        index_dtype: Dtype of ``block_tables``/``cu_seqlens_q``/``seq_lens`` (default int64).
-        pad_value: Block-table entries past each sequence's pages.
-        use_out: Pass a preallocated ``out``.
-        scale: Softmax scale (default ``head_dim ** -0.5``).
-        seed: Random seed.
-        tolerances: Overrides of :data:`DEFAULT_TOLERANCES`.
+        **case: The geometry (:class:`PagedGeometry`) and options (:class:`OpOptions`).
 
     Returns:
         The case's result.
 
     Raises:
         AssertionError: Wrong dtype/shape, non-finite values, or outside tolerance.
+        TypeError: A key of ``case`` that :class:`OpCase` does not name.
     """
     import torch
 
-    g = torch.Generator().manual_seed(seed)
-    idt = index_dtype or torch.int64
-    key_lens = [c + n for c, n in zip(cached_lens, q_lens)]
-    num_blocks = sum(math.ceil(n / block_size) for n in key_lens) + 3
-    _, kc, vc = make_arena_caches(num_blocks, block_size, num_kv_heads, head_dim, dtype, device, generator=g)
-    table = make_block_tables(key_lens, block_size, num_blocks, generator=g, pad_value=pad_value)
-    q = torch.randn(sum(q_lens), num_heads, head_dim, generator=g).to(dtype=dtype, device=device)
+    key_lens = [n + q for n, q in zip(cached_lens, q_lens)]
+    c, kc, vc, table, q = _inputs(case, key_lens, sum(q_lens), device)
     cu = torch.tensor([0, *itertools.accumulate(q_lens)], dtype=torch.int64)
-    lens = torch.tensor(key_lens, dtype=torch.int64)
-    s = head_dim**-0.5 if scale is None else scale
-    ref = reference_paged_prefill(q, kc, vc, table, cu, lens, s)
-    out_buf = torch.empty_like(q) if use_out else None
-    dev_args = [t.to(device=device, dtype=idt) for t in (table, cu, lens)]
-    out = _run_op("paged_prefill", ops.paged_prefill, out_buf, (q, kc, vc, *dev_args, s))
-    case = {
-        "dtype": str(dtype), "head_dim": head_dim, "block_size": block_size, "num_heads": num_heads,
-        "num_kv_heads": num_kv_heads, "q_lens": q_lens, "cached_lens": cached_lens, "index_dtype": str(idt),
-        "pad_value": pad_value,
-    }  # fmt: skip
-    return _graded("paged_prefill", case, out, ref, dtype, tolerances)
-
-
-def _poison_below(
-    kc: torch.Tensor, vc: torch.Tensor, table: torch.Tensor, firsts: list[int], block_size: int, tile: int
-) -> None:
-    """NaN into each sequence's pages that lie wholly before ``firsts[i]`` rounded down to ``tile`` tokens."""
-    import torch
-
-    for i, first in enumerate(firsts):
-        pages = table[i, : (first // tile) * tile // block_size].to(device=kc.device, dtype=torch.int64)
-        kc[pages] = math.nan
-        vc[pages] = math.nan
-
-
-def check_paged_variants(
-    ops: Any,
-    device: torch.device | str,
-    *,
-    dtype: torch.dtype,
-    head_dim: int,
-    block_size: int,
-    num_heads: int,
-    num_kv_heads: int,
-    seq_lens: list[int],
-    q_lens: list[int],
-    sliding_window: int | None = None,
-    logits_soft_cap: float | None = None,
-    alibi: bool = False,
-    seed: int = 0,
-    tolerances: dict[str, tuple[float, float]] | None = None,
-    window_tile: int = 128,
-) -> list[OpCheckResult]:
-    """Check ``paged_decode`` and ``paged_prefill`` with the variants against the float64 reference.
-
-    With ``sliding_window``, the pages wholly before each window's first ``window_tile``-aligned token are
-    filled with NaN before the op runs (the reference reads clean copies), so an op that reads outside the
-    window returns NaN and fails.
-
-    Args:
-        ops: The op module.
-        device: Device of every tensor.
-        dtype: Query and cache dtype.
-        head_dim: Head dimension.
-        block_size: Tokens per block.
-        num_heads: Query heads.
-        num_kv_heads: KV heads.
-        seq_lens: Key positions per sequence (decode: the query is the last; prefill: the last ``q_lens``).
-        q_lens: Prefill queries per sequence, each ``1 <= q_lens[i] <= seq_lens[i]`` (the rest is cached context).
-        sliding_window: Window, or None.
-        logits_soft_cap: Soft cap, or None.
-        alibi: Use random ALiBi slopes in ``[0, 1)``.
-        seed: Random seed.
-        tolerances: Overrides of :data:`DEFAULT_TOLERANCES`.
-        window_tile: Alignment of the first window token an op may read from.
-
-    Returns:
-        The decode and the prefill results.
-
-    Raises:
-        AssertionError: Wrong dtype/shape, non-finite values, or outside tolerance.
-    """
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    num_blocks = sum(math.ceil(n / block_size) for n in seq_lens) + 3
-    arena, kc, vc = make_arena_caches(num_blocks, block_size, num_kv_heads, head_dim, dtype, device, generator=g)
-    clean = arena.clone()
-    table = make_block_tables(seq_lens, block_size, num_blocks, generator=g)
-    slopes = torch.rand(num_heads, generator=g) if alibi else None
-    ref_kw: dict[str, Any] = {
-        "sliding_window": sliding_window, "logits_soft_cap": logits_soft_cap, "alibi_slopes": slopes,
-    }  # fmt: skip
-    op_kw = {k: v for k, v in ref_kw.items() if v is not None}
-    if slopes is not None:
-        op_kw["alibi_slopes"] = slopes.to(device)
-    s = head_dim**-0.5
-    lens = torch.tensor(seq_lens, dtype=torch.int64)
-    cu = torch.tensor([0, *itertools.accumulate(q_lens)], dtype=torch.int64)
-    qd = torch.randn(len(seq_lens), num_heads, head_dim, generator=g).to(dtype=dtype, device=device)
-    qp = torch.randn(sum(q_lens), num_heads, head_dim, generator=g).to(dtype=dtype, device=device)
-    ref_d = reference_paged_decode(qd, kc, vc, table, lens, s, **ref_kw)
-    ref_p = reference_paged_prefill(qp, kc, vc, table, cu, lens, s, **ref_kw)
-    dev = [t.to(device) for t in (table, lens, cu)]
-    case = {
-        "dtype": str(dtype), "head_dim": head_dim, "block_size": block_size, "num_heads": num_heads,
-        "num_kv_heads": num_kv_heads, "seq_lens": seq_lens, "q_lens": q_lens, "sliding_window": sliding_window,
-        "logits_soft_cap": logits_soft_cap, "alibi": alibi,
-    }  # fmt: skip
-    if sliding_window is not None:
-        _poison_below(kc, vc, table, [max(0, n - sliding_window) for n in seq_lens], block_size, window_tile)
-    out_d = ops.paged_decode(qd, kc, vc, dev[0], dev[1], s, **op_kw)
-    arena.copy_(clean)
-    if sliding_window is not None:
-        firsts = [max(0, n - q - sliding_window + 1) for n, q in zip(seq_lens, q_lens)]
-        _poison_below(kc, vc, table, firsts, block_size, window_tile)
-    out_p = ops.paged_prefill(qp, kc, vc, dev[0], dev[2], dev[1], s, **op_kw)
-    return [
-        _graded("paged_decode", case, out_d, ref_d, dtype, tolerances),
-        _graded("paged_prefill", case, out_p, ref_p, dtype, tolerances),
-    ]
+    index = (table, cu, torch.tensor(key_lens, dtype=torch.int64))
+    record = _record(c, q_lens=q_lens, cached_lens=cached_lens)
+    return _run_graded(
+        "paged_prefill", ops.paged_prefill, reference_paged_prefill, c, (q, kc, vc), index, device, record
+    )
 
 
 def check_paged_ops(

@@ -86,8 +86,10 @@ def plan(provider: BackendProvider, quick: bool) -> list[tuple[str, Callable[[],
     if provider.device_type == "cuda":
         from .fused import bench_fused_kernels
         from .paged_attention import bench_paged_attention
+        from .paged_variants import bench_paged_variants
 
         steps.append(("paged attention", partial(bench_paged_attention, provider.device, quick)))
+        steps.append(("paged attention variants", partial(bench_paged_variants, provider.device)))
         steps.append(("fused kernels", partial(bench_fused_kernels, provider.device, quick)))
         from .decode_host import bench_decode_host_cost
 

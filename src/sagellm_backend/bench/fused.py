@@ -29,7 +29,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from .harness import Result, event_trials
+from .harness import Result
+from .timing import event_trials
 
 __all__ = [
     "HIDDEN",

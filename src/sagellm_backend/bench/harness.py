@@ -17,13 +17,13 @@ from typing import Any
 
 from ..api.provider import BackendProvider
 from ..kv.geometry import KVGeometry
+from .timing import event_trials
 
 __all__ = [
     "BENCH_GEOMETRY",
     "BLOCK_TOKENS",
     "GB",
     "Result",
-    "event_trials",
     "fill_random",
     "is_device",
     "median_time",
@@ -146,30 +146,6 @@ def _host_trial(fn: Callable[[], Any], provider: BackendProvider, reps: int) -> 
         fn()
     provider.synchronize()
     return (time.perf_counter() - t0) / reps
-
-
-def event_trials(fn: Callable[[], Any], event_class: Any, reps: int, trials: int) -> list[float]:
-    """Seconds per call of ``trials`` loops of ``reps`` calls, each loop timed by two device events.
-
-    Args:
-        fn: The operation (already warmed up).
-        event_class: The device module's ``Event`` (``torch.cuda.Event`` ...).
-        reps: Calls per loop.
-        trials: Loops.
-
-    Returns:
-        One figure per loop, in order.
-    """
-    start, end = event_class(enable_timing=True), event_class(enable_timing=True)
-    times = []
-    for _ in range(trials):
-        start.record()
-        for _ in range(reps):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3 / reps)
-    return times
 
 
 def median_time(fn: Callable[[], Any], provider: BackendProvider, reps: int, trials: int = 5) -> float:

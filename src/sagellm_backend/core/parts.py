@@ -4,6 +4,7 @@ import this module, never the provider's, and ``vendors/`` stays above ``core/``
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..api.streams import Stream, current_stream
@@ -46,12 +47,13 @@ class VendorFacts(AcceleratorFacts, Protocol):
         """Side-effect-free detection."""
 
 
+@dataclass(eq=False, kw_only=True)
 class ProviderInternals:
     """The parts of one provider (storage, block table, memory ledger, fault hook) and the checks
     its block, copy, migrate and pool bodies share. :class:`~sagellm_backend.core.provider.Provider`
     builds one and hands it to :mod:`.block_ops` and :mod:`.pools`; they use nothing else of it.
 
-    Args:
+    Attributes:
         name: The provider's registry name (for messages).
         device_type: Its device type (the default type of device arguments).
         owner_id: The provider's id (its blocks and streams carry it).
@@ -59,28 +61,24 @@ class ProviderInternals:
         kv_geometry: The KV geometry blocks are sized with.
         max_memory_bytes: Optional cap on what the provider holds on its device.
         faults: Optional fault injection.
+        blocks: The provider's block table (built from ``owner_id``).
+        ledger: Bytes held per device, limited by the storage and ``max_memory_bytes``.
     """
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        device_type: str,
-        owner_id: int,
-        storage: Storage,
-        kv_geometry: KVGeometry,
-        max_memory_bytes: int | None,
-        faults: FaultHook | None,
-    ) -> None:
-        self.name = name
-        self.device_type = device_type
-        self.owner_id = owner_id
-        self.storage = storage
-        self.kv_geometry = kv_geometry
-        self.max_memory_bytes = max_memory_bytes
-        self.faults = faults
-        self.blocks = BlockTable(owner_id)
-        self.ledger = MemoryLedger(lambda d: storage.limit(d, max_memory_bytes))
+    name: str
+    device_type: str
+    owner_id: int
+    storage: Storage
+    kv_geometry: KVGeometry
+    max_memory_bytes: int | None
+    faults: FaultHook | None
+    blocks: BlockTable = field(init=False)
+    ledger: MemoryLedger = field(init=False)
+
+    def __post_init__(self) -> None:
+        storage, cap = self.storage, self.max_memory_bytes
+        self.blocks = BlockTable(self.owner_id)
+        self.ledger = MemoryLedger(lambda d: storage.limit(d, cap))
 
     def reachable_devices(self) -> list[str]:
         """Devices the provider can allocate on and migrate blocks to."""

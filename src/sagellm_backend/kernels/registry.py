@@ -6,6 +6,9 @@ own instance registrations first, then the global registry in the order
 ``(provider name, device type, "*")``; within one target the highest priority wins, and among
 equal priorities the latest registration wins. So a generic torch kernel registered for ``"*"``
 serves every provider until a faster one is registered for ``"cuda"``.
+
+The choice is :func:`sagellm_backend.selection.select` over :class:`KernelChoice` candidates, whose
+priority is ``(target place, priority, registration order)``.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from typing import Any
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, KernelNotFoundError
 from ..protocol import KernelKind, coerce_enum
+from ..selection import rank, select
 
-__all__ = ["KernelEntry", "KernelRegistry", "ProviderKernels", "global_kernels", "register_kernel"]
+__all__ = ["KernelChoice", "KernelEntry", "KernelRegistry", "ProviderKernels", "global_kernels", "register_kernel"]
 
 _order = itertools.count()
 
@@ -44,9 +48,39 @@ class KernelEntry:
     kind: KernelKind | None = None
     seq: int = field(default_factory=lambda: next(_order))
 
-    def sort_key(self) -> tuple[int, int]:
-        """Key sorting best first: priority, then most recent."""
-        return (-self.priority, -self.seq)
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """A registration as a :func:`sagellm_backend.selection.select` candidate of one search.
+
+    Attributes:
+        entry: The registration.
+        place: Rank of its target in the search (0 is searched first), or None when the search skips it.
+    """
+
+    entry: KernelEntry
+    place: int | None
+
+    @property
+    def name(self) -> str:
+        """``target#order``: unique among a kernel's registrations."""
+        return f"{self.entry.target}#{self.entry.seq}"
+
+    @property
+    def priority(self) -> tuple[int, int, int]:
+        """Earlier target first, then higher priority, then the latest registration."""
+        return (-(self.place if self.place is not None else 1 << 30), self.entry.priority, self.entry.seq)
+
+    def why_not(self, request: object) -> str | None:
+        """``None`` when the search covers the registration's target, else which target it is registered for.
+
+        Args:
+            request: The search (appears in messages only).
+
+        Returns:
+            None, or the reason.
+        """
+        return None if self.place is not None else f"registered for target {self.entry.target!r}"
 
 
 def check_kernel_name(name: object) -> str:
@@ -123,7 +157,6 @@ class KernelRegistry:
             bucket = self._entries.setdefault(name, [])
             for target in target_list:
                 bucket.append(KernelEntry(name, impl, target, priority, kind_value))
-            bucket.sort(key=KernelEntry.sort_key)
 
     def unregister(self, name: str, impl: Callable[..., Any] | None = None) -> int:
         """Remove registrations of ``name`` (only those of ``impl`` when given).
@@ -145,6 +178,28 @@ class KernelRegistry:
                 self._entries.pop(name, None)
             return removed
 
+    def choices(self, name: str, search_order: Sequence[str], *, first_place: int = 0) -> list[KernelChoice]:
+        """Every registration of ``name`` as a candidate of a search over ``search_order``.
+
+        Args:
+            name: Kernel name.
+            search_order: Targets in fallback order.
+            first_place: Place of the first target (a search over several registries numbers them on).
+
+        Returns:
+            One choice per registration, in registration order.
+
+        Raises:
+            InvalidArgumentTypeError / InvalidArgumentError: ``name`` is not a non-empty string.
+        """
+        check_kernel_name(name)
+        places: dict[str, int] = {}
+        for i, target in enumerate(search_order, first_place):
+            places.setdefault(target, i)
+        with self._lock:
+            bucket = list(self._entries.get(name, ()))
+        return [KernelChoice(e, places.get(e.target)) for e in bucket]
+
     def candidates(self, name: str, search_order: Sequence[str]) -> list[KernelEntry]:
         """Registrations usable by a provider with this search order, best first.
 
@@ -158,13 +213,7 @@ class KernelRegistry:
         Raises:
             InvalidArgumentTypeError / InvalidArgumentError: ``name`` is not a non-empty string.
         """
-        check_kernel_name(name)
-        with self._lock:
-            bucket = list(self._entries.get(name, ()))
-        out: list[KernelEntry] = []
-        for target in search_order:
-            out.extend(e for e in bucket if e.target == target)
-        return out
+        return [c.entry for c in rank(self.choices(name, search_order)) if c.place is not None]
 
     def names(self) -> list[str]:
         """All registered kernel names, sorted."""
@@ -231,7 +280,11 @@ class ProviderKernels:
         Returns:
             Entries, best first.
         """
-        return self.local.candidates(name, ("local",)) + global_kernels.candidates(name, self.search_order)
+        return [c.entry for c in rank(self._choices(name)) if c.place is not None]
+
+    def _choices(self, name: str) -> list[KernelChoice]:
+        """Local registrations at place 0, then the global ones by ``search_order``."""
+        return self.local.choices(name, ("local",)) + global_kernels.choices(name, self.search_order, first_place=1)
 
     def get(self, name: str) -> Callable[..., Any]:
         """Best implementation of ``name``.
@@ -245,8 +298,8 @@ class ProviderKernels:
         Raises:
             KernelNotFoundError: nothing registered for this provider.
         """
-        found = self.candidates(name)
-        if not found:
+        found = self._choices(name)
+        if all(c.place is None for c in found):
             known = sorted(set(self.local.names()) | set(global_kernels.names()))
             raise KernelNotFoundError(
                 f"Kernel {name!r} not found for targets {list(self.search_order)}. "
@@ -255,7 +308,7 @@ class ProviderKernels:
                 "sagellm_backend.register_kernel(name, impl, targets=[...]).",
                 kernel=name,
             )
-        return found[0].impl
+        return select(found, f"kernel {name!r} for targets {list(self.search_order)}", what="kernel").entry.impl
 
     def kinds(self) -> set[KernelKind]:
         """Kinds of every kernel this provider can resolve."""

@@ -94,6 +94,20 @@ def _heads(label: str, x: Any, tokens: int, head_size: int) -> int:
     return int(shape[1]) // head_size
 
 
+def _tensor(
+    label: str, x: Any, rank: int, shape_text: str, dtypes: frozenset[str], dtypes_text: str
+) -> tuple[int, ...]:
+    """The shape of ``x``, a tensor of ``rank`` dims and a dtype in ``dtypes``, or a typed error."""
+    shape = tuple(getattr(x, "shape", ()))
+    if not hasattr(x, "dtype") or len(shape) != rank:
+        raise InvalidArgumentTypeError(
+            f"rotary_embedding: {label} must be {shape_text}; got {type(x).__name__} of shape {shape}."
+        )
+    if dtype_name(x.dtype) not in dtypes:
+        raise UnsupportedDTypeError(f"rotary_embedding: {label} must be {dtypes_text}; got {dtype_name(x.dtype)}.")
+    return tuple(int(n) for n in shape)
+
+
 def check_rotary(
     positions: Any, query: Any, key: Any, head_size: object, cos_sin_cache: Any, is_neox: object, floats: frozenset[str]
 ) -> RopeShape:
@@ -123,17 +137,7 @@ def check_rotary(
         raise InvalidArgumentTypeError(
             f"rotary_embedding: is_neox must be a bool (True: NeoX/Llama halves, False: GPT-J pairs); got {is_neox!r}."
         )
-    pshape = tuple(getattr(positions, "shape", ()))
-    if not hasattr(positions, "dtype") or len(pshape) != 1:
-        raise InvalidArgumentTypeError(
-            f"rotary_embedding: positions must be a 1-D integer tensor [T]; got {type(positions).__name__} "
-            f"of shape {pshape}."
-        )
-    if dtype_name(positions.dtype) not in INT_DTYPES:
-        raise UnsupportedDTypeError(
-            f"rotary_embedding: positions must be int64 or int32; got {dtype_name(positions.dtype)}."
-        )
-    tokens = int(pshape[0])
+    tokens = _tensor("positions", positions, 1, "a 1-D integer tensor [T]", INT_DTYPES, "int64 or int32")[0]
     q_heads = _heads("query", query, tokens, head_size)
     k_heads = 0 if key is None else _heads("key", key, tokens, head_size)
     qdt = dtype_name(query.dtype)
@@ -143,17 +147,9 @@ def check_rotary(
         raise UnsupportedDTypeError(
             f"rotary_embedding: key dtype {dtype_name(key.dtype)} differs from the query's {qdt}; give both one dtype."
         )
-    cshape = tuple(getattr(cos_sin_cache, "shape", ()))
-    if not hasattr(cos_sin_cache, "dtype") or len(cshape) != 2:
-        raise InvalidArgumentTypeError(
-            f"rotary_embedding: cos_sin_cache must be a 2-D tensor [max_position, rot_dim]; got "
-            f"{type(cos_sin_cache).__name__} of shape {cshape}."
-        )
-    if dtype_name(cos_sin_cache.dtype) not in floats:
-        raise UnsupportedDTypeError(
-            f"rotary_embedding: cos_sin_cache dtype {dtype_name(cos_sin_cache.dtype)} is not one of {sorted(floats)}."
-        )
-    max_position, rot_dim = int(cshape[0]), int(cshape[1])
+    max_position, rot_dim = _tensor(
+        "cos_sin_cache", cos_sin_cache, 2, "a 2-D tensor [max_position, rot_dim]", floats, f"one of {sorted(floats)}"
+    )
     if rot_dim <= 0 or rot_dim % 2 or rot_dim > head_size:
         raise InvalidArgumentError(
             f"rotary_embedding: cos_sin_cache has {rot_dim} columns; rot_dim must be even and in 2..head_size "

@@ -211,12 +211,7 @@ def check_rotary_call(
     for positions in host memory, the range check (device positions are never read back).
 
     Args:
-        positions: Integer ``[T]``.
-        query: ``[T, Hq * head_size]`` or ``[T, Hq, head_size]``.
-        key: Same layout with ``Hkv`` heads, or ``None``.
-        head_size: Dims per head.
-        cos_sin_cache: ``[max_position, rot_dim]``.
-        is_neox: The pairing style.
+        positions, query, key, head_size, cos_sin_cache, is_neox: The call's arguments (:func:`.rope.check_rotary`).
 
     Returns:
         The call's geometry.

@@ -1,0 +1,113 @@
+"""Paged-attention variant rows: a sliding window, and decode over an fp8 KV cache (cases of :mod:`.paged_cases`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .harness import Result
+from .paged_cases import CASES, HEAD_DIM, HKV, PAGE, PagedCase, build_case, measure
+
+__all__ = ["bench_fp8_decode", "bench_paged_variants", "bench_sliding_window"]
+
+
+def bench_sliding_window(device: str = "cuda", *, batch: int = 4, context: int = 32768, window: int = 4096) -> Result:
+    """Decode over ``context`` tokens with a ``window``-token sliding window against decode over ``window`` tokens.
+
+    The ceiling is ``paged_decode`` over exactly the window's keys as a ``window``-token context (the block
+    table's last columns), the baseline the same ``context`` without a window; both use the same pages, so
+    ``extra`` also reports the largest difference between the windowed and the ceiling's output.
+
+    Args:
+        device: CUDA device.
+        batch: Sequences.
+        context: Tokens per sequence (a multiple of the page size).
+        window: Window in tokens (a multiple of the page size).
+
+    Returns:
+        The row, in microseconds per call (lower is better).
+    """
+    from ..attention.paged_triton import paged_decode
+
+    t = build_case(PagedCase("decode", batch, 1, context), device)
+    q, kc, vc, bt, lens, scale = t["q"], t["kc"], t["vc"], t["bt"], t["seq_lens"], t["scale"]
+    tail_bt = bt[:, (context - window) // PAGE :].contiguous()
+    tail_lens = lens.clone().fill_(window)
+    fns: dict[str, Callable[[], Any]] = {
+        "ceiling": lambda: paged_decode(q, kc, vc, tail_bt, tail_lens, scale),
+        "naive": lambda: paged_decode(q, kc, vc, bt, lens, scale),
+        "ours": lambda: paged_decode(q, kc, vc, bt, lens, scale, sliding_window=window),
+    }
+    us = {k: 1e6 * measure(fn) for k, fn in fns.items()}
+    diff = float((fns["ours"]().float() - fns["ceiling"]().float()).abs().max())
+    return Result(
+        "paged attention", f"decode {batch} seqs x {context} tokens, {window}-token sliding window", "us/call",
+        us["ceiling"], us["naive"], us["ours"], {"max abs diff vs window as context x1e3": 1e3 * diff},
+        f"<= 1.3x the time of a {window}-token context", us["ours"] <= 1.3 * us["ceiling"], higher_is_better=False,
+    )  # fmt: skip
+
+
+def bench_fp8_decode(case: PagedCase, device: str = "cuda", kv_cache_dtype: str = "fp8_e4m3") -> Result:
+    """Decode over an fp8 KV cache against the bf16 paged decode of the same case, in one run.
+
+    The fp8 pages are the bf16 pages quantised with per-tensor scales. Times in microseconds per call:
+    the ceiling is half the time of a device copy of the fp8 KV bytes (reading them once at the copy
+    bandwidth, which counts read + written bytes), the baseline the bf16 ``paged_decode``.
+
+    Args:
+        case: A decode case.
+        device: CUDA device.
+        kv_cache_dtype: ``"fp8_e4m3"`` or ``"fp8_e5m2"``.
+
+    Returns:
+        The row (lower is better); ``extra`` has the speed-up over bf16, both bandwidths and the largest
+        difference from the bf16 result.
+    """
+    import torch
+
+    from ..attention.kv_quant import fp8_dtype, quantize
+    from ..attention.paged_triton import paged_decode
+
+    t = build_case(case, device)
+    q, kc, vc, bt, lens, scale = t["q"], t["kc"], t["vc"], t["bt"], t["seq_lens"], t["scale"]
+    fp8 = fp8_dtype(kv_cache_dtype)
+    ks, vs = (c.float().abs().amax().reshape(1) / torch.finfo(fp8).max for c in (kc, vc))
+    n = kc.shape[0]
+    k8, v8 = (
+        quantize(c.reshape(-1, HKV, HEAD_DIM), s_, fp8).view(n, PAGE, HKV, HEAD_DIM) for c, s_ in ((kc, ks), (vc, vs))
+    )
+    read = case.work() / 2  # fp8 bytes of K + V read
+    src = torch.empty(int(read), dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    fns: dict[str, Callable[[], Any]] = {
+        "copy": lambda: dst.copy_(src),
+        "bf16": lambda: paged_decode(q, kc, vc, bt, lens, scale),
+        "fp8": lambda: paged_decode(q, k8, v8, bt, lens, scale, k_scale=ks, v_scale=vs),
+    }
+    sec = {k: measure(fn) for k, fn in fns.items()}
+    copy_bw = 2 * read / sec["copy"]
+    diff = float((fns["fp8"]().float() - fns["bf16"]().float()).abs().max())
+    extra = {
+        "speed-up over bf16": sec["bf16"] / sec["fp8"],
+        "fp8 KV read GB/s": read / sec["fp8"] / 1e9,
+        "copy GB/s (read + written)": copy_bw / 1e9,
+        "max abs diff vs bf16 x1e3": 1e3 * diff,
+    }
+    met = sec["fp8"] * 1.8 <= sec["bf16"] and read / sec["fp8"] >= 0.9 * copy_bw
+    return Result(
+        "paged attention", f"{case.label}, {kv_cache_dtype} KV cache", "us/call", 1e6 * sec["copy"] / 2,
+        1e6 * sec["bf16"], 1e6 * sec["fp8"], extra, ">= 1.8x bf16 paged decode and >= 90% of the copy bandwidth",
+        met, higher_is_better=False,
+    )  # fmt: skip
+
+
+def bench_paged_variants(device: str = "cuda") -> list[Result]:
+    """:func:`bench_sliding_window`, then :func:`bench_fp8_decode` of the decode cases of :data:`.paged_cases.CASES`.
+
+    Args:
+        device: CUDA device.
+
+    Returns:
+        One row each.
+    """
+    return [bench_sliding_window(device), *(bench_fp8_decode(c, device) for c in CASES if c.kind == "decode")]
