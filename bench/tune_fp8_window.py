@@ -18,7 +18,7 @@ import torch
 
 from sagellm_backend.attention import paged_triton as pt
 from sagellm_backend.attention.kv_quant import fp8_dtype, quantize
-from sagellm_backend.bench.paged_attention import CASES, HEAD_DIM, HKV, PAGE, PagedCase, build_case, time_cuda
+from sagellm_backend.bench.paged_cases import CASES, HEAD_DIM, HKV, PAGE, PagedCase, build_case, time_cuda
 
 CONFIGS = [(64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 4, 3), (128, 8, 3), (256, 8, 2)]
 SPLITS: list[int | None] = [None, 16, 32]

@@ -17,7 +17,7 @@ step() { echo "== $(date -u +%H:%M:%S) $1"; }
   $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
   step "GPU tests of this round"
   PYTHONPATH=src timeout 150 $PY -m pytest -q -p no:cacheprovider -rs \
-    tests/gpu/test_decode_graph_gpu.py tests/gpu/test_attention_variants_gpu.py tests/gpu/test_attention_fp8_gpu.py \
+    tests/gpu/test_fused_decode_gpu.py tests/gpu/test_decode_graph_gpu.py tests/gpu/test_attention_variants_gpu.py tests/gpu/test_attention_fp8_gpu.py \
     tests/gpu/test_triton_launch_gpu.py tests/gpu/test_paged_dense_gpu.py tests/gpu/test_pool_fp8_gpu.py \
     tests/gpu/test_rope_gpu.py > "$OUT/pytest_round.txt" 2>&1
   echo "pytest rc=$?: $(tail -1 "$OUT/pytest_round.txt")"
