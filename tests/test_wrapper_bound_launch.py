@@ -41,6 +41,7 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Any:
     from sagellm_backend.attention import paged_triton as pt
     from sagellm_backend.attention import triton_launch as tl
 
+    monkeypatch.setattr(pt, "FUSED_DECODE", True)  # bound launches serve the fused decode (opt-in)
     compiled = _Compiled()
     dispatched: list[dict[str, Any]] = []
 

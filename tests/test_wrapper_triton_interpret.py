@@ -75,7 +75,8 @@ def _checks() -> dict[str, Any]:
 
 def _wrapper_checks() -> list[dict[str, Any]]:
     """PagedAttentionWrapper.run on its Triton path (steered there with CPU tensors) against the same wrapper on
-    the torch ops and the float64 reference: two steps with padding, split decode (128 blocks of 8 positions)."""
+    the torch ops and the float64 reference: two steps with padding, split decode (128 blocks of 8 positions), with
+    the two launches (store, then decode) and with the fused one (``paged_triton.FUSED_DECODE``)."""
     import torch
 
     from sagellm_backend.attention import PagedAttentionWrapper
@@ -87,8 +88,10 @@ def _wrapper_checks() -> list[dict[str, Any]]:
     g = torch.Generator().manual_seed(9)
     rows: list[dict[str, Any]] = []
     slopes = [0.2, -0.1, 0.05, 0.3]
-    for kv, opts in (("auto", {}), ("auto", {"sliding_window": 9, "logits_soft_cap": 3.0, "alibi_slopes": slopes}),
-                     ("fp8_e4m3", {"sliding_window": 20})):  # fmt: skip
+    cases = (("auto", {}), ("auto", {"sliding_window": 9, "logits_soft_cap": 3.0, "alibi_slopes": slopes}),
+             ("fp8_e4m3", {"sliding_window": 20}))  # fmt: skip
+    for fused, (kv, opts) in ((f, c) for f in (False, True) for c in cases):
+        pt.FUSED_DECODE = fused  # the two-launch default, then the opt-in fused launch
         cdt = torch.float16 if kv == "auto" else torch.float8_e4m3fn
         wt, wc = (
             PagedAttentionWrapper(hq, hkv, d, block_size=bs, max_batch=4, max_blocks_per_seq=width, device="cpu",
@@ -117,7 +120,7 @@ def _wrapper_checks() -> list[dict[str, Any]]:
                 alibi_slopes=torch.tensor(slopes) if "alibi_slopes" in opts else None, **sc,
             )  # fmt: skip
             rows.append({
-                "case": f"{kv} {sorted(opts)} n={n}",
+                "case": f"{kv} {sorted(opts)} n={n}", "fused": fused,
                 "err": float((got[:n].double() - ref).abs().max()),
                 "vs_torch": float((got.double() - want.double()).abs().max()),
                 "padding_zero": not bool(got[n:].any()),
@@ -222,7 +225,7 @@ def test_fused_store_and_decode_matches_the_reference_and_the_two_launches(verdi
 
 def test_wrapper_triton_path_matches_its_torch_path_and_the_reference(verdict: dict[str, Any]) -> None:
     rows = verdict["wrapper"]
-    assert len(rows) == 6
+    assert len(rows) == 12 and sorted({r["fused"] for r in rows}) == [False, True]
     for r in rows:
         assert r["padding_zero"] and r["same_cache"], r
         assert r["err"] <= 2e-3, r

@@ -51,8 +51,14 @@ def _wrapper(d: Dims, **opts: Any) -> PagedAttentionWrapper:
 CASES = [(16, {}), (128, {}), (128, {"sliding_window": 100, "kv_cache_dtype": "fp8_e4m3"})]
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["two-launches", "fused"])
 @pytest.mark.parametrize("max_blocks,opts", CASES, ids=["one-split", "split-decode", "window-fp8"])
-def test_graph_replay_equals_eager_with_changing_steps(kernels: Any, max_blocks: int, opts: dict[str, Any]) -> None:
+def test_graph_replay_equals_eager_with_changing_steps(
+    kernels: Any, max_blocks: int, opts: dict[str, Any], fused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sagellm_backend.attention import paged_triton
+
+    monkeypatch.setattr(paged_triton, "FUSED_DECODE", fused)  # the default, and SAGELLM_FUSED_DECODE=1
     d = Dims(layers=3, hidden=256, heads=8, kv_heads=2, head_dim=64, mlp=512, block_size=16, num_blocks=256,
              max_batch=8, max_blocks=max_blocks, max_pos=4096)  # fmt: skip
     dt = torch.bfloat16

@@ -324,7 +324,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         fast_ok = not self.variants.names and self.kv_cache_dtype == "auto"
         if fast_ok and not md.is_prefill and mask is None and plan.token_index is None and plan.tokens:
             launcher = None
-            if impl == "triton":
+            if _fused_decode(ops):
                 from .paged_triton import FusedDecodeLauncher
 
                 launcher = FusedDecodeLauncher()
@@ -354,13 +354,23 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         return out, f"implementation={impl}"
 
 
+def _fused_decode(ops: Any) -> bool:
+    """Whether decode calls on ``ops`` use its fused ``paged_decode_store`` (``paged_triton.FUSED_DECODE``)."""
+    if getattr(ops, "paged_decode_store", None) is None:
+        return False
+    from . import paged_triton  # only the Triton ops have a fused decode
+
+    return paged_triton.FUSED_DECODE
+
+
 def _decode_step(
     ops: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     plan: PagedPlan, scale: float, kw: dict[str, Any],
 ) -> torch.Tensor:  # fmt: skip
-    """Store a decode step's new K/V and attend: one fused launch where the ops have ``paged_decode_store``
-    (Triton), else ``store_kv`` then ``paged_decode``; ``kw`` holds the variants and fp8 scales."""
-    fused = getattr(ops, "paged_decode_store", None)
+    """Store a decode step's new K/V and attend: one fused launch where the ops have ``paged_decode_store`` and
+    it is switched on (:func:`_fused_decode`), else ``store_kv`` then ``paged_decode``; ``kw`` holds the variants
+    and fp8 scales."""
+    fused = getattr(ops, "paged_decode_store", None) if _fused_decode(ops) else None
     if fused is not None:
         out: torch.Tensor = fused(
             q, k, v, k_cache, v_cache, plan.block_tables, plan.key_lens, plan.slot_mapping, scale, **kw

@@ -18,6 +18,7 @@ Imported lazily (it imports torch and triton); runs under ``TRITON_INTERPRET=1``
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from .paged_workspace import DecodeWorkspace
 
 __all__ = [
+    "FUSED_DECODE",
     "DecodeConfig",
     "FusedDecodeLauncher",
     "decode_config",
@@ -60,6 +62,12 @@ __all__ = [
     "variant_args",
 ]
 
+
+#: Whether the paged backend's and the wrapper's decode calls store each sequence's new token inside the decode
+#: launch (:func:`paged_decode_store`, one launch per layer) instead of ``store_kv`` then ``paged_decode`` (two).
+#: Off unless ``SAGELLM_FUSED_DECODE=1`` (read at import): the fused kernel has run under the Triton interpreter
+#: only, not yet on a GPU (docs/GPU_RESULTS.md says what ran where).
+FUSED_DECODE = os.environ.get("SAGELLM_FUSED_DECODE", "0") == "1"
 
 # Zeroed int32 arrival counters for split decode, one buffer per (device, stream): each launch leaves
 # them zero again (the last split of every (sequence, KV head) resets its counter), so launches on one

@@ -347,7 +347,8 @@ class PagedAttentionWrapper:
         v_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One layer: store the step's new K/V at its slots and run paged decode with the wrapper's variants.
-        On CUDA this is one Triton launch (:func:`~.paged_triton.paged_decode_store`): no sync, no allocation
+        On CUDA these are Triton launches (``store_kv``, then ``paged_decode`` over the wrapper's workspace; one
+        fused :func:`~.paged_triton.paged_decode_store` with ``SAGELLM_FUSED_DECODE=1``): no sync, no allocation
         when ``out`` is given, so a CUDA graph may capture it; elsewhere the torch ops store, then decode.
 
         Args:
@@ -423,16 +424,22 @@ class PagedAttentionWrapper:
             out = torch.empty_like(query, memory_format=torch.contiguous_format)
         if b == 0:
             return out
-        if impl == "triton":
-            if self._fused is None:
-                from .paged_triton import FusedDecodeLauncher
-
-                self._fused = FusedDecodeLauncher()
-            return self._fused(  # type: ignore[no-any-return]  # the launcher returns ``out``
-                query, key, value, k_cache, v_cache, out, self._bt, self._kl, self._sl, self.scale, cfg=cfg,
-                workspace=self._workspace, **scales, **self._variant_kw,
-            )  # fmt: skip
         kw = {**self._variant_kw, **scales}
+        if impl == "triton":
+            from . import paged_triton
+
+            if paged_triton.FUSED_DECODE:
+                if self._fused is None:
+                    self._fused = paged_triton.FusedDecodeLauncher()
+                return self._fused(  # type: ignore[no-any-return]  # the launcher returns ``out``
+                    query, key, value, k_cache, v_cache, out, self._bt, self._kl, self._sl, self.scale, cfg=cfg,
+                    workspace=self._workspace, **kw,
+                )  # fmt: skip
+            ops.store_kv(key, value, k_cache, v_cache, self._sl, **scales)
+            return ops.paged_decode(  # type: ignore[no-any-return]  # the op returns ``out``
+                query, k_cache, v_cache, self._bt, self._kl, self.scale, out=out, cfg=cfg, workspace=self._workspace,
+                **kw,
+            )  # fmt: skip
         ops.store_kv(key, value, k_cache, v_cache, self._sl, **scales)
         n = self._real  # torch ops: real rows only (a row without keys has no softmax)
         if n:
