@@ -1,4 +1,5 @@
-"""Paged attention in Triton: K/V store into pages, decode with split-K, and the shared tile loop.
+"""Paged attention in Triton, the launches: K/V store into pages and decode with split-K (the kernels are in
+:mod:`.triton_kernels`, the shared tile loop in :mod:`.triton_tiles`, launch arguments in :mod:`.triton_args`).
 
 Caches are ``[num_blocks, block_size, Hkv, D]`` with the inner three dims contiguous and any
 ``stride(0)``; every kernel takes the strides. Token ``n`` of a sequence lives in page
