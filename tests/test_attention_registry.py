@@ -130,12 +130,18 @@ def test_fp8_caches_on_triton_need_compute_capability_8_9(monkeypatch: pytest.Mo
     fp8 = _req(kv_cache_dtype="fp8_e4m3")
     try:
         for found, want in (((9, 0), "triton"), ((8, 9), "triton"), ((8, 0), "torch"), (None, "torch")):
-            monkeypatch.setattr(registry, "_cuda_capability", lambda found=found: found)
+            monkeypatch.setattr(registry, "_cuda_capability", lambda index, found=found: found)
             registry._select.cache_clear()
             assert select_impl("paged", fp8).name == want, found
             assert select_impl("paged", _req()).name == "triton"  # bf16/fp16 caches need no capability
         monkeypatch.setenv(registry.IMPL_ENV, "triton")
         with pytest.raises(UnsupportedOperationError, match=r"compute capability >= 8.9 \(found none\)"):
             select_impl("paged", fp8)
+        monkeypatch.delenv(registry.IMPL_ENV)
+        cards = {0: (9, 0), 1: (8, 0)}  # a host with two kinds of GPU: the rule follows the tensors' card
+        monkeypatch.setattr(registry, "_cuda_capability", lambda index: cards[index])
+        registry._select.cache_clear()
+        assert select_impl("paged", _req(kv_cache_dtype="fp8_e4m3", device_index=0)).name == "triton"
+        assert select_impl("paged", _req(kv_cache_dtype="fp8_e4m3", device_index=1)).name == "torch"
     finally:
         registry._select.cache_clear()

@@ -110,9 +110,15 @@ def test_consistency_check_is_on_by_default_and_opting_out_is_explicit(monkeypat
     assert CPUBackendProvider().communicator.check_consistency is True
     for bad in ("yes", "false", "2", "x" * 10_000):
         monkeypatch.setenv("SAGELLM_COMM_CHECK", bad)
+        provider = get_provider("cpu")  # a provider that never joins a group does not read the variable
         with pytest.raises(InvalidArgumentError, match=r"SAGELLM_COMM_CHECK=.* must be '0'") as info:
-            get_provider("cpu")
+            provider.communicator.check_consistency  # noqa: B018  # the read is what raises
         assert len(str(info.value)) < 300
+        with pytest.raises(InvalidArgumentError, match=r"SAGELLM_COMM_CHECK=.* must be '0'"):
+            provider.init_process_group(rank=0, world_size=1, init_method="tcp://127.0.0.1:1", timeout=5)
+        import torch.distributed as dist
+
+        assert not dist.is_initialized()  # refused before joining anything
 
 
 def test_code_name_knows_dtypes_this_rank_never_used() -> None:

@@ -262,7 +262,7 @@ def test_forward_fast_path_counts_calls_and_follows_changed_arguments(monkeypatc
     cache = _caches(d, torch.float32, 5)[0]
     reset_attention_diagnostics()
     first = backend.forward(q, k, k, md, kv_cache=cache)
-    assert md.step_memo.get("fast") is not None
+    assert md.step_memo.get(("fast", id(backend))) is not None
     again = backend.forward(q, k, k, md, kv_cache=cache)  # fast path
     assert torch.equal(first, again)
     assert get_attention_diagnostics()["paged:implementation=torch"]["decode_calls"] == 2
@@ -276,6 +276,51 @@ def test_forward_fast_path_counts_calls_and_follows_changed_arguments(monkeypatc
     md.context_lens[0] = 99  # mutated metadata is checked again
     with pytest.raises(InvalidBlockError):
         backend.forward(q, k, k, md, kv_cache=cache)
+
+
+def test_a_failed_decode_leaves_no_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decode that raises records nothing: the next call on the same metadata with another scale is checked
+    and computed with its own scale (it used to reuse the failed call's)."""
+    from sagellm_backend.attention import paged
+
+    d = Dims()
+    backend = PagedAttentionBackend(d.block_size)
+    md = PagedAttentionMetadataBuilder(d.block_size).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(2, d.heads, d.head_dim, generator=g), torch.randn(2, d.kv_heads, d.head_dim, generator=g)
+    cache = _caches(d, torch.float32, 5)[0]
+    real = paged._decode_step
+
+    def fail_once(*args: Any, **kw: Any) -> Any:
+        monkeypatch.setattr(paged, "_decode_step", real)
+        raise RuntimeError("injected launch failure")
+
+    monkeypatch.setattr(paged, "_decode_step", fail_once)
+    with pytest.raises(RuntimeError):
+        backend.forward(q, k, k, md, kv_cache=cache, scale=0.05)
+    assert not [key for key in md.step_memo if isinstance(key[0], str)]
+    got = backend.forward(q, k, k, md, kv_cache=cache)  # default scale D ** -0.5
+    ref = reference_paged_decode(q, *cache, md.block_tables, torch.tensor([4, 7]), d.head_dim**-0.5)
+    assert float((got.double() - ref).abs().max()) < 1e-5
+
+
+def test_backends_sharing_metadata_keep_their_own_fast_paths() -> None:
+    """Two backends (a windowed one and a plain one, as alternating layer types use) on one step's metadata: each
+    keeps its own fast path and result; neither reuses the other's."""
+    d = Dims()
+    plain, windowed = PagedAttentionBackend(d.block_size), PagedAttentionBackend(d.block_size, sliding_window=2)
+    md = PagedAttentionMetadataBuilder(d.block_size).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
+    g = torch.Generator().manual_seed(2)
+    q, k = torch.randn(2, d.heads, d.head_dim, generator=g), torch.randn(2, d.kv_heads, d.head_dim, generator=g)
+    cache = _caches(d, torch.float32, 5)[0]
+    lens, scale = torch.tensor([4, 7]), d.head_dim**-0.5
+    plain.forward(q, k, k, md, kv_cache=cache)  # stores the new token (every later call stores the same values)
+    want_plain = reference_paged_decode(q, *cache, md.block_tables, lens, scale)
+    want_window = reference_paged_decode(q, *cache, md.block_tables, lens, scale, sliding_window=2)
+    for _ in range(3):
+        assert float((plain.forward(q, k, k, md, kv_cache=cache).double() - want_plain).abs().max()) < 1e-5
+        assert float((windowed.forward(q, k, k, md, kv_cache=cache).double() - want_window).abs().max()) < 1e-5
+        assert md.step_memo.get(("fast", id(plain))) is not None  # kept while the other backend ran
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -397,3 +442,22 @@ def test_wrapper_variant_and_scale_errors_are_typed(monkeypatch: pytest.MonkeyPa
     forced.plan([1], [[3]], [13])
     with pytest.raises(UnsupportedOperationError, match="runs on"):
         forced.run(q, k, k, cache)
+
+
+def test_a_refused_run_changes_nothing() -> None:
+    """A run refused for its dtype leaves the wrapper as it was: it has not learnt the refused call's block count,
+    so a valid run on a cache of another size works."""
+    d = Dims()
+    w = _wrapper(d)  # num_blocks learnt from the first accepted run
+    w.plan([3, 5], [[0, 1], [2, 3]], [3, 2 * d.block_size + 5])
+    small = tuple(torch.zeros(5, d.block_size, d.kv_heads, d.head_dim, dtype=torch.int32) for _ in range(2))
+    qi = torch.zeros(2, d.heads, d.head_dim, dtype=torch.int32)
+    ki = torch.zeros(2, d.kv_heads, d.head_dim, dtype=torch.int32)
+    with pytest.raises(UnsupportedDTypeError):
+        w.run(qi, ki, ki, small)
+    g = torch.Generator().manual_seed(4)
+    cache = _caches(d, torch.float32, 6)[0]
+    q, k = torch.randn(2, d.heads, d.head_dim, generator=g), torch.randn(2, d.kv_heads, d.head_dim, generator=g)
+    got = w.run(q, k, k, cache)
+    want = reference_paged_decode(q, *cache, torch.tensor([[0, 1], [2, 3]]), torch.tensor([4, 6]), d.head_dim**-0.5)
+    assert float((got.double() - want).abs().max()) < 1e-5

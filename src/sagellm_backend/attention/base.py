@@ -203,7 +203,8 @@ class AttentionMetadata:
     device: torch.device | str = "cpu"
     cached_lens: list[int] | None = None
     #: What the attention backends keep on a step's metadata: validated paged plans (under their memo keys) and
-    #: a backend's decode fast path (under ``"fast"``). Owned by the backends; engines do not touch it.
+    #: each backend's decode fast path (under ``("fast", id(backend))``, recorded only after a call succeeded).
+    #: Owned by the backends; engines do not touch it.
     step_memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

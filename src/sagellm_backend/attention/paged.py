@@ -61,8 +61,13 @@ def select_paged_ops(
         UnsupportedOperationError: No implementation (or not the forced one) supports the call; the message
             says what each supports.
     """
+    index = None
+    if kv_cache_dtype != "auto" and device.type == "cuda":  # fp8 support depends on the card the tensors are on
+        import torch
+
+        index = device.index if device.index is not None else torch.cuda.current_device()
     request = AttentionRequest(
-        device.type, str(dtype).removeprefix("torch."), head_dim, block_size, kv_cache_dtype, variants
+        device.type, str(dtype).removeprefix("torch."), head_dim, block_size, kv_cache_dtype, variants, index
     )
     impl = select_impl("paged", request)
     return impl.load_ops(), impl.name
@@ -219,7 +224,8 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             UnsupportedDTypeError: Mixed or non-float dtypes.
             InvalidDeviceError: Tensors on different devices.
         """
-        f = attn_metadata.step_memo.get("fast") if isinstance(attn_metadata, AttentionMetadata) else None
+        memo = attn_metadata.step_memo if isinstance(attn_metadata, AttentionMetadata) else None
+        f = None if memo is None else memo.get(("fast", id(self)))
         if (
             f is not None and f.owner is self and attn_mask is None and k_scale is None and v_scale is None
             and _same_call(f, query, key, value, attn_metadata, kv_cache, scale)
@@ -241,9 +247,9 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         out, record = self._checked_forward(
             query, key, value, attn_metadata, kv_cache, scale, attn_mask, k_scale=k_scale, v_scale=v_scale
         )
-        f = attn_metadata.step_memo.get("fast")
-        if f is not None and f.record is None:  # set by this call's _attend
-            attn_metadata.step_memo["fast"] = f._replace(scale_arg=scale, record=record)
+        pending = attn_metadata.step_memo.pop(("fast-pending", id(self)), None)  # left by this call's _attend
+        if pending is not None and pending.owner is self:  # the call succeeded: later layers may reuse it
+            attn_metadata.step_memo[("fast", id(self))] = pending._replace(scale_arg=scale, record=record)
         return out
 
     @property
@@ -320,21 +326,22 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out: torch.Tensor
         dense = None
-        md.step_memo.pop("fast", None)
-        fast_ok = not self.variants.names and self.kv_cache_dtype == "auto"
-        if fast_ok and not md.is_prefill and mask is None and plan.token_index is None and plan.tokens:
-            launcher = None
-            if _fused_decode(ops):
-                from .paged_triton import FusedDecodeLauncher
-
-                launcher = FusedDecodeLauncher()
-            md.step_memo["fast"] = _FastDecode(
-                self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
-                tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),
-                os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None, launcher,
-            )  # fmt: skip
+        md.step_memo.pop(("fast", id(self)), None)
+        md.step_memo.pop(("fast-pending", id(self)), None)
         if plan.tokens and not md.is_prefill:
             out = _decode_step(ops, q, k, v, k_cache, v_cache, plan, s, kw)
+            fast_ok = not self.variants.names and self.kv_cache_dtype == "auto"
+            if fast_ok and mask is None and plan.token_index is None:  # forward keeps it once the call succeeded
+                launcher = None
+                if _fused_decode(ops):
+                    from .paged_triton import FusedDecodeLauncher
+
+                    launcher = FusedDecodeLauncher()
+                md.step_memo[("fast-pending", id(self))] = _FastDecode(
+                    self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
+                    tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),
+                    os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None, launcher,
+                )  # fmt: skip
         elif plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **store_kw)
             if not self.variants.names and dense_prefill_applies(md.is_prefill, md.cached_lens, q, k_cache):

@@ -220,7 +220,9 @@ def plan_paged_call(
         cu_seqlens_q=cu, token_index=index, tokens=sum(md.seq_lens), max_key_len=max(key_lens, default=0),
         keep=(md.block_tables, md.slot_mapping, attn_mask),
     )  # fmt: skip
-    if len(md.step_memo) >= 5:  # up to four plans and the fast path
-        md.step_memo.clear()
+    plans = [key for key in md.step_memo if not isinstance(key[0], str)]  # not the backends' fast paths
+    if len(plans) >= 4:
+        for key in plans:
+            del md.step_memo[key]
     md.step_memo[memo] = plan
     return plan

@@ -292,11 +292,15 @@ class FusedDecodeLauncher:
         ids = tuple(map(id, live))
         alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))  # a tensor in two roles
         # Ids of tensors a binding holds (plan tensors, workspace buffers, slopes) stay theirs while it lives.
-        ws = None
         if workspace is not None:
-            ws = (id(workspace.partial_out), id(workspace.partial_lse), id(workspace.counters))
+            ws: tuple[Any, ...] = (id(workspace.partial_out), id(workspace.partial_lse), id(workspace.counters))
+        elif query.is_cuda:  # split buffers and counters of its own: one binding per stream, none shared by a graph
+            ws = (torch.cuda.current_stream(query.device).cuda_stream, torch.cuda.is_current_stream_capturing())
+        else:
+            ws = ()
         sig = (
-            query.shape[0], query.dtype, k_cache.dtype, query.stride(), key.stride(), value.stride(),
+            query.shape[0], query.dtype, query.device, k_cache.shape[0], k_cache.dtype, out.dtype,
+            query.stride(), key.stride(), value.stride(),
             k_cache.stride(), v_cache.stride(), out.stride(), alias, id(block_tables), id(seq_lens),
             id(slot_mapping), ws, cfg, scale, *variants.items(), *[(t.shape, t.stride()) for t in live[6:]],
         )  # fmt: skip

@@ -97,6 +97,8 @@ class AttentionRequest:
         block_size: Cache block size, or None for a call without a paged cache.
         kv_cache_dtype: One of :data:`KV_CACHE_DTYPES`.
         variants: Names of the variants in use (:data:`ATTENTION_VARIANTS`).
+        device_index: The device's ordinal where a rule depends on the card (fp8's compute capability), else None
+            (the current device).
     """
 
     device_type: str
@@ -105,6 +107,7 @@ class AttentionRequest:
     block_size: int | None = None
     kv_cache_dtype: str = "auto"
     variants: frozenset[str] = field(default_factory=frozenset)
+    device_index: int | None = None
 
     def __str__(self) -> str:
         parts = [f"device {self.device_type}", f"dtype {self.dtype}", f"head size {self.head_size}"]
@@ -188,7 +191,7 @@ class AttentionImpl:
         if extra:
             return f"variants {list(self.variants)}, not {extra}"
         if r.kv_cache_dtype != "auto" and self.fp8_min_capability is not None:
-            found = _cuda_capability()
+            found = _cuda_capability(r.device_index)
             if found is None or found < self.fp8_min_capability:
                 need = ".".join(map(str, self.fp8_min_capability))
                 return f"fp8 KV caches need an NVIDIA GPU of compute capability >= {need} (found {found or 'none'})"
@@ -288,15 +291,15 @@ ATTENTION_IMPLS: tuple[AttentionImpl, ...] = (
 )  # fmt: skip
 
 
-def _cuda_capability() -> tuple[int, int] | None:
-    """The current NVIDIA GPU's compute capability, or None (no CUDA, or a ROCm build)."""
+def _cuda_capability(index: int | None = None) -> tuple[int, int] | None:
+    """The compute capability of NVIDIA GPU ``index`` (None: the current one), or None (no CUDA, or a ROCm build)."""
     try:
         import torch
     except ImportError:
         return None
     if torch.version.hip is not None or not torch.cuda.is_available():
         return None
-    major, minor = torch.cuda.get_device_capability()
+    major, minor = torch.cuda.get_device_capability(index)
     return int(major), int(minor)
 
 

@@ -416,10 +416,10 @@ class PagedAttentionWrapper:
         scales = check_scales(self.kv_cache_dtype, k_scale, v_scale, self.num_kv_heads, query.device)
         if fp8 is not None and cdt != fp8:
             k_cache, v_cache = k_cache.view(fp8), v_cache.view(fp8)
+        found = self._ops.get(dt)
+        ops, impl, cfg = found if found is not None else self._select(query)  # raises before any state changes
         if self._num_blocks != k_cache.shape[0] or self._clamp_pending:
             self._bind_cache(k_cache)
-        found = self._ops.get(dt)
-        ops, impl, cfg = found if found is not None else self._select(query)
         if out is None:
             out = torch.empty_like(query, memory_format=torch.contiguous_format)
         if b == 0:

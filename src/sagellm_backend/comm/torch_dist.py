@@ -83,7 +83,7 @@ class TorchCommunicator(Communicator):
         self.device_index = device_index
         self.default_backend = default_backend
         self.timeout_s: float | None = None
-        self.check_consistency = check_consistency_flag(None)
+        self._check: bool | None = None  # None: SAGELLM_COMM_CHECK decides when a group is joined or used
         # Weak references (``_ref``): a process group this communicator kept alive would outlive
         # destroy_process_group() with its gloo threads running, and a gloo thread that releases
         # a tensor while the interpreter exits aborts the process (SIGABRT, "terminate called
@@ -102,6 +102,23 @@ class TorchCommunicator(Communicator):
         import torch.distributed as dist
 
         return bool(dist.is_available() and dist.is_backend_available(self.default_backend))
+
+    @property
+    def check_consistency(self) -> bool:
+        """Whether each collective exchanges a fingerprint of its arguments first: the ``check_consistency`` given to
+        :meth:`init_process_group` (or set here), else ``SAGELLM_COMM_CHECK`` (default on), read at first use, so a
+        provider that never runs a collective does not depend on the variable.
+
+        Raises:
+            InvalidArgumentError: ``SAGELLM_COMM_CHECK`` is neither ``0`` nor ``1``.
+        """
+        if self._check is None:
+            self._check = check_consistency_flag(None)
+        return self._check
+
+    @check_consistency.setter
+    def check_consistency(self, value: bool) -> None:
+        self._check = check_consistency_flag(value)
 
     # ------------------------------------------------------------- group setup
     def init_process_group(
@@ -128,7 +145,7 @@ class TorchCommunicator(Communicator):
             blocking_wait=blocking_wait,
         )
         if check_consistency is not None:
-            self.check_consistency = check
+            self._check = check
 
     @property
     def _is_initialized(self) -> bool:
