@@ -14,60 +14,13 @@ for float8_e5m2. Numerics (round to nearest even, saturation, NaN, inf and -0.0)
 
 from __future__ import annotations
 
-from .bf16 import (
-    bfloat16_bits_to_float32_numpy,
-    bfloat16_bits_to_float32_torch,
-    float32_to_bfloat16_bits_numpy,
-    float32_to_bfloat16_bits_torch,
-)
-from .fp8 import (
-    FP8_E4M3_MAX,
-    FP8_E5M2_MAX,
-    FP8_FORMATS,
-    FP8_MIN_SCALE,
-    FP8Format,
-    FP8QuantizationParams,
-    compute_fp8_quantization_params_numpy,
-    decode_fp8_e4m3_numpy,
-    decode_fp8_e5m2_numpy,
-    encode_fp8_e4m3_numpy,
-    encode_fp8_e5m2_numpy,
-    fp8_decode_table,
-    fp8_e4m3_decode_table,
-    fp8_format,
-    quantize_to_fp8_numpy,
-)
-from .fp8_torch import (
-    _decode_fp8_e4m3_torch,
-    clear_decode_tables,
-    decode_fp8_e4m3_torch,
-    decode_fp8_e5m2_torch,
-    quantize_to_fp8_torch,
-)
+# Each module's __all__ is the one list of its public names; this package re-exports them all.
+from . import bf16, fp8, fp8_torch
+from .bf16 import *  # noqa: F403
+from .fp8 import *  # noqa: F403
+from .fp8_torch import *  # noqa: F403
 
-__all__ = [
-    "FP8_E4M3_MAX",
-    "FP8_E5M2_MAX",
-    "FP8_FORMATS",
-    "FP8_MIN_SCALE",
-    "FP8Format",
-    "FP8QuantizationParams",
-    "_decode_fp8_e4m3_torch",
-    "bfloat16_bits_to_float32_numpy",
-    "bfloat16_bits_to_float32_torch",
-    "clear_decode_tables",
-    "compute_fp8_quantization_params_numpy",
-    "decode_fp8_e4m3_numpy",
-    "decode_fp8_e4m3_torch",
-    "decode_fp8_e5m2_numpy",
-    "decode_fp8_e5m2_torch",
-    "encode_fp8_e4m3_numpy",
-    "encode_fp8_e5m2_numpy",
-    "float32_to_bfloat16_bits_numpy",
-    "float32_to_bfloat16_bits_torch",
-    "fp8_decode_table",
-    "fp8_e4m3_decode_table",
-    "fp8_format",
-    "quantize_to_fp8_numpy",
-    "quantize_to_fp8_torch",
-]
+__all__: list[str] = []
+__all__ += bf16.__all__
+__all__ += fp8.__all__
+__all__ += fp8_torch.__all__

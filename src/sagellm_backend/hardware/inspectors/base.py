@@ -35,7 +35,7 @@ class FunctionalResult:
     device_names: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VendorFacts:
     """Where one vendor's devices, driver, tools and torch extension show up.
 
@@ -66,19 +66,19 @@ class VendorFacts:
     label: str
     device_node_patterns: tuple[str, ...]
     node_hint: str
-    control_nodes: tuple[str, ...]
-    pci_vendor_ids: tuple[str, ...]
-    pci_class_prefixes: tuple[str, ...]
-    kernel_modules: tuple[str, ...]
-    driver_version_files: tuple[tuple[str, str], ...]
-    driver_paths: tuple[str, ...]
-    tools: tuple[tuple[str, tuple[str, ...]], ...]
-    extension_module: str | None
-    extension_distribution: str | None
-    torch_build_kind: str | None
-    visibility_env: tuple[str, ...]
-    toolkit_env: tuple[str, ...]
-    toolkit_hint: str
+    control_nodes: tuple[str, ...] = ()
+    pci_vendor_ids: tuple[str, ...] = ()
+    pci_class_prefixes: tuple[str, ...] = ()
+    kernel_modules: tuple[str, ...] = ()
+    driver_version_files: tuple[tuple[str, str], ...] = ()
+    driver_paths: tuple[str, ...] = ()
+    tools: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    extension_module: str | None = None
+    extension_distribution: str | None = None
+    torch_build_kind: str | None = None
+    visibility_env: tuple[str, ...] = ()
+    toolkit_env: tuple[str, ...] = ()
+    toolkit_hint: str = ""
     install_hint: str
     driver_hint: str
     functional: Callable[[], FunctionalResult]
