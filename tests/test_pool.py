@@ -166,6 +166,32 @@ def test_swap_out_in_roundtrip_bit_exact(provider) -> None:
         pool.swap_in(swapped, dst[:3])
 
 
+def test_a_released_swap_buffer_outlives_a_pending_swap_in(provider) -> None:
+    """release() right after an asynchronous swap_in: the next swap_out of the same size must not reuse (and
+    overwrite) the host buffer the swap-in has not read yet."""
+    pool = provider.create_kv_pool(40, block_size=4, dtype=DType.BF16)
+    ids = pool.allocate(8)
+    data = [os.urandom(pool.block_nbytes) for _ in ids]
+    for i, d in zip(ids, data):
+        pool.write_block(i, d)
+    swapped = pool.swap_out(ids)
+    pool.free(ids)
+    s = provider.create_stream()
+    gate = threading.Event()
+    s.submit(gate.wait, 10.0)  # the swap-in below stays queued until the gate opens
+    dst = pool.allocate(8)
+    pool.swap_in(swapped, dst, stream=s)
+    swapped.release()
+    others = pool.allocate(8)
+    for i in others:
+        pool.write_block(i, b"\xff" * pool.block_nbytes)
+    later = pool.swap_out(others)  # synchronous: writes whichever host buffer it takes now
+    gate.set()
+    s.synchronize()
+    assert [pool.read_block(i) for i in dst] == data
+    later.release()
+
+
 def test_swap_in_allocation_is_atomic(provider) -> None:
     pool = provider.create_kv_pool(6, block_size=2)
     ids = pool.allocate(4)

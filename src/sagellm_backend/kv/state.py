@@ -228,6 +228,7 @@ class PoolState:
                 swapped.wait()
             self.host.fault("transfer")
             self.mover.scatter(self.arena, dst, swapped.data, s)
+            swapped.read_by(self.mover.record(s))  # its host buffer is not reused before this copy read it
         except BaseException:
             if fresh is not None:
                 self.give_back(*fresh)

@@ -22,7 +22,7 @@ class HostBufferCache:
     def __init__(self, keep: int = 2) -> None:
         self.keep = keep
         self._lock = threading.Lock()
-        self._free: dict[tuple[int, ...], list[tuple[Any, Event | None]]] = {}
+        self._free: dict[tuple[int, ...], list[tuple[Any, tuple[Event, ...]]]] = {}
 
     def take(self, shape: tuple[int, ...]) -> Any:
         """A recycled buffer of ``shape`` whose last copy has finished, or ``None``.
@@ -36,18 +36,18 @@ class HostBufferCache:
         with self._lock:
             bucket = self._free.get(shape) or []
             for k, (buf, ready) in enumerate(bucket):
-                if ready is None or ready.query():  # never block: a busy buffer is skipped
+                if all(e.query() for e in ready):  # never block: a busy buffer is skipped
                     del bucket[k]
                     return buf
             return None
 
-    def give(self, shape: tuple[int, ...], buf: Any, ready: Event | None = None) -> None:
-        """Return a buffer for reuse once ``ready`` (the event of its last copy) has completed.
+    def give(self, shape: tuple[int, ...], buf: Any, ready: tuple[Event, ...] = ()) -> None:
+        """Return a buffer for reuse once every event of ``ready`` (after each copy into or out of it) completed.
 
         Args:
             shape: The buffer shape.
             buf: The buffer.
-            ready: Event after the last copy into it, or ``None`` when it is idle.
+            ready: Events after the copies that use it; empty when it is idle.
         """
         with self._lock:
             bucket = self._free.setdefault(shape, [])
@@ -95,6 +95,7 @@ class SwappedBlocks:
         self.data = data
         self.block_ids = list(block_ids)
         self.event = event
+        self._readers: list[Event] = []  # events after the swap-ins that read ``data`` on a stream
         self._block_nbytes = block_nbytes
         self._buffers = buffers
         self._lock = threading.Lock()
@@ -107,14 +108,25 @@ class SwappedBlocks:
     def release(self) -> None:
         """Give the host buffer back for reuse (``data`` must not be used afterwards). Idempotent.
 
-        Does not wait: the buffer is reused only once the swap-out copy has finished. A copy that
-        failed is not reported here (nothing will read the buffer); :meth:`wait` and the stream's
-        ``synchronize`` report it.
+        Does not wait: the buffer is reused only once the swap-out copy and every swap-in that reads it
+        on a stream have finished. A copy that failed is not reported here (nothing will read the
+        buffer); :meth:`wait` and the stream's ``synchronize`` report it.
         """
         with self._lock:
             data, self.data = self.data, None
+            readers, self._readers = tuple(self._readers), []
         if data is not None:
-            self._buffers.give(tuple(data.shape), data, self.event)
+            self._buffers.give(tuple(data.shape), data, (*(() if self.event is None else (self.event,)), *readers))
+
+    def read_by(self, event: Event | None) -> None:
+        """Note a copy out of ``data`` (a swap-in on a stream) that a released buffer must outlive.
+
+        Args:
+            event: Event after the copy, or ``None`` when it ran synchronously.
+        """
+        if event is not None:
+            with self._lock:
+                self._readers.append(event)
 
     @property
     def num_blocks(self) -> int:
