@@ -103,16 +103,18 @@ def test_consistency_check_is_on_by_default_and_opting_out_is_explicit(monkeypat
     from sagellm_backend import CPUBackendProvider, get_provider
 
     monkeypatch.delenv("SAGELLM_COMM_CHECK", raising=False)
-    assert CPUBackendProvider().communicator.check_consistency is True
+    comm = CPUBackendProvider().communicator
+    assert comm.check_consistency is None  # undecided until a group is joined or a collective runs
+    assert comm._checking() is True and comm.check_consistency is True
     monkeypatch.setenv("SAGELLM_COMM_CHECK", "0")
-    assert CPUBackendProvider().communicator.check_consistency is False
+    assert CPUBackendProvider().communicator._checking() is False
     monkeypatch.setenv("SAGELLM_COMM_CHECK", " 1 ")
-    assert CPUBackendProvider().communicator.check_consistency is True
+    assert CPUBackendProvider().communicator._checking() is True
     for bad in ("yes", "false", "2", "x" * 10_000):
         monkeypatch.setenv("SAGELLM_COMM_CHECK", bad)
         provider = get_provider("cpu")  # a provider that never joins a group does not read the variable
         with pytest.raises(InvalidArgumentError, match=r"SAGELLM_COMM_CHECK=.* must be '0'") as info:
-            provider.communicator.check_consistency  # noqa: B018  # the read is what raises
+            provider.communicator._checking()  # what every collective asks first
         assert len(str(info.value)) < 300
         with pytest.raises(InvalidArgumentError, match=r"SAGELLM_COMM_CHECK=.* must be '0'"):
             provider.init_process_group(rank=0, world_size=1, init_method="tcp://127.0.0.1:1", timeout=5)

@@ -83,7 +83,7 @@ class TorchCommunicator(Communicator):
         self.device_index = device_index
         self.default_backend = default_backend
         self.timeout_s: float | None = None
-        self._check: bool | None = None  # None: SAGELLM_COMM_CHECK decides when a group is joined or used
+        self.check_consistency: bool | None = None  # None: SAGELLM_COMM_CHECK decides when a group is joined or used
         # Weak references (``_ref``): a process group this communicator kept alive would outlive
         # destroy_process_group() with its gloo threads running, and a gloo thread that releases
         # a tensor while the interpreter exits aborts the process (SIGABRT, "terminate called
@@ -103,22 +103,17 @@ class TorchCommunicator(Communicator):
 
         return bool(dist.is_available() and dist.is_backend_available(self.default_backend))
 
-    @property
-    def check_consistency(self) -> bool:
-        """Whether each collective exchanges a fingerprint of its arguments first: the ``check_consistency`` given to
-        :meth:`init_process_group` (or set here), else ``SAGELLM_COMM_CHECK`` (default on), read at first use, so a
-        provider that never runs a collective does not depend on the variable.
+    def _checking(self) -> bool:
+        """Whether this collective exchanges a fingerprint of its arguments first: ``check_consistency`` as given to
+        :meth:`init_process_group` or set on the communicator, else ``SAGELLM_COMM_CHECK`` (default on), read at
+        first use, so a provider that never runs a collective does not depend on the variable.
 
         Raises:
             InvalidArgumentError: ``SAGELLM_COMM_CHECK`` is neither ``0`` nor ``1``.
         """
-        if self._check is None:
-            self._check = check_consistency_flag(None)
-        return self._check
-
-    @check_consistency.setter
-    def check_consistency(self, value: bool) -> None:
-        self._check = check_consistency_flag(value)
+        if self.check_consistency is None:
+            self.check_consistency = check_consistency_flag(None)
+        return self.check_consistency
 
     # ------------------------------------------------------------- group setup
     def init_process_group(
@@ -144,8 +139,8 @@ class TorchCommunicator(Communicator):
             timeout=timeout,
             blocking_wait=blocking_wait,
         )
-        if check_consistency is not None:
-            self._check = check
+        if check_consistency is not None or self.check_consistency is None:
+            self.check_consistency = check
 
     @property
     def _is_initialized(self) -> bool:
@@ -288,7 +283,7 @@ class TorchCommunicator(Communicator):
             return t
         dist = du.dist()
         handle, size, _ = self._group(group)
-        if self.check_consistency:
+        if self._checking():
             self._consistency("all_reduce", t, list(ReduceOp).index(rop), handle, size)
         if rop is ReduceOp.AVG and self._backend_name(handle) != "nccl":
             import torch
@@ -315,7 +310,7 @@ class TorchCommunicator(Communicator):
             out[0].copy_(t)
             return out
         handle, size, _ = self._group(group)
-        if self.check_consistency:
+        if self._checking():
             self._consistency("all_gather", t, 0, handle, size)
         if out is None:
             out = torch.empty((size, *t.shape), dtype=t.dtype, device=t.device)
@@ -358,7 +353,7 @@ class TorchCommunicator(Communicator):
         handle = self._group(group)[0]
         rop = coerce_enum(ReduceOp, op, what="reduce op")
         if self._backend_name(handle) in ("nccl", "hccl") and rop is not ReduceOp.AVG:
-            if self.check_consistency:
+            if self._checking():
                 self._consistency("reduce_scatter", t, list(ReduceOp).index(rop), handle, size)
             dist = du.dist()
             native = {
@@ -383,7 +378,7 @@ class TorchCommunicator(Communicator):
         if group is None and self._world() is None:
             return t
         handle, size, _ = self._group(group)
-        if self.check_consistency:
+        if self._checking():
             self._consistency("broadcast", t, src, handle, size)
         self._run("broadcast", du.dist().broadcast, t, src=src, group=handle)
         return t
