@@ -223,7 +223,7 @@ def test_plan_is_reused_across_layers_and_revalidated_after_mutation() -> None:
     q, k = torch.randn(2, 2, d), torch.randn(2, 2, d)
     for _ in range(3):  # three layers, each with its own cache
         backend.forward(q, k, k, md, kv_cache=(torch.zeros(5, bs, 2, d), torch.zeros(5, bs, 2, d)))
-    assert len([key for key in md.step_memo if not isinstance(key[0], str)]) == 1  # one plan shared by the layers
+    assert len(md.step_plans) == 1  # one plan shared by the layers
     md.slot_mapping[0] = 0  # in place: version counter moves, so the call is validated again
     cache = (torch.zeros(5, bs, 2, d), torch.zeros(5, bs, 2, d))
     with pytest.raises(ValueError, match="slot_mapping"):

@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 
 from decode_step_model import Dims, decode_step, make_weights, rope_torch, step_batch  # noqa: E402
 from sagellm_backend.attention import (  # noqa: E402
+    AttentionMetadata,
     PagedAttentionBackend,
     PagedAttentionMetadataBuilder,
     PagedAttentionWrapper,
@@ -253,16 +254,21 @@ def test_constructor_rejects_bad_arguments(kw: dict[str, Any], err: type) -> Non
         PagedAttentionWrapper(**args)
 
 
-def test_forward_fast_path_counts_calls_and_follows_changed_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+def _decode_case(seed: int) -> tuple[Dims, AttentionMetadata, Any, Any, tuple[Any, Any]]:
+    """A two-sequence decode step (3 and 6 cached tokens) on fp32 caches: ``(dims, metadata, q, k, (K, V))``."""
     d = Dims()
-    backend = PagedAttentionBackend(d.block_size)
     md = PagedAttentionMetadataBuilder(d.block_size).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     q, k = torch.randn(2, d.heads, d.head_dim, generator=g), torch.randn(2, d.kv_heads, d.head_dim, generator=g)
-    cache = _caches(d, torch.float32, 5)[0]
+    return d, md, q, k, _caches(d, torch.float32, 5)[0]
+
+
+def test_forward_fast_path_counts_calls_and_follows_changed_arguments() -> None:
+    d, md, q, k, cache = _decode_case(0)
+    backend = PagedAttentionBackend(d.block_size)
     reset_attention_diagnostics()
     first = backend.forward(q, k, k, md, kv_cache=cache)
-    assert md.step_memo.get(("fast", id(backend))) is not None
+    assert md.step_fast_paths.get((id(backend), "ready")) is not None
     again = backend.forward(q, k, k, md, kv_cache=cache)  # fast path
     assert torch.equal(first, again)
     assert get_attention_diagnostics()["paged:implementation=torch"]["decode_calls"] == 2
@@ -283,12 +289,8 @@ def test_a_failed_decode_leaves_no_fast_path(monkeypatch: pytest.MonkeyPatch) ->
     and computed with its own scale (it used to reuse the failed call's)."""
     from sagellm_backend.attention import paged
 
-    d = Dims()
+    d, md, q, k, cache = _decode_case(1)
     backend = PagedAttentionBackend(d.block_size)
-    md = PagedAttentionMetadataBuilder(d.block_size).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
-    g = torch.Generator().manual_seed(1)
-    q, k = torch.randn(2, d.heads, d.head_dim, generator=g), torch.randn(2, d.kv_heads, d.head_dim, generator=g)
-    cache = _caches(d, torch.float32, 5)[0]
     real = paged._decode_step
 
     def fail_once(*args: Any, **kw: Any) -> Any:
@@ -298,7 +300,7 @@ def test_a_failed_decode_leaves_no_fast_path(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(paged, "_decode_step", fail_once)
     with pytest.raises(RuntimeError):
         backend.forward(q, k, k, md, kv_cache=cache, scale=0.05)
-    assert not [key for key in md.step_memo if isinstance(key[0], str)]
+    assert not md.step_fast_paths
     got = backend.forward(q, k, k, md, kv_cache=cache)  # default scale D ** -0.5
     ref = reference_paged_decode(q, *cache, md.block_tables, torch.tensor([4, 7]), d.head_dim**-0.5)
     assert float((got.double() - ref).abs().max()) < 1e-5
@@ -307,12 +309,8 @@ def test_a_failed_decode_leaves_no_fast_path(monkeypatch: pytest.MonkeyPatch) ->
 def test_backends_sharing_metadata_keep_their_own_fast_paths() -> None:
     """Two backends (a windowed one and a plain one, as alternating layer types use) on one step's metadata: each
     keeps its own fast path and result; neither reuses the other's."""
-    d = Dims()
+    d, md, q, k, cache = _decode_case(2)
     plain, windowed = PagedAttentionBackend(d.block_size), PagedAttentionBackend(d.block_size, sliding_window=2)
-    md = PagedAttentionMetadataBuilder(d.block_size).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
-    g = torch.Generator().manual_seed(2)
-    q, k = torch.randn(2, d.heads, d.head_dim, generator=g), torch.randn(2, d.kv_heads, d.head_dim, generator=g)
-    cache = _caches(d, torch.float32, 5)[0]
     lens, scale = torch.tensor([4, 7]), d.head_dim**-0.5
     plain.forward(q, k, k, md, kv_cache=cache)  # stores the new token (every later call stores the same values)
     want_plain = reference_paged_decode(q, *cache, md.block_tables, lens, scale)
@@ -320,7 +318,7 @@ def test_backends_sharing_metadata_keep_their_own_fast_paths() -> None:
     for _ in range(3):
         assert float((plain.forward(q, k, k, md, kv_cache=cache).double() - want_plain).abs().max()) < 1e-5
         assert float((windowed.forward(q, k, k, md, kv_cache=cache).double() - want_window).abs().max()) < 1e-5
-        assert md.step_memo.get(("fast", id(plain))) is not None  # kept while the other backend ran
+        assert md.step_fast_paths.get((id(plain), "ready")) is not None  # kept while the other backend ran
 
 
 VARIANTS: dict[str, dict[str, Any]] = {

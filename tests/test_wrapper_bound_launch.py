@@ -193,7 +193,7 @@ def test_forward_fast_path_binds_the_fused_launch(rig: Any, monkeypatch: pytest.
     for seed in range(4):
         q, k, v, cache, _ = _tensors(2, seed)
         out = backend.forward(q, k, v, md, kv_cache=cache)
-        f = md.step_memo.get(("fast", id(backend)))
+        f = md.step_fast_paths.get((id(backend), "ready"))
         assert f is not None and f.launcher is not None
         plan = f.plan
         grid, args, kw = pt.decode_launch_args(

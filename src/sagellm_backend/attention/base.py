@@ -202,10 +202,12 @@ class AttentionMetadata:
     attn_type: str = "decoder"
     device: torch.device | str = "cpu"
     cached_lens: list[int] | None = None
-    #: What the attention backends keep on a step's metadata: validated paged plans (under their memo keys) and
-    #: each backend's decode fast path (under ``("fast", id(backend))``, recorded only after a call succeeded).
-    #: Owned by the backends; engines do not touch it.
-    step_memo: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: Validated paged plans of this step, under their memo keys (:mod:`.paged_plan`). Owned by the backends;
+    #: engines do not touch it.
+    step_plans: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    #: Each paged backend's decode fast path on this step: ``(id(backend), "ready")`` once a call succeeded,
+    #: ``(id(backend), "pending")`` while its call runs. Owned by the backends; engines do not touch it.
+    step_fast_paths: dict[tuple[int, str], Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.is_prefill, bool):

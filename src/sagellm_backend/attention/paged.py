@@ -224,8 +224,8 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             UnsupportedDTypeError: Mixed or non-float dtypes.
             InvalidDeviceError: Tensors on different devices.
         """
-        memo = attn_metadata.step_memo if isinstance(attn_metadata, AttentionMetadata) else None
-        f = None if memo is None else memo.get(("fast", id(self)))
+        fast = attn_metadata.step_fast_paths if isinstance(attn_metadata, AttentionMetadata) else None
+        f = None if fast is None else fast.get((id(self), "ready"))
         if (
             f is not None and f.owner is self and attn_mask is None and k_scale is None and v_scale is None
             and _same_call(f, query, key, value, attn_metadata, kv_cache, scale)
@@ -247,9 +247,10 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         out, record = self._checked_forward(
             query, key, value, attn_metadata, kv_cache, scale, attn_mask, k_scale=k_scale, v_scale=v_scale
         )
-        pending = attn_metadata.step_memo.pop(("fast-pending", id(self)), None)  # left by this call's _attend
+        fast = attn_metadata.step_fast_paths
+        pending = fast.pop((id(self), "pending"), None)  # left by this call's _attend
         if pending is not None and pending.owner is self:  # the call succeeded: later layers may reuse it
-            attn_metadata.step_memo[("fast", id(self))] = pending._replace(scale_arg=scale, record=record)
+            fast[(id(self), "ready")] = pending._replace(scale_arg=scale, record=record)
         return out
 
     @property
@@ -326,8 +327,8 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out: torch.Tensor
         dense = None
-        md.step_memo.pop(("fast", id(self)), None)
-        md.step_memo.pop(("fast-pending", id(self)), None)
+        md.step_fast_paths.pop((id(self), "ready"), None)
+        md.step_fast_paths.pop((id(self), "pending"), None)
         if plan.tokens and not md.is_prefill:
             out = _decode_step(ops, q, k, v, k_cache, v_cache, plan, s, kw)
             fast_ok = not self.variants.names and self.kv_cache_dtype == "auto"
@@ -337,7 +338,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                     from .paged_triton import FusedDecodeLauncher
 
                     launcher = FusedDecodeLauncher()
-                md.step_memo[("fast-pending", id(self))] = _FastDecode(
+                md.step_fast_paths[(id(self), "pending")] = _FastDecode(
                     self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
                     tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),
                     os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None, launcher,

@@ -200,7 +200,7 @@ def plan_paged_call(
         tuple(md.cached_lens or ()), ident(md.block_tables), ident(md.slot_mapping),
         ident(attn_mask) if padded else None,
     )  # fmt: skip
-    plan: PagedPlan | None = md.step_memo.get(memo)
+    plan: PagedPlan | None = md.step_plans.get(memo)
     if plan is not None:
         return plan
     key_lens = _check_static(md, shp, k_cache, padded and attn_mask is not None)
@@ -220,9 +220,7 @@ def plan_paged_call(
         cu_seqlens_q=cu, token_index=index, tokens=sum(md.seq_lens), max_key_len=max(key_lens, default=0),
         keep=(md.block_tables, md.slot_mapping, attn_mask),
     )  # fmt: skip
-    plans = [key for key in md.step_memo if not isinstance(key[0], str)]  # not the backends' fast paths
-    if len(plans) >= 4:
-        for key in plans:
-            del md.step_memo[key]
-    md.step_memo[memo] = plan
+    if len(md.step_plans) >= 4:
+        md.step_plans.clear()
+    md.step_plans[memo] = plan
     return plan
