@@ -41,7 +41,7 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Any:
     from sagellm_backend.attention import paged_triton as pt
     from sagellm_backend.attention import triton_launch as tl
 
-    monkeypatch.setattr(pt, "FUSED_DECODE", True)  # bound launches serve the fused decode (opt-in)
+    monkeypatch.setattr(pt, "FUSED_DECODE", True)  # bound launches serve the fused decode (the default)
     compiled = _Compiled()
     dispatched: list[dict[str, Any]] = []
 
@@ -206,6 +206,34 @@ def test_forward_fast_path_binds_the_fused_launch(rig: Any, monkeypatch: pytest.
             assert _same(compiled.calls[-1], want), seed
     assert launched == [(1, 0), (1, 1), (1, 2), (1, 3)]
     assert len(f.launcher._bound) == 1
+
+
+def test_forward_binding_serves_the_next_steps(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new step's metadata (new plan tensors: lengths, tables, slots) reuses the backend's binding: no second
+    dispatch, and the launch carries the new step's plan tensors, not the first step's."""
+    from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, paged
+    from sagellm_backend.attention.registry import impls_of
+
+    pt, compiled, dispatched = rig
+    ops = impls_of("paged")[0].load_ops()
+    monkeypatch.setattr(paged, "select_paged_ops", lambda *a, **kw: (ops, "triton"))
+    backend = PagedAttentionBackend(4)
+    builder = PagedAttentionMetadataBuilder(4)
+    steps = [([3, 6], [[2, 0], [1, 4]]), ([4, 7], [[2, 3], [1, 4]]), ([5, 1], [[2, 3], [0, 5]])]
+    for i, (ctx, table) in enumerate(steps):
+        md = builder.build_decode_metadata(ctx, table)
+        for layer in range(3):
+            q, k, v, cache, _ = _tensors(2, 10 * i + layer)
+            out = backend.forward(q, k, v, md, kv_cache=cache)
+        f = md.step_fast_paths[(id(backend), "ready")]
+        plan = f.plan
+        grid, args, kw = pt.decode_launch_args(
+            q, cache[0], cache[1], plan.block_tables, plan.key_lens, f.scale, out, new=(k, v, plan.slot_mapping)
+        )
+        assert _same(compiled.calls[-1], [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])])
+    assert len(dispatched) == 1
+    assert len(compiled.calls) == 8  # every call but the very first (which compiled) went straight to the launcher
+    assert len(backend._launcher._bound) == 1
 
 
 def test_launch_hooks_send_bound_launches_through_the_dispatcher(rig: Any) -> None:

@@ -181,6 +181,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         self.use_vllm_kernel = use_vllm_kernel
         self.variants = AttentionVariants(sliding_window, logits_soft_cap, alibi_slopes)
         self.kv_cache_dtype = canonical_kv_cache_dtype(kv_cache_dtype)
+        self._launcher: Any = None  # paged_triton.FusedDecodeLauncher of the decode fast path, made on first use
 
     @property
     def name(self) -> str:
@@ -335,9 +336,11 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             if fast_ok and mask is None and plan.token_index is None:  # forward keeps it once the call succeeded
                 launcher = None
                 if _fused_decode(ops):
-                    from .paged_triton import FusedDecodeLauncher
+                    if self._launcher is None:  # one per backend: its bindings serve every later step
+                        from .paged_triton import FusedDecodeLauncher
 
-                    launcher = FusedDecodeLauncher()
+                        self._launcher = FusedDecodeLauncher()
+                    launcher = self._launcher
                 md.step_fast_paths[(id(self), "pending")] = _FastDecode(
                     self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
                     tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),

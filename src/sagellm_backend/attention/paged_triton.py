@@ -66,9 +66,8 @@ __all__ = [
 
 #: Whether the paged backend's and the wrapper's decode calls store each sequence's new token inside the decode
 #: launch (:func:`paged_decode_store`, one launch per layer) instead of ``store_kv`` then ``paged_decode`` (two).
-#: Off unless ``SAGELLM_FUSED_DECODE=1`` (read at import): the fused kernel has run under the Triton interpreter
-#: only, not yet on a GPU (docs/GPU_RESULTS.md says what ran where).
-FUSED_DECODE = os.environ.get("SAGELLM_FUSED_DECODE", "0") == "1"
+#: On unless ``SAGELLM_FUSED_DECODE=0`` (read at import).
+FUSED_DECODE = os.environ.get("SAGELLM_FUSED_DECODE", "1") != "0"
 
 # Zeroed int32 arrival counters for split decode, one buffer per (device, stream): each launch leaves
 # them zero again (the last split of every (sequence, KV head) resets its counter), so launches on one
@@ -242,11 +241,11 @@ def paged_decode_store(
 
 
 class FusedDecodeLauncher:
-    """Repeated :func:`paged_decode_store` launches (a decode step's layers) whose arguments are bound once per
-    layout (:func:`~.triton_launch.bind`): a later call with the same batch, dtypes, strides, aliasing, plan
-    tensors (the same objects), scale and options only swaps in its query, key, value, caches, output and fp8
-    scales. Calls that do not qualify (16-byte misaligned tensors, direct launches off) go through
-    :func:`paged_decode_store`'s path.
+    """Repeated :func:`paged_decode_store` launches (a decode step's layers, and the next steps') whose arguments
+    are bound once per layout (:func:`~.triton_launch.bind`): a later call with the same batch, dtypes, shapes,
+    strides, aliasing, scale and options only swaps in its query, key, value, caches, output, plan tensors
+    (block tables, lengths, slots) and fp8 scales. Calls that do not qualify (16-byte misaligned tensors, direct
+    launches off) go through :func:`paged_decode_store`'s path.
     """
 
     def __init__(self) -> None:
@@ -283,7 +282,9 @@ class FusedDecodeLauncher:
         """
         if out is None:
             out = torch.empty_like(query, memory_format=torch.contiguous_format)
-        live: tuple[torch.Tensor, ...] = (query, key, value, k_cache, v_cache, out)
+        live: tuple[torch.Tensor, ...] = (
+            query, key, value, k_cache, v_cache, out, block_tables, seq_lens, slot_mapping,
+        )  # fmt: skip
         if k_scale is not None and v_scale is not None:
             live = (*live, k_scale, v_scale)
         ptr = 0
@@ -301,8 +302,8 @@ class FusedDecodeLauncher:
         sig = (
             query.shape[0], query.dtype, query.device, k_cache.shape[0], k_cache.dtype, out.dtype,
             query.stride(), key.stride(), value.stride(),
-            k_cache.stride(), v_cache.stride(), out.stride(), alias, id(block_tables), id(seq_lens),
-            id(slot_mapping), ws, cfg, scale, *variants.items(), *[(t.shape, t.stride()) for t in live[6:]],
+            k_cache.stride(), v_cache.stride(), out.stride(), alias, ws, cfg, scale, *variants.items(),
+            *[(t.shape, t.stride(), t.dtype) for t in live[6:]],
         )  # fmt: skip
         bound = self._bound.get(sig) if ptr % 16 == 0 else None
         if bound is not None:
