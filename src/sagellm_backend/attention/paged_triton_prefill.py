@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .triton_args import dot_mode, fp8_args, launch_dims, pad_dim, variant_args
-from .triton_tiles import LOG2E, attend_span
+from .triton_tiles import LOG2E, attend_span, head_factors
 
 __all__ = ["PrefillConfig", "paged_prefill", "paged_prefill_with", "prefill_config"]
 
@@ -81,15 +81,7 @@ def _prefill_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
     else:
         kv_lo = kv_hi * 0
         edge_hi = kv_lo
-    if ALIBI:  # noqa: SIM108  # a constexpr branch: only one side is compiled
-        slopes2 = tl.load(slopes_ptr + heads, mask=g < G, other=0.0).to(tl.float32) * 1.4426950408889634
-    else:
-        slopes2 = 0.0
-
-    if KV_FP8:
-        ks, vs = tl.load(ks_ptr + kvh * ks_stride), tl.load(vs_ptr + kvh * vs_stride)
-    else:
-        ks, vs = 1.0, 1.0
+    slopes2, ks, vs = head_factors(slopes_ptr, heads, g < G, ks_ptr, vs_ptr, kvh, ks_stride, vs_stride, ALIBI, KV_FP8)
 
     acc, _, l_i = attend_span(
         q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + seq.to(tl.int64) * sbt_b,
