@@ -117,13 +117,13 @@ class PrefillConfig:
     num_stages: int = 3
 
 
-def prefill_config(head_dim: int, dtype: torch.dtype, group: int) -> PrefillConfig:
-    """Default prefill configuration.
+def prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:
+    """Default prefill configuration (the query-head group size does not change it: ``block_m`` rows hold
+    ``block_m // GP`` queries).
 
     Args:
         head_dim: D.
         dtype: Query/cache dtype.
-        group: Query heads per KV head.
 
     Returns:
         The configuration.
@@ -168,7 +168,7 @@ def paged_prefill(
     """
     sliding_window, logits_soft_cap, alibi_slopes, k_scale, v_scale = paged_options("paged_prefill", options)
     t, _, d, bs, hkv, g = launch_dims("paged_prefill", query, k_cache, scale)
-    cfg = cfg or prefill_config(d, query.dtype, g)
+    cfg = cfg or prefill_config(d, query.dtype)
     gp = pad_dim(g, 1)
     block_q = max(1, cfg.block_m // gp)
     if block_q * gp < 16:  # tl.dot needs at least 16 rows

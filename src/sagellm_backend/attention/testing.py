@@ -195,18 +195,18 @@ def check_paged_prefill(
     """Check ``paged_prefill`` (chunked: ``cached_lens`` positions precede each sequence's new queries).
 
     Args:
-        ops: The op module.
-        device: Device of every tensor.
+        ops: As :func:`check_paged_decode`.
+        device: As :func:`check_paged_decode`.
         q_lens: New query tokens per sequence (each >= 1).
         cached_lens: Positions already cached per sequence (each >= 0).
-        **case: The geometry (:class:`PagedGeometry`) and options (:class:`OpOptions`).
+        **case: As :func:`check_paged_decode`.
 
     Returns:
         The case's result.
 
     Raises:
-        AssertionError: Wrong dtype/shape, non-finite values, or outside tolerance.
-        TypeError: A key of ``case`` that :class:`OpCase` does not name.
+        AssertionError: As :func:`check_paged_decode`.
+        TypeError: As :func:`check_paged_decode`.
     """
     import torch
 
