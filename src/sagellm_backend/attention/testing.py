@@ -8,7 +8,7 @@ An *op module* is any object with three callables (``paged_torch`` and ``paged_t
 
 An op set that declares variants or fp8 caches in :mod:`.registry` also takes the keywords
 ``sliding_window``, ``logits_soft_cap``, ``alibi_slopes`` (decode and prefill; :func:`check_paged_variants`)
-and ``k_scale``, ``v_scale`` (all three ops; :mod:`.kv_quant`).
+and ``k_scale``, ``v_scale`` (all three ops; :mod:`.kv_quant`): :class:`~.variants.PagedOptions`.
 
 What the checks assume of the caller (the backend validates it) and demand of the ops:
 
