@@ -118,6 +118,31 @@ def test_a_window_changes_the_result_and_poisoned_pages_would_show() -> None:
     assert all(r.worst_ratio <= 1 for r in check_paged_variants(paged_torch, "cpu", sliding_window=8, **common))
 
 
+@pytest.mark.parametrize("op", ["paged_torch.paged_decode", "paged_torch.paged_prefill", "reference.decode",
+                                "reference.prefill", "paged_triton_prefill.paged_prefill"])  # fmt: skip
+def test_an_option_the_ops_do_not_name_is_refused(op: str) -> None:
+    torch = pytest.importorskip("torch")
+    from sagellm_backend.attention import paged_torch, reference
+
+    kc = vc = torch.zeros(2, 4, 1, 8)
+    q, table, lens, cu = torch.zeros(1, 1, 8), torch.tensor([[0]]), torch.tensor([3]), torch.tensor([0, 1])
+    decode_args, prefill_args = (q, kc, vc, table, lens, 0.5), (q, kc, vc, table, cu, lens, 0.5)
+    if op.startswith("paged_triton"):
+        pytest.importorskip("triton")
+        from sagellm_backend.attention import paged_triton_prefill
+
+        fn: Any = paged_triton_prefill.paged_prefill
+    else:
+        names = {"decode": "reference_paged_decode", "prefill": "reference_paged_prefill"}
+        module, name = op.split(".")
+        fn = getattr(reference, names[name]) if module == "reference" else getattr(paged_torch, name)
+    args = decode_args if op.endswith("decode") else prefill_args
+    with pytest.raises(InvalidArgumentTypeError, match="sliding_windw"):
+        fn(*args, sliding_windw=2)
+    if not op.startswith("paged_triton"):  # launching Triton needs a GPU or the interpreter's child process
+        assert torch.equal(fn(*args, sliding_window=None, k_scale=None), fn(*args))  # None: not used
+
+
 # ---- the backend ----------------------------------------------------------------------------------------------
 
 

@@ -338,16 +338,10 @@ class AttentionBackend(ABC):
 
     @abstractmethod
     def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attn_metadata: AttentionMetadata,
-        *,
-        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        scale: float | None = None,
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_metadata: AttentionMetadata, *,
+        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None, scale: float | None = None,
         attn_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor:  # fmt: skip
         """Attention of one layer for one step.
 
         Args:

@@ -112,13 +112,9 @@ class PagedAttentionMetadataBuilder:
         )  # fmt: skip
 
     def build_decode_metadata(
-        self,
-        context_lens: Sequence[int],
-        block_tables: torch.Tensor | Sequence[Sequence[int]],
-        num_kv_heads: int | None = None,
-        head_dim: int | None = None,
-        **kw: Any,
-    ) -> AttentionMetadata:
+        self, context_lens: Sequence[int], block_tables: torch.Tensor | Sequence[Sequence[int]],
+        num_kv_heads: int | None = None, head_dim: int | None = None, **kw: Any,
+    ) -> AttentionMetadata:  # fmt: skip
         """Decode metadata: one new token per sequence at position ``context_lens[i]``.
 
         Args:

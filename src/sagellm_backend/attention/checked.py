@@ -36,18 +36,10 @@ class CheckedAttentionBackend(AttentionBackend):
     ``"<name>:<path>"``. Nothing is recorded for a call that raises."""
 
     def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attn_metadata: AttentionMetadata,
-        *,
-        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
-        scale: float | None = None,
-        attn_mask: torch.Tensor | None = None,
-        k_scale: torch.Tensor | None = None,
-        v_scale: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_metadata: AttentionMetadata, *,
+        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None, scale: float | None = None,
+        attn_mask: torch.Tensor | None = None, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         """:meth:`AttentionBackend.forward`; what each backend does with the cache and mask is :meth:`_attend`'s.
 
         Args:

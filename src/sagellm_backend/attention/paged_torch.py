@@ -18,10 +18,17 @@ multi-megabyte buffers would cost a page fault per 4 KiB on every call.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import torch
 
 from .kv_quant import quantize
+from .variants import paged_options
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .variants import PagedOptions
 
 __all__ = ["CPU_GROUP_BYTES", "SCORE_BYTES", "WORKSPACE_MAX_BYTES", "decode_groups", "paged_decode", "paged_prefill",
            "store_kv"]  # fmt: skip
@@ -86,15 +93,9 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def store_kv(
-    key: torch.Tensor,
-    value: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-    *,
-    k_scale: torch.Tensor | None = None,
-    v_scale: torch.Tensor | None = None,
-) -> None:
+    key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor,
+    *, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+) -> None:  # fmt: skip
     """Write ``key[i]``/``value[i]`` at flat slot ``slot_mapping[i]`` of the caches; negative slots are skipped.
 
     Args:
@@ -164,20 +165,9 @@ def _attend_pages(
 
 
 def paged_decode(
-    query: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    seq_lens: torch.Tensor,
-    scale: float,
-    out: torch.Tensor | None = None,
-    *,
-    sliding_window: int | None = None,
-    logits_soft_cap: float | None = None,
-    alibi_slopes: torch.Tensor | None = None,
-    k_scale: torch.Tensor | None = None,
-    v_scale: torch.Tensor | None = None,
-) -> torch.Tensor:
+    query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+    seq_lens: torch.Tensor, scale: float, out: torch.Tensor | None = None, **options: Unpack[PagedOptions],
+) -> torch.Tensor:  # fmt: skip
     """One query token per sequence attending to its first ``seq_lens[i]`` cached positions.
 
     Args:
@@ -188,15 +178,16 @@ def paged_decode(
         seq_lens: ``[B]`` int, each >= 1.
         scale: Softmax scale.
         out: Optional ``[B, Hq, D]`` result buffer.
-        sliding_window: Keys per window (:mod:`.reference`); only the window's pages are read.
-        logits_soft_cap: Soft cap of the scaled scores.
-        alibi_slopes: ``[Hq]`` ALiBi slopes on the query's device.
-        k_scale: An fp8 cache's key scales (1 or ``Hkv``): keys read as ``stored * k_scale``.
-        v_scale: Same for values.
+        **options: :class:`~.variants.PagedOptions`; with a window only the window's pages are read.
 
     Returns:
         ``[B, Hq, D]`` in the query's dtype (``out`` when given).
+
+    Raises:
+        InvalidArgumentTypeError: An option :class:`~.variants.PagedOptions` does not name.
     """
+    variants = paged_options("paged_decode", options)
+    sliding_window = variants[0]
     bs = k_cache.shape[1]
     lens = seq_lens.to(device=query.device, dtype=torch.int64)
     host_lens = lens.tolist()
@@ -204,7 +195,6 @@ def paged_decode(
     skip = [0] * len(need) if sliding_window is None else [max(0, n - sliding_window) // bs for n in host_lens]
     res = out if out is not None else torch.empty_like(query)
     page_bytes = 2 * bs * k_cache.shape[2] * k_cache.shape[3] * _compute_dtype(query.dtype).itemsize
-    variants = (sliding_window, logits_soft_cap, alibi_slopes, k_scale, v_scale)
     for ids, _ in decode_groups([n - f for n, f in zip(need, skip)], page_bytes, query.device.type == "cpu"):
         rows = range(len(need))[ids] if isinstance(ids, slice) else ids
         first = min(skip[i] for i in rows)
@@ -288,43 +278,32 @@ def _decode_group(
 
 
 def paged_prefill(
-    query: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    cu_seqlens_q: torch.Tensor,
-    seq_lens: torch.Tensor,
-    scale: float,
-    out: torch.Tensor | None = None,
-    *,
-    sliding_window: int | None = None,
-    logits_soft_cap: float | None = None,
-    alibi_slopes: torch.Tensor | None = None,
-    k_scale: torch.Tensor | None = None,
-    v_scale: torch.Tensor | None = None,
-) -> torch.Tensor:
+    query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+    cu_seqlens_q: torch.Tensor, seq_lens: torch.Tensor, scale: float, out: torch.Tensor | None = None,
+    **options: Unpack[PagedOptions],
+) -> torch.Tensor:  # fmt: skip
     """Causal attention of packed new tokens over their sequences' pages (cached context + themselves).
 
     Query ``j`` of sequence ``i`` sits at position ``seq_lens[i] - q_len_i + j`` and sees keys up to it.
 
     Args:
         query: ``[T, Hq, D]`` packed by sequence.
-        k_cache: ``[num_blocks, block_size, Hkv, D]`` (the new tokens' K/V already stored).
-        v_cache: Same shape as ``k_cache``.
-        block_tables: ``[B, max_blocks]`` int.
+        k_cache: As :func:`paged_decode` (the new tokens' K/V already stored).
+        v_cache: As :func:`paged_decode`.
+        block_tables: As :func:`paged_decode`.
         cu_seqlens_q: ``[B + 1]`` int query offsets.
         seq_lens: ``[B]`` int total key positions per sequence.
-        scale: Softmax scale.
+        scale: As :func:`paged_decode`.
         out: Optional ``[T, Hq, D]`` result buffer.
-        sliding_window: Keys per window (:mod:`.reference`); only the windows' pages are read.
-        logits_soft_cap: Soft cap of the scaled scores.
-        alibi_slopes: ``[Hq]`` ALiBi slopes on the query's device.
-        k_scale: An fp8 cache's key scales (1 or ``Hkv``): keys read as ``stored * k_scale``.
-        v_scale: Same for values.
+        **options: As :func:`paged_decode`; with a window only the windows' pages are read.
 
     Returns:
         ``[T, Hq, D]`` in the query's dtype (``out`` when given).
+
+    Raises:
+        InvalidArgumentTypeError: As :func:`paged_decode`.
     """
+    sliding_window, logits_soft_cap, alibi_slopes, k_scale, v_scale = paged_options("paged_prefill", options)
     bs = k_cache.shape[1]
     res = out if out is not None else torch.empty_like(query)
     cdt = _compute_dtype(query.dtype)

@@ -41,13 +41,17 @@ from .triton_args import (
 from .triton_kernels import decode_kernel, store_kv_kernel
 from .triton_launch import launch
 from .triton_tiles import LOG2E
+from .variants import PagedOptions
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .paged_workspace import DecodeWorkspace
 
 __all__ = [
     "FUSED_DECODE",
     "DecodeConfig",
+    "DecodeOptions",
     "FusedDecodeLauncher",
     "decode_config",
     "decode_kernel",
@@ -90,15 +94,9 @@ def _split_counters(device: torch.device, n: int) -> torch.Tensor:
 
 
 def store_kv(
-    key: torch.Tensor,
-    value: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-    *,
-    k_scale: torch.Tensor | None = None,
-    v_scale: torch.Tensor | None = None,
-) -> None:
+    key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor,
+    *, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+) -> None:  # fmt: skip
     """Write ``key[t]`` / ``value[t]`` into flat slot ``slot_mapping[t]`` of the caches (negative or past the
     cache's last slot = skip; no host sync, so a CUDA graph may capture it).
 
@@ -128,24 +126,26 @@ def store_kv(
     )  # fmt: skip
 
 
+class DecodeOptions(PagedOptions, total=False):
+    """The keyword options of :func:`paged_decode`: :class:`~.variants.PagedOptions` and the launch's own.
+
+    Attributes:
+        cfg: Launch configuration (tuning and tests; default :func:`decode_config`).
+        splits: Force this many context splits (default :func:`decode_splits`).
+        workspace: Split buffers to use instead of fresh partials and the per-stream counters (see
+            :class:`~.paged_workspace.DecodeWorkspace`); with it the call allocates nothing (``out`` given) and
+            may be captured in a CUDA graph.
+    """
+
+    cfg: DecodeConfig | None
+    splits: int | None
+    workspace: DecodeWorkspace | None
+
+
 def paged_decode(
-    query: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    seq_lens: torch.Tensor,
-    scale: float,
-    out: torch.Tensor | None = None,
-    *,
-    cfg: DecodeConfig | None = None,
-    splits: int | None = None,
-    sliding_window: int | None = None,
-    logits_soft_cap: float | None = None,
-    alibi_slopes: torch.Tensor | None = None,
-    k_scale: torch.Tensor | None = None,
-    v_scale: torch.Tensor | None = None,
-    workspace: DecodeWorkspace | None = None,
-) -> torch.Tensor:
+    query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+    seq_lens: torch.Tensor, scale: float, out: torch.Tensor | None = None, **options: Unpack[DecodeOptions],
+) -> torch.Tensor:  # fmt: skip
     """One query token per sequence attending to its ``seq_lens[b]`` cached positions.
 
     Args:
@@ -156,17 +156,8 @@ def paged_decode(
         seq_lens: ``[B]`` visible key positions (``>= 1``).
         scale: Softmax scale (> 0).
         out: Optional ``[B, Hq, D]`` output in the query's dtype.
-        cfg: Launch configuration (tuning and tests; default :func:`decode_config`).
-        splits: Force this many context splits (default :func:`decode_splits`).
-        sliding_window: Keys per window (:mod:`.reference`): the loop starts at the window's first tile and
-            the splits cover only ``sliding_window + BLOCK_N`` tokens.
-        logits_soft_cap: Soft cap of the scaled scores.
-        alibi_slopes: fp32 ``[Hq]`` ALiBi slopes on the query's device.
-        k_scale: fp8 caches: 1 or ``Hkv`` float32 key scales (keys read as ``stored * k_scale``).
-        v_scale: Same for values.
-        workspace: Split buffers to use instead of fresh partials and the per-stream counters (see
-            :class:`~.paged_workspace.DecodeWorkspace`); with it the call allocates nothing (``out`` given) and
-            may be captured in a CUDA graph.
+        **options: :class:`DecodeOptions`. With a window the loop starts at the window's first tile and the
+            splits cover only ``sliding_window + BLOCK_N`` tokens.
 
     Returns:
         ``[B, Hq, D]`` in the query's dtype; rows with ``seq_lens[b] == 0`` are zeros.
@@ -179,11 +170,7 @@ def paged_decode(
     if query.shape[0] == 0:
         launch_dims("paged_decode", query, k_cache, scale)
         return out
-    grid, args, kw = decode_launch_args(
-        query, k_cache, v_cache, block_tables, seq_lens, scale, out, cfg=cfg, splits=splits,
-        sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
-        k_scale=k_scale, v_scale=v_scale, workspace=workspace,
-    )  # fmt: skip
+    grid, args, kw = decode_launch_args(query, k_cache, v_cache, block_tables, seq_lens, scale, out, **options)
     launch(decode_kernel, grid)(*args, **kw)
     return out
 
@@ -199,7 +186,7 @@ def paged_decode_store(
     slot_mapping: torch.Tensor,
     scale: float,
     out: torch.Tensor | None = None,
-    **options: Any,
+    **options: Unpack[DecodeOptions],
 ) -> torch.Tensor:
     """:func:`store_kv` of the step's new tokens followed by :func:`paged_decode`, in one launch.
 
@@ -219,8 +206,7 @@ def paged_decode_store(
         slot_mapping: int64 ``[B]`` slot of each new token.
         scale: Softmax scale (> 0).
         out: Optional ``[B, Hq, D]`` output in the query's dtype.
-        **options: The keyword arguments of :func:`paged_decode` (``cfg``, ``splits``, the variants, the fp8
-            scales, ``workspace``).
+        **options: :class:`DecodeOptions`, as :func:`paged_decode`.
 
     Returns:
         ``[B, Hq, D]`` in the query's dtype.

@@ -16,13 +16,20 @@ are launched last-first so the longest (latest) query tiles start early.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import triton
 import triton.language as tl
 
 from .triton_args import dot_mode, fp8_args, launch_dims, pad_dim, variant_args
-from .triton_tiles import LOG2E, attend_span
+from .triton_tiles import LOG2E, attend_span, head_factors
+from .variants import paged_options
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .variants import PagedOptions
 
 __all__ = ["PrefillConfig", "paged_prefill", "paged_prefill_with", "prefill_config"]
 
@@ -81,15 +88,7 @@ def _prefill_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
     else:
         kv_lo = kv_hi * 0
         edge_hi = kv_lo
-    if ALIBI:  # noqa: SIM108  # a constexpr branch: only one side is compiled
-        slopes2 = tl.load(slopes_ptr + heads, mask=g < G, other=0.0).to(tl.float32) * 1.4426950408889634
-    else:
-        slopes2 = 0.0
-
-    if KV_FP8:
-        ks, vs = tl.load(ks_ptr + kvh * ks_stride), tl.load(vs_ptr + kvh * vs_stride)
-    else:
-        ks, vs = 1.0, 1.0
+    slopes2, ks, vs = head_factors(slopes_ptr, heads, g < G, ks_ptr, vs_ptr, kvh, ks_stride, vs_stride, ALIBI, KV_FP8)
 
     acc, _, l_i = attend_span(
         q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + seq.to(tl.int64) * sbt_b,
@@ -118,13 +117,13 @@ class PrefillConfig:
     num_stages: int = 3
 
 
-def prefill_config(head_dim: int, dtype: torch.dtype, group: int) -> PrefillConfig:
-    """Default prefill configuration.
+def prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:
+    """Default prefill configuration (the query-head group size does not change it: ``block_m`` rows hold
+    ``block_m // GP`` queries).
 
     Args:
         head_dim: D.
         dtype: Query/cache dtype.
-        group: Query heads per KV head.
 
     Returns:
         The configuration.
@@ -138,22 +137,10 @@ def prefill_config(head_dim: int, dtype: torch.dtype, group: int) -> PrefillConf
 
 
 def paged_prefill(
-    query: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    cu_seqlens_q: torch.Tensor,
-    seq_lens: torch.Tensor,
-    scale: float,
-    out: torch.Tensor | None = None,
-    *,
-    cfg: PrefillConfig | None = None,
-    sliding_window: int | None = None,
-    logits_soft_cap: float | None = None,
-    alibi_slopes: torch.Tensor | None = None,
-    k_scale: torch.Tensor | None = None,
-    v_scale: torch.Tensor | None = None,
-) -> torch.Tensor:
+    query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+    cu_seqlens_q: torch.Tensor, seq_lens: torch.Tensor, scale: float, out: torch.Tensor | None = None, *,
+    cfg: PrefillConfig | None = None, **options: Unpack[PagedOptions],
+) -> torch.Tensor:  # fmt: skip
     """Causal attention of packed new queries to their sequences' paged keys.
 
     New query ``j`` of sequence ``i`` sits at position ``seq_lens[i] - q_len_i + j`` and attends to
@@ -169,20 +156,19 @@ def paged_prefill(
         scale: Softmax scale (> 0).
         out: Optional ``[T, Hq, D]`` output in the query's dtype.
         cfg: Launch configuration (tuning and tests; default :func:`prefill_config`).
-        sliding_window: Keys per window (:mod:`.reference`); tiles before a query tile's windows are not read.
-        logits_soft_cap: Soft cap of the scaled scores.
-        alibi_slopes: fp32 ``[Hq]`` ALiBi slopes on the query's device.
-        k_scale: fp8 caches: 1 or ``Hkv`` float32 key scales (keys read as ``stored * k_scale``).
-        v_scale: Same for values.
+        **options: :class:`~.variants.PagedOptions`; with a window the tiles before a query tile's windows are
+            not read.
 
     Returns:
         ``[T, Hq, D]`` in the query's dtype.
 
     Raises:
         InvalidArgumentError: ``scale`` is not positive.
+        InvalidArgumentTypeError: An option :class:`~.variants.PagedOptions` does not name.
     """
+    sliding_window, logits_soft_cap, alibi_slopes, k_scale, v_scale = paged_options("paged_prefill", options)
     t, _, d, bs, hkv, g = launch_dims("paged_prefill", query, k_cache, scale)
-    cfg = cfg or prefill_config(d, query.dtype, g)
+    cfg = cfg or prefill_config(d, query.dtype)
     gp = pad_dim(g, 1)
     block_q = max(1, cfg.block_m // gp)
     if block_q * gp < 16:  # tl.dot needs at least 16 rows

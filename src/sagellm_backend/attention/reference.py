@@ -13,8 +13,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from ..errors import InvalidArgumentTypeError
+
 if TYPE_CHECKING:
     import torch
+    from typing_extensions import Unpack
+
+    from .variants import PagedOptions
 
 __all__ = ["make_arena_caches", "make_block_tables", "reference_paged_decode", "reference_paged_prefill"]
 
@@ -93,110 +98,63 @@ def make_block_tables(
     return table
 
 
-def _gather_keys(
-    cache: torch.Tensor, table_row: torch.Tensor, length: int, scale: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Float64 CPU ``[length, Hkv, D]`` of one sequence's key (or value) positions ``0..length-1``, times
-    ``scale`` (1 or ``Hkv`` elements: an fp8 cache's dequantisation) when given."""
+def _positions(cache: torch.Tensor, table_row: torch.Tensor, length: int, scale: torch.Tensor | None) -> torch.Tensor:
+    """Float64 CPU ``[length, Hkv, D]``: key (or value) position ``j`` of one sequence read token by token from
+    row ``j % block_size`` of block ``table_row[j // block_size]``, times ``scale`` (1 or ``Hkv`` elements: an fp8
+    cache's dequantisation) when given."""
     import torch
 
-    bs = cache.shape[1]
-    nb = math.ceil(length / bs)
-    ids = table_row[:nb].to(device=cache.device, dtype=torch.int64)
-    pages = cache.index_select(0, ids).to(device="cpu", dtype=torch.float64)
-    if scale is not None:
-        pages = pages * scale.to(device="cpu", dtype=torch.float64).view(1, 1, -1, 1)
-    return pages.reshape(nb * bs, cache.shape[2], cache.shape[3])[:length]
+    j = torch.arange(length)
+    blocks = table_row.to(device="cpu", dtype=torch.int64)[j // cache.shape[1]]
+    rows = cache[blocks.to(cache.device), (j % cache.shape[1]).to(cache.device)].to(device="cpu", dtype=torch.float64)
+    return rows if scale is None else rows * scale.to(device="cpu", dtype=torch.float64).reshape(1, -1, 1)
 
 
-def _attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_pos: torch.Tensor,
-    scale: float,
-    sliding_window: int | None = None,
-    logits_soft_cap: float | None = None,
-    alibi_slopes: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Float64 attention of ``q [n,Hq,D]`` over ``k,v [L,Hkv,D]``; query ``j`` sees keys ``0..q_pos[j]``
-    (and the variants of the module doc)."""
+def _sequence(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, options: PagedOptions) -> torch.Tensor:
+    """Float64 attention of one sequence's last ``n`` positions ``q [n, Hq, D]`` over all ``L`` of its positions
+    ``k, v [L, Hkv, D]``: one dense ``[Hq, n, L]`` score matrix, the rules of the module doc applied to it as a
+    bias and as a mask (a band of the matrix: row ``r`` is position ``p = L - n + r``)."""
     import torch
 
-    group = q.shape[1] // k.shape[1]
-    k = k.repeat_interleave(group, dim=1)
-    v = v.repeat_interleave(group, dim=1)
-    scores = torch.einsum("nhd,lhd->hnl", q, k) * scale
-    if logits_soft_cap is not None:
-        scores = logits_soft_cap * torch.tanh(scores / logits_soft_cap)
-    k_pos = torch.arange(k.shape[0])
-    rel = (k_pos[None, :] - q_pos[:, None]).to(torch.float64)  # [n, L]
-    if alibi_slopes is not None:
-        scores = scores + alibi_slopes.to(device="cpu", dtype=torch.float64)[:, None, None] * rel[None]
-    mask = rel <= 0
-    if sliding_window is not None:
-        mask &= rel > -sliding_window
-    probs = torch.softmax(scores.masked_fill(~mask[None], float("-inf")), dim=-1)
-    return torch.einsum("hnl,lhd->nhd", probs, v)
+    n, hq, _ = q.shape
+    total = k.shape[0]
+    heads = torch.arange(hq) // (hq // k.shape[1])  # query head h reads KV head h // group
+    scores = torch.einsum("rhd,jhd->hrj", q, k[:, heads]) * scale
+    cap = options.get("logits_soft_cap")
+    if cap is not None:
+        scores = cap * torch.tanh(scores / cap)
+    slopes = options.get("alibi_slopes")
+    if slopes is not None:
+        distance = torch.arange(total)[None, :] - torch.arange(total - n, total)[:, None]  # [r, j] = j - p
+        scores = scores + slopes.to(device="cpu", dtype=torch.float64)[:, None, None] * distance
+    visible = torch.ones(n, total, dtype=torch.bool).tril(total - n)  # j <= p
+    window = options.get("sliding_window")
+    if window is not None:
+        visible = visible.triu(total - n - window + 1)  # p - j < window
+    probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+    return torch.einsum("hrj,jhd->rhd", probs, v[:, heads])
 
 
 def reference_paged_decode(
-    query: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    seq_lens: torch.Tensor,
-    scale: float,
-    *,
-    sliding_window: int | None = None,
-    logits_soft_cap: float | None = None,
-    alibi_slopes: torch.Tensor | None = None,
-    k_scale: torch.Tensor | None = None,
-    v_scale: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Float64 CPU reference of ``paged_decode``: query ``i`` attends to key positions ``0..seq_lens[i]-1``.
-
-    Args:
-        query: ``[B, Hq, D]``.
-        k_cache: ``[num_blocks, block_size, Hkv, D]``.
-        v_cache: Same shape as ``k_cache``.
-        block_tables: ``[B, max_blocks]``.
-        seq_lens: ``[B]`` visible key positions.
-        scale: Softmax scale.
-        sliding_window: Keys per window (module doc), or None.
-        logits_soft_cap: Soft cap of the scaled scores, or None.
-        alibi_slopes: ``[Hq]`` ALiBi slopes, or None.
-        k_scale: An fp8 cache's key scales (1 or ``Hkv``; keys are ``stored * k_scale``), or None.
-        v_scale: Same for values.
+    query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+    seq_lens: torch.Tensor, scale: float, **options: Unpack[PagedOptions],
+) -> torch.Tensor:  # fmt: skip
+    """Float64 CPU reference of ``paged_decode``: the prefill of one new query per sequence, at position
+    ``seq_lens[i] - 1`` (:func:`reference_paged_prefill`, same arguments but the query offsets).
 
     Returns:
         ``[B, Hq, D]`` float64 on CPU.
     """
     import torch
 
-    one_each = torch.arange(query.shape[0] + 1)  # decode is a prefill of one new query per sequence
-    return reference_paged_prefill(
-        query, k_cache, v_cache, block_tables, one_each, seq_lens, scale,
-        sliding_window=sliding_window, logits_soft_cap=logits_soft_cap, alibi_slopes=alibi_slopes,
-        k_scale=k_scale, v_scale=v_scale,
-    )  # fmt: skip
+    one_each = torch.arange(query.shape[0] + 1)
+    return reference_paged_prefill(query, k_cache, v_cache, block_tables, one_each, seq_lens, scale, **options)
 
 
 def reference_paged_prefill(
-    query: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    cu_seqlens_q: torch.Tensor,
-    seq_lens: torch.Tensor,
-    scale: float,
-    *,
-    sliding_window: int | None = None,
-    logits_soft_cap: float | None = None,
-    alibi_slopes: torch.Tensor | None = None,
-    k_scale: torch.Tensor | None = None,
-    v_scale: torch.Tensor | None = None,
-) -> torch.Tensor:
+    query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+    cu_seqlens_q: torch.Tensor, seq_lens: torch.Tensor, scale: float, **options: Unpack[PagedOptions],
+) -> torch.Tensor:  # fmt: skip
     """Float64 CPU reference of ``paged_prefill`` (causal, with cached context, all keys read from the pages).
 
     Args:
@@ -207,24 +165,24 @@ def reference_paged_prefill(
         cu_seqlens_q: ``[B + 1]`` query offsets.
         seq_lens: ``[B]`` total key positions (cached + new) per sequence.
         scale: Softmax scale.
-        sliding_window: Keys per window (module doc), or None.
-        logits_soft_cap: Soft cap of the scaled scores, or None.
-        alibi_slopes: ``[Hq]`` ALiBi slopes, or None.
-        k_scale: An fp8 cache's key scales (1 or ``Hkv``; keys are ``stored * k_scale``), or None.
-        v_scale: Same for values.
+        **options: The variants of the module doc and the fp8 scales (:class:`~.variants.PagedOptions`).
 
     Returns:
         ``[T, Hq, D]`` float64 on CPU.
+
+    Raises:
+        InvalidArgumentTypeError: An option that :class:`~.variants.PagedOptions` does not name.
     """
     import torch
 
+    unknown = options.keys() - {"sliding_window", "logits_soft_cap", "alibi_slopes", "k_scale", "v_scale"}
+    if unknown:
+        raise InvalidArgumentTypeError(f"the reference takes no option {sorted(unknown)}; see PagedOptions.")
     q64 = query.to(device="cpu", dtype=torch.float64)
     cu = cu_seqlens_q.tolist()
     outs = []
     for i, n in enumerate(seq_lens.tolist()):
-        ql = cu[i + 1] - cu[i]
-        k = _gather_keys(k_cache, block_tables[i], n, k_scale)
-        v = _gather_keys(v_cache, block_tables[i], n, v_scale)
-        q_pos = torch.arange(n - ql, n)
-        outs.append(_attend(q64[cu[i] : cu[i + 1]], k, v, q_pos, scale, sliding_window, logits_soft_cap, alibi_slopes))
+        k = _positions(k_cache, block_tables[i], n, options.get("k_scale"))
+        v = _positions(v_cache, block_tables[i], n, options.get("v_scale"))
+        outs.append(_sequence(q64[cu[i] : cu[i + 1]], k, v, scale, options))
     return torch.cat(outs, 0)

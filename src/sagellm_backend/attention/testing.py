@@ -8,7 +8,7 @@ An *op module* is any object with three callables (``paged_torch`` and ``paged_t
 
 An op set that declares variants or fp8 caches in :mod:`.registry` also takes the keywords
 ``sliding_window``, ``logits_soft_cap``, ``alibi_slopes`` (decode and prefill; :func:`check_paged_variants`)
-and ``k_scale``, ``v_scale`` (all three ops; :mod:`.kv_quant`).
+and ``k_scale``, ``v_scale`` (all three ops; :mod:`.kv_quant`): :class:`~.variants.PagedOptions`.
 
 What the checks assume of the caller (the backend validates it) and demand of the ops:
 
@@ -195,18 +195,18 @@ def check_paged_prefill(
     """Check ``paged_prefill`` (chunked: ``cached_lens`` positions precede each sequence's new queries).
 
     Args:
-        ops: The op module.
-        device: Device of every tensor.
+        ops: As :func:`check_paged_decode`.
+        device: As :func:`check_paged_decode`.
         q_lens: New query tokens per sequence (each >= 1).
         cached_lens: Positions already cached per sequence (each >= 0).
-        **case: The geometry (:class:`PagedGeometry`) and options (:class:`OpOptions`).
+        **case: As :func:`check_paged_decode`.
 
     Returns:
         The case's result.
 
     Raises:
-        AssertionError: Wrong dtype/shape, non-finite values, or outside tolerance.
-        TypeError: A key of ``case`` that :class:`OpCase` does not name.
+        AssertionError: As :func:`check_paged_decode`.
+        TypeError: As :func:`check_paged_decode`.
     """
     import torch
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_tiles import attend_span, tanh_exp2
+from .triton_tiles import attend_span, head_factors, tanh_exp2
 
 __all__ = ["attend_new", "decode_kernel", "store_kv_kernel"]
 
@@ -87,16 +87,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     q = tl.load(q_ptr + b.to(tl.int64) * sq_b + heads[:, None] * sq_h + offs_d[None, :] * sq_d, mask=qmask, other=0.0)
     if DOT_F32:
         q = q.to(tl.float32)
-    if ALIBI:  # noqa: SIM108  # a constexpr branch: only one side is compiled
-        slopes2 = tl.load(slopes_ptr + heads, mask=rmask, other=0.0).to(tl.float32) * 1.4426950408889634
-    else:
-        slopes2 = 0.0
-
-    if KV_FP8:
-        ks, vs = tl.load(ks_ptr + kvh * ks_stride), tl.load(vs_ptr + kvh * vs_stride)
-    else:
-        ks, vs = 1.0, 1.0
-
+    slopes2, ks, vs = head_factors(slopes_ptr, heads, rmask, ks_ptr, vs_ptr, kvh, ks_stride, vs_stride, ALIBI, KV_FP8)
     acc, m_i, l_i = attend_span(
         q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + b.to(tl.int64) * sbt_b,
         skb, skt, svb, svt, lo, full_hi, hi, n_keys, rows * 0 + seq_len - 1, qk_scale * ks, offs_d, dmask, GP, DP,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["LOG2E", "attend_span", "attend_tiles", "tanh_exp2"]
+__all__ = ["LOG2E", "attend_span", "attend_tiles", "head_factors", "tanh_exp2"]
 
 LOG2E = 1.4426950408889634
 
@@ -19,6 +19,24 @@ LOG2E = 1.4426950408889634
 def tanh_exp2(x):  # type: ignore[no-untyped-def]  # a Triton JIT function
     """``tanh`` from one ``exp2`` (saturates to +-1 without overflow to NaN)."""
     return 1.0 - 2.0 / (tl.exp2(x * 2.8853900817779268) + 1.0)
+
+
+@triton.jit
+def head_factors(  # type: ignore[no-untyped-def]  # a Triton JIT function: untyped pointers and constexprs
+    slopes_ptr, heads, hmask, ks_ptr, vs_ptr, kvh, ks_stride, vs_stride, ALIBI: tl.constexpr, KV_FP8: tl.constexpr
+):
+    """The per-program factors of the variants: ``slopes2``, the ALiBi slopes of query heads ``heads`` (rows
+    where ``hmask`` holds) times log2(e), 0.0 without ``ALIBI``; and ``(ks, vs)``, KV head ``kvh``'s fp8 key
+    and value scales, 1.0 without ``KV_FP8``."""
+    if ALIBI:  # noqa: SIM108  # a constexpr branch: only one side is compiled
+        slopes2 = tl.load(slopes_ptr + heads, mask=hmask, other=0.0).to(tl.float32) * 1.4426950408889634
+    else:
+        slopes2 = 0.0
+    if KV_FP8:
+        ks, vs = tl.load(ks_ptr + kvh * ks_stride), tl.load(vs_ptr + kvh * vs_stride)
+    else:
+        ks, vs = 1.0, 1.0
+    return slopes2, ks, vs
 
 
 # fmt: off

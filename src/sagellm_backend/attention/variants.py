@@ -1,4 +1,5 @@
-"""The attention variants a backend is built with (vLLM's ``AttentionImpl`` names), checked once.
+"""The attention variants a backend is built with (vLLM's ``AttentionImpl`` names), checked once, and the keyword
+options of the paged ops that carry them (:class:`PagedOptions`).
 
 ``sliding_window`` (tokens), ``logits_soft_cap`` (float) and ``alibi_slopes`` (``[num_heads]``); their meaning is
 defined in :mod:`.reference`. The slopes are copied to each device once, so calls (and captured graphs) reuse
@@ -10,14 +11,59 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["AttentionVariants"]
+__all__ = ["AttentionVariants", "PagedOptions", "paged_options"]
+
+
+class PagedOptions(TypedDict, total=False):
+    """The keyword options of ``paged_decode`` and ``paged_prefill`` (the op interface of :mod:`.testing`; an op set
+    takes those its row in :mod:`.registry` declares); absent or None: not used.
+
+    Attributes:
+        sliding_window: Keys per window (:mod:`.reference`).
+        logits_soft_cap: Soft cap of the scaled scores.
+        alibi_slopes: ``[Hq]`` ALiBi slopes (float32) on the query's device.
+        k_scale: An fp8 cache's key scales, 1 or ``Hkv`` float32 elements: keys are read as ``stored * k_scale``.
+        v_scale: Same for values.
+    """
+
+    sliding_window: int | None
+    logits_soft_cap: float | None
+    alibi_slopes: torch.Tensor | None
+    k_scale: torch.Tensor | None
+    v_scale: torch.Tensor | None
+
+
+def paged_options(
+    op: str, options: PagedOptions
+) -> tuple[int | None, float | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The options of one op call, in :class:`PagedOptions`' order (None where absent).
+
+    Args:
+        op: The op's name, for the message.
+        options: The call's keyword options.
+
+    Returns:
+        ``(sliding_window, logits_soft_cap, alibi_slopes, k_scale, v_scale)``.
+
+    Raises:
+        InvalidArgumentTypeError: An option :class:`PagedOptions` does not name.
+    """
+    if not options.keys() <= PagedOptions.__optional_keys__:
+        unknown = sorted(options.keys() - PagedOptions.__optional_keys__)
+        raise InvalidArgumentTypeError(
+            f"{op} does not take {unknown}; it accepts {', '.join(PagedOptions.__annotations__)}."
+        )
+    return (
+        options.get("sliding_window"), options.get("logits_soft_cap"), options.get("alibi_slopes"),
+        options.get("k_scale"), options.get("v_scale"),
+    )  # fmt: skip
 
 
 class AttentionVariants:
