@@ -393,6 +393,8 @@ def decode_launch_args(
             "svn_h": nv.stride(1), "svn_d": nv.stride(2), "n_slots": k_cache.shape[0] * bs,
         }  # fmt: skip
     fp8 = fp8_args(query, k_scale, v_scale)
+    f16 = bool(fp8["KV_FP8"]) and cfg.fp8_f16_dot and query.dtype == torch.bfloat16
+    dot_f32 = dot_f32 and not f16  # the fp16 dots need no fp32 stand-in under the interpreter
     args = (
         query, k_cache, v_cache, block_tables, seq_lens, out, po, plse, cnt,
         query.stride(0), query.stride(1), query.stride(2), out.stride(0), out.stride(1), out.stride(2),
@@ -405,6 +407,7 @@ def decode_launch_args(
         **fp8, "key_ptr": nk, "value_ptr": nv, "slot_ptr": ns, **new_kw,
         "LIMIT": float(torch.finfo(k_cache.dtype).max) if fp8["KV_FP8"] and new is not None else 0.0,
         "NEW": new is not None, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
+        "F16_DOT": f16,
     }  # fmt: skip
     return (b, hkv, n_split), args, kw
 

@@ -163,6 +163,8 @@ class DecodeConfig:
         num_stages: Software-pipeline depth of the tile loop.
         waves: Split while ``B * Hkv * splits`` stays within ``waves`` x the SM count (no partial wave).
         min_chunk: Fewest key tokens per split.
+        fp8_f16_dot: With an fp8 cache and a bf16 query, run the dots in fp16 (the query scaled by a power of
+            two into fp16's range) instead of converting the cache to bf16.
     """
 
     block_n: int = 64
@@ -170,6 +172,7 @@ class DecodeConfig:
     num_stages: int = 2
     waves: float = 4.0
     min_chunk: int = 512
+    fp8_f16_dot: bool = False
 
 
 def decode_config(head_dim: int, dtype: torch.dtype, group: int) -> DecodeConfig:

@@ -53,6 +53,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     DOT_F32: tl.constexpr, window, softcap2, slopes_ptr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
     ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr, slot_ptr,
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
+    F16_DOT: tl.constexpr,
 ):
     # fmt: on
     b = tl.program_id(0)
@@ -88,9 +89,17 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     if DOT_F32:
         q = q.to(tl.float32)
     slopes2, ks, vs = head_factors(slopes_ptr, heads, rmask, ks_ptr, vs_ptr, kvh, ks_stride, vs_stride, ALIBI, KV_FP8)
+    qs = qk_scale * ks
+    if F16_DOT:
+        # fp8 cache, bf16 query: both dots in fp16 (fp8 -> fp16 is one conversion, exact). q is scaled by a power
+        # of two that brings its largest magnitude to [2^14, 2^15), exactly undone in the score scale.
+        qa = tl.max(tl.max(tl.abs(q.to(tl.float32)), 1), 0)
+        e = tl.minimum(tl.maximum(14.0 - tl.floor(tl.log2(tl.maximum(qa, 1e-30))), -100.0), 100.0)
+        q = (q.to(tl.float32) * tl.exp2(e)).to(tl.float16)
+        qs = qs * tl.exp2(-e)
     acc, m_i, l_i = attend_span(
         q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + b.to(tl.int64) * sbt_b,
-        skb, skt, svb, svt, lo, full_hi, hi, n_keys, rows * 0 + seq_len - 1, qk_scale * ks, offs_d, dmask, GP, DP,
+        skb, skt, svb, svt, lo, full_hi, hi, n_keys, rows * 0 + seq_len - 1, qs, offs_d, dmask, GP, DP,
         BS, BLOCK_N, False, PREC, DOT_F32, tl.cdiv(first, BLOCK_N) * BLOCK_N, window, softcap2, slopes2, WINDOW,
         SOFTCAP, ALIBI, vs, KV_FP8,
     )  # fmt: skip
@@ -99,7 +108,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
             acc, m_i, l_i, q, key_ptr + b.to(tl.int64) * sn_b + kvh.to(tl.int64) * sn_h,
             value_ptr + b.to(tl.int64) * svn_b + kvh.to(tl.int64) * svn_h, sn_d, svn_d,
             kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, skb, skt, svb, svt, slot,
-            (rows * 0 + fresh - sp) == 1, (offs_d * 0 + fresh - sp) == 1, qk_scale * ks, ks, vs, offs_d, dmask, BS,
+            (rows * 0 + fresh - sp) == 1, (offs_d * 0 + fresh - sp) == 1, qs, ks, vs, offs_d, dmask, BS,
             softcap2, SOFTCAP, KV_FP8, LIMIT,
         )  # fmt: skip
     l_safe = tl.where(l_i > 0, l_i, 1.0)
