@@ -89,10 +89,7 @@ ASCEND = VendorSpec(
 
 
 class AscendBackendProvider(Provider):
-    """KV blocks in NPU memory; streams, events, graphs from torch.npu; HCCL collectives.
-
-    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the NPU ordinal).
-    """
+    """KV blocks in NPU memory; streams, events, graphs from torch.npu; HCCL collectives."""
 
     vendor = ASCEND
 

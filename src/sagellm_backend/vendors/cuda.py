@@ -94,10 +94,7 @@ CUDA = VendorSpec(
 
 
 class CUDABackendProvider(Provider):
-    """KV blocks in GPU memory; streams, events, graphs from torch.cuda; NCCL collectives.
-
-    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the GPU ordinal).
-    """
+    """KV blocks in GPU memory; streams, events, graphs from torch.cuda; NCCL collectives."""
 
     vendor = CUDA
 

@@ -70,10 +70,7 @@ KUNLUN = VendorSpec(
 
 
 class KunlunBackendProvider(Provider):
-    """KV blocks in Kunlun XPU memory through XPyTorch's torch.cuda; BKCL collectives via 'nccl'.
-
-    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the XPU ordinal).
-    """
+    """KV blocks in Kunlun XPU memory through XPyTorch's torch.cuda; BKCL collectives via 'nccl'."""
 
     vendor = KUNLUN
 

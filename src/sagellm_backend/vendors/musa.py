@@ -113,10 +113,7 @@ MUSA = VendorSpec(
 
 
 class MusaBackendProvider(Provider):
-    """KV blocks in Moore Threads GPU memory; streams, events, MUSA graphs from torch.musa; MCCL.
-
-    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the GPU ordinal).
-    """
+    """KV blocks in Moore Threads GPU memory; streams, events, MUSA graphs from torch.musa; MCCL."""
 
     vendor = MUSA
 

@@ -158,10 +158,7 @@ ROCM = VendorSpec(
 
 class RocmBackendProvider(Provider):
     """KV blocks in AMD GPU / Hygon DCU memory; streams, events, HIP graphs through torch.cuda;
-    RCCL collectives (backend ``"nccl"``); batched block copies through Triton's AMD backend.
-
-    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the GPU ordinal).
-    """
+    RCCL collectives (backend ``"nccl"``); batched block copies through Triton's AMD backend."""
 
     vendor = ROCM
 
