@@ -19,9 +19,12 @@ __all__ = [
     "CUDA_API",
     "TorchAPI",
     "VendorSpec",
+    "capability_hint",
+    "capability_string",
     "check_options",
     "create_from_config",
     "detect_torch_module",
+    "device_capability",
     "vendor_factory",
 ]
 
@@ -126,6 +129,53 @@ CUDA_API: Final[TorchAPI] = {
     "dist_backend": "nccl",
     "graph_class": "CUDAGraph",
 }
+
+
+def device_capability(module: Any, index: int) -> tuple[int, int]:
+    """``(major, minor)`` of device ``index`` of a ``torch.cuda``-shaped module, as ints.
+
+    Args:
+        module: The torch module (``torch.cuda``, ``torch.musa``).
+        index: Device ordinal.
+
+    Returns:
+        ``module.get_device_capability(index)``.
+    """
+    major, minor = module.get_device_capability(index)
+    return int(major), int(minor)
+
+
+def capability_string(module: Any, index: int) -> str:
+    """:func:`device_capability` written ``"major.minor"`` (a :attr:`VendorSpec.compute_capability`).
+
+    Args:
+        module: The torch module.
+        index: Device ordinal.
+
+    Returns:
+        E.g. ``"9.0"``.
+    """
+    return "{}.{}".format(*device_capability(module, index))
+
+
+def capability_hint(dtype: DType, needs: str, fix: str, module: Any, device_type: str, index: int) -> str:
+    """Why device ``index`` does not compute in ``dtype`` (a :attr:`VendorSpec.dtype_hint` by capability).
+
+    Args:
+        dtype: The missing dtype.
+        needs: What it needs (``"compute capability >= 8.0"``).
+        fix: What to use instead (``"use fp16"``).
+        module: The torch module (``torch.cuda``, ``torch.musa``).
+        device_type: Its device type (``"cuda"``).
+        index: Device ordinal.
+
+    Returns:
+        ``"<dtype> needs <needs>; <device> (<model>) has <major.minor>; <fix>"``.
+    """
+    return (
+        f"{dtype.value} needs {needs}; {device_type}:{index} ({module.get_device_name(index)}) has "
+        f"{capability_string(module, index)}; {fix}"
+    )
 
 
 def detect_torch_module(
