@@ -25,11 +25,12 @@ __all__ = [
     "create_from_config",
     "detect_torch_module",
     "device_capability",
+    "torch_api",
     "vendor_factory",
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VendorSpec:
     """Every fact about one vendor.
 
@@ -59,12 +60,12 @@ class VendorSpec:
     """
 
     name: str
-    aliases: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
     device_type: str
-    torch_module: str | None
-    sdk_module: str | None
+    torch_module: str | None = None
+    sdk_module: str | None = None
     dist_backend: str | None
-    graph_class: str | None
+    graph_class: str | None = None
     install_hint: str
     priority: int | None
     detect: Callable[[], Availability]
@@ -120,15 +121,24 @@ class TorchAPI(TypedDict):
     graph_class: str
 
 
+def torch_api(module: str, dist_backend: str, graph_class: str) -> TorchAPI:
+    """The :class:`TorchAPI` of a ``torch.<module>`` whose tensors' device type is the module's name.
+
+    Args:
+        module: ``"cuda"``, ``"npu"``, ``"musa"`` ...
+        dist_backend: Its torch.distributed backend.
+        graph_class: Its graph class.
+
+    Returns:
+        The four fields, passed as ``VendorSpec(..., **torch_api(...), ...)``.
+    """
+    return {"device_type": module, "torch_module": module, "dist_backend": dist_backend, "graph_class": graph_class}
+
+
 #: The ``torch.cuda`` API: tensors on ``"cuda"``, ``torch.cuda``, the ``"nccl"`` collective backend and
 #: ``CUDAGraph``. NVIDIA's CUDA builds of torch serve it; so do ROCm/HIP builds (RCCL under that name)
-#: and Kunlunxin's XPyTorch (BKCL). Passed as ``VendorSpec(..., **CUDA_API, ...)``.
-CUDA_API: Final[TorchAPI] = {
-    "device_type": "cuda",
-    "torch_module": "cuda",
-    "dist_backend": "nccl",
-    "graph_class": "CUDAGraph",
-}
+#: and Kunlunxin's XPyTorch (BKCL).
+CUDA_API: Final[TorchAPI] = torch_api("cuda", "nccl", "CUDAGraph")
 
 
 def device_capability(module: Any, index: int) -> tuple[int, int]:

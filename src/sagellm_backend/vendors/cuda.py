@@ -81,7 +81,6 @@ CUDA = VendorSpec(
     aliases=("pytorch-cuda",),
     hardware_aliases=("nvidia",),
     **CUDA_API,
-    sdk_module=None,
     install_hint=_INSTALL,
     priority=100,
     detect=detect_cuda,

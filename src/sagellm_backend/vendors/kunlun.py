@@ -51,7 +51,6 @@ def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
 
 KUNLUN = VendorSpec(
     name="kunlun",
-    aliases=(),
     hardware_aliases=("xpu", "kunlunxin"),
     **CUDA_API,
     sdk_module="torch_xmlir",

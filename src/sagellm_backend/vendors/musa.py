@@ -28,7 +28,15 @@ from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
 from .accelerator import accelerator_init
-from .base import VendorSpec, capability_hint, capability_string, detect_torch_module, device_capability, vendor_factory
+from .base import (
+    VendorSpec,
+    capability_hint,
+    capability_string,
+    detect_torch_module,
+    device_capability,
+    torch_api,
+    vendor_factory,
+)
 
 __all__ = ["MUSA", "MusaBackendProvider", "create_musa_backend", "detect_musa", "musa_native_dtypes"]
 
@@ -81,11 +89,8 @@ MUSA = VendorSpec(
     name="musa",
     aliases=("mthreads",),
     hardware_aliases=("moorethreads",),
-    device_type="musa",
-    torch_module="musa",
+    **torch_api("musa", "mccl", "MUSAGraph"),
     sdk_module="torch_musa",
-    dist_backend="mccl",
-    graph_class="MUSAGraph",
     install_hint=_INSTALL,
     priority=70,
     detect=detect_musa,

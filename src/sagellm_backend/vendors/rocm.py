@@ -136,7 +136,6 @@ ROCM = VendorSpec(
     aliases=("dcu", "hygon", "haiguang", "amd"),
     hardware_aliases=("haiguang", "hip"),
     **CUDA_API,
-    sdk_module=None,
     install_hint=_INSTALL,
     priority=95,
     detect=detect_rocm,
