@@ -76,10 +76,14 @@ class Event(ABC):
         stamp = self.__dict__.get("_recorded_at")
         return None if stamp is None else float(stamp)
 
+    def __init__(self, owner_id: int, device: str) -> None:
+        self._owner_id = owner_id
+        self._device = device
+
     @property
-    @abstractmethod
     def device(self) -> str:
         """The device string of the provider that created this event."""
+        return self._device
 
     @abstractmethod
     def record(self, stream: Stream | None = None) -> None:
@@ -144,13 +148,14 @@ class Stream(ABC):
     ``synchronize`` blocks; ``record_event``, ``wait_event``, ``submit`` and ``query`` do not.
     """
 
-    def __init__(self, owner_id: int) -> None:
+    def __init__(self, owner_id: int, device: str) -> None:
         self.owner_id = owner_id
+        self._device = device
 
     @property
-    @abstractmethod
     def device(self) -> str:
         """The device string this stream runs on."""
+        return self._device
 
     @property
     @abstractmethod
