@@ -191,7 +191,7 @@ class HostEvent(Event):
                 raise :class:`StreamError` at once.
         """
         self._recorded_at = time.time()
-        stream = stream if stream is not None else current_stream(self._owner_id)
+        stream = stream if stream is not None else current_stream(self.owner_id)
         marker = _Marker()
         if stream is None:
             marker.stamp_ns = time.perf_counter_ns()

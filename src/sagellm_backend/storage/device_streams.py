@@ -34,7 +34,7 @@ class DeviceEvent(Event):
             self.native.record()  # fast path: no HAL stream entered in this thread
             self._recorded = True
             return
-        s = stream if stream is not None else current_stream(self._owner_id)
+        s = stream if stream is not None else current_stream(self.owner_id)
         if s is None:
             self.native.record()
         elif isinstance(s, DeviceStream):
