@@ -21,11 +21,11 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from . import providers
 from ._version import __version__
 from .api import BackendProvider, CommGroup, Communicator, Event, Graph, KVBlock, Stream
 from .comm.mock_world import MockWorld
 from .compat import DEPRECATED
-from .core.config import Availability, ProviderConfig, provider_factory
 from .device import Device, format_device_str, normalize_device, parse_device_str
 from .errors import (
     BackendError,
@@ -64,6 +64,7 @@ from .protocol import (
     coerce_dtype,
     dtype_bits,
 )
+from .providers import *  # noqa: F403  (the built-in providers, their factories, their config)
 from .registry import (
     available_providers,
     get_provider,
@@ -72,23 +73,12 @@ from .registry import (
     refresh_providers,
     register_provider,
 )
-from .vendors.ascend import AscendBackendProvider, create_ascend_backend
-from .vendors.cpu import CPUBackendProvider, create_cpu_backend
-from .vendors.cuda import CUDABackendProvider, create_cuda_backend
-from .vendors.kunlun import KunlunBackendProvider, create_kunlun_backend
-from .vendors.mock import MockBackendProvider, create_mock_backend, create_mock_world
-from .vendors.musa import MusaBackendProvider, create_musa_backend
-from .vendors.rocm import RocmBackendProvider, create_rocm_backend
 
-__all__ = [
+__all__: list[str] = [
     "DEFAULT_KV_GEOMETRY",
-    "AscendBackendProvider",
-    "Availability",
     "BackendError",
     "BackendProvider",
     "BlockFreedError",
-    "CPUBackendProvider",
-    "CUDABackendProvider",
     "CapabilityDescriptor",
     "CollectiveError",
     "CollectiveOp",
@@ -116,16 +106,11 @@ __all__ = [
     "KernelKind",
     "KernelNotFoundError",
     "KernelRegistry",
-    "KunlunBackendProvider",
-    "MockBackendProvider",
     "MockWorld",
-    "MusaBackendProvider",
     "PoolStats",
-    "ProviderConfig",
     "ProviderNotFoundError",
     "ReduceOp",
     "ResourceExhaustedError",
-    "RocmBackendProvider",
     "Stream",
     "StreamError",
     "StreamTimeoutError",
@@ -136,14 +121,6 @@ __all__ = [
     "__version__",
     "available_providers",
     "coerce_dtype",
-    "create_ascend_backend",
-    "create_cpu_backend",
-    "create_cuda_backend",
-    "create_kunlun_backend",
-    "create_mock_backend",
-    "create_mock_world",
-    "create_musa_backend",
-    "create_rocm_backend",
     "dtype_bits",
     "format_device_str",
     "get_provider",
@@ -151,12 +128,12 @@ __all__ = [
     "list_providers",
     "normalize_device",
     "parse_device_str",
-    "provider_factory",
     "provider_registry",
     "refresh_providers",
     "register_kernel",
     "register_provider",
 ]
+__all__ += providers.__all__
 
 
 def __getattr__(name: str) -> Any:

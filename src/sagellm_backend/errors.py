@@ -71,6 +71,12 @@ class BackendError(Exception):
 
     default_code: ClassVar[ErrorCode] = ErrorCode.DISTRIBUTED_RUNTIME_ERROR
 
+    def __init_subclass__(cls, *, code: ErrorCode | None = None, **kwargs: Any) -> None:
+        """Set the subclass's :attr:`default_code` from its ``code=`` class argument (else the parent's)."""
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.default_code = code
+
     def __init__(self, message: str, *, code: ErrorCode | None = None, **details: Any) -> None:
         super().__init__(message)
         self.message = message
@@ -94,16 +100,12 @@ class BackendError(Exception):
         }
 
 
-class InvalidArgumentError(BackendError, ValueError):
+class InvalidArgumentError(BackendError, ValueError, code=ErrorCode.INVALID_ARGUMENT):
     """An argument has the right type but a bad value (negative size, unknown name ...)."""
 
-    default_code = ErrorCode.INVALID_ARGUMENT
 
-
-class InvalidArgumentTypeError(BackendError, TypeError):
+class InvalidArgumentTypeError(BackendError, TypeError, code=ErrorCode.INVALID_ARGUMENT):
     """An argument has the wrong type (a float where a DType belongs, a list for a tensor ...)."""
-
-    default_code = ErrorCode.INVALID_ARGUMENT
 
 
 class UnsupportedDTypeError(InvalidArgumentError):
@@ -134,28 +136,20 @@ class ProviderNotFoundError(InvalidArgumentError):
     """No provider is registered under that name."""
 
 
-class ResourceExhaustedError(BackendError, MemoryError):
+class ResourceExhaustedError(BackendError, MemoryError, code=ErrorCode.RESOURCE_EXHAUSTED):
     """Not enough memory (or free blocks) for the request; nothing was allocated."""
 
-    default_code = ErrorCode.RESOURCE_EXHAUSTED
 
-
-class UnavailableError(BackendError, RuntimeError):
+class UnavailableError(BackendError, RuntimeError, code=ErrorCode.UNAVAILABLE):
     """The backend or its hardware/SDK is not available on this machine."""
 
-    default_code = ErrorCode.UNAVAILABLE
 
-
-class UnsupportedOperationError(BackendError, NotImplementedError):
+class UnsupportedOperationError(BackendError, NotImplementedError, code=ErrorCode.NOT_IMPLEMENTED):
     """The operation cannot work on this backend or hardware (e.g. graph capture on CPU)."""
 
-    default_code = ErrorCode.NOT_IMPLEMENTED
 
-
-class KVTransferError(BackendError, RuntimeError):
+class KVTransferError(BackendError, RuntimeError, code=ErrorCode.KV_TRANSFER_FAILED):
     """Moving KV data failed; the source block is intact."""
-
-    default_code = ErrorCode.KV_TRANSFER_FAILED
 
 
 class StreamError(KVTransferError):
@@ -168,31 +162,21 @@ class StreamError(KVTransferError):
     """
 
 
-class StreamTimeoutError(BackendError, TimeoutError):
+class StreamTimeoutError(BackendError, TimeoutError, code=ErrorCode.DEADLINE_EXCEEDED):
     """A wait on a stream or event did not finish within its ``timeout``; the work is still queued."""
 
-    default_code = ErrorCode.DEADLINE_EXCEEDED
 
-
-class CommTimeoutError(BackendError, TimeoutError):
+class CommTimeoutError(BackendError, TimeoutError, code=ErrorCode.COMM_TIMEOUT):
     """A collective's peers did not arrive (or left) within the group's timeout."""
 
-    default_code = ErrorCode.COMM_TIMEOUT
 
-
-class CommGroupError(BackendError, RuntimeError):
+class CommGroupError(BackendError, RuntimeError, code=ErrorCode.COMM_GROUP_INVALID):
     """No process group is set up, or the group/rank arguments do not fit it."""
 
-    default_code = ErrorCode.COMM_GROUP_INVALID
 
-
-class CollectiveError(BackendError, RuntimeError):
+class CollectiveError(BackendError, RuntimeError, code=ErrorCode.COMM_COLLECTIVE_FAILED):
     """A collective failed: mismatched shapes/dtypes across ranks, a backend error ..."""
 
-    default_code = ErrorCode.COMM_COLLECTIVE_FAILED
 
-
-class KernelNotFoundError(BackendError, KeyError):
+class KernelNotFoundError(BackendError, KeyError, code=ErrorCode.OPERATOR_NOT_FOUND):
     """No kernel is registered under that name for this provider."""
-
-    default_code = ErrorCode.OPERATOR_NOT_FOUND

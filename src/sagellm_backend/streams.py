@@ -169,13 +169,8 @@ class HostEvent(Event):
     """A timing event on a host stream (or on the host itself when recorded with no stream)."""
 
     def __init__(self, owner_id: int, device: str = "cpu") -> None:
-        self._owner_id = owner_id
-        self._device = device
+        super().__init__(owner_id, device)
         self._marker: _Marker | None = None
-
-    @property
-    def device(self) -> str:
-        return self._device
 
     @property
     def is_recorded(self) -> bool:
@@ -196,7 +191,7 @@ class HostEvent(Event):
                 raise :class:`StreamError` at once.
         """
         self._recorded_at = time.time()
-        stream = stream if stream is not None else current_stream(self._owner_id)
+        stream = stream if stream is not None else current_stream(self.owner_id)
         marker = _Marker()
         if stream is None:
             marker.stamp_ns = time.perf_counter_ns()
@@ -270,8 +265,7 @@ class HostStream(Stream):
     """An ordered work queue served by one worker thread."""
 
     def __init__(self, owner_id: int, device: str = "cpu") -> None:
-        super().__init__(owner_id)
-        self._device = device
+        super().__init__(owner_id, device)
         self._id = next(_stream_ids)
         self._state = _State(f"stream {self._id} on {device}")
         self._thread = threading.Thread(
@@ -280,10 +274,6 @@ class HostStream(Stream):
         self._thread.start()
         self._state.thread_id = self._thread.ident or 0  # known before any marker needs it
         self._finalizer = weakref.finalize(self, _stop, self._state)
-
-    @property
-    def device(self) -> str:
-        return self._device
 
     @property
     def handle(self) -> int:

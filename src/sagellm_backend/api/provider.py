@@ -14,13 +14,14 @@ Which calls block the host: ``synchronize``, ``kv_block_read``, and, without a `
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, ClassVar
+from functools import wraps
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar
 
 from ..protocol import CapabilityDescriptor, DType
 from .blocks import KVBlock
-from .comm import CommGroup, Communicator
+from .comm import Communicator
 from .kernels import KernelCandidate
 from .streams import Event, Graph, Stream
 
@@ -30,6 +31,30 @@ if TYPE_CHECKING:
     from ..kv.pool import KVCachePool
 
 __all__ = ["BackendProvider"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _to_communicator(
+    method: Callable[Concatenate[Communicator, _P], _R],
+) -> Callable[Concatenate[BackendProvider, _P], _R]:
+    """A provider method that calls the method of that name on :attr:`BackendProvider.communicator`.
+
+    Args:
+        method: The :class:`Communicator` method; its signature and docstring become the provider's.
+
+    Returns:
+        The provider method.
+    """
+    name = method.__name__
+
+    @wraps(method, updated=())  # not its __dict__: the contract's abstract marker stays there
+    def delegate(self: BackendProvider, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        bound: Callable[_P, _R] = getattr(self.communicator, name)
+        return bound(*args, **kwargs)
+
+    return delegate
 
 
 class BackendProvider(ABC):
@@ -352,7 +377,7 @@ class BackendProvider(ABC):
         """
 
     # ------------------------------------------------------------ collectives
-    # Each delegates to :attr:`communicator` with the same arguments and result.
+    # Each is its communicator's method: the same arguments, result and docstring.
     @property
     @abstractmethod
     def communicator(self) -> Communicator:
@@ -368,63 +393,16 @@ class BackendProvider(ABC):
         """World size (1 without a process group)."""
         return self.communicator.world_size
 
-    def init_process_group(
-        self,
-        backend: str | None = None,
-        *,
-        init_method: str | None = None,
-        rank: int | None = None,
-        world_size: int | None = None,
-        timeout: float = 300.0,
-        check_consistency: bool | None = None,
-        blocking_wait: bool = True,
-    ) -> None:
-        """Join a process group (:meth:`Communicator.init_process_group`)."""
-        self.communicator.init_process_group(
-            backend,
-            init_method=init_method,
-            rank=rank,
-            world_size=world_size,
-            timeout=timeout,
-            check_consistency=check_consistency,
-            blocking_wait=blocking_wait,
-        )
-
-    def destroy_process_group(self) -> None:
-        """Leave and destroy the process group (:meth:`Communicator.destroy_process_group`)."""
-        self.communicator.destroy_process_group()
-
-    def new_group(self, ranks: Sequence[int], *, timeout: float | None = None) -> CommGroup:
-        """Create a sub-group (call on every rank) (:meth:`Communicator.new_group`)."""
-        return self.communicator.new_group(ranks, timeout=timeout)
-
-    def all_reduce(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
-        """Reduce ``tensor`` across ranks in place (:meth:`Communicator.all_reduce`)."""
-        return self.communicator.all_reduce(tensor, op, group=group)
-
-    def all_gather(self, tensor: Any, *, group: CommGroup | None = None, out: Any = None) -> Any:
-        """Gather ``tensor`` from every rank (:meth:`Communicator.all_gather`)."""
-        return self.communicator.all_gather(tensor, group=group, out=out)
-
-    def reduce_scatter(self, tensor: Any, op: Any = "sum", *, group: CommGroup | None = None) -> Any:
-        """Reduce across ranks and keep this rank's rows (:meth:`Communicator.reduce_scatter`)."""
-        return self.communicator.reduce_scatter(tensor, op, group=group)
-
-    def broadcast(self, tensor: Any, src: int = 0, *, group: CommGroup | None = None) -> Any:
-        """Broadcast ``tensor`` from ``src`` in place (:meth:`Communicator.broadcast`)."""
-        return self.communicator.broadcast(tensor, src, group=group)
-
-    def barrier(self, *, group: CommGroup | None = None) -> None:
-        """Wait until every rank arrives (:meth:`Communicator.barrier`)."""
-        self.communicator.barrier(group=group)
-
-    def send(self, tensor: Any, dst: int, *, tag: int = 0, group: CommGroup | None = None) -> None:
-        """Send ``tensor`` to rank ``dst`` (:meth:`Communicator.send`)."""
-        self.communicator.send(tensor, dst, tag=tag, group=group)
-
-    def recv(self, tensor: Any, src: int, *, tag: int = 0, group: CommGroup | None = None) -> Any:
-        """Receive into ``tensor`` from rank ``src`` (:meth:`Communicator.recv`)."""
-        return self.communicator.recv(tensor, src, tag=tag, group=group)
+    init_process_group = _to_communicator(Communicator.init_process_group)
+    destroy_process_group = _to_communicator(Communicator.destroy_process_group)
+    new_group = _to_communicator(Communicator.new_group)
+    all_reduce = _to_communicator(Communicator.all_reduce)
+    all_gather = _to_communicator(Communicator.all_gather)
+    reduce_scatter = _to_communicator(Communicator.reduce_scatter)
+    broadcast = _to_communicator(Communicator.broadcast)
+    barrier = _to_communicator(Communicator.barrier)
+    send = _to_communicator(Communicator.send)
+    recv = _to_communicator(Communicator.recv)
 
     # -------------------------------------------------------------- lifecycle
     @abstractmethod

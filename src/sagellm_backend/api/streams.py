@@ -56,7 +56,24 @@ def current_stream(owner_id: int) -> Stream | None:
     return None
 
 
-class Event(ABC):
+class _OnDevice:
+    """What streams and events know of where they belong.
+
+    Attributes:
+        owner_id: The ``owner_id`` of the provider that created it.
+    """
+
+    def __init__(self, owner_id: int, device: str) -> None:
+        self.owner_id = owner_id
+        self._device = device
+
+    @property
+    def device(self) -> str:
+        """The device string of the provider that created it (where a stream runs)."""
+        return self._device
+
+
+class Event(_OnDevice, ABC):
     """A marker in a stream's work. Real on every provider; timing is on by default.
 
     ``record`` and ``query`` never block; ``synchronize`` and ``elapsed_ms`` do.
@@ -75,11 +92,6 @@ class Event(ABC):
         """Host wall-clock time (``time.time()``) of the last :meth:`record` call, or ``None``."""
         stamp = self.__dict__.get("_recorded_at")
         return None if stamp is None else float(stamp)
-
-    @property
-    @abstractmethod
-    def device(self) -> str:
-        """The device string of the provider that created this event."""
 
     @abstractmethod
     def record(self, stream: Stream | None = None) -> None:
@@ -136,21 +148,13 @@ class Event(ABC):
         self.synchronize()
 
 
-class Stream(ABC):
+class Stream(_OnDevice, ABC):
     """An ordered queue of work on one device.
 
     ``with stream:`` makes it the current stream of its provider in this thread: provider
     operations called without ``stream=`` inside the block are enqueued on it.
     ``synchronize`` blocks; ``record_event``, ``wait_event``, ``submit`` and ``query`` do not.
     """
-
-    def __init__(self, owner_id: int) -> None:
-        self.owner_id = owner_id
-
-    @property
-    @abstractmethod
-    def device(self) -> str:
-        """The device string this stream runs on."""
 
     @property
     @abstractmethod
@@ -257,10 +261,10 @@ class Stream(ABC):
             )
         return event
 
-    def _on_enter(self) -> None:  # noqa: B027 (optional hook)
+    def _on_enter(self) -> None:
         """Hook for device streams (enter the framework's stream context)."""
 
-    def _on_exit(self) -> None:  # noqa: B027 (optional hook)
+    def _on_exit(self) -> None:
         """Hook for device streams."""
 
     def __enter__(self) -> Stream:

@@ -13,7 +13,6 @@ from typing import Any
 
 from ..api.provider import BackendProvider
 from ..errors import InvalidArgumentError
-from ..protocol import DType
 from .baselines import (
     engine_copy_from_lists,
     index_copy_rows,
@@ -22,14 +21,12 @@ from .baselines import (
     per_block_copy_loop,
 )
 from .harness import (
-    BLOCK_TOKENS,
     GB,
     Result,
-    fill_random,
+    filled_pool,
     is_device,
     median_time,
     on_host_arrays,
-    same_kind,
     wall_times_per_call,
 )
 
@@ -78,10 +75,7 @@ def bench_copy_blocks(provider: BackendProvider, n_blocks: int, *, quick: bool =
         device, ``validate=False``). Extra ``validated_python_lists`` = the default call with
         Python lists; on accelerators also ``per_block_copy_loop`` (one ``copy_`` per block).
     """
-    p = same_kind(provider)
-    pool = p.create_kv_pool(3 * n_blocks, block_size=BLOCK_TOKENS, dtype=DType.FP16)
-    pool.allocate(pool.num_blocks)
-    fill_random(p, pool.arena)
+    p, pool, _ = filled_pool(provider, 3 * n_blocks)
     src, dst = _scattered_pairs(pool, n_blocks, seed=n_blocks)
     nbytes = 2 * n_blocks * pool.block_nbytes
     rows = pool.arena.reshape(pool.arena.shape[0], -1)
@@ -175,10 +169,7 @@ def bench_copy_short_lists(provider: BackendProvider, n_pairs: int, *, quick: bo
     """
     if n_pairs < 1:
         raise InvalidArgumentError(f"n_pairs must be >= 1; got {n_pairs}. Pass the number of (src, dst) pairs.")
-    p = same_kind(provider)
-    pool = p.create_kv_pool(max(8, 2 * n_pairs), block_size=BLOCK_TOKENS, dtype=DType.FP16)
-    pool.allocate(pool.num_blocks)
-    fill_random(p, pool.arena)
+    p, pool, _ = filled_pool(provider, max(8, 2 * n_pairs))
     src, dst = _scattered_pairs(pool, n_pairs, seed=1000 + n_pairs)
     rows = pool.arena.reshape(pool.arena.shape[0], -1)
     mock = on_host_arrays(p)

@@ -13,11 +13,15 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api.provider import BackendProvider
 from ..kv.geometry import KVGeometry
+from ..protocol import DType
 from .timing import event_trials
+
+if TYPE_CHECKING:
+    from ..kv.pool import KVCachePool
 
 __all__ = [
     "BENCH_GEOMETRY",
@@ -25,6 +29,7 @@ __all__ = [
     "GB",
     "Result",
     "fill_random",
+    "filled_pool",
     "is_device",
     "median_time",
     "on_host_arrays",
@@ -219,3 +224,21 @@ def fill_random(provider: BackendProvider, arena: Any) -> None:
         import torch
 
         arena.reshape(-1).view(torch.uint8).random_(0, 256)
+
+
+def filled_pool(provider: BackendProvider, num_blocks: int) -> tuple[BackendProvider, KVCachePool, list[int]]:
+    """A provider of the same kind (:func:`same_kind`) with a pool of ``num_blocks`` fp16 blocks of
+    :data:`BLOCK_TOKENS` tokens, every block allocated and filled with random bytes (:func:`fill_random`).
+
+    Args:
+        provider: The provider under test.
+        num_blocks: Blocks in the pool.
+
+    Returns:
+        ``(provider, pool, block ids)``.
+    """
+    p = same_kind(provider)
+    pool = p.create_kv_pool(num_blocks, block_size=BLOCK_TOKENS, dtype=DType.FP16)
+    ids = pool.allocate(pool.num_blocks)
+    fill_random(p, pool.arena)
+    return p, pool, ids

@@ -12,10 +12,9 @@ from ..api.provider import BackendProvider
 from ..protocol import DType
 from .harness import (
     BENCH_GEOMETRY,
-    BLOCK_TOKENS,
     GB,
     Result,
-    fill_random,
+    filled_pool,
     is_device,
     median_time,
     on_host_arrays,
@@ -108,10 +107,7 @@ def bench_swap(provider: BackendProvider, n_blocks: int, *, quick: bool = False)
     """
     import numpy as np
 
-    p = same_kind(provider)
-    pool = p.create_kv_pool(2 * n_blocks, block_size=BLOCK_TOKENS, dtype=DType.FP16)
-    ids = pool.allocate(pool.num_blocks)
-    fill_random(p, pool.arena)
+    p, pool, ids = filled_pool(provider, 2 * n_blocks)
     sel = np.random.default_rng(1).permutation(ids)[:n_blocks].tolist()
     nbytes = n_blocks * pool.block_nbytes
     reps = 1 if quick else 5

@@ -105,22 +105,18 @@ class Provider(BackendProvider):
     # ------------------------------------------------------------------ identity
     @classmethod
     def detect(cls) -> Availability:
-        """Whether this provider can be created here, and why not (side-effect free)."""
         return cls.vendor.detect()
 
     @property
     def device(self) -> str:
-        """The provider's own device (``"cpu"``, ``"cuda:0"`` ...)."""
         return str(self._storage.own_device())
 
     @property
     def kv_geometry(self) -> KVGeometry:
-        """The KV geometry blocks are sized with."""
         return self._geometry
 
     @property
     def owner_id(self) -> int:
-        """Process-unique id of this instance (its blocks and streams carry it)."""
         return self._uid
 
     @property
@@ -129,7 +125,6 @@ class Provider(BackendProvider):
         return self._comm
 
     def reachable_devices(self) -> list[str]:
-        """Devices this provider can allocate on and migrate blocks to."""
         return self._storage.reachable()
 
     def kv_storage_dtypes(self) -> list[DType]:
@@ -137,7 +132,6 @@ class Provider(BackendProvider):
         return self._storage.storable(self._storage.own_device())
 
     def capability(self) -> CapabilityDescriptor:
-        """Describe the device, read from the hardware."""
         facts = self._storage.describe()
         has_coll = self._comm.available
         kernels = self._advertised_kernels
@@ -168,11 +162,9 @@ class Provider(BackendProvider):
         return self._storage.torch_device()
 
     def to_device(self, tensor: Any) -> Any:
-        """Move a tensor to the provider's device."""
         return self._storage.to_device(tensor)
 
     def gpu_utilization(self) -> float | None:
-        """Device utilisation in percent where the device reports it."""
         return self._storage.utilization()
 
     def get_attention_backend(self, name: str | None = None) -> Any:
@@ -193,7 +185,6 @@ class Provider(BackendProvider):
 
     # ---------------------------------------------------------------- kernels
     def register_kernel(self, name: str, impl: Callable[..., Any], *, priority: int = 0, kind: Any = None) -> None:
-        """Register a kernel for this provider instance."""
         self._kernels.register(name, impl, priority=priority, kind=kind)
 
     def get_kernel(self, name: str) -> Callable[..., Any]:
@@ -201,7 +192,6 @@ class Provider(BackendProvider):
         return self._kernels.get(name)
 
     def kernel_candidates(self, name: str) -> list[KernelCandidate]:
-        """Every registration that could serve ``name`` here, best first."""
         return list(self._kernels.candidates(name))
 
     # ---------------------------------------------------------------- helpers
@@ -239,7 +229,6 @@ class Provider(BackendProvider):
             copy_held(self._parts, src, dst, stream)
 
     def kv_block_migrate(self, block: KVBlock, target_device: object, *, stream: Stream | None = None) -> KVBlock:
-        """Move a block's data to ``target_device``; the block keeps its handle."""
         with self._blocks.held((block, "block")):
             return migrate_held(self._parts, block, target_device, stream)
 
@@ -261,7 +250,6 @@ class Provider(BackendProvider):
             self._storage.write(block.data, buf)
 
     def live_blocks(self) -> list[KVBlock]:
-        """Blocks allocated and not yet freed, by handle."""
         return self._blocks.live()
 
     def create_kv_pool(
@@ -286,7 +274,6 @@ class Provider(BackendProvider):
         return stats
 
     def reset_peak_memory_stats(self) -> None:
-        """Set every peak figure to the current allocation."""
         self._ledger.reset_peak()
         self._storage.reset_peak()
 

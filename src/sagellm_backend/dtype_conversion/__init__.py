@@ -10,6 +10,12 @@ FP8 (``quantization='fp8'`` in the engine)::
 for float8_e5m2. Numerics (round to nearest even, saturation, NaN, inf and -0.0) are described in
 :mod:`sagellm_backend.dtype_conversion.fp8`. Importing this package does not import torch; the
 ``*_torch`` functions import it when called.
+
+Arrays of the ``*_numpy`` encoders and decoders: an encoder takes a floating-point array of any shape
+(float64 is rounded to float32 first) and returns the raw bits in an unsigned integer array of that shape;
+a decoder takes raw bits as an integer array of any shape and returns a new float32 array of that shape.
+Anything else raises :class:`~sagellm_backend.errors.InvalidArgumentTypeError`, and a code outside the
+format's range :class:`~sagellm_backend.errors.InvalidArgumentError`.
 """
 
 from __future__ import annotations

@@ -31,17 +31,8 @@ _BF16_QUIET = 0x0040
 
 
 def float32_to_bfloat16_bits_numpy(x: object) -> np.ndarray[Any, np.dtype[np.uint16]]:
-    """Raw bfloat16 bits of ``x``, rounded to nearest even.
-
-    Args:
-        x: Floating-point array of any shape; float64 is rounded to float32 first.
-
-    Returns:
-        uint16 array of the same shape.
-
-    Raises:
-        InvalidArgumentTypeError: ``x`` is not a floating-point array.
-    """
+    """Raw bfloat16 bits (uint16) of ``x``, rounded to nearest even;
+    arrays as in :mod:`sagellm_backend.dtype_conversion`."""
     bits = float32_array("x", x).view(np.uint32)
     is_nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(_F32_INF)
     safe = np.where(is_nan, np.uint32(0), bits)  # keeps the rounding add below from wrapping
@@ -52,18 +43,8 @@ def float32_to_bfloat16_bits_numpy(x: object) -> np.ndarray[Any, np.dtype[np.uin
 
 
 def bfloat16_bits_to_float32_numpy(bits: object) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """float32 values of raw bfloat16 bits (exact).
-
-    Args:
-        bits: uint16 array (or any integer array with values in 0..65535) of any shape.
-
-    Returns:
-        A new float32 array of the same shape.
-
-    Raises:
-        InvalidArgumentTypeError: ``bits`` is not an integer array.
-        InvalidArgumentError: An integer array holds values outside 0..65535.
-    """
+    """float32 values of raw bfloat16 bits (codes 0..65535), exact;
+    arrays as in :mod:`sagellm_backend.dtype_conversion`."""
     arr = raw_bits_array("bits", bits, np.uint16, "bfloat16", "To convert floats use float32_to_bfloat16_bits_numpy.")
     wide = arr.astype(np.uint32) << np.uint32(16)
     out: np.ndarray[Any, np.dtype[np.float32]] = np.asarray(wide).view(np.float32)

@@ -211,32 +211,14 @@ def _encode(arr: np.ndarray[Any, np.dtype[np.float32]], fmt: FP8Format) -> np.nd
 
 
 def encode_fp8_e4m3_numpy(x: object) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    """Raw float8_e4m3fn bits of ``x`` (no scaling); the rules are in the module docstring.
-
-    Args:
-        x: Floating-point array of any shape; float64 is rounded to float32 first.
-
-    Returns:
-        uint8 array of the same shape.
-
-    Raises:
-        InvalidArgumentTypeError: ``x`` is not a floating-point array.
-    """
+    """Raw float8_e4m3fn bits (uint8) of ``x``, no scaling; the rounding rules are in the module docstring, the
+    arrays as in :mod:`sagellm_backend.dtype_conversion`."""
     return _encode(float32_array("x", x), E4M3)
 
 
 def encode_fp8_e5m2_numpy(x: object) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    """Raw float8_e5m2 bits of ``x`` (no scaling); the rules are in the module docstring.
-
-    Args:
-        x: Floating-point array of any shape; float64 is rounded to float32 first.
-
-    Returns:
-        uint8 array of the same shape.
-
-    Raises:
-        InvalidArgumentTypeError: ``x`` is not a floating-point array.
-    """
+    """Raw float8_e5m2 bits (uint8) of ``x``, no scaling; the rounding rules are in the module docstring, the
+    arrays as in :mod:`sagellm_backend.dtype_conversion`."""
     return _encode(float32_array("x", x), E5M2)
 
 
@@ -310,32 +292,12 @@ def _decode(codes: object, fmt: FP8Format) -> np.ndarray[Any, np.dtype[np.float3
 
 
 def decode_fp8_e4m3_numpy(codes: object) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """float32 values of raw float8_e4m3fn bits.
-
-    Args:
-        codes: uint8 array (or any integer array with values in 0..255) of any shape.
-
-    Returns:
-        A new float32 array of the same shape.
-
-    Raises:
-        InvalidArgumentTypeError: ``codes`` is not an integer array.
-        InvalidArgumentError: An integer array holds values outside 0..255.
-    """
+    """float32 values of raw float8_e4m3fn bits (codes 0..255);
+    arrays as in :mod:`sagellm_backend.dtype_conversion`."""
     return _decode(codes, E4M3)
 
 
 def decode_fp8_e5m2_numpy(codes: object) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """float32 values of raw float8_e5m2 bits (``0x7C``/``0xFC`` are ±inf).
-
-    Args:
-        codes: uint8 array (or any integer array with values in 0..255) of any shape.
-
-    Returns:
-        A new float32 array of the same shape.
-
-    Raises:
-        InvalidArgumentTypeError: ``codes`` is not an integer array.
-        InvalidArgumentError: An integer array holds values outside 0..255.
-    """
+    """float32 values of raw float8_e5m2 bits (codes 0..255; ``0x7C``/``0xFC`` are ±inf);
+    arrays as in :mod:`sagellm_backend.dtype_conversion`."""
     return _decode(codes, E5M2)

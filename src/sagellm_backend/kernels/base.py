@@ -24,6 +24,7 @@ from ..selection import select
 __all__ = [
     "BACKENDS",
     "FLOAT_DTYPES",
+    "OP_FUNCTIONS",
     "FunctionKernel",
     "Kernel",
     "backend_function",
@@ -34,6 +35,21 @@ __all__ = [
 
 #: Implementation backends a kernel can come from.
 BACKENDS = ("torch", "numpy", "triton")
+#: The functions each backend module of the engine's operations (``torch_ops``, ``numpy_ops``) defines,
+#: one per operation; the engine's kernel names map onto them.
+OP_FUNCTIONS: tuple[str, ...] = (
+    "add_rmsnorm",
+    "embedding",
+    "fused_qkv_projection",
+    "gelu",
+    "layernorm",
+    "linear",
+    "relu",
+    "rmsnorm",
+    "rotary_embedding",
+    "silu",
+    "silu_mul",
+)
 #: The floating-point dtypes the compute kernels accept.
 FLOAT_DTYPES: tuple[DType, ...] = (DType.FP32, DType.FP16, DType.BF16)
 

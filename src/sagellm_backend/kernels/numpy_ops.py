@@ -18,23 +18,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentTypeError, UnsupportedDTypeError
-from .base import qkv_split_sizes, split_gate_up
+from .base import OP_FUNCTIONS, qkv_split_sizes, split_gate_up
 from .rope import check_positions_in_range, check_rotary
 
-__all__ = [
-    "add_rmsnorm",
-    "embedding",
-    "erf",
-    "fused_qkv_projection",
-    "gelu",
-    "layernorm",
-    "linear",
-    "relu",
-    "rmsnorm",
-    "rotary_embedding",
-    "silu",
-    "silu_mul",
-]
+__all__ = [*OP_FUNCTIONS, "erf"]
 
 _FLOATS = (np.float16, np.float32, np.float64)
 

@@ -29,25 +29,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidDeviceError
-from .base import qkv_split_sizes, split_gate_up
+from .base import OP_FUNCTIONS, qkv_split_sizes, split_gate_up
 from .rope import RopeShape, check_positions_in_range, check_rotary
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = [
-    "add_rmsnorm",
-    "embedding",
-    "fused_qkv_projection",
-    "gelu",
-    "layernorm",
-    "linear",
-    "relu",
-    "rmsnorm",
-    "rotary_embedding",
-    "silu",
-    "silu_mul",
-]
+__all__ = [*OP_FUNCTIONS]
 
 
 def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
@@ -96,38 +84,18 @@ def rmsnorm(x: Tensor, w: Tensor, eps: float = 1e-6) -> Tensor:
 
 
 def silu(x: Tensor) -> Tensor:
-    """``x * sigmoid(x)``.
-
-    Args:
-        x: Input.
-
-    Returns:
-        Same shape and dtype.
-    """
+    """``x * sigmoid(x)``, elementwise: a tensor of ``x``'s shape and dtype."""
     return F.silu(x)
 
 
 def gelu(x: Tensor) -> Tensor:
-    """Exact GELU, ``0.5 * x * (1 + erf(x / sqrt(2)))`` (not the tanh approximation).
-
-    Args:
-        x: Input.
-
-    Returns:
-        Same shape and dtype.
-    """
+    """Exact GELU, ``0.5 * x * (1 + erf(x / sqrt(2)))`` (not the tanh approximation), elementwise: a tensor of
+    ``x``'s shape and dtype."""
     return F.gelu(x)
 
 
 def relu(x: Tensor) -> Tensor:
-    """``max(x, 0)``.
-
-    Args:
-        x: Input.
-
-    Returns:
-        Same shape and dtype.
-    """
+    """``max(x, 0)``, elementwise: a tensor of ``x``'s shape and dtype."""
     return F.relu(x)
 
 

@@ -17,13 +17,8 @@ class CaptureStream(Stream):
     """Records work submitted during graph capture instead of running it."""
 
     def __init__(self, owner_id: int, device: str) -> None:
-        super().__init__(owner_id)
-        self._device = device
+        super().__init__(owner_id, device)
         self.work: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
-
-    @property
-    def device(self) -> str:
-        return self._device
 
     @property
     def handle(self) -> int:

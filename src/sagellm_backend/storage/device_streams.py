@@ -23,15 +23,10 @@ class DeviceEvent(Event):
     """A ``torch.<accelerator>.Event`` with timing enabled."""
 
     def __init__(self, owner_id: int, device: str, module: Any) -> None:
-        self._owner_id = owner_id
-        self._device = device
+        super().__init__(owner_id, device)
         self._mod = module
         self.native = module.Event(enable_timing=True)
         self._recorded = False
-
-    @property
-    def device(self) -> str:
-        return self._device
 
     def record(self, stream: Stream | None = None) -> None:
         self._recorded_at = time.time()
@@ -39,7 +34,7 @@ class DeviceEvent(Event):
             self.native.record()  # fast path: no HAL stream entered in this thread
             self._recorded = True
             return
-        s = stream if stream is not None else current_stream(self._owner_id)
+        s = stream if stream is not None else current_stream(self.owner_id)
         if s is None:
             self.native.record()
         elif isinstance(s, DeviceStream):
@@ -94,15 +89,10 @@ class DeviceStream(Stream):
     """A ``torch.<accelerator>.Stream``."""
 
     def __init__(self, owner_id: int, device: str, module: Any, native: Any) -> None:
-        super().__init__(owner_id)
-        self._device = device
+        super().__init__(owner_id, device)
         self._mod = module
         self.native = native
         self._contexts: list[Any] = []
-
-    @property
-    def device(self) -> str:
-        return self._device
 
     @property
     def handle(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,34 +47,28 @@ def _submit(stream: Stream | None, fn: Callable[..., Any], *args: Any) -> None:
         stream.submit(fn, *args)
 
 
+@dataclass(eq=False, repr=False)
 class NumpyStorage(Storage):
     """Simulated devices backed by numpy arrays.
 
-    Args:
+    Attributes:
         dtypes: Dtypes the mock device advertises and accepts.
         num_devices: Mock devices.
         device_id: The own one.
         total_bytes: Memory of each mock device (the limit).
         used: Bytes the provider holds on its own device now.
-        graphs: Whether graph capture works.
+        has_graphs: Whether graph capture works.
     """
 
-    def __init__(
-        self,
-        dtypes: list[DType],
-        num_devices: int,
-        device_id: int,
-        total_bytes: int,
-        used: Callable[[], int],
-        graphs: bool,
-    ) -> None:
+    dtypes: list[DType]
+    num_devices: int
+    device_id: int
+    total_bytes: int
+    used: Callable[[], int]
+    has_graphs: bool
+
+    def __post_init__(self) -> None:
         super().__init__("mock")
-        self._dtypes = dtypes
-        self.num_devices = num_devices
-        self.device_id = device_id
-        self.total_bytes = total_bytes
-        self._used = used
-        self.has_graphs = graphs
 
     def own_device(self) -> Device:
         return Device("mock", self.device_id)
@@ -97,10 +92,10 @@ class NumpyStorage(Storage):
         raise self.unreachable(device)
 
     def storable(self, device: Device) -> list[DType]:
-        return list(self._dtypes) if device.type == "mock" else list(DType)
+        return list(self.dtypes) if device.type == "mock" else list(DType)
 
     def native_dtypes(self) -> list[DType]:
-        return list(self._dtypes)
+        return list(self.dtypes)
 
     def alloc(self, device: Device, dtype: DType, shape: tuple[int, ...]) -> Any:
         return np.empty(shape, dtype=_NP_DTYPES[dtype])
@@ -155,7 +150,7 @@ class NumpyStorage(Storage):
         graph.install(cap.work)
 
     def describe(self) -> DeviceFacts:
-        return DeviceFacts("Mock Accelerator (sagellm-backend)", self.total_bytes, self.total_bytes - self._used())
+        return DeviceFacts("Mock Accelerator (sagellm-backend)", self.total_bytes, self.total_bytes - self.used())
 
     def memory_figures(self, kv_bytes: int, kv_peak: int) -> dict[str, int]:
         return {

@@ -25,7 +25,7 @@ from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
 from .accelerator import accelerator_init
-from .base import VendorSpec, detect_torch_module, vendor_factory
+from .base import VendorSpec, detect_torch_module, torch_api, vendor_factory
 
 __all__ = ["ASCEND", "AscendBackendProvider", "ascend_native_dtypes", "create_ascend_backend", "detect_ascend"]
 
@@ -69,11 +69,8 @@ ASCEND = VendorSpec(
     name="ascend",
     aliases=("pytorch-ascend", "ascend_cann"),
     hardware_aliases=("npu", "huawei"),
-    device_type="npu",
-    torch_module="npu",
+    **torch_api("npu", "hccl", "NPUGraph"),
     sdk_module="torch_npu",
-    dist_backend="hccl",
-    graph_class="NPUGraph",
     install_hint=_INSTALL,
     priority=90,
     detect=detect_ascend,
@@ -89,10 +86,7 @@ ASCEND = VendorSpec(
 
 
 class AscendBackendProvider(Provider):
-    """KV blocks in NPU memory; streams, events, graphs from torch.npu; HCCL collectives.
-
-    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the NPU ordinal).
-    """
+    """KV blocks in NPU memory; streams, events, graphs from torch.npu; HCCL collectives."""
 
     vendor = ASCEND
 

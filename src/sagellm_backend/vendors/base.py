@@ -19,14 +19,18 @@ __all__ = [
     "CUDA_API",
     "TorchAPI",
     "VendorSpec",
+    "capability_hint",
+    "capability_string",
     "check_options",
     "create_from_config",
     "detect_torch_module",
+    "device_capability",
+    "torch_api",
     "vendor_factory",
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VendorSpec:
     """Every fact about one vendor.
 
@@ -56,12 +60,12 @@ class VendorSpec:
     """
 
     name: str
-    aliases: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
     device_type: str
-    torch_module: str | None
-    sdk_module: str | None
+    torch_module: str | None = None
+    sdk_module: str | None = None
     dist_backend: str | None
-    graph_class: str | None
+    graph_class: str | None = None
     install_hint: str
     priority: int | None
     detect: Callable[[], Availability]
@@ -117,15 +121,71 @@ class TorchAPI(TypedDict):
     graph_class: str
 
 
+def torch_api(module: str, dist_backend: str, graph_class: str) -> TorchAPI:
+    """The :class:`TorchAPI` of a ``torch.<module>`` whose tensors' device type is the module's name.
+
+    Args:
+        module: ``"cuda"``, ``"npu"``, ``"musa"`` ...
+        dist_backend: Its torch.distributed backend.
+        graph_class: Its graph class.
+
+    Returns:
+        The four fields, passed as ``VendorSpec(..., **torch_api(...), ...)``.
+    """
+    return {"device_type": module, "torch_module": module, "dist_backend": dist_backend, "graph_class": graph_class}
+
+
 #: The ``torch.cuda`` API: tensors on ``"cuda"``, ``torch.cuda``, the ``"nccl"`` collective backend and
 #: ``CUDAGraph``. NVIDIA's CUDA builds of torch serve it; so do ROCm/HIP builds (RCCL under that name)
-#: and Kunlunxin's XPyTorch (BKCL). Passed as ``VendorSpec(..., **CUDA_API, ...)``.
-CUDA_API: Final[TorchAPI] = {
-    "device_type": "cuda",
-    "torch_module": "cuda",
-    "dist_backend": "nccl",
-    "graph_class": "CUDAGraph",
-}
+#: and Kunlunxin's XPyTorch (BKCL).
+CUDA_API: Final[TorchAPI] = torch_api("cuda", "nccl", "CUDAGraph")
+
+
+def device_capability(module: Any, index: int) -> tuple[int, int]:
+    """``(major, minor)`` of device ``index`` of a ``torch.cuda``-shaped module, as ints.
+
+    Args:
+        module: The torch module (``torch.cuda``, ``torch.musa``).
+        index: Device ordinal.
+
+    Returns:
+        ``module.get_device_capability(index)``.
+    """
+    major, minor = module.get_device_capability(index)
+    return int(major), int(minor)
+
+
+def capability_string(module: Any, index: int) -> str:
+    """:func:`device_capability` written ``"major.minor"`` (a :attr:`VendorSpec.compute_capability`).
+
+    Args:
+        module: The torch module.
+        index: Device ordinal.
+
+    Returns:
+        E.g. ``"9.0"``.
+    """
+    return "{}.{}".format(*device_capability(module, index))
+
+
+def capability_hint(dtype: DType, needs: str, fix: str, module: Any, device_type: str, index: int) -> str:
+    """Why device ``index`` does not compute in ``dtype`` (a :attr:`VendorSpec.dtype_hint` by capability).
+
+    Args:
+        dtype: The missing dtype.
+        needs: What it needs (``"compute capability >= 8.0"``).
+        fix: What to use instead (``"use fp16"``).
+        module: The torch module (``torch.cuda``, ``torch.musa``).
+        device_type: Its device type (``"cuda"``).
+        index: Device ordinal.
+
+    Returns:
+        ``"<dtype> needs <needs>; <device> (<model>) has <major.minor>; <fix>"``.
+    """
+    return (
+        f"{dtype.value} needs {needs}; {device_type}:{index} ({module.get_device_name(index)}) has "
+        f"{capability_string(module, index)}; {fix}"
+    )
 
 
 def detect_torch_module(

@@ -124,12 +124,8 @@ def _configure(cfg: ProviderConfig, kwargs: dict[str, object]) -> None:
 
 CPU = VendorSpec(
     name="cpu",
-    aliases=(),
     device_type="cpu",
-    torch_module=None,
-    sdk_module=None,
     dist_backend="gloo",
-    graph_class=None,
     install_hint="torch: pip install 'torch>=2.4'",
     priority=10,
     detect=detect_cpu,

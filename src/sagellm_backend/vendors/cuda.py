@@ -16,7 +16,15 @@ from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
 from .accelerator import accelerator_init
-from .base import CUDA_API, VendorSpec, detect_torch_module, vendor_factory
+from .base import (
+    CUDA_API,
+    VendorSpec,
+    capability_hint,
+    capability_string,
+    detect_torch_module,
+    device_capability,
+    vendor_factory,
+)
 
 __all__ = ["CUDA", "CUDABackendProvider", "create_cuda_backend", "detect_cuda"]
 
@@ -57,23 +65,15 @@ def detect_cuda() -> Availability:
     )
 
 
-def _cc(module: Any, index: int) -> tuple[int, int]:
-    major, minor = module.get_device_capability(index)
-    return int(major), int(minor)
-
-
 def _native_dtypes(module: Any, index: int) -> list[DType]:
-    cc = _cc(module, index)
+    cc = device_capability(module, index)
     return [d for d in DType if cc >= _MIN_CC[d]]
 
 
 def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
     need = _MIN_CC[dtype]
-    major, minor = _cc(module, index)
-    return (
-        f"{dtype.value} needs compute capability >= {need[0]}.{need[1]}; cuda:{index} "
-        f"({module.get_device_name(index)}) has {major}.{minor}; {_FIX.get(dtype, 'use fp32')}"
-    )
+    needs, fix = f"compute capability >= {need[0]}.{need[1]}", _FIX.get(dtype, "use fp32")
+    return capability_hint(dtype, needs, fix, module, "cuda", index)
 
 
 CUDA = VendorSpec(
@@ -81,23 +81,19 @@ CUDA = VendorSpec(
     aliases=("pytorch-cuda",),
     hardware_aliases=("nvidia",),
     **CUDA_API,
-    sdk_module=None,
     install_hint=_INSTALL,
     priority=100,
     detect=detect_cuda,
     native_dtypes=_native_dtypes,
     dtype_hint=_dtype_hint,
-    compute_capability=lambda m, i: "{}.{}".format(*_cc(m, i)),
+    compute_capability=capability_string,
     fast_copy=True,
     sources=("https://docs.pytorch.org/docs/stable/cuda.html",),
 )
 
 
 class CUDABackendProvider(Provider):
-    """KV blocks in GPU memory; streams, events, graphs from torch.cuda; NCCL collectives.
-
-    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the GPU ordinal).
-    """
+    """KV blocks in GPU memory; streams, events, graphs from torch.cuda; NCCL collectives."""
 
     vendor = CUDA
 

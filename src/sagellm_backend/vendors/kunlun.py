@@ -51,7 +51,6 @@ def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
 
 KUNLUN = VendorSpec(
     name="kunlun",
-    aliases=(),
     hardware_aliases=("xpu", "kunlunxin"),
     **CUDA_API,
     sdk_module="torch_xmlir",
@@ -70,10 +69,7 @@ KUNLUN = VendorSpec(
 
 
 class KunlunBackendProvider(Provider):
-    """KV blocks in Kunlun XPU memory through XPyTorch's torch.cuda; BKCL collectives via 'nccl'.
-
-    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the XPU ordinal).
-    """
+    """KV blocks in Kunlun XPU memory through XPyTorch's torch.cuda; BKCL collectives via 'nccl'."""
 
     vendor = KUNLUN
 

@@ -34,12 +34,8 @@ def _configure(cfg: ProviderConfig, kwargs: dict[str, Any]) -> None:
 
 MOCK = VendorSpec(
     name="mock",
-    aliases=(),
     device_type="mock",
-    torch_module=None,
-    sdk_module=None,
     dist_backend="mock",
-    graph_class=None,
     install_hint="nothing (standard library and numpy)",
     priority=None,
     detect=lambda: Availability(True, "always available (no hardware needed)"),

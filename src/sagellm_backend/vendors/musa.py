@@ -28,7 +28,15 @@ from ..core.config import Availability
 from ..core.provider import Provider
 from ..protocol import DType
 from .accelerator import accelerator_init
-from .base import VendorSpec, detect_torch_module, vendor_factory
+from .base import (
+    VendorSpec,
+    capability_hint,
+    capability_string,
+    detect_torch_module,
+    device_capability,
+    torch_api,
+    vendor_factory,
+)
 
 __all__ = ["MUSA", "MusaBackendProvider", "create_musa_backend", "detect_musa", "musa_native_dtypes"]
 
@@ -69,18 +77,11 @@ def detect_musa() -> Availability:
     return detect_torch_module(_INSTALL, "musa", "torch_musa")
 
 
-def _capability(module: Any, index: int) -> tuple[int, int]:
-    major, minor = module.get_device_capability(index)
-    return int(major), int(minor)
-
-
 def _dtype_hint(dtype: DType, module: Any, index: int) -> str:
-    major, minor = _capability(module, index)
     need = _MIN_ARCH[dtype]
     where = _GPU_OF_ARCH.get(need, "a later Moore Threads GPU")
-    return (
-        f"{dtype.value} needs MUSA architecture >= {need // 10}.{need % 10} ({where}); musa:{index} "
-        f"({module.get_device_name(index)}) has {major}.{minor}; use fp16"
+    return capability_hint(
+        dtype, f"MUSA architecture >= {need // 10}.{need % 10} ({where})", "use fp16", module, "musa", index
     )
 
 
@@ -88,17 +89,14 @@ MUSA = VendorSpec(
     name="musa",
     aliases=("mthreads",),
     hardware_aliases=("moorethreads",),
-    device_type="musa",
-    torch_module="musa",
+    **torch_api("musa", "mccl", "MUSAGraph"),
     sdk_module="torch_musa",
-    dist_backend="mccl",
-    graph_class="MUSAGraph",
     install_hint=_INSTALL,
     priority=70,
     detect=detect_musa,
-    native_dtypes=lambda m, i: musa_native_dtypes(_capability(m, i)),
+    native_dtypes=lambda m, i: musa_native_dtypes(device_capability(m, i)),
     dtype_hint=_dtype_hint,
-    compute_capability=lambda m, i: "{}.{}".format(*_capability(m, i)),
+    compute_capability=capability_string,
     sources=(
         "https://github.com/MooreThreads/torch_musa torch_musa/__init__.py (rename_privateuse1_backend('musa'), "
         "torch.musa, torch.version.musa)",
@@ -113,10 +111,7 @@ MUSA = VendorSpec(
 
 
 class MusaBackendProvider(Provider):
-    """KV blocks in Moore Threads GPU memory; streams, events, MUSA graphs from torch.musa; MCCL.
-
-    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the GPU ordinal).
-    """
+    """KV blocks in Moore Threads GPU memory; streams, events, MUSA graphs from torch.musa; MCCL."""
 
     vendor = MUSA
 

@@ -136,7 +136,6 @@ ROCM = VendorSpec(
     aliases=("dcu", "hygon", "haiguang", "amd"),
     hardware_aliases=("haiguang", "hip"),
     **CUDA_API,
-    sdk_module=None,
     install_hint=_INSTALL,
     priority=95,
     detect=detect_rocm,
@@ -158,10 +157,7 @@ ROCM = VendorSpec(
 
 class RocmBackendProvider(Provider):
     """KV blocks in AMD GPU / Hygon DCU memory; streams, events, HIP graphs through torch.cuda;
-    RCCL collectives (backend ``"nccl"``); batched block copies through Triton's AMD backend.
-
-    Constructed by :func:`~sagellm_backend.vendors.accelerator.accelerator_init` (``device_id``: the GPU ordinal).
-    """
+    RCCL collectives (backend ``"nccl"``); batched block copies through Triton's AMD backend."""
 
     vendor = ROCM
 
