@@ -1,8 +1,9 @@
 """Sweep decode launch configurations for an fp8 KV cache and for a sliding window, on one GPU.
 
-    python bench/tune_fp8_window.py [--out DIR]
+    python bench/tune_fp8_window.py [--out DIR] [--no-window]
 
-FP8 (e4m3, per-tensor scales) on both decode cases of :data:`CASES`: (BLOCK_N, warps, stages) x split counts,
+FP8 (e4m3, per-tensor scales) on both decode cases of :data:`CASES`: (BLOCK_N, warps, stages) x split counts x
+the dots in bf16 (cache converted) or fp16 (``DecodeConfig.fp8_f16_dot``),
 in fp8 KV-read GB/s, beside the bf16 default of the same case and a device copy of the fp8 bytes (read +
 written). Sliding window: 4 x 32k keys with a 4k window against the same 4k keys decoded as a context, for the
 same configurations. Prints one line per point and writes ``tune_fp8_window.json`` with ``--out``.
@@ -21,12 +22,15 @@ from sagellm_backend.attention.kv_quant import fp8_dtype, quantize
 from sagellm_backend.bench.paged_cases import CASES, HEAD_DIM, HKV, PAGE, PagedCase, build_case, time_cuda
 
 CONFIGS = [(64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 4, 3), (128, 8, 3), (256, 8, 2)]
+FP8_CONFIGS = [(64, 4, 1), (64, 4, 2), (128, 4, 1), (128, 4, 2), (128, 4, 3), (128, 8, 2), (256, 8, 2)]
 SPLITS: list[int | None] = [None, 16, 32]
+FP8_SPLITS: list[int | None] = [None, 32]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--no-window", action="store_true", help="only the fp8 sweep")
     args = ap.parse_args()
     rows: list[dict[str, object]] = []
     for case in (c for c in CASES if c.kind == "decode"):
@@ -44,9 +48,14 @@ def main() -> None:
         copy_s = time_cuda(lambda: dst.copy_(src))
         bf16_s = time_cuda(lambda: pt.paged_decode(q, kc, vc, bt, lens, scale))
         print(f"{case.label}: copy {2 * read / copy_s / 1e9:.0f} GB/s (r+w); bf16 default {1e6 * bf16_s:.1f} us")
-        for bn, warps, stages in CONFIGS:
-            cfg = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages)
-            for splits in SPLITS:
+        base = pt.paged_decode(q, k8, v8, bt, lens, scale, k_scale=ks, v_scale=vs).float()
+        f16_cfg = pt.DecodeConfig(fp8_f16_dot=True)
+        f16_out = pt.paged_decode(q, k8, v8, bt, lens, scale, cfg=f16_cfg, k_scale=ks, v_scale=vs).float()
+        print(f"  fp8 bf16 dots vs fp16 dots: max abs diff {float((base - f16_out).abs().max()):.2e}")
+        for (bn, warps, stages), f16 in ((c, f) for c in FP8_CONFIGS for f in (False, True)):
+            cfg = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=f16)
+            for splits in FP8_SPLITS:
+                tag = f"fp8 {bn}/{warps}/{stages} f16={f16} splits={splits}"
                 try:
                     sec = time_cuda(
                         lambda: pt.paged_decode(
@@ -54,13 +63,25 @@ def main() -> None:
                         )
                     )
                 except Exception as exc:  # a configuration that does not compile is a row of the sweep, not a stop
-                    print(f"  fp8 {bn}/{warps}/{stages} splits={splits}: {type(exc).__name__}: {str(exc)[:80]}")
+                    print(
+                        f"  fp8 {bn}/{warps}/{stages} f16={f16} splits={splits}: {type(exc).__name__}: {str(exc)[:80]}"
+                    )
                     continue
                 row = {"case": case.label, "kind": "fp8", "block_n": bn, "warps": warps, "stages": stages,
-                       "splits": splits, "us": 1e6 * sec, "gbps": read / sec / 1e9, "x_bf16": bf16_s / sec}  # fmt: skip
+                       "f16": f16, "splits": splits, "us": 1e6 * sec, "gbps": read / sec / 1e9,
+                       "x_bf16": bf16_s / sec}  # fmt: skip
                 rows.append(row)
-                print(f"  fp8 {bn}/{warps}/{stages} splits={splits}: {1e6 * sec:.1f} us, {read / sec / 1e9:.0f} GB/s, "
+                print(f"  {tag}: {1e6 * sec:.1f} us, {read / sec / 1e9:.0f} GB/s, "
                       f"{bf16_s / sec:.2f}x bf16")  # fmt: skip
+    if not args.no_window:
+        rows += _window_sweep()
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "tune_fp8_window.json").write_text(json.dumps(rows, indent=1))
+
+
+def _window_sweep() -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
     context, window = 32768, 4096
     t = build_case(PagedCase("decode", 4, 1, context), "cuda")
     q, kc, vc, bt, lens, scale = (t[k] for k in ("q", "kc", "vc", "bt", "seq_lens", "scale"))
@@ -84,9 +105,7 @@ def main() -> None:
                          "x_ceiling": sec / ceil_s})  # fmt: skip
             print(f"  window {bn}/{warps}/{stages} splits={splits}: {1e6 * sec:.1f} us (same cfg as context: "
                   f"{1e6 * ctx:.1f} us), {sec / ceil_s:.2f}x the default 4k context")  # fmt: skip
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "tune_fp8_window.json").write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 if __name__ == "__main__":
