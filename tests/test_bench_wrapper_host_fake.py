@@ -1,5 +1,5 @@
 """The CPU host-cost bench of PagedAttentionWrapper.run (stand-in Triton launcher) runs and sees one kernel launch
-per run() on the Triton path with ``SAGELLM_FUSED_DECODE=1`` (two, store then decode, by default), with and
+per run() on the Triton path by default (two, store then decode, with ``SAGELLM_FUSED_DECODE=0``), with and
 without variants and an fp8 cache, and per forward() on reused metadata."""
 
 from __future__ import annotations

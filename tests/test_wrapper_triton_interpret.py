@@ -91,7 +91,7 @@ def _wrapper_checks() -> list[dict[str, Any]]:
     cases = (("auto", {}), ("auto", {"sliding_window": 9, "logits_soft_cap": 3.0, "alibi_slopes": slopes}),
              ("fp8_e4m3", {"sliding_window": 20}))  # fmt: skip
     for fused, (kv, opts) in ((f, c) for f in (False, True) for c in cases):
-        pt.FUSED_DECODE = fused  # the two-launch default, then the opt-in fused launch
+        pt.FUSED_DECODE = fused  # the two launches (SAGELLM_FUSED_DECODE=0), then the default fused launch
         cdt = torch.float16 if kv == "auto" else torch.float8_e4m3fn
         wt, wc = (
             PagedAttentionWrapper(hq, hkv, d, block_size=bs, max_batch=4, max_blocks_per_seq=width, device="cpu",

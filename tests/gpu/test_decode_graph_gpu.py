@@ -58,7 +58,7 @@ def test_graph_replay_equals_eager_with_changing_steps(
 ) -> None:
     from sagellm_backend.attention import paged_triton
 
-    monkeypatch.setattr(paged_triton, "FUSED_DECODE", fused)  # the default, and SAGELLM_FUSED_DECODE=1
+    monkeypatch.setattr(paged_triton, "FUSED_DECODE", fused)  # SAGELLM_FUSED_DECODE=0, and the default
     d = Dims(layers=3, hidden=256, heads=8, kv_heads=2, head_dim=64, mlp=512, block_size=16, num_blocks=256,
              max_batch=8, max_blocks=max_blocks, max_pos=4096)  # fmt: skip
     dt = torch.bfloat16

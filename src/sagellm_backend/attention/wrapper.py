@@ -347,8 +347,8 @@ class PagedAttentionWrapper:
         v_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One layer: store the step's new K/V at its slots and run paged decode with the wrapper's variants.
-        On CUDA these are Triton launches (``store_kv``, then ``paged_decode`` over the wrapper's workspace; one
-        fused :func:`~.paged_triton.paged_decode_store` with ``SAGELLM_FUSED_DECODE=1``): no sync, no allocation
+        On CUDA this is one fused Triton launch (:func:`~.paged_triton.paged_decode_store` over the wrapper's
+        workspace; ``store_kv`` then ``paged_decode`` with ``SAGELLM_FUSED_DECODE=0``): no sync, no allocation
         when ``out`` is given, so a CUDA graph may capture it; elsewhere the torch ops store, then decode.
 
         Args:
