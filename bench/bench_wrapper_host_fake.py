@@ -47,7 +47,7 @@ class _FakeDriver:
 
 def _patch() -> None:
     from sagellm_backend.attention import paged_triton as pt
-    from sagellm_backend.attention import triton_launch as tl
+    from sagellm_backend.kernels import triton_launch as tl
 
     fake = _FakeCompiled()
 

@@ -39,7 +39,7 @@ class _Driver:
 @pytest.fixture
 def rig(monkeypatch: pytest.MonkeyPatch) -> Any:
     from sagellm_backend.attention import paged_triton as pt
-    from sagellm_backend.attention import triton_launch as tl
+    from sagellm_backend.kernels import triton_launch as tl
 
     monkeypatch.setattr(pt, "FUSED_DECODE", True)  # bound launches serve the fused decode (the default)
     compiled = _Compiled()

@@ -1,4 +1,4 @@
-"""The direct-launch cache key of ``attention.triton_launch``: any argument property Triton specialises on
+"""The direct-launch cache key of ``kernels.triton_launch``: any argument property Triton specialises on
 (int and float values, tensor dtype, device and 16-byte alignment, constexprs and options) gives a different key."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ if not torch.cuda.is_available():
 
 
 def test_key_separates_every_specialised_property() -> None:
-    from sagellm_backend.attention.triton_launch import _signature
+    from sagellm_backend.kernels.triton_launch import _signature
 
     fn = object()
     t = torch.zeros(64, dtype=torch.float16, device="cuda")

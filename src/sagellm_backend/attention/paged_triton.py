@@ -26,6 +26,7 @@ import torch
 import triton
 
 from ..errors import InvalidArgumentError
+from ..kernels.triton_launch import launch
 from .triton_args import (
     DecodeConfig,
     decode_config,
@@ -39,7 +40,6 @@ from .triton_args import (
     variant_args,
 )
 from .triton_kernels import decode_kernel, store_kv_kernel
-from .triton_launch import launch
 from .triton_tiles import LOG2E
 from .variants import PagedOptions
 
@@ -228,7 +228,7 @@ def paged_decode_store(
 
 class FusedDecodeLauncher:
     """Repeated :func:`paged_decode_store` launches (a decode step's layers, and the next steps') whose arguments
-    are bound once per layout (:func:`~.triton_launch.bind`): a later call with the same batch, dtypes, shapes,
+    are bound once per layout (``kernels.triton_launch.bind``): a later call with the same batch, dtypes, shapes,
     strides, aliasing, scale and options only swaps in its query, key, value, caches, output, plan tensors
     (block tables, lengths, slots) and fp8 scales. Calls that do not qualify (16-byte misaligned tensors, direct
     launches off) go through :func:`paged_decode_store`'s path.
@@ -295,7 +295,7 @@ class FusedDecodeLauncher:
         if bound is not None:
             bound(*live)
             return out
-        from . import triton_launch
+        from ..kernels import triton_launch
 
         grid, args, kw = decode_launch_args(
             query, k_cache, v_cache, block_tables, seq_lens, scale, out, cfg=cfg, workspace=workspace,

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from .rope import RopeShape
+from .triton_launch import launch
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -115,7 +116,7 @@ def launch_rotary(
     q_blocks = triton.cdiv(shape.q_heads, heads)
     k_blocks = triton.cdiv(shape.k_heads, heads)
     k = query if key is None else key
-    _rope_kernel[(shape.tokens, q_blocks + k_blocks)](
+    launch(_rope_kernel, (shape.tokens, q_blocks + k_blocks))(
         positions,
         query,
         k,

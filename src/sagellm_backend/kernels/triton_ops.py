@@ -34,6 +34,7 @@ import triton.language as tl
 from . import torch_ops
 from .base import split_gate_up
 from .rope_triton import launch_rotary
+from .triton_launch import launch
 
 __all__ = [
     "INTERPRET",
@@ -243,7 +244,7 @@ def _launch_norm(
     y = torch.empty_like(x, dtype=torch.promote_types(w.dtype, x.dtype), memory_format=torch.contiguous_format)
     s = torch.empty_like(x, memory_format=torch.contiguous_format) if r is not None else y
     block, rows, warps = norm_config(n_rows, n_cols)
-    _rmsnorm_kernel[(triton.cdiv(n_rows, rows),)](
+    launch(_rmsnorm_kernel, (triton.cdiv(n_rows, rows),))(
         x2,
         r2,
         w,
@@ -330,7 +331,7 @@ def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
     n_rows = x.numel() // x.shape[-1]
     y = x.new_empty(out_shape)
     block, _, warps = silu_mul_config(n_rows, n_cols)
-    _silu_mul_kernel[(n_rows, triton.cdiv(n_cols, block))](
+    launch(_silu_mul_kernel, (n_rows, triton.cdiv(n_cols, block)))(
         g2, u2, y, n_cols, sg, su, n_cols, u_off, BLOCK=block, num_warps=warps
     )
     return y
