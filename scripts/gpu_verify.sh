@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One lent-GPU call that verifies this round's defaults: the fp8 decode sweep (bf16 vs fp16 dots), the GPU tests
+# of what changed (fp8 store bits, fused decode, graph replay, engine kernels and RoPE through direct launches),
+# the end-to-end decode-step bench and the attention host cost. Outputs go to OUT.
+#
+#   scripts/gpu_verify.sh OUT
+set -u
+OUT="${1:?usage: scripts/gpu_verify.sh OUT}"
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 PYTHONPATH=src
+PY=${PYTHON:-python3}
+step() { echo "== $(date -u +%H:%M:%S) $1"; }
+{
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  step "fp8 sweep"
+  timeout 100 $PY bench/tune_fp8_window.py --no-window --out "$OUT" > "$OUT/fp8_sweep.txt" 2>&1
+  echo "rc=$?"
+  step "GPU tests"
+  timeout 170 $PY -m pytest -v -p no:cacheprovider -rs tests/gpu/test_attention_fp8_gpu.py tests/gpu/test_fused_decode_gpu.py \
+    tests/gpu/test_decode_graph_gpu.py tests/gpu/test_engine_kernels_gpu.py tests/gpu/test_triton_launch_gpu.py \
+    tests/gpu/test_rope_gpu.py > "$OUT/pytest.txt" 2>&1
+  echo "pytest rc=$?: $(grep -cE 'PASSED' "$OUT/pytest.txt") passed, $(grep -cE 'FAILED|ERROR' "$OUT/pytest.txt") failed/error lines"
+  step "decode-step bench"
+  timeout 250 $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" \
+    --time-budget 90 > "$OUT/decode_step.txt" 2>&1
+  echo "rc=$?"
+  step "attention host cost"
+  timeout 45 $PY -m sagellm_backend bench --provider cuda --only "attention host cost" --report "$OUT/host_cost.md" \
+    > "$OUT/host_cost.txt" 2>&1
+  echo "rc=$?"
+  step done
+} > "$OUT/verify.txt" 2>&1
+cat "$OUT/verify.txt"
+grep -E "FAILED|ERROR" "$OUT/pytest.txt" | head -20
+grep -v "^  fp8 .*splits" "$OUT/fp8_sweep.txt" | head; sort -t, -k1 "$OUT/fp8_sweep.txt" | grep -E "x bf16" | sort -k7 -r | head -12
+tail -25 "$OUT/decode_step.txt"
+grep '^|' "$OUT/host_cost.md"
