@@ -33,6 +33,6 @@ step() { echo "== $(date -u +%H:%M:%S) $1"; }
 } > "$OUT/verify.txt" 2>&1
 cat "$OUT/verify.txt"
 grep -E "FAILED|ERROR" "$OUT/pytest.txt" | head -20
-grep -v "^  fp8 .*splits" "$OUT/fp8_sweep.txt" | head; sort -t, -k1 "$OUT/fp8_sweep.txt" | grep -E "x bf16" | sort -k7 -r | head -12
+grep -v -i warn "$OUT/fp8_sweep.txt" | cut -c1-110 | tail -40
 tail -25 "$OUT/decode_step.txt"
 grep '^|' "$OUT/host_cost.md"
