@@ -92,14 +92,14 @@ class Communicator(ABC):
         """Leave the world."""
 
     @property
+    @abstractmethod
     def rank(self) -> int:
-        """This rank (0 without a world, the default)."""
-        return 0
+        """This rank (0 without a world)."""
 
     @property
+    @abstractmethod
     def world_size(self) -> int:
-        """Ranks in the world (1 without a world, the default)."""
-        return 1
+        """Ranks in the world (1 without a world)."""
 
     @abstractmethod
     def new_group(self, ranks: Sequence[int], *, timeout: float | None = None) -> CommGroup:
@@ -234,6 +234,14 @@ class NoCommunicator(Communicator):
 
     def destroy_process_group(self) -> None:
         """Nothing to leave."""
+
+    @property
+    def rank(self) -> int:
+        return 0
+
+    @property
+    def world_size(self) -> int:
+        return 1
 
     def new_group(self, ranks: Sequence[int], *, timeout: float | None = None) -> CommGroup:
         raise self._refuse("new_group")
