@@ -195,7 +195,7 @@ def _interpreted() -> list[dict[str, Any]]:
             s = D**-0.5
             lt = torch.tensor(lens, dtype=torch.int32)
             q = torch.randn(3, HQ, D, generator=g).to(qdt)
-            ref = reference_paged_decode(q, kc, vc, table, torch.tensor(lens), s, k_scale=ks, v_scale=vs)
+            ref = ref0 = reference_paged_decode(q, kc, vc, table, torch.tensor(lens), s, k_scale=ks, v_scale=vs)
             for splits in (1, 3):
                 cfg = pt.DecodeConfig(block_n=16, min_chunk=16)
                 res = pt.paged_decode(q, kc, vc, table, lt, s, cfg=cfg, splits=splits, k_scale=ks, v_scale=vs)
@@ -208,6 +208,8 @@ def _interpreted() -> list[dict[str, Any]]:
                     res = pt.paged_decode(qm, kc, vc, table, lt, s, cfg=cfg, splits=3, k_scale=ks, v_scale=vs)
                     err = float((res.double() - ref).abs().max())
                     out.append({"case": case, "op": f"decode/f16 dots, |q| x {mag:g}", "err": err})
+                res = pt.paged_decode(q, kc, vc, table, lt, s, k_scale=ks, v_scale=vs)  # the default fp8 config
+                out.append({"case": case, "op": "decode/default", "err": float((res.double() - ref0).abs().max())})
             cu = torch.tensor([0, *torch.tensor(qlens).cumsum(0).tolist()], dtype=torch.int32)
             qp = torch.randn(sum(qlens), HQ, D, generator=g).to(qdt)
             for window in (None, 20):
@@ -224,7 +226,7 @@ def test_triton_fp8_kernels_interpreted() -> None:
     proc = subprocess.run([sys.executable, __file__], capture_output=True, text=True, env=env, timeout=500, cwd=SRC)
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows: list[dict[str, Any]] = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(rows) == 5 * 5 + 2
+    assert len(rows) == 5 * 5 + 3
     for r in rows:
         if r["op"] == "store":
             assert r["other_diffs"] == 0 and r["saturated"], r

@@ -358,7 +358,7 @@ def decode_launch_args(
         InvalidArgumentError: ``scale`` is not positive, or ``workspace`` is too small for this launch.
     """
     b, hq, d, bs, hkv, g = launch_dims("paged_decode", query, k_cache, scale)
-    cfg = cfg or decode_config(d, query.dtype, g)
+    cfg = cfg or decode_config(d, query.dtype, g, kv_fp8=k_scale is not None and v_scale is not None)
     max_tokens = block_tables.shape[1] * bs
     if sliding_window is not None:
         max_tokens = min(max_tokens, sliding_window + cfg.block_n)

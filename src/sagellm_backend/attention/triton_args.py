@@ -175,18 +175,24 @@ class DecodeConfig:
     fp8_f16_dot: bool = False
 
 
-def decode_config(head_dim: int, dtype: torch.dtype, group: int) -> DecodeConfig:
+def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool = False) -> DecodeConfig:
     """Default decode configuration for a head dim, dtype and query-head group size.
+
+    Over an fp8 cache with a 16-bit query: 128-token tiles, no software pipelining and (bf16 queries) the dots in
+    fp16 (docs/PERFORMANCE.md has the sweep this comes from).
 
     Args:
         head_dim: D.
-        dtype: Query/cache dtype.
+        dtype: Query dtype.
         group: Query heads per KV head.
+        kv_fp8: Whether the cache holds fp8.
 
     Returns:
         The configuration.
     """
     wide = pad_dim(head_dim) * pad_dim(group) * (2 if dtype == torch.float32 else 1)
+    if kv_fp8 and dtype in (torch.float16, torch.bfloat16) and wide <= 16 * 128:
+        return DecodeConfig(block_n=128, num_warps=4, num_stages=1, fp8_f16_dot=True)
     block_n = 64 if wide <= 16 * 128 else 32
     warps = 4 if wide <= 16 * 256 else 8
     return DecodeConfig(block_n=block_n, num_warps=warps, num_stages=2)

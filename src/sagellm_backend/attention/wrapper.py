@@ -55,9 +55,10 @@ def decode_workspace(
     sm = pt.sm_count(device)
     rows = 1
     for dtype in dtypes:
-        cfg = pt.decode_config(head_dim, dtype, num_heads // num_kv_heads)
-        for b in range(1, max_batch + 1):
-            rows = max(rows, b * pt.decode_splits(b, num_kv_heads, max_tokens, sm, cfg)[0])
+        for kv_fp8 in (False, True):
+            cfg = pt.decode_config(head_dim, dtype, num_heads // num_kv_heads, kv_fp8=kv_fp8)
+            for b in range(1, max_batch + 1):
+                rows = max(rows, b * pt.decode_splits(b, num_kv_heads, max_tokens, sm, cfg)[0])
     po = torch.empty(rows * num_heads * pt.pad_dim(head_dim), dtype=torch.float32, device=device)
     plse = torch.empty(rows * num_heads, dtype=torch.float32, device=device)
     cnt = torch.zeros(max_batch * num_kv_heads, dtype=torch.int32, device=device)
@@ -331,7 +332,9 @@ class PagedAttentionWrapper:
                 raise InvalidArgumentError(f"the wrapper's buffers are on {self.device}; Triton needs CUDA.")
             from . import paged_triton
 
-            cfg = paged_triton.decode_config(self.head_size, query.dtype, self.num_heads // self.num_kv_heads)
+            cfg = paged_triton.decode_config(
+                self.head_size, query.dtype, self.num_heads // self.num_kv_heads, kv_fp8=self._fp8 is not None
+            )
         self._ops[query.dtype] = (ops, impl, cfg)
         return ops, impl, cfg
 
