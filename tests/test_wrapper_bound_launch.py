@@ -210,7 +210,8 @@ def test_forward_fast_path_binds_the_fused_launch(rig: Any, monkeypatch: pytest.
 
 def test_forward_binding_serves_the_next_steps(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A new step's metadata (new plan tensors: lengths, tables, slots) reuses the backend's binding: no second
-    dispatch, and the launch carries the new step's plan tensors, not the first step's."""
+    dispatch, and the launch carries the new step's plan tensors, not the first step's. A step whose block tables
+    are wider gets a binding of its own (its launch arguments differ)."""
     from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, paged
     from sagellm_backend.attention.registry import impls_of
 
@@ -220,6 +221,7 @@ def test_forward_binding_serves_the_next_steps(rig: Any, monkeypatch: pytest.Mon
     backend = PagedAttentionBackend(4)
     builder = PagedAttentionMetadataBuilder(4)
     steps = [([3, 6], [[2, 0], [1, 4]]), ([4, 7], [[2, 3], [1, 4]]), ([5, 1], [[2, 3], [0, 5]])]
+    steps.append(([5, 9], [[2, 3, 0], [1, 4, 5]]))
     for i, (ctx, table) in enumerate(steps):
         md = builder.build_decode_metadata(ctx, table)
         for layer in range(3):
@@ -231,9 +233,9 @@ def test_forward_binding_serves_the_next_steps(rig: Any, monkeypatch: pytest.Mon
             q, cache[0], cache[1], plan.block_tables, plan.key_lens, f.scale, out, new=(k, v, plan.slot_mapping)
         )
         assert _same(compiled.calls[-1], [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])])
-    assert len(dispatched) == 1
-    assert len(compiled.calls) == 8  # every call but the very first (which compiled) went straight to the launcher
-    assert len(backend._launcher._bound) == 1
+    assert len(dispatched) <= 2  # the wider step may specialise differently
+    assert len(compiled.calls) + len(dispatched) == 12  # every layer of every step launched once
+    assert len(backend._launcher._bound) == 2
 
 
 def test_launch_hooks_send_bound_launches_through_the_dispatcher(rig: Any) -> None:

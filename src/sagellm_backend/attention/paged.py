@@ -95,6 +95,7 @@ class _FastDecode(NamedTuple):
     ops: Any
     record: dict[str, Any] | None
     launcher: Any = None  # paged_triton.FusedDecodeLauncher for the Triton ops: the layers' bound launches
+    fixed: tuple[Any, ...] | None = None  # the launcher's ``fixed`` key: scale and the plan tensors' layouts
 
 
 def _md_key(md: AttentionMetadata) -> tuple[Any, ...]:
@@ -238,7 +239,17 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             out: torch.Tensor
             if f.launcher is not None:
                 out = f.launcher(
-                    q, k, v, k_cache, v_cache, None, plan.block_tables, plan.key_lens, plan.slot_mapping, f.scale
+                    q,
+                    k,
+                    v,
+                    k_cache,
+                    v_cache,
+                    None,
+                    plan.block_tables,
+                    plan.key_lens,
+                    plan.slot_mapping,
+                    f.scale,
+                    fixed=f.fixed,
                 )
             else:
                 out = _decode_step(f.ops, q, k, v, k_cache, v_cache, plan, f.scale, {})
@@ -341,10 +352,12 @@ class PagedAttentionBackend(CheckedAttentionBackend):
 
                         self._launcher = FusedDecodeLauncher()
                     launcher = self._launcher
+                tensors = (plan.block_tables, plan.key_lens, plan.slot_mapping)
+                fixed = ("forward", s, *[(t.shape, t.stride(), t.dtype) for t in tensors])
                 md.step_fast_paths[(id(self), "pending")] = _FastDecode(
                     self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
                     tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),
-                    os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None, launcher,
+                    os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None, launcher, fixed,
                 )  # fmt: skip
         elif plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **store_kw)

@@ -237,14 +237,24 @@ class FusedDecodeLauncher:
     def __init__(self) -> None:
         self._bound: dict[tuple[Any, ...], Any] = {}
 
+    @staticmethod
+    def enabled() -> bool:
+        """Whether decode calls use the fused launch (:data:`FUSED_DECODE`, read at every call)."""
+        return FUSED_DECODE
+
     def __call__(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
         v_cache: torch.Tensor, out: torch.Tensor | None, block_tables: torch.Tensor, seq_lens: torch.Tensor,
         slot_mapping: torch.Tensor, scale: float, *, cfg: DecodeConfig | None = None,
         workspace: DecodeWorkspace | None = None, k_scale: torch.Tensor | None = None,
-        v_scale: torch.Tensor | None = None, **variants: Any,
+        v_scale: torch.Tensor | None = None, fixed: tuple[Any, ...] | None = None, **variants: Any,
     ) -> torch.Tensor:  # fmt: skip
         """:func:`paged_decode_store` (same arguments; the variants as keywords).
+
+        ``fixed`` is the caller's promise (a wrapper that owns its plan tensors, a decode fast path that recorded
+        them): every call with an equal ``fixed`` passes plan tensors of the same shapes, strides and dtypes, the
+        same ``cfg``, ``scale`` and variants, and scales of the same shapes and strides; the binding is then looked
+        up without reading them.
 
         Args:
             query: ``[B, Hq, D]``, ``B >= 1``.
@@ -261,6 +271,7 @@ class FusedDecodeLauncher:
             workspace: As :func:`paged_decode`.
             k_scale: As :func:`paged_decode`.
             v_scale: As :func:`paged_decode`.
+            fixed: See above; None for a caller that cannot promise it.
             **variants: ``sliding_window``, ``logits_soft_cap``, ``alibi_slopes``.
 
         Returns:
@@ -278,19 +289,23 @@ class FusedDecodeLauncher:
             ptr |= t.data_ptr()
         ids = tuple(map(id, live))
         alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))  # a tensor in two roles
-        # Ids of tensors a binding holds (plan tensors, workspace buffers, slopes) stay theirs while it lives.
+        per_call = (
+            query.shape[0], query.dtype, query.device, k_cache.shape[0], k_cache.dtype, out.dtype,
+            query.stride(), key.stride(), value.stride(), k_cache.stride(), v_cache.stride(), out.stride(), alias,
+        )  # fmt: skip
+        # Ids of the workspace buffers and slopes a binding holds stay theirs while it lives.
         if workspace is not None:
             ws: tuple[Any, ...] = (id(workspace.partial_out), id(workspace.partial_lse), id(workspace.counters))
-        elif query.is_cuda:  # split buffers and counters of its own: one binding per stream, none shared by a graph
-            ws = (torch.cuda.current_stream(query.device).cuda_stream, torch.cuda.is_current_stream_capturing())
+        elif query.is_cuda:  # split buffers of its own: one binding per stream, none shared by a graph
+            from ..kernels.triton_launch import current_stream
+
+            ws = (current_stream(), torch.cuda.is_current_stream_capturing())
         else:
             ws = ()
-        sig = (
-            query.shape[0], query.dtype, query.device, k_cache.shape[0], k_cache.dtype, out.dtype,
-            query.stride(), key.stride(), value.stride(),
-            k_cache.stride(), v_cache.stride(), out.stride(), alias, ws, cfg, scale, *variants.items(),
-            *[(t.shape, t.stride(), t.dtype) for t in live[6:]],
-        )  # fmt: skip
+        if fixed is not None:
+            sig: tuple[Any, ...] = (fixed, ws, *per_call)
+        else:
+            sig = (*per_call, ws, cfg, scale, *variants.items(), *[(t.shape, t.stride(), t.dtype) for t in live[6:]])
         bound = self._bound.get(sig) if ptr % 16 == 0 else None
         if bound is not None:
             bound(*live)

@@ -149,7 +149,10 @@ class PagedAttentionWrapper:
                 if pin:
                     self._events.append(torch.cuda.Event())  # type: ignore[no-untyped-call]  # torch declares no types for it
         self._recorded = [False, False]
+        self._streams: dict[int, Any] = {}  # raw handle -> torch.cuda.Stream (_copy_stream)
         self._view_cache: dict[int, tuple[torch.Tensor, ...]] = {}
+        self._page_shape = torch.Size((self.block_size, self.num_kv_heads, self.head_size))
+        self._shapes = (torch.Size(), torch.Size())  # query and key/value shapes of the planned batch
         self._workspace: DecodeWorkspace | None = None
         if self.device.type == "cuda":
             self._workspace = decode_workspace(
@@ -175,6 +178,10 @@ class PagedAttentionWrapper:
         if views is None:
             views = self._view_cache[batch] = tuple(t[:batch] for t in self._split(self._i32, self._i64))
         self._bt, self._kl, self._sl, self._pos = views
+        self._shapes = (
+            torch.Size((batch, self.num_heads, self.head_size)),
+            torch.Size((batch, self.num_kv_heads, self.head_size)),
+        )
 
     @property
     def batch_size(self) -> int:
@@ -272,9 +279,20 @@ class PagedAttentionWrapper:
         self._i32.copy_(i32, non_blocking=True)
         self._i64.copy_(i64, non_blocking=True)
         if self._events:
-            self._events[k].record()
+            self._events[k].record(self._copy_stream())
             self._recorded[k] = True
         self._next ^= 1
+
+    def _copy_stream(self) -> Any:
+        """The current stream of the wrapper's device (where ``plan``'s copies run), as a ``torch.cuda.Stream``
+        looked up by its raw handle: one C call instead of ``torch.cuda.current_stream()``'s Python."""
+        raw = torch._C._cuda_getCurrentRawStream(self._dev_index)
+        stream = self._streams.get(raw)
+        if stream is None:
+            if len(self._streams) >= 64:
+                self._streams.clear()
+            stream = self._streams[raw] = torch.cuda.current_stream(self.device)
+        return stream
 
     def _fill(self, i32: torch.Tensor, i64: torch.Tensor, step: StepInputs, trusted: bool, dev: torch.device) -> None:
         """Write one step into a buffer pair: real rows first, padding after."""
@@ -379,13 +397,14 @@ class PagedAttentionWrapper:
         """
         b = self._batch
         k_cache, v_cache = kv_cache
+        q_shape, kv_shape = self._shapes
         if (
-            query.shape != (b, self.num_heads, self.head_size)
-            or key.shape != (b, self.num_kv_heads, self.head_size)
-            or value.shape != key.shape
-            or k_cache.shape[1:] != (self.block_size, self.num_kv_heads, self.head_size)
+            query.shape != q_shape
+            or key.shape != kv_shape
+            or value.shape != kv_shape
+            or k_cache.shape[1:] != self._page_shape
             or v_cache.shape != k_cache.shape
-            or (out is not None and out.shape != query.shape)
+            or (out is not None and out.shape != q_shape)
         ):
             raise InvalidArgumentError(
                 f"run expects query [{b}, {self.num_heads}, {self.head_size}], key/value [{b}, {self.num_kv_heads}, "
@@ -427,16 +446,18 @@ class PagedAttentionWrapper:
             out = torch.empty_like(query, memory_format=torch.contiguous_format)
         if b == 0:
             return out
-        kw = {**self._variant_kw, **scales}
+        kw = {**self._variant_kw, **scales} if scales else self._variant_kw
         if impl == "triton":
-            from . import paged_triton
+            if self._fused is None:
+                from .paged_triton import FusedDecodeLauncher
 
-            if paged_triton.FUSED_DECODE:
-                if self._fused is None:
-                    self._fused = paged_triton.FusedDecodeLauncher()
+                self._fused = FusedDecodeLauncher()
+            if self._fused.enabled():
+                # The plan views of a batch, the workspace, cfg (per dtype), scale and variants are the wrapper's.
+                fixed = (b,) if not scales else (b, *[(s.shape, s.stride()) for s in scales.values()])
                 return self._fused(  # type: ignore[no-any-return]  # the launcher returns ``out``
                     query, key, value, k_cache, v_cache, out, self._bt, self._kl, self._sl, self.scale, cfg=cfg,
-                    workspace=self._workspace, **kw,
+                    workspace=self._workspace, fixed=fixed, **kw,
                 )  # fmt: skip
             ops.store_kv(key, value, k_cache, v_cache, self._sl, **scales)
             return ops.paged_decode(  # type: ignore[no-any-return]  # the op returns ``out``
