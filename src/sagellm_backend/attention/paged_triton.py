@@ -23,10 +23,9 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import torch
-import triton
 
 from ..errors import InvalidArgumentError
-from ..kernels.triton_launch import launch
+from ..kernels.triton_launch import cdiv, launch, next_power_of_2
 from .triton_args import (
     DecodeConfig,
     decode_config,
@@ -119,7 +118,7 @@ def store_kv(
         key.stride(0), key.stride(1), key.stride(2), value.stride(0), value.stride(1), value.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), k_cache.shape[0] * k_cache.shape[1],
-        H=h, D=d, HP=triton.next_power_of_2(h), DP=triton.next_power_of_2(d), BS=k_cache.shape[1],
+        H=h, D=d, HP=next_power_of_2(h), DP=next_power_of_2(d), BS=k_cache.shape[1],
         **{k: v for k, v in fp8_args(key, k_scale, v_scale).items() if k != "KV_FP8"},
         QUANT=quant, LIMIT=float(torch.finfo(k_cache.dtype).max) if quant else 0.0,
         num_warps=4 if h * d >= 2048 else 1,
@@ -380,7 +379,7 @@ def decode_launch_args(
     if splits is None:
         n_split, chunk = decode_splits(b, hkv, max_tokens, sm_count(query.device), cfg)
     else:
-        chunk = triton.cdiv(triton.cdiv(max(max_tokens, 1), splits), cfg.block_n) * cfg.block_n
+        chunk = cdiv(cdiv(max(max_tokens, 1), splits), cfg.block_n) * cfg.block_n
         n_split = splits
     dp = pad_dim(d)
     prec, dot_f32 = dot_mode(query.dtype)

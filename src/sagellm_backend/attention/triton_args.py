@@ -13,9 +13,9 @@ import os
 from dataclasses import dataclass
 
 import torch
-import triton
 
 from ..errors import InvalidArgumentError
+from ..kernels.triton_launch import cdiv, next_power_of_2
 from .triton_tiles import LOG2E
 
 __all__ = [
@@ -56,7 +56,7 @@ def pad_dim(n: int, minimum: int = 16) -> int:
     Returns:
         The padded size.
     """
-    return max(minimum, int(triton.next_power_of_2(n)))
+    return max(minimum, int(next_power_of_2(n)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -215,5 +215,5 @@ def decode_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg
     want = max(1, math.floor(cfg.waves * sm_count / programs))
     most = max(1, max_tokens // max(cfg.min_chunk, cfg.block_n))
     splits = min(want, most)
-    chunk = triton.cdiv(triton.cdiv(max(max_tokens, 1), splits), cfg.block_n) * cfg.block_n
-    return triton.cdiv(max(max_tokens, 1), chunk), chunk
+    chunk = cdiv(cdiv(max(max_tokens, 1), splits), cfg.block_n) * cfg.block_n
+    return cdiv(max(max_tokens, 1), chunk), chunk

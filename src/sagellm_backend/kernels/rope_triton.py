@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .rope import RopeShape
-from .triton_launch import launch
+from .triton_launch import cdiv, launch, next_power_of_2
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -92,7 +92,7 @@ def rope_config(rot_dim: int) -> tuple[int, int, int]:
     Returns:
         Pair columns per program (a power of two), heads per program, warps per program.
     """
-    half_block = triton.next_power_of_2(rot_dim // 2)
+    half_block = next_power_of_2(rot_dim // 2)
     heads = max(1, min(8, 512 // half_block))
     return half_block, heads, max(1, min(4, heads * half_block // 256))
 
@@ -113,8 +113,8 @@ def launch_rotary(
     if shape.tokens == 0:
         return
     half_block, heads, warps = rope_config(shape.rot_dim)
-    q_blocks = triton.cdiv(shape.q_heads, heads)
-    k_blocks = triton.cdiv(shape.k_heads, heads)
+    q_blocks = cdiv(shape.q_heads, heads)
+    k_blocks = cdiv(shape.k_heads, heads)
     k = query if key is None else key
     launch(_rope_kernel, (shape.tokens, q_blocks + k_blocks))(
         positions,

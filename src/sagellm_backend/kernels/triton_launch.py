@@ -27,7 +27,7 @@ import torch
 import triton
 from triton.runtime import driver
 
-__all__ = ["DIRECT", "BoundLaunch", "bind", "current_stream", "launch"]
+__all__ = ["DIRECT", "BoundLaunch", "bind", "cdiv", "current_stream", "launch", "next_power_of_2"]
 
 #: Whether direct launches are on for this process.
 DIRECT = os.environ.get("SAGELLM_TRITON_DIRECT_LAUNCH", "1") != "0" and os.environ.get("TRITON_INTERPRET", "0") in (
@@ -37,6 +37,31 @@ DIRECT = os.environ.get("SAGELLM_TRITON_DIRECT_LAUNCH", "1") != "0" and os.envir
 _LOCK = threading.Lock()
 _COMPILED: dict[tuple[Any, ...], tuple[Any, tuple[str, ...]]] = {}
 _MAX_ENTRIES = 4096
+
+
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` for ints (``triton.cdiv`` is a constexpr function: microseconds per call from Python).
+
+    Args:
+        a: Dividend.
+        b: Divisor (> 0).
+
+    Returns:
+        The rounded-up quotient.
+    """
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two ``>= n`` (1 for ``n <= 1``), as ``triton.next_power_of_2`` without its call cost.
+
+    Args:
+        n: Size.
+
+    Returns:
+        The power of two.
+    """
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 
 def current_stream() -> int:

@@ -34,7 +34,7 @@ import triton.language as tl
 from . import torch_ops
 from .base import split_gate_up
 from .rope_triton import launch_rotary
-from .triton_launch import launch
+from .triton_launch import cdiv, launch, next_power_of_2
 
 __all__ = [
     "INTERPRET",
@@ -145,11 +145,11 @@ _OVERRIDE: dict[str, tuple[int, int, int]] = {}
 
 @functools.lru_cache(maxsize=4096)
 def _norm_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
-    block = triton.next_power_of_2(n_cols)
+    block = next_power_of_2(n_cols)
     if block > MAX_ONE_PASS:
         return LOOP_BLOCK, 1, 8
     rows = max(1, min(16, 2048 // block))
-    while rows > 1 and triton.cdiv(n_rows, rows) < 264:  # keep the GPU's SMs busy before packing rows
+    while rows > 1 and cdiv(n_rows, rows) < 264:  # keep the GPU's SMs busy before packing rows
         rows //= 2
     elems = block * rows
     return block, rows, 4 if elems < 2048 else 8 if elems < 8192 else 16
@@ -186,7 +186,7 @@ def silu_mul_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
         cfg = _OVERRIDE.get("silu_mul")
         if cfg is not None:
             return cfg
-    block = min(1024, triton.next_power_of_2(n_cols))
+    block = min(1024, next_power_of_2(n_cols))
     return block, 1, max(1, min(4, block // 256))
 
 
@@ -244,7 +244,7 @@ def _launch_norm(
     y = torch.empty_like(x, dtype=torch.promote_types(w.dtype, x.dtype), memory_format=torch.contiguous_format)
     s = torch.empty_like(x, memory_format=torch.contiguous_format) if r is not None else y
     block, rows, warps = norm_config(n_rows, n_cols)
-    launch(_rmsnorm_kernel, (triton.cdiv(n_rows, rows),))(
+    launch(_rmsnorm_kernel, (cdiv(n_rows, rows),))(
         x2,
         r2,
         w,
@@ -331,7 +331,7 @@ def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
     n_rows = x.numel() // x.shape[-1]
     y = x.new_empty(out_shape)
     block, _, warps = silu_mul_config(n_rows, n_cols)
-    launch(_silu_mul_kernel, (n_rows, triton.cdiv(n_cols, block)))(
+    launch(_silu_mul_kernel, (n_rows, cdiv(n_cols, block)))(
         g2, u2, y, n_cols, sg, su, n_cols, u_off, BLOCK=block, num_warps=warps
     )
     return y

@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..kernels.triton_launch import cdiv, next_power_of_2
+
 __all__ = ["copy_rows_triton", "copy_words", "kernel_config", "word_view"]
 
 
@@ -148,9 +150,9 @@ def copy_words(
         dst_off: Destination indices start at ``dst_idx[dst_off]`` (both lists in one staged tensor).
     """
     global _fast_launch
-    b = min(block or _BLOCK, triton.next_power_of_2(words))
+    b = min(block or _BLOCK, next_power_of_2(words))
     w = warps or _WARPS
-    chunks = triton.cdiv(words, b)
+    chunks = cdiv(words, b)
     si = src_idx if src_idx is not None else s
     di = dst_idx if dst_idx is not None else s
     grid = (n_rows * chunks, 1, 1)  # the direct launch of a compiled kernel needs all three dims
