@@ -195,9 +195,9 @@ def _first_error_host(
     if c.min() < 0 or int(c.max()) + 1 > w * block_size:
         return 0, 0
     col = c // block_size
-    used = np.arange(w)[None, :] <= col[:, None]
-    top = int(np.where(used, t, -1).max())
-    if int(np.where(used, t, 0).min()) < 0 or (num_blocks is not None and top >= num_blocks):
+    ids = t[np.arange(w)[None, :] <= col[:, None]]  # every used entry (each row uses columns 0..col)
+    top = int(ids.max()) if ids.size else -1
+    if (ids.size and int(ids.min()) < 0) or (num_blocks is not None and top >= num_blocks):
         return 1, 0
     expected = t[np.arange(t.shape[0]), col].astype(np.int64) * block_size + c % block_size
     if bool(((s >= 0) & (s != expected)).any()):
