@@ -29,9 +29,8 @@ def _checks() -> dict[str, Any]:
     import torch
 
     from sagellm_backend.attention import paged_triton as pt
-    from sagellm_backend.attention.paged_workspace import DecodeWorkspace
+    from sagellm_backend.attention.paged_workspace import DecodeWorkspace, decode_workspace
     from sagellm_backend.attention.reference import make_arena_caches, make_block_tables, reference_paged_decode
-    from sagellm_backend.attention.wrapper import decode_workspace
 
     g = torch.Generator().manual_seed(11)
     lens = [0, 37, 0, 9]  # rows 0 and 2 are padding: no keys
@@ -81,8 +80,8 @@ def _wrapper_checks() -> list[dict[str, Any]]:
 
     from sagellm_backend.attention import PagedAttentionWrapper
     from sagellm_backend.attention import paged_triton as pt
+    from sagellm_backend.attention.paged_workspace import decode_workspace
     from sagellm_backend.attention.reference import reference_paged_decode
-    from sagellm_backend.attention.wrapper import decode_workspace
 
     hq, hkv, d, bs, nb, width = 4, 2, 16, 8, 48, 128
     g = torch.Generator().manual_seed(9)

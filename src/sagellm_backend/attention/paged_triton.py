@@ -391,7 +391,7 @@ def decode_launch_args(
         if po.numel() < b * hq * n_split * dp or plse.numel() < b * hq * n_split or cnt.numel() < b * hkv:
             raise InvalidArgumentError(
                 f"paged_decode workspace too small for {b} sequences x {hq} heads x {n_split} splits (head dim "
-                f"padded to {dp}); size it with wrapper.decode_workspace() for the largest batch."
+                f"padded to {dp}); size it with paged_workspace.decode_workspace() for the largest batch."
             )
     else:
         po = torch.empty((b, hq, n_split, dp), dtype=torch.float32, device=query.device)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DecodeWorkspace"]
+__all__ = ["DecodeWorkspace", "decode_workspace"]
 
 
 @dataclass(frozen=True)
@@ -31,3 +31,37 @@ class DecodeWorkspace:
     partial_out: torch.Tensor
     partial_lse: torch.Tensor
     counters: torch.Tensor
+
+
+def decode_workspace(
+    max_batch: int, num_heads: int, num_kv_heads: int, head_dim: int, max_tokens: int,
+    dtypes: tuple[torch.dtype, ...], device: torch.device,
+) -> DecodeWorkspace:  # fmt: skip
+    """A workspace big enough for every default-configured ``paged_triton.paged_decode`` of up to
+    ``max_batch`` sequences whose block tables cover ``max_tokens`` positions.
+
+    Args:
+        max_batch: Largest batch.
+        num_heads: Query heads.
+        num_kv_heads: KV heads.
+        head_dim: D.
+        max_tokens: Block-table width x block size.
+        dtypes: Query/cache dtypes it must serve.
+        device: Where the buffers live.
+
+    Returns:
+        The workspace (partials uninitialised, counters zero).
+    """
+    from . import triton_args as pt  # CUDA only: imports triton
+
+    sm = pt.sm_count(device)
+    rows = 1
+    for dtype in dtypes:
+        for kv_fp8 in (False, True):
+            cfg = pt.decode_config(head_dim, dtype, num_heads // num_kv_heads, kv_fp8=kv_fp8)
+            for b in range(1, max_batch + 1):
+                rows = max(rows, b * pt.decode_splits(b, num_kv_heads, max_tokens, sm, cfg)[0])
+    po = torch.empty(rows * num_heads * pt.pad_dim(head_dim), dtype=torch.float32, device=device)
+    plse = torch.empty(rows * num_heads, dtype=torch.float32, device=device)
+    cnt = torch.zeros(max_batch * num_kv_heads, dtype=torch.int32, device=device)
+    return DecodeWorkspace(po, plse, cnt)

@@ -22,47 +22,13 @@ from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDevi
 from .base import positive_int
 from .kv_quant import canonical_kv_cache_dtype, check_scales, fp8_dtype
 from .paged import select_paged_ops
-from .paged_workspace import DecodeWorkspace
+from .paged_workspace import DecodeWorkspace, decode_workspace
 from .variants import AttentionVariants
 from .wrapper_plan import StepInputs, check_on_device, check_static
 
-__all__ = ["PagedAttentionWrapper", "decode_workspace"]
+__all__ = ["PagedAttentionWrapper"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def decode_workspace(
-    max_batch: int, num_heads: int, num_kv_heads: int, head_dim: int, max_tokens: int,
-    dtypes: tuple[torch.dtype, ...], device: torch.device,
-) -> DecodeWorkspace:  # fmt: skip
-    """A workspace big enough for every default-configured ``paged_triton.paged_decode`` of up to
-    ``max_batch`` sequences whose block tables cover ``max_tokens`` positions.
-
-    Args:
-        max_batch: Largest batch.
-        num_heads: Query heads.
-        num_kv_heads: KV heads.
-        head_dim: D.
-        max_tokens: Block-table width x block size.
-        dtypes: Query/cache dtypes it must serve.
-        device: Where the buffers live.
-
-    Returns:
-        The workspace (partials uninitialised, counters zero).
-    """
-    from . import triton_args as pt  # CUDA only: imports triton
-
-    sm = pt.sm_count(device)
-    rows = 1
-    for dtype in dtypes:
-        for kv_fp8 in (False, True):
-            cfg = pt.decode_config(head_dim, dtype, num_heads // num_kv_heads, kv_fp8=kv_fp8)
-            for b in range(1, max_batch + 1):
-                rows = max(rows, b * pt.decode_splits(b, num_kv_heads, max_tokens, sm, cfg)[0])
-    po = torch.empty(rows * num_heads * pt.pad_dim(head_dim), dtype=torch.float32, device=device)
-    plse = torch.empty(rows * num_heads, dtype=torch.float32, device=device)
-    cnt = torch.zeros(max_batch * num_kv_heads, dtype=torch.int32, device=device)
-    return DecodeWorkspace(po, plse, cnt)
 
 
 class PagedAttentionWrapper:
@@ -149,7 +115,6 @@ class PagedAttentionWrapper:
                 if pin:
                     self._events.append(torch.cuda.Event())  # type: ignore[no-untyped-call]  # torch declares no types for it
         self._recorded = [False, False]
-        self._streams: dict[int, Any] = {}  # raw handle -> torch.cuda.Stream (_copy_stream)
         self._view_cache: dict[int, tuple[torch.Tensor, ...]] = {}
         self._page_shape = torch.Size((self.block_size, self.num_kv_heads, self.head_size))
         self._shapes = (torch.Size(), torch.Size())  # query and key/value shapes of the planned batch
@@ -279,20 +244,9 @@ class PagedAttentionWrapper:
         self._i32.copy_(i32, non_blocking=True)
         self._i64.copy_(i64, non_blocking=True)
         if self._events:
-            self._events[k].record(self._copy_stream())
+            self._events[k].record()
             self._recorded[k] = True
         self._next ^= 1
-
-    def _copy_stream(self) -> Any:
-        """The current stream of the wrapper's device (where ``plan``'s copies run), as a ``torch.cuda.Stream``
-        looked up by its raw handle: one C call instead of ``torch.cuda.current_stream()``'s Python."""
-        raw = torch._C._cuda_getCurrentRawStream(self._dev_index)
-        stream = self._streams.get(raw)
-        if stream is None:
-            if len(self._streams) >= 64:
-                self._streams.clear()
-            stream = self._streams[raw] = torch.cuda.current_stream(self.device)
-        return stream
 
     def _fill(self, i32: torch.Tensor, i64: torch.Tensor, step: StepInputs, trusted: bool, dev: torch.device) -> None:
         """Write one step into a buffer pair: real rows first, padding after."""
