@@ -268,3 +268,28 @@ def test_launch_hooks_send_bound_launches_through_the_dispatcher(rig: Any) -> No
     q, k, v, cache, out = _tensors(2, 6)
     w.run(q, k, v, cache, out=out)  # hook gone: bound again
     assert len(dispatched) == 2 and _same(compiled.calls[-1], _expected(pt, w, q, k, v, cache, out))
+
+
+def test_launcher_binding_tells_geometries_with_equal_strides_apart(rig: Any) -> None:
+    """Caches that are views of an arena (one block stride) with another block size, or queries that are views with
+    another head count, have the same strides: the launcher must not serve one with the other's binding (the block
+    size and head group are compile-time constants of the kernel)."""
+    pt, compiled, _ = rig
+    launcher = pt.FusedDecodeLauncher()
+    g = torch.Generator().manual_seed(3)
+    arena = torch.randn(40, 8 * 2 * 16 * 2, generator=g).half()  # every block 512 elements apart, any block size
+    table = torch.tensor([[1, 2, 3], [4, 5, 6]], dtype=torch.int32)
+    lens = torch.tensor([5, 9], dtype=torch.int32)
+    slots = torch.tensor([-1, -1])
+    wide_q = torch.randn(2, 16, 16, generator=g).half()
+    for bs, hq in ((4, 8), (8, 8), (4, 4)):
+        kc = arena[:, : bs * 2 * 16].view(40, bs, 2, 16)
+        vc = arena[:, 256 : 256 + bs * 2 * 16].view(40, bs, 2, 16)
+        q = wide_q[:, :hq]  # the same strides for 8 and 4 heads
+        k, v = (torch.randn(2, 2, 16, generator=g).half() for _ in range(2))
+        out = torch.empty(2, hq, 16, dtype=torch.float16)
+        for _ in range(2):  # the second call of each geometry goes through its binding
+            launcher(q, k, v, kc, vc, out, table, lens, slots, 0.25)
+        grid, args, kw = pt.decode_launch_args(q, kc, vc, table, lens, 0.25, out, new=(k, v, slots))
+        assert _same(compiled.calls[-1], [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])])
+    assert len(launcher._bound) == 3

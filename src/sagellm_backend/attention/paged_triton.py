@@ -289,7 +289,7 @@ class FusedDecodeLauncher:
         ids = tuple(map(id, live))
         alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))  # a tensor in two roles
         per_call = (
-            query.shape[0], query.dtype, query.device, k_cache.shape[0], k_cache.dtype, out.dtype,
+            query.shape, query.dtype, query.device, k_cache.shape, k_cache.dtype, out.dtype,
             query.stride(), key.stride(), value.stride(), k_cache.stride(), v_cache.stride(), out.stride(), alias,
         )  # fmt: skip
         # Ids of the workspace buffers and slopes a binding holds stay theirs while it lives.
