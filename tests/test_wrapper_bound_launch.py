@@ -293,3 +293,34 @@ def test_launcher_binding_tells_geometries_with_equal_strides_apart(rig: Any) ->
         grid, args, kw = pt.decode_launch_args(q, kc, vc, table, lens, 0.25, out, new=(k, v, slots))
         assert _same(compiled.calls[-1], [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])])
     assert len(launcher._bound) == 3
+
+
+def test_launcher_binding_tells_key_value_and_value_cache_dtypes_apart(rig: Any) -> None:
+    """Without ``fixed`` the launcher vouches for nothing: a call whose new key/value or value cache has another
+    dtype than the bound call's (the kernel is compiled for each pointer's element type) goes through Triton's
+    dispatcher, and the call that matches a binding again is served by it."""
+    pt, compiled, dispatched = rig
+    launcher = pt.FusedDecodeLauncher()
+    g = torch.Generator().manual_seed(5)
+    table = torch.tensor([[1, 2, 3], [4, 5, 6]], dtype=torch.int32)
+    lens = torch.tensor([5, 9], dtype=torch.int32)
+    slots = torch.tensor([-1, -1])
+    q = torch.randn(2, 8, 16, generator=g).half()
+    out = torch.empty_like(q)
+    kc, vc = (torch.randn(40, 4, 2, 16, generator=g).half() for _ in range(2))
+    k16, v16 = (torch.randn(2, 2, 16, generator=g).half() for _ in range(2))
+    k32, v32 = k16.float(), v16.float()
+    vc32 = vc.float()  # the same strides as ``vc``
+
+    def launches(k: Any, v: Any, v_cache: Any) -> str:
+        before = (len(dispatched), len(compiled.calls))
+        launcher(q, k, v, kc, v_cache, out, table, lens, slots, 0.25)
+        return "dispatcher" if len(dispatched) > before[0] else "direct"
+
+    assert launches(k32, v32, vc) == "dispatcher"
+    assert launches(k32, v32, vc) == "direct"
+    assert launches(k16, v16, vc) == "dispatcher"  # fp16 key and value: another compiled kernel
+    assert launches(k16, v32, vc) == "dispatcher"
+    assert launches(k16, v16, vc32) == "dispatcher"  # fp32 value cache
+    assert launches(k16, v16, vc) == "direct"  # bound
+    assert len(launcher._bound) == 4

@@ -252,8 +252,8 @@ class FusedDecodeLauncher:
 
         ``fixed`` is the caller's promise (a wrapper that owns its plan tensors, a decode fast path that recorded
         them): every call with an equal ``fixed`` passes plan tensors of the same shapes, strides and dtypes, the
-        same ``cfg``, ``scale`` and variants, and scales of the same shapes and strides; the binding is then looked
-        up without reading them.
+        same ``cfg``, ``scale`` and variants, scales of the same shapes and strides, key and value in the query's
+        dtype and the value cache in the key cache's; the binding is then looked up without reading them.
 
         Args:
             query: ``[B, Hq, D]``, ``B >= 1``.
@@ -304,7 +304,10 @@ class FusedDecodeLauncher:
         if fixed is not None:
             sig: tuple[Any, ...] = (fixed, ws, *per_call)
         else:
-            sig = (*per_call, ws, cfg, scale, *variants.items(), *[(t.shape, t.stride(), t.dtype) for t in live[6:]])
+            sig = (
+                *per_call, ws, cfg, scale, *variants.items(), key.dtype, value.dtype, v_cache.dtype,
+                *[(t.shape, t.stride(), t.dtype) for t in live[6:]],
+            )  # fmt: skip
         bound = self._bound.get(sig) if ptr % 16 == 0 else None
         if bound is not None:
             bound(*live)
