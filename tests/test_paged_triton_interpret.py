@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import sagellm_backend
@@ -186,6 +186,43 @@ def test_decode_split_policy(
     if splits > 1:
         assert chunk >= min_chunk
         assert batch * kv_heads * splits <= waves * sms  # never a partial extra wave
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kv_heads=st.integers(1, 4),
+    group=st.sampled_from([1, 4]),
+    blocks=st.integers(1, 4096),
+    max_batch=st.integers(1, 4),
+    window=st.integers(1, 1 << 16),
+    fp8=st.booleans(),
+    dtype=st.sampled_from(["float16", "bfloat16", "float32"]),
+)
+@example(kv_heads=1, group=4, blocks=3091, max_batch=1, window=35673, fp8=False, dtype="float16")
+def test_decode_workspace_serves_every_default_launch(
+    kv_heads: int, group: int, blocks: int, max_batch: int, window: int, fp8: bool, dtype: str
+) -> None:
+    """``decode_workspace`` sized for a block-table width serves every default-configured decode launch of up to
+    ``max_batch`` sequences over such tables, with or without a sliding window (a window shortens the span the
+    splits cover, and a shorter span can round to more splits than the full one)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from sagellm_backend.attention.paged_triton import decode_launch_args
+    from sagellm_backend.attention.paged_workspace import decode_workspace
+
+    bs, d, hq, dt, cpu = 16, 16, kv_heads * group, getattr(torch, dtype), torch.device("cpu")
+    ws = decode_workspace(max_batch, hq, kv_heads, d, blocks * bs, (dt,), cpu)
+    cache = torch.empty(1, bs, kv_heads, d, dtype=dt)
+    scales = {"k_scale": torch.ones(1), "v_scale": torch.ones(1)} if fp8 else {}
+    for b in range(1, max_batch + 1):
+        q = torch.empty(b, hq, d, dtype=dt)
+        table = torch.zeros(b, blocks, dtype=torch.int32)
+        lens = torch.ones(b, dtype=torch.int32)
+        for win in (None, window):
+            grid = decode_launch_args(
+                q, cache, cache, table, lens, 0.25, q, sliding_window=win, workspace=ws, **scales
+            )[0]
+            assert grid[:2] == (b, kv_heads)
 
 
 if __name__ == "__main__":

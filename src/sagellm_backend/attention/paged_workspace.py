@@ -38,7 +38,7 @@ def decode_workspace(
     dtypes: tuple[torch.dtype, ...], device: torch.device,
 ) -> DecodeWorkspace:  # fmt: skip
     """A workspace big enough for every default-configured ``paged_triton.paged_decode`` of up to
-    ``max_batch`` sequences whose block tables cover ``max_tokens`` positions.
+    ``max_batch`` sequences whose block tables cover ``max_tokens`` positions, with or without a sliding window.
 
     Args:
         max_batch: Largest batch.
@@ -60,7 +60,7 @@ def decode_workspace(
         for kv_fp8 in (False, True):
             cfg = pt.decode_config(head_dim, dtype, num_heads // num_kv_heads, kv_fp8=kv_fp8)
             for b in range(1, max_batch + 1):
-                rows = max(rows, b * pt.decode_splits(b, num_kv_heads, max_tokens, sm, cfg)[0])
+                rows = max(rows, b * pt.split_limit(b, num_kv_heads, max_tokens, sm, cfg))  # any span <= max_tokens
     po = torch.empty(rows * num_heads * pt.pad_dim(head_dim), dtype=torch.float32, device=device)
     plse = torch.empty(rows * num_heads, dtype=torch.float32, device=device)
     cnt = torch.zeros(max_batch * num_kv_heads, dtype=torch.int32, device=device)

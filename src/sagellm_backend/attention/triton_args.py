@@ -27,6 +27,7 @@ __all__ = [
     "launch_dims",
     "pad_dim",
     "sm_count",
+    "split_limit",
     "supports",
     "variant_args",
 ]
@@ -198,6 +199,27 @@ def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool
     return DecodeConfig(block_n=block_n, num_warps=warps, num_stages=2)
 
 
+def split_limit(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> int:
+    """The split count :func:`decode_splits` aims at. It bounds the splits :func:`decode_splits` returns for
+    ``max_tokens`` and for every shorter span (it never decreases as ``max_tokens`` grows, while the returned
+    count, rounded through whole tiles, may): what a workspace must hold.
+
+    Args:
+        batch: Sequences.
+        kv_heads: KV heads.
+        max_tokens: Upper bound of any sequence's length.
+        sm_count: Streaming multiprocessors (or equivalent) of the device.
+        cfg: Launch configuration.
+
+    Returns:
+        The split count, >= 1.
+    """
+    programs = max(1, batch * kv_heads)
+    want = max(1, math.floor(cfg.waves * sm_count / programs))
+    most = max(1, max_tokens // max(cfg.min_chunk, cfg.block_n))
+    return min(want, most)
+
+
 def decode_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> tuple[int, int]:
     """Number of context splits and tokens per split for decode.
 
@@ -209,11 +231,9 @@ def decode_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg
         cfg: Launch configuration.
 
     Returns:
-        ``(splits, chunk)``, chunk a multiple of ``cfg.block_n``; ``splits * chunk >= max_tokens``.
+        ``(splits, chunk)``, chunk a multiple of ``cfg.block_n``; ``splits * chunk >= max_tokens``; ``splits`` at
+        most :func:`split_limit`.
     """
-    programs = max(1, batch * kv_heads)
-    want = max(1, math.floor(cfg.waves * sm_count / programs))
-    most = max(1, max_tokens // max(cfg.min_chunk, cfg.block_n))
-    splits = min(want, most)
+    splits = split_limit(batch, kv_heads, max_tokens, sm_count, cfg)
     chunk = cdiv(cdiv(max(max_tokens, 1), splits), cfg.block_n) * cfg.block_n
     return cdiv(max(max_tokens, 1), chunk), chunk
