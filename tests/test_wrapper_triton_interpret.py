@@ -68,6 +68,7 @@ def _checks() -> dict[str, Any]:
     out["store_changed"] = changed
     out["store_row_ok"] = bool(torch.equal(kc[0, 5], k_new[2]))
     out["fused"] = _fused_checks()
+    out["fused_f16"] = _fused_f16_checks()
     out["wrapper"] = _wrapper_checks()
     return out
 
@@ -183,6 +184,39 @@ def _fused_checks() -> list[dict[str, Any]]:
     return cases
 
 
+def _fused_f16_checks() -> list[dict[str, Any]]:
+    """The fused launch over an fp8 cache with bf16 queries and the dots in fp16 (the query scaled by a power of
+    two): the new token, per-head key scales, the variants and an all-zero query row."""
+    import torch
+
+    from sagellm_backend.attention import paged_triton as pt
+    from sagellm_backend.attention.reference import make_block_tables, reference_paged_decode
+
+    g = torch.Generator().manual_seed(6)
+    hq, hkv, d, bs, nb = 4, 2, 16, 8, 24
+    lens = [37, 1, 9]
+    table = make_block_tables(lens, bs, nb, generator=g, pad_value=0, extra_cols=1).int()
+    slots = torch.tensor([int(table[i, (n - 1) // bs]) * bs + (n - 1) % bs for i, n in enumerate(lens)])
+    seq = torch.tensor(lens, dtype=torch.int32)
+    cfg = pt.DecodeConfig(block_n=16, min_chunk=16, fp8_f16_dot=True)
+    sc = {"k_scale": torch.tensor([0.3, 9.0, 0.5, 9.0])[::2], "v_scale": torch.tensor([0.015])}  # scores of O(1)
+    variants: list[dict[str, Any]] = [
+        {},
+        {"sliding_window": 11, "logits_soft_cap": 3.0, "alibi_slopes": torch.tensor([0.3, -0.2, 0.1, 0.05])},
+    ]
+    cases: list[dict[str, Any]] = []
+    for vi, var in enumerate(variants):
+        kc, vc = (torch.randn(nb, bs, hkv, d, generator=g).to(torch.float8_e4m3fn) for _ in range(2))
+        q = (torch.randn(len(lens), hq, d, generator=g) * 8).bfloat16()
+        q[2] = 0  # every head of a sequence zero: the scale exponent's lower clamp
+        k, v = (torch.randn(len(lens), hkv, d, generator=g).bfloat16() for _ in range(2))
+        kf, vf = kc.clone(), vc.clone()
+        fused = pt.paged_decode_store(q, k, v, kf, vf, table, seq, slots, 0.25, cfg=cfg, splits=3, **var, **sc)
+        ref = reference_paged_decode(q, kf, vf, table, seq, 0.25, **var, **sc)
+        cases.append({"case": f"variants={vi}", "err": float((fused.double() - ref).abs().max() / ref.abs().max())})
+    return cases
+
+
 @pytest.fixture(scope="module")
 def verdict() -> dict[str, Any]:
     pytest.importorskip("torch")
@@ -220,6 +254,13 @@ def test_fused_store_and_decode_matches_the_reference_and_the_two_launches(verdi
         assert c["written"] == c["want_written"] and len(c["written"]) == 2, c  # rows 1 and 2 only
         assert c["err"] <= 2e-3, c
         assert c["vs_apart"] <= 2e-3, c
+
+
+def test_fused_decode_with_fp16_dots_matches_the_reference(verdict: dict[str, Any]) -> None:
+    cases = verdict["fused_f16"]
+    assert len(cases) == 2
+    for c in cases:  # bf16 output: 2^-8 relative rounding
+        assert c["err"] <= 1e-2, c
 
 
 def test_wrapper_triton_path_matches_its_torch_path_and_the_reference(verdict: dict[str, Any]) -> None:
