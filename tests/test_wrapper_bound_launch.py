@@ -324,3 +324,27 @@ def test_launcher_binding_tells_key_value_and_value_cache_dtypes_apart(rig: Any)
     assert launches(k16, v16, vc32) == "dispatcher"  # fp32 value cache
     assert launches(k16, v16, vc) == "direct"  # bound
     assert len(launcher._bound) == 4
+
+
+@pytest.mark.parametrize(("max_batch", "width"), [(3, 7), (4, 8), (5, 3)])
+def test_wrapper_plan_views_are_aligned_for_every_geometry(rig: Any, max_batch: int, width: int) -> None:
+    """The plan buffers' views (block tables, key lengths, slots) start 16-byte aligned whatever the wrapper's
+    ``max_batch x max_blocks_per_seq``, so its later runs are bound launches (a misaligned plan view is never
+    bound: every run would pay Triton's dispatcher)."""
+    from sagellm_backend.attention import PagedAttentionWrapper
+    from sagellm_backend.attention.paged_workspace import DecodeWorkspace
+
+    pt, compiled, dispatched = rig
+    w = PagedAttentionWrapper(8, 2, 16, block_size=4, max_batch=max_batch, max_blocks_per_seq=width, device="cpu")
+    w._ops[torch.float16] = (pt, "triton", pt.decode_config(16, torch.float16, 4))  # steer onto the Triton path
+    w._workspace = DecodeWorkspace(
+        torch.empty(4 * 8 * 16 * 16), torch.empty(4 * 8 * 16), torch.zeros(8, dtype=torch.int32)
+    )
+    w.plan([1, 2], [[0, 1], [2, 3]], [1, 10], batch_size=2)
+    assert [t.data_ptr() % 16 for t in (w.block_tables, w.key_lens, w.slot_mapping)] == [0, 0, 0]
+    assert w.key_lens.tolist() == [2, 3] and w.block_tables[:, :2].tolist() == [[0, 1], [2, 3]]
+    for seed in (0, 1):
+        q, k, v, cache, out = _tensors(2, seed)
+        w.run(q, k, v, cache, out=out)
+    assert len(dispatched) == 1 and len(compiled.calls) == 1  # the second run is bound
+    assert _same(compiled.calls[-1], _expected(pt, w, q, k, v, cache, out))

@@ -94,9 +94,10 @@ class PagedAttentionWrapper:
         self._variant_kw = self.variants.op_kwargs(self.num_heads, self.device)
         self._fp8 = None if self.kv_cache_dtype == "auto" else fp8_dtype(self.kv_cache_dtype)
         mb, w = self.max_batch, self.max_blocks_per_seq
-        # Two flat buffers, each filled by one copy from the host: int32 block tables + key lengths,
-        # int64 slots + positions.
-        self._i32 = torch.zeros(mb * w + mb, dtype=torch.int32, device=self.device)
+        # Two flat buffers, each filled by one copy from the host: int32 block tables + key lengths (from element
+        # ``_kl_at``, 16-byte aligned as bound launches need), int64 slots + positions.
+        self._kl_at = -(-mb * w // 4) * 4
+        self._i32 = torch.zeros(self._kl_at + mb, dtype=torch.int32, device=self.device)
         self._i64 = torch.zeros(2 * mb, dtype=torch.int64, device=self.device)
         self._i64[:mb].fill_(-1)
         self._dev_index = self._i32.get_device()  # -1 on CPU
@@ -136,7 +137,7 @@ class PagedAttentionWrapper:
     def _split(self, i32: torch.Tensor, i64: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(block_tables [mb, w], key_lens [mb], slot_mapping [mb], positions [mb])`` views of a buffer pair."""
         mb, w = self.max_batch, self.max_blocks_per_seq
-        return i32[: mb * w].view(mb, w), i32[mb * w :], i64[:mb], i64[mb:]
+        return i32[: mb * w].view(mb, w), i32[self._kl_at :], i64[:mb], i64[mb:]
 
     def _views(self, batch: int) -> None:
         views = self._view_cache.get(batch)
@@ -234,7 +235,7 @@ class PagedAttentionWrapper:
         mb, width = self.max_batch, self.max_blocks_per_seq
         a32.fill(0)
         a32[: mb * width].reshape(mb, width)[:n, :w] = table
-        a32[mb * width : mb * width + n] = np.clip(ctx.astype(np.int64) + 1, 0, width * self.block_size)
+        a32[self._kl_at : self._kl_at + n] = np.clip(ctx.astype(np.int64) + 1, 0, width * self.block_size)
         a64.fill(0)
         a64[:mb].fill(-1)
         a64[:n] = slots
