@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import sagellm_backend
+from fp8_reference import ALL_CODES, Fp8Reference
 from sagellm_backend.dtype_conversion import (
     FP8QuantizationParams,
     _decode_fp8_e4m3_torch,
@@ -32,41 +33,10 @@ from sagellm_backend.errors import InvalidArgumentError, InvalidArgumentTypeErro
 
 torch = pytest.importorskip("torch")
 
-ALL_CODES = np.arange(256, dtype=np.uint8)
+E4M3 = Fp8Reference(torch.float8_e4m3fn, man_bits=3, bias=7, finite_codes=0x7F, max_value=448.0)
 NAN_CODES = {0x7F, 0xFF}
-
-
-def torch_decode(codes: np.ndarray) -> np.ndarray:
-    return torch.from_numpy(np.ascontiguousarray(codes)).view(torch.float8_e4m3fn).float().numpy()
-
-
-def torch_encode(x: np.ndarray) -> np.ndarray:
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.float8_e4m3fn).view(torch.uint8).numpy()
-
-
-def _value_of(code: int) -> float:
-    """Independent decoder from the format definition (bias 7, 3 mantissa bits)."""
-    sign = -1.0 if code & 0x80 else 1.0
-    exp, man = (code >> 3) & 0xF, code & 7
-    if exp == 0:
-        return sign * man * 2.0**-9
-    return sign * (1 + man / 8) * 2.0 ** (exp - 7)
-
-
-POSITIVE_FINITE = [(c, _value_of(c)) for c in range(0x7F)]  # 0x00 .. 0x7E, increasing
-
-
-def reference_encode(x: float) -> int:
-    """Brute force: nearest finite code, ties to the even code, saturation beyond 448."""
-    if np.isnan(x):
-        return 0xFF if np.signbit(x) else 0x7F
-    sign = 0x80 if np.signbit(x) else 0
-    mag = min(abs(float(x)), 448.0)
-    best = min(POSITIVE_FINITE, key=lambda cv: (abs(cv[1] - mag), cv[0] & 1))
-    return best[0] | sign
-
-
-# ----------------------------------------------------------------------------------------- decoding
+torch_decode, torch_encode, reference_encode = E4M3.torch_decode, E4M3.torch_encode, E4M3.reference_encode
+POSITIVE_FINITE = E4M3.positive_finite  # 0x00 .. 0x7E, increasing
 
 
 def test_decode_all_256_codes_equals_torch() -> None:
@@ -77,7 +47,7 @@ def test_decode_all_256_codes_equals_torch() -> None:
     assert np.array_equal(ours, ref, equal_nan=True)
     assert np.array_equal(np.signbit(ours[~np.isnan(ours)]), np.signbit(ref[~np.isnan(ref)]))  # -0.0 at 0x80
     finite = [c for c in range(256) if c not in NAN_CODES]
-    assert [float(ours[c]) for c in finite] == [_value_of(c) for c in finite]
+    assert [float(ours[c]) for c in finite] == [E4M3.value_of(c) for c in finite]
     assert ours[0x7E] == 448.0 and ours[0xFE] == -448.0 and ours[0x01] == 2.0**-9 and ours[0x08] == 2.0**-6
 
 

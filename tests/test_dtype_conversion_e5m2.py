@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from fp8_reference import ALL_CODES, Fp8Reference
 from sagellm_backend.dtype_conversion import (
     FP8_E5M2_MAX,
     FP8QuantizationParams,
@@ -24,39 +25,11 @@ from sagellm_backend.errors import InvalidArgumentError, InvalidArgumentTypeErro
 
 torch = pytest.importorskip("torch")
 
-ALL_CODES = np.arange(256, dtype=np.uint8)
+E5M2 = Fp8Reference(torch.float8_e5m2, man_bits=2, bias=15, finite_codes=0x7C, max_value=FP8_E5M2_MAX)
 NAN_CODES = {0x7D, 0x7E, 0x7F, 0xFD, 0xFE, 0xFF}
 INF_CODES = {0x7C: np.inf, 0xFC: -np.inf}
-
-
-def torch_decode(codes: np.ndarray) -> np.ndarray:
-    return torch.from_numpy(np.ascontiguousarray(codes)).view(torch.float8_e5m2).float().numpy()
-
-
-def torch_encode(x: np.ndarray) -> np.ndarray:
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(torch.float8_e5m2).view(torch.uint8).numpy()
-
-
-def _value_of(code: int) -> float:
-    """Independent decoder from the format definition (bias 15, 2 mantissa bits), finite codes only."""
-    sign = -1.0 if code & 0x80 else 1.0
-    exp, man = (code >> 2) & 0x1F, code & 3
-    if exp == 0:
-        return sign * man * 2.0**-16
-    return sign * (1 + man / 4) * 2.0 ** (exp - 15)
-
-
-POSITIVE_FINITE = [(c, _value_of(c)) for c in range(0x7C)]  # 0x00 .. 0x7B, increasing
-
-
-def reference_encode(x: float) -> int:
-    """Brute force: nearest finite code, ties to the even code, saturation beyond 57344 (inf included)."""
-    if np.isnan(x):
-        return 0xFF if np.signbit(x) else 0x7F
-    sign = 0x80 if np.signbit(x) else 0
-    mag = min(abs(float(x)), FP8_E5M2_MAX)
-    best = min(POSITIVE_FINITE, key=lambda cv: (abs(cv[1] - mag), cv[0] & 1))
-    return best[0] | sign
+torch_decode, torch_encode, reference_encode = E5M2.torch_decode, E5M2.torch_encode, E5M2.reference_encode
+POSITIVE_FINITE = E5M2.positive_finite  # 0x00 .. 0x7B, increasing
 
 
 def test_decode_all_256_codes_equals_torch_and_the_definition() -> None:
@@ -67,7 +40,7 @@ def test_decode_all_256_codes_equals_torch_and_the_definition() -> None:
     assert np.array_equal(np.signbit(ours[~np.isnan(ours)]), np.signbit(ref[~np.isnan(ref)]))  # -0.0 at 0x80
     assert all(ours[c] == v for c, v in INF_CODES.items())
     finite = [c for c in range(256) if c not in NAN_CODES and c not in INF_CODES]
-    assert [float(ours[c]) for c in finite] == [_value_of(c) for c in finite]
+    assert [float(ours[c]) for c in finite] == [E5M2.value_of(c) for c in finite]
     assert ours[0x7B] == 57344.0 and ours[0x01] == 2.0**-16 and ours[0x04] == 2.0**-14
     assert fp8_decode_table("float8_e5m2") is fp8_decode_table("float8_e5m2")  # cached, read-only
     assert not fp8_decode_table("float8_e5m2").flags.writeable
