@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -34,7 +33,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from dist_bench import per_call, rank_provider, spawn
 
 SIZES_GLOO = [8, 64, 512, 4 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20]
 SIZES_NCCL = [8, 64, 512, 4 << 10, 64 << 10, 256 << 10, 1 << 20, 16 << 20, 64 << 20, 256 << 20, 1 << 30]
@@ -43,15 +43,6 @@ SIZES_NCCL = [8, 64, 512, 4 << 10, 64 << 10, 256 << 10, 1 << 20, 16 << 20, 64 <<
 def _calls(nbytes: int, device: bool) -> int:
     budget = (32 << 20) if not device else (4 << 30)
     return int(max(2, min(200 if device else 20, budget // max(nbytes, 1))))
-
-
-def _time(fn, k: int, sync) -> float:
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(k):
-        fn()
-    sync()
-    return (time.perf_counter() - t0) / k
 
 
 def _cases(p, t: torch.Tensor, gathered: torch.Tensor, world: int, dev: str) -> dict:
@@ -67,19 +58,12 @@ def _cases(p, t: torch.Tensor, gathered: torch.Tensor, world: int, dev: str) -> 
     }
 
 
-def worker(rank: int, world: int, port: int, provider_name: str, out: str, rounds: int, quick: bool) -> None:
-    from sagellm_backend import get_provider
-
+def worker(rank: int, port: int, world: int, provider_name: str, out: str, rounds: int, quick: bool) -> None:
     device = provider_name == "cuda"
     if device:  # the raw side waits for each collective on the host too, like the HAL does
         os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
-    if not device and (os.cpu_count() or 1) >= world:
-        os.sched_setaffinity(0, {rank % (os.cpu_count() or 1)})
-    torch.set_num_threads(1)
-    p = get_provider(provider_name, None, **({"device_id": rank} if device else {}))
-    p.init_process_group(  # the HAL's own cost; the consistency check's is bench_comm_check.py's subject
-        init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=600, check_consistency=False
-    )
+    # The HAL's own cost; the consistency check's is bench_comm_check.py's subject.
+    p = rank_provider(rank, world, port, provider_name, check_consistency=False)
     dev = p.device
     sync = torch.cuda.synchronize if device else (lambda: None)
 
@@ -88,8 +72,8 @@ def worker(rank: int, world: int, port: int, provider_name: str, out: str, round
     x = torch.ones(2, device=dev)
     probe_raw, probe_hal = [], []
     for _ in range(3 * rounds):
-        probe_raw.append(_time(lambda: dist.all_reduce(x, group=solo.handle), 200, sync))
-        probe_hal.append(_time(lambda: p.all_reduce(x, "sum", group=solo), 200, sync))
+        probe_raw.append(per_call(lambda: dist.all_reduce(x, group=solo.handle), 200, sync))
+        probe_hal.append(per_call(lambda: p.all_reduce(x, "sum", group=solo), 200, sync))
     added_us = (statistics.median(probe_hal) - statistics.median(probe_raw)) * 1e6
 
     # 2) Paired rounds over the real group, alternating which side goes first.
@@ -109,8 +93,8 @@ def worker(rank: int, world: int, port: int, provider_name: str, out: str, round
             raws, hals, ratios = [], [], []
             for r in range(rounds):
                 first, second = (raw_fn, hal_fn) if r % 2 == 0 else (hal_fn, raw_fn)
-                a = _time(first, k, sync)
-                b = _time(second, k, sync)
+                a = per_call(first, k, sync)
+                b = per_call(second, k, sync)
                 raw_t, hal_t = (a, b) if r % 2 == 0 else (b, a)
                 raws.append(raw_t)
                 hals.append(hal_t)
@@ -176,10 +160,7 @@ def main() -> int:
     ap.add_argument("--out", default="results")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(a.nproc, port, a.provider, a.out, a.rounds, a.quick), nprocs=a.nproc, join=True)
+    spawn(worker, a.nproc, a.nproc, a.provider, a.out, a.rounds, a.quick)
     return 0
 
 

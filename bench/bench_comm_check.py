@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -23,29 +22,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from dist_bench import per_call, rank_provider, spawn
 
 SIZES = [4, 64, 1 << 10, 16 << 10, 256 << 10]  # bytes of float32 per rank
 
 
-def _per_call(fn, k: int, sync) -> float:
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(k):
-        fn()
-    sync()
-    return (time.perf_counter() - t0) / k
-
-
-def worker(rank: int, world: int, port: int, provider_name: str, rounds: int, calls: int, out: str | None) -> None:
-    from sagellm_backend import get_provider
-
+def worker(rank: int, port: int, world: int, provider_name: str, rounds: int, calls: int, out: str | None) -> None:
     device = provider_name == "cuda"
-    if not device and (os.cpu_count() or 1) >= world:
-        os.sched_setaffinity(0, {rank % (os.cpu_count() or 1)})
-    torch.set_num_threads(1)
-    p = get_provider(provider_name, None, **({"device_id": rank} if device else {}))
-    p.init_process_group(init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=600)
+    p = rank_provider(rank, world, port, provider_name)
     sync = torch.cuda.synchronize if device else (lambda: None)
     rows = []
     for nbytes in SIZES:
@@ -66,7 +51,7 @@ def worker(rank: int, world: int, port: int, provider_name: str, rounds: int, ca
                 flag, fn = variants[name]
                 if flag is not None:
                     p.init_process_group(check_consistency=flag)
-                took = _per_call(fn, calls, sync)
+                took = per_call(fn, calls, sync)
                 if r:
                     times[name].append(took)
         row = {"bytes": nbytes, **{f"{name}_us": statistics.median(ts) * 1e6 for name, ts in times.items()}}
@@ -116,10 +101,7 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=50)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(a.nproc, port, a.provider, a.rounds, a.calls, a.out), nprocs=a.nproc, join=True)
+    spawn(worker, a.nproc, a.nproc, a.provider, a.rounds, a.calls, a.out)
     return 0
 
 

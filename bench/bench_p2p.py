@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -28,13 +27,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from dist_bench import rank_provider, spawn
 
 SIZES = [4, 4 << 10, 16 << 10, 64 << 10, 1 << 20, 16 << 20]
 
 
 def worker(rank: int, port: int, provider_name: str, out: str, rounds: int, inline: int | None) -> None:
-    from sagellm_backend import get_provider
     from sagellm_backend.comm import p2p
 
     if inline is not None:  # a protocol constant: both ranks set the same value
@@ -42,11 +41,7 @@ def worker(rank: int, port: int, provider_name: str, out: str, rounds: int, inli
         p2p.FRAME_BYTES = p2p.HEADER_LEN * 8 + inline
 
     device = provider_name == "cuda"
-    if not device and os.environ.get("P2P_PIN") == "1" and (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(0, {rank % (os.cpu_count() or 1)})
-    torch.set_num_threads(1)
-    p = get_provider(provider_name, None, **({"device_id": rank} if device else {}))
-    p.init_process_group(init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2, timeout=600)
+    p = rank_provider(rank, 2, port, provider_name, pin=os.environ.get("P2P_PIN") == "1")
     dev = p.device
     sync = torch.cuda.synchronize if device else (lambda: None)
     peer = 1 - rank
@@ -136,10 +131,7 @@ def main() -> int:
     ap.add_argument("--out", default="results")
     ap.add_argument("--inline", type=int, default=None, help="override p2p.INLINE_BYTES (both ranks)")
     a = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(port, a.provider, a.out, a.rounds, a.inline), nprocs=2, join=True)
+    spawn(worker, 2, a.provider, a.out, a.rounds, a.inline)
     return 0
 
 
