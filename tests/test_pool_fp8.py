@@ -3,11 +3,10 @@ operation moving the bytes unchanged."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
+from pool_checks import check_bytes_survive_moves
 from sagellm_backend import DType, InvalidArgumentError, MockBackendProvider, UnsupportedOperationError
 from sagellm_backend.dtype_conversion import decode_fp8_e4m3_numpy, decode_fp8_e5m2_numpy
 
@@ -65,23 +64,7 @@ def test_values_written_through_the_views_read_back_as_their_bytes(provider, nam
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_copy_cow_swap_and_migrate_move_fp8_bytes_unchanged(provider, name: str) -> None:
     pool = provider.create_kv_pool(24, block_size=4, dtype=name)
-    ids = pool.allocate(4)
-    data = {i: os.urandom(pool.block_nbytes) for i in ids}
-    for i in ids:
-        pool.write_block(i, data[i])
-    dst = pool.allocate(4)
-    pool.copy_blocks(ids, dst)
-    assert [pool.read_block(d) for d in dst] == [data[i] for i in ids]
-    pool.fork(ids[:2])
-    private = pool.make_writable(ids[:2])
-    assert private != ids[:2] and [pool.read_block(p) for p in private] == [data[i] for i in ids[:2]]
-    swapped = pool.swap_out(ids)
-    swapped.wait()
-    back = pool.swap_in(swapped)
-    assert [pool.read_block(i) for i in back] == [data[i] for i in ids]
-    target = provider.create_kv_pool(8, block_size=4, dtype=name)
-    moved = pool.migrate_blocks(ids, target)
-    assert [target.read_block(i) for i in moved] == [data[i] for i in ids]
+    check_bytes_survive_moves(pool, lambda: provider.create_kv_pool(8, block_size=4, dtype=name), 4)
 
 
 def test_migrate_between_fp8_formats_is_refused_and_changes_nothing(provider) -> None:

@@ -3,9 +3,9 @@ copies and pinned host buffers) moving fp8 bytes unchanged. Marked `gpu`."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
+
+from pool_checks import check_bytes_survive_moves
 
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
@@ -27,20 +27,7 @@ def test_fp8_pool_on_cuda_moves_bytes_unchanged(cuda, name: str, torch_name: str
     pool = cuda.create_kv_pool(32, block_size=16, dtype=name)
     k, v = pool.kv_caches(0)
     assert pool.kv_cache_dtype == name and k.dtype == getattr(torch, torch_name) == v.dtype and k.is_cuda
-    ids = pool.allocate(5)
-    data = {i: os.urandom(pool.block_nbytes) for i in ids}
-    for i in ids:
-        pool.write_block(i, data[i])
-    dst = pool.allocate(5)
-    pool.copy_blocks(ids, dst)
-    assert [pool.read_block(d) for d in dst] == [data[i] for i in ids]
-    pool.fork(ids[:2])
-    private = pool.make_writable(ids[:2])
-    assert [pool.read_block(p) for p in private] == [data[i] for i in ids[:2]]
-    swapped = pool.swap_out(ids)
-    swapped.wait()
-    assert [pool.read_block(i) for i in pool.swap_in(swapped)] == [data[i] for i in ids]
-    target = cuda.create_kv_pool(8, block_size=16, dtype=name)
-    assert [target.read_block(i) for i in pool.migrate_blocks(ids, target)] == [data[i] for i in ids]
-    codes = k[ids[0]].view(torch.uint8).cpu()
-    assert codes.numpy().tobytes() == data[ids[0]][: codes.numel()]  # layer 0's K leads the block
+    data = check_bytes_survive_moves(pool, lambda: cuda.create_kv_pool(8, block_size=16, dtype=name), 5)
+    first = next(iter(data))
+    codes = k[first].view(torch.uint8).cpu()
+    assert codes.numpy().tobytes() == data[first][: codes.numel()]  # layer 0's K leads the block
