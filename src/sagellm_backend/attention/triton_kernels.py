@@ -9,7 +9,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .triton_tiles import attend_span, head_factors, tanh_exp2
+from .triton_tiles import attend_span, head_factors, quantize_fp8, tanh_exp2
 
 __all__ = ["attend_new", "decode_kernel", "store_kv_kernel"]
 
@@ -36,8 +36,8 @@ def store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
     if QUANT:  # saturating fp8: clamp(x / scale) to the format's largest finite value
         ks = tl.load(ks_ptr + h * ks_stride, mask=h < H, other=1.0)
         vs = tl.load(vs_ptr + h * vs_stride, mask=h < H, other=1.0)
-        k = tl.minimum(tl.maximum(tl.div_rn(k.to(tl.float32), ks), -LIMIT), LIMIT).to(kc_ptr.dtype.element_ty)
-        v = tl.minimum(tl.maximum(tl.div_rn(v.to(tl.float32), vs), -LIMIT), LIMIT).to(vc_ptr.dtype.element_ty)
+        k = quantize_fp8(k, ks, LIMIT).to(kc_ptr.dtype.element_ty)
+        v = quantize_fp8(v, vs, LIMIT).to(vc_ptr.dtype.element_ty)
     tl.store(kc_ptr + blk * skc_b + off * skc_t + h * skc_h + d, k, mask=m)
     tl.store(vc_ptr + blk * svc_b + off * svc_t + h * svc_h + d, v, mask=m)
 
@@ -161,8 +161,8 @@ def attend_new(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped 
     k = tl.load(k_row + offs_d * sk_d, mask=dmask, other=0.0)
     v = tl.load(v_row + offs_d * sv_d, mask=dmask, other=0.0)
     if KV_FP8:
-        k = tl.minimum(tl.maximum(tl.div_rn(k.to(tl.float32), ks), -LIMIT), LIMIT).to(kc_base.dtype.element_ty)
-        v = tl.minimum(tl.maximum(tl.div_rn(v.to(tl.float32), vs), -LIMIT), LIMIT).to(vc_base.dtype.element_ty)
+        k = quantize_fp8(k, ks, LIMIT).to(kc_base.dtype.element_ty)
+        v = quantize_fp8(v, vs, LIMIT).to(vc_base.dtype.element_ty)
     smask = dmask & own_d
     blk = slot // BS
     off = slot % BS

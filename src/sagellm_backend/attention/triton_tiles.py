@@ -10,9 +10,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["LOG2E", "attend_span", "attend_tiles", "head_factors", "tanh_exp2"]
+__all__ = ["LOG2E", "attend_span", "attend_tiles", "head_factors", "quantize_fp8", "tanh_exp2"]
 
 LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def quantize_fp8(x, scale, LIMIT: tl.constexpr):  # type: ignore[no-untyped-def]  # a Triton JIT function
+    """``clamp(x / scale, -LIMIT, LIMIT)`` in fp32, the division correctly rounded (``x / scale`` in Triton is an
+    approximate division, whose last bit would differ from torch's quantiser); the caller casts to the fp8 dtype."""
+    return tl.minimum(tl.maximum(tl.div_rn(x.to(tl.float32), scale), -LIMIT), LIMIT)
 
 
 @triton.jit
