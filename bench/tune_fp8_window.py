@@ -63,9 +63,7 @@ def main() -> None:
                         )
                     )
                 except Exception as exc:  # a configuration that does not compile is a row of the sweep, not a stop
-                    print(
-                        f"  fp8 {bn}/{warps}/{stages} f16={f16} splits={splits}: {type(exc).__name__}: {str(exc)[:80]}"
-                    )
+                    print(f"  {tag}: {type(exc).__name__}: {str(exc)[:80]}")
                     continue
                 row = {"case": case.label, "kind": "fp8", "block_n": bn, "warps": warps, "stages": stages,
                        "f16": f16, "splits": splits, "us": 1e6 * sec, "gbps": read / sec / 1e9,
