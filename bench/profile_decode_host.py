@@ -61,12 +61,14 @@ def main() -> None:
                               num_blocks=nb)  # fmt: skip
     w.plan(ctx, table, slots)
     backend = PagedAttentionBackend(bs)
-    md = PagedAttentionMetadataBuilder(bs, device=dev).build_decode_metadata(ctx.tolist(), table.to(dev))
+    builder = PagedAttentionMetadataBuilder(bs, device=dev)
+    # One metadata object per path: its decode fast path keeps the launch mode it was first checked with.
+    md2, md1 = (builder.build_decode_metadata(ctx.tolist(), table.to(dev)) for _ in range(2))
     paths: dict[str, tuple[bool, Callable[[], Any]]] = {
         "run, two launches": (False, lambda: w.run(q, k, k, cache, out=out)),
         "run, fused": (True, lambda: w.run(q, k, k, cache, out=out)),
-        "forward same md, two launches": (False, lambda: backend.forward(q, k, k, md, kv_cache=cache)),
-        "forward same md, fused": (True, lambda: backend.forward(q, k, k, md, kv_cache=cache)),
+        "forward same md, two launches": (False, lambda: backend.forward(q, k, k, md2, kv_cache=cache)),
+        "forward same md, fused": (True, lambda: backend.forward(q, k, k, md1, kv_cache=cache)),
         "plan (host inputs)": (False, lambda: w.plan(ctx, table, slots)),
         "plan trusted": (False, lambda: w.plan(ctx, table, slots, trusted=True)),
     }
