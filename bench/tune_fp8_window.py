@@ -25,12 +25,16 @@ CONFIGS = [(64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 4, 3), (128, 8, 3), (256, 
 FP8_CONFIGS = [(64, 4, 2), (128, 4, 1), (128, 4, 2), (256, 8, 2)]
 SPLITS: list[int | None] = [None, 16, 32]
 FP8_SPLITS: list[int | None] = [None, 32]
+# --wide: the dots in fp16 only, more tiles/warps/stages and split counts (one launch per point).
+WIDE_CONFIGS = [(64, 4, 3), (128, 4, 1), (128, 4, 2), (128, 4, 3), (128, 8, 2), (256, 4, 1), (256, 8, 1)]
+WIDE_SPLITS: list[int | None] = [None, 1, 8, 16, 64]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path)
     ap.add_argument("--no-window", action="store_true", help="only the fp8 sweep")
+    ap.add_argument("--wide", action="store_true", help="the wider fp16-dot fp8 grid (WIDE_CONFIGS x WIDE_SPLITS)")
     args = ap.parse_args()
     rows: list[dict[str, object]] = []
     for case in (c for c in CASES if c.kind == "decode"):
@@ -52,9 +56,10 @@ def main() -> None:
         f16_cfg = pt.DecodeConfig(fp8_f16_dot=True)
         f16_out = pt.paged_decode(q, k8, v8, bt, lens, scale, cfg=f16_cfg, k_scale=ks, v_scale=vs).float()
         print(f"  fp8 bf16 dots vs fp16 dots: max abs diff {float((base - f16_out).abs().max()):.2e}")
-        for (bn, warps, stages), f16 in ((c, f) for c in FP8_CONFIGS for f in (False, True)):
+        grid = [(c, True) for c in WIDE_CONFIGS] if args.wide else [(c, f) for c in FP8_CONFIGS for f in (False, True)]
+        for (bn, warps, stages), f16 in grid:
             cfg = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=f16)
-            for splits in FP8_SPLITS:
+            for splits in WIDE_SPLITS if args.wide else FP8_SPLITS:
                 tag = f"fp8 {bn}/{warps}/{stages} f16={f16} splits={splits}"
                 try:
                     sec = time_cuda(
