@@ -6,10 +6,11 @@ compiled kernel's C launcher (on an H100 that launcher adds a few microseconds p
 comes from ``sagellm-backend bench --provider cuda --only "attention host cost"`` on the GPU.
 
 ``--forward`` times ``PagedAttentionBackend.forward`` with the step's metadata reused (its decode fast path)
-instead, steered onto the Triton ops the same way.
+instead, steered onto the Triton ops the same way. ``--engine`` times the Triton engine kernels of one decode
+layer (``rmsnorm``, ``add_rmsnorm``, ``silu_mul``, ``rotary_embedding``) the same way, beside one plain torch call.
 
-Usage: ``PYTHONPATH=src python bench/bench_wrapper_host_fake.py [--variants] [--fp8] [--forward]``; prints one
-JSON line.
+Usage: ``PYTHONPATH=src python bench/bench_wrapper_host_fake.py [--variants] [--fp8] [--forward] [--engine]``;
+prints one JSON line.
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ def _patch() -> None:
 
     for name in ("decode_kernel", "store_kv_kernel"):
         getattr(pt, name).run = compiled
+    from sagellm_backend.kernels import rope_triton, triton_ops
+
+    for mod in (triton_ops, rope_triton):
+        for name in dir(mod):
+            fn = getattr(mod, name)
+            if hasattr(fn, "arg_names") and hasattr(fn, "run"):  # a @triton.jit kernel
+                fn.run = compiled
+    triton_ops.INTERPRET = True  # CPU tensors take the Triton path
+    rope_triton.INTERPRET = True
     tl.driver = _FakeDriver  # type: ignore[assignment]  # the stand-in driver of this measurement
     tl.DIRECT = True
 
@@ -74,8 +84,12 @@ def main() -> None:
     ap.add_argument("--fp8", action="store_true", help="fp8_e4m3 cache with per-tensor scales")
     ap.add_argument("--forward", action="store_true", help="time forward() with reused metadata instead")
     ap.add_argument("--reps", type=int, default=20000)
+    ap.add_argument("--engine", action="store_true", help="time the Triton engine kernels of a decode layer instead")
     a = ap.parse_args()
     _patch()
+    if a.engine:
+        print(json.dumps({"engine": _engine_rows(a.reps)}))
+        return
     from sagellm_backend.attention import (
         PagedAttentionBackend,
         PagedAttentionMetadataBuilder,
@@ -136,6 +150,41 @@ def main() -> None:
         launches = (_FakeCompiled.launches - before) / a.reps
         rows.append({"batch": batch, "median_us": statistics.median(times) / 1e3, "launches_per_run": launches})
     print(json.dumps({"variants": a.variants, "fp8": a.fp8, "forward": a.forward, "rows": rows}))
+
+
+def _median_us(call: Any, reps: int) -> float:
+    for _ in range(5):
+        call()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter_ns()
+        call()
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1e3
+
+
+def _engine_rows(reps: int) -> list[dict[str, Any]]:
+    from sagellm_backend.kernels import triton_ops as ops
+
+    rows = []
+    hidden, mlp, hq, hkv, d = 4096, 14336, 32, 8, 128
+    for batch in (1, 8, 64):
+        x = torch.zeros(batch, hidden, dtype=torch.bfloat16)
+        w = torch.ones(hidden, dtype=torch.bfloat16)
+        gu = torch.zeros(batch, 2 * mlp, dtype=torch.bfloat16)
+        qkv = torch.zeros(batch, (hq + 2 * hkv) * d, dtype=torch.bfloat16)
+        q, k = qkv[:, : hq * d], qkv[:, hq * d : (hq + hkv) * d]
+        pos = torch.zeros(batch, dtype=torch.int64)
+        cos_sin = torch.zeros(4096, d, dtype=torch.float32)
+        calls: dict[str, Any] = {
+            "torch.add": lambda: torch.add(x, x),
+            "rmsnorm": lambda: ops.rmsnorm(x, w, 1e-5),
+            "add_rmsnorm": lambda: ops.add_rmsnorm(x, x, w, 1e-5),
+            "silu_mul": lambda: ops.silu_mul(gu),
+            "rotary_embedding": lambda: ops.rotary_embedding(pos, q, k, d, cos_sin, True),
+        }
+        rows.append({"batch": batch, **{name: round(_median_us(c, reps), 2) for name, c in calls.items()}})
+    return rows
 
 
 if __name__ == "__main__":
