@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .rope import RopeShape
-from .triton_launch import cdiv, launch, next_power_of_2
+from .triton_launch import BoundCache, cdiv, next_power_of_2
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -116,23 +116,17 @@ def launch_rotary(
     q_blocks = cdiv(shape.q_heads, heads)
     k_blocks = cdiv(shape.k_heads, heads)
     k = query if key is None else key
-    launch(_rope_kernel, (shape.tokens, q_blocks + k_blocks))(
-        positions,
-        query,
-        k,
-        cos_sin_cache,
-        shape.max_position,
-        shape.q_heads,
-        shape.k_heads,
-        query.stride(0),
-        query.stride(1),
-        k.stride(0),
-        k.stride(1),
-        cos_sin_cache.stride(0),
-        q_blocks,
-        HALF=shape.rot_dim // 2,
-        HALF_BLOCK=half_block,
-        HEADS=heads,
-        NEOX=is_neox,
-        num_warps=warps,
-    )
+    sq_t, sq_h, sk_t, sk_h, s_cs = query.stride(0), query.stride(1), k.stride(0), k.stride(1), cos_sin_cache.stride(0)
+    grid = (shape.tokens, q_blocks + k_blocks)
+    _ROPE(
+        (query.get_device(), shape, sq_t, sq_h, sk_t, sk_h, s_cs, is_neox, key is None),
+        grid,
+        (positions, query, k, cos_sin_cache, shape.max_position, shape.q_heads, shape.k_heads, sq_t, sq_h, sk_t,
+         sk_h, s_cs, q_blocks),
+        {"HALF": shape.rot_dim // 2, "HALF_BLOCK": half_block, "HEADS": heads, "NEOX": is_neox, "num_warps": warps},
+        (positions, query, k, cos_sin_cache),
+    )  # fmt: skip
+
+
+#: Bound launches per geometry (the launch arguments that are not tensors, and the device, are the key).
+_ROPE = BoundCache(_rope_kernel)

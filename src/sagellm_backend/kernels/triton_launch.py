@@ -11,7 +11,8 @@ goes through Triton's dispatcher. ``SAGELLM_TRITON_DIRECT_LAUNCH=0`` (read at im
 
 :func:`bind` goes one step further for a caller that launches one kernel with the same arguments again and
 again but for a few tensors (a layer's query, key, value, caches, output): it keeps the whole argument list and
-a later call only puts the new tensors in place before the compiled kernel's launcher.
+a later call only puts the new tensors in place before the compiled kernel's launcher. :class:`BoundCache` keeps
+such bindings for one kernel, keyed by what the caller says its launches differ in.
 
 Imported lazily (it imports torch and triton).
 """
@@ -27,7 +28,7 @@ import torch
 import triton
 from triton.runtime import driver
 
-__all__ = ["DIRECT", "BoundLaunch", "bind", "cdiv", "current_stream", "launch", "next_power_of_2"]
+__all__ = ["DIRECT", "BoundCache", "BoundLaunch", "bind", "cdiv", "current_stream", "launch", "next_power_of_2"]
 
 #: Whether direct launches are on for this process.
 DIRECT = os.environ.get("SAGELLM_TRITON_DIRECT_LAUNCH", "1") != "0" and os.environ.get("TRITON_INTERPRET", "0") in (
@@ -215,3 +216,57 @@ def bind(
         full[i] = None  # every call puts its own tensors there; the binding keeps none of these alive
     options = {k: v for k, v in kw.items() if k not in names}
     return BoundLaunch(fn, grid, kernel, full, len(args), names, options, where, dev)
+
+
+class BoundCache:
+    """Bound launches of one kernel, found by a key the caller builds from every non-tensor argument, keyword and
+    grid value its launches differ in (and every fact of a tensor argument that is not passed as ``live``).
+
+    The cache adds to the caller's key what the live tensors are specialised on: their dtypes, whether every data
+    pointer is 16-byte aligned (a call with any unaligned pointer is never bound) and which of them are one
+    tensor. Live tensors must be CUDA tensors. Thread-safe; at most ``limit`` bindings (then it starts over).
+
+    Args:
+        fn: The JIT kernel.
+        limit: Most bindings kept.
+    """
+
+    def __init__(self, fn: Any, limit: int = 256) -> None:
+        self._fn = fn
+        self._limit = limit
+        self._bound: dict[tuple[Any, ...], BoundLaunch] = {}
+
+    def __len__(self) -> int:
+        return len(self._bound)
+
+    def __call__(
+        self, key: tuple[Any, ...], grid: tuple[int, ...], args: tuple[Any, ...], kw: dict[str, Any],
+        live: tuple[Any, ...],
+    ) -> None:  # fmt: skip
+        """Launch ``fn[grid](*args, **kw)``, through the binding of ``key`` when there is one.
+
+        Args:
+            key: The caller's part of the key (hashable).
+            grid: 1 to 3 program counts (part of the key).
+            args: Positional arguments.
+            kw: Constexprs and launch options.
+            live: The tensors among ``args``/``kw`` whose data changes between calls.
+        """
+        ptr = 0
+        for t in live:
+            ptr |= t.data_ptr()
+        ids = tuple(map(id, live))
+        alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))
+        full = (key, grid, alias, *[t.dtype for t in live])
+        found = self._bound.get(full) if ptr % 16 == 0 and DIRECT else None
+        if found is not None:
+            found(*live)
+            return
+        launch(self._fn, grid)(*args, **kw)
+        if ptr % 16 == 0:
+            made = bind(self._fn, grid, args, kw, live)
+            if made is not None:
+                with _LOCK:
+                    if len(self._bound) >= self._limit:
+                        self._bound.clear()
+                    self._bound[full] = made

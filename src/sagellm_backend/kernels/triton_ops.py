@@ -34,7 +34,7 @@ import triton.language as tl
 from . import torch_ops
 from .base import split_gate_up
 from .rope_triton import launch_rotary
-from .triton_launch import cdiv, launch, next_power_of_2
+from .triton_launch import BoundCache, cdiv, next_power_of_2
 
 __all__ = [
     "INTERPRET",
@@ -138,6 +138,10 @@ def _silu_mul_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: un
     a = (g / (1.0 + tl.exp(-g))).to(y_ptr.dtype.element_ty).to(tl.float32)
     tl.store(y_ptr + row * sy + cols, (a * u).to(y_ptr.dtype.element_ty), mask=m)
 
+
+# Bound launches per shape (the launch arguments that are not tensors, and the device, are the key).
+_NORMS = BoundCache(_rmsnorm_kernel)
+_SILU_MUL = BoundCache(_silu_mul_kernel)
 
 # Launch parameters chosen by shape; tests and benchmarks may replace an entry to compare.
 _OVERRIDE: dict[str, tuple[int, int, int]] = {}
@@ -243,25 +247,16 @@ def _launch_norm(
         w = w.contiguous()
     y = torch.empty_like(x, dtype=torch.promote_types(w.dtype, x.dtype), memory_format=torch.contiguous_format)
     s = torch.empty_like(x, memory_format=torch.contiguous_format) if r is not None else y
-    block, rows, warps = norm_config(n_rows, n_cols)
-    launch(_rmsnorm_kernel, (cdiv(n_rows, rows),))(
-        x2,
-        r2,
-        w,
-        y,
-        s,
-        n_rows,
-        n_cols,
-        sx,
-        sr,
-        n_cols,
-        n_cols,
-        float(eps),
-        HAS_RES=r is not None,
-        ONE_PASS=block >= n_cols,
-        ROWS=rows,
-        BLOCK=block,
-        num_warps=warps,
+    cfg = norm_config(n_rows, n_cols)
+    block, rows, warps = cfg
+    has_res = r is not None
+    eps = float(eps)
+    _NORMS(
+        (x.get_device(), n_rows, n_cols, sx, sr, eps, has_res, cfg),
+        (cdiv(n_rows, rows),),
+        (x2, r2, w, y, s, n_rows, n_cols, sx, sr, n_cols, n_cols, eps),
+        {"HAS_RES": has_res, "ONE_PASS": block >= n_cols, "ROWS": rows, "BLOCK": block, "num_warps": warps},
+        (x2, r2, w, y, s),
     )
     return y, (s if r is not None else None)
 
@@ -331,8 +326,13 @@ def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
     n_rows = x.numel() // x.shape[-1]
     y = x.new_empty(out_shape)
     block, _, warps = silu_mul_config(n_rows, n_cols)
-    launch(_silu_mul_kernel, (n_rows, cdiv(n_cols, block)))(
-        g2, u2, y, n_cols, sg, su, n_cols, u_off, BLOCK=block, num_warps=warps
+    grid = (n_rows, cdiv(n_cols, block))
+    _SILU_MUL(
+        (x.get_device(), n_cols, sg, su, u_off, block, warps),
+        grid,
+        (g2, u2, y, n_cols, sg, su, n_cols, u_off),
+        {"BLOCK": block, "num_warps": warps},
+        (g2, u2, y),
     )
     return y
 

@@ -1,0 +1,183 @@
+"""The engine kernels' bound launches (``triton_launch.BoundCache``) on CPU: Triton's dispatcher and the compiled
+kernel are replaced by recorders and CPU tensors are steered onto the Triton path, so the test sees exactly what
+would reach the GPU launcher. A bound call must pass the argument list the dispatcher path builds for its own
+tensors; another shape, stride, eps, dtype, alignment or aliasing pattern must not be served by a stale binding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+
+class _Compiled:
+    function = "fn"
+    packed_metadata = "meta"
+
+    def __init__(self, log: list[list[Any]]) -> None:
+        self.log = log
+
+    def run(self, *args: Any) -> None:
+        self.log.append(["bound", *args[9:]])  # grid x3, stream, function, metadata, 3 hooks, then the arguments
+
+
+class _Driver:
+    class active:  # the shape of triton.runtime.driver.active
+        @staticmethod
+        def get_current_device() -> int:
+            return 0
+
+        @staticmethod
+        def get_current_stream(device: int) -> int:
+            return 7
+
+
+@pytest.fixture
+def rig(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[list[Any]]]:
+    from sagellm_backend.kernels import rope_triton, triton_ops
+    from sagellm_backend.kernels import triton_launch as tl
+
+    log: list[list[Any]] = []
+    for fn in (triton_ops._rmsnorm_kernel, triton_ops._silu_mul_kernel, rope_triton._rope_kernel):
+        compiled = _Compiled(log)
+
+        def dispatcher(*args: Any, grid: Any, warmup: bool, fn: Any = fn, compiled: _Compiled = compiled,
+                       **kw: Any) -> _Compiled:  # fmt: skip
+            names = fn.arg_names[len(args) :]
+            log.append(["dispatch", *args, *(kw[n] for n in names)])
+            return compiled
+
+        monkeypatch.setattr(fn, "run", dispatcher, raising=False)
+
+    def part(a: Any) -> Any:  # CPU tensors specialise as CUDA ones would
+        if isinstance(a, torch.Tensor):
+            return (a.dtype, 0, a.data_ptr() % 16 == 0)
+        return (type(a), a)
+
+    monkeypatch.setattr(tl, "driver", _Driver)
+    monkeypatch.setattr(tl, "DIRECT", True)
+    monkeypatch.setattr(tl, "_part", part)
+    monkeypatch.setattr(tl, "_COMPILED", {})
+    monkeypatch.setattr(triton_ops, "INTERPRET", True)  # CPU tensors take the Triton path
+    for cache in (triton_ops._NORMS, triton_ops._SILU_MUL, rope_triton._ROPE):
+        monkeypatch.setattr(cache, "_bound", {})
+    return triton_ops, log
+
+
+def _canonical(args: list[Any], inputs: dict[str, Any]) -> list[Any]:
+    """``args`` with each tensor replaced by its role (the input it views, else the n-th new tensor), shape,
+    strides and dtype: two calls that launch the same way on their own tensors have equal canonical lists."""
+    new: dict[int, int] = {}
+    out: list[Any] = []
+    for a in args:
+        if not isinstance(a, torch.Tensor):
+            out.append(a)
+            continue
+        role = next((name for name, t in inputs.items() if t.data_ptr() == a.data_ptr()), None)
+        if role is None:
+            role = f"new{new.setdefault(id(a), len(new))}"
+        out.append((role, tuple(a.shape), a.stride(), a.dtype))
+    return out
+
+
+def _bf16(*shape: int, seed: int) -> Any:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(torch.bfloat16)
+
+
+def _layer_calls(ops: Any, seed: int, rows: int = 4) -> list[tuple[Callable[[], Any], dict[str, Any]]]:
+    """One decode layer's engine-kernel calls on fresh tensors, each with its named inputs."""
+    w = _bf16(64, seed=seed).abs() + 0.5
+    x, r = _bf16(rows, 64, seed=seed + 1), _bf16(rows, 64, seed=seed + 2)
+    gu = _bf16(rows, 128, seed=seed + 3)
+    qkv = _bf16(rows, 6 * 16, seed=seed + 4)
+    q, k = qkv[:, : 4 * 16], qkv[:, 4 * 16 : 5 * 16]
+    pos = torch.arange(rows) * 3
+    cs = torch.randn(32, 16)
+    return [
+        (lambda: ops.rmsnorm(x, w, 1e-5), {"x": x, "w": w}),
+        (lambda: ops.add_rmsnorm(x, r, w, 1e-5), {"x": x, "r": r, "w": w}),
+        (lambda: ops.silu_mul(gu), {"gu": gu}),
+        (lambda: ops.rotary_embedding(pos, q, k, 16, cs, True), {"pos": pos, "q": q, "k": k, "cs": cs}),
+    ]
+
+
+def _run(log: list[list[Any]], call: Callable[[], Any]) -> tuple[str, list[Any]]:
+    n = len(log)
+    call()
+    assert len(log) == n + 1, "one launch per call"
+    return log[-1][0], log[-1][1:]
+
+
+def test_later_calls_are_bound_and_launch_what_the_dispatcher_builds(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sagellm_backend.kernels import triton_launch as tl
+
+    ops, log = rig
+    first = [_canonical(_run(log, c)[1], i) for c, i in _layer_calls(ops, seed=0)]
+    for seed in (10, 20):
+        calls = _layer_calls(ops, seed=seed)
+        for (call, inputs), want in zip(calls, first):
+            kind, got = _run(log, call)
+            assert kind == "bound"
+            assert _canonical(got, inputs) == want
+        with monkeypatch.context() as m:  # the dispatcher path on the same tensors builds the same lists
+            m.setattr(tl, "DIRECT", False)
+            for (call, inputs), want in zip(calls, first):
+                kind, got = _run(log, call)
+                assert kind == "dispatch"
+                assert _canonical(got, inputs) == want
+
+
+def test_another_shape_stride_eps_alias_or_alignment_is_not_served_by_a_stale_binding(
+    rig: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sagellm_backend.kernels import triton_launch as tl
+    from sagellm_backend.kernels import triton_ops
+
+    ops, log = rig
+    w = _bf16(64, seed=0)
+    x, r = _bf16(4, 64, seed=1), _bf16(4, 64, seed=2)
+    assert _run(log, lambda: ops.add_rmsnorm(x, r, w, 1e-5))[0] == "dispatch"
+    assert _run(log, lambda: ops.add_rmsnorm(r, x, w, 1e-5))[0] == "bound"
+    wide = _bf16(4, 128, seed=3)
+    flat = _bf16(4 * 64 + 8, seed=6)
+    unaligned = flat[1 : 1 + 4 * 64].view(4, 64)  # 2 bytes past an aligned start
+    assert unaligned.data_ptr() % 16 != 0
+    x5, r5 = _bf16(5, 64, seed=4), _bf16(5, 64, seed=5)
+    changed: list[tuple[Callable[[], Any], dict[str, Any], int]] = [  # the call, its inputs, new bindings
+        (lambda: ops.add_rmsnorm(x5, r5, w, 1e-5), {"x": x5, "r": r5, "w": w}, 1),  # rows
+        (lambda: ops.add_rmsnorm(x, r, w, 1e-6), {"x": x, "r": r, "w": w}, 1),  # eps
+        (lambda: ops.add_rmsnorm(wide[:, :64], r, w, 1e-5), {"x": wide, "r": r, "w": w}, 1),  # row stride
+        (lambda: ops.add_rmsnorm(x, x, w, 1e-5), {"x": x, "w": w}, 1),  # x is the residual
+        (lambda: ops.add_rmsnorm(unaligned, r, w, 1e-5), {"x": unaligned, "r": r, "w": w}, 0),  # never bound
+        (lambda: ops.add_rmsnorm(unaligned, r, w, 1e-5), {"x": unaligned, "r": r, "w": w}, 0),
+        (lambda: ops.add_rmsnorm(r, x, w, 1e-5), {"x": r, "r": x, "w": w}, 0),  # the first binding still serves
+    ]
+    for i, (call, inputs, grows) in enumerate(changed):
+        before = len(triton_ops._NORMS)
+        kind, got_args = _run(log, call)
+        got = _canonical(got_args, inputs)
+        assert len(triton_ops._NORMS) == before + grows, i
+        if i == 4:  # the first unaligned launch is specialised anew: Triton's dispatcher, not a binding
+            assert kind == "dispatch"
+        with monkeypatch.context() as m:
+            m.setattr(tl, "DIRECT", False)
+            kind, want = _run(log, call)
+        assert kind == "dispatch"
+        assert got == _canonical(want, inputs), i
+    n = len(log)
+    ops.add_rmsnorm(x, r.float(), w.float(), 1e-5)  # mixed dtypes: the torch path, no launch
+    assert len(log) == n
+
+
+def test_the_cache_starts_over_at_its_limit(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sagellm_backend.kernels import triton_ops
+
+    ops, _ = rig
+    monkeypatch.setattr(triton_ops._SILU_MUL, "_limit", 2)
+    for rows in (1, 2, 3):
+        ops.silu_mul(_bf16(rows, 128, seed=rows))
+        assert len(triton_ops._SILU_MUL) == (rows - 1) % 2 + 1
