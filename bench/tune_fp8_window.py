@@ -26,8 +26,12 @@ FP8_CONFIGS = [(64, 4, 2), (128, 4, 1), (128, 4, 2), (256, 8, 2)]
 SPLITS: list[int | None] = [None, 16, 32]
 FP8_SPLITS: list[int | None] = [None, 32]
 # --wide: the dots in fp16 only, more tiles/warps/stages and split counts (one launch per point).
-WIDE_CONFIGS = [(64, 4, 3), (128, 4, 1), (128, 4, 2), (128, 4, 3), (128, 8, 2), (256, 4, 1), (256, 8, 1)]
-WIDE_SPLITS: list[int | None] = [None, 1, 8, 16, 64]
+# (block_n, warps, stages, early_v): early_v loads each value tile before the key tile's dot.
+WIDE_CONFIGS = [
+    (128, 4, 1, False), (128, 4, 1, True), (128, 4, 2, False), (128, 4, 2, True), (128, 8, 1, True),
+    (128, 8, 2, False), (256, 4, 1, True), (256, 8, 1, True), (64, 4, 1, True), (64, 4, 3, False),
+]  # fmt: skip
+WIDE_SPLITS: list[int | None] = [None, 8, 32]
 
 
 def main() -> None:
@@ -56,11 +60,15 @@ def main() -> None:
         f16_cfg = pt.DecodeConfig(fp8_f16_dot=True)
         f16_out = pt.paged_decode(q, k8, v8, bt, lens, scale, cfg=f16_cfg, k_scale=ks, v_scale=vs).float()
         print(f"  fp8 bf16 dots vs fp16 dots: max abs diff {float((base - f16_out).abs().max()):.2e}")
-        grid = [(c, True) for c in WIDE_CONFIGS] if args.wide else [(c, f) for c in FP8_CONFIGS for f in (False, True)]
-        for (bn, warps, stages), f16 in grid:
-            cfg = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=f16)
+        grid = (
+            [(c, True) for c in WIDE_CONFIGS]
+            if args.wide
+            else [((*c, False), f) for c in FP8_CONFIGS for f in (False, True)]
+        )
+        for (bn, warps, stages, early), f16 in grid:
+            cfg = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=f16, early_v=early)
             for splits in WIDE_SPLITS if args.wide else FP8_SPLITS:
-                tag = f"fp8 {bn}/{warps}/{stages} f16={f16} splits={splits}"
+                tag = f"fp8 {bn}/{warps}/{stages}{' early_v' if early else ''} f16={f16} splits={splits}"
                 try:
                     sec = time_cuda(
                         lambda: pt.paged_decode(
@@ -71,7 +79,7 @@ def main() -> None:
                     print(f"  {tag}: {type(exc).__name__}: {str(exc)[:80]}")
                     continue
                 row = {"case": case.label, "kind": "fp8", "block_n": bn, "warps": warps, "stages": stages,
-                       "f16": f16, "splits": splits, "us": 1e6 * sec, "gbps": read / sec / 1e9,
+                       "early_v": early, "f16": f16, "splits": splits, "us": 1e6 * sec, "gbps": read / sec / 1e9,
                        "x_bf16": bf16_s / sec}  # fmt: skip
                 rows.append(row)
                 print(f"  {tag}: {1e6 * sec:.1f} us, {read / sec / 1e9:.0f} GB/s, "

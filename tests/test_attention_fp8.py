@@ -208,6 +208,11 @@ def _interpreted() -> list[dict[str, Any]]:
                     res = pt.paged_decode(qm, kc, vc, table, lt, s, cfg=cfg, splits=3, k_scale=ks, v_scale=vs)
                     err = float((res.double() - ref).abs().max())
                     out.append({"case": case, "op": f"decode/f16 dots, |q| x {mag:g}", "err": err})
+                early = pt.DecodeConfig(block_n=16, min_chunk=16, num_stages=1, fp8_f16_dot=True, early_v=True)
+                res = pt.paged_decode(q, kc, vc, table, lt, s, cfg=early, splits=3, k_scale=ks, v_scale=vs)
+                out.append(
+                    {"case": case, "op": "decode/f16 dots, early v", "err": float((res.double() - ref0).abs().max())}
+                )
                 res = pt.paged_decode(q, kc, vc, table, lt, s, k_scale=ks, v_scale=vs)  # the default fp8 config
                 out.append({"case": case, "op": "decode/default", "err": float((res.double() - ref0).abs().max())})
             cu = torch.tensor([0, *torch.tensor(qlens).cumsum(0).tolist()], dtype=torch.int32)
@@ -226,7 +231,7 @@ def test_triton_fp8_kernels_interpreted() -> None:
     proc = subprocess.run([sys.executable, __file__], capture_output=True, text=True, env=env, timeout=500, cwd=SRC)
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows: list[dict[str, Any]] = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(rows) == 5 * 5 + 3
+    assert len(rows) == 5 * 5 + 4
     for r in rows:
         if r["op"] == "store":
             assert r["other_diffs"] == 0 and r["saturated"], r

@@ -166,6 +166,7 @@ class DecodeConfig:
         min_chunk: Fewest key tokens per split.
         fp8_f16_dot: With an fp8 cache and a bf16 query, run the dots in fp16 (the query scaled by a power of
             two into fp16's range) instead of converting the cache to bf16.
+        early_v: Load each value tile before the key tile's dot instead of after its softmax.
     """
 
     block_n: int = 64
@@ -174,6 +175,7 @@ class DecodeConfig:
     waves: float = 4.0
     min_chunk: int = 512
     fp8_f16_dot: bool = False
+    early_v: bool = False
 
 
 def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool = False) -> DecodeConfig:

@@ -52,7 +52,7 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
     acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, hi, seq_len, q_pos, qk_scale, offs_d,
     dmask, BS: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
     PREC: tl.constexpr, DOT_F32: tl.constexpr, window, softcap2, slopes2, WINDOW: tl.constexpr,
-    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, KV_FP8: tl.constexpr,
+    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, KV_FP8: tl.constexpr, EARLY_V: tl.constexpr = False,
 ):
     # fmt: on
     """Online-softmax update of ``(acc, m_i, l_i)`` with key tokens ``lo .. hi`` (step ``BLOCK_N``).
@@ -63,7 +63,8 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
     The variants work in base 2: ``softcap2`` is the cap times log2(e), ``slopes2`` the rows' ALiBi
     slopes times log2(e). With ``WINDOW`` a row may see no key of a tile while its state is empty.
     ``KV_FP8``: the caches hold fp8, converted to the query's dtype in registers (the callers fold the
-    scales into ``qk_scale`` and the final accumulator).
+    scales into ``qk_scale`` and the final accumulator). ``EARLY_V`` issues a tile's value load before its key
+    dot (both tiles in flight at once without software pipelining).
     """
     for start in range(lo, hi, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
@@ -76,6 +77,8 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
             ld_mask = dmask[None, :]
         tok = offs_n % BS
         k = tl.load(k_base + (page * skb + tok * skt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
+        if EARLY_V:
+            v = tl.load(v_base + (page * svb + tok * svt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
         if KV_FP8:
             k = k.to(q.dtype)
         if DOT_F32:
@@ -107,7 +110,8 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
         alpha = tl.exp2(m_i - m_sub)
         p = tl.exp2(s * s_scale - m_sub[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + (page * svb + tok * svt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
+        if not EARLY_V:
+            v = tl.load(v_base + (page * svb + tok * svt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
         if KV_FP8:
             v = v.to(q.dtype)
         if DOT_F32:
@@ -123,7 +127,7 @@ def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped
     q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, full_hi, hi, seq_len, q_pos, qk_scale, offs_d, dmask,
     ROWS: tl.constexpr, DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
     PREC: tl.constexpr, DOT_F32: tl.constexpr, edge_hi, window, softcap2, slopes2, WINDOW: tl.constexpr,
-    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, v_scale, KV_FP8: tl.constexpr,
+    SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, v_scale, KV_FP8: tl.constexpr, EARLY_V: tl.constexpr = False,
 ):
     # fmt: on
     """Fresh online-softmax state ``(acc, m_i, l_i)`` of ``ROWS`` query rows over key tokens ``lo .. hi``:
@@ -139,7 +143,7 @@ def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped
         acc, m_i, l_i = attend_tiles(
             acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, edge, seq_len, q_pos, qk_scale,
             offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP,
-            ALIBI, KV_FP8,
+            ALIBI, KV_FP8, EARLY_V,
         )  # fmt: skip
         mid = tl.maximum(full_hi, edge)
     else:
@@ -148,12 +152,12 @@ def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped
     acc, m_i, l_i = attend_tiles(
         acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, edge, mid, seq_len, q_pos, qk_scale,
         offs_d, dmask, BS, BLOCK_N, False, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
-        KV_FP8,
+        KV_FP8, EARLY_V,
     )  # fmt: skip
     acc, m_i, l_i = attend_tiles(
         acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, mid, hi, seq_len, q_pos, qk_scale,
         offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
-        KV_FP8,
+        KV_FP8, EARLY_V,
     )  # fmt: skip
     if KV_FP8:
         acc = acc * v_scale
