@@ -145,15 +145,27 @@ def host_table(ours: OurStack, attn: Any, case: Case, x: torch.Tensor) -> None:
         us = (time.perf_counter() - t0) / 64 * 1e6
         torch.cuda.synchronize()
         print(f"| {name} | {us:.1f} |")
-    attn.begin_step(*case.meta(0))
-    ours.step(x, attn)
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    ours.step(x, attn)
-    host = (time.perf_counter() - t0) * 1e6
-    torch.cuda.synchronize()
-    full = (time.perf_counter() - t0) * 1e6
-    print(f"| whole eager step ({s.layers} layers), host / until done | {host:.0f} / {full:.0f} |")
+    width = case.tables.shape[1]
+    for trusted in (False, True):
+        a = make_attention(ours, b, width, trusted)
+        a.begin_step(*case.meta(0))
+        ours.step(x, a)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a.begin_step(*case.meta(1))
+        t1 = time.perf_counter()
+        ours.step(x, a)
+        t2 = time.perf_counter()
+        torch.cuda.synchronize()
+        t3 = time.perf_counter()
+        for i in range(10):
+            a.begin_step(*case.meta(i))
+            ours.step(x, a)
+        torch.cuda.synchronize()
+        loop = (time.perf_counter() - t3) / 10 * 1e6
+        print(f"| one eager step, {s.layers} layers, plan(trusted={trusted}): plan / layers on the host / until done "
+              f"/ per step of 10 back to back | {(t1 - t0) * 1e6:.0f} / {(t2 - t1) * 1e6:.0f} / "
+              f"{(t3 - t0) * 1e6:.0f} / {loop:.0f} |")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
