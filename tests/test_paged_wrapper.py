@@ -208,6 +208,25 @@ def test_device_tensor_inputs_and_numpy_are_accepted() -> None:
     assert w.slot_mapping.tolist() == [9, 20] and w.key_lens.tolist() == [2, 5]
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"])
+@pytest.mark.parametrize("trusted", [False, True])
+def test_numpy_inputs_of_any_integer_dtype_and_strides_plan_like_lists(dtype: str, trusted: bool) -> None:
+    import numpy as np
+
+    lens, table, slots = [5, 0, 2], [[3, 4, 9], [7, 1, 1], [2, 6, 8]], [4 * 4 + 1, 7 * 4, 2 * 4 + 2]
+    want = _wrapper(Dims())
+    want.plan(lens, table, slots, batch_size=4, trusted=trusted)
+    rev = np.array(table[::-1], dtype=dtype)[::-1]  # negative row stride
+    wide = np.zeros((3, 6), dtype=dtype)
+    wide[:, ::2] = table
+    for t in (np.array(table, dtype=dtype), rev, wide[:, ::2]):
+        got = _wrapper(Dims())
+        got.plan(np.array(lens, dtype=dtype)[::-1][::-1], t, np.array(slots, dtype=np.int64), batch_size=4,
+                 trusted=trusted)  # fmt: skip
+        for name in ("block_tables", "key_lens", "slot_mapping", "positions"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), (name, t.strides)
+
+
 def test_trusted_plan_clamps_ids_and_run_cannot_write_outside() -> None:
     d = Dims()
     w = _wrapper(d)

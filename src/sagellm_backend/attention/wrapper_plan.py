@@ -27,7 +27,7 @@ def index_tensor(name: str, value: object, ndim: int) -> torch.Tensor:
         ndim: Required rank (1 or 2).
 
     Returns:
-        The tensor (int64 when converted from a list).
+        The tensor (int32 and int64 arrays keep their dtype; lists and other integer arrays become int64).
 
     Raises:
         InvalidArgumentTypeError: Not integers (floats, bools, strings ...).
@@ -46,7 +46,11 @@ def index_tensor(name: str, value: object, ndim: int) -> torch.Tensor:
             raise InvalidArgumentTypeError(f"{name} must hold integers; got {arr.dtype} values: {value!r:.80}.")
         if arr.size == 0:
             arr = arr.reshape((0,) * ndim) if arr.ndim < ndim else arr
-        t = torch.from_numpy(arr.astype(np.int64, copy=False))
+        if arr.dtype not in (np.int32, np.int64):
+            arr = arr.astype(np.int64)
+        elif any(st < 0 for st in arr.strides):  # torch cannot view negative strides
+            arr = np.ascontiguousarray(arr)
+        t = torch.from_numpy(arr)
     else:
         raise InvalidArgumentTypeError(
             f"{name} must be an integer tensor, numpy array or list; got {type(value).__name__}."
@@ -195,7 +199,8 @@ def _first_error_host(
     if c.min() < 0 or int(c.max()) + 1 > w * block_size:
         return 0, 0
     col = c // block_size
-    ids = t[np.arange(w)[None, :] <= col[:, None]]  # every used entry (each row uses columns 0..col)
+    used = t[:, : int(col.max()) + 1] if col.size else t[:, :0]  # no row uses a column past the longest's
+    ids = used[np.arange(used.shape[1])[None, :] <= col[:, None]]  # every used entry (each row uses 0..col)
     top = int(ids.max()) if ids.size else -1
     if (ids.size and int(ids.min()) < 0) or (num_blocks is not None and top >= num_blocks):
         return 1, 0
