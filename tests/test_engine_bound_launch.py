@@ -69,18 +69,19 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[list[Any]]]:
 
 
 def _canonical(args: list[Any], inputs: dict[str, Any]) -> list[Any]:
-    """``args`` with each tensor replaced by its role (the input it views, else the n-th new tensor), shape,
-    strides and dtype: two calls that launch the same way on their own tensors have equal canonical lists."""
+    """``args`` with each tensor replaced by what the kernel receives of it: its pointer as (the input whose data it
+    starts in, byte offset; else the n-th new tensor) and its dtype. Two calls that launch the same way on their own
+    tensors have equal canonical lists."""
     new: dict[int, int] = {}
     out: list[Any] = []
     for a in args:
         if not isinstance(a, torch.Tensor):
             out.append(a)
             continue
-        role = next((name for name, t in inputs.items() if t.data_ptr() == a.data_ptr()), None)
-        if role is None:
-            role = f"new{new.setdefault(id(a), len(new))}"
-        out.append((role, tuple(a.shape), a.stride(), a.dtype))
+        p = a.data_ptr()
+        role = next((name for name, t in inputs.items() if t.data_ptr() <= p < t.data_ptr() + t.nbytes), None)
+        where = (f"new{new.setdefault(id(a), len(new))}", 0) if role is None else (role, p - inputs[role].data_ptr())
+        out.append((*where, a.dtype))
     return out
 
 
@@ -181,3 +182,33 @@ def test_the_cache_starts_over_at_its_limit(rig: Any, monkeypatch: pytest.Monkey
     for rows in (1, 2, 3):
         ops.silu_mul(_bf16(rows, 128, seed=rows))
         assert len(triton_ops._SILU_MUL) == (rows - 1) % 2 + 1
+
+
+def test_rope_fast_path_still_checks_what_changes_between_calls(rig: Any) -> None:
+    from sagellm_backend.errors import BackendError
+
+    ops, log = rig
+    cs = torch.randn(32, 16)
+    qkv = _bf16(3, 6 * 16, seed=1)
+    q, k = qkv[:, : 4 * 16], qkv[:, 4 * 16 : 5 * 16]
+    for _ in range(2):  # the second call is served by the fast path
+        assert _run(log, lambda: ops.rotary_embedding(torch.tensor([0, 5, 31]), q, k, 16, cs, True))[0] in (
+            "dispatch",
+            "bound",
+        )
+    before = qkv.clone()
+    n = len(log)
+    with pytest.raises(BackendError, match="outside the cos/sin cache"):  # host positions: values checked each call
+        ops.rotary_embedding(torch.tensor([0, 32, 1]), q, k, 16, cs, True)
+    with pytest.raises(BackendError):  # another head size is checked again
+        ops.rotary_embedding(torch.tensor([0, 5, 31]), q, k, 12, cs, True)
+    assert len(log) == n and torch.equal(qkv, before)  # nothing launched, nothing written
+    strided = torch.zeros(3, 4, 16, 2, dtype=torch.bfloat16)[..., 0]  # last dim strided: the torch path
+    strided.copy_(q.view(3, 4, 16))
+    ops.rotary_embedding(torch.tensor([0, 5, 31]), strided, None, 16, cs, True)
+    assert len(log) == n
+    want = q.view(3, 4, 16).clone()
+    from sagellm_backend.kernels import torch_ops
+
+    torch_ops.rotary_embedding(torch.tensor([0, 5, 31]), want, None, 16, cs, True)
+    assert torch.equal(strided, want)

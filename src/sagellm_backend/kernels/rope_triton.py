@@ -24,7 +24,7 @@ from .triton_launch import BoundCache, cdiv, next_power_of_2
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["launch_rotary", "rope_config"]
+__all__ = ["launch_rotary", "rope_config", "rope_strides"]
 
 
 @triton.jit
@@ -97,18 +97,36 @@ def rope_config(rot_dim: int) -> tuple[int, int, int]:
     return half_block, heads, max(1, min(4, heads * half_block // 256))
 
 
+def rope_strides(query: Tensor, key: Tensor | None, cos_sin_cache: Tensor) -> tuple[int, int, int, int, int]:
+    """The element strides a launch passes: query token and head, key token and head (the query's when ``key`` is
+    None), cos/sin row.
+
+    Args:
+        query: ``[T, Hq, head_size]`` view.
+        key: ``[T, Hkv, head_size]`` view, or ``None``.
+        cos_sin_cache: ``[max_position, rot_dim]``.
+
+    Returns:
+        ``(sq_t, sq_h, sk_t, sk_h, s_cs)``.
+    """
+    k = query if key is None else key
+    return query.stride(0), query.stride(1), k.stride(0), k.stride(1), cos_sin_cache.stride(0)
+
+
 def launch_rotary(
-    positions: Tensor, query: Tensor, key: Tensor | None, shape: RopeShape, cos_sin_cache: Tensor, is_neox: bool
-) -> None:
+    positions: Tensor, query: Tensor, key: Tensor | None, shape: RopeShape, cos_sin_cache: Tensor, is_neox: bool,
+    strides: tuple[int, int, int, int, int],
+) -> None:  # fmt: skip
     """Launch the kernel on checked arguments whose last dimensions are contiguous.
 
     Args:
         positions: Integer ``[T]`` (contiguous).
-        query: ``[T, Hq, head_size]`` view, unit stride in the last dim.
-        key: ``[T, Hkv, head_size]`` view, or ``None``.
+        query: The query (any view of its data; ``strides`` say how to walk it), unit stride in the last dim.
+        key: The key likewise, or ``None``.
         shape: The checked geometry.
         cos_sin_cache: ``[max_position, rot_dim]``, unit column stride.
         is_neox: The pairing style.
+        strides: :func:`rope_strides` of the ``[T, H, head_size]`` views.
     """
     if shape.tokens == 0:
         return
@@ -116,10 +134,10 @@ def launch_rotary(
     q_blocks = cdiv(shape.q_heads, heads)
     k_blocks = cdiv(shape.k_heads, heads)
     k = query if key is None else key
-    sq_t, sq_h, sk_t, sk_h, s_cs = query.stride(0), query.stride(1), k.stride(0), k.stride(1), cos_sin_cache.stride(0)
+    sq_t, sq_h, sk_t, sk_h, s_cs = strides
     grid = (shape.tokens, q_blocks + k_blocks)
     _ROPE(
-        (query.get_device(), shape, sq_t, sq_h, sk_t, sk_h, s_cs, is_neox, key is None),
+        (query.get_device(), shape, strides, is_neox, key is None),
         grid,
         (positions, query, k, cos_sin_cache, shape.max_position, shape.q_heads, shape.k_heads, sq_t, sq_h, sk_t,
          sk_h, s_cs, q_blocks),

@@ -33,7 +33,8 @@ import triton.language as tl
 
 from . import torch_ops
 from .base import split_gate_up
-from .rope_triton import launch_rotary
+from .rope import RopeShape, check_positions_in_range
+from .rope_triton import launch_rotary, rope_strides
 from .triton_launch import BoundCache, cdiv, next_power_of_2
 
 __all__ = [
@@ -364,6 +365,14 @@ def rotary_embedding(
         InvalidArgumentTypeError, InvalidArgumentError, UnsupportedDTypeError, InvalidDeviceError: see
             :func:`.torch_ops.check_rotary_call`; nothing is written then.
     """
+    sig = _rope_fast_key(positions, query, key, head_size, cos_sin_cache, is_neox)
+    ready = _ROPE_READY.get(sig) if sig is not None else None
+    if ready is not None:  # a call like this one passed every check and took the Triton path
+        shape, strides = ready
+        if sig[1] < 0:  # host positions: their values are checked at every call
+            check_positions_in_range(positions.numpy(), shape.max_position)
+        launch_rotary(positions, query, key, shape, cos_sin_cache, is_neox, strides)
+        return
     shape = torch_ops.check_rotary_call(positions, query, key, head_size, cos_sin_cache, is_neox)
     tensors = [query] if key is None else [query, key]
     if not all(_rope_takes(t) for t in (positions, cos_sin_cache, *tensors)) or not positions.is_contiguous():
@@ -371,4 +380,32 @@ def rotary_embedding(
         return
     q3 = torch_ops.heads_view(query, head_size)
     k3 = None if key is None else torch_ops.heads_view(key, head_size)
-    launch_rotary(positions, q3, k3, shape, cos_sin_cache, is_neox)
+    strides = rope_strides(q3, k3, cos_sin_cache)
+    launch_rotary(positions, q3, k3, shape, cos_sin_cache, is_neox, strides)
+    if sig is not None:
+        if len(_ROPE_READY) >= 256:
+            _ROPE_READY.clear()
+        _ROPE_READY[sig] = (shape, strides)
+
+
+#: Calls (by :func:`_rope_fast_key`) that passed every check and launched, with their geometry and strides.
+_ROPE_READY: dict[tuple[Any, ...], tuple[RopeShape, tuple[int, int, int, int, int]]] = {}
+
+
+def _rope_fast_key(
+    positions: Any, query: Any, key: Any, head_size: Any, cos_sin_cache: Any, is_neox: Any
+) -> tuple[Any, ...] | None:
+    """Everything the checks, the path choice and the launch depend on but the tensors' data (``[1]`` is the
+    positions' device index); None for arguments of other types."""
+    t = torch.Tensor
+    if (
+        type(positions) is not t or type(query) is not t or type(cos_sin_cache) is not t
+        or (key is not None and type(key) is not t) or type(head_size) is not int or type(is_neox) is not bool
+    ):  # fmt: skip
+        return None
+    k = () if key is None else (key.shape, key.stride(), key.dtype, key.get_device())
+    return (
+        head_size, positions.get_device(), is_neox, positions.shape, positions.stride(), positions.dtype,
+        query.shape, query.stride(), query.dtype, query.get_device(), cos_sin_cache.shape, cos_sin_cache.stride(),
+        cos_sin_cache.dtype, cos_sin_cache.get_device(), *k,
+    )  # fmt: skip
