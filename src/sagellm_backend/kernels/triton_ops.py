@@ -367,7 +367,7 @@ def rotary_embedding(
     """
     sig = _rope_fast_key(positions, query, key, head_size, cos_sin_cache, is_neox)
     ready = _ROPE_READY.get(sig) if sig is not None else None
-    if ready is not None:  # a call like this one passed every check and took the Triton path
+    if sig is not None and ready is not None:  # a call like this one passed every check and took the Triton path
         shape, strides = ready
         if sig[1] < 0:  # host positions: their values are checked at every call
             check_positions_in_range(positions.numpy(), shape.max_position)
