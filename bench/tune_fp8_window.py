@@ -20,6 +20,7 @@ import torch
 from sagellm_backend.attention import paged_triton as pt
 from sagellm_backend.attention.kv_quant import fp8_dtype, quantize
 from sagellm_backend.bench.paged_cases import CASES, HEAD_DIM, HKV, PAGE, PagedCase, build_case, time_cuda
+from sagellm_backend.kernels import triton_launch
 
 CONFIGS = [(64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 4, 3), (128, 8, 3), (256, 8, 2)]
 FP8_CONFIGS = [(64, 4, 2), (128, 4, 1), (128, 4, 2), (256, 8, 2)]
@@ -69,6 +70,7 @@ def main() -> None:
             cfg = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=f16, early_v=early)
             for splits in WIDE_SPLITS if args.wide else FP8_SPLITS:
                 tag = f"fp8 {bn}/{warps}/{stages}{' early_v' if early else ''} f16={f16} splits={splits}"
+                seen = set(triton_launch._COMPILED)
                 try:
                     sec = time_cuda(
                         lambda: pt.paged_decode(
@@ -83,12 +85,22 @@ def main() -> None:
                        "x_bf16": bf16_s / sec}  # fmt: skip
                 rows.append(row)
                 print(f"  {tag}: {1e6 * sec:.1f} us, {read / sec / 1e9:.0f} GB/s, "
-                      f"{bf16_s / sec:.2f}x bf16")  # fmt: skip
+                      f"{bf16_s / sec:.2f}x bf16{_registers(seen)}")  # fmt: skip
     if not args.no_window:
         rows += _window_sweep()
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "tune_fp8_window.json").write_text(json.dumps(rows, indent=1))
+
+
+def _registers(seen: set[object]) -> str:
+    """Registers and spills of the decode kernels compiled since ``seen`` (Triton's compiled-kernel facts)."""
+    facts = [
+        f"{getattr(k, 'n_regs', '?')} regs/{getattr(k, 'n_spills', '?')} spills"
+        for key, (k, _) in list(triton_launch._COMPILED.items())
+        if key not in seen
+    ]
+    return f" [{', '.join(facts)}]" if facts else ""
 
 
 def _window_sweep() -> list[dict[str, object]]:
