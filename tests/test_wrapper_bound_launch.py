@@ -348,3 +348,35 @@ def test_wrapper_plan_views_are_aligned_for_every_geometry(rig: Any, max_batch: 
         w.run(q, k, v, cache, out=out)
     assert len(dispatched) == 1 and len(compiled.calls) == 1  # the second run is bound
     assert _same(compiled.calls[-1], _expected(pt, w, q, k, v, cache, out))
+
+
+def test_forward_fast_path_binding_tells_head_counts_and_block_sizes_apart(
+    rig: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """forward's fast path looks its binding up by the step's layouts alone (``checked``): metadata of the same batch
+    and table width, but queries with another head count or caches with another block size (arena views with the
+    same strides), must get bindings of their own."""
+    from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, paged
+    from sagellm_backend.attention.registry import impls_of
+
+    pt, compiled, _ = rig
+    ops = impls_of("paged")[0].load_ops()
+    monkeypatch.setattr(paged, "select_paged_ops", lambda *a, **kw: (ops, "triton"))
+    g = torch.Generator().manual_seed(4)
+    arena = torch.randn(40, 8 * 2 * 16 * 2, generator=g).half()
+    wide_q = torch.randn(2, 16, 16, generator=g).half()
+    backend = PagedAttentionBackend(4)
+    for bs, hq in ((4, 8), (8, 8), (4, 4), (4, 8)):
+        kc = arena[:, : bs * 2 * 16].view(40, bs, 2, 16)
+        vc = arena[:, 256 : 256 + bs * 2 * 16].view(40, bs, 2, 16)
+        md = PagedAttentionMetadataBuilder(bs).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
+        for _ in range(3):  # the checked call, then the fast path (bound from its second call on)
+            q = wide_q[:, :hq].contiguous()
+            k, v = (torch.randn(2, 2, 16, generator=g).half() for _ in range(2))
+            out = backend.forward(q, k, v, md, kv_cache=(kc, vc))
+        plan = md.step_fast_paths[(id(backend), "ready")].plan
+        grid, args, kw = pt.decode_launch_args(
+            q, kc, vc, plan.block_tables, plan.key_lens, 16**-0.5, out, new=(k, v, plan.slot_mapping)
+        )
+        assert _same(compiled.calls[-1], [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])])
+    assert len(backend._launcher._bound) == 3  # the last geometry is the first's again: its binding serves

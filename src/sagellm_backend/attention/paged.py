@@ -95,7 +95,7 @@ class _FastDecode(NamedTuple):
     ops: Any
     record: dict[str, Any] | None
     launcher: Any = None  # paged_triton.FusedDecodeLauncher for the Triton ops: the layers' bound launches
-    fixed: tuple[Any, ...] | None = None  # the launcher's ``fixed`` key: scale and the plan tensors' layouts
+    fixed: tuple[Any, ...] | None = None  # the launcher's ``fixed`` key: scale, q/k/cache layouts, plan layouts
 
 
 def _md_key(md: AttentionMetadata) -> tuple[Any, ...]:
@@ -250,6 +250,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                     plan.slot_mapping,
                     f.scale,
                     fixed=f.fixed,
+                    checked=True,  # _same_call: shapes, dtype, device, cache layout as in f.fixed; q, k, v contiguous
                 )
             else:
                 out = _decode_step(f.ops, q, k, v, k_cache, v_cache, plan, f.scale, {})
@@ -353,7 +354,11 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                         self._launcher = FusedDecodeLauncher()
                     launcher = self._launcher
                 tensors = (plan.block_tables, plan.key_lens, plan.slot_mapping)
-                fixed = ("forward", s, *[(t.shape, t.stride(), t.dtype) for t in tensors])
+                fixed = (
+                    "forward", s, tuple(query.shape), tuple(key.shape), query.dtype, query.device,
+                    tuple(k_cache.shape), tuple(k_cache.stride()), k_cache.dtype,
+                    *[(t.shape, t.stride(), t.dtype) for t in tensors],
+                )  # fmt: skip
                 md.step_fast_paths[(id(self), "pending")] = _FastDecode(
                     self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
                     tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),

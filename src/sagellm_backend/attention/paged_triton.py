@@ -246,7 +246,8 @@ class FusedDecodeLauncher:
         v_cache: torch.Tensor, out: torch.Tensor | None, block_tables: torch.Tensor, seq_lens: torch.Tensor,
         slot_mapping: torch.Tensor, scale: float, *, cfg: DecodeConfig | None = None,
         workspace: DecodeWorkspace | None = None, k_scale: torch.Tensor | None = None,
-        v_scale: torch.Tensor | None = None, fixed: tuple[Any, ...] | None = None, **variants: Any,
+        v_scale: torch.Tensor | None = None, fixed: tuple[Any, ...] | None = None, checked: bool = False,
+        **variants: Any,
     ) -> torch.Tensor:  # fmt: skip
         """:func:`paged_decode_store` (same arguments; the variants as keywords).
 
@@ -254,6 +255,9 @@ class FusedDecodeLauncher:
         them): every call with an equal ``fixed`` passes plan tensors of the same shapes, strides and dtypes, the
         same ``cfg``, ``scale`` and variants, scales of the same shapes and strides, key and value in the query's
         dtype and the value cache in the key cache's; the binding is then looked up without reading them.
+        ``checked`` (with ``fixed``) promises more: ``out`` is None, query, key and value are contiguous, and
+        ``fixed`` holds their shapes, dtype and device and the caches' shape, strides and dtype; the binding is then
+        looked up by ``fixed``, the stream and the aliasing of the tensors alone.
 
         Args:
             query: ``[B, Hq, D]``, ``B >= 1``.
@@ -271,11 +275,13 @@ class FusedDecodeLauncher:
             k_scale: As :func:`paged_decode`.
             v_scale: As :func:`paged_decode`.
             fixed: See above; None for a caller that cannot promise it.
+            checked: See above.
             **variants: ``sliding_window``, ``logits_soft_cap``, ``alibi_slopes``.
 
         Returns:
             ``out``.
         """
+        fresh = out is None
         if out is None:
             out = torch.empty_like(query, memory_format=torch.contiguous_format)
         live: tuple[torch.Tensor, ...] = (
@@ -288,10 +294,6 @@ class FusedDecodeLauncher:
             ptr |= t.data_ptr()
         ids = tuple(map(id, live))
         alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))  # a tensor in two roles
-        per_call = (
-            query.shape, query.dtype, query.device, k_cache.shape, k_cache.dtype, out.dtype,
-            query.stride(), key.stride(), value.stride(), k_cache.stride(), v_cache.stride(), out.stride(), alias,
-        )  # fmt: skip
         # Ids of the workspace buffers and slopes a binding holds stay theirs while it lives.
         if workspace is not None:
             ws: tuple[Any, ...] = (id(workspace.partial_out), id(workspace.partial_lse), id(workspace.counters))
@@ -301,13 +303,20 @@ class FusedDecodeLauncher:
             ws = (current_stream(), torch.cuda.is_current_stream_capturing())
         else:
             ws = ()
-        if fixed is not None:
-            sig: tuple[Any, ...] = (fixed, ws, *per_call)
+        if fixed is not None and checked and fresh:
+            sig: tuple[Any, ...] = (fixed, ws, alias)
         else:
-            sig = (
-                *per_call, ws, cfg, scale, *variants.items(), key.dtype, value.dtype, v_cache.dtype,
-                *[(t.shape, t.stride(), t.dtype) for t in live[6:]],
+            per_call = (
+                query.shape, query.dtype, query.device, k_cache.shape, k_cache.dtype, out.dtype, query.stride(),
+                key.stride(), value.stride(), k_cache.stride(), v_cache.stride(), out.stride(), alias,
             )  # fmt: skip
+            if fixed is not None:
+                sig = (fixed, checked, ws, *per_call)
+            else:
+                sig = (
+                    *per_call, ws, cfg, scale, *variants.items(), key.dtype, value.dtype, v_cache.dtype,
+                    *[(t.shape, t.stride(), t.dtype) for t in live[6:]],
+                )  # fmt: skip
         bound = self._bound.get(sig) if ptr % 16 == 0 else None
         if bound is not None:
             bound(*live)
