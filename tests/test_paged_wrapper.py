@@ -219,10 +219,14 @@ def test_numpy_inputs_of_any_integer_dtype_and_strides_plan_like_lists(dtype: st
     rev = np.array(table[::-1], dtype=dtype)[::-1]  # negative row stride
     wide = np.zeros((3, 6), dtype=dtype)
     wide[:, ::2] = table
-    for t in (np.array(table, dtype=dtype), rev, wide[:, ::2]):
+    packed = np.zeros((3, 3), dtype=[("tag", "i1"), ("v", dtype)])  # a field: strides not a multiple of its size
+    packed["v"] = table
+    packed_lens = np.zeros(3, dtype=[("tag", "i1"), ("v", dtype)])
+    packed_lens["v"] = lens
+    for t, ctx in ((np.array(table, dtype=dtype), np.array(lens, dtype=dtype)[::-1][::-1]), (rev, lens),
+                   (wide[:, ::2], lens), (packed["v"], packed_lens["v"])):  # fmt: skip
         got = _wrapper(Dims())
-        got.plan(np.array(lens, dtype=dtype)[::-1][::-1], t, np.array(slots, dtype=np.int64), batch_size=4,
-                 trusted=trusted)  # fmt: skip
+        got.plan(ctx, t, np.array(slots, dtype=np.int64), batch_size=4, trusted=trusted)
         for name in ("block_tables", "key_lens", "slot_mapping", "positions"):
             assert torch.equal(getattr(got, name), getattr(want, name)), (name, t.strides)
 
