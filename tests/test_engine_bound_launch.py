@@ -63,6 +63,7 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[list[Any]]]:
     monkeypatch.setattr(tl, "_part", part)
     monkeypatch.setattr(tl, "_COMPILED", {})
     monkeypatch.setattr(triton_ops, "INTERPRET", True)  # CPU tensors take the Triton path
+    monkeypatch.setattr(triton_ops, "_ROPE_READY", {})  # RoPE fast paths found on the rig stay on it
     for cache in (triton_ops._NORMS, triton_ops._SILU_MUL, rope_triton._ROPE):
         monkeypatch.setattr(cache, "_bound", {})
     return triton_ops, log
@@ -212,3 +213,18 @@ def test_rope_fast_path_still_checks_what_changes_between_calls(rig: Any) -> Non
 
     torch_ops.rotary_embedding(torch.tensor([0, 5, 31]), want, None, 16, cs, True)
     assert torch.equal(strided, want)
+
+
+def test_the_rig_leaves_no_fast_path_to_later_tests() -> None:
+    """Runs after the rig's tests: a call like theirs, now off the rig (CPU tensors, no interpreter), must take the
+    torch path, not a Triton fast path the rig registered."""
+    from sagellm_backend.kernels import torch_ops, triton_ops
+
+    if triton_ops.INTERPRET:
+        pytest.skip("under TRITON_INTERPRET=1 CPU tensors take the Triton path")
+    cs = torch.randn(32, 16)
+    qkv = _bf16(3, 6 * 16, seed=1)
+    want = qkv.clone()
+    torch_ops.rotary_embedding(torch.tensor([0, 5, 31]), want[:, :64], want[:, 64:80], 16, cs, True)
+    triton_ops.rotary_embedding(torch.tensor([0, 5, 31]), qkv[:, :64], qkv[:, 64:80], 16, cs, True)
+    assert torch.equal(qkv, want)
