@@ -63,6 +63,7 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[list[Any]]]:
     monkeypatch.setattr(tl, "_part", part)
     monkeypatch.setattr(tl, "_COMPILED", {})
     monkeypatch.setattr(triton_ops, "INTERPRET", True)  # CPU tensors take the Triton path
+    monkeypatch.setattr(triton_ops, "_ROPE_READY", {})  # RoPE fast paths found on the rig stay on it
     for cache in (triton_ops._NORMS, triton_ops._SILU_MUL, rope_triton._ROPE):
         monkeypatch.setattr(cache, "_bound", {})
     return triton_ops, log
@@ -130,6 +131,48 @@ def test_later_calls_are_bound_and_launch_what_the_dispatcher_builds(rig: Any, m
                 kind, got = _run(log, call)
                 assert kind == "dispatch"
                 assert _canonical(got, inputs) == want
+
+
+def _more_calls(ops: Any, seed: int) -> list[tuple[Callable[[], Any], dict[str, Any]]]:
+    """Layouts the decode layer does not use: a strided weight (copied per call), an fp32 weight (fp32 output),
+    a separate ``up`` and ``up`` that is the gate, both RoPE styles on ``[T, H, D]`` views with strided tokens, with
+    and without a key, and a key that is the query."""
+    w_all = _bf16(128, seed=seed)
+    w = w_all[::2]
+    x, r = _bf16(4, 64, seed=seed + 1), _bf16(4, 64, seed=seed + 2)
+    g, u = _bf16(4, 64, seed=seed + 3), _bf16(4, 64, seed=seed + 4)
+    qkv = _bf16(3, 6, 16, seed=seed + 5)
+    q, k = qkv[:, :4], qkv[:, 4:5]
+    flat = _bf16(3, 64, seed=seed + 6)
+    pos = torch.tensor([0, 5, 31])
+    cs = torch.randn(32, 16)
+    rope = {"qkv": qkv, "pos": pos, "cs": cs}
+    return [
+        (lambda: ops.rmsnorm(x, w, 1e-5), {"x": x, "w": w_all}),
+        (lambda: ops.add_rmsnorm(x, r, w.float(), 1e-5), {"x": x, "r": r, "w": w_all}),
+        (lambda: ops.silu_mul(g, u), {"g": g, "u": u}),
+        (lambda: ops.silu_mul(g, g), {"g": g}),
+        (lambda: ops.rotary_embedding(pos, q, None, 16, cs, False), rope),
+        (lambda: ops.rotary_embedding(pos, q, k, 16, cs, False), rope),
+        (lambda: ops.rotary_embedding(pos, q, k, 16, cs, True), rope),  # the other style on the same geometry
+        (lambda: ops.rotary_embedding(pos, flat, flat, 16, cs, True), {"flat": flat, "pos": pos, "cs": cs}),
+    ]
+
+
+def test_more_layouts_launch_what_the_dispatcher_builds(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sagellm_backend.kernels import triton_launch as tl
+
+    ops, log = rig
+    first = [_canonical(_run(log, c)[1], i) for c, i in _more_calls(ops, seed=0)]
+    for seed in (10, 20):
+        calls = _more_calls(ops, seed=seed)
+        for n, ((call, inputs), want) in enumerate(zip(calls, first)):
+            kind, got = _run(log, call)
+            assert kind == "bound" and _canonical(got, inputs) == want, n
+            with monkeypatch.context() as m:
+                m.setattr(tl, "DIRECT", False)
+                kind, got = _run(log, call)
+            assert kind == "dispatch" and _canonical(got, inputs) == want, n
 
 
 def test_another_shape_stride_eps_alias_or_alignment_is_not_served_by_a_stale_binding(
@@ -212,3 +255,18 @@ def test_rope_fast_path_still_checks_what_changes_between_calls(rig: Any) -> Non
 
     torch_ops.rotary_embedding(torch.tensor([0, 5, 31]), want, None, 16, cs, True)
     assert torch.equal(strided, want)
+
+
+def test_the_rig_leaves_no_fast_path_to_later_tests() -> None:
+    """Runs after the rig's tests: a call like theirs, now off the rig (CPU tensors, no interpreter), must take the
+    torch path, not a Triton fast path the rig registered."""
+    from sagellm_backend.kernels import torch_ops, triton_ops
+
+    if triton_ops.INTERPRET:
+        pytest.skip("under TRITON_INTERPRET=1 CPU tensors take the Triton path")
+    cs = torch.randn(32, 16)
+    qkv = _bf16(3, 6 * 16, seed=1)
+    want = qkv.clone()
+    torch_ops.rotary_embedding(torch.tensor([0, 5, 31]), want[:, :64], want[:, 64:80], 16, cs, True)
+    triton_ops.rotary_embedding(torch.tensor([0, 5, 31]), qkv[:, :64], qkv[:, 64:80], 16, cs, True)
+    assert torch.equal(qkv, want)

@@ -219,10 +219,14 @@ def test_numpy_inputs_of_any_integer_dtype_and_strides_plan_like_lists(dtype: st
     rev = np.array(table[::-1], dtype=dtype)[::-1]  # negative row stride
     wide = np.zeros((3, 6), dtype=dtype)
     wide[:, ::2] = table
-    for t in (np.array(table, dtype=dtype), rev, wide[:, ::2]):
+    packed = np.zeros((3, 3), dtype=[("tag", "i1"), ("v", dtype)])  # a field: strides not a multiple of its size
+    packed["v"] = table
+    packed_lens = np.zeros(3, dtype=[("tag", "i1"), ("v", dtype)])
+    packed_lens["v"] = lens
+    for t, ctx in ((np.array(table, dtype=dtype), np.array(lens, dtype=dtype)[::-1][::-1]), (rev, lens),
+                   (wide[:, ::2], lens), (packed["v"], packed_lens["v"])):  # fmt: skip
         got = _wrapper(Dims())
-        got.plan(np.array(lens, dtype=dtype)[::-1][::-1], t, np.array(slots, dtype=np.int64), batch_size=4,
-                 trusted=trusted)  # fmt: skip
+        got.plan(ctx, t, np.array(slots, dtype=np.int64), batch_size=4, trusted=trusted)
         for name in ("block_tables", "key_lens", "slot_mapping", "positions"):
             assert torch.equal(getattr(got, name), getattr(want, name)), (name, t.strides)
 
@@ -478,3 +482,33 @@ def test_a_refused_run_changes_nothing() -> None:
     got = w.run(q, k, k, cache)
     want = reference_paged_decode(q, *cache, torch.tensor([[0, 1], [2, 3]]), torch.tensor([4, 6]), d.head_dim**-0.5)
     assert float((got.double() - want).abs().max()) < 1e-5
+
+
+def test_read_only_numpy_inputs_plan_without_a_warning() -> None:
+    """Read-only arrays (``np.frombuffer`` over bytes from another process, say) are valid inputs: torch warns
+    once per process on viewing one, so the check runs in a fresh interpreter with warnings as errors."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from sagellm_backend.attention import PagedAttentionWrapper
+def wrapper():
+    return PagedAttentionWrapper(4, 2, 16, block_size=4, max_batch=6, max_blocks_per_seq=8, device="cpu")
+lens, table, slots = [5, 0, 2], [[3, 4, 9], [7, 1, 1], [2, 6, 8]], [17, 28, 10]
+want = wrapper()
+want.plan(lens, table, slots, batch_size=4)
+for dtype in ("int32", "int64"):
+    ro = [np.frombuffer(np.array(v, dtype=dtype).tobytes(), dtype=dtype) for v in (lens, table, slots)]
+    ro[1] = ro[1].reshape(3, 3)
+    assert not ro[1].flags.writeable
+    got = wrapper()
+    got.plan(*ro, batch_size=4)
+    for name in ("block_tables", "key_lens", "slot_mapping", "positions"):
+        assert getattr(got, name).tolist() == getattr(want, name).tolist(), (dtype, name)
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -48,8 +48,8 @@ def index_tensor(name: str, value: object, ndim: int) -> torch.Tensor:
             arr = arr.reshape((0,) * ndim) if arr.ndim < ndim else arr
         if arr.dtype not in (np.int32, np.int64):
             arr = arr.astype(np.int64)
-        elif any(st < 0 for st in arr.strides):  # torch cannot view negative strides
-            arr = np.ascontiguousarray(arr)
+        elif not arr.flags.writeable or any(st < 0 or st % arr.itemsize for st in arr.strides):
+            arr = np.array(arr, order="C")  # torch.from_numpy refuses such strides (a record field), warns on read-only
         t = torch.from_numpy(arr)
     else:
         raise InvalidArgumentTypeError(
