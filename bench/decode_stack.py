@@ -177,19 +177,17 @@ class OurStack:
     def step(self, x: torch.Tensor, attn: Any) -> torch.Tensor:
         """One decode step of hidden states ``x [B, H]`` -> final-normed ``[B, H]`` (``attn.begin_step`` done)."""
         s = self.shape
-        qd, kd = s.heads * s.head_dim, s.kv_heads * s.head_dim
+        qd = s.heads * s.head_dim
         b = x.shape[0]
         residual = x
         h = self.rmsnorm(x, self.layers[0]["ln1"], s.eps)
         positions = attn.positions
+        split = (s.heads, s.kv_heads, s.kv_heads)
         for i, lw in enumerate(self.layers):
-            qkv = self.linear(h, lw["qkv"])
-            q, k, v = qkv[:, :qd], qkv[:, qd : qd + kd], qkv[:, qd + kd :]
+            q, k, v = self.linear(h, lw["qkv"]).view(b, -1, s.head_dim).split(split, 1)  # [B, H, D] views
             self.rope(positions, q, k, s.head_dim, self.cos_sin, True)
-            o = attn.attend(
-                i, q.view(b, s.heads, s.head_dim), k.view(b, s.kv_heads, s.head_dim), v.view(b, s.kv_heads, s.head_dim)
-            )
-            h, residual = self.add_rmsnorm(self.linear(o.reshape(b, qd), lw["o"]), residual, lw["ln2"], s.eps)
+            o = attn.attend(i, q, k, v)
+            h, residual = self.add_rmsnorm(self.linear(o.view(b, qd), lw["o"]), residual, lw["ln2"], s.eps)
             m = self.linear(self.silu_mul(self.linear(h, lw["gate_up"])), lw["down"])
             nxt = self.layers[i + 1]["ln1"] if i + 1 < len(self.layers) else self.final_norm
             h, residual = self.add_rmsnorm(m, residual, nxt, s.eps)
