@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--no-window", action="store_true", help="only the fp8 sweep")
     ap.add_argument("--wide", action="store_true", help="the wider fp16-dot fp8 grid (WIDE_CONFIGS x WIDE_SPLITS)")
+    ap.add_argument("--quick", action="store_true", help="with --wide: its first four configurations, default splits")
     args = ap.parse_args()
     rows: list[dict[str, object]] = []
     for case in (c for c in CASES if c.kind == "decode"):
@@ -68,7 +69,7 @@ def main() -> None:
         )
         for (bn, warps, stages, early), f16 in grid:
             cfg = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=f16, early_v=early)
-            for splits in WIDE_SPLITS if args.wide else FP8_SPLITS:
+            for splits in ([None] if args.quick else WIDE_SPLITS) if args.wide else FP8_SPLITS:
                 tag = f"fp8 {bn}/{warps}/{stages}{' early_v' if early else ''} f16={f16} splits={splits}"
                 seen = set(triton_launch._COMPILED)
                 try:
