@@ -62,6 +62,11 @@ def main() -> None:
         f16_cfg = pt.DecodeConfig(fp8_f16_dot=True)
         f16_out = pt.paged_decode(q, k8, v8, bt, lens, scale, cfg=f16_cfg, k_scale=ks, v_scale=vs).float()
         print(f"  fp8 bf16 dots vs fp16 dots: max abs diff {float((base - f16_out).abs().max()):.2e}")
+        dflt = time_cuda(lambda: pt.paged_decode(q, k8, v8, bt, lens, scale, k_scale=ks, v_scale=vs))
+        rows.append({"case": case.label, "kind": "fp8 default", "us": 1e6 * dflt, "gbps": read / dflt / 1e9,
+                     "x_bf16": bf16_s / dflt, "copy_fraction": copy_s / (2 * dflt)})  # fmt: skip
+        print(f"  fp8 default: {1e6 * dflt:.1f} us, {read / dflt / 1e9:.0f} GB/s "
+              f"({100 * copy_s / (2 * dflt):.0f} % of the copy rate), {bf16_s / dflt:.2f}x bf16")  # fmt: skip
         grid = (
             [(c, True) for c in WIDE_CONFIGS]
             if args.wide

@@ -432,7 +432,7 @@ def decode_launch_args(
         "PREC": prec, "DOT_F32": dot_f32, **variant_args(query, sliding_window, logits_soft_cap, alibi_slopes),
         **fp8, "key_ptr": nk, "value_ptr": nv, "slot_ptr": ns, **new_kw,
         "LIMIT": float(torch.finfo(k_cache.dtype).max) if fp8["KV_FP8"] and new is not None else 0.0,
-        "NEW": new is not None, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages,
+        "NEW": new is not None, "num_warps": cfg.num_warps, "num_stages": cfg.stages(n_split),
         "F16_DOT": f16, "EARLY_V": cfg.early_v,
     }  # fmt: skip
     return (b, hkv, n_split), args, kw

@@ -167,6 +167,7 @@ class DecodeConfig:
         fp8_f16_dot: With an fp8 cache and a bf16 query, run the dots in fp16 (the query scaled by a power of
             two into fp16's range) instead of converting the cache to bf16.
         early_v: Load each value tile before the key tile's dot instead of after its softmax.
+        split_stages: Pipeline depth when the launch splits the context (None: ``num_stages``).
     """
 
     block_n: int = 64
@@ -176,13 +177,25 @@ class DecodeConfig:
     min_chunk: int = 512
     fp8_f16_dot: bool = False
     early_v: bool = False
+    split_stages: int | None = None
+
+    def stages(self, n_split: int) -> int:
+        """The pipeline depth of a launch with ``n_split`` context splits.
+
+        Args:
+            n_split: Splits of the launch.
+
+        Returns:
+            ``split_stages`` when the launch splits and it is set, else ``num_stages``.
+        """
+        return self.split_stages if n_split > 1 and self.split_stages is not None else self.num_stages
 
 
 def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool = False) -> DecodeConfig:
     """Default decode configuration for a head dim, dtype and query-head group size.
 
-    Over an fp8 cache with a 16-bit query: 128-token tiles, no software pipelining and (bf16 queries) the dots in
-    fp16 (docs/PERFORMANCE.md has the sweep this comes from).
+    Over an fp8 cache with a 16-bit query: 128-token tiles, two pipeline stages when the context is not split and
+    one when it is, and (bf16 queries) the dots in fp16 (docs/PERFORMANCE.md has the sweeps this comes from).
 
     Args:
         head_dim: D.
@@ -195,7 +208,7 @@ def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool
     """
     wide = pad_dim(head_dim) * pad_dim(group) * (2 if dtype == torch.float32 else 1)
     if kv_fp8 and dtype in (torch.float16, torch.bfloat16) and wide <= 16 * 128:
-        return DecodeConfig(block_n=128, num_warps=4, num_stages=1, fp8_f16_dot=True)
+        return DecodeConfig(block_n=128, num_warps=4, num_stages=2, fp8_f16_dot=True, split_stages=1)
     block_n = 64 if wide <= 16 * 128 else 32
     warps = 4 if wide <= 16 * 256 else 8
     return DecodeConfig(block_n=block_n, num_warps=warps, num_stages=2)
