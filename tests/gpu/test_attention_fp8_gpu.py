@@ -55,7 +55,10 @@ def test_fp8_triton_store_decode_prefill(fmt: str, qdt: Any, per_head: bool) -> 
     tol = {torch.float32: 2e-3, torch.float16: 1e-2, torch.bfloat16: 3e-2}[qdt]
     q = torch.randn(len(lens), HQ, D, device="cuda", dtype=qdt)
     ref = reference_paged_decode(q, c["kc"], c["vc"], c["table"], lt.cpu(), s, **kw)
+    early = pt.DecodeConfig(block_n=128, num_stages=1, fp8_f16_dot=True, early_v=True)
     for out in (pt.paged_decode(q, c["kc"], c["vc"], c["table"], lt, s, **kw),
+                pt.paged_decode(q, c["kc"], c["vc"], c["table"], lt, s, splits=1, **kw),  # unsplit: 2 stages
+                pt.paged_decode(q, c["kc"], c["vc"], c["table"], lt, s, cfg=early, **kw),
                 paged_torch.paged_decode(q, c["kc"], c["vc"], c["table"], lt, s, **kw)):  # fmt: skip
         err = (out.double().cpu() - ref).abs()
         assert float((err / (tol + tol * ref.abs())).max()) <= 1.0
