@@ -131,11 +131,12 @@ def timed(dev: torch.device, fn: Any, warmup: int, steps: int) -> float:
     return time.perf_counter() - t0
 
 
-def make_attention(ours: OurStack, max_batch: int, width: int, trusted: bool) -> Any:
+def make_attention(ours: OurStack, max_batch: int, width: int, trusted: bool, rope_inside: bool = True) -> Any:
     cls, _ = wrapper_class()
     if cls is None:
         return BackendAttention(ours.shape, ours.caches, ours.device)
-    return WrapperAttention(cls, ours.shape, ours.caches, ours.device, max_batch, width, trusted)
+    cos_sin = ours.cos_sin if rope_inside else None
+    return WrapperAttention(cls, ours.shape, ours.caches, ours.device, max_batch, width, trusted, cos_sin)
 
 
 def correctness(ours: OurStack, hf: HFStack, pool: Any, width: int, batch: int, ctx: int) -> dict[str, Any]:
@@ -191,7 +192,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "python": platform.python_version()},
         "config": {**{k: str(v) for k, v in shape.__dict__.items()}, "steps": steps, "warmup": warmup,
                    "attention": "PagedAttentionWrapper" if wrapper else "PagedAttentionBackend.forward",
-                   "trusted_plan": args.trusted},
+                   "trusted_plan": args.trusted,
+                   "rope": "rotary_embedding kernel" if args.rope_outside else "inside the attention's run"},
         "copy_rate_gbps": rate / 1e9, "rows": [], "first_call": [],
     }  # fmt: skip
     report["correctness"] = correctness(ours, hf, ours.pool, width, check_batch, check_ctx)
@@ -209,7 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row("floor", row.floor, note=f"{step_bytes / 1e9:.3f} GB/step at {rate / 1e9:.0f} GB/s")
 
         # ours, eager: plan once per step, run per layer
-        attn = make_attention(ours, max_batch, width, args.trusted)
+        attn = make_attention(ours, max_batch, width, args.trusted, not args.rope_outside)
 
         def eager_step(i: int, attn: Any = attn, case: Case = case, xs: list[torch.Tensor] = xs) -> torch.Tensor:
             attn.begin_step(*case.meta(i))
@@ -399,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=0, help="override the layer count")
     ap.add_argument("--cases", nargs="*", help="case names to run (default all)")
     ap.add_argument("--trusted", action="store_true", help="plan(trusted=True): no validation sync per step")
+    ap.add_argument("--rope-outside", action="store_true", help="RoPE as its own kernel, not inside the attention")
     ap.add_argument(
         "--hf-compile",
         choices=["auto", "on", "off"],

@@ -2,8 +2,9 @@
 Hugging Face's ``LlamaModel`` with a ``StaticCache`` on the same weights.
 
 Ours, per layer: ``add_rmsnorm`` -> ``linear`` (stacked QKV) -> ``rotary_embedding`` (in place on the q and k
-views) -> paged attention -> ``linear`` (o) -> ``add_rmsnorm`` -> ``linear`` (stacked gate/up) -> ``silu_mul`` ->
-``linear`` (down); the final norm is folded into the last layer's ``add_rmsnorm``. Every kernel comes from
+views; inside the attention's ``run`` with ``cos_sin_cache=`` when the wrapper takes it) -> paged attention ->
+``linear`` (o) -> ``add_rmsnorm`` -> ``linear`` (stacked gate/up) -> ``silu_mul`` -> ``linear`` (down); the final
+norm is folded into the last layer's ``add_rmsnorm``. Every kernel comes from
 ``provider.get_kernel``; the KV cache is ``provider.create_kv_pool(...).kv_caches()``.
 
 Attention goes through one object with ``begin_step(context_lens, tables, slots)`` (once per step, on the host)
@@ -91,19 +92,28 @@ class BackendAttention:
 
 
 class WrapperAttention:
-    """Attention through ``PagedAttentionWrapper``: ``plan`` once per step, ``run`` per layer (capturable)."""
+    """Attention through ``PagedAttentionWrapper``: ``plan`` once per step, ``run`` per layer (capturable). With
+    ``cos_sin`` (and a wrapper whose ``run`` takes ``cos_sin_cache``) the RoPE of q and k happens inside ``run``."""
 
     capturable = True
 
     def __init__(
         self, cls: Any, shape: Shape, caches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
-        max_batch: int, max_blocks: int, trusted: bool = False,
+        max_batch: int, max_blocks: int, trusted: bool = False, cos_sin: torch.Tensor | None = None,
     ) -> None:  # fmt: skip
         self.wrapper = cls(
             shape.heads, shape.kv_heads, shape.head_dim, block_size=shape.block_size, max_batch=max_batch,
             max_blocks_per_seq=max_blocks, device=device,
         )  # fmt: skip
         self.caches, self.trusted = caches, trusted
+        self.rope_kw: dict[str, Any] = {}
+        if cos_sin is not None and _accepts(self.wrapper.run, "cos_sin_cache"):
+            self.rope_kw = {"cos_sin_cache": cos_sin, "is_neox": True}
+
+    @property
+    def rope_inside(self) -> bool:
+        """Whether ``attend`` applies RoPE to q and k itself."""
+        return bool(self.rope_kw)
 
     @property
     def positions(self) -> torch.Tensor:
@@ -117,7 +127,7 @@ class WrapperAttention:
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """One layer's attention, ``[B, Hq, D]``."""
-        out: torch.Tensor = self.wrapper.run(q, k, v, self.caches[layer])
+        out: torch.Tensor = self.wrapper.run(q, k, v, self.caches[layer], **self.rope_kw)
         return out
 
 
@@ -182,10 +192,12 @@ class OurStack:
         residual = x
         h = self.rmsnorm(x, self.layers[0]["ln1"], s.eps)
         positions = attn.positions
+        rope_inside = getattr(attn, "rope_inside", False)
         split = (s.heads, s.kv_heads, s.kv_heads)
         for i, lw in enumerate(self.layers):
             q, k, v = self.linear(h, lw["qkv"]).view(b, -1, s.head_dim).split(split, 1)  # [B, H, D] views
-            self.rope(positions, q, k, s.head_dim, self.cos_sin, True)
+            if not rope_inside:
+                self.rope(positions, q, k, s.head_dim, self.cos_sin, True)
             o = attn.attend(i, q, k, v)
             h, residual = self.add_rmsnorm(self.linear(o.view(b, qd), lw["o"]), residual, lw["ln2"], s.eps)
             m = self.linear(self.silu_mul(self.linear(h, lw["gate_up"])), lw["down"])

@@ -15,6 +15,7 @@ from sagellm_backend.errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
     InvalidBlockError,
+    InvalidDeviceError,
     UnsupportedDTypeError,
 )
 
@@ -512,3 +513,49 @@ print("ok")
         [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=240, check=False
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_run_with_rope_equals_rotating_first_and_refuses_bad_caches() -> None:
+    """``run(..., cos_sin_cache=)`` on the torch path rotates copies of q and k to the planned positions (inputs kept)
+    and equals ``rotary_embedding`` then ``run``; bad RoPE arguments raise typed errors before anything changes."""
+    from sagellm_backend.kernels import torch_ops
+
+    d = Dims()
+    g = torch.Generator().manual_seed(8)
+    ctx, table = [3, 9], [[0, 1, 2], [3, 4, 5]]
+    slots = [table[i][c // d.block_size] * d.block_size + c % d.block_size for i, c in enumerate(ctx)]
+    for neox, rot in ((True, 16), (False, 16), (True, 8)):
+        cs = torch.randn(d.max_pos, rot, generator=g)
+        w1, w2 = _wrapper(d), _wrapper(d)
+        for w in (w1, w2):
+            w.plan(ctx, table, slots, batch_size=3)
+        c1 = _caches(d, torch.float32, 1)[0]
+        c2 = (c1[0].clone(), c1[1].clone())
+        q = torch.randn(3, d.heads, d.head_dim, generator=g)
+        k, v = (torch.randn(3, d.kv_heads, d.head_dim, generator=g) for _ in range(2))
+        q0, k0 = q.clone(), k.clone()
+        got = w1.run(q, k, v, c1, cos_sin_cache=cs, is_neox=neox)
+        assert torch.equal(q, q0) and torch.equal(k, k0)
+        torch_ops.rotate_in_place(w2.positions, [q, k], d.head_dim, cs, neox)
+        want = w2.run(q, k, v, c2)
+        assert torch.equal(got, want) and all(torch.equal(a, b) for a, b in zip(c1, c2))
+    cache = _caches(d, torch.float32, 2)[0]
+    before = [t.clone() for t in cache]
+    q = torch.randn(3, d.heads, d.head_dim, generator=g)
+    k = torch.randn(3, d.kv_heads, d.head_dim, generator=g)
+    cs = torch.randn(d.max_pos, d.head_dim, generator=g)
+    bad: list[tuple[dict[str, Any], type]] = [
+        ({"cos_sin_cache": cs.numpy()}, InvalidArgumentTypeError),
+        ({"is_neox": False}, InvalidArgumentTypeError),  # a style without a cache
+        ({"cos_sin_cache": cs, "is_neox": 1}, InvalidArgumentTypeError),
+        ({"cos_sin_cache": cs[:, :7]}, InvalidArgumentError),  # odd rotary dim
+        ({"cos_sin_cache": torch.randn(4, 2 * d.head_dim)}, InvalidArgumentError),  # wider than a head
+        ({"cos_sin_cache": cs[0]}, InvalidArgumentError),
+        ({"cos_sin_cache": cs.t().contiguous().t()}, InvalidArgumentError),  # strided last dimension
+        ({"cos_sin_cache": cs.to(torch.int32)}, UnsupportedDTypeError),
+        ({"cos_sin_cache": cs.to("meta")}, InvalidDeviceError),
+    ]
+    for kw, err in bad:
+        with pytest.raises(err):
+            w1.run(q, k, k, cache, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(cache, before))

@@ -275,7 +275,9 @@ def test_launcher_binding_tells_geometries_with_equal_strides_apart(rig: Any) ->
     another head count, have the same strides: the launcher must not serve one with the other's binding (the block
     size and head group are compile-time constants of the kernel)."""
     pt, compiled, _ = rig
-    launcher = pt.FusedDecodeLauncher()
+    from sagellm_backend.attention.paged_launcher import FusedDecodeLauncher
+
+    launcher = FusedDecodeLauncher()
     g = torch.Generator().manual_seed(3)
     arena = torch.randn(40, 8 * 2 * 16 * 2, generator=g).half()  # every block 512 elements apart, any block size
     table = torch.tensor([[1, 2, 3], [4, 5, 6]], dtype=torch.int32)
@@ -299,8 +301,10 @@ def test_launcher_binding_tells_key_value_and_value_cache_dtypes_apart(rig: Any)
     """Without ``fixed`` the launcher vouches for nothing: a call whose new key/value or value cache has another
     dtype than the bound call's (the kernel is compiled for each pointer's element type) goes through Triton's
     dispatcher, and the call that matches a binding again is served by it."""
-    pt, compiled, dispatched = rig
-    launcher = pt.FusedDecodeLauncher()
+    _, compiled, dispatched = rig
+    from sagellm_backend.attention.paged_launcher import FusedDecodeLauncher
+
+    launcher = FusedDecodeLauncher()
     g = torch.Generator().manual_seed(5)
     table = torch.tensor([[1, 2, 3], [4, 5, 6]], dtype=torch.int32)
     lens = torch.tensor([5, 9], dtype=torch.int32)

@@ -70,6 +70,7 @@ def _checks() -> dict[str, Any]:
     out["fused"] = _fused_checks()
     out["fused_f16"] = _fused_f16_checks()
     out["wrapper"] = _wrapper_checks()
+    out["rope"] = _rope_checks()
     return out
 
 
@@ -217,6 +218,54 @@ def _fused_f16_checks() -> list[dict[str, Any]]:
     return cases
 
 
+def _rope_checks() -> list[dict[str, Any]]:
+    """``run(..., cos_sin_cache=)`` on the Triton path (fused and two launches) against ``rotary_embedding`` on copies
+    of q and k followed by ``run`` on the torch path: both RoPE styles, a partial rotary dim, and a position past the
+    cache (left unrotated by both)."""
+    import torch
+
+    from sagellm_backend.attention import PagedAttentionWrapper
+    from sagellm_backend.attention import paged_triton as pt
+    from sagellm_backend.attention.paged_workspace import decode_workspace
+    from sagellm_backend.kernels import torch_ops
+
+    hq, hkv, d, bs, nb, width = 4, 2, 16, 8, 24, 8
+    g = torch.Generator().manual_seed(5)
+    rows: list[dict[str, Any]] = []
+    for fused, neox, rot in ((f, n, r) for f in (False, True) for n in (True, False) for r in (16, 8)):
+        pt.FUSED_DECODE = fused
+        cs = torch.randn(40, rot, generator=g)  # positions 0..39; the third sequence's (45) is past it
+        wt, wc = (
+            PagedAttentionWrapper(hq, hkv, d, block_size=bs, max_batch=4, max_blocks_per_seq=width, device="cpu",
+                                  num_blocks=nb) for _ in range(2)
+        )  # fmt: skip
+        wt._ops[torch.float16] = (pt, "triton", pt.decode_config(d, torch.float16, hq // hkv))
+        wt._workspace = decode_workspace(4, hq, hkv, d, width * bs, (torch.float16,), torch.device("cpu"))
+        init = [torch.randn(nb, bs, hkv, d, generator=g).half() for _ in range(2)]
+        ct, cc = (init[0].clone(), init[1].clone()), (init[0].clone(), init[1].clone())
+        perm = torch.randperm(nb, generator=g).tolist()
+        ctx = [5, 30, 45]
+        tables = [perm[0:6], perm[6:12], perm[12:18]]
+        slots = [tables[i][c // bs] * bs + c % bs for i, c in enumerate(ctx)]
+        for w in (wt, wc):
+            w.plan(ctx, tables, slots, batch_size=4)
+        q = torch.randn(4, hq, d, generator=g).half()
+        k, v = (torch.randn(4, hkv, d, generator=g).half() for _ in range(2))
+        q0, k0 = q.clone(), k.clone()
+        got = wt.run(q, k, v, ct, cos_sin_cache=cs, is_neox=neox)
+        qr, kr = q.clone(), k.clone()
+        torch_ops.rotate_in_place(wc.positions, [qr, kr], d, cs, neox)
+        want = wc.run(qr, kr, v, cc)
+        rows.append({
+            "case": f"fused={fused} neox={neox} rot={rot}",
+            "vs_rotated_first": float((got.double() - want.double()).abs().max()),
+            "same_cache": all(torch.equal(a, b) for a, b in zip(ct, cc)),
+            "inputs_kept": bool(torch.equal(q, q0) and torch.equal(k, k0)),
+            "rotated": not bool(torch.equal(qr[:2], q[:2])),
+        })  # fmt: skip
+    return rows
+
+
 @pytest.fixture(scope="module")
 def verdict() -> dict[str, Any]:
     pytest.importorskip("torch")
@@ -261,6 +310,14 @@ def test_fused_decode_with_fp16_dots_matches_the_reference(verdict: dict[str, An
     assert len(cases) == 2
     for c in cases:  # bf16 output: 2^-8 relative rounding
         assert c["err"] <= 1e-2, c
+
+
+def test_rope_inside_the_decode_equals_rotating_first(verdict: dict[str, Any]) -> None:
+    rows = verdict["rope"]
+    assert len(rows) == 8
+    for r in rows:
+        assert r["rotated"] and r["inputs_kept"] and r["same_cache"], r
+        assert r["vs_rotated_first"] <= 1e-3, r
 
 
 def test_wrapper_triton_path_matches_its_torch_path_and_the_reference(verdict: dict[str, Any]) -> None:

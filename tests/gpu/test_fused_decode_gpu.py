@@ -89,3 +89,52 @@ def test_forward_on_reused_metadata_equals_wrapper_run_bit_for_bit() -> None:
         torch.cuda.synchronize()
         assert torch.equal(got, want), layer
         assert torch.equal(cache_w[0], cache_f[0]) and torch.equal(cache_w[1], cache_f[1]), layer
+
+
+@pytest.mark.parametrize("neox", [True, False])
+@pytest.mark.parametrize("kv", ["auto", "fp8_e4m3"])
+def test_wrapper_rope_inside_the_decode_equals_rotating_first(neox: bool, kv: str) -> None:
+    """``run(..., cos_sin_cache=)`` (RoPE inside the fused launch) against ``rotary_embedding`` on copies of q and k
+    and then ``run``: same caches and outputs up to the fp32 rounding of the rotation (one fused multiply-add apart),
+    eager and replayed from a CUDA graph."""
+    from sagellm_backend.attention import PagedAttentionWrapper
+    from sagellm_backend.kernels import torch_ops
+
+    g = torch.Generator(device="cpu").manual_seed(3)
+    ctx = [0, 16, 999, 4000]
+    table = make_block_tables([c + 1 for c in ctx], BS, NB, generator=g, pad_value=0, extra_cols=1).int()
+    slots = [int(table[i, c // BS]) * BS + c % BS for i, c in enumerate(ctx)]
+    cs = torch.randn(4096, D, generator=g).cuda()  # position 4000 is inside; ctx 0 too
+    cdt = torch.bfloat16 if kv == "auto" else torch.float8_e4m3fn
+    init = [torch.randn(NB, BS, HKV, D, generator=g).to(cdt).cuda() for _ in range(2)]
+    sc = (
+        {}
+        if kv == "auto"
+        else {"k_scale": torch.tensor([0.02], device="cuda"), "v_scale": torch.tensor([0.03], device="cuda")}
+    )
+    w1, w2 = (PagedAttentionWrapper(HQ, HKV, D, block_size=BS, max_batch=4, max_blocks_per_seq=table.shape[1],
+                                    device="cuda", kv_cache_dtype=kv) for _ in range(2))  # fmt: skip
+    for w in (w1, w2):
+        w.plan(ctx, table, slots)
+    q = torch.randn(4, HQ, D, generator=g).bfloat16().cuda()
+    k, v = (torch.randn(4, HKV, D, generator=g).bfloat16().cuda() for _ in range(2))
+    c1, c2 = (init[0].clone(), init[1].clone()), (init[0].clone(), init[1].clone())
+    got = w1.run(q, k, v, c1, cos_sin_cache=cs, is_neox=neox, **sc)
+    qr, kr = q.clone(), k.clone()
+    torch_ops.rotate_in_place(w2.positions, [qr, kr], D, cs, neox)
+    want = w2.run(qr, kr, v, c2, **sc)
+    assert float((got.float() - want.float()).abs().max()) <= 2e-2
+    for a, b in zip(c1, c2):
+        assert float((a.float() - b.float()).abs().max()) <= (2e-2 if kv == "auto" else 0.25)
+    out = torch.empty_like(q)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        w1.run(q, k, v, c1, out=out, cos_sin_cache=cs, is_neox=neox, **sc)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        w1.run(q, k, v, c1, out=out, cos_sin_cache=cs, is_neox=neox, **sc)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, w1.run(q, k, v, c1, cos_sin_cache=cs, is_neox=neox, **sc))

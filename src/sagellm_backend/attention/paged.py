@@ -94,7 +94,7 @@ class _FastDecode(NamedTuple):
     plan: PagedPlan
     ops: Any
     record: dict[str, Any] | None
-    launcher: Any = None  # paged_triton.FusedDecodeLauncher for the Triton ops: the layers' bound launches
+    launcher: Any = None  # paged_launcher.FusedDecodeLauncher for the Triton ops: the layers' bound launches
     fixed: tuple[Any, ...] | None = None  # the launcher's ``fixed`` key: scale, q/k/cache layouts, plan layouts
 
 
@@ -182,7 +182,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         self.use_vllm_kernel = use_vllm_kernel
         self.variants = AttentionVariants(sliding_window, logits_soft_cap, alibi_slopes)
         self.kv_cache_dtype = canonical_kv_cache_dtype(kv_cache_dtype)
-        self._launcher: Any = None  # paged_triton.FusedDecodeLauncher of the decode fast path, made on first use
+        self._launcher: Any = None  # paged_launcher.FusedDecodeLauncher of the decode fast path, made on first use
 
     @property
     def name(self) -> str:
@@ -349,7 +349,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                 launcher = None
                 if _fused_decode(ops):
                     if self._launcher is None:  # one per backend: its bindings serve every later step
-                        from .paged_triton import FusedDecodeLauncher
+                        from .paged_launcher import FusedDecodeLauncher
 
                         self._launcher = FusedDecodeLauncher()
                     launcher = self._launcher

@@ -26,6 +26,7 @@ __all__ = [
     "fp8_args",
     "launch_dims",
     "pad_dim",
+    "rope_args",
     "sm_count",
     "split_limit",
     "supports",
@@ -117,6 +118,23 @@ def variant_args(
         "SOFTCAP": logits_soft_cap is not None,
         "ALIBI": alibi_slopes is not None,
     }
+
+
+def rope_args(query: torch.Tensor, rope: tuple[torch.Tensor, bool] | None) -> dict[str, object]:
+    """The RoPE arguments of a decode launch that rotates the query and the new key (:func:`rope_factors`).
+
+    Args:
+        query: The query (a stand-in pointer without RoPE).
+        rope: ``(cos_sin_cache [max_position, rot_dim], is_neox)`` or None.
+
+    Returns:
+        Keyword arguments ``cs_ptr, s_cs, max_pos, ROPE, HALF``.
+    """
+    if rope is None:
+        return {"cs_ptr": query, "s_cs": 0, "max_pos": 0, "ROPE": 0, "HALF": 1}
+    cs, is_neox = rope
+    return {"cs_ptr": cs, "s_cs": cs.stride(0), "max_pos": cs.shape[0], "ROPE": 1 if is_neox else 2,
+            "HALF": cs.shape[1] // 2}  # fmt: skip
 
 
 def fp8_args(query: torch.Tensor, k_scale: torch.Tensor | None, v_scale: torch.Tensor | None) -> dict[str, object]:

@@ -11,7 +11,7 @@ import triton.language as tl
 
 from .triton_tiles import attend_span, head_factors, quantize_fp8, tanh_exp2
 
-__all__ = ["attend_new", "decode_kernel", "store_kv_kernel"]
+__all__ = ["attend_new", "decode_kernel", "rope_factors", "store_kv_kernel"]
 
 
 # ------------------------------------------------------------------ kernels
@@ -46,6 +46,33 @@ def store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
 
 # fmt: off
 @triton.jit
+def rope_factors(  # type: ignore[no-untyped-def]  # a Triton JIT function: untyped pointers and constexprs
+    cs_ptr, s_cs, max_pos, pos, offs_d, ROPE: tl.constexpr, HALF: tl.constexpr,
+):
+    # fmt: on
+    """``(partner, cos, signed sin)`` per head dim of position ``pos`` (:mod:`...kernels.rope`'s semantics): a
+    rotated dim ``d`` becomes ``x[d] * cos + x[partner] * sin``; ``ROPE`` 1 pairs the halves (NeoX), 2 neighbours
+    (GPT-J); dims past ``2 * HALF`` and positions outside ``[0, max_pos)`` are left as they are (cos 1, sin 0)."""
+    rot = offs_d < 2 * HALF
+    if ROPE == 1:
+        first = offs_d < HALF
+        partner = tl.where(first, offs_d + HALF, offs_d - HALF)
+        ci = tl.where(first, offs_d, offs_d - HALF)
+        sign = tl.where(first, -1.0, 1.0)
+    else:
+        partner = offs_d ^ 1
+        ci = offs_d // 2
+        sign = tl.where(offs_d % 2 == 0, -1.0, 1.0)
+    inside = (pos >= 0) & (pos < max_pos)
+    ok = rot & inside
+    row = cs_ptr + tl.where(inside, pos, 0) * s_cs  # row 0 stands in for a position outside: never used
+    cos = tl.where(ok, tl.load(row + ci, mask=rot, other=1.0).to(tl.float32), 1.0)
+    sin = tl.where(ok, tl.load(row + HALF + ci, mask=rot, other=0.0).to(tl.float32), 0.0)
+    return tl.where(rot, partner, offs_d), cos, sin * sign
+
+
+# fmt: off
+@triton.jit
 def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     q_ptr, kc_ptr, vc_ptr, bt_ptr, sl_ptr, out_ptr, po_ptr, plse_ptr, cnt_ptr, sq_b, sq_h, sq_d, so_b, so_h, so_d,
     sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, chunk, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
@@ -53,7 +80,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     DOT_F32: tl.constexpr, window, softcap2, slopes_ptr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
     ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr, slot_ptr,
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
-    F16_DOT: tl.constexpr, EARLY_V: tl.constexpr,
+    F16_DOT: tl.constexpr, EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr,
 ):
     # fmt: on
     b = tl.program_id(0)
@@ -85,7 +112,14 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     offs_d = tl.arange(0, DP)
     dmask = offs_d < D
     qmask = rmask[:, None] & dmask[None, :]
-    q = tl.load(q_ptr + b.to(tl.int64) * sq_b + heads[:, None] * sq_h + offs_d[None, :] * sq_d, mask=qmask, other=0.0)
+    q_row = q_ptr + b.to(tl.int64) * sq_b + heads[:, None] * sq_h
+    q = tl.load(q_row + offs_d[None, :] * sq_d, mask=qmask, other=0.0)
+    if ROPE:  # the query and the new key are rotated to position seq_len - 1 here, not by a RoPE launch before
+        partner, cos, sin = rope_factors(cs_ptr, s_cs, max_pos, seq_len.to(tl.int64) - 1, offs_d, ROPE, HALF)
+        qp = tl.load(q_row + partner[None, :] * sq_d, mask=qmask, other=0.0).to(tl.float32)
+        q = (q.to(tl.float32) * cos[None, :] + qp * sin[None, :]).to(q_ptr.dtype.element_ty)
+    else:
+        partner, cos, sin = offs_d, 1.0, 0.0
     if DOT_F32:
         q = q.to(tl.float32)
     slopes2, ks, vs = head_factors(slopes_ptr, heads, rmask, ks_ptr, vs_ptr, kvh, ks_stride, vs_stride, ALIBI, KV_FP8)
@@ -109,7 +143,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
             value_ptr + b.to(tl.int64) * svn_b + kvh.to(tl.int64) * svn_h, sn_d, svn_d,
             kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, skb, skt, svb, svt, slot,
             (rows * 0 + fresh - sp) == 1, (offs_d * 0 + fresh - sp) == 1, qs, ks, vs, offs_d, dmask, BS,
-            softcap2, SOFTCAP, KV_FP8, LIMIT,
+            softcap2, SOFTCAP, KV_FP8, LIMIT, partner, cos, sin, ROPE,
         )  # fmt: skip
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     o = acc / l_safe[:, None]
@@ -151,14 +185,18 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
 def attend_new(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     acc, m_i, l_i, q, k_row, v_row, sk_d, sv_d, kc_base, vc_base, skb, skt, svb, svt, slot, own_rows, own_d,
     qk_scale, ks, vs, offs_d, dmask, BS: tl.constexpr, softcap2, SOFTCAP: tl.constexpr, KV_FP8: tl.constexpr,
-    LIMIT: tl.constexpr,
+    LIMIT: tl.constexpr, partner, cos, sin, ROPE: tl.constexpr,
 ):
     # fmt: on
     """Add the step's own token (``k_row``/``v_row`` of the key/value tensors) to the online-softmax state of
     the rows where ``own_rows`` holds, and store it at ``slot`` where ``own_d`` holds (fp8 caches: quantised
     with saturation, and the quantised value is the one attended to, as if read back). Its ALiBi bias is 0
-    (key position = query position) and a window always contains it."""
+    (key position = query position) and a window always contains it. With ``ROPE`` the key is rotated first
+    (:func:`rope_factors`)."""
     k = tl.load(k_row + offs_d * sk_d, mask=dmask, other=0.0)
+    if ROPE:
+        kp = tl.load(k_row + partner * sk_d, mask=dmask, other=0.0).to(tl.float32)
+        k = (k.to(tl.float32) * cos + kp * sin).to(k_row.dtype.element_ty)
     v = tl.load(v_row + offs_d * sv_d, mask=dmask, other=0.0)
     if KV_FP8:
         k = quantize_fp8(k, ks, LIMIT).to(kc_base.dtype.element_ty)

@@ -25,6 +25,7 @@ from .paged import select_paged_ops
 from .paged_workspace import DecodeWorkspace, decode_workspace
 from .variants import AttentionVariants
 from .wrapper_plan import StepInputs, check_on_device, check_static
+from .wrapper_rope import check_rope, rotated_copies
 
 __all__ = ["PagedAttentionWrapper"]
 
@@ -125,7 +126,7 @@ class PagedAttentionWrapper:
                 mb, self.num_heads, self.num_kv_heads, self.head_size, w * self.block_size, _FLOATS, self.device
             )
         self._ops: dict[torch.dtype, tuple[Any, str, Any]] = {}
-        self._fused: Any = None  # paged_triton.FusedDecodeLauncher, made with the first Triton ops
+        self._fused: Any = None  # paged_launcher.FusedDecodeLauncher, made with the first Triton ops
         self._next = 0
         self._batch = 0
         self._real = 0
@@ -321,6 +322,8 @@ class PagedAttentionWrapper:
         out: torch.Tensor | None = None,
         k_scale: torch.Tensor | None = None,
         v_scale: torch.Tensor | None = None,
+        cos_sin_cache: torch.Tensor | None = None,
+        is_neox: bool | None = None,
     ) -> torch.Tensor:
         """One layer: store the step's new K/V at its slots and run paged decode with the wrapper's variants.
         On CUDA this is one fused Triton launch (:func:`~.paged_triton.paged_decode_store` over the wrapper's
@@ -336,6 +339,10 @@ class PagedAttentionWrapper:
             out: Optional ``[batch_size, Hq, D]`` result buffer in the query's dtype.
             k_scale: fp8 caches only: float32 device tensor of 1 or ``Hkv`` key scales (:mod:`.kv_quant`).
             v_scale: Same for values.
+            cos_sin_cache: ``[max_position, rot_dim]`` (cos then sin halves, as ``rotary_embedding`` takes it): rotate
+                the query and the new key to :attr:`positions` inside the attention (``rotary_embedding`` need not
+                run first; the inputs are not modified). Checked by :func:`.wrapper_rope.check_rope`.
+            is_neox: With ``cos_sin_cache``: NeoX/Llama halves (True, the default) or GPT-J pairs (False).
 
         Returns:
             ``[batch_size, Hq, D]``; padding rows are zeros.
@@ -391,6 +398,9 @@ class PagedAttentionWrapper:
                 f"key on {key.device}, value on {value.device}, caches on {k_cache.device} and {v_cache.device}."
             )
         scales = check_scales(self.kv_cache_dtype, k_scale, v_scale, self.num_kv_heads, query.device)
+        rope = None if cos_sin_cache is None and is_neox is None else check_rope(
+            cos_sin_cache, is_neox, self.head_size, query.device
+        )  # fmt: skip
         if fp8 is not None and cdt != fp8:
             k_cache, v_cache = k_cache.view(fp8), v_cache.view(fp8)
         found = self._ops.get(dt)
@@ -404,7 +414,7 @@ class PagedAttentionWrapper:
         kw = {**self._variant_kw, **scales} if scales else self._variant_kw
         if impl == "triton":
             if self._fused is None:
-                from .paged_triton import FusedDecodeLauncher
+                from .paged_launcher import FusedDecodeLauncher
 
                 self._fused = FusedDecodeLauncher()
             if self._fused.enabled():
@@ -412,8 +422,11 @@ class PagedAttentionWrapper:
                 fixed = (b,) if not scales else (b, *[(s.shape, s.stride()) for s in scales.values()])
                 return self._fused(  # type: ignore[no-any-return]  # the launcher returns ``out``
                     query, key, value, k_cache, v_cache, out, self._bt, self._kl, self._sl, self.scale, cfg=cfg,
-                    workspace=self._workspace, fixed=fixed, **kw,
+                    workspace=self._workspace, fixed=fixed, rope=rope, **kw,
                 )  # fmt: skip
+        if rope is not None:  # the paths without the fused launch rotate copies first
+            query, key = rotated_copies(self._pos, query, key, rope, self.head_size)
+        if impl == "triton":
             ops.store_kv(key, value, k_cache, v_cache, self._sl, **scales)
             return ops.paged_decode(  # type: ignore[no-any-return]  # the op returns ``out``
                 query, k_cache, v_cache, self._bt, self._kl, self.scale, out=out, cfg=cfg, workspace=self._workspace,

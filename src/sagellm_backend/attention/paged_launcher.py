@@ -1,0 +1,136 @@
+"""Repeated fused store+decode launches (:func:`.paged_triton.paged_decode_store`) with their arguments bound once
+per layout: :class:`FusedDecodeLauncher`, used by :class:`~.wrapper.PagedAttentionWrapper` and by the decode fast
+path of :class:`~.paged.PagedAttentionBackend`.
+
+Imported lazily (it imports torch and Triton).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..kernels import triton_launch
+from ..kernels.triton_launch import launch
+from . import paged_triton
+from .paged_triton import decode_launch_args
+from .paged_workspace import DecodeWorkspace
+from .triton_args import DecodeConfig
+from .triton_kernels import decode_kernel
+
+__all__ = ["FusedDecodeLauncher"]
+
+
+class FusedDecodeLauncher:
+    """Repeated :func:`.paged_triton.paged_decode_store` launches (a decode step's layers, and the next steps')
+    whose arguments are bound once per layout (``kernels.triton_launch.bind``): a later call with the same batch,
+    dtypes, shapes, strides, aliasing, scale and options only swaps in its query, key, value, caches, output, plan
+    tensors (block tables, lengths, slots), fp8 scales and RoPE cache. Calls that do not qualify (16-byte misaligned
+    tensors, direct launches off) go through :func:`.paged_triton.paged_decode_store`'s path.
+    """
+
+    def __init__(self) -> None:
+        self._bound: dict[tuple[Any, ...], Any] = {}
+
+    @staticmethod
+    def enabled() -> bool:
+        """Whether decode calls use the fused launch (:data:`.paged_triton.FUSED_DECODE`, read at every call)."""
+        return paged_triton.FUSED_DECODE
+
+    def __call__(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
+        v_cache: torch.Tensor, out: torch.Tensor | None, block_tables: torch.Tensor, seq_lens: torch.Tensor,
+        slot_mapping: torch.Tensor, scale: float, *, cfg: DecodeConfig | None = None,
+        workspace: DecodeWorkspace | None = None, k_scale: torch.Tensor | None = None,
+        v_scale: torch.Tensor | None = None, fixed: tuple[Any, ...] | None = None, checked: bool = False,
+        rope: tuple[torch.Tensor, bool] | None = None, **variants: Any,
+    ) -> torch.Tensor:  # fmt: skip
+        """:func:`.paged_triton.paged_decode_store` (same arguments; the variants as keywords).
+
+        ``fixed`` is the caller's promise (a wrapper that owns its plan tensors, a decode fast path that recorded
+        them): every call with an equal ``fixed`` passes plan tensors of the same shapes, strides and dtypes, the
+        same ``cfg``, ``scale`` and variants, scales of the same shapes and strides, key and value in the query's
+        dtype and the value cache in the key cache's; the binding is then looked up without reading them.
+        ``checked`` (with ``fixed``) promises more: ``out`` is None, query, key and value are contiguous, and
+        ``fixed`` holds their shapes, dtype and device and the caches' shape, strides and dtype; the binding is then
+        looked up by ``fixed``, the stream and the aliasing of the tensors alone.
+
+        Args:
+            query: ``[B, Hq, D]``, ``B >= 1``.
+            key: ``[B, Hkv, D]``.
+            value: ``[B, Hkv, D]``.
+            k_cache: ``[num_blocks, block_size, Hkv, D]``.
+            v_cache: Same shape as ``k_cache``.
+            out: ``[B, Hq, D]`` output, or None for a new one.
+            block_tables: ``[B, max_blocks]``.
+            seq_lens: ``[B]``.
+            slot_mapping: ``[B]``.
+            scale: Softmax scale.
+            cfg: As :func:`.paged_triton.paged_decode`.
+            workspace: As :func:`.paged_triton.paged_decode`.
+            k_scale: As :func:`.paged_triton.paged_decode`.
+            v_scale: As :func:`.paged_triton.paged_decode`.
+            fixed: See above; None for a caller that cannot promise it.
+            checked: See above.
+            rope: As :class:`DecodeOptions`; its cache is a live tensor of the binding.
+            **variants: ``sliding_window``, ``logits_soft_cap``, ``alibi_slopes``.
+
+        Returns:
+            ``out``.
+        """
+        fresh = out is None
+        if out is None:
+            out = torch.empty_like(query, memory_format=torch.contiguous_format)
+        live: tuple[torch.Tensor, ...] = (
+            query, key, value, k_cache, v_cache, out, block_tables, seq_lens, slot_mapping,
+        )  # fmt: skip
+        if k_scale is not None and v_scale is not None:
+            live = (*live, k_scale, v_scale)
+        rope_key = None
+        if rope is not None:
+            cs, neox = rope
+            live = (*live, cs)
+            rope_key = (cs.shape, cs.stride(), cs.dtype, neox)
+        ptr = 0
+        for t in live:
+            ptr |= t.data_ptr()
+        ids = tuple(map(id, live))
+        alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))  # a tensor in two roles
+        # Ids of the workspace buffers and slopes a binding holds stay theirs while it lives.
+        if workspace is not None:
+            ws: tuple[Any, ...] = (id(workspace.partial_out), id(workspace.partial_lse), id(workspace.counters))
+        elif query.is_cuda:  # split buffers of its own: one binding per stream, none shared by a graph
+            ws = (triton_launch.current_stream(), torch.cuda.is_current_stream_capturing())
+        else:
+            ws = ()
+        if fixed is not None and checked and fresh:
+            sig: tuple[Any, ...] = (fixed, ws, alias, rope_key)
+        else:
+            per_call = (
+                query.shape, query.dtype, query.device, k_cache.shape, k_cache.dtype, out.dtype, query.stride(),
+                key.stride(), value.stride(), k_cache.stride(), v_cache.stride(), out.stride(), alias,
+            )  # fmt: skip
+            if fixed is not None:
+                sig = (fixed, checked, ws, rope_key, *per_call)
+            else:
+                sig = (
+                    *per_call, ws, cfg, scale, *variants.items(), key.dtype, value.dtype, v_cache.dtype, rope_key,
+                    *[(t.shape, t.stride(), t.dtype) for t in live[6:]],
+                )  # fmt: skip
+        bound = self._bound.get(sig) if ptr % 16 == 0 else None
+        if bound is not None:
+            bound(*live)
+            return out
+        grid, args, kw = decode_launch_args(
+            query, k_cache, v_cache, block_tables, seq_lens, scale, out, cfg=cfg, workspace=workspace,
+            k_scale=k_scale, v_scale=v_scale, new=(key, value, slot_mapping), rope=rope, **variants,
+        )  # fmt: skip
+        launch(decode_kernel, grid)(*args, **kw)
+        if ptr % 16 == 0:
+            found = triton_launch.bind(decode_kernel, grid, args, kw, live)
+            if found is not None:
+                if len(self._bound) >= 256:
+                    self._bound.clear()
+                self._bound[sig] = found
+        return out

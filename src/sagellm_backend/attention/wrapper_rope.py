@@ -1,0 +1,84 @@
+"""RoPE applied inside the decode of :class:`~.wrapper.PagedAttentionWrapper` (``run(..., cos_sin_cache=)``): the
+query and the new key are rotated to their position by the fused Triton launch, so no RoPE launch precedes the
+attention; other paths rotate copies with the torch kernel first. The semantics are those of the kernel registry's
+``rotary_embedding`` (:mod:`..kernels.rope`).
+
+Imported lazily (it imports torch).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
+
+__all__ = ["check_rope", "rotated_copies"]
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def check_rope(
+    cos_sin_cache: object, is_neox: object, head_size: int, device: torch.device
+) -> tuple[torch.Tensor, bool] | None:
+    """The checked ``(cos_sin_cache, is_neox)`` of a ``run``, or None without a cache.
+
+    Args:
+        cos_sin_cache: ``[max_position, rot_dim]`` float tensor on the wrapper's device (cos then sin halves), or
+            None.
+        is_neox: True for NeoX/Llama halves, False for GPT-J pairs, None for the default (True); only with a cache.
+        head_size: The wrapper's head size.
+        device: The query's device.
+
+    Returns:
+        ``(cos_sin_cache, is_neox)`` or None.
+
+    Raises:
+        InvalidArgumentTypeError: Not a tensor, ``is_neox`` not a bool, or ``is_neox`` without a cache.
+        InvalidArgumentError: Not 2-D, an odd or too wide ``rot_dim``, no rows, or a strided last dimension.
+        UnsupportedDTypeError: Not fp16/bf16/fp32.
+        InvalidDeviceError: Not on the query's device.
+    """
+    if cos_sin_cache is None:
+        if is_neox is not None:
+            raise InvalidArgumentTypeError("is_neox applies RoPE with cos_sin_cache; pass both or neither.")
+        return None
+    if not isinstance(cos_sin_cache, torch.Tensor):
+        raise InvalidArgumentTypeError(f"cos_sin_cache must be a torch tensor; got {type(cos_sin_cache).__name__}.")
+    if is_neox is not None and not isinstance(is_neox, bool):
+        raise InvalidArgumentTypeError(f"is_neox must be a bool or None; got {type(is_neox).__name__}.")
+    cs = cos_sin_cache
+    if cs.dim() != 2 or cs.shape[0] < 1 or cs.shape[1] < 2 or cs.shape[1] % 2 or cs.shape[1] > head_size:
+        raise InvalidArgumentError(
+            f"cos_sin_cache must be [max_position >= 1, rot_dim] with rot_dim even and <= head_size {head_size}; "
+            f"got shape {tuple(cs.shape)}."
+        )
+    if cs.dtype not in _FLOATS:
+        raise UnsupportedDTypeError(f"cos_sin_cache must be float16, bfloat16 or float32; got {cs.dtype}.")
+    if cs.device != device:
+        raise InvalidDeviceError(f"cos_sin_cache is on {cs.device} but the query on {device}; move it there.")
+    if cs.stride(1) != 1:
+        raise InvalidArgumentError(f"cos_sin_cache needs a unit stride in its last dimension; got {cs.stride()}.")
+    return cs, True if is_neox is None else is_neox
+
+
+def rotated_copies(
+    positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor, rope: tuple[torch.Tensor, bool], head_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copies of ``query`` and ``key`` rotated to ``positions`` (the paths without the fused launch).
+
+    Args:
+        positions: ``[B]`` positions on the device.
+        query: ``[B, Hq, D]``.
+        key: ``[B, Hkv, D]``.
+        rope: Checked ``(cos_sin_cache, is_neox)``.
+        head_size: ``D``.
+
+    Returns:
+        ``(query, key)`` rotated; the inputs are left as they are.
+    """
+    from ..kernels import torch_ops
+
+    q, k = query.clone(), key.clone()
+    cs, is_neox = rope
+    torch_ops.rotate_in_place(positions, [q, k], head_size, cs, is_neox)  # positions past the cache: unrotated
+    return q, k
