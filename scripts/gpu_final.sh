@@ -15,9 +15,9 @@ step() { echo "== $(date -u +%H:%M:%S) $1"; }
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   step "GPU tests"
-  timeout 140 $PY -m pytest -v -p no:cacheprovider -rs tests/gpu/test_engine_kernels_gpu.py tests/gpu/test_rope_gpu.py \
-    tests/gpu/test_triton_launch_gpu.py tests/gpu/test_attention_fp8_gpu.py tests/gpu/test_decode_graph_gpu.py \
-    tests/gpu/test_fused_decode_gpu.py tests/gpu/test_pool_fp8_gpu.py > "$OUT/pytest.txt" 2>&1
+  timeout 140 $PY -m pytest -v -p no:cacheprovider -rs tests/gpu/test_fused_decode_gpu.py \
+    tests/gpu/test_attention_fp8_gpu.py tests/gpu/test_engine_kernels_gpu.py tests/gpu/test_rope_gpu.py \
+    tests/gpu/test_triton_launch_gpu.py tests/gpu/test_decode_graph_gpu.py tests/gpu/test_pool_fp8_gpu.py > "$OUT/pytest.txt" 2>&1
   echo "pytest rc=$?: $(grep -cE ' PASSED' "$OUT/pytest.txt") passed, $(grep -cE ' FAILED| ERROR' "$OUT/pytest.txt") failed/error"
   step "decode-step bench"
   timeout 170 $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" \
