@@ -227,5 +227,18 @@ def test_decode_workspace_serves_every_default_launch(
                 assert kw["num_stages"] == (1 if grid[2] > 1 else 2), grid
 
 
+def test_register_cap_reaches_the_launch_only_when_set() -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from sagellm_backend.attention.paged_triton import DecodeConfig, decode_launch_args
+
+    q = torch.empty(2, 8, 16, dtype=torch.float16)
+    cache = torch.empty(4, 16, 2, 16, dtype=torch.float16)
+    table, lens = torch.zeros(2, 4, dtype=torch.int32), torch.ones(2, dtype=torch.int32)
+    kw = decode_launch_args(q, cache, cache, table, lens, 0.25, q, cfg=DecodeConfig(maxnreg=128))[2]
+    assert kw["maxnreg"] == 128
+    assert "maxnreg" not in decode_launch_args(q, cache, cache, table, lens, 0.25, q)[2]
+
+
 if __name__ == "__main__":
     print(json.dumps(_cases()))

@@ -331,6 +331,8 @@ def decode_launch_args(
         "NEW": new is not None, "num_warps": cfg.num_warps, "num_stages": cfg.stages(n_split),
         "F16_DOT": f16, "EARLY_V": cfg.early_v, **rope_args(query, rope),
     }  # fmt: skip
+    if cfg.maxnreg is not None:
+        kw["maxnreg"] = cfg.maxnreg
     return (b, hkv, n_split), args, kw
 
 

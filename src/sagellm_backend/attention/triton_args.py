@@ -186,6 +186,8 @@ class DecodeConfig:
             two into fp16's range) instead of converting the cache to bf16.
         early_v: Load each value tile before the key tile's dot instead of after its softmax.
         split_stages: Pipeline depth when the launch splits the context (None: ``num_stages``).
+        maxnreg: Registers per thread the compiler may use (None: its choice); fewer registers let more programs
+            share a multiprocessor, at the price of spills.
     """
 
     block_n: int = 64
@@ -196,6 +198,7 @@ class DecodeConfig:
     fp8_f16_dot: bool = False
     early_v: bool = False
     split_stages: int | None = None
+    maxnreg: int | None = None
 
     def stages(self, n_split: int) -> int:
         """The pipeline depth of a launch with ``n_split`` context splits.
