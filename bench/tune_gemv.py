@@ -5,8 +5,9 @@
 The decode step's weight GEMMs at batch 1 and 8 read each weight once: their floor is the weight bytes over the
 device copy rate (bytes read + written), measured in the same run. Each row times one layer shape (Llama-3-8B's
 qkv, o, gate_up, down) replayed 20 times from a CUDA graph; the Triton kernel computes ``x @ W.T`` with the rows
-of ``x`` padded to 16 for the tensor cores, ``BLOCK_N`` outputs per program over the whole ``K``. An experiment:
-nothing in the package uses this kernel.
+of ``x`` padded to 16 for the tensor cores, ``BLOCK_N`` outputs per program over the whole ``K``. A second table
+times the RMS norm fused into that GEMV (each program normalises the rows itself) against the norm kernel then
+cuBLAS, for the weights a norm feeds (qkv, gate_up). An experiment: nothing in the package uses these kernels.
 """
 
 from __future__ import annotations
@@ -41,6 +42,50 @@ def _gemv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel
         acc = tl.dot(x, tl.trans(w), acc)
     tl.store(y_ptr + rows[:, None] * sy + cols[None, :], acc.to(y_ptr.dtype.element_ty),
              mask=(rows[:, None] < M) & (cols[None, :] < N))  # fmt: skip
+
+
+@triton.jit
+def _norm_gemv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel
+    x_ptr, g_ptr, w_ptr, y_ptr, M, N, K, sx, sw, sy, eps, MP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    STAGES: tl.constexpr,
+):  # fmt: skip
+    """``rmsnorm(x, g) @ W.T``: every program normalises the (few) rows itself, then runs the GEMV."""
+    n0 = tl.program_id(0) * BN
+    rows = tl.arange(0, MP)
+    cols = n0 + tl.arange(0, BN)
+    ks = tl.arange(0, BK)
+    ss = tl.zeros([MP], dtype=tl.float32)
+    for k0 in range(0, K, BK):
+        kk = k0 + ks
+        x = tl.load(x_ptr + rows[:, None] * sx + kk[None, :], mask=(rows[:, None] < M) & (kk[None, :] < K), other=0.0)
+        ss += tl.sum(x.to(tl.float32) * x.to(tl.float32), 1)
+    rstd = tl.rsqrt(ss / K + eps)
+    acc = tl.zeros([MP, BN], dtype=tl.float32)
+    for k0 in tl.range(0, K, BK, num_stages=STAGES):
+        kk = k0 + ks
+        x = tl.load(x_ptr + rows[:, None] * sx + kk[None, :], mask=(rows[:, None] < M) & (kk[None, :] < K), other=0.0)
+        g = tl.load(g_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
+        h = (x.to(tl.float32) * rstd[:, None]).to(x_ptr.dtype.element_ty).to(tl.float32) * g[None, :]
+        w = tl.load(w_ptr + cols[:, None].to(tl.int64) * sw + kk[None, :], mask=(cols[:, None] < N) & (kk[None, :] < K),
+                    other=0.0)  # fmt: skip
+        acc = tl.dot(h.to(w_ptr.dtype.element_ty), tl.trans(w), acc)
+    tl.store(y_ptr + rows[:, None] * sy + cols[None, :], acc.to(y_ptr.dtype.element_ty),
+             mask=(rows[:, None] < M) & (cols[None, :] < N))  # fmt: skip
+
+
+def norm_gemv(
+    x: torch.Tensor, g: torch.Tensor, w: torch.Tensor, eps: float, cfg: tuple[int, int, int, int]
+) -> torch.Tensor:
+    """``rmsnorm(x, g, eps) @ w.T`` in one launch for ``x [M <= 16, K]``."""
+    bn, bk, stages, warps = cfg
+    m, k = x.shape
+    n = w.shape[0]
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    _norm_gemv_kernel[(triton.cdiv(n, bn),)](
+        x, g, w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0), eps, MP=16, BN=bn, BK=bk, STAGES=stages,
+        num_warps=warps,
+    )  # fmt: skip
+    return y
 
 
 def gemv(x: torch.Tensor, w: torch.Tensor, bn: int, bk: int, stages: int, warps: int) -> torch.Tensor:
@@ -101,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| weight | batch | cuBLAS us | cuBLAS % of copy rate | best Triton us | % of copy rate | config (BN, BK, "
           "stages, warps) | max abs diff |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
+    fused_rows: list[tuple[Any, ...]] = []
     for (name, (n, k)), m in itertools.product(shapes.items(), args.batches):
         w = torch.randn(n, k, device=dev, dtype=torch.bfloat16) / k**0.5
         x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
@@ -120,6 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         us, cfg, diff = best
         print(f"| {name} [{n}, {k}] | {m} | {base:.1f} | {100 * nbytes / base / 1e3 / rate:.0f} % | {us:.1f} | "
               f"{100 * nbytes / us / 1e3 / rate:.0f} % | {cfg} | {diff:.2e} |")  # fmt: skip
+        if name in ("qkv", "gate_up") and cfg is not None:
+            fused_rows.append((name, n, k, m, w, x, cfg))
+    print("\n| weight | batch | rmsnorm kernel + cuBLAS us | norm fused into the Triton GEMV us | max abs diff |")
+    print("|---|---|---|---|---|")
+    from sagellm_backend.kernels import triton_ops
+
+    for name, n, k, m, w, x, cfg in fused_rows:
+        g = (1.0 + 0.1 * torch.randn(k, device=dev)).to(torch.bfloat16)
+        ref = F.linear(triton_ops.rmsnorm(x, g, 1e-5), w)
+        two = graph_us(lambda x=x, g=g, w=w: F.linear(triton_ops.rmsnorm(x, g, 1e-5), w))
+        one = graph_us(lambda x=x, g=g, w=w, cfg=cfg: norm_gemv(x, g, w, 1e-5, cfg))
+        diff = float((norm_gemv(x, g, w, 1e-5, cfg).float() - ref.float()).abs().max())
+        print(f"| {name} [{n}, {k}] | {m} | {two:.1f} | {one:.1f} | {diff:.2e} |")
     return 0
 
 
