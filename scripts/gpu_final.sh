@@ -2,7 +2,7 @@
 # One lent-GPU call, everything this pass needs within 10 minutes: the GPU tests of what changed (engine kernels,
 # RoPE, direct and bound launches, fp8 caches and the new fp8 default, fused decode, graph replay), the per-kernel
 # profile of a graphed step and the eager host cost per component, the end-to-end decode-step bench, the attention
-# host cost, and the fp8 decode points (default, early value loads, two stages).
+# host cost, the fp8 decode points (default, early value loads, register caps) and the small-batch GEMV.
 #
 #   scripts/gpu_final.sh OUT
 set -u
@@ -33,6 +33,9 @@ step() { echo "== $(date -u +%H:%M:%S) $1"; }
   step "profile"
   timeout 50 $PY bench/profile_decode_step.py > "$OUT/profile.txt" 2>&1
   echo "rc=$?"
+  step "gemv"
+  timeout 40 $PY bench/tune_gemv.py --quick > "$OUT/gemv.txt" 2>&1
+  echo "rc=$?"
   step done
 } > "$OUT/final.txt" 2>&1
 cat "$OUT/final.txt"
@@ -42,3 +45,4 @@ grep '^|' "$OUT/decode_step.txt" | head -12
 grep '^|' "$OUT/host_cost.md" | head -12
 grep -v -i warn "$OUT/profile.txt" | head -80
 grep -v -i warn "$OUT/fp8.txt" | cut -c1-120 | tail -14
+grep '^|' "$OUT/gemv.txt"
