@@ -71,6 +71,7 @@ def _checks() -> dict[str, Any]:
     out["fused_f16"] = _fused_f16_checks()
     out["wrapper"] = _wrapper_checks()
     out["rope"] = _rope_checks()
+    out["rope_launch"] = _rope_launch_checks()
     return out
 
 
@@ -266,6 +267,49 @@ def _rope_checks() -> list[dict[str, Any]]:
     return rows
 
 
+def _rope_launch_checks() -> list[dict[str, Any]]:
+    """``paged_decode_store(..., rope=)`` against ``rotate_in_place`` on copies then the same launch without RoPE,
+    where the wrapper rig does not reach: an fp8 cache (the rotated key is quantised, stored and attended to), a head
+    dim padded in the kernel (24 -> 32) with a partial rotary dim, a padding row, a real row whose slot is skipped
+    (its token is read from the cache; the query is still rotated), a position past the cache and 3 splits. fp16
+    queries: the interpreter truncates fp32 -> bf16 where torch rounds, so bf16 would differ for that reason alone."""
+    import torch
+
+    from sagellm_backend.attention import paged_triton as pt
+    from sagellm_backend.attention.reference import make_block_tables
+    from sagellm_backend.kernels import torch_ops
+
+    g = torch.Generator().manual_seed(9)
+    hq, hkv, d, bs, nb = 4, 2, 24, 8, 24
+    lens = [37, 0, 9, 20]  # 37 is past the 30-row cos/sin cache; row 1 is padding
+    table = make_block_tables([max(n, 1) for n in lens], bs, nb, generator=g, pad_value=0, extra_cols=1).int()
+    slots = torch.tensor([int(table[i, (n - 1) // bs]) * bs + (n - 1) % bs if n else -1 for i, n in enumerate(lens)])
+    slots[3] = -1  # a real row whose store is skipped
+    seq = torch.tensor(lens, dtype=torch.int32)
+    sc = {"k_scale": torch.tensor([0.5, 0.25]), "v_scale": torch.tensor([0.5])}
+    cfg = pt.DecodeConfig(block_n=16, min_chunk=16)
+    rows: list[dict[str, Any]] = []
+    for neox, rot in ((True, 8), (False, 24)):
+        cs = torch.randn(30, rot, generator=g)
+        kc, vc = (torch.randn(nb, bs, hkv, d, generator=g).to(torch.float8_e4m3fn) for _ in range(2))
+        q = torch.randn(4, hq, d, generator=g).half()
+        k, v = (torch.randn(4, hkv, d, generator=g).half() for _ in range(2))
+        c1, c2 = (kc.clone(), vc.clone()), (kc.clone(), vc.clone())
+        got = pt.paged_decode_store(q, k, v, *c1, table, seq, slots, 0.25, cfg=cfg, splits=3, rope=(cs, neox), **sc)
+        qr, kr = q.clone(), k.clone()
+        torch_ops.rotate_in_place(seq.long() - 1, [qr, kr], d, cs, neox)
+        want = pt.paged_decode_store(qr, kr, v, *c2, table, seq, slots, 0.25, cfg=cfg, splits=3, **sc)
+        plain = pt.paged_decode_store(q, k, v, kc.clone(), vc.clone(), table, seq, slots, 0.25, cfg=cfg, splits=3, **sc)
+        rows.append({
+            "case": f"neox={neox} rot={rot}",
+            "vs_rotated_first": float((got.double() - want.double()).abs().max()),
+            "same_cache": all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(c1, c2)),
+            "skipped_row_rotated": not bool(torch.equal(plain[3], want[3])),
+            "past_cache_unrotated": bool(torch.equal(qr[0], q[0])),
+        })  # fmt: skip
+    return rows
+
+
 @pytest.fixture(scope="module")
 def verdict() -> dict[str, Any]:
     pytest.importorskip("torch")
@@ -318,6 +362,16 @@ def test_rope_inside_the_decode_equals_rotating_first(verdict: dict[str, Any]) -
     for r in rows:
         assert r["rotated"] and r["inputs_kept"] and r["same_cache"], r
         assert r["vs_rotated_first"] <= 1e-3, r
+
+
+def test_rope_in_the_launch_over_fp8_padded_dims_and_skipped_slots_equals_rotating_first(
+    verdict: dict[str, Any],
+) -> None:
+    rows = verdict["rope_launch"]
+    assert len(rows) == 2
+    for r in rows:
+        assert r["vs_rotated_first"] == 0.0 and r["same_cache"], r
+        assert r["skipped_row_rotated"] and r["past_cache_unrotated"], r
 
 
 def test_wrapper_triton_path_matches_its_torch_path_and_the_reference(verdict: dict[str, Any]) -> None:
