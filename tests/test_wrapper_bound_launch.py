@@ -384,3 +384,20 @@ def test_forward_fast_path_binding_tells_head_counts_and_block_sizes_apart(
         )
         assert _same(compiled.calls[-1], [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])])
     assert len(backend._launcher._bound) == 3  # the last geometry is the first's again: its binding serves
+
+
+def test_direct_launches_off_send_bound_calls_through_the_dispatcher(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SAGELLM_TRITON_DIRECT_LAUNCH=0`` (``triton_launch.DIRECT``) turns bound launches off, also for a binding made
+    while they were on."""
+    from sagellm_backend.kernels import triton_launch as tl
+
+    pt, compiled, dispatched = rig
+    w = _wrapper(pt, 2)
+    for seed in (0, 1):
+        q, k, v, cache, out = _tensors(2, seed)
+        w.run(q, k, v, cache, out=out)
+    assert len(dispatched) == 1 and len(compiled.calls) == 1  # bound by now
+    monkeypatch.setattr(tl, "DIRECT", False)
+    q, k, v, cache, out = _tensors(2, 2)
+    w.run(q, k, v, cache, out=out)
+    assert len(dispatched) == 2 and len(compiled.calls) == 1

@@ -118,7 +118,7 @@ class FusedDecodeLauncher:
                     *per_call, ws, cfg, scale, *variants.items(), key.dtype, value.dtype, v_cache.dtype, rope_key,
                     *[(t.shape, t.stride(), t.dtype) for t in live[6:]],
                 )  # fmt: skip
-        bound = self._bound.get(sig) if ptr % 16 == 0 else None
+        bound = self._bound.get(sig) if ptr % 16 == 0 and triton_launch.DIRECT else None
         if bound is not None:
             bound(*live)
             return out
