@@ -162,7 +162,7 @@ def test_another_batch_alignment_or_aliasing_is_not_served_by_a_stale_binding(ri
     odd.copy_(q)
     assert run(odd, k, v, cache, out) == "dispatcher"  # Triton specialises it anew
     assert run(odd, k, v, cache, out) == "direct"
-    assert len(w._fused._bound) == 3  # distinct, aliased, batch 2: the misaligned query was never bound
+    assert len(w._fused) == 3  # distinct, aliased, batch 2: the misaligned query was never bound
 
 
 def test_fp8_scales_are_live_arguments(rig: Any) -> None:
@@ -205,7 +205,7 @@ def test_forward_fast_path_binds_the_fused_launch(rig: Any, monkeypatch: pytest.
         if seed:  # the first call went through the dispatcher (nothing compiled yet)
             assert _same(compiled.calls[-1], want), seed
     assert launched == [(1, 0), (1, 1), (1, 2), (1, 3)]
-    assert len(f.launcher._bound) == 1
+    assert len(f.launcher) == 1
 
 
 def test_forward_binding_serves_the_next_steps(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -235,7 +235,7 @@ def test_forward_binding_serves_the_next_steps(rig: Any, monkeypatch: pytest.Mon
         assert _same(compiled.calls[-1], [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])])
     assert len(dispatched) <= 2  # the wider step may specialise differently
     assert len(compiled.calls) + len(dispatched) == 12  # every layer of every step launched once
-    assert len(backend._launcher._bound) == 2
+    assert len(backend._launcher) == 2
 
 
 def test_launch_hooks_send_bound_launches_through_the_dispatcher(rig: Any) -> None:
@@ -294,7 +294,7 @@ def test_launcher_binding_tells_geometries_with_equal_strides_apart(rig: Any) ->
             launcher(q, k, v, kc, vc, out, table, lens, slots, 0.25)
         grid, args, kw = pt.decode_launch_args(q, kc, vc, table, lens, 0.25, out, new=(k, v, slots))
         assert _same(compiled.calls[-1], [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])])
-    assert len(launcher._bound) == 3
+    assert len(launcher) == 3
 
 
 def test_launcher_binding_tells_key_value_and_value_cache_dtypes_apart(rig: Any) -> None:
@@ -327,7 +327,7 @@ def test_launcher_binding_tells_key_value_and_value_cache_dtypes_apart(rig: Any)
     assert launches(k16, v32, vc) == "dispatcher"
     assert launches(k16, v16, vc32) == "dispatcher"  # fp32 value cache
     assert launches(k16, v16, vc) == "direct"  # bound
-    assert len(launcher._bound) == 4
+    assert len(launcher) == 4
 
 
 @pytest.mark.parametrize(("max_batch", "width"), [(3, 7), (4, 8), (5, 3)])
@@ -383,7 +383,7 @@ def test_forward_fast_path_binding_tells_head_counts_and_block_sizes_apart(
             q, kc, vc, plan.block_tables, plan.key_lens, 16**-0.5, out, new=(k, v, plan.slot_mapping)
         )
         assert _same(compiled.calls[-1], [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])])
-    assert len(backend._launcher._bound) == 3  # the last geometry is the first's again: its binding serves
+    assert len(backend._launcher) == 3  # the last geometry is the first's again: its binding serves
 
 
 def test_direct_launches_off_send_bound_calls_through_the_dispatcher(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:

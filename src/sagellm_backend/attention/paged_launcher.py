@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from ..kernels import triton_launch
-from ..kernels.triton_launch import launch
 from . import paged_triton
 from .paged_triton import decode_launch_args
 from .paged_workspace import DecodeWorkspace
@@ -24,14 +23,17 @@ __all__ = ["FusedDecodeLauncher"]
 
 class FusedDecodeLauncher:
     """Repeated :func:`.paged_triton.paged_decode_store` launches (a decode step's layers, and the next steps')
-    whose arguments are bound once per layout (``kernels.triton_launch.bind``): a later call with the same batch,
-    dtypes, shapes, strides, aliasing, scale and options only swaps in its query, key, value, caches, output, plan
-    tensors (block tables, lengths, slots), fp8 scales and RoPE cache. Calls that do not qualify (16-byte misaligned
-    tensors, direct launches off) go through :func:`.paged_triton.paged_decode_store`'s path.
+    whose arguments are bound once per layout (``kernels.triton_launch.BoundCache``): a later call with the same
+    batch, dtypes, shapes, strides, aliasing, scale and options only swaps in its query, key, value, caches, output,
+    plan tensors (block tables, lengths, slots), fp8 scales and RoPE cache. Calls that do not qualify (16-byte
+    misaligned tensors, direct launches off) go through :func:`.paged_triton.paged_decode_store`'s path.
     """
 
     def __init__(self) -> None:
-        self._bound: dict[tuple[Any, ...], Any] = {}
+        self._cache = triton_launch.BoundCache(decode_kernel)
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
     @staticmethod
     def enabled() -> bool:
@@ -92,11 +94,6 @@ class FusedDecodeLauncher:
             cs, neox = rope
             live = (*live, cs)
             rope_key = (cs.shape, cs.stride(), cs.dtype, neox)
-        ptr = 0
-        for t in live:
-            ptr |= t.data_ptr()
-        ids = tuple(map(id, live))
-        alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))  # a tensor in two roles
         # Ids of the workspace buffers and slopes a binding holds stay theirs while it lives.
         if workspace is not None:
             ws: tuple[Any, ...] = (id(workspace.partial_out), id(workspace.partial_lse), id(workspace.counters))
@@ -105,11 +102,11 @@ class FusedDecodeLauncher:
         else:
             ws = ()
         if fixed is not None and checked and fresh:
-            sig: tuple[Any, ...] = (fixed, ws, alias, rope_key)
+            sig: tuple[Any, ...] = (fixed, ws, rope_key)
         else:
             per_call = (
                 query.shape, query.dtype, query.device, k_cache.shape, k_cache.dtype, out.dtype, query.stride(),
-                key.stride(), value.stride(), k_cache.stride(), v_cache.stride(), out.stride(), alias,
+                key.stride(), value.stride(), k_cache.stride(), v_cache.stride(), out.stride(),
             )  # fmt: skip
             if fixed is not None:
                 sig = (fixed, checked, ws, rope_key, *per_call)
@@ -118,19 +115,13 @@ class FusedDecodeLauncher:
                     *per_call, ws, cfg, scale, *variants.items(), key.dtype, value.dtype, v_cache.dtype, rope_key,
                     *[(t.shape, t.stride(), t.dtype) for t in live[6:]],
                 )  # fmt: skip
-        bound = self._bound.get(sig) if ptr % 16 == 0 and triton_launch.DIRECT else None
-        if bound is not None:
-            bound(*live)
+        token, found = self._cache.find(sig, live)
+        if found is not None:
+            found(*live)
             return out
         grid, args, kw = decode_launch_args(
             query, k_cache, v_cache, block_tables, seq_lens, scale, out, cfg=cfg, workspace=workspace,
             k_scale=k_scale, v_scale=v_scale, new=(key, value, slot_mapping), rope=rope, **variants,
         )  # fmt: skip
-        launch(decode_kernel, grid)(*args, **kw)
-        if ptr % 16 == 0:
-            found = triton_launch.bind(decode_kernel, grid, args, kw, live)
-            if found is not None:
-                if len(self._bound) >= 256:
-                    self._bound.clear()
-                self._bound[sig] = found
+        self._cache.launch_new(token, grid, args, kw, live)
         return out

@@ -219,12 +219,14 @@ def bind(
 
 
 class BoundCache:
-    """Bound launches of one kernel, found by a key the caller builds from every non-tensor argument, keyword and
-    grid value its launches differ in (and every fact of a tensor argument that is not passed as ``live``).
+    """Bound launches of one kernel, found by a key the caller builds.
 
-    The cache adds to the caller's key what the live tensors are specialised on: their dtypes, whether every data
-    pointer is 16-byte aligned (a call with any unaligned pointer is never bound) and which of them are one
-    tensor. Live tensors must be CUDA tensors. Thread-safe; at most ``limit`` bindings (then it starts over).
+    :meth:`find` looks a binding up by the caller's key, which must hold everything the launch depends on but the
+    live tensors' data (every non-tensor argument, keyword and grid value, the live tensors' dtypes, every fact of a
+    tensor that is not live); the cache adds which live tensors are one tensor, and never binds a call with an
+    unaligned (not 16-byte) pointer. Calling the cache itself is the eager form for launches whose arguments are
+    cheap: it adds the grid and the live tensors' dtypes to the key. Live tensors must be CUDA tensors.
+    Thread-safe; at most ``limit`` bindings (then it starts over).
 
     Args:
         fn: The JIT kernel.
@@ -239,34 +241,65 @@ class BoundCache:
     def __len__(self) -> int:
         return len(self._bound)
 
-    def __call__(
-        self, key: tuple[Any, ...], grid: tuple[int, ...], args: tuple[Any, ...], kw: dict[str, Any],
-        live: tuple[Any, ...],
-    ) -> None:  # fmt: skip
-        """Launch ``fn[grid](*args, **kw)``, through the binding of ``key`` when there is one.
+    def find(self, key: tuple[Any, ...], live: tuple[Any, ...]) -> tuple[tuple[Any, ...] | None, BoundLaunch | None]:
+        """The binding of ``key`` for these live tensors, if any.
 
         Args:
-            key: The caller's part of the key (hashable).
-            grid: 1 to 3 program counts (part of the key).
-            args: Positional arguments.
-            kw: Constexprs and launch options.
-            live: The tensors among ``args``/``kw`` whose data changes between calls.
+            key: The caller's key (hashable; see the class).
+            live: The tensors among the arguments whose data changes between calls.
+
+        Returns:
+            ``(token, binding)``: call ``binding(*live)`` when it is not None, else :meth:`launch_new` with ``token``
+            (None when a pointer is unaligned or direct launches are off: such a launch is never bound).
         """
         ptr = 0
         for t in live:
             ptr |= t.data_ptr()
+        if ptr % 16 or not DIRECT:
+            return None, None
         ids = tuple(map(id, live))
-        alias = None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids))
-        full = (key, grid, alias, *[t.dtype for t in live])
-        found = self._bound.get(full) if ptr % 16 == 0 and DIRECT else None
-        if found is not None:
-            found(*live)
-            return
+        token = (key, None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids)))  # a tensor in two roles
+        return token, self._bound.get(token)
+
+    def launch_new(
+        self, token: tuple[Any, ...] | None, grid: tuple[int, ...], args: tuple[Any, ...], kw: dict[str, Any],
+        live: tuple[Any, ...],
+    ) -> None:  # fmt: skip
+        """``launch(fn, grid)(*args, **kw)`` for a call :meth:`find` found no binding for, and bind it under
+        ``token`` (unless None).
+
+        Args:
+            token: :meth:`find`'s token.
+            grid: 1 to 3 program counts.
+            args: Positional arguments.
+            kw: Constexprs and launch options.
+            live: The tensors :meth:`find` was given.
+        """
         launch(self._fn, grid)(*args, **kw)
-        if ptr % 16 == 0:
+        if token is not None:
             made = bind(self._fn, grid, args, kw, live)
             if made is not None:
                 with _LOCK:
                     if len(self._bound) >= self._limit:
                         self._bound.clear()
-                    self._bound[full] = made
+                    self._bound[token] = made
+
+    def __call__(
+        self, key: tuple[Any, ...], grid: tuple[int, ...], args: tuple[Any, ...], kw: dict[str, Any],
+        live: tuple[Any, ...],
+    ) -> None:  # fmt: skip
+        """:meth:`find`, then the binding or :meth:`launch_new`, for arguments already built: ``grid`` and the live
+        tensors' dtypes join ``key``.
+
+        Args:
+            key: The caller's part of the key (hashable).
+            grid: 1 to 3 program counts.
+            args: Positional arguments.
+            kw: Constexprs and launch options.
+            live: The tensors among ``args``/``kw`` whose data changes between calls.
+        """
+        token, found = self.find((key, grid, *[t.dtype for t in live]), live)
+        if found is not None:
+            found(*live)
+        else:
+            self.launch_new(token, grid, args, kw, live)
