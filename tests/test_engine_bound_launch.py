@@ -13,6 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
+from launch_rig import use_stand_in_driver  # noqa: E402
+
 
 class _Compiled:
     function = "fn"
@@ -25,21 +27,9 @@ class _Compiled:
         self.log.append(["bound", *args[9:]])  # grid x3, stream, function, metadata, 3 hooks, then the arguments
 
 
-class _Driver:
-    class active:  # the shape of triton.runtime.driver.active
-        @staticmethod
-        def get_current_device() -> int:
-            return 0
-
-        @staticmethod
-        def get_current_stream(device: int) -> int:
-            return 7
-
-
 @pytest.fixture
 def rig(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[list[Any]]]:
     from sagellm_backend.kernels import rope_triton, triton_ops
-    from sagellm_backend.kernels import triton_launch as tl
 
     log: list[list[Any]] = []
     for fn in (triton_ops._rmsnorm_kernel, triton_ops._silu_mul_kernel, rope_triton._rope_kernel):
@@ -53,15 +43,7 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[list[Any]]]:
 
         monkeypatch.setattr(fn, "run", dispatcher, raising=False)
 
-    def part(a: Any) -> Any:  # CPU tensors specialise as CUDA ones would
-        if isinstance(a, torch.Tensor):
-            return (a.dtype, 0, a.data_ptr() % 16 == 0)
-        return (type(a), a)
-
-    monkeypatch.setattr(tl, "driver", _Driver)
-    monkeypatch.setattr(tl, "DIRECT", True)
-    monkeypatch.setattr(tl, "_part", part)
-    monkeypatch.setattr(tl, "_COMPILED", {})
+    use_stand_in_driver(monkeypatch)
     monkeypatch.setattr(triton_ops, "INTERPRET", True)  # CPU tensors take the Triton path
     monkeypatch.setattr(triton_ops, "_ROPE_READY", {})  # RoPE fast paths found on the rig stay on it
     for cache in (triton_ops._NORMS, triton_ops._SILU_MUL, rope_triton._ROPE):

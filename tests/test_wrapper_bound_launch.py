@@ -13,6 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
+from launch_rig import use_stand_in_driver  # noqa: E402
+
 
 class _Compiled:
     function = "fn"
@@ -25,21 +27,9 @@ class _Compiled:
         self.calls.append(args)
 
 
-class _Driver:
-    class active:  # the shape of triton.runtime.driver.active
-        @staticmethod
-        def get_current_device() -> int:
-            return 0
-
-        @staticmethod
-        def get_current_stream(device: int) -> int:
-            return 7
-
-
 @pytest.fixture
 def rig(monkeypatch: pytest.MonkeyPatch) -> Any:
     from sagellm_backend.attention import paged_triton as pt
-    from sagellm_backend.kernels import triton_launch as tl
 
     monkeypatch.setattr(pt, "FUSED_DECODE", True)  # bound launches serve the fused decode (the default)
     compiled = _Compiled()
@@ -49,16 +39,8 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> Any:
         dispatched.append({"grid": grid, "args": args, "kw": kw})
         return compiled
 
-    def part(a: Any) -> Any:  # CPU tensors specialise as CUDA ones would
-        if isinstance(a, torch.Tensor):
-            return (a.dtype, 0, a.data_ptr() % 16 == 0)
-        return (type(a), a)
-
     monkeypatch.setattr(pt.decode_kernel, "run", dispatcher, raising=False)
-    monkeypatch.setattr(tl, "driver", _Driver)
-    monkeypatch.setattr(tl, "DIRECT", True)
-    monkeypatch.setattr(tl, "_part", part)
-    monkeypatch.setattr(tl, "_COMPILED", {})
+    use_stand_in_driver(monkeypatch)
     return pt, compiled, dispatched
 
 
