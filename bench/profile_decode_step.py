@@ -29,21 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_decode_step import FULL, Case, capture, copy_rate, make_attention
 from decode_stack import OurStack, Shape
 from sagellm_backend import get_provider
-
-
-def graph_of(fn: Any, reps: int) -> torch.cuda.CUDAGraph:
-    """A graph of ``reps`` calls of ``fn()`` (after two warm calls on a side stream)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    return g
+from tune_gemv import graph_of
 
 
 def replay_us(g: torch.cuda.CUDAGraph, n: int) -> float:

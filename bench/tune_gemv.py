@@ -100,8 +100,8 @@ def gemv(x: torch.Tensor, w: torch.Tensor, bn: int, bk: int, stages: int, warps:
     return y
 
 
-def graph_us(fn: Any, reps: int = 20) -> float:
-    """Microseconds per call of ``fn`` replayed from a CUDA graph of ``reps`` calls."""
+def graph_of(fn: Any, reps: int) -> torch.cuda.CUDAGraph:
+    """A graph of ``reps`` calls of ``fn()`` (after two warm calls on a side stream)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -112,6 +112,12 @@ def graph_us(fn: Any, reps: int = 20) -> float:
     with torch.cuda.graph(g):
         for _ in range(reps):
             fn()
+    return g
+
+
+def graph_us(fn: Any, reps: int = 20) -> float:
+    """Microseconds per call of ``fn`` replayed from a CUDA graph of ``reps`` calls (best of 5 x 10 replays)."""
+    g = graph_of(fn, reps)
     g.replay()
     torch.cuda.synchronize()
     best = float("inf")
