@@ -26,78 +26,62 @@ import triton.language as tl
 
 @triton.jit
 def _gemv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel
-    x_ptr, w_ptr, y_ptr, M, N, K, sx, sw, sy, MP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-    STAGES: tl.constexpr,
+    x_ptr, g_ptr, w_ptr, y_ptr, M, N, K, sx, sw, sy, eps, MP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    STAGES: tl.constexpr, NORM: tl.constexpr,
 ):  # fmt: skip
+    """``x @ W.T``; with ``NORM``, ``rmsnorm(x, g) @ W.T``: every program normalises the (few) rows itself."""
     n0 = tl.program_id(0) * BN
     rows = tl.arange(0, MP)
     cols = n0 + tl.arange(0, BN)
     ks = tl.arange(0, BK)
+    rmask = rows[:, None] < M
+    if NORM:
+        ss = tl.zeros([MP], dtype=tl.float32)
+        for k0 in range(0, K, BK):
+            kk = k0 + ks
+            x = tl.load(x_ptr + rows[:, None] * sx + kk[None, :], mask=rmask & (kk[None, :] < K), other=0.0)
+            ss += tl.sum(x.to(tl.float32) * x.to(tl.float32), 1)
+        rstd = tl.rsqrt(ss / K + eps)
     acc = tl.zeros([MP, BN], dtype=tl.float32)
     for k0 in tl.range(0, K, BK, num_stages=STAGES):
         kk = k0 + ks
-        x = tl.load(x_ptr + rows[:, None] * sx + kk[None, :], mask=(rows[:, None] < M) & (kk[None, :] < K), other=0.0)
+        x = tl.load(x_ptr + rows[:, None] * sx + kk[None, :], mask=rmask & (kk[None, :] < K), other=0.0)
+        if NORM:
+            g = tl.load(g_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
+            h = (x.to(tl.float32) * rstd[:, None]).to(x_ptr.dtype.element_ty).to(tl.float32) * g[None, :]
+            x = h.to(w_ptr.dtype.element_ty)
         w = tl.load(w_ptr + cols[:, None].to(tl.int64) * sw + kk[None, :], mask=(cols[:, None] < N) & (kk[None, :] < K),
                     other=0.0)  # fmt: skip
         acc = tl.dot(x, tl.trans(w), acc)
-    tl.store(y_ptr + rows[:, None] * sy + cols[None, :], acc.to(y_ptr.dtype.element_ty),
-             mask=(rows[:, None] < M) & (cols[None, :] < N))  # fmt: skip
+    tl.store(
+        y_ptr + rows[:, None] * sy + cols[None, :], acc.to(y_ptr.dtype.element_ty), mask=rmask & (cols[None, :] < N)
+    )
 
 
-@triton.jit
-def _norm_gemv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel
-    x_ptr, g_ptr, w_ptr, y_ptr, M, N, K, sx, sw, sy, eps, MP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-    STAGES: tl.constexpr,
-):  # fmt: skip
-    """``rmsnorm(x, g) @ W.T``: every program normalises the (few) rows itself, then runs the GEMV."""
-    n0 = tl.program_id(0) * BN
-    rows = tl.arange(0, MP)
-    cols = n0 + tl.arange(0, BN)
-    ks = tl.arange(0, BK)
-    ss = tl.zeros([MP], dtype=tl.float32)
-    for k0 in range(0, K, BK):
-        kk = k0 + ks
-        x = tl.load(x_ptr + rows[:, None] * sx + kk[None, :], mask=(rows[:, None] < M) & (kk[None, :] < K), other=0.0)
-        ss += tl.sum(x.to(tl.float32) * x.to(tl.float32), 1)
-    rstd = tl.rsqrt(ss / K + eps)
-    acc = tl.zeros([MP, BN], dtype=tl.float32)
-    for k0 in tl.range(0, K, BK, num_stages=STAGES):
-        kk = k0 + ks
-        x = tl.load(x_ptr + rows[:, None] * sx + kk[None, :], mask=(rows[:, None] < M) & (kk[None, :] < K), other=0.0)
-        g = tl.load(g_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
-        h = (x.to(tl.float32) * rstd[:, None]).to(x_ptr.dtype.element_ty).to(tl.float32) * g[None, :]
-        w = tl.load(w_ptr + cols[:, None].to(tl.int64) * sw + kk[None, :], mask=(cols[:, None] < N) & (kk[None, :] < K),
-                    other=0.0)  # fmt: skip
-        acc = tl.dot(h.to(w_ptr.dtype.element_ty), tl.trans(w), acc)
-    tl.store(y_ptr + rows[:, None] * sy + cols[None, :], acc.to(y_ptr.dtype.element_ty),
-             mask=(rows[:, None] < M) & (cols[None, :] < N))  # fmt: skip
+def _launch(
+    x: torch.Tensor, g: torch.Tensor | None, w: torch.Tensor, eps: float, cfg: tuple[int, int, int, int]
+) -> torch.Tensor:
+    bn, bk, stages, warps = cfg
+    m, k = x.shape
+    n = w.shape[0]
+    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    _gemv_kernel[(triton.cdiv(n, bn),)](
+        x, x if g is None else g, w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0), eps, MP=16, BN=bn, BK=bk,
+        STAGES=stages, NORM=g is not None, num_warps=warps,
+    )  # fmt: skip
+    return y
 
 
 def norm_gemv(
     x: torch.Tensor, g: torch.Tensor, w: torch.Tensor, eps: float, cfg: tuple[int, int, int, int]
 ) -> torch.Tensor:
     """``rmsnorm(x, g, eps) @ w.T`` in one launch for ``x [M <= 16, K]``."""
-    bn, bk, stages, warps = cfg
-    m, k = x.shape
-    n = w.shape[0]
-    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    _norm_gemv_kernel[(triton.cdiv(n, bn),)](
-        x, g, w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0), eps, MP=16, BN=bn, BK=bk, STAGES=stages,
-        num_warps=warps,
-    )  # fmt: skip
-    return y
+    return _launch(x, g, w, eps, cfg)
 
 
 def gemv(x: torch.Tensor, w: torch.Tensor, bn: int, bk: int, stages: int, warps: int) -> torch.Tensor:
     """``x @ w.T`` for ``x [M <= 16, K]``."""
-    m, k = x.shape
-    n = w.shape[0]
-    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    _gemv_kernel[(triton.cdiv(n, bn),)](
-        x, w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0), MP=16, BN=bn, BK=bk, STAGES=stages,
-        num_warps=warps,
-    )  # fmt: skip
-    return y
+    return _launch(x, None, w, 0.0, (bn, bk, stages, warps))
 
 
 def graph_of(fn: Any, reps: int) -> torch.cuda.CUDAGraph:
