@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError
+from ..kernels.rope import check_cos_sin_cache
+from ..kernels.torch_ops import ROPE_FLOATS, rotate_in_place
 
 __all__ = ["check_rope", "rotated_copies"]
-
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def check_rope(
@@ -47,13 +47,9 @@ def check_rope(
     if is_neox is not None and not isinstance(is_neox, bool):
         raise InvalidArgumentTypeError(f"is_neox must be a bool or None; got {type(is_neox).__name__}.")
     cs = cos_sin_cache
-    if cs.dim() != 2 or cs.shape[0] < 1 or cs.shape[1] < 2 or cs.shape[1] % 2 or cs.shape[1] > head_size:
-        raise InvalidArgumentError(
-            f"cos_sin_cache must be [max_position >= 1, rot_dim] with rot_dim even and <= head_size {head_size}; "
-            f"got shape {tuple(cs.shape)}."
-        )
-    if cs.dtype not in _FLOATS:
-        raise UnsupportedDTypeError(f"cos_sin_cache must be float16, bfloat16 or float32; got {cs.dtype}.")
+    if cs.dim() != 2:
+        raise InvalidArgumentError(f"cos_sin_cache must be [max_position, rot_dim]; got shape {tuple(cs.shape)}.")
+    check_cos_sin_cache(cs, head_size, ROPE_FLOATS)
     if cs.device != device:
         raise InvalidDeviceError(f"cos_sin_cache is on {cs.device} but the query on {device}; move it there.")
     if cs.stride(1) != 1:
@@ -76,9 +72,7 @@ def rotated_copies(
     Returns:
         ``(query, key)`` rotated; the inputs are left as they are.
     """
-    from ..kernels import torch_ops
-
     q, k = query.clone(), key.clone()
     cs, is_neox = rope
-    torch_ops.rotate_in_place(positions, [q, k], head_size, cs, is_neox)  # positions past the cache: unrotated
+    rotate_in_place(positions, [q, k], head_size, cs, is_neox)  # positions past the cache: unrotated
     return q, k

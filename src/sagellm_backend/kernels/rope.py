@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, UnsupportedDTypeError
 
-__all__ = ["INT_DTYPES", "RopeShape", "check_positions_in_range", "check_rotary", "dtype_name"]
+__all__ = ["INT_DTYPES", "RopeShape", "check_cos_sin_cache", "check_positions_in_range", "check_rotary", "dtype_name"]
 
 #: Element types accepted for ``positions``.
 INT_DTYPES = frozenset({"int32", "int64"})
@@ -147,6 +147,26 @@ def check_rotary(
         raise UnsupportedDTypeError(
             f"rotary_embedding: key dtype {dtype_name(key.dtype)} differs from the query's {qdt}; give both one dtype."
         )
+    max_position, rot_dim = check_cos_sin_cache(cos_sin_cache, head_size, floats)
+    return RopeShape(tokens, q_heads, k_heads, head_size, rot_dim, max_position)
+
+
+def check_cos_sin_cache(cos_sin_cache: Any, head_size: int, floats: frozenset[str]) -> tuple[int, int]:
+    """Check a cos/sin cache (module docstring) for heads of ``head_size`` dims without reading any element.
+
+    Args:
+        cos_sin_cache: ``[max_position, rot_dim]``.
+        head_size: Dims per head.
+        floats: Dtype names the calling backend computes with.
+
+    Returns:
+        ``(max_position, rot_dim)``.
+
+    Raises:
+        InvalidArgumentTypeError: Not a 2-D tensor.
+        InvalidArgumentError: An odd or too wide ``rot_dim``, or no rows.
+        UnsupportedDTypeError: A dtype outside ``floats``.
+    """
     max_position, rot_dim = _tensor(
         "cos_sin_cache", cos_sin_cache, 2, "a 2-D tensor [max_position, rot_dim]", floats, f"one of {sorted(floats)}"
     )
@@ -157,7 +177,7 @@ def check_rotary(
         )
     if max_position == 0:
         raise InvalidArgumentError("rotary_embedding: cos_sin_cache has no rows; build it for max_position >= 1.")
-    return RopeShape(tokens, q_heads, k_heads, head_size, rot_dim, max_position)
+    return max_position, rot_dim
 
 
 def check_positions_in_range(values: Any, max_position: int) -> None:
