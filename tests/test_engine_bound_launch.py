@@ -17,14 +17,27 @@ from launch_rig import use_stand_in_driver  # noqa: E402
 
 
 class _Compiled:
+    """The compiled kernel of one signature: it knows the dtype of each tensor argument it was compiled for, as a
+    real one does, and logs each tensor position's pointer (an int from a bound launch) with that dtype."""
+
     function = "fn"
     packed_metadata = "meta"
 
-    def __init__(self, log: list[list[Any]]) -> None:
-        self.log = log
+    def __init__(self, log: list[list[Any]], dtypes: list[Any]) -> None:
+        self.log, self.dtypes = log, dtypes
 
     def run(self, *args: Any) -> None:
-        self.log.append(["bound", *args[9:]])  # grid x3, stream, function, metadata, 3 hooks, then the arguments
+        rest = args[9:]  # grid x3, stream, function, metadata, 3 hooks, then the arguments
+        assert len(rest) == len(self.dtypes)
+        self.log.append(["bound", *(a if dt is None else _Ptr(a, dt) for a, dt in zip(rest, self.dtypes))])
+
+
+class _Ptr:
+    """A pointer argument as the compiled kernel receives it: an address (int, or a tensor's ``data_ptr()``) and
+    the dtype the kernel was compiled for."""
+
+    def __init__(self, a: Any, dtype: Any) -> None:
+        self.passed, self.ptr, self.dtype = a, a if isinstance(a, int) else a.data_ptr(), dtype
 
 
 @pytest.fixture
@@ -33,13 +46,11 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[list[Any]]]:
 
     log: list[list[Any]] = []
     for fn in (triton_ops._rmsnorm_kernel, triton_ops._silu_mul_kernel, rope_triton._rope_kernel):
-        compiled = _Compiled(log)
 
-        def dispatcher(*args: Any, grid: Any, warmup: bool, fn: Any = fn, compiled: _Compiled = compiled,
-                       **kw: Any) -> _Compiled:  # fmt: skip
-            names = fn.arg_names[len(args) :]
-            log.append(["dispatch", *args, *(kw[n] for n in names)])
-            return compiled
+        def dispatcher(*args: Any, grid: Any, warmup: bool, fn: Any = fn, **kw: Any) -> _Compiled:
+            full = [*args, *(kw[n] for n in fn.arg_names[len(args) :])]
+            log.append(["dispatch", *full])
+            return _Compiled(log, [a.dtype if isinstance(a, torch.Tensor) else None for a in full])
 
         monkeypatch.setattr(fn, "run", dispatcher, raising=False)
 
@@ -52,18 +63,20 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[list[Any]]]:
 
 
 def _canonical(args: list[Any], inputs: dict[str, Any]) -> list[Any]:
-    """``args`` with each tensor replaced by what the kernel receives of it: its pointer as (the input whose data it
-    starts in, byte offset; else the n-th new tensor) and its dtype. Two calls that launch the same way on their own
-    tensors have equal canonical lists."""
+    """``args`` with each pointer argument (a tensor, or a :class:`_Ptr`) replaced by what the kernel receives of
+    it: its address as (the input whose data it starts in, byte offset; else the n-th new address) and its dtype.
+    Two calls that launch the same way on their own tensors have equal canonical lists."""
     new: dict[int, int] = {}
     out: list[Any] = []
     for a in args:
-        if not isinstance(a, torch.Tensor):
+        if isinstance(a, torch.Tensor):
+            a = _Ptr(a, a.dtype)
+        if not isinstance(a, _Ptr):
             out.append(a)
             continue
-        p = a.data_ptr()
+        p = a.ptr
         role = next((name for name, t in inputs.items() if t.data_ptr() <= p < t.data_ptr() + t.nbytes), None)
-        where = (f"new{new.setdefault(id(a), len(new))}", 0) if role is None else (role, p - inputs[role].data_ptr())
+        where = (f"new{new.setdefault(p, len(new))}", 0) if role is None else (role, p - inputs[role].data_ptr())
         out.append((*where, a.dtype))
     return out
 
@@ -107,6 +120,8 @@ def test_later_calls_are_bound_and_launch_what_the_dispatcher_builds(rig: Any, m
             kind, got = _run(log, call)
             assert kind == "bound"
             assert _canonical(got, inputs) == want
+            # every pointer reaches the compiled launcher as an int: no data_ptr() call or driver query there
+            assert all(type(a.passed) is int for a in got if isinstance(a, _Ptr))
         with monkeypatch.context() as m:  # the dispatcher path on the same tensors builds the same lists
             m.setattr(tl, "DIRECT", False)
             for (call, inputs), want in zip(calls, first):

@@ -115,9 +115,9 @@ class FusedDecodeLauncher:
                     *per_call, ws, cfg, scale, *variants.items(), key.dtype, value.dtype, v_cache.dtype, rope_key,
                     *[(t.shape, t.stride(), t.dtype) for t in live[6:]],
                 )  # fmt: skip
-        token, found = self._cache.find(sig, live)
+        token, found, ptrs = self._cache.find(sig, live)
         if found is not None:
-            found(*live)
+            found(live, ptrs)
             return out
         grid, args, kw = decode_launch_args(
             query, k_cache, v_cache, block_tables, seq_lens, scale, out, cfg=cfg, workspace=workspace,

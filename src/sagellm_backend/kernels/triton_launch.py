@@ -11,8 +11,9 @@ goes through Triton's dispatcher. ``SAGELLM_TRITON_DIRECT_LAUNCH=0`` (read at im
 
 :func:`bind` goes one step further for a caller that launches one kernel with the same arguments again and
 again but for a few tensors (a layer's query, key, value, caches, output): it keeps the whole argument list and
-a later call only puts the new tensors in place before the compiled kernel's launcher. :class:`BoundCache` keeps
-such bindings for one kernel, keyed by what the caller says its launches differ in.
+a later call only puts the new tensors' data pointers (ints, which the launcher takes as they are) in place
+before the compiled kernel's launcher. :class:`BoundCache` keeps such bindings for one kernel, keyed by what the
+caller says its launches differ in.
 
 Imported lazily (it imports torch and triton).
 """
@@ -22,6 +23,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from functools import reduce
+from operator import or_
 from typing import Any
 
 import torch
@@ -144,10 +147,12 @@ def launch(fn: Any, grid: tuple[int, ...]) -> Callable[..., None]:
 class BoundLaunch:
     """A compiled kernel's launch with every argument fixed but the ``live`` tensors (:func:`bind`).
 
-    Calling it with new tensors (in ``live``'s order) launches on the current stream. The caller guarantees that
-    they match the bound ones in dtype, device and 16-byte alignment of the data pointer, and alias each other as
-    the bound ones did; every other argument keeps its bound value. Under launch hooks or on another current
-    device the launch goes through Triton's dispatcher.
+    Calling it with new tensors (in ``live``'s order) and their data pointers launches on the current stream. The
+    caller guarantees that they match the bound ones in dtype, device and 16-byte alignment of the data pointer, and
+    alias each other as the bound ones did; every other argument keeps its bound value. The compiled kernel's
+    launcher gets every pointer as an int (its fast path: no ``data_ptr()`` call and no driver pointer query per
+    tensor argument). Under launch hooks or on another current device the launch goes through Triton's dispatcher,
+    with the tensors.
     """
 
     def __init__(self, fn: Any, grid: tuple[int, ...], kernel: Any, full: list[Any], positional: int,
@@ -156,29 +161,35 @@ class BoundLaunch:
         self._fn = fn
         self._grid = (*grid, 1, 1)[:3]
         self._kernel = kernel
-        self._full = full
+        self._full = full  # holds the bound tensors (and so their memory) while the binding lives
+        self._ptrs = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in full]
         self._positional = positional
         self._names = names
         self._options = options
         self._live = live
         self._device = device
 
-    def __call__(self, *tensors: Any) -> None:
+    def __call__(self, tensors: tuple[Any, ...], ptrs: list[int]) -> None:
         """Launch with ``tensors`` in place of the live ones.
 
         Args:
-            *tensors: One per live tensor, in order.
+            tensors: One per live tensor, in order.
+            ptrs: Their ``data_ptr()`` values, in the same order.
         """
-        a = self._full.copy()
-        for where, t in zip(self._live, tensors):
-            for i in where:
-                a[i] = t
         dev = driver.active.get_current_device()
         enter, leave, busy = _hooks()
         if busy or dev != self._device:
+            a = self._full.copy()
+            for where, t in zip(self._live, tensors):
+                for i in where:
+                    a[i] = t
             n = self._positional
             self._fn[self._grid](*a[:n], **dict(zip(self._names, a[n:])), **self._options)
             return
+        a = self._ptrs.copy()
+        for where, p in zip(self._live, ptrs):
+            for i in where:
+                a[i] = p
         k = self._kernel
         g = self._grid
         k.run(g[0], g[1], g[2], driver.active.get_current_stream(dev), k.function, k.packed_metadata, None, enter,
@@ -241,7 +252,9 @@ class BoundCache:
     def __len__(self) -> int:
         return len(self._bound)
 
-    def find(self, key: tuple[Any, ...], live: tuple[Any, ...]) -> tuple[tuple[Any, ...] | None, BoundLaunch | None]:
+    def find(
+        self, key: tuple[Any, ...], live: tuple[Any, ...]
+    ) -> tuple[tuple[Any, ...] | None, BoundLaunch | None, list[int]]:
         """The binding of ``key`` for these live tensors, if any.
 
         Args:
@@ -249,17 +262,16 @@ class BoundCache:
             live: The tensors among the arguments whose data changes between calls.
 
         Returns:
-            ``(token, binding)``: call ``binding(*live)`` when it is not None, else :meth:`launch_new` with ``token``
-            (None when a pointer is unaligned or direct launches are off: such a launch is never bound).
+            ``(token, binding, ptrs)``: call ``binding(live, ptrs)`` when it is not None, else :meth:`launch_new`
+            with ``token`` (None when a pointer is unaligned or direct launches are off: such a launch is never
+            bound); ``ptrs`` are the live tensors' data pointers.
         """
-        ptr = 0
-        for t in live:
-            ptr |= t.data_ptr()
-        if ptr % 16 or not DIRECT:
-            return None, None
+        ptrs = [t.data_ptr() for t in live]
+        if reduce(or_, ptrs, 0) % 16 or not DIRECT:
+            return None, None, ptrs
         ids = tuple(map(id, live))
         token = (key, None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids)))  # a tensor in two roles
-        return token, self._bound.get(token)
+        return token, self._bound.get(token), ptrs
 
     def launch_new(
         self, token: tuple[Any, ...] | None, grid: tuple[int, ...], args: tuple[Any, ...], kw: dict[str, Any],
@@ -298,8 +310,8 @@ class BoundCache:
             kw: Constexprs and launch options.
             live: The tensors among ``args``/``kw`` whose data changes between calls.
         """
-        token, found = self.find((key, grid, *[t.dtype for t in live]), live)
+        token, found, ptrs = self.find((key, grid, *[t.dtype for t in live]), live)
         if found is not None:
-            found(*live)
+            found(live, ptrs)
         else:
             self.launch_new(token, grid, args, kw, live)
