@@ -6,7 +6,8 @@ Needs no GPU: Triton compiles the kernel for ``sm_<arch>`` (its bundled ptxas) w
 ``decode_launch_args`` builds for a 64-sequence decode (32/8 heads, head dim 128, 16-token blocks), and the
 integer and pointer arguments specialised as Triton's launcher specialises them (divisible by 16). ``cuobjdump
 -res-usage`` reports registers per thread and stack bytes; registers bound how many programs share a
-multiprocessor (65,536 registers per SM on sm_80/sm_90).
+multiprocessor (65,536 registers per SM on sm_80/sm_90). ``cuobjdump -sass`` gives the machine instructions, and
+the PTX the byte-wide loads from shared memory (fp8 value tiles gathered for the dot one byte at a time).
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ from sagellm_backend.attention.triton_kernels import decode_kernel
 
 _PTR = {torch.bfloat16: "*bf16", torch.float16: "*fp16", torch.float32: "*fp32", torch.int32: "*i32",
         torch.int64: "*i64", torch.float8_e4m3fn: "*fp8e4nv", torch.float8_e5m2: "*fp8e5"}  # fmt: skip
-# (cache dtype, block_n, warps, stages, early_v, maxnreg)
+# (cache dtype, block_n, warps, stages, early_v, maxnreg, fp8_v_asm)
 POINTS = [
-    (torch.bfloat16, 64, 4, 2, False, None), (torch.float8_e4m3fn, 64, 4, 2, False, None),
-    (torch.float8_e4m3fn, 128, 4, 1, False, None), (torch.float8_e4m3fn, 128, 4, 2, False, None),
-    (torch.float8_e4m3fn, 128, 4, 2, True, None), (torch.float8_e4m3fn, 128, 8, 2, False, None),
-    (torch.float8_e4m3fn, 128, 4, 2, False, 168), (torch.float8_e4m3fn, 128, 4, 2, False, 128),
+    (torch.bfloat16, 64, 4, 2, False, None, False), (torch.float8_e4m3fn, 64, 4, 2, False, None, False),
+    (torch.float8_e4m3fn, 64, 4, 2, False, None, True), (torch.float8_e4m3fn, 128, 4, 1, False, None, False),
+    (torch.float8_e4m3fn, 128, 4, 1, False, None, True), (torch.float8_e4m3fn, 128, 4, 2, False, None, False),
+    (torch.float8_e4m3fn, 128, 4, 2, False, None, True), (torch.float8_e4m3fn, 128, 4, 2, True, None, False),
+    (torch.float8_e4m3fn, 128, 8, 2, False, None, False), (torch.float8_e4m3fn, 128, 8, 2, False, None, True),
+    (torch.float8_e4m3fn, 128, 4, 2, False, 168, False), (torch.float8_e4m3fn, 128, 4, 2, False, 128, False),
+    (torch.float8_e4m3fn, 128, 4, 2, False, 168, True), (torch.float8_e5m2, 128, 4, 2, False, None, True),
 ]  # fmt: skip
 
 
@@ -72,9 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     triton_args.sm_count = pt.sm_count = lambda device: 132  # type: ignore[assignment]  # no GPU to ask
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     b, hq, hkv, d, bs = 64, 32, 8, 128, 16
-    print("| cache | block_n/warps/stages | early_v | maxnreg | splits | registers | stack B | programs/SM | loads |")
-    print("|---|---|---|---|---|---:|---:|---:|---|")
-    for cdt, bn, warps, stages, early, maxnreg in POINTS:
+    print(
+        "| cache | block_n/warps/stages | early_v | maxnreg | fp8_v_asm | splits | registers | stack B | "
+        "programs/SM | SASS instructions | byte loads from shared | loads |"
+    )
+    print("|---|---|---|---|---|---|---:|---:|---:|---:|---:|---|")
+    for cdt, bn, warps, stages, early, maxnreg, v_asm in POINTS:
         for splits in (1, 8):
             q = torch.empty(b, hq, d, dtype=torch.bfloat16)
             cache = torch.empty(64, bs, hkv, d, dtype=cdt)
@@ -82,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             fp8 = cdt != torch.bfloat16
             scales = {"k_scale": torch.ones(1), "v_scale": torch.ones(1)} if fp8 else {}
             cfg = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=fp8, early_v=early,
-                                  maxnreg=maxnreg)  # fmt: skip
+                                  maxnreg=maxnreg, fp8_v_asm=v_asm)  # fmt: skip
             _, a, kw = pt.decode_launch_args(q, cache, cache, table, lens, 0.1, q, cfg=cfg, splits=splits, **scales)
             opts = {k: kw.pop(k) for k in ("num_warps", "num_stages", "maxnreg") if k in kw}
             compiled = triton.compile(source(a, kw), target=GPUTarget("cuda", args.arch, 32), options=opts)
@@ -90,13 +97,16 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(compiled.asm["cubin"])
                 f.flush()
                 usage = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
+                sass = subprocess.run([cuobjdump, "-sass", f.name], capture_output=True, text=True).stdout
+            ins = re.findall(r"/\*[0-9a-f]{4}\*/\s+([A-Z][A-Z0-9.]*)", sass)
+            lds8 = len(re.findall(r"ld\.shared\.[us]?b?8\b|ld\.shared\.b8\b", compiled.asm["ptx"]))
             m = re.search(r"REG:(\d+) STACK:(\d+)", usage)
             regs, stack = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
             loads = collections.Counter(re.findall(r"(ld\.global[a-z0-9.]*|cp\.async[a-z0-9.]*)", compiled.asm["ptx"]))
             per_sm = 65536 // max(1, regs * 32 * warps)
             top = ", ".join(f"{k} x{v}" for k, v in loads.most_common(3))
-            print(f"| {str(cdt)[6:]} | {bn}/{warps}/{stages} | {early} | {maxnreg} | {splits} | {regs} | {stack} | "
-                  f"{per_sm} | {top} |")  # fmt: skip
+            print(f"| {str(cdt)[6:]} | {bn}/{warps}/{stages} | {early} | {maxnreg} | {v_asm} | {splits} | {regs} | "
+                  f"{stack} | {per_sm} | {len(ins)} | {lds8} | {top} |")  # fmt: skip
     return 0
 
 

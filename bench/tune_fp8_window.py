@@ -26,7 +26,8 @@ CONFIGS = [(64, 4, 2), (64, 4, 3), (128, 4, 2), (128, 4, 3), (128, 8, 3), (256, 
 FP8_CONFIGS = [(64, 4, 2), (128, 4, 1), (128, 4, 2), (256, 8, 2)]
 SPLITS: list[int | None] = [None, 16, 32]
 FP8_SPLITS: list[int | None] = [None, 32]
-# --wide: the dots in fp16 only, more tiles/warps/stages and split counts (one launch per point).
+# --wide: the dots in fp16 only (the v_asm points first), more tiles/warps/stages and split counts (one launch per
+# point).
 # (block_n, warps, stages, early_v): early_v loads each value tile before the key tile's dot.
 WIDE_CONFIGS = [
     (128, 4, 1, False), (128, 4, 1, True), (128, 4, 2, False), (128, 4, 2, True), (128, 8, 1, True),
@@ -35,6 +36,9 @@ WIDE_CONFIGS = [
 # With --wide: (block_n, warps, stages, maxnreg) points whose register cap lets 3 or 4 programs share an SM (ptxas on
 # sm_90 gives the uncapped 128/4/x kernels 204-207 registers: 2 programs per SM).
 MAXNREG_CONFIGS = [(128, 4, 2, 168), (128, 4, 1, 168), (128, 4, 2, 128), (64, 4, 2, 128)]
+# With --wide: (block_n, warps, stages) points with the value tiles converted by inline assembly (fp8_v_asm; ptxas on
+# sm_90: 128/4/2 drops from 204 to 139 registers, 64/4/2 from 141 to 96, and no byte-wide loads from shared memory).
+ASM_CONFIGS = [(128, 4, 2), (128, 4, 1), (64, 4, 2), (64, 4, 3), (128, 8, 2), (256, 8, 2), (128, 4, 3)]
 WIDE_SPLITS: list[int | None] = [None, 8, 32]
 
 
@@ -43,7 +47,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--no-window", action="store_true", help="only the fp8 sweep")
     ap.add_argument("--wide", action="store_true", help="the wider fp16-dot fp8 grid (WIDE_CONFIGS x WIDE_SPLITS)")
-    ap.add_argument("--quick", action="store_true", help="with --wide: six of its configurations, default splits")
+    ap.add_argument(
+        "--quick", action="store_true", help="with --wide: the v_asm points and three others, default splits"
+    )
     args = ap.parse_args()
     rows: list[dict[str, object]] = []
     for case in (c for c in CASES if c.kind == "decode"):
@@ -70,18 +76,20 @@ def main() -> None:
                      "x_bf16": bf16_s / dflt, "copy_fraction": copy_s / (2 * dflt)})  # fmt: skip
         print(f"  fp8 default: {1e6 * dflt:.1f} us, {read / dflt / 1e9:.0f} GB/s "
               f"({100 * copy_s / (2 * dflt):.0f} % of the copy rate), {bf16_s / dflt:.2f}x bf16")  # fmt: skip
-        wide = [((*c, None), True) for c in WIDE_CONFIGS] + [
-            ((b, w, st, False, r), True) for b, w, st, r in MAXNREG_CONFIGS
+        asm = [((*c, False, None, True), True) for c in ASM_CONFIGS]
+        wide = [((*c, None, False), True) for c in WIDE_CONFIGS] + [
+            ((b, w, st, False, r, False), True) for b, w, st, r in MAXNREG_CONFIGS
         ]
         if args.quick:
-            wide = wide[:4] + wide[len(WIDE_CONFIGS) : len(WIDE_CONFIGS) + 2]
-        grid = wide if args.wide else [((*c, False, None), f) for c in FP8_CONFIGS for f in (False, True)]
-        for (bn, warps, stages, early, maxnreg), f16 in grid:
+            wide = wide[2:4] + wide[len(WIDE_CONFIGS) : len(WIDE_CONFIGS) + 1]
+        grid = asm + wide if args.wide else [((*c, False, None, False), f) for c in FP8_CONFIGS for f in (False, True)]
+        for (bn, warps, stages, early, maxnreg, v_asm), f16 in grid:
             cfg = pt.DecodeConfig(
-                block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=f16, early_v=early, maxnreg=maxnreg
-            )
+                block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=f16, early_v=early, maxnreg=maxnreg,
+                fp8_v_asm=v_asm,
+            )  # fmt: skip
             for splits in ([None] if args.quick else WIDE_SPLITS) if args.wide else FP8_SPLITS:
-                tag = (f"fp8 {bn}/{warps}/{stages}{' early_v' if early else ''}"
+                tag = (f"fp8 {bn}/{warps}/{stages}{' early_v' if early else ''}{' v_asm' if v_asm else ''}"
                        f"{f' maxnreg={maxnreg}' if maxnreg else ''} f16={f16} splits={splits}")  # fmt: skip
                 seen = set(triton_launch._COMPILED)
                 try:
@@ -94,8 +102,8 @@ def main() -> None:
                     print(f"  {tag}: {type(exc).__name__}: {str(exc)[:80]}")
                     continue
                 row = {"case": case.label, "kind": "fp8", "block_n": bn, "warps": warps, "stages": stages,
-                       "early_v": early, "maxnreg": maxnreg, "f16": f16, "splits": splits, "us": 1e6 * sec,
-                       "gbps": read / sec / 1e9, "x_bf16": bf16_s / sec}  # fmt: skip
+                       "early_v": early, "maxnreg": maxnreg, "v_asm": v_asm, "f16": f16, "splits": splits,
+                       "us": 1e6 * sec, "gbps": read / sec / 1e9, "x_bf16": bf16_s / sec}  # fmt: skip
                 rows.append(row)
                 print(f"  {tag}: {1e6 * sec:.1f} us, {read / sec / 1e9:.0f} GB/s, "
                       f"{bf16_s / sec:.2f}x bf16{_registers(seen)}")  # fmt: skip

@@ -240,5 +240,36 @@ def test_register_cap_reaches_the_launch_only_when_set() -> None:
     assert "maxnreg" not in decode_launch_args(q, cache, cache, table, lens, 0.25, q)[2]
 
 
+@pytest.mark.parametrize("interpret", ["0", "1"])
+def test_fp8_value_conversion_reaches_the_launch_only_where_it_applies(
+    interpret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from sagellm_backend.attention.paged_triton import DecodeConfig, decode_launch_args
+    from sagellm_backend.errors import InvalidArgumentError
+
+    monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    table, lens = torch.zeros(2, 4, dtype=torch.int32), torch.ones(2, dtype=torch.int32)
+    sc = {"k_scale": torch.ones(1), "v_scale": torch.ones(1)}
+    on, f16_on = DecodeConfig(fp8_v_asm=True), DecodeConfig(fp8_v_asm=True, fp8_f16_dot=True)
+
+    def v_asm(qdt: Any, cdt: Any, cfg: Any) -> int:
+        q = torch.empty(2, 8, 16, dtype=qdt)
+        cache = torch.empty(4, 16, 2, 16, dtype=cdt)
+        scales = sc if cdt in (torch.float8_e4m3fn, torch.float8_e5m2) else {}
+        return int(decode_launch_args(q, cache, cache, table, lens, 0.25, q, cfg=cfg, **scales)[2]["V_ASM"])
+
+    asm = interpret == "0"  # the interpreter runs no inline assembly: the plain conversion, same values
+    assert v_asm(torch.float16, torch.float8_e4m3fn, on) == (1 if asm else 0)
+    assert v_asm(torch.float16, torch.float8_e5m2, on) == (2 if asm else 0)
+    assert v_asm(torch.bfloat16, torch.float8_e4m3fn, f16_on) == (1 if asm else 0)
+    assert v_asm(torch.float16, torch.float8_e4m3fn, DecodeConfig()) == 0  # off unless asked for
+    assert v_asm(torch.float16, torch.float16, on) == 0  # no fp8 cache: nothing to convert
+    for qdt, cfg in ((torch.bfloat16, on), (torch.float32, on), (torch.float32, f16_on)):  # dots not in fp16
+        with pytest.raises(InvalidArgumentError, match="fp8_f16_dot=True"):
+            v_asm(qdt, torch.float8_e4m3fn, cfg)
+
+
 if __name__ == "__main__":
     print(json.dumps(_cases()))

@@ -42,6 +42,46 @@ def _filled(fmt: str, qdt: Any, lens: list[int], per_head: bool, seed: int = 0) 
     return {"table": table, "kc": caches[0], "vc": caches[1], "tk": caches[2], "tv": caches[3], "ks": ks, "vs": vs}
 
 
+@pytest.mark.parametrize(
+    ("fmt", "qdt"), [("fp8_e4m3", torch.bfloat16), ("fp8_e4m3", torch.float16), ("fp8_e5m2", torch.bfloat16)]
+)
+def test_fp8_value_tiles_converted_by_inline_asm_match(fmt: str, qdt: Any) -> None:
+    """``DecodeConfig(fp8_v_asm=True)`` (value tiles converted by inline assembly before their layout change) gives
+    the plain conversion's results and stays within the reference's tolerance: the element order of the packed
+    conversion is right, for both tile sizes the fp8 configurations use, split or not, with the
+    fused store of the step's token."""
+    lens = [1, 33, 700, 2113]
+    c = _filled(fmt, qdt, lens, per_head=True, seed=3)
+    s, lt = D**-0.5, torch.tensor(lens, device="cuda", dtype=torch.int32)
+    kw = {"k_scale": c["ks"], "v_scale": c["vs"]}
+    q = torch.randn(len(lens), HQ, D, device="cuda", dtype=qdt)
+    ref = reference_paged_decode(q, c["kc"], c["vc"], c["table"], lt.cpu(), s, **kw)
+    f16 = qdt == torch.bfloat16
+    for bn, warps, stages in ((128, 4, 2), (64, 4, 2)):
+        for splits in (1, 4):
+            base = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=f16)
+            asm = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=f16, fp8_v_asm=True)
+            want = pt.paged_decode(q, c["kc"], c["vc"], c["table"], lt, s, cfg=base, splits=splits, **kw)
+            got = pt.paged_decode(q, c["kc"], c["vc"], c["table"], lt, s, cfg=asm, splits=splits, **kw)
+            diff = float((got.float() - want.float()).abs().max())
+            assert diff <= 1e-3 * float(want.float().abs().max()), (bn, warps, stages, splits, diff)
+            err = (got.double().cpu() - ref).abs()
+            assert float((err / (3e-2 + 3e-2 * ref.abs())).max()) <= 1.0
+    # the fused store + decode of a new token, both ways, into two copies of the cache
+    k_new, v_new = (torch.randn(len(lens), HKV, D, device="cuda", dtype=qdt) for _ in range(2))
+    pos = lt.long()
+    slots = c["table"][torch.arange(len(lens), device="cuda"), pos // BS].long() * BS + pos % BS
+    outs, caches = [], []
+    for on in (False, True):
+        kc, vc = c["kc"].clone(), c["vc"].clone()
+        cfg = pt.DecodeConfig(block_n=128, num_warps=4, num_stages=2, fp8_f16_dot=f16, fp8_v_asm=on)
+        outs.append(pt.paged_decode_store(q, k_new, v_new, kc, vc, c["table"], lt + 1, slots, s, cfg=cfg, **kw))
+        caches.append((kc, vc))
+    assert torch.equal(caches[0][0].view(torch.uint8), caches[1][0].view(torch.uint8))
+    assert torch.equal(caches[0][1].view(torch.uint8), caches[1][1].view(torch.uint8))
+    assert float((outs[1].float() - outs[0].float()).abs().max()) <= 1e-3 * float(outs[0].float().abs().max())
+
+
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 @pytest.mark.parametrize("qdt", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("per_head", [False, True])

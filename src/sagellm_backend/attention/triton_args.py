@@ -30,6 +30,7 @@ __all__ = [
     "sm_count",
     "split_limit",
     "supports",
+    "value_convert",
     "variant_args",
 ]
 
@@ -46,6 +47,38 @@ def dot_mode(dtype: torch.dtype) -> tuple[str, bool]:
     """
     f32 = dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
     return ("ieee" if dtype == torch.float32 or f32 else "tf32"), f32
+
+
+#: The fp8 formats :func:`.triton_tiles.fp8_to_f16` converts (its ``FMT``).
+_FP8_FMT = {torch.float8_e4m3fn: 1, torch.float8_e5m2: 2}
+
+
+def value_convert(cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool) -> int:
+    """The ``V_ASM`` constexpr of a decode launch: :func:`.triton_tiles.fp8_to_f16`'s ``FMT`` when ``cfg.fp8_v_asm``
+    applies to this cache, else 0 (also under ``TRITON_INTERPRET=1``, which runs no inline assembly; the
+    conversion it stands for gives the same values).
+
+    Args:
+        cfg: The launch's configuration.
+        cache_dtype: The cache dtype.
+        f16_dots: Whether the launch's dots run in fp16.
+
+    Returns:
+        0, 1 (e4m3) or 2 (e5m2).
+
+    Raises:
+        InvalidArgumentError: ``fp8_v_asm`` over an fp8 cache whose dots are not in fp16.
+    """
+    fmt = _FP8_FMT.get(cache_dtype, 0)
+    if not cfg.fp8_v_asm or not fmt:
+        return 0
+    if not f16_dots:
+        raise InvalidArgumentError(
+            "DecodeConfig.fp8_v_asm converts fp8 value tiles to fp16, so it needs fp16 dots: an fp16 query, or a "
+            "bf16 query with fp8_f16_dot=True; this launch's dots are not in fp16. Set fp8_f16_dot=True or "
+            "fp8_v_asm=False."
+        )
+    return 0 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else fmt
 
 
 def pad_dim(n: int, minimum: int = 16) -> int:
@@ -188,6 +221,9 @@ class DecodeConfig:
         split_stages: Pipeline depth when the launch splits the context (None: ``num_stages``).
         maxnreg: Registers per thread the compiler may use (None: its choice); fewer registers let more programs
             share a multiprocessor, at the price of spills.
+        fp8_v_asm: With an fp8 cache and fp16 dots (an fp16 query, or ``fp8_f16_dot`` with a bf16 one), convert
+            each value tile to fp16 as loaded, by inline assembly (:func:`.triton_tiles.fp8_to_f16`), before it is
+            laid out for the dot; the results are the same (both conversions are exact).
     """
 
     block_n: int = 64
@@ -199,6 +235,7 @@ class DecodeConfig:
     early_v: bool = False
     split_stages: int | None = None
     maxnreg: int | None = None
+    fp8_v_asm: bool = False
 
     def stages(self, n_split: int) -> int:
         """The pipeline depth of a launch with ``n_split`` context splits.

@@ -81,6 +81,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr, slot_ptr,
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
     F16_DOT: tl.constexpr, EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr,
+    V_ASM: tl.constexpr,
 ):
     # fmt: on
     b = tl.program_id(0)
@@ -135,7 +136,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
         q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + b.to(tl.int64) * sbt_b,
         skb, skt, svb, svt, lo, full_hi, hi, n_keys, rows * 0 + seq_len - 1, qs, offs_d, dmask, GP, DP,
         BS, BLOCK_N, False, PREC, DOT_F32, tl.cdiv(first, BLOCK_N) * BLOCK_N, window, softcap2, slopes2, WINDOW,
-        SOFTCAP, ALIBI, vs, KV_FP8, EARLY_V,
+        SOFTCAP, ALIBI, vs, KV_FP8, EARLY_V, V_ASM,
     )  # fmt: skip
     if NEW:
         acc, m_i, l_i = attend_new(

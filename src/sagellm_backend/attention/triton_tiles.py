@@ -10,7 +10,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["LOG2E", "attend_span", "attend_tiles", "head_factors", "quantize_fp8", "tanh_exp2"]
+__all__ = ["LOG2E", "attend_span", "attend_tiles", "fp8_to_f16", "head_factors", "quantize_fp8", "tanh_exp2"]
 
 LOG2E = 1.4426950408889634
 
@@ -20,6 +20,25 @@ def quantize_fp8(x, scale, LIMIT: tl.constexpr):  # type: ignore[no-untyped-def]
     """``clamp(x / scale, -LIMIT, LIMIT)`` in fp32, the division correctly rounded (``x / scale`` in Triton is an
     approximate division, whose last bit would differ from torch's quantiser); the caller casts to the fp8 dtype."""
     return tl.minimum(tl.maximum(tl.div_rn(x.to(tl.float32), scale), -LIMIT), LIMIT)
+
+
+@triton.jit
+def fp8_to_f16(x, FMT: tl.constexpr):  # type: ignore[no-untyped-def]  # a Triton JIT function
+    """fp8 -> fp16 (exact) by the hardware's paired conversion, four values per 32-bit register as loaded; ``FMT``
+    1 for e4m3, 2 for e5m2. As inline assembly the conversion stays where it is written: on a value tile it runs
+    before the tile is laid out for the dot, which then moves fp16 through shared memory with ``ldmatrix.trans``
+    (``.to(tl.float16)`` is moved past that layout change by the compiler, which then gathers the transposed fp8
+    bytes one at a time). Needs sm_89 or later; not under the interpreter."""
+    if FMT == 1:
+        return tl.inline_asm_elementwise(
+            "{ .reg .b16 lo, hi; mov.b32 {lo, hi}, $2; cvt.rn.f16x2.e4m3x2 $0, lo; cvt.rn.f16x2.e4m3x2 $1, hi; }",
+            "=r,=r,r", [x], dtype=tl.float16, is_pure=False, pack=4,
+        )  # fmt: skip
+    else:
+        return tl.inline_asm_elementwise(
+            "{ .reg .b16 lo, hi; mov.b32 {lo, hi}, $2; cvt.rn.f16x2.e5m2x2 $0, lo; cvt.rn.f16x2.e5m2x2 $1, hi; }",
+            "=r,=r,r", [x], dtype=tl.float16, is_pure=False, pack=4,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -53,6 +72,7 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
     dmask, BS: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
     PREC: tl.constexpr, DOT_F32: tl.constexpr, window, softcap2, slopes2, WINDOW: tl.constexpr,
     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, KV_FP8: tl.constexpr, EARLY_V: tl.constexpr = False,
+    V_ASM: tl.constexpr = 0,
 ):
     # fmt: on
     """Online-softmax update of ``(acc, m_i, l_i)`` with key tokens ``lo .. hi`` (step ``BLOCK_N``).
@@ -64,7 +84,8 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
     slopes times log2(e). With ``WINDOW`` a row may see no key of a tile while its state is empty.
     ``KV_FP8``: the caches hold fp8, converted to the query's dtype in registers (the callers fold the
     scales into ``qk_scale`` and the final accumulator). ``EARLY_V`` issues a tile's value load before its key
-    dot (both tiles in flight at once without software pipelining).
+    dot (both tiles in flight at once without software pipelining). ``V_ASM`` (fp8 caches, fp16 query only): the
+    value tiles are converted by :func:`fp8_to_f16` with that ``FMT``.
     """
     for start in range(lo, hi, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
@@ -113,7 +134,10 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
         if not EARLY_V:
             v = tl.load(v_base + (page * svb + tok * svt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
         if KV_FP8:
-            v = v.to(q.dtype)
+            if V_ASM:  # noqa: SIM108  # a constexpr branch: only one side is compiled
+                v = fp8_to_f16(v, V_ASM)
+            else:
+                v = v.to(q.dtype)
         if DOT_F32:
             v = v.to(tl.float32)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
@@ -128,13 +152,15 @@ def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped
     ROWS: tl.constexpr, DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
     PREC: tl.constexpr, DOT_F32: tl.constexpr, edge_hi, window, softcap2, slopes2, WINDOW: tl.constexpr,
     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, v_scale, KV_FP8: tl.constexpr, EARLY_V: tl.constexpr = False,
+    V_ASM: tl.constexpr = 0,
 ):
     # fmt: on
     """Fresh online-softmax state ``(acc, m_i, l_i)`` of ``ROWS`` query rows over key tokens ``lo .. hi``:
     the tiles below ``full_hi`` (which every row sees in full) without masks, the rest masked. With
     ``WINDOW``, ``lo`` is the first tile of the first row's window and the tiles below ``edge_hi`` (the
     tile-aligned start of the last row's window) are masked too. With ``KV_FP8`` the accumulator is
-    multiplied by ``v_scale`` (the key scale is in ``qk_scale``)."""
+    multiplied by ``v_scale`` (the key scale is in ``qk_scale``). ``EARLY_V`` and ``V_ASM`` as
+    :func:`attend_tiles`."""
     acc = tl.zeros([ROWS, DP], dtype=tl.float32)
     m_i = tl.full([ROWS], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([ROWS], dtype=tl.float32)
@@ -143,7 +169,7 @@ def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped
         acc, m_i, l_i = attend_tiles(
             acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, edge, seq_len, q_pos, qk_scale,
             offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP,
-            ALIBI, KV_FP8, EARLY_V,
+            ALIBI, KV_FP8, EARLY_V, V_ASM,
         )  # fmt: skip
         mid = tl.maximum(full_hi, edge)
     else:
@@ -152,12 +178,12 @@ def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped
     acc, m_i, l_i = attend_tiles(
         acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, edge, mid, seq_len, q_pos, qk_scale,
         offs_d, dmask, BS, BLOCK_N, False, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
-        KV_FP8, EARLY_V,
+        KV_FP8, EARLY_V, V_ASM,
     )  # fmt: skip
     acc, m_i, l_i = attend_tiles(
         acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, mid, hi, seq_len, q_pos, qk_scale,
         offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
-        KV_FP8, EARLY_V,
+        KV_FP8, EARLY_V, V_ASM,
     )  # fmt: skip
     if KV_FP8:
         acc = acc * v_scale
