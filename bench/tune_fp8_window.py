@@ -101,12 +101,15 @@ def main() -> None:
                 except Exception as exc:  # a configuration that does not compile is a row of the sweep, not a stop
                     print(f"  {tag}: {type(exc).__name__}: {str(exc)[:80]}")
                     continue
+                got = pt.paged_decode(q, k8, v8, bt, lens, scale, cfg=cfg, splits=splits, k_scale=ks, v_scale=vs)
+                diff = float((got.float() - (f16_out if f16 else base)).abs().max())  # same dots: rounding only
                 row = {"case": case.label, "kind": "fp8", "block_n": bn, "warps": warps, "stages": stages,
                        "early_v": early, "maxnreg": maxnreg, "v_asm": v_asm, "f16": f16, "splits": splits,
-                       "us": 1e6 * sec, "gbps": read / sec / 1e9, "x_bf16": bf16_s / sec}  # fmt: skip
+                       "us": 1e6 * sec, "gbps": read / sec / 1e9, "x_bf16": bf16_s / sec,
+                       "max_abs_diff": diff}  # fmt: skip
                 rows.append(row)
                 print(f"  {tag}: {1e6 * sec:.1f} us, {read / sec / 1e9:.0f} GB/s, "
-                      f"{bf16_s / sec:.2f}x bf16{_registers(seen)}")  # fmt: skip
+                      f"{bf16_s / sec:.2f}x bf16, max abs diff {diff:.1e}{_registers(seen)}")  # fmt: skip
     if not args.no_window:
         rows += _window_sweep()
     if args.out:
