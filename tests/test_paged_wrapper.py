@@ -201,6 +201,38 @@ def test_fuzzed_plan_either_plans_correctly_or_raises_typed(lens: Any, table: An
     assert w.key_lens[:n].tolist() == [c + 1 for c in lens] and not w.key_lens[n:].any()
 
 
+@pytest.mark.parametrize("kind", ["list", "numpy", "torch"])
+def test_unused_table_entries_may_hold_anything_but_used_ones_must_be_ids(kind: str) -> None:
+    """Columns past a row's last used block are ignored whatever they hold (-1 padding, stale ids past the cache),
+    with the cache size known or not; a used entry outside the cache is refused either way."""
+    import numpy as np
+
+    d = Dims()
+    bs, nb = d.block_size, d.num_blocks
+    conv = {"list": lambda x: x, "numpy": np.asarray, "torch": torch.tensor}[kind]
+    lens = [bs - 1, 2 * bs + 1]  # row 0 uses column 0, row 1 columns 0..2
+    table = [[1, -1, nb + 5, -7], [2, 3, 4, -1]]
+    slots = [1 * bs + (bs - 1), 4 * bs + 1]
+    for known in (nb, None):
+        w = _wrapper(d, num_blocks=known)
+        w.plan(conv(lens), conv(table), conv(slots))
+        assert w.block_tables[:2, :4].tolist() == table and w.key_lens[:2].tolist() == [bs, 2 * bs + 2]
+        bad = [row[:] for row in table]
+        bad[1][2] = nb  # a used entry one past the cache (its slot by that table)
+        bad_slots = [slots[0], nb * bs + 1]
+        if known is None:  # checked when the cache arrives: run refuses it
+            w.plan(conv(lens), conv(bad), conv(bad_slots))
+            q = torch.zeros(2, d.heads, d.head_dim)
+            kv = torch.zeros(2, d.kv_heads, d.head_dim)
+            with pytest.raises(InvalidArgumentError, match=f"uses block id {nb} but the cache has {nb} blocks"):
+                w.run(q, kv, kv, _caches(d, torch.float32, 0)[0])
+            continue
+        snap = _snapshot(w)
+        with pytest.raises(InvalidBlockError, match=r"block_tables\[1\]\[2\]"):
+            w.plan(conv(lens), conv(bad), conv(bad_slots))
+        assert _same(snap, _snapshot(w))
+
+
 def test_device_tensor_inputs_and_numpy_are_accepted() -> None:
     import numpy as np
 

@@ -136,7 +136,8 @@ def check_on_device(step: StepInputs, block_size: int, num_blocks: int | None) -
         num_blocks: Blocks of the cache, or None when not yet known.
 
     Returns:
-        The largest used block id (-1 when nothing is used).
+        The largest used block id (-1 when nothing is used; host inputs with ``num_blocks`` known may give -1 too:
+        the id only matters while the cache size is unknown).
 
     Raises:
         InvalidArgumentError: A negative length, or a slot other than its position's.
@@ -191,7 +192,8 @@ def _first_error_host(
     c: Any, t: Any, s: Any, block_size: int, num_blocks: int | None
 ) -> tuple[int, int]:  # numpy arrays: cheaper than torch ops on a few thousand ints
     """``(-1, largest used block id)`` if the host arrays pass :func:`check_on_device`'s checks, else
-    ``(k, 0)`` with ``k`` the first failing check (0 lengths, 1 block ids, 2 slots)."""
+    ``(k, 0)`` with ``k`` the first failing check (0 lengths, 1 block ids, 2 slots). With ``num_blocks`` given the
+    largest id may be returned as -1 (the caller only keeps it while the cache size is unknown)."""
     import numpy as np
 
     w = t.shape[1]
@@ -200,10 +202,15 @@ def _first_error_host(
         return 0, 0
     col = c // block_size
     used = t[:, : int(col.max()) + 1] if col.size else t[:, :0]  # no row uses a column past the longest's
-    ids = used[np.arange(used.shape[1])[None, :] <= col[:, None]]  # every used entry (each row uses 0..col)
-    top = int(ids.max()) if ids.size else -1
-    if (ids.size and int(ids.min()) < 0) or (num_blocks is not None and top >= num_blocks):
-        return 1, 0
+    # With the cache size known, a rectangle of valid ids holds valid used entries (no mask, no copy); the exact
+    # largest used id is only needed while the size is unknown.
+    if num_blocks is not None and used.size and int(used.min()) >= 0 and int(used.max()) < num_blocks:
+        top = -1
+    else:
+        ids = used[np.arange(used.shape[1])[None, :] <= col[:, None]]  # every used entry (each row uses 0..col)
+        top = int(ids.max()) if ids.size else -1
+        if (ids.size and int(ids.min()) < 0) or (num_blocks is not None and top >= num_blocks):
+            return 1, 0
     expected = t[np.arange(t.shape[0]), col].astype(np.int64) * block_size + c % block_size
     if bool(((s >= 0) & (s != expected)).any()):
         return 2, 0
