@@ -15,15 +15,13 @@ PY=${PYTHON:-python3}
 step() { echo "== $(date -u +%H:%M:%S) $1"; }
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-  step "GPU tests"
+  step "fp8_v_asm GPU test"
   timeout 50 $PY -m pytest -v -p no:cacheprovider -rs tests/gpu/test_attention_fp8_gpu.py -k inline_asm \
     > "$OUT/pytest_asm.txt" 2>&1
   echo "pytest (fp8_v_asm) rc=$?: $(grep -cE ' PASSED' "$OUT/pytest_asm.txt") passed"
-  timeout 130 $PY -m pytest -v -p no:cacheprovider -rs tests/gpu/test_fused_decode_gpu.py \
-    tests/gpu/test_attention_fp8_gpu.py tests/gpu/test_engine_kernels_gpu.py tests/gpu/test_rope_gpu.py \
-    tests/gpu/test_triton_launch_gpu.py tests/gpu/test_decode_graph_gpu.py tests/gpu/test_pool_fp8_gpu.py \
-    -k "not inline_asm" > "$OUT/pytest.txt" 2>&1
-  echo "pytest rc=$?: $(grep -cE ' PASSED' "$OUT/pytest.txt") passed, $(grep -cE ' FAILED| ERROR' "$OUT/pytest.txt") failed/error"
+  step "fp8 points"
+  timeout 60 $PY bench/tune_fp8_window.py --no-window --wide --quick --out "$OUT" > "$OUT/fp8.txt" 2>&1
+  echo "rc=$?"
   step "decode-step bench"
   timeout 150 $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" \
     --time-budget 70 > "$OUT/decode_step.txt" 2>&1
@@ -32,9 +30,12 @@ step() { echo "== $(date -u +%H:%M:%S) $1"; }
   timeout 30 $PY -m sagellm_backend bench --provider cuda --only "attention host cost" --report "$OUT/host_cost.md" \
     > "$OUT/host_cost.txt" 2>&1
   echo "rc=$?"
-  step "fp8 points"
-  timeout 60 $PY bench/tune_fp8_window.py --no-window --wide --quick --out "$OUT" > "$OUT/fp8.txt" 2>&1
-  echo "rc=$?"
+  step "GPU tests"
+  timeout 130 $PY -m pytest -v -p no:cacheprovider -rs tests/gpu/test_fused_decode_gpu.py \
+    tests/gpu/test_attention_fp8_gpu.py tests/gpu/test_engine_kernels_gpu.py tests/gpu/test_rope_gpu.py \
+    tests/gpu/test_triton_launch_gpu.py tests/gpu/test_decode_graph_gpu.py tests/gpu/test_pool_fp8_gpu.py \
+    -k "not inline_asm" > "$OUT/pytest.txt" 2>&1
+  echo "pytest rc=$?: $(grep -cE ' PASSED' "$OUT/pytest.txt") passed, $(grep -cE ' FAILED| ERROR' "$OUT/pytest.txt") failed/error"
   step "profile"
   timeout 45 $PY bench/profile_decode_step.py > "$OUT/profile.txt" 2>&1
   echo "rc=$?"
