@@ -246,10 +246,13 @@ def test_fp8_value_conversion_reaches_the_launch_only_where_it_applies(
 ) -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("triton")
+    from sagellm_backend.attention import triton_args
     from sagellm_backend.attention.paged_triton import DecodeConfig, decode_launch_args
-    from sagellm_backend.errors import InvalidArgumentError
+    from sagellm_backend.errors import InvalidArgumentError, UnsupportedOperationError
 
     monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    cc = [(9, 0)]
+    monkeypatch.setattr(triton_args, "_capability", lambda device: cc[0])  # the CPU tensors stand for an sm_90 GPU
     table, lens = torch.zeros(2, 4, dtype=torch.int32), torch.ones(2, dtype=torch.int32)
     sc = {"k_scale": torch.ones(1), "v_scale": torch.ones(1)}
     on, f16_on = DecodeConfig(fp8_v_asm=True), DecodeConfig(fp8_v_asm=True, fp8_f16_dot=True)
@@ -269,6 +272,13 @@ def test_fp8_value_conversion_reaches_the_launch_only_where_it_applies(
     for qdt, cfg in ((torch.bfloat16, on), (torch.float32, on), (torch.float32, f16_on)):  # dots not in fp16
         with pytest.raises(InvalidArgumentError, match="fp8_f16_dot=True"):
             v_asm(qdt, torch.float8_e4m3fn, cfg)
+    cc[0] = (8, 0)  # no fp8 conversion instruction before sm_89
+    if asm:
+        with pytest.raises(UnsupportedOperationError, match=r"compute capability 8\.9"):
+            v_asm(torch.float16, torch.float8_e4m3fn, on)
+    else:
+        assert v_asm(torch.float16, torch.float8_e4m3fn, on) == 0
+    assert v_asm(torch.float16, torch.float8_e4m3fn, DecodeConfig()) == 0
 
 
 if __name__ == "__main__":

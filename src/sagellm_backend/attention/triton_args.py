@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, UnsupportedOperationError
 from ..kernels.triton_launch import cdiv, next_power_of_2
 from .triton_tiles import LOG2E
 
@@ -53,7 +53,7 @@ def dot_mode(dtype: torch.dtype) -> tuple[str, bool]:
 _FP8_FMT = {torch.float8_e4m3fn: 1, torch.float8_e5m2: 2}
 
 
-def value_convert(cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool) -> int:
+def value_convert(cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool, device: torch.device) -> int:
     """The ``V_ASM`` constexpr of a decode launch: :func:`.triton_tiles.fp8_to_f16`'s ``FMT`` when ``cfg.fp8_v_asm``
     applies to this cache, else 0 (also under ``TRITON_INTERPRET=1``, which runs no inline assembly; the
     conversion it stands for gives the same values).
@@ -62,12 +62,15 @@ def value_convert(cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool) -
         cfg: The launch's configuration.
         cache_dtype: The cache dtype.
         f16_dots: Whether the launch's dots run in fp16.
+        device: The launch's device.
 
     Returns:
         0, 1 (e4m3) or 2 (e5m2).
 
     Raises:
         InvalidArgumentError: ``fp8_v_asm`` over an fp8 cache whose dots are not in fp16.
+        UnsupportedOperationError: ``fp8_v_asm`` on a CUDA device older than compute capability 8.9, which has no
+            fp8 conversion instruction.
     """
     fmt = _FP8_FMT.get(cache_dtype, 0)
     if not cfg.fp8_v_asm or not fmt:
@@ -78,7 +81,21 @@ def value_convert(cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool) -
             "bf16 query with fp8_f16_dot=True; this launch's dots are not in fp16. Set fp8_f16_dot=True or "
             "fp8_v_asm=False."
         )
-    return 0 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else fmt
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return 0
+    cc = _capability(device)
+    if cc < (8, 9):
+        raise UnsupportedOperationError(
+            f"DecodeConfig.fp8_v_asm needs a GPU of compute capability 8.9 or later (its fp8 conversion "
+            f"instruction); {device} is {cc[0]}.{cc[1]}. Set fp8_v_asm=False."
+        )
+    return fmt
+
+
+@functools.lru_cache(maxsize=16)
+def _capability(device: torch.device) -> tuple[int, int]:
+    major, minor = torch.cuda.get_device_capability(device)
+    return int(major), int(minor)
 
 
 def pad_dim(n: int, minimum: int = 16) -> int:
