@@ -7,7 +7,8 @@ device copy rate (bytes read + written), measured in the same run. Each row time
 qkv, o, gate_up, down) replayed 20 times from a CUDA graph; the Triton kernel computes ``x @ W.T`` with the rows
 of ``x`` padded to 16 for the tensor cores, ``BLOCK_N`` outputs per program over the whole ``K``. A second table
 times the RMS norm fused into that GEMV (each program normalises the rows itself) against the norm kernel then
-cuBLAS, for the weights a norm feeds (qkv, gate_up). An experiment: nothing in the package uses these kernels.
+cuBLAS, for the weights a norm feeds (qkv, gate_up), and a third ``silu_mul`` fused into the down projection's GEMV
+against the ``silu_mul`` kernel then cuBLAS. An experiment: nothing in the package uses these kernels.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import triton.language as tl
 @triton.jit
 def _gemv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel
     x_ptr, g_ptr, w_ptr, y_ptr, M, N, K, sx, sw, sy, eps, MP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-    STAGES: tl.constexpr, NORM: tl.constexpr,
+    STAGES: tl.constexpr, NORM: tl.constexpr, SILU: tl.constexpr = False,
 ):  # fmt: skip
-    """``x @ W.T``; with ``NORM``, ``rmsnorm(x, g) @ W.T``: every program normalises the (few) rows itself."""
+    """``x @ W.T``; with ``NORM``, ``rmsnorm(x, g) @ W.T``: every program normalises the (few) rows itself; with
+    ``SILU``, ``silu_mul(x) @ W.T`` for ``x = [gate | up]`` of ``2 K`` columns (the MLP's down projection)."""
     n0 = tl.program_id(0) * BN
     rows = tl.arange(0, MP)
     cols = n0 + tl.arange(0, BN)
@@ -50,6 +52,10 @@ def _gemv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel
             g = tl.load(g_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
             h = (x.to(tl.float32) * rstd[:, None]).to(x_ptr.dtype.element_ty).to(tl.float32) * g[None, :]
             x = h.to(w_ptr.dtype.element_ty)
+        if SILU:
+            up = tl.load(x_ptr + rows[:, None] * sx + K + kk[None, :], mask=rmask & (kk[None, :] < K), other=0.0)
+            gf = x.to(tl.float32)
+            x = (gf / (1.0 + tl.exp(-gf)) * up.to(tl.float32)).to(w_ptr.dtype.element_ty)
         w = tl.load(w_ptr + cols[:, None].to(tl.int64) * sw + kk[None, :], mask=(cols[:, None] < N) & (kk[None, :] < K),
                     other=0.0)  # fmt: skip
         acc = tl.dot(x, tl.trans(w), acc)
@@ -59,17 +65,23 @@ def _gemv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel
 
 
 def _launch(
-    x: torch.Tensor, g: torch.Tensor | None, w: torch.Tensor, eps: float, cfg: tuple[int, int, int, int]
-) -> torch.Tensor:
+    x: torch.Tensor, g: torch.Tensor | None, w: torch.Tensor, eps: float, cfg: tuple[int, int, int, int],
+    silu: bool = False,
+) -> torch.Tensor:  # fmt: skip
     bn, bk, stages, warps = cfg
-    m, k = x.shape
-    n = w.shape[0]
+    m = x.shape[0]
+    n, k = w.shape
     y = torch.empty(m, n, dtype=x.dtype, device=x.device)
     _gemv_kernel[(triton.cdiv(n, bn),)](
         x, x if g is None else g, w, y, m, n, k, x.stride(0), w.stride(0), y.stride(0), eps, MP=16, BN=bn, BK=bk,
-        STAGES=stages, NORM=g is not None, num_warps=warps,
+        STAGES=stages, NORM=g is not None, SILU=silu, num_warps=warps,
     )  # fmt: skip
     return y
+
+
+def silu_gemv(gu: torch.Tensor, w: torch.Tensor, cfg: tuple[int, int, int, int]) -> torch.Tensor:
+    """``silu_mul(gu) @ w.T`` in one launch for ``gu [M <= 16, 2 K]`` (gate then up) and ``w [N, K]``."""
+    return _launch(gu, None, w, 0.0, cfg, silu=True)
 
 
 def norm_gemv(
@@ -156,18 +168,31 @@ def main(argv: list[str] | None = None) -> int:
         us, cfg, diff = best
         print(f"| {name} [{n}, {k}] | {m} | {base:.1f} | {100 * nbytes / base / 1e3 / rate:.0f} % | {us:.1f} | "
               f"{100 * nbytes / us / 1e3 / rate:.0f} % | {cfg} | {diff:.2e} |")  # fmt: skip
-        if name in ("qkv", "gate_up") and cfg is not None:
+        if name in ("qkv", "gate_up", "down") and cfg is not None:
             fused_rows.append((name, n, k, m, w, x, cfg))
     print("\n| weight | batch | rmsnorm kernel + cuBLAS us | norm fused into the Triton GEMV us | max abs diff |")
     print("|---|---|---|---|---|")
     from sagellm_backend.kernels import triton_ops
 
     for name, n, k, m, w, x, cfg in fused_rows:
+        if name == "down":
+            continue
         g = (1.0 + 0.1 * torch.randn(k, device=dev)).to(torch.bfloat16)
         ref = F.linear(triton_ops.rmsnorm(x, g, 1e-5), w)
         two = graph_us(lambda x=x, g=g, w=w: F.linear(triton_ops.rmsnorm(x, g, 1e-5), w))
         one = graph_us(lambda x=x, g=g, w=w, cfg=cfg: norm_gemv(x, g, w, 1e-5, cfg))
         diff = float((norm_gemv(x, g, w, 1e-5, cfg).float() - ref.float()).abs().max())
+        print(f"| {name} [{n}, {k}] | {m} | {two:.1f} | {one:.1f} | {diff:.2e} |")
+    print("\n| weight | batch | silu_mul kernel + cuBLAS us | silu_mul fused into the Triton GEMV us | max abs diff |")
+    print("|---|---|---|---|---|")
+    for name, n, k, m, w, _, cfg in fused_rows:
+        if name != "down":
+            continue
+        gu = torch.randn(m, 2 * k, device=dev, dtype=torch.bfloat16)
+        ref = F.linear(triton_ops.silu_mul(gu), w)
+        two = graph_us(lambda gu=gu, w=w: F.linear(triton_ops.silu_mul(gu), w))
+        one = graph_us(lambda gu=gu, w=w, cfg=cfg: silu_gemv(gu, w, cfg))
+        diff = float((silu_gemv(gu, w, cfg).float() - ref.float()).abs().max())
         print(f"| {name} [{n}, {k}] | {m} | {two:.1f} | {one:.1f} | {diff:.2e} |")
     return 0
 
