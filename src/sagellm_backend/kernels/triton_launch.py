@@ -24,7 +24,7 @@ import os
 import threading
 from collections.abc import Callable
 from functools import reduce
-from operator import or_
+from operator import itemgetter, or_
 from typing import Any
 
 import torch
@@ -163,6 +163,12 @@ class BoundLaunch:
         self._kernel = kernel
         self._full = full  # holds the bound tensors (and so their memory) while the binding lives
         self._ptrs = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in full]
+        # The launch's arguments are picked, in C, from the bound values followed by the live pointers.
+        where = {i: len(full) + j for j, group in enumerate(live) for i in group}
+        idx = [where.get(i, i) for i in range(len(full))]
+        self._pick: Callable[[list[Any]], tuple[Any, ...]] = (
+            itemgetter(*idx) if len(idx) > 1 else (lambda values: (values[idx[0]],))
+        )
         self._positional = positional
         self._names = names
         self._options = options
@@ -174,7 +180,7 @@ class BoundLaunch:
 
         Args:
             tensors: One per live tensor, in order.
-            ptrs: Their ``data_ptr()`` values, in the same order.
+            ptrs: Their ``data_ptr()`` values, in the same order (a list).
         """
         dev = driver.active.get_current_device()
         enter, leave, busy = _hooks()
@@ -186,14 +192,10 @@ class BoundLaunch:
             n = self._positional
             self._fn[self._grid](*a[:n], **dict(zip(self._names, a[n:])), **self._options)
             return
-        a = self._ptrs.copy()
-        for where, p in zip(self._live, ptrs):
-            for i in where:
-                a[i] = p
         k = self._kernel
         g = self._grid
         k.run(g[0], g[1], g[2], driver.active.get_current_stream(dev), k.function, k.packed_metadata, None, enter,
-              leave, *a)  # fmt: skip
+              leave, *self._pick(self._ptrs + ptrs))  # fmt: skip
 
 
 def bind(
