@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", type=int, default=90)
     args = ap.parse_args(argv)
     triton_args.sm_count = pt.sm_count = lambda device: 132  # type: ignore[assignment]  # no GPU to ask
+    triton_args._capability = lambda device: divmod(args.arch, 10)  # no GPU to ask: the target architecture
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     b, hq, hkv, d, bs = 64, 32, 8, 128, 16
     print(
