@@ -10,6 +10,8 @@ Three tables, all from one run:
    (bytes read + written) measured in the same run: how close cuBLAS comes to the floor at this batch.
 3. Host microseconds per call of each component of an *eager* layer (back-to-back calls, no sync), beside
    ``F.linear`` and a plain ``torch.add`` as the cost of any one torch call on this host.
+4. Eager steps under torch.profiler: their kernels' device time per step against a step's wall time (does the
+   device wait on the host?), and the host operations with the most self time.
 """
 
 from __future__ import annotations
@@ -154,6 +156,40 @@ def host_table(ours: OurStack, attn: Any, case: Case, x: torch.Tensor) -> None:
               f"{(t3 - t0) * 1e6:.0f} / {loop:.0f} |")  # fmt: skip
 
 
+def eager_table(ours: OurStack, attn: Any, case: Case, x: torch.Tensor) -> None:
+    """Table 4 for one case: eager steps under torch.profiler, the device time of their kernels per step beside the
+    wall time of a step without the profiler (kernels well below the wall: the device waits on the host), and the
+    host operations with the most self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    n = 5
+    for i in range(2):
+        attn.begin_step(*case.meta(i))
+        ours.step(x, attn)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(n):
+        attn.begin_step(*case.meta(i))
+        ours.step(x, attn)
+    torch.cuda.synchronize()
+    wall = (time.perf_counter() - t0) / n * 1e6
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for i in range(n):
+            attn.begin_step(*case.meta(i))
+            ours.step(x, attn)
+        torch.cuda.synchronize()
+    dev = 0.0
+    for e in prof.events():
+        us = getattr(e, "device_time", None)
+        if us is None:
+            us = getattr(e, "cuda_time", 0.0)
+        if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA and us:
+            dev += float(us)
+    print(f"\n## eager steps, batch {case.batch} x {case.ctx}: wall {wall:.0f} us/step without the profiler, kernels "
+          f"{dev / n:.0f} us/step ({100 * dev / n / wall:.0f} % of the wall)")  # fmt: skip
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=60))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=2)
@@ -180,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             x = torch.randn(b, shape.hidden, device=dev, dtype=shape.dtype)
             attn = make_attention(ours, b, width, trusted=False)
             host_table(ours, attn, case, x)
+            eager_table(ours, attn, case, x)
             kernel_table(ours, make_attention(ours, b, width, trusted=False), case, x, args.layers)
     return 0
 
