@@ -163,7 +163,8 @@ class BoundLaunch:
         self._kernel = kernel
         self._full = full  # holds the bound tensors (and so their memory) while the binding lives
         self._ptrs = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in full]
-        # The launch's arguments are picked, in C, from the bound values followed by the live pointers.
+        # The launch's arguments are picked, in C, from the bound values followed by the live pointers (or, for
+        # Triton's dispatcher, the live tensors).
         where = {i: len(full) + j for j, group in enumerate(live) for i in group}
         idx = [where.get(i, i) for i in range(len(full))]
         self._pick: Callable[[list[Any]], tuple[Any, ...]] = (
@@ -172,7 +173,6 @@ class BoundLaunch:
         self._positional = positional
         self._names = names
         self._options = options
-        self._live = live
         self._device = device
 
     def __call__(self, tensors: tuple[Any, ...], ptrs: list[int]) -> None:
@@ -185,10 +185,7 @@ class BoundLaunch:
         dev = driver.active.get_current_device()
         enter, leave, busy = _hooks()
         if busy or dev != self._device:
-            a = self._full.copy()
-            for where, t in zip(self._live, tensors):
-                for i in where:
-                    a[i] = t
+            a = self._pick([*self._full, *tensors])
             n = self._positional
             self._fn[self._grid](*a[:n], **dict(zip(self._names, a[n:])), **self._options)
             return
