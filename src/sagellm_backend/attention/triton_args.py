@@ -35,6 +35,11 @@ __all__ = [
 ]
 
 
+def _interpreting() -> bool:
+    """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET``, read at every launch)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def dot_mode(dtype: torch.dtype) -> tuple[str, bool]:
     """``tl.dot`` settings: exact fp32 products for fp32 caches (no TF32); bf16 dots in fp32 under
     ``TRITON_INTERPRET=1``, whose bf16 ``tl.dot`` returns garbage (Triton 3.9).
@@ -45,7 +50,7 @@ def dot_mode(dtype: torch.dtype) -> tuple[str, bool]:
     Returns:
         ``(input_precision, dots_in_fp32)``; ``"tf32"`` is ignored by fp16/bf16 dots.
     """
-    f32 = dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    f32 = dtype == torch.bfloat16 and _interpreting()
     return ("ieee" if dtype == torch.float32 or f32 else "tf32"), f32
 
 
@@ -81,7 +86,7 @@ def value_convert(cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool, d
             "bf16 query with fp8_f16_dot=True; this launch's dots are not in fp16. Set fp8_f16_dot=True or "
             "fp8_v_asm=False."
         )
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    if _interpreting():
         return 0
     cc = _capability(device)
     if cc < (8, 9):
