@@ -64,6 +64,17 @@ def _tensors(batch: int, seed: int) -> tuple[Any, ...]:
     return q, k, v, (kc, vc), torch.empty_like(q)
 
 
+def _bound_wrapper(rig: Any) -> Any:
+    """A batch-2 wrapper whose decode launch is bound: dispatched once, then served by its binding."""
+    pt, compiled, dispatched = rig
+    w = _wrapper(pt, 2)
+    for seed in (0, 1):
+        q, k, v, cache, out = _tensors(2, seed)
+        w.run(q, k, v, cache, out=out)
+    assert len(dispatched) == 1 and len(compiled.calls) == 1  # bound by now
+    return w
+
+
 def _expected(pt: Any, w: Any, q: Any, k: Any, v: Any, cache: Any, out: Any, **sc: Any) -> list[Any]:
     grid, args, kw = pt.decode_launch_args(
         q, cache[0], cache[1], w.block_tables, w.key_lens, w.scale, out, cfg=w._ops[torch.float16][2],
@@ -228,11 +239,7 @@ def test_launch_hooks_send_bound_launches_through_the_dispatcher(rig: Any) -> No
     import triton
 
     pt, compiled, dispatched = rig
-    w = _wrapper(pt, 2)
-    for seed in (0, 1):
-        q, k, v, cache, out = _tensors(2, seed)
-        w.run(q, k, v, cache, out=out)
-    assert len(dispatched) == 1 and len(compiled.calls) == 1  # bound by now
+    w = _bound_wrapper(rig)
     hook = triton.knobs.runtime.launch_enter_hook
 
     def seen(*args: Any) -> None:
@@ -377,12 +384,8 @@ def test_direct_launches_off_send_bound_calls_through_the_dispatcher(rig: Any, m
     while they were on."""
     from sagellm_backend.kernels import triton_launch as tl
 
-    pt, compiled, dispatched = rig
-    w = _wrapper(pt, 2)
-    for seed in (0, 1):
-        q, k, v, cache, out = _tensors(2, seed)
-        w.run(q, k, v, cache, out=out)
-    assert len(dispatched) == 1 and len(compiled.calls) == 1  # bound by now
+    _, compiled, dispatched = rig
+    w = _bound_wrapper(rig)
     monkeypatch.setattr(tl, "DIRECT", False)
     q, k, v, cache, out = _tensors(2, 2)
     w.run(q, k, v, cache, out=out)
