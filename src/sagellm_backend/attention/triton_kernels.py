@@ -9,6 +9,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ..kernels.rope_tiles import cos_sin_at
 from .triton_tiles import attend_span, head_factors, quantize_fp8, tanh_exp2
 
 __all__ = ["attend_new", "decode_kernel", "rope_factors", "store_kv_kernel"]
@@ -63,11 +64,7 @@ def rope_factors(  # type: ignore[no-untyped-def]  # a Triton JIT function: unty
         partner = offs_d ^ 1
         ci = offs_d // 2
         sign = tl.where(offs_d % 2 == 0, -1.0, 1.0)
-    inside = (pos >= 0) & (pos < max_pos)
-    ok = rot & inside
-    row = cs_ptr + tl.where(inside, pos, 0) * s_cs  # row 0 stands in for a position outside: never used
-    cos = tl.where(ok, tl.load(row + ci, mask=rot, other=1.0).to(tl.float32), 1.0)
-    sin = tl.where(ok, tl.load(row + HALF + ci, mask=rot, other=0.0).to(tl.float32), 0.0)
+    cos, sin = cos_sin_at(cs_ptr, s_cs, max_pos, pos, ci, rot, HALF)
     return tl.where(rot, partner, offs_d), cos, sin * sign
 
 

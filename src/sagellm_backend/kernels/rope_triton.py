@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from .rope import RopeShape
+from .rope_tiles import cos_sin_at
 from .triton_launch import BoundCache, cdiv, next_power_of_2
 
 if TYPE_CHECKING:
@@ -65,12 +66,9 @@ def _rope_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
     t = tl.program_id(0).to(tl.int64)
     blk = tl.program_id(1)
     pos = tl.load(pos_ptr + t).to(tl.int64)
-    ok = (pos >= 0) & (pos < max_position)
     i = tl.arange(0, HALF_BLOCK)
     im = i < HALF
-    row = cs_ptr + tl.where(ok, pos, 0) * s_cs  # row 0 stands in for an out-of-range position: never read out
-    cos = tl.where(ok, tl.load(row + i, mask=im, other=1.0).to(tl.float32), 1.0)
-    sin = tl.where(ok, tl.load(row + HALF + i, mask=im, other=0.0).to(tl.float32), 0.0)
+    cos, sin = cos_sin_at(cs_ptr, s_cs, max_position, pos, i, im, HALF)
     if NEOX:
         o1 = i
         o2 = i + HALF
