@@ -45,6 +45,18 @@ def replay_us(g: torch.cuda.CUDAGraph, n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
+def kernel_times(prof: Any) -> dict[str, list[float]]:
+    """Device microseconds of each kernel a torch.profiler run recorded, by kernel name."""
+    per: dict[str, list[float]] = defaultdict(list)
+    for e in prof.events():
+        us = getattr(e, "device_time", None)
+        if us is None:
+            us = getattr(e, "cuda_time", 0.0)
+        if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA and us:
+            per[e.name].append(float(us))
+    return per
+
+
 def kernel_table(ours: OurStack, attn: Any, case: Case, x: torch.Tensor, layers: int) -> None:
     """Table 1 for one case."""
     graph, _, _, gattn = capture(ours, attn, case, x, x.device)
@@ -57,13 +69,7 @@ def kernel_table(ours: OurStack, attn: Any, case: Case, x: torch.Tensor, layers:
         for _ in range(n):
             graph.replay()
         torch.cuda.synchronize()
-    per: dict[str, list[float]] = defaultdict(list)
-    for e in prof.events():
-        us = getattr(e, "device_time", None)
-        if us is None:
-            us = getattr(e, "cuda_time", 0.0)
-        if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA and us:
-            per[e.name].append(float(us))
+    per = kernel_times(prof)
     total = sum(sum(v) for v in per.values()) / n
     print(f"\n## graphed step, batch {case.batch} x {case.ctx}: replay {wall:.1f} us, kernels {total:.1f} us "
           f"({100 * total / wall:.0f} %), gaps {wall - total:.1f} us; per layer {wall / layers:.1f} us")  # fmt: skip
@@ -178,13 +184,7 @@ def eager_table(ours: OurStack, attn: Any, case: Case, x: torch.Tensor) -> None:
             attn.begin_step(*case.meta(i))
             ours.step(x, attn)
         torch.cuda.synchronize()
-    dev = 0.0
-    for e in prof.events():
-        us = getattr(e, "device_time", None)
-        if us is None:
-            us = getattr(e, "cuda_time", 0.0)
-        if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA and us:
-            dev += float(us)
+    dev = sum(sum(v) for v in kernel_times(prof).values())
     print(f"\n## eager steps, batch {case.batch} x {case.ctx}: wall {wall:.0f} us/step without the profiler, kernels "
           f"{dev / n:.0f} us/step ({100 * dev / n / wall:.0f} % of the wall)")  # fmt: skip
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=60))
