@@ -223,8 +223,8 @@ def test_decode_workspace_serves_every_default_launch(
                 q, cache, cache, table, lens, 0.25, q, sliding_window=win, workspace=ws, **scales
             )
             assert grid[:2] == (b, kv_heads)
-            if fp8 and dtype != "float32":  # the fp8 default pipelines two tiles deep unless the context is split
-                assert kw["num_stages"] == (1 if grid[2] > 1 else 2), grid
+            if fp8 and dtype != "float32":  # the fp8 default: 64-token tiles, two deep, split or not
+                assert (kw["BLOCK_N"], kw["num_stages"]) == (64, 2), grid
 
 
 def test_register_cap_reaches_the_launch_only_when_set() -> None:
@@ -268,6 +268,11 @@ def test_fp8_value_conversion_reaches_the_launch_only_where_it_applies(
     assert v_asm(torch.float16, torch.float8_e5m2, on) == (2 if asm else 0)
     assert v_asm(torch.bfloat16, torch.float8_e4m3fn, f16_on) == (1 if asm else 0)
     assert v_asm(torch.float16, torch.float8_e4m3fn, DecodeConfig()) == 0  # off unless asked for
+    auto = DecodeConfig(fp8_v_asm=None)  # wherever it applies, never an error
+    assert v_asm(torch.float16, torch.float8_e4m3fn, auto) == (1 if asm else 0)
+    assert v_asm(torch.bfloat16, torch.float8_e5m2, None) == (2 if asm else 0)  # the fp8 default: fp16 dots
+    assert v_asm(torch.bfloat16, torch.float8_e4m3fn, auto) == 0  # bf16 dots
+    assert v_asm(torch.float32, torch.float8_e4m3fn, None) == 0
     assert v_asm(torch.float16, torch.float16, on) == 0  # no fp8 cache: nothing to convert
     for qdt, cfg in ((torch.bfloat16, on), (torch.float32, on), (torch.float32, f16_on)):  # dots not in fp16
         with pytest.raises(InvalidArgumentError, match="fp8_f16_dot=True"):
@@ -279,6 +284,46 @@ def test_fp8_value_conversion_reaches_the_launch_only_where_it_applies(
     else:
         assert v_asm(torch.float16, torch.float8_e4m3fn, on) == 0
     assert v_asm(torch.float16, torch.float8_e4m3fn, DecodeConfig()) == 0
+    assert v_asm(torch.float16, torch.float8_e4m3fn, auto) == 0
+    assert v_asm(torch.bfloat16, torch.float8_e4m3fn, None) == 0
+    cc[0] = (9, 4)
+    monkeypatch.setattr(torch.version, "hip", "6.2")  # a ROCm GPU: no PTX
+    assert v_asm(torch.float16, torch.float8_e4m3fn, auto) == 0
+    assert v_asm(torch.bfloat16, torch.float8_e4m3fn, None) == 0
+    if asm:
+        with pytest.raises(UnsupportedOperationError, match="ROCm"):
+            v_asm(torch.float16, torch.float8_e4m3fn, on)
+
+
+@pytest.mark.parametrize(("floor", "busy"), [(None, 4), (32, 2), (256, 1)])
+def test_short_context_spreads_over_the_splits_of_a_wide_launch(floor: int | None, busy: int) -> None:
+    """A 64-token context in a launch sized for 1,024 tokens and 8 splits: each split takes whole tiles of the
+    sequence's own span, at least ``chunk_floor`` tokens, so 16-token tiles keep 4 splits busy (the partial
+    log-sum-exps of the others stay -inf), and the merged result is the reference's."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from sagellm_backend.attention import paged_triton as pt
+    from sagellm_backend.attention.paged_workspace import DecodeWorkspace
+
+    g = torch.Generator().manual_seed(5)
+    hq, hkv, d, bs, width, n = 4, 2, 16, 16, 64, 64
+    q = torch.randn(1, hq, d, generator=g)
+    kc, vc = (torch.randn(width, bs, hkv, d, generator=g) for _ in range(2))
+    table = torch.randperm(width, generator=g).to(torch.int32)[None]
+    lens = torch.tensor([n], dtype=torch.int32)
+    splits = 8
+    ws = DecodeWorkspace(torch.zeros(hq * splits * d), torch.zeros(hq * splits), torch.zeros(hkv, dtype=torch.int32))
+    cfg = pt.DecodeConfig(block_n=16, chunk_floor=floor)
+    got = pt.paged_decode(q, kc, vc, table, lens, d**-0.5, cfg=cfg, splits=splits, workspace=ws)
+    lse = ws.partial_lse.view(hq, splits)
+    assert bool(torch.isfinite(lse[:, :busy]).all()) and bool(torch.isneginf(lse[:, busy:]).all()), lse
+    keys = torch.stack([kc[table[0, t // bs], t % bs] for t in range(n)])  # [n, Hkv, D]
+    vals = torch.stack([vc[table[0, t // bs], t % bs] for t in range(n)])
+    kk, vv = keys.repeat_interleave(hq // hkv, 1), vals.repeat_interleave(hq // hkv, 1)
+    p = torch.softmax(torch.einsum("hd,nhd->hn", q[0].double(), kk.double()) * d**-0.5, -1)
+    want = torch.einsum("hn,nhd->hd", p, vv.double())
+    torch.testing.assert_close(got[0].double(), want, atol=2e-5, rtol=2e-5)
+    assert int(ws.counters.abs().sum()) == 0  # the last split reset the arrival counters
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import InvalidArgumentError
-from ..kernels.triton_launch import cdiv, launch, next_power_of_2
+from ..kernels.triton_launch import launch, next_power_of_2
 from .triton_args import (
     DecodeConfig,
     decode_config,
@@ -285,11 +285,7 @@ def decode_launch_args(
     max_tokens = block_tables.shape[1] * bs
     if sliding_window is not None:
         max_tokens = min(max_tokens, sliding_window + cfg.block_n)
-    if splits is None:
-        n_split, chunk = decode_splits(b, hkv, max_tokens, sm_count(query.device), cfg)
-    else:
-        chunk = cdiv(cdiv(max(max_tokens, 1), splits), cfg.block_n) * cfg.block_n
-        n_split = splits
+    n_split = decode_splits(b, hkv, max_tokens, sm_count(query.device), cfg)[0] if splits is None else splits
     dp = pad_dim(d)
     prec, dot_f32 = dot_mode(query.dtype)
     direct = n_split == 1
@@ -322,7 +318,7 @@ def decode_launch_args(
         query, k_cache, v_cache, block_tables, seq_lens, out, po, plse, cnt,
         query.stride(0), query.stride(1), query.stride(2), out.stride(0), out.stride(1), out.stride(2),
         block_tables.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), scale * LOG2E, chunk,
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), scale * LOG2E, cfg.floor_tokens(),
     )  # fmt: skip
     kw: dict[str, Any] = {
         "G": g, "GP": pad_dim(g), "D": d, "DP": dp, "BS": bs, "BLOCK_N": cfg.block_n, "DIRECT": direct,

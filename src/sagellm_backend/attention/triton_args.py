@@ -61,7 +61,8 @@ _FP8_FMT = {torch.float8_e4m3fn: 1, torch.float8_e5m2: 2}
 def value_convert(cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool, device: torch.device) -> int:
     """The ``V_ASM`` constexpr of a decode launch: :func:`.triton_tiles.fp8_to_f16`'s ``FMT`` when ``cfg.fp8_v_asm``
     applies to this cache, else 0 (also under ``TRITON_INTERPRET=1``, which runs no inline assembly; the
-    conversion it stands for gives the same values).
+    conversion it stands for gives the same values). ``fp8_v_asm=None`` takes it wherever it applies: fp16 dots
+    on an NVIDIA GPU of compute capability 8.9 or later.
 
     Args:
         cfg: The launch's configuration.
@@ -74,12 +75,15 @@ def value_convert(cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool, d
 
     Raises:
         InvalidArgumentError: ``fp8_v_asm`` over an fp8 cache whose dots are not in fp16.
-        UnsupportedOperationError: ``fp8_v_asm`` on a CUDA device older than compute capability 8.9, which has no
-            fp8 conversion instruction.
+        UnsupportedOperationError: ``fp8_v_asm`` on a GPU that is not an NVIDIA one of compute capability 8.9 or
+            later, which has the fp8 conversion instruction.
     """
     fmt = _FP8_FMT.get(cache_dtype, 0)
-    if not cfg.fp8_v_asm or not fmt:
+    if cfg.fp8_v_asm is False or not fmt:
         return 0
+    if cfg.fp8_v_asm is None:
+        auto = f16_dots and not _interpreting() and torch.version.hip is None and _capability(device) >= (8, 9)
+        return fmt if auto else 0
     if not f16_dots:
         raise InvalidArgumentError(
             "DecodeConfig.fp8_v_asm converts fp8 value tiles to fp16, so it needs fp16 dots: an fp16 query, or a "
@@ -89,10 +93,11 @@ def value_convert(cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool, d
     if _interpreting():
         return 0
     cc = _capability(device)
-    if cc < (8, 9):
+    if cc < (8, 9) or torch.version.hip is not None:
         raise UnsupportedOperationError(
-            f"DecodeConfig.fp8_v_asm needs a GPU of compute capability 8.9 or later (its fp8 conversion "
-            f"instruction); {device} is {cc[0]}.{cc[1]}. Set fp8_v_asm=False."
+            f"DecodeConfig.fp8_v_asm needs an NVIDIA GPU of compute capability 8.9 or later (its fp8 conversion "
+            f"instruction); {device} is {'a ROCm device' if torch.version.hip else 'compute capability'} "
+            f"{cc[0]}.{cc[1]}. Set fp8_v_asm=False, or None to use it only where it applies."
         )
     return fmt
 
@@ -236,7 +241,10 @@ class DecodeConfig:
         num_warps: Warps per program.
         num_stages: Software-pipeline depth of the tile loop.
         waves: Split while ``B * Hkv * splits`` stays within ``waves`` x the SM count (no partial wave).
-        min_chunk: Fewest key tokens per split.
+        min_chunk: Fewest key tokens per split of the longest span a launch may see (bounds the split count).
+        chunk_floor: Fewest key tokens a split takes of one sequence's span (None: one tile). Each sequence's
+            span is spread over the launch's splits in whole tiles in the kernel, from its own length: a short
+            context in a launch sized for a long one still uses ``ceil(span / chunk_floor)`` splits.
         fp8_f16_dot: With an fp8 cache and a bf16 query, run the dots in fp16 (the query scaled by a power of
             two into fp16's range) instead of converting the cache to bf16.
         early_v: Load each value tile before the key tile's dot instead of after its softmax.
@@ -245,7 +253,8 @@ class DecodeConfig:
             share a multiprocessor, at the price of spills.
         fp8_v_asm: With an fp8 cache and fp16 dots (an fp16 query, or ``fp8_f16_dot`` with a bf16 one), convert
             each value tile to fp16 as loaded, by inline assembly (:func:`.triton_tiles.fp8_to_f16`), before it is
-            laid out for the dot; the results are the same (both conversions are exact).
+            laid out for the dot; the results are the same (both conversions are exact). None: wherever it
+            applies (:func:`value_convert`).
     """
 
     block_n: int = 64
@@ -253,11 +262,12 @@ class DecodeConfig:
     num_stages: int = 2
     waves: float = 4.0
     min_chunk: int = 512
+    chunk_floor: int | None = None
     fp8_f16_dot: bool = False
     early_v: bool = False
     split_stages: int | None = None
     maxnreg: int | None = None
-    fp8_v_asm: bool = False
+    fp8_v_asm: bool | None = False
 
     def stages(self, n_split: int) -> int:
         """The pipeline depth of a launch with ``n_split`` context splits.
@@ -270,12 +280,21 @@ class DecodeConfig:
         """
         return self.split_stages if n_split > 1 and self.split_stages is not None else self.num_stages
 
+    def floor_tokens(self) -> int:
+        """The kernel's ``chunk_floor`` argument: :attr:`chunk_floor` rounded up to whole tiles.
+
+        Returns:
+            A positive multiple of :attr:`block_n`.
+        """
+        return max(1, cdiv(self.chunk_floor or self.block_n, self.block_n)) * self.block_n
+
 
 def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool = False) -> DecodeConfig:
     """Default decode configuration for a head dim, dtype and query-head group size.
 
-    Over an fp8 cache with a 16-bit query: 128-token tiles, two pipeline stages when the context is not split and
-    one when it is, and (bf16 queries) the dots in fp16 (docs/PERFORMANCE.md has the sweeps this comes from).
+    Over an fp8 cache with a 16-bit query: 64-token tiles, two pipeline stages, the dots in fp16 (bf16 queries
+    scaled into fp16's range) and the value tiles converted as loaded wherever that applies
+    (docs/PERFORMANCE.md has the sweeps this comes from).
 
     Args:
         head_dim: D.
@@ -288,7 +307,7 @@ def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool
     """
     wide = pad_dim(head_dim) * pad_dim(group) * (2 if dtype == torch.float32 else 1)
     if kv_fp8 and dtype in (torch.float16, torch.bfloat16) and wide <= 16 * 128:
-        return DecodeConfig(block_n=128, num_warps=4, num_stages=2, fp8_f16_dot=True, split_stages=1)
+        return DecodeConfig(block_n=64, num_warps=4, num_stages=2, fp8_f16_dot=True, fp8_v_asm=None)
     block_n = 64 if wide <= 16 * 128 else 32
     warps = 4 if wide <= 16 * 256 else 8
     return DecodeConfig(block_n=block_n, num_warps=warps, num_stages=2)
@@ -327,7 +346,8 @@ def decode_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg
 
     Returns:
         ``(splits, chunk)``, chunk a multiple of ``cfg.block_n``; ``splits * chunk >= max_tokens``; ``splits`` at
-        most :func:`split_limit`.
+        most :func:`split_limit`. ``chunk`` is what a span of ``max_tokens`` gets; the kernel spreads each
+        sequence's own span over the splits (:attr:`DecodeConfig.chunk_floor`).
     """
     splits = split_limit(batch, kv_heads, max_tokens, sm_count, cfg)
     chunk = cdiv(cdiv(max(max_tokens, 1), splits), cfg.block_n) * cfg.block_n

@@ -72,7 +72,7 @@ def rope_factors(  # type: ignore[no-untyped-def]  # a Triton JIT function: unty
 @triton.jit
 def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     q_ptr, kc_ptr, vc_ptr, bt_ptr, sl_ptr, out_ptr, po_ptr, plse_ptr, cnt_ptr, sq_b, sq_h, sq_d, so_b, so_h, so_d,
-    sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, chunk, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+    sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, chunk_floor, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
     DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, DIRECT: tl.constexpr, PREC: tl.constexpr,
     DOT_F32: tl.constexpr, window, softcap2, slopes_ptr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
     ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr, slot_ptr,
@@ -100,7 +100,12 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
         first = tl.maximum(seq_len - window, 0)
     else:
         first = seq_len * 0
-    lo = (first // BLOCK_N) * BLOCK_N + sp * chunk
+    # Each sequence's span (from the first tile to its last key) is spread over the splits in whole tiles, at
+    # least chunk_floor tokens per split: a short context uses more of a launch sized for the longest one.
+    start = (first // BLOCK_N) * BLOCK_N
+    span = tl.maximum(n_keys - start, 0)
+    chunk = tl.maximum(tl.cdiv(tl.cdiv(span, BLOCK_N), n_splits) * BLOCK_N, chunk_floor)
+    lo = start + sp * chunk
     hi = tl.maximum(tl.minimum(lo + chunk, n_keys), lo)
     full_hi = lo + ((hi - lo) // BLOCK_N) * BLOCK_N
 
@@ -161,7 +166,8 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
             m_all = tl.full([GP], float("-inf"), dtype=tl.float32)
             den = tl.zeros([GP], dtype=tl.float32)
             num = tl.zeros([GP, DP], dtype=tl.float32)
-            for s in range(n_splits):
+            # Splits past the span hold nothing (split 0 holds at least the step's own token).
+            for s in range(tl.maximum(tl.minimum(tl.cdiv(span, chunk), n_splits), 1)):
                 lse_s = tl.load(plse_ptr + base + s, mask=rmask, other=0.0, cache_modifier=".cg")
                 o_s = tl.load(po_ptr + (base + s)[:, None] * DP + offs_d[None, :], mask=qmask, other=0.0,
                               cache_modifier=".cg")  # fmt: skip

@@ -1,0 +1,192 @@
+"""Decode kernel time against how each sequence's span is spread over the splits, and fp8 split points, on one
+GPU, every launch replayed from a CUDA graph (no host time in the figures).
+
+    python bench/tune_decode_chunk.py [--json FILE]
+
+Part 1, bf16 (32/8 heads, head 128, 16-token pages): contexts of 1k and 8k in a launch sized for a block table
+of ``--width`` tokens (what a captured decode step holds), for ``DecodeConfig.chunk_floor`` values; ``static`` is
+the partition sized for the table's width (the kernel before per-sequence spreading) and ``tight`` the default
+launch over a table only as wide as the context (what a host that knows the lengths could launch). The ceiling is
+the KV bytes at the rate of a device copy measured in the same run.
+
+Part 2, fp8 e4m3 (fp16 dots): 64 x 4k and 4 x 32k for (block_n, warps, stages, value conversion) points and split
+counts, beside the bf16 default of the same case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sagellm_backend.attention import paged_triton as pt
+from sagellm_backend.attention.kv_quant import fp8_dtype, quantize
+from sagellm_backend.attention.paged_workspace import DecodeWorkspace
+from sagellm_backend.kernels.triton_launch import cdiv
+
+HQ, HKV, D, PAGE = 32, 8, 128, 16
+CASES = [(1, 1024), (8, 1024), (64, 1024), (1, 8192), (8, 8192)]
+FLOORS: list[int | str] = ["static", 64, 128, 256, 512, "tight"]
+FP8_CASES = [(64, 4096), (4, 32768)]
+# (block_n, warps, stages, split_stages, fp8_v_asm)
+FP8_POINTS = [(128, 4, 2, 1, False), (64, 4, 2, None, True), (64, 4, 2, 1, True), (128, 8, 2, None, True)]
+FP8_SPLITS: list[int | None] = [None, 8, 24, 32, 48]
+
+
+def graph_us(fn: Any, reps: int = 20, trials: int = 7) -> float:
+    """Microseconds per call of ``fn`` replayed ``reps`` times from one CUDA graph (median of ``trials``)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(trials):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1e3 / reps)
+    return float(statistics.median(times))
+
+
+def workspace(batch: int, splits: int) -> DecodeWorkspace:
+    """Partials and counters for ``batch`` sequences and ``splits`` splits."""
+    dev = torch.device("cuda")
+    return DecodeWorkspace(
+        torch.empty(batch * HQ * splits * D, dtype=torch.float32, device=dev),
+        torch.empty(batch * HQ * splits, dtype=torch.float32, device=dev),
+        torch.zeros(batch * HKV, dtype=torch.int32, device=dev),
+    )
+
+
+def tensors(batch: int, ctx: int, width: int, dtype: torch.dtype) -> dict[str, Any]:
+    """Query, shuffled pages (bf16), a ``width``-token block table and lengths ``ctx``."""
+    g = torch.Generator(device="cuda").manual_seed(batch * 7 + ctx)
+    blocks = cdiv(width, PAGE)
+    n = batch * blocks
+    kc = torch.randn(n, PAGE, HKV, D, device="cuda", generator=g, dtype=dtype)
+    vc = torch.randn(n, PAGE, HKV, D, device="cuda", generator=g, dtype=dtype)
+    bt = torch.randperm(n, device="cuda", generator=g).to(torch.int32).view(batch, blocks)
+    q = torch.randn(batch, HQ, D, device="cuda", generator=g, dtype=dtype)
+    lens = torch.full((batch,), ctx, dtype=torch.int32, device="cuda")
+    return {"q": q, "kc": kc, "vc": vc, "bt": bt, "lens": lens, "out": torch.empty_like(q)}
+
+
+def copy_us(nbytes: int) -> float:
+    """Microseconds to read ``nbytes`` at the rate of a device copy (read + written) measured here."""
+    src = torch.empty(max(nbytes, 1 << 20), dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    return graph_us(lambda: dst.copy_(src)) * nbytes / src.numel() / 2
+
+
+def part1(width: int) -> list[dict[str, Any]]:
+    rows = []
+    sm = pt.sm_count(torch.device("cuda"))
+    for batch, ctx in CASES:
+        t = tensors(batch, ctx, width, torch.bfloat16)
+        scale = D**-0.5
+        kv_bytes = batch * ctx * HKV * D * 2 * 2
+        ceil = copy_us(kv_bytes)
+        base = pt.decode_config(D, torch.bfloat16, HQ // HKV)
+        splits, static_chunk = pt.decode_splits(batch, HKV, t["bt"].shape[1] * PAGE, sm, base)
+        ws = workspace(batch, max(splits, 1))
+        line = [f"{batch}x{ctx} (table {width}, {splits} splits): ceiling {ceil:.1f} us"]
+        for floor in FLOORS:
+            bt = t["bt"]
+            if floor == "tight":
+                bt = bt[:, : cdiv(ctx, PAGE)].contiguous()
+                cfg = base
+            else:
+                cfg = pt.DecodeConfig(
+                    block_n=base.block_n, num_warps=base.num_warps, num_stages=base.num_stages,
+                    chunk_floor=static_chunk if floor == "static" else int(floor),
+                )  # fmt: skip
+
+            def call(bt: torch.Tensor = bt, cfg: pt.DecodeConfig = cfg) -> None:
+                pt.paged_decode(t["q"], t["kc"], t["vc"], bt, t["lens"], scale, t["out"], cfg=cfg, workspace=ws)
+
+            us = graph_us(call)
+            rows.append({"case": f"{batch}x{ctx}", "floor": floor, "us": us, "ceiling_us": ceil, "splits": splits})
+            line.append(f"{floor}: {us:.1f} ({100 * ceil / us:.0f} %)")
+        print(" | ".join(line), flush=True)
+    return rows
+
+
+def part2() -> list[dict[str, Any]]:
+    rows = []
+    fp8 = fp8_dtype("fp8_e4m3")
+    for batch, ctx in FP8_CASES:
+        t = tensors(batch, ctx, ctx, torch.bfloat16)
+        scale = D**-0.5
+        ks, vs = (c.float().abs().amax().reshape(1) / torch.finfo(fp8).max for c in (t["kc"], t["vc"]))
+        n = t["kc"].shape[0]
+        k8, v8 = (
+            quantize(c.reshape(-1, HKV, D), s, fp8).view(n, PAGE, HKV, D) for c, s in ((t["kc"], ks), (t["vc"], vs))
+        )
+        fp8_bytes = batch * ctx * HKV * D * 2
+        ceil = copy_us(fp8_bytes)
+        ws = workspace(batch, 64)
+
+        def bf16() -> None:
+            pt.paged_decode(t["q"], t["kc"], t["vc"], t["bt"], t["lens"], scale, t["out"], workspace=ws)
+
+        bf16_us = graph_us(bf16)
+
+        def dflt() -> None:
+            pt.paged_decode(t["q"], k8, v8, t["bt"], t["lens"], scale, t["out"], workspace=ws, k_scale=ks, v_scale=vs)
+
+        d_us = graph_us(dflt)
+        print(f"fp8 {batch}x{ctx}: ceiling {ceil:.1f} us, bf16 default {bf16_us:.1f} us, fp8 default {d_us:.1f} us "
+              f"({bf16_us / d_us:.2f}x bf16, {100 * ceil / d_us:.0f} % of copy)", flush=True)  # fmt: skip
+        rows.append({"case": f"{batch}x{ctx}", "kind": "fp8 default", "us": d_us, "bf16_us": bf16_us,
+                     "ceiling_us": ceil})  # fmt: skip
+        for bn, warps, stages, split_stages, v_asm in FP8_POINTS:
+            cfg = pt.DecodeConfig(
+                block_n=bn, num_warps=warps, num_stages=stages, split_stages=split_stages, fp8_f16_dot=True,
+                fp8_v_asm=v_asm,
+            )  # fmt: skip
+            for splits in FP8_SPLITS:
+
+                def call(cfg: pt.DecodeConfig = cfg, splits: int | None = splits) -> None:
+                    pt.paged_decode(
+                        t["q"], k8, v8, t["bt"], t["lens"], scale, t["out"], cfg=cfg, splits=splits, workspace=ws,
+                        k_scale=ks, v_scale=vs,
+                    )  # fmt: skip
+
+                us = graph_us(call)
+                tag = f"{bn}/{warps}/{stages} ss={split_stages} v_asm={v_asm} splits={splits}"
+                rows.append({"case": f"{batch}x{ctx}", "kind": tag, "us": us, "bf16_us": bf16_us, "ceiling_us": ceil})
+                print(f"  {tag}: {us:.1f} us, {bf16_us / us:.2f}x bf16, {100 * ceil / us:.0f} % of copy", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--width", type=int, default=8448, help="block-table width in tokens of part 1")
+    ap.add_argument("--skip-fp8", action="store_true")
+    args = ap.parse_args()
+    print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    rows = part1(args.width)
+    if not args.skip_fp8:
+        rows += part2()
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One lent-GPU call for the per-sequence split spreading and the fp8 default: the chunk/fp8 sweep (graph-replayed
+# launches), the GPU tests of decode (plain, graphed, fp8), the end-to-end decode-step bench and the step profile.
+#
+#   scripts/gpu_chunk.sh OUT
+set -u
+OUT="${1:?usage: scripts/gpu_chunk.sh OUT}"
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 PYTHONPATH=src
+PY=${PYTHON:-python3}
+step() { echo "== $(date -u +%H:%M:%S) $1"; }
+{
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  step "chunk + fp8 sweep"
+  timeout 120 $PY bench/tune_decode_chunk.py --json "$OUT/chunk.json" > "$OUT/chunk.txt" 2>&1
+  echo "rc=$?"
+  step "GPU tests"
+  timeout 170 $PY -m pytest -q -p no:cacheprovider -rs tests/gpu/test_paged_triton_gpu.py \
+    tests/gpu/test_decode_graph_gpu.py tests/gpu/test_attention_fp8_gpu.py tests/gpu/test_fused_decode_gpu.py \
+    > "$OUT/pytest.txt" 2>&1
+  echo "pytest rc=$?"
+  step "decode-step bench"
+  timeout 150 $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" \
+    --time-budget 70 > "$OUT/decode_step.txt" 2>&1
+  echo "rc=$?"
+  step "profile"
+  timeout 45 $PY bench/profile_decode_step.py > "$OUT/profile.txt" 2>&1
+  echo "rc=$?"
+  step done
+} > "$OUT/final.txt" 2>&1
+cat "$OUT/final.txt"
+grep -v -i warn "$OUT/chunk.txt" | cut -c1-200
+grep -E "FAILED|ERROR|passed|failed" "$OUT/pytest.txt" | tail -15
+grep '^|' "$OUT/decode_step.txt" | head -10
+grep -A12 "graphed step" "$OUT/profile.txt" | head -30
