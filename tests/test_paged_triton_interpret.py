@@ -295,36 +295,5 @@ def test_fp8_value_conversion_reaches_the_launch_only_where_it_applies(
             v_asm(torch.float16, torch.float8_e4m3fn, on)
 
 
-@pytest.mark.parametrize(("floor", "busy"), [(None, 4), (32, 2), (256, 1)])
-def test_short_context_spreads_over_the_splits_of_a_wide_launch(floor: int | None, busy: int) -> None:
-    """A 64-token context in a launch sized for 1,024 tokens and 8 splits: each split takes whole tiles of the
-    sequence's own span, at least ``chunk_floor`` tokens, so 16-token tiles keep 4 splits busy (the partial
-    log-sum-exps of the others stay -inf), and the merged result is the reference's."""
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("triton")
-    from sagellm_backend.attention import paged_triton as pt
-    from sagellm_backend.attention.paged_workspace import DecodeWorkspace
-
-    g = torch.Generator().manual_seed(5)
-    hq, hkv, d, bs, width, n = 4, 2, 16, 16, 64, 64
-    q = torch.randn(1, hq, d, generator=g)
-    kc, vc = (torch.randn(width, bs, hkv, d, generator=g) for _ in range(2))
-    table = torch.randperm(width, generator=g).to(torch.int32)[None]
-    lens = torch.tensor([n], dtype=torch.int32)
-    splits = 8
-    ws = DecodeWorkspace(torch.zeros(hq * splits * d), torch.zeros(hq * splits), torch.zeros(hkv, dtype=torch.int32))
-    cfg = pt.DecodeConfig(block_n=16, chunk_floor=floor)
-    got = pt.paged_decode(q, kc, vc, table, lens, d**-0.5, cfg=cfg, splits=splits, workspace=ws)
-    lse = ws.partial_lse.view(hq, splits)
-    assert bool(torch.isfinite(lse[:, :busy]).all()) and bool(torch.isneginf(lse[:, busy:]).all()), lse
-    keys = torch.stack([kc[table[0, t // bs], t % bs] for t in range(n)])  # [n, Hkv, D]
-    vals = torch.stack([vc[table[0, t // bs], t % bs] for t in range(n)])
-    kk, vv = keys.repeat_interleave(hq // hkv, 1), vals.repeat_interleave(hq // hkv, 1)
-    p = torch.softmax(torch.einsum("hd,nhd->hn", q[0].double(), kk.double()) * d**-0.5, -1)
-    want = torch.einsum("hn,nhd->hd", p, vv.double())
-    torch.testing.assert_close(got[0].double(), want, atol=2e-5, rtol=2e-5)
-    assert int(ws.counters.abs().sum()) == 0  # the last split reset the arrival counters
-
-
 if __name__ == "__main__":
     print(json.dumps(_cases()))

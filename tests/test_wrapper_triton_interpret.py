@@ -72,6 +72,7 @@ def _checks() -> dict[str, Any]:
     out["wrapper"] = _wrapper_checks()
     out["rope"] = _rope_checks()
     out["rope_launch"] = _rope_launch_checks()
+    out["spread"] = _spread_checks()
     return out
 
 
@@ -310,6 +311,38 @@ def _rope_launch_checks() -> list[dict[str, Any]]:
     return rows
 
 
+def _spread_checks() -> list[dict[str, Any]]:
+    """A 64-token context in a launch sized for 1,024 tokens and 8 splits, 16-token tiles, per ``chunk_floor``:
+    which splits took keys (finite partial log-sum-exp in the workspace) and the error against float64."""
+    import torch
+
+    from sagellm_backend.attention import paged_triton as pt
+    from sagellm_backend.attention.paged_workspace import DecodeWorkspace
+    from sagellm_backend.attention.reference import reference_paged_decode
+
+    g = torch.Generator().manual_seed(5)
+    hq, hkv, d, bs, width, n, splits = 4, 2, 16, 16, 64, 64, 8
+    q = torch.randn(1, hq, d, generator=g)
+    kc, vc = (torch.randn(width, bs, hkv, d, generator=g) for _ in range(2))
+    table = torch.randperm(width, generator=g).to(torch.int32)[None]
+    lens = torch.tensor([n], dtype=torch.int32)
+    want = reference_paged_decode(q, kc, vc, table, lens, d**-0.5)
+    rows = []
+    for floor in (None, 32, 256):
+        ws = DecodeWorkspace(
+            torch.zeros(hq * splits * d), torch.zeros(hq * splits), torch.zeros(hkv, dtype=torch.int32)
+        )
+        cfg = pt.DecodeConfig(block_n=16, chunk_floor=floor)
+        got = pt.paged_decode(q, kc, vc, table, lens, d**-0.5, cfg=cfg, splits=splits, workspace=ws)
+        lse = ws.partial_lse.view(hq, splits)
+        rows.append({
+            "floor": floor, "finite": torch.isfinite(lse).all(0).tolist(),
+            "neg_inf": torch.isneginf(lse).all(0).tolist(),
+            "err": float((got.double() - want).abs().max()), "counters": int(ws.counters.abs().sum()),
+        })  # fmt: skip
+    return rows
+
+
 @pytest.fixture(scope="module")
 def verdict() -> dict[str, Any]:
     pytest.importorskip("torch")
@@ -383,6 +416,18 @@ def test_wrapper_triton_path_matches_its_torch_path_and_the_reference(verdict: d
         # fp8: the interpreter's fp32 -> fp8 rounding differs from torch's in the last bit of some values (see
         # test_attention_fp8), so the two paths' caches, and results, differ by up to an fp8 step of V.
         assert r["vs_torch"] <= (4e-3 if r["case"].startswith("auto") else 0.25), r
+
+
+def test_short_context_spreads_over_the_splits_of_a_wide_launch(verdict: dict[str, Any]) -> None:
+    """Each split takes whole tiles of the sequence's own span, at least ``chunk_floor`` tokens: 64 tokens of
+    16-token tiles keep 4 of 8 splits busy by default, 2 with a 32-token floor, 1 with a 256-token one; the others
+    hold no keys, and the merge (which reads only the busy ones) gives the reference's result."""
+    busy = {None: 4, 32: 2, 256: 1}
+    assert [r["floor"] for r in verdict["spread"]] == list(busy)
+    for r in verdict["spread"]:
+        k = busy[r["floor"]]
+        assert r["finite"] == [True] * k + [False] * (8 - k) and r["neg_inf"] == [False] * k + [True] * (8 - k), r
+        assert r["err"] <= 2e-5 and r["counters"] == 0, r
 
 
 if __name__ == "__main__":
