@@ -30,11 +30,19 @@ from sagellm_backend.kernels.triton_launch import cdiv
 
 HQ, HKV, D, PAGE = 32, 8, 128, 16
 CASES = [(1, 1024), (8, 1024), (64, 1024), (1, 8192), (8, 8192)]
-FLOORS: list[int | str] = ["static", 64, 128, 256, 512, "tight"]
+# (label, chunk_floor: "static" = the partition sized for the table's width, "tight" = a table as wide as the
+# context; merge_width)
+FLOORS: list[tuple[str, int | str, int]] = [
+    ("static m1", "static", 1), ("static", "static", 4), ("64 m1", 64, 1), ("64", 64, 4), ("128", 128, 4),
+    ("256", 256, 4), ("512", 512, 4), ("tight", "tight", 4),
+]  # fmt: skip
 FP8_CASES = [(64, 4096), (4, 32768)]
-# (block_n, warps, stages, split_stages, fp8_v_asm)
-FP8_POINTS = [(128, 4, 2, 1, False), (64, 4, 2, None, True), (64, 4, 2, 1, True), (128, 8, 2, None, True)]
-FP8_SPLITS: list[int | None] = [None, 8, 24, 32, 48]
+# (block_n, warps, stages, split_stages, fp8_v_asm, merge_width)
+FP8_POINTS = [
+    (128, 4, 2, 1, False, 1), (64, 4, 2, None, True, 1), (64, 4, 2, None, True, 4), (64, 4, 2, None, True, 8),
+    (64, 4, 2, 1, True, 4), (128, 8, 2, None, True, 4),
+]  # fmt: skip
+FP8_SPLITS: list[int | None] = [None, 8, 32]
 
 
 def graph_us(fn: Any, reps: int = 20, trials: int = 7) -> float:
@@ -105,7 +113,7 @@ def part1(width: int) -> list[dict[str, Any]]:
         splits, static_chunk = pt.decode_splits(batch, HKV, t["bt"].shape[1] * PAGE, sm, base)
         ws = workspace(batch, max(splits, 1))
         line = [f"{batch}x{ctx} (table {width}, {splits} splits): ceiling {ceil:.1f} us"]
-        for floor in FLOORS:
+        for label, floor, merge in FLOORS:
             bt = t["bt"]
             if floor == "tight":
                 bt = bt[:, : cdiv(ctx, PAGE)].contiguous()
@@ -113,15 +121,15 @@ def part1(width: int) -> list[dict[str, Any]]:
             else:
                 cfg = pt.DecodeConfig(
                     block_n=base.block_n, num_warps=base.num_warps, num_stages=base.num_stages,
-                    chunk_floor=static_chunk if floor == "static" else int(floor),
+                    chunk_floor=static_chunk if floor == "static" else int(floor), merge_width=merge,
                 )  # fmt: skip
 
             def call(bt: torch.Tensor = bt, cfg: pt.DecodeConfig = cfg) -> None:
                 pt.paged_decode(t["q"], t["kc"], t["vc"], bt, t["lens"], scale, t["out"], cfg=cfg, workspace=ws)
 
             us = graph_us(call)
-            rows.append({"case": f"{batch}x{ctx}", "floor": floor, "us": us, "ceiling_us": ceil, "splits": splits})
-            line.append(f"{floor}: {us:.1f} ({100 * ceil / us:.0f} %)")
+            rows.append({"case": f"{batch}x{ctx}", "floor": label, "us": us, "ceiling_us": ceil, "splits": splits})
+            line.append(f"{label}: {us:.1f} ({100 * ceil / us:.0f} %)")
         print(" | ".join(line), flush=True)
     return rows
 
@@ -154,10 +162,10 @@ def part2() -> list[dict[str, Any]]:
               f"({bf16_us / d_us:.2f}x bf16, {100 * ceil / d_us:.0f} % of copy)", flush=True)  # fmt: skip
         rows.append({"case": f"{batch}x{ctx}", "kind": "fp8 default", "us": d_us, "bf16_us": bf16_us,
                      "ceiling_us": ceil})  # fmt: skip
-        for bn, warps, stages, split_stages, v_asm in FP8_POINTS:
+        for bn, warps, stages, split_stages, v_asm, merge in FP8_POINTS:
             cfg = pt.DecodeConfig(
                 block_n=bn, num_warps=warps, num_stages=stages, split_stages=split_stages, fp8_f16_dot=True,
-                fp8_v_asm=v_asm,
+                fp8_v_asm=v_asm, merge_width=merge,
             )  # fmt: skip
             for splits in FP8_SPLITS:
 
@@ -168,7 +176,7 @@ def part2() -> list[dict[str, Any]]:
                     )  # fmt: skip
 
                 us = graph_us(call)
-                tag = f"{bn}/{warps}/{stages} ss={split_stages} v_asm={v_asm} splits={splits}"
+                tag = f"{bn}/{warps}/{stages} ss={split_stages} v_asm={v_asm} merge={merge} splits={splits}"
                 rows.append({"case": f"{batch}x{ctx}", "kind": tag, "us": us, "bf16_us": bf16_us, "ceiling_us": ceil})
                 print(f"  {tag}: {us:.1f} us, {bf16_us / us:.2f}x bf16, {100 * ceil / us:.0f} % of copy", flush=True)
     return rows

@@ -295,5 +295,18 @@ def test_fp8_value_conversion_reaches_the_launch_only_where_it_applies(
             v_asm(torch.float16, torch.float8_e4m3fn, on)
 
 
+@pytest.mark.parametrize("bad", [{"merge_width": 0}, {"chunk_floor": 0}, {"chunk_floor": -64}])
+def test_decode_config_rejects_a_merge_width_or_chunk_floor_below_one(bad: dict[str, int]) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("triton")
+    from sagellm_backend.attention.paged_triton import DecodeConfig
+    from sagellm_backend.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="merge_width >= 1 and chunk_floor None or >= 1"):
+        DecodeConfig(**bad)
+    assert DecodeConfig(block_n=64, chunk_floor=65).floor_tokens() == 128
+    assert DecodeConfig(block_n=64).floor_tokens() == 64
+
+
 if __name__ == "__main__":
     print(json.dumps(_cases()))

@@ -328,6 +328,7 @@ def decode_launch_args(
         "NEW": new is not None, "num_warps": cfg.num_warps, "num_stages": cfg.stages(n_split),
         "F16_DOT": f16, "EARLY_V": cfg.early_v, **rope_args(query, rope),
         "V_ASM": value_convert(cfg, k_cache.dtype, f16 or query.dtype == torch.float16, query.device),
+        "MERGE": cfg.merge_width,
     }  # fmt: skip
     if cfg.maxnreg is not None:
         kw["maxnreg"] = cfg.maxnreg

@@ -255,6 +255,7 @@ class DecodeConfig:
             each value tile to fp16 as loaded, by inline assembly (:func:`.triton_tiles.fp8_to_f16`), before it is
             laid out for the dot; the results are the same (both conversions are exact). None: wherever it
             applies (:func:`value_convert`).
+        merge_width: Splits the merging program reads per step of its loop (unrolled, so their loads overlap).
     """
 
     block_n: int = 64
@@ -268,6 +269,14 @@ class DecodeConfig:
     split_stages: int | None = None
     maxnreg: int | None = None
     fp8_v_asm: bool | None = False
+    merge_width: int = 4
+
+    def __post_init__(self) -> None:
+        if self.merge_width < 1 or (self.chunk_floor is not None and self.chunk_floor < 1):
+            raise InvalidArgumentError(
+                f"DecodeConfig needs merge_width >= 1 and chunk_floor None or >= 1; got merge_width="
+                f"{self.merge_width}, chunk_floor={self.chunk_floor}."
+            )
 
     def stages(self, n_split: int) -> int:
         """The pipeline depth of a launch with ``n_split`` context splits.
@@ -286,7 +295,7 @@ class DecodeConfig:
         Returns:
             A positive multiple of :attr:`block_n`.
         """
-        return max(1, cdiv(self.chunk_floor or self.block_n, self.block_n)) * self.block_n
+        return cdiv(self.chunk_floor or self.block_n, self.block_n) * self.block_n
 
 
 def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool = False) -> DecodeConfig:

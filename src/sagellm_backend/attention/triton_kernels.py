@@ -78,7 +78,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr, slot_ptr,
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
     F16_DOT: tl.constexpr, EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr,
-    V_ASM: tl.constexpr,
+    V_ASM: tl.constexpr, MERGE: tl.constexpr,
 ):
     # fmt: on
     b = tl.program_id(0)
@@ -166,20 +166,25 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
             m_all = tl.full([GP], float("-inf"), dtype=tl.float32)
             den = tl.zeros([GP], dtype=tl.float32)
             num = tl.zeros([GP, DP], dtype=tl.float32)
-            # Splits past the span hold nothing (split 0 holds at least the step's own token).
-            for s in range(tl.maximum(tl.minimum(tl.cdiv(span, chunk), n_splits), 1)):
-                lse_s = tl.load(plse_ptr + base + s, mask=rmask, other=0.0, cache_modifier=".cg")
-                o_s = tl.load(po_ptr + (base + s)[:, None] * DP + offs_d[None, :], mask=qmask, other=0.0,
-                              cache_modifier=".cg")  # fmt: skip
-                m_new = tl.maximum(m_all, lse_s)
-                # While every split so far is empty m_new is -inf: exp2 relative to 0 gives weight 0,
-                # not exp2(-inf - -inf) = NaN; a row with no keys at all (padding) ends with 0 / 1 = 0.
-                m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-                a = tl.exp2(m_all - m_ref)
-                w = tl.exp2(lse_s - m_ref)
-                den = den * a + w
-                num = num * a[:, None] + w[:, None] * o_s
-                m_all = m_new
+            # Splits past the span hold nothing (split 0 holds at least the step's own token). MERGE splits per
+            # step, unrolled: their loads do not wait on each other's arithmetic.
+            n_used = tl.maximum(tl.minimum(tl.cdiv(span, chunk), n_splits), 1)
+            for s0 in range(0, n_used, MERGE):
+                for j in tl.static_range(MERGE):
+                    s = s0 + j
+                    held = rmask & ((rows * 0 + s) < n_used)
+                    lse_s = tl.load(plse_ptr + base + s, mask=held, other=float("-inf"), cache_modifier=".cg")
+                    o_s = tl.load(po_ptr + (base + s)[:, None] * DP + offs_d[None, :],
+                                  mask=held[:, None] & dmask[None, :], other=0.0, cache_modifier=".cg")  # fmt: skip
+                    m_new = tl.maximum(m_all, lse_s)
+                    # While every split so far is empty m_new is -inf: exp2 relative to 0 gives weight 0,
+                    # not exp2(-inf - -inf) = NaN; a row with no keys at all (padding) ends with 0 / 1 = 0.
+                    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+                    a = tl.exp2(m_all - m_ref)
+                    w = tl.exp2(lse_s - m_ref)
+                    den = den * a + w
+                    num = num * a[:, None] + w[:, None] * o_s
+                    m_all = m_new
             den = tl.where(den > 0, den, 1.0)
             tl.store(o_ptr, (num / den[:, None]).to(out_ptr.dtype.element_ty), mask=qmask)
 
