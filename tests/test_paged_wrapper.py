@@ -201,6 +201,31 @@ def test_fuzzed_plan_either_plans_correctly_or_raises_typed(lens: Any, table: An
     assert w.key_lens[:n].tolist() == [c + 1 for c in lens] and not w.key_lens[n:].any()
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(1, 6), st.integers(0, 99)), max_size=6))
+def test_every_plan_rewrites_every_buffer_element(steps: list[tuple[int, int, int, int]]) -> None:
+    """Successive plans of any batch, padding and table width: the persistent buffers hold exactly the last
+    step (tables, key lengths, slots, positions; padding rows zero, slot -1), nothing stale of an earlier one."""
+    import numpy as np
+
+    d = Dims()
+    w = _wrapper(d, num_blocks=d.num_blocks)
+    rng = np.random.default_rng(0)
+    for n, pad, width, seed in steps:
+        width = min(width, w.max_blocks_per_seq)
+        rng = np.random.default_rng(seed)
+        table = rng.integers(0, d.num_blocks, (n, width)).astype(np.int32)
+        lens = rng.integers(0, width * d.block_size, n).astype(np.int32)
+        slots = table[np.arange(n), lens // d.block_size].astype(np.int64) * d.block_size + lens % d.block_size
+        b = min(n + pad, w.max_batch)
+        w.plan(lens, table, slots, batch_size=b)
+        bt = w.block_tables.numpy()
+        assert (bt[:n, :width] == table).all() and not bt[:n, width:].any() and not bt[n:].any()
+        assert w.key_lens.tolist() == [*(lens + 1).tolist(), *[0] * (b - n)]
+        assert w.slot_mapping.tolist() == [*slots.tolist(), *[-1] * (b - n)]
+        assert w.positions.tolist() == [*lens.tolist(), *[0] * (b - n)]
+
+
 @pytest.mark.parametrize("kind", ["list", "numpy", "torch"])
 def test_unused_table_entries_may_hold_anything_but_used_ones_must_be_ids(kind: str) -> None:
     """Columns past a row's last used block are ignored whatever they hold (-1 padding, stale ids past the cache),

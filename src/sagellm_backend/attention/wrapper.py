@@ -95,25 +95,22 @@ class PagedAttentionWrapper:
         self._variant_kw = self.variants.op_kwargs(self.num_heads, self.device)
         self._fp8 = None if self.kv_cache_dtype == "auto" else fp8_dtype(self.kv_cache_dtype)
         mb, w = self.max_batch, self.max_blocks_per_seq
-        # Two flat buffers, each filled by one copy from the host: int32 block tables + key lengths (from element
-        # ``_kl_at``, 16-byte aligned as bound launches need), int64 slots + positions.
+        # One byte buffer, filled by one copy from the host, seen as int64 slots + positions, then (16-byte
+        # aligned, as bound launches need) int32 block tables + key lengths (from element ``_kl_at``).
         self._kl_at = -(-mb * w // 4) * 4
-        self._i32 = torch.zeros(self._kl_at + mb, dtype=torch.int32, device=self.device)
-        self._i64 = torch.zeros(2 * mb, dtype=torch.int64, device=self.device)
+        self._i32, self._i64, self._bytes = self._flat(self.device, False)
         self._i64[:mb].fill_(-1)
         self._dev_index = self._i32.get_device()  # -1 on CPU
-        # Host staging for host inputs: two pairs (filling one never waits for the copy of the previous step),
+        # Host staging for host inputs: two buffers (filling one never waits for the copy of the previous step),
         # filled through numpy views; on CPU the buffers themselves.
-        self._staging: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
+        self._staging: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._events: list[Any] = []
         if self.device.type == "cpu":
-            self._staging.append((self._i32, self._i64, None))
+            self._staging.append((self._i32, self._i64, self._bytes))
         else:
             pin = self.device.type == "cuda"
             for _ in range(2):
-                i32 = torch.zeros(self._i32.shape, dtype=torch.int32, pin_memory=pin)
-                i64 = torch.zeros(self._i64.shape, dtype=torch.int64, pin_memory=pin)
-                self._staging.append((i32, i64, None))
+                self._staging.append(self._flat(torch.device("cpu"), pin))
                 if pin:
                     self._events.append(torch.cuda.Event())  # type: ignore[no-untyped-call]  # torch declares no types for it
         self._recorded = [False, False]
@@ -135,6 +132,13 @@ class PagedAttentionWrapper:
         self._views(0)
 
     # ------------------------------------------------------------------ buffers
+    def _flat(self, device: torch.device, pin: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(int32 view, int64 view, bytes)`` of one zeroed buffer laid out as the persistent one."""
+        mb = self.max_batch
+        at = -(-2 * mb * 8 // 16) * 16
+        raw = torch.zeros(at + (self._kl_at + mb) * 4, dtype=torch.uint8, device=device, pin_memory=pin)
+        return raw[at:].view(torch.int32), raw[: 2 * mb * 8].view(torch.int64), raw
+
     def _split(self, i32: torch.Tensor, i64: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(block_tables [mb, w], key_lens [mb], slot_mapping [mb], positions [mb])`` views of a buffer pair."""
         mb, w = self.max_batch, self.max_blocks_per_seq
@@ -222,7 +226,7 @@ class PagedAttentionWrapper:
         import numpy as np
 
         k = self._next if len(self._staging) > 1 else 0
-        i32, i64, _ = self._staging[k]
+        i32, i64, raw = self._staging[k]
         if self._events and self._recorded[k]:
             self._events[k].synchronize()  # the copy of two plans ago; long finished in any real loop
         ctx, table, slots = step.ctx.numpy(), step.table.numpy(), step.slots.numpy()
@@ -234,17 +238,22 @@ class PagedAttentionWrapper:
         n, w = table.shape
         a32, a64 = i32.numpy(), i64.numpy()
         mb, width = self.max_batch, self.max_blocks_per_seq
-        a32.fill(0)
-        a32[: mb * width].reshape(mb, width)[:n, :w] = table
-        a32[self._kl_at : self._kl_at + n] = np.clip(ctx.astype(np.int64) + 1, 0, width * self.block_size)
-        a64.fill(0)
-        a64[:mb].fill(-1)
+        # Every element is written (no stale value of an earlier step survives); padding rows: zeros, slot -1.
+        tables = a32[: mb * width].reshape(mb, width)
+        tables[:n, :w] = table
+        tables[:n, w:] = 0
+        tables[n:] = 0
+        kl = self._kl_at
+        a32[mb * width : kl] = 0
+        a32[kl : kl + n] = np.clip(ctx.astype(np.int64) + 1, 0, width * self.block_size)
+        a32[kl + n :] = 0
         a64[:n] = slots
+        a64[n:mb] = -1
         a64[mb : mb + n] = ctx
+        a64[mb + n :] = 0
         if i32 is self._i32:
             return
-        self._i32.copy_(i32, non_blocking=True)
-        self._i64.copy_(i64, non_blocking=True)
+        self._bytes.copy_(raw, non_blocking=True)
         if self._events:
             self._events[k].record()
             self._recorded[k] = True
