@@ -8,11 +8,7 @@
 #   scripts/gpu_final.sh OUT
 set -u
 OUT="${1:?usage: scripts/gpu_final.sh OUT}"
-mkdir -p "$OUT"
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 PYTHONPATH=src
-PY=${PYTHON:-python3}
-step() { echo "== $(date -u +%H:%M:%S) $1"; }
+. "$(dirname "$0")/gpu_env.sh"
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   step "fp8_v_asm GPU test"

@@ -11,11 +11,7 @@ OUT="${1:?usage: scripts/gpu_verify.sh OUT [all|tests|bench]}"
 MODE="${2:-all}"
 TEST_LIMIT=170
 [ "$MODE" = tests ] && TEST_LIMIT=500
-mkdir -p "$OUT"
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 PYTHONPATH=src
-PY=${PYTHON:-python3}
-step() { echo "== $(date -u +%H:%M:%S) $1"; }
+. "$(dirname "$0")/gpu_env.sh"
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   if [ "$MODE" != tests ]; then
