@@ -210,7 +210,6 @@ def test_every_plan_rewrites_every_buffer_element(steps: list[tuple[int, int, in
 
     d = Dims()
     w = _wrapper(d, num_blocks=d.num_blocks)
-    rng = np.random.default_rng(0)
     for n, pad, width, seed in steps:
         width = min(width, w.max_blocks_per_seq)
         rng = np.random.default_rng(seed)

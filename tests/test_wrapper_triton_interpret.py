@@ -321,14 +321,14 @@ def _spread_checks() -> list[dict[str, Any]]:
     from sagellm_backend.attention.reference import reference_paged_decode
 
     g = torch.Generator().manual_seed(5)
-    hq, hkv, d, bs, width, n, splits = 4, 2, 16, 16, 64, 64, 8
+    hq, hkv, d, bs, width, splits = 4, 2, 16, 16, 64, 8
     q = torch.randn(1, hq, d, generator=g)
     kc, vc = (torch.randn(width, bs, hkv, d, generator=g) for _ in range(2))
     table = torch.randperm(width, generator=g).to(torch.int32)[None]
-    lens = torch.tensor([n], dtype=torch.int32)
-    want = reference_paged_decode(q, kc, vc, table, lens, d**-0.5)
     rows = []
-    for floor in (None, 32, 256):
+    for n, floor in ((64, None), (64, 32), (64, 256), (200, None)):
+        lens = torch.tensor([n], dtype=torch.int32)
+        want = reference_paged_decode(q, kc, vc, table, lens, d**-0.5)
         ws = DecodeWorkspace(
             torch.zeros(hq * splits * d), torch.zeros(hq * splits), torch.zeros(hkv, dtype=torch.int32)
         )
@@ -336,7 +336,7 @@ def _spread_checks() -> list[dict[str, Any]]:
         got = pt.paged_decode(q, kc, vc, table, lens, d**-0.5, cfg=cfg, splits=splits, workspace=ws)
         lse = ws.partial_lse.view(hq, splits)
         rows.append({
-            "floor": floor, "finite": torch.isfinite(lse).all(0).tolist(),
+            "n": n, "floor": floor, "finite": torch.isfinite(lse).all(0).tolist(),
             "neg_inf": torch.isneginf(lse).all(0).tolist(),
             "err": float((got.double() - want).abs().max()), "counters": int(ws.counters.abs().sum()),
         })  # fmt: skip
@@ -420,12 +420,13 @@ def test_wrapper_triton_path_matches_its_torch_path_and_the_reference(verdict: d
 
 def test_short_context_spreads_over_the_splits_of_a_wide_launch(verdict: dict[str, Any]) -> None:
     """Each split takes whole tiles of the sequence's own span, at least ``chunk_floor`` tokens: 64 tokens of
-    16-token tiles keep 4 of 8 splits busy by default, 2 with a 32-token floor, 1 with a 256-token one; the others
-    hold no keys, and the merge (which reads only the busy ones) gives the reference's result."""
-    busy = {None: 4, 32: 2, 256: 1}
-    assert [r["floor"] for r in verdict["spread"]] == list(busy)
+    16-token tiles keep 4 of 8 splits busy by default, 2 with a 32-token floor, 1 with a 256-token one, and 200
+    tokens (13 tiles, 2 per split) keep 7 busy, merged over two steps of 4; the others hold no keys, and the merge
+    gives the reference's result."""
+    busy = {(64, None): 4, (64, 32): 2, (64, 256): 1, (200, None): 7}
+    assert [(r["n"], r["floor"]) for r in verdict["spread"]] == list(busy)
     for r in verdict["spread"]:
-        k = busy[r["floor"]]
+        k = busy[(r["n"], r["floor"])]
         assert r["finite"] == [True] * k + [False] * (8 - k) and r["neg_inf"] == [False] * k + [True] * (8 - k), r
         assert r["err"] <= 2e-5 and r["counters"] == 0, r
 

@@ -243,8 +243,9 @@ class DecodeConfig:
         waves: Split while ``B * Hkv * splits`` stays within ``waves`` x the SM count (no partial wave).
         min_chunk: Fewest key tokens per split of the longest span a launch may see (bounds the split count).
         chunk_floor: Fewest key tokens a split takes of one sequence's span (None: one tile). Each sequence's
-            span is spread over the launch's splits in whole tiles in the kernel, from its own length: a short
-            context in a launch sized for a long one still uses ``ceil(span / chunk_floor)`` splits.
+            span is spread over the launch's ``n`` splits in whole tiles in the kernel, from its own length:
+            ``chunk = max(chunk_floor, ceil(tiles / n) * block_n)`` tokens per split, so a short context in a launch
+            sized for a long one still keeps ``min(n, ceil(span / chunk))`` splits busy.
         fp8_f16_dot: With an fp8 cache and a bf16 query, run the dots in fp16 (the query scaled by a power of
             two into fp16's range) instead of converting the cache to bf16.
         early_v: Load each value tile before the key tile's dot instead of after its softmax.
