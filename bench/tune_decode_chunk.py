@@ -1,16 +1,16 @@
-"""Decode kernel time against how each sequence's span is spread over the splits, and fp8 split points, on one
-GPU, every launch replayed from a CUDA graph (no host time in the figures).
+"""Decode kernel time against how each sequence's span is spread over the splits, and fp8 points, on one GPU,
+every launch replayed from a CUDA graph (no host time in the figures).
 
-    python bench/tune_decode_chunk.py [--json FILE]
+    python bench/tune_decode_chunk.py [--json FILE] [--cases 1x1024,8x1024] [--skip-fp8]
 
-Part 1, bf16 (32/8 heads, head 128, 16-token pages): contexts of 1k and 8k in a launch sized for a block table
-of ``--width`` tokens (what a captured decode step holds), for ``DecodeConfig.chunk_floor`` values; ``static`` is
-the partition sized for the table's width (the kernel before per-sequence spreading) and ``tight`` the default
-launch over a table only as wide as the context (what a host that knows the lengths could launch). The ceiling is
-the KV bytes at the rate of a device copy measured in the same run.
+Part 1, bf16 (32/8 heads, head 128, 16-token pages): contexts of 1k and 8k in a launch sized for a block table of
+``--width`` tokens (what a captured decode step holds), for ``DecodeConfig.chunk_floor`` values and split counts;
+``static`` is the partition sized for the table's width (the kernel before per-sequence spreading) and ``tight``
+the default launch over a table only as wide as the context (what a host that knows the lengths could launch).
+The ceiling is the KV bytes at the rate of a device copy measured in the same run.
 
-Part 2, fp8 e4m3 (fp16 dots): 64 x 4k and 4 x 32k for (block_n, warps, stages, value conversion) points and split
-counts, beside the bf16 default of the same case.
+Part 2, fp8 e4m3 (fp16 dots): 64 x 4k and 4 x 32k, the default and other ``DecodeConfig`` points and split counts,
+beside the bf16 default of the same case.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from sagellm_backend.attention import paged_triton as pt
+from sagellm_backend.attention import triton_args
 from sagellm_backend.attention.kv_quant import fp8_dtype, quantize
 from sagellm_backend.attention.paged_workspace import DecodeWorkspace
 from sagellm_backend.bench.paged_cases import time_cuda
@@ -32,16 +33,25 @@ from sagellm_backend.kernels.triton_launch import cdiv
 HQ, HKV, D, PAGE = 32, 8, 128, 16
 CASES = [(1, 1024), (8, 1024), (64, 1024), (1, 8192), (8, 8192)]
 # (label, chunk_floor: "static" = the partition sized for the table's width, "tight" = a table as wide as the
-# context; merge_width)
-FLOORS: list[tuple[str, int | str, int]] = [
-    ("static m1", "static", 1), ("static", "static", 4), ("64 m1", 64, 1), ("64", 64, 4), ("128", 128, 4),
-    ("256", 256, 4), ("512", 512, 4), ("tight", "tight", 4),
+# context; merge_width; splits: None = the default count, "limit" = split_limit's count unrounded, or a number).
+# Run 22 measured merge width 1 against 4 and the floors 64-512; these points ask what the split count adds.
+FLOORS: list[tuple[str, int | str, int, int | str | None]] = [
+    ("static", "static", 4, None), ("default", 64, 4, None), ("128", 128, 4, None), ("limit", 64, 4, "limit"),
+    ("16 splits", 64, 4, 16), ("32 splits", 64, 4, 32), ("tight", "tight", 4, None),
 ]  # fmt: skip
 FP8_CASES = [(64, 4096), (4, 32768)]
-# (block_n, warps, stages, split_stages, fp8_v_asm, merge_width)
-# (the default, 64/4/2 with v_asm and merge 4, is the "fp8 default" row)
-FP8_POINTS = [(128, 4, 2, 1, False, 1), (64, 4, 2, None, True, 1), (64, 4, 2, None, True, 8)]
-FP8_SPLITS: list[int | None] = [None, 8, 32]
+# DecodeConfig keywords of fp8 points beside the default (64/4/2, fp16 dots, fp8_v_asm where it applies, merge 4;
+# run 22: 1.78x / 1.75x bf16): smaller tiles, a deeper pipeline, more programs per wave, two warps, early value
+# loads on 128-token tiles.
+_F8: dict[str, Any] = {"fp8_f16_dot": True, "fp8_v_asm": None}
+FP8_POINTS: list[dict[str, Any]] = [
+    {"block_n": 32, "num_warps": 4, "num_stages": 2, **_F8}, {"block_n": 64, "num_warps": 4, "num_stages": 3, **_F8},
+    {"block_n": 64, "num_warps": 4, "num_stages": 2, "waves": 5.0, **_F8},
+    {"block_n": 64, "num_warps": 4, "num_stages": 2, "waves": 6.0, **_F8},
+    {"block_n": 64, "num_warps": 2, "num_stages": 2, **_F8},
+    {"block_n": 128, "num_warps": 4, "num_stages": 2, "early_v": True, **_F8},
+]  # fmt: skip
+FP8_SPLITS: list[int | None] = [None, 20, 24]
 
 
 def graph_us(fn: Any, reps: int = 20, trials: int = 7) -> float:
@@ -115,8 +125,10 @@ def part1(width: int, cases: list[tuple[int, int]]) -> list[dict[str, Any]]:
         splits, static_chunk = pt.decode_splits(batch, HKV, t["bt"].shape[1] * PAGE, sm, base)
         ws = workspace(batch)  # any split count of these launches (the tight table may round to more)
         line = [f"{batch}x{ctx} (table {width}, {splits} splits): ceiling {ceil:.1f} us"]
-        for label, floor, merge in FLOORS:
+        limit = triton_args.split_limit(batch, HKV, t["bt"].shape[1] * PAGE, sm, base)
+        for label, floor, merge, forced in FLOORS:
             bt = t["bt"]
+            n_split = limit if forced == "limit" else forced
             if floor == "tight":
                 bt = bt[:, : cdiv(ctx, PAGE)].contiguous()
                 cfg = base
@@ -126,8 +138,10 @@ def part1(width: int, cases: list[tuple[int, int]]) -> list[dict[str, Any]]:
                     chunk_floor=static_chunk if floor == "static" else int(floor), merge_width=merge,
                 )  # fmt: skip
 
-            def call(bt: torch.Tensor = bt, cfg: pt.DecodeConfig = cfg) -> None:
-                pt.paged_decode(t["q"], t["kc"], t["vc"], bt, t["lens"], scale, t["out"], cfg=cfg, workspace=ws)
+            def call(bt: torch.Tensor = bt, cfg: pt.DecodeConfig = cfg, n: Any = n_split) -> None:
+                pt.paged_decode(
+                    t["q"], t["kc"], t["vc"], bt, t["lens"], scale, t["out"], cfg=cfg, splits=n, workspace=ws
+                )
 
             us = graph_us(call)
             rows.append({"case": f"{batch}x{ctx}", "floor": label, "us": us, "ceiling_us": ceil, "splits": splits})
@@ -164,12 +178,9 @@ def part2() -> list[dict[str, Any]]:
               f"({bf16_us / d_us:.2f}x bf16, {100 * ceil / d_us:.0f} % of copy)", flush=True)  # fmt: skip
         rows.append({"case": f"{batch}x{ctx}", "kind": "fp8 default", "us": d_us, "bf16_us": bf16_us,
                      "ceiling_us": ceil})  # fmt: skip
-        for bn, warps, stages, split_stages, v_asm, merge in FP8_POINTS:
-            cfg = pt.DecodeConfig(
-                block_n=bn, num_warps=warps, num_stages=stages, split_stages=split_stages, fp8_f16_dot=True,
-                fp8_v_asm=v_asm, merge_width=merge,
-            )  # fmt: skip
-            for splits in FP8_SPLITS:
+        for point in FP8_POINTS:
+            cfg = pt.DecodeConfig(**point)
+            for splits in FP8_SPLITS if point.get("waves") is None else [None]:
 
                 def call(cfg: pt.DecodeConfig = cfg, splits: int | None = splits) -> None:
                     pt.paged_decode(
@@ -178,7 +189,10 @@ def part2() -> list[dict[str, Any]]:
                     )  # fmt: skip
 
                 us = graph_us(call)
-                tag = f"{bn}/{warps}/{stages} ss={split_stages} v_asm={v_asm} merge={merge} splits={splits}"
+                extra = "".join(
+                    f" {k}={v}" for k, v in point.items() if k not in ("block_n", "num_warps", "num_stages")
+                )
+                tag = f"{cfg.block_n}/{cfg.num_warps}/{cfg.num_stages}{extra} splits={splits}"
                 rows.append({"case": f"{batch}x{ctx}", "kind": tag, "us": us, "bf16_us": bf16_us, "ceiling_us": ceil})
                 print(f"  {tag}: {us:.1f} us, {bf16_us / us:.2f}x bf16, {100 * ceil / us:.0f} % of copy", flush=True)
     return rows
