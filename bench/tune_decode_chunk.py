@@ -163,7 +163,7 @@ def part2() -> list[dict[str, Any]]:
         )
         fp8_bytes = batch * ctx * HKV * D * 2
         ceil = copy_us(fp8_bytes)
-        ws = workspace(batch, 64)
+        ws = workspace(batch)
 
         def bf16() -> None:
             pt.paged_decode(t["q"], t["kc"], t["vc"], t["bt"], t["lens"], scale, t["out"], workspace=ws)

@@ -312,8 +312,9 @@ def _rope_launch_checks() -> list[dict[str, Any]]:
 
 
 def _spread_checks() -> list[dict[str, Any]]:
-    """A 64-token context in a launch sized for 1,024 tokens and 8 splits, 16-token tiles, per ``chunk_floor``:
-    which splits took keys (finite partial log-sum-exp in the workspace) and the error against float64."""
+    """Contexts of 64 tokens (per ``chunk_floor``) and 200 tokens in a launch sized for 1,024 tokens and 8 splits,
+    16-token tiles: which splits took keys (finite partial log-sum-exp in the workspace) and the error against
+    float64."""
     import torch
 
     from sagellm_backend.attention import paged_triton as pt

@@ -134,10 +134,9 @@ class PagedAttentionWrapper:
     # ------------------------------------------------------------------ buffers
     def _flat(self, device: torch.device, pin: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(int32 view, int64 view, bytes)`` of one zeroed buffer laid out as the persistent one."""
-        mb = self.max_batch
-        at = -(-2 * mb * 8 // 16) * 16
-        raw = torch.zeros(at + (self._kl_at + mb) * 4, dtype=torch.uint8, device=device, pin_memory=pin)
-        return raw[at:].view(torch.int32), raw[: 2 * mb * 8].view(torch.int64), raw
+        at = 16 * self.max_batch  # bytes of the int64 slots + positions: the int32 part starts 16-byte aligned
+        raw = torch.zeros(at + (self._kl_at + self.max_batch) * 4, dtype=torch.uint8, device=device, pin_memory=pin)
+        return raw[at:].view(torch.int32), raw[:at].view(torch.int64), raw
 
     def _split(self, i32: torch.Tensor, i64: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(block_tables [mb, w], key_lens [mb], slot_mapping [mb], positions [mb])`` views of a buffer pair."""
@@ -238,13 +237,13 @@ class PagedAttentionWrapper:
         n, w = table.shape
         a32, a64 = i32.numpy(), i64.numpy()
         mb, width = self.max_batch, self.max_blocks_per_seq
-        # Every element is written (no stale value of an earlier step survives); padding rows: zeros, slot -1.
+        # Every element but the alignment gap before the key lengths (zero from the start, never written) is
+        # written: no stale value of an earlier step survives; padding rows: zeros, slot -1.
         tables = a32[: mb * width].reshape(mb, width)
         tables[:n, :w] = table
         tables[:n, w:] = 0
         tables[n:] = 0
         kl = self._kl_at
-        a32[mb * width : kl] = 0
         a32[kl : kl + n] = np.clip(ctx.astype(np.int64) + 1, 0, width * self.block_size)
         a32[kl + n :] = 0
         a64[:n] = slots
