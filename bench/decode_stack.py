@@ -125,10 +125,14 @@ class WrapperAttention:
         """``plan`` the step into the wrapper's persistent buffers."""
         self.wrapper.plan(context_lens, tables, slots, trusted=self.trusted)
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """One layer's attention, ``[B, Hq, D]``."""
-        out: torch.Tensor = self.wrapper.run(q, k, v, self.caches[layer], **self.rope_kw)
-        return out
+    takes_out = True
+
+    def attend(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One layer's attention, ``[B, Hq, D]`` (into ``out`` when given)."""
+        res: torch.Tensor = self.wrapper.run(q, k, v, self.caches[layer], out=out, **self.rope_kw)
+        return res
 
 
 def cos_sin_cache(shape: Shape, max_pos: int, device: torch.device) -> torch.Tensor:
@@ -178,6 +182,10 @@ class OurStack:
         k = provider.get_kernel
         self.linear, self.rmsnorm, self.add_rmsnorm = k("linear"), k("rmsnorm"), k("add_rmsnorm")
         self.silu_mul, self.rope = k("silu_mul"), k("rotary_embedding")
+        #: Whether this build's kernels take caller-owned results (``add_rmsnorm(inplace=)``, ``silu_mul(out=)``).
+        self.inplace_norms = _accepts(self.add_rmsnorm.forward, "inplace")
+        self.silu_out = _accepts(self.silu_mul.forward, "out")
+        self._bufs: dict[tuple[int, bool], tuple[torch.Tensor | None, torch.Tensor | None]] = {}
 
     @staticmethod
     def geometry(shape: Shape) -> KVGeometry:
@@ -185,7 +193,12 @@ class OurStack:
         return KVGeometry(num_layers=shape.layers, num_kv_heads=shape.kv_heads, head_dim=shape.head_dim)
 
     def step(self, x: torch.Tensor, attn: Any) -> torch.Tensor:
-        """One decode step of hidden states ``x [B, H]`` -> final-normed ``[B, H]`` (``attn.begin_step`` done)."""
+        """One decode step of hidden states ``x [B, H]`` -> final-normed ``[B, H]`` (``attn.begin_step`` done).
+
+        ``x`` is not written. Where this build's kernels take them, the residual adds after the first run in place
+        (``add_rmsnorm(..., inplace=True)``) and ``silu_mul`` and the attention write into buffers kept per batch
+        size, as an engine moving from vLLM runs its layers.
+        """
         s = self.shape
         qd = s.heads * s.head_dim
         b = x.shape[0]
@@ -194,16 +207,37 @@ class OurStack:
         positions = attn.positions
         rope_inside = getattr(attn, "rope_inside", False)
         split = (s.heads, s.kv_heads, s.kv_heads)
+        act, attn_out = self._buffers(b, attn)
+        inplace = self.inplace_norms
         for i, lw in enumerate(self.layers):
             q, k, v = self.linear(h, lw["qkv"]).view(b, -1, s.head_dim).split(split, 1)  # [B, H, D] views
             if not rope_inside:
                 self.rope(positions, q, k, s.head_dim, self.cos_sin, True)
-            o = attn.attend(i, q, k, v)
-            h, residual = self.add_rmsnorm(self.linear(o.view(b, qd), lw["o"]), residual, lw["ln2"], s.eps)
-            m = self.linear(self.silu_mul(self.linear(h, lw["gate_up"])), lw["down"])
+            o = attn.attend(i, q, k, v) if attn_out is None else attn.attend(i, q, k, v, out=attn_out)
+            a = self.linear(o.view(b, qd), lw["o"])
+            if inplace and i > 0:  # the first sum is a new tensor: x stays the caller's
+                h, residual = self.add_rmsnorm(a, residual, lw["ln2"], s.eps, inplace=True)
+            else:
+                h, residual = self.add_rmsnorm(a, residual, lw["ln2"], s.eps)
+            gu = self.linear(h, lw["gate_up"])
+            m = self.linear(self.silu_mul(gu) if act is None else self.silu_mul(gu, out=act), lw["down"])
             nxt = self.layers[i + 1]["ln1"] if i + 1 < len(self.layers) else self.final_norm
-            h, residual = self.add_rmsnorm(m, residual, nxt, s.eps)
+            if inplace:
+                h, residual = self.add_rmsnorm(m, residual, nxt, s.eps, inplace=True)
+            else:
+                h, residual = self.add_rmsnorm(m, residual, nxt, s.eps)
         return h
+
+    def _buffers(self, batch: int, attn: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(silu_mul out, attention out)`` for ``batch`` rows, kept across steps (None where not taken)."""
+        taken = bool(getattr(attn, "takes_out", False))
+        found = self._bufs.get((batch, taken))
+        if found is None:
+            s, dev = self.shape, self.device
+            act = torch.empty(batch, s.mlp, dtype=s.dtype, device=dev) if self.silu_out else None
+            out = torch.empty(batch, s.heads, s.head_dim, dtype=s.dtype, device=dev) if taken else None
+            found = self._bufs[(batch, taken)] = (act, out)
+        return found
 
     def write_kv(self, layer: int, tables: np.ndarray, seq: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Store ``keys``/``values`` ``[n, Hkv, D]`` at positions ``0..n-1`` of sequence ``seq``."""

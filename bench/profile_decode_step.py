@@ -113,18 +113,24 @@ def host_table(ours: OurStack, attn: Any, case: Case, x: torch.Tensor) -> None:
     gu = ours.linear(h, lw["gate_up"])
     pos = attn.positions
     metas = [case.meta(i) for i in range(4)]
+    xa, ra = x.clone(), x.clone()
+    act = torch.empty(b, s.mlp, dtype=s.dtype, device=x.device)
+    att = torch.empty(b, s.heads, s.head_dim, dtype=s.dtype, device=x.device)
     comps: list[tuple[str, Any]] = [
         ("torch.add (any torch call)", lambda: torch.add(x, x)),
         ("F.linear qkv (torch directly)", lambda: F.linear(h, lw["qkv"])),
         ("linear qkv (get_kernel)", lambda: ours.linear(h, lw["qkv"])),
         ("rmsnorm", lambda: ours.rmsnorm(x, lw["ln1"], s.eps)),
         ("add_rmsnorm", lambda: ours.add_rmsnorm(x, x, lw["ln2"], s.eps)),
+        ("add_rmsnorm, inplace=True", lambda: ours.add_rmsnorm(xa, ra, lw["ln2"], s.eps, inplace=True)),
         ("silu_mul", lambda: ours.silu_mul(gu)),
+        ("silu_mul, out=", lambda: ours.silu_mul(gu, out=act)),
         ("rotary_embedding", lambda: ours.rope(pos, q, k, s.head_dim, ours.cos_sin, True)),
         ("q/k/v slices + views", lambda: (qkv[:, :qd].view(b, s.heads, s.head_dim),
                                           qkv[:, qd : qd + kd].view(b, s.kv_heads, s.head_dim),
                                           qkv[:, qd + kd :].view(b, s.kv_heads, s.head_dim))),
         ("attention (wrapper.run)", lambda: attn.attend(0, q3, k3, v3)),
+        ("attention (wrapper.run), out=", lambda: attn.attend(0, q3, k3, v3, out=att)),
         ("plan (per step)", lambda: attn.begin_step(*metas[0])),
     ]  # fmt: skip
     print(f"\n## eager host cost per call, batch {b} x {case.ctx} (mean of 64 back-to-back calls)")

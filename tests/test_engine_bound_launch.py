@@ -131,8 +131,8 @@ def test_later_calls_are_bound_and_launch_what_the_dispatcher_builds(rig: Any, m
 
 
 def _more_calls(ops: Any, seed: int) -> list[tuple[Callable[[], Any], dict[str, Any]]]:
-    """Layouts the decode layer does not use: a strided weight (copied per call), an fp32 weight (fp32 output),
-    a separate ``up`` and ``up`` that is the gate, both RoPE styles on ``[T, H, D]`` views with strided tokens, with
+    """Layouts the decode layer does not use: in place and into caller buffers, a strided weight (copied per call),
+    an fp32 weight (fp32 output), a separate ``up`` and ``up`` that is the gate, both RoPE styles on ``[T, H, D]`` views with strided tokens, with
     and without a key, and a key that is the query."""
     w_all = _bf16(128, seed=seed)
     w = w_all[::2]
@@ -144,8 +144,12 @@ def _more_calls(ops: Any, seed: int) -> list[tuple[Callable[[], Any], dict[str, 
     pos = torch.tensor([0, 5, 31])
     cs = torch.randn(32, 16)
     rope = {"qkv": qkv, "pos": pos, "cs": cs}
+    xi, ri = _bf16(4, 64, seed=seed + 7), _bf16(4, 64, seed=seed + 8)
+    y, h = torch.empty(4, 64, dtype=torch.bfloat16), torch.empty(4, 32, dtype=torch.bfloat16)
     return [
-        (lambda: ops.rmsnorm(x, w, 1e-5), {"x": x, "w": w_all}),
+        (lambda: ops.add_rmsnorm(xi, ri, w_all[:64], 1e-5, inplace=True), {"x": xi, "r": ri, "w": w_all}),
+        (lambda: ops.rmsnorm(x, w_all[:64], 1e-5, out=y), {"x": x, "w": w_all, "y": y}),
+        (lambda: ops.silu_mul(g, out=h), {"g": g, "h": h}),
         (lambda: ops.add_rmsnorm(x, r, w.float(), 1e-5), {"x": x, "r": r, "w": w_all}),
         (lambda: ops.silu_mul(g, u), {"g": g, "u": u}),
         (lambda: ops.silu_mul(g, g), {"g": g}),

@@ -36,8 +36,34 @@ def rand(*shape: int, dtype: torch.dtype = torch.float32, seed: int = 0) -> torc
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
+def same(case: str, got: torch.Tensor, want: torch.Tensor) -> None:
+    """Bit-for-bit equality (the same kernel on the same values, into a caller's buffer or in place)."""
+    results.append({"case": case, "err": 0.0, "ok": got.dtype == want.dtype and got.equal(want)})
+
+
+def caller_buffers(tag: str, dt: torch.dtype, rows: int, hidden: int, row_stride: int | None = None) -> None:
+    """``inplace=True`` and ``out=`` against the kernels' own new tensors; ``row_stride`` makes x and residual
+    row-strided views (written in place through the view)."""
+    base_x, base_r = rand(rows, row_stride or hidden, dtype=dt) * 2, rand(rows, row_stride or hidden, dtype=dt, seed=1)
+    x, r, w = base_x[:, :hidden], base_r[:, :hidden], rand(hidden, dtype=dt, seed=2)
+    want_y, want_s = triton_ops.add_rmsnorm(x, r, w, 1e-5)
+    tail_x, tail_r = base_x[:, hidden:].clone(), base_r[:, hidden:].clone()
+    got = triton_ops.add_rmsnorm(x, r, w, 1e-5, inplace=True)
+    same(f"add_rmsnorm inplace normed {tag}", x, want_y)
+    same(f"add_rmsnorm inplace sum {tag}", r, want_s)
+    results.append({"case": f"add_rmsnorm inplace returns its inputs {tag}", "err": 0.0, "ok": got[0] is x})
+    outside = base_x[:, hidden:].equal(tail_x) and base_r[:, hidden:].equal(tail_r)
+    results.append({"case": f"add_rmsnorm inplace writes only its rows {tag}", "err": 0.0, "ok": outside})
+    out = torch.empty(rows, hidden, dtype=dt)
+    same(f"rmsnorm out= {tag}", triton_ops.rmsnorm(want_s, w, 1e-5, out=out), triton_ops.rmsnorm(want_s, w, 1e-5))
+    gu = rand(rows, 2 * hidden, dtype=dt, seed=3) * 4
+    y = torch.empty(rows, hidden, dtype=dt)
+    same(f"silu_mul out= {tag}", triton_ops.silu_mul(gu, out=y), triton_ops.silu_mul(gu))
+
+
 for dt in (torch.float32, torch.float16, torch.bfloat16):
     name = str(dt).split(".")[-1]
+    caller_buffers(name, dt, 5, 100)
     for hidden in (1, 7, 64, 100):
         x, r, w = rand(5, hidden, dtype=dt) * 2, rand(5, hidden, dtype=dt, seed=1), rand(hidden, dtype=dt, seed=2)
         check(f"rmsnorm {name} h={hidden}", triton_ops.rmsnorm(x, w, 1e-6), torch_ops.rmsnorm(x, w, 1e-6))
@@ -72,6 +98,8 @@ check("rmsnorm two-pass", triton_ops.rmsnorm(x, w), torch_ops.rmsnorm(x, w))
 got, want = triton_ops.add_rmsnorm(x, r, w), torch_ops.add_rmsnorm(x, r, w)
 check("add_rmsnorm two-pass normed", got[0], want[0])
 check("add_rmsnorm two-pass sum", got[1], want[1])
+caller_buffers("two-pass", torch.bfloat16, 3, 100)
+caller_buffers("two-pass, row-strided", torch.float16, 3, 100, row_stride=130)
 triton_ops.MAX_ONE_PASS, triton_ops.LOOP_BLOCK = 8192, 4096
 triton_ops._OVERRIDE["norm"] = (128, 4, 4)
 x = rand(10, 100, dtype=torch.float16)
@@ -80,6 +108,13 @@ triton_ops._OVERRIDE["silu_mul"] = (16, 1, 1)
 g = rand(3, 2 * 37)
 check("silu_mul 3 column blocks", triton_ops.silu_mul(g), torch_ops.silu_mul(g))
 triton_ops._OVERRIDE.clear()
+
+# In place on tensors whose rows are no view (a transposed pair): computed, then written back.
+xt, rt, w8 = rand(8, 3).t(), rand(8, 3, seed=1).t(), rand(8, seed=2)
+want_y, want_s = triton_ops.add_rmsnorm(xt, rt, w8)
+triton_ops.add_rmsnorm(xt, rt, w8, inplace=True)
+same("add_rmsnorm inplace, transposed normed", xt, want_y)
+same("add_rmsnorm inplace, transposed sum", rt, want_s)
 
 # Inputs the kernels do not take go to torch: float64, mixed dtypes, broadcasting.
 xd = rand(3, 8).double()

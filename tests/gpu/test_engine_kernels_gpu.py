@@ -122,3 +122,26 @@ def test_hugging_face_rmsnorm_in_fp32_on_gpu(cuda) -> None:
     h = x.float()
     want = w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)).to(x.dtype)
     torch.testing.assert_close(cuda.get_kernel("rmsnorm")(x, w, 1e-6), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("hidden", [4096, 8193, 16384])  # one pass, and the two-pass loop of long rows
+def test_inplace_and_out_equal_the_new_results_bit_for_bit(cuda, dtype: str, hidden: int) -> None:
+    import torch
+
+    norm, add, silu = cuda.get_kernel("rmsnorm"), cuda.get_kernel("add_rmsnorm"), cuda.get_kernel("silu_mul")
+    for rows in (1, 64, 600):
+        x, r, w = (
+            _rand(rows, hidden, dtype=dtype) * 3,
+            _rand(rows, hidden, dtype=dtype, seed=1),
+            _rand(hidden, dtype=dtype, seed=2),
+        )
+        want_y, want_s = add(x, r, w, 1e-5)
+        got = add(x, r, w, 1e-5, inplace=True)
+        assert got[0] is x and got[1] is r
+        assert x.equal(want_y) and r.equal(want_s), (rows, hidden)
+        out = torch.empty_like(x)
+        assert norm(r, w, 1e-5, out=out) is out and out.equal(norm(r, w, 1e-5))
+        gu = _rand(rows, 2 * hidden, dtype=dtype, seed=3)
+        y = torch.empty(rows, hidden, dtype=x.dtype, device="cuda")
+        assert silu(gu, out=y) is y and y.equal(silu(gu))

@@ -57,17 +57,18 @@ class FusedSiLUMulKernel(FusedKernel):
     name = "fused_silu_mul"
     _op = "silu_mul"
 
-    def forward(self, x: Any, up: Any | None = None) -> Any:
+    def forward(self, x: Any, up: Any | None = None, *, out: Any | None = None) -> Any:
         """Compute ``silu(gate) * up``.
 
         Args:
             x: The gate, or ``[..., 2 * d]`` holding ``[gate | up]`` (gate first) when ``up`` is ``None``.
             up: The up projection, same shape as the gate.
+            out: Optional result buffer of the gate's shape (vLLM's ``silu_and_mul(out, x)``).
 
         Returns:
-            ``[..., d]``.
+            ``[..., d]`` (``out`` when given).
         """
-        return self._fn(x, up)
+        return self._fn(x, up, out=out)
 
     __call__ = forward
 
@@ -78,10 +79,10 @@ class FusedAddRMSNormKernel(FusedKernel):
     name = "fused_add_rmsnorm"
     _op = "add_rmsnorm"
 
-    def forward(self, x: Any, residual: Any, w: Any, eps: float = 1e-6) -> tuple[Any, Any]:
+    def forward(self, x: Any, residual: Any, w: Any, eps: float = 1e-6, *, inplace: bool = False) -> tuple[Any, Any]:
         """Residual add, then RMS norm (Hugging Face ``LlamaRMSNorm`` semantics): :func:`.torch_ops.add_rmsnorm`
-        on the bound backend (arguments and result as there)."""
-        out: tuple[Any, Any] = self._fn(x, residual, w, eps)
+        on the bound backend (arguments, ``inplace`` and result as there)."""
+        out: tuple[Any, Any] = self._fn(x, residual, w, eps, inplace=inplace)
         return out
 
     __call__ = forward

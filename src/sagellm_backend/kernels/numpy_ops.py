@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentTypeError, UnsupportedDTypeError
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, UnsupportedDTypeError
 from .base import OP_FUNCTIONS, qkv_split_sizes, split_gate_up
 from .rope import check_positions_in_range, check_rotary
 
@@ -81,21 +81,44 @@ def embedding(ids: Any, w: Any) -> np.ndarray[Any, Any]:
     return np.asarray(np.asarray(w)[ia])
 
 
-def rmsnorm(x: Any, w: Any, eps: float = 1e-6) -> np.ndarray[Any, Any]:
+def rmsnorm(x: Any, w: Any, eps: float = 1e-6, *, out: Any | None = None) -> np.ndarray[Any, Any]:
     """``w * (x / rms(x)).astype(x.dtype)``, as Hugging Face's ``LlamaRMSNorm``.
 
     Args:
         x: Input ``[..., H]``.
         w: Weight ``[H]``.
         eps: Added to the mean square.
+        out: Optional result buffer: a writeable array of the result's shape and dtype sharing no memory with the
+            inputs (as :mod:`.torch_outputs` asks of torch tensors).
 
     Returns:
-        The promoted dtype of ``w`` and ``x``.
+        The promoted dtype of ``w`` and ``x`` (``out`` when given).
     """
     xa, wa = _f(x, "x"), _f(w, "w")
     h = _wide(xa)
     h = h * (1.0 / np.sqrt(np.mean(h * h, axis=-1, keepdims=True) + np.float32(eps))).astype(h.dtype)
-    return np.asarray(wa * h.astype(xa.dtype))
+    y = np.asarray(wa * h.astype(xa.dtype))
+    return y if out is None else _into(_check_out("rmsnorm", out, y, (xa, wa)), y)
+
+
+def _check_out(op: str, out: Any, y: np.ndarray[Any, Any], inputs: tuple[Any, ...]) -> np.ndarray[Any, Any]:
+    """``out`` as the buffer of result ``y`` (computed, not yet written), or a typed error."""
+    if not isinstance(out, np.ndarray):
+        raise InvalidArgumentTypeError(f"{op}: out must be a numpy array or None; got {type(out).__name__}.")
+    want = f"{op}: out must be a writeable C-contiguous array of shape {y.shape} and dtype {y.dtype}"
+    if out.shape != y.shape or not out.flags.c_contiguous or not out.flags.writeable:
+        flags = f"C-contiguous {out.flags.c_contiguous}, writeable {out.flags.writeable}"
+        raise InvalidArgumentError(f"{want}; got shape {out.shape}, {flags}.")
+    if out.dtype != y.dtype:
+        raise UnsupportedDTypeError(f"{want}; got dtype {out.dtype}.")
+    if any(np.may_share_memory(out, a) for a in inputs):
+        raise InvalidArgumentError(f"{want}, sharing no memory with the inputs; it overlaps one. Pass another.")
+    return out
+
+
+def _into(out: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    np.copyto(out, y)
+    return out
 
 
 def _pointwise(x: Any, fn: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
@@ -153,24 +176,50 @@ def layernorm(x: Any, w: Any | None, b: Any | None = None, eps: float = 1e-5) ->
     return np.asarray(y.astype(xa.dtype))
 
 
-def silu_mul(x: Any, up: Any | None = None) -> np.ndarray[Any, Any]:
+def silu_mul(x: Any, up: Any | None = None, *, out: Any | None = None) -> np.ndarray[Any, Any]:
     """``silu(gate) * up``; one-argument form splits ``x``'s last dimension as ``[gate | up]``.
 
     Args:
         x: The gate, or ``[..., 2 * d]`` when ``up`` is ``None``.
         up: The up projection.
+        out: Optional result buffer (as :func:`rmsnorm`'s).
 
     Returns:
-        ``[..., d]``; silu is rounded to the gate's dtype before the product, as torch does.
+        ``[..., d]``; silu is rounded to the gate's dtype before the product, as torch does (``out`` when given).
     """
-    gate, u = split_gate_up(_f(x, "x"), None if up is None else _f(up, "up"))
-    return np.asarray(silu(gate) * u)
+    xa = _f(x, "x")
+    ua = None if up is None else _f(up, "up")
+    gate, u = split_gate_up(xa, ua)
+    y = np.asarray(silu(gate) * u)
+    return y if out is None else _into(_check_out("silu_mul", out, y, (xa,) if ua is None else (xa, ua)), y)
 
 
-def add_rmsnorm(x: Any, residual: Any, w: Any, eps: float = 1e-6) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """:func:`.torch_ops.add_rmsnorm` (arguments and result as there); the inputs are not modified."""
+def add_rmsnorm(
+    x: Any, residual: Any, w: Any, eps: float = 1e-6, *, inplace: bool = False
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """:func:`.torch_ops.add_rmsnorm` (arguments and result as there); with ``inplace=True`` ``x`` and ``residual``
+    must be distinct writeable arrays of one shape and dtype, which the result keeps, sharing no memory."""
+    if type(inplace) is not bool:
+        raise InvalidArgumentTypeError(f"add_rmsnorm: inplace must be True or False; got {inplace!r}.")
     s = _f(x, "x") + _f(residual, "residual")
-    return rmsnorm(s, w, eps), s
+    y = rmsnorm(s, w, eps)
+    if not inplace:
+        return y, s
+    pre = "add_rmsnorm(inplace=True) writes the norm into x and the sum into residual"
+    if not isinstance(x, np.ndarray) or not isinstance(residual, np.ndarray):
+        got = f"{type(x).__name__}, {type(residual).__name__}"
+        raise InvalidArgumentTypeError(f"{pre}, which must be numpy arrays; got {got}.")
+    if x.shape != y.shape or residual.shape != y.shape or not (x.flags.writeable and residual.flags.writeable):
+        raise InvalidArgumentError(f"{pre}: writeable arrays of one shape; got {x.shape} and {residual.shape}.")
+    if x.dtype != y.dtype or residual.dtype != y.dtype:
+        raise UnsupportedDTypeError(
+            f"{pre}: x, residual and the result must share one dtype; got {x.dtype}, {residual.dtype} and {y.dtype}."
+        )
+    if np.may_share_memory(x, residual):
+        raise InvalidArgumentError(f"{pre}: they must not share memory; they overlap. Pass separate arrays.")
+    np.copyto(residual, s)
+    np.copyto(x, y)
+    return x, residual
 
 
 def fused_qkv_projection(

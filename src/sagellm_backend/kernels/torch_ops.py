@@ -13,7 +13,10 @@ Semantics (shared by :mod:`.numpy_ops` and :mod:`.triton_ops`):
   ``silu_mul(x)`` where the last dimension of ``x`` is ``[gate | up]`` concatenated (vLLM's
   ``SiluAndMul`` layout: gate first); the output's last dimension is half of ``x``'s.
 * ``add_rmsnorm(x, residual, w, eps)`` returns ``(rmsnorm(x + residual, w, eps), x + residual)``:
-  the sum is rounded to its dtype first, as in a Llama decoder layer. Inputs are not modified.
+  the sum is rounded to its dtype first, as in a Llama decoder layer. Inputs are not modified, but with
+  ``inplace=True`` (vLLM's ``fused_add_rms_norm``): the norm is written into ``x``, the sum into ``residual``.
+* ``rmsnorm`` and ``silu_mul`` take ``out=``, a caller-owned result buffer (vLLM's ``rms_norm(out, ...)`` and
+  ``silu_and_mul(out, ...)``); :mod:`.torch_outputs` says what it must be.
 * ``fused_qkv_projection(h, qkv_w, nh, nkv, hd, qkv_bias=None)`` runs one GEMM with the
   ``[q; k; v]``-stacked weight (``(nh + 2 * nkv) * hd`` rows) and returns ``q [..., nh, hd]``,
   ``k [..., nkv, hd]``, ``v [..., nkv, hd]``: views into the one output.
@@ -28,9 +31,10 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidDeviceError
+from ..errors import InvalidArgumentTypeError, InvalidDeviceError
 from .base import OP_FUNCTIONS, qkv_split_sizes, split_gate_up
 from .rope import RopeShape, check_positions_in_range, check_rotary
+from .torch_outputs import check_inplace, check_out
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -65,22 +69,31 @@ def embedding(ids: Tensor, w: Tensor) -> Tensor:
     return F.embedding(ids, w)
 
 
-def rmsnorm(x: Tensor, w: Tensor, eps: float = 1e-6) -> Tensor:
+def rmsnorm(x: Tensor, w: Tensor, eps: float = 1e-6, *, out: Tensor | None = None) -> Tensor:
     """RMS normalisation over the last dimension, as Hugging Face's ``LlamaRMSNorm``.
 
     Args:
         x: Input ``[..., H]``.
         w: Weight ``[H]``.
         eps: Added to the mean square.
+        out: Optional result buffer (:func:`.torch_outputs.check_out`: ``x``'s shape, the promoted dtype).
 
     Returns:
-        ``w * (x / rms(x)).to(x.dtype)``, in the promoted dtype of ``w`` and ``x``.
+        ``w * (x / rms(x)).to(x.dtype)``, in the promoted dtype of ``w`` and ``x`` (``out`` when given).
     """
+    if out is not None:
+        check_out("rmsnorm", out, x.shape, torch.promote_types(w.dtype, x.dtype), x.device, (x, w))
+        return torch.mul(w, _normed(x, eps), out=out)
+    return w * _normed(x, eps)
+
+
+def _normed(x: Tensor, eps: float) -> Tensor:
+    """``(x / rms(x)).to(x.dtype)``, computed in fp32."""
     input_dtype = x.dtype
     h = x.to(torch.float32)
     variance = h.pow(2).mean(-1, keepdim=True)
     h = h * torch.rsqrt(variance + eps)
-    return w * h.to(input_dtype)
+    return h.to(input_dtype)
 
 
 def silu(x: Tensor) -> Tensor:
@@ -114,22 +127,29 @@ def layernorm(x: Tensor, w: Tensor | None, b: Tensor | None = None, eps: float =
     return F.layer_norm(x, (x.shape[-1],), w, b, eps)
 
 
-def silu_mul(x: Tensor, up: Tensor | None = None) -> Tensor:
+def silu_mul(x: Tensor, up: Tensor | None = None, *, out: Tensor | None = None) -> Tensor:
     """``silu(gate) * up`` (SwiGLU's gating).
 
     Args:
         x: The gate, or ``[..., 2 * d]`` holding ``[gate | up]`` when ``up`` is ``None``.
         up: The up projection, same shape as the gate.
+        out: Optional result buffer (:func:`.torch_outputs.check_out`: the gate's shape, the promoted dtype).
 
     Returns:
-        ``[..., d]``.
+        ``[..., d]`` (``out`` when given).
     """
     gate, u = split_gate_up(x, up)
-    out: Tensor = F.silu(gate) * u
-    return out
+    if out is None:
+        y: Tensor = F.silu(gate) * u
+        return y
+    inputs = (x,) if up is None else (x, up)
+    check_out("silu_mul", out, gate.shape, torch.promote_types(gate.dtype, u.dtype), gate.device, inputs)
+    return torch.mul(F.silu(gate), u, out=out)
 
 
-def add_rmsnorm(x: Tensor, residual: Tensor, w: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
+def add_rmsnorm(
+    x: Tensor, residual: Tensor, w: Tensor, eps: float = 1e-6, *, inplace: bool = False
+) -> tuple[Tensor, Tensor]:
     """Residual add, then :func:`rmsnorm` of the sum.
 
     Args:
@@ -137,12 +157,24 @@ def add_rmsnorm(x: Tensor, residual: Tensor, w: Tensor, eps: float = 1e-6) -> tu
         residual: Residual, same shape.
         w: Weight ``[H]``.
         eps: Added to the mean square.
+        inplace: vLLM's ``fused_add_rms_norm``: write the norm into ``x`` and the sum into ``residual``
+            (:func:`.torch_outputs.check_inplace`) and return them.
 
     Returns:
-        ``(rmsnorm(x + residual), x + residual)``; the inputs are not modified.
+        ``(rmsnorm(x + residual), x + residual)``; new tensors (the inputs are not modified), or ``(x, residual)``
+        holding them with ``inplace=True``.
     """
+    if type(inplace) is not bool:
+        raise InvalidArgumentTypeError(f"add_rmsnorm: inplace must be True or False; got {inplace!r}.")
+    if inplace:
+        check_inplace(x, residual, w)
     s = x + residual
-    return rmsnorm(s, w, eps), s
+    y = rmsnorm(s, w, eps)
+    if not inplace:
+        return y, s
+    residual.copy_(s)
+    x.copy_(y)
+    return x, residual
 
 
 def fused_qkv_projection(

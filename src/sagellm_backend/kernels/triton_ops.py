@@ -1,24 +1,20 @@
 """Fused Triton kernels for CUDA: ``rmsnorm``, ``add_rmsnorm``, ``silu_mul`` and ``rotary_embedding`` (its
 kernel in :mod:`.rope_triton`).
 
-Same semantics as :mod:`.torch_ops`, including its roundings: the normalised value is rounded to
-the input dtype before the weight multiplies it (Hugging Face's order), the residual sum is
-rounded before it is normalised, and ``silu(gate)`` is rounded to the gate's dtype before it
-multiplies ``up`` (as the eager ``F.silu(g) * u`` does). Everything else is computed in fp32 in
-registers; in the one-pass case each input is read once and each output written once.
+Same semantics as :mod:`.torch_ops` (``out=`` and ``inplace=`` included), including its roundings: the normalised
+value is rounded to the input dtype before the weight multiplies it (Hugging Face's order), the residual sum is
+rounded before it is normalised, and ``silu(gate)`` is rounded to the gate's dtype before it multiplies ``up`` (as
+the eager ``F.silu(g) * u`` does). Everything else is computed in fp32 in registers.
 
-Layout: rows are the flattened leading dimensions. The norms give each program ``ROWS`` whole rows
-(one pass when a row fits in ``BLOCK`` columns, else a loop over ``BLOCK``-column chunks that reads
-the row twice); ``silu_mul`` gives each program one ``BLOCK``-column chunk of one row. Inputs whose
-last dimension is strided are made contiguous first; other strides are passed through.
+Layout: rows are the flattened leading dimensions. The norms give each program ``ROWS`` whole rows (one pass when
+a row fits in ``BLOCK`` columns, else a loop over ``BLOCK``-column chunks that reads the row twice); ``silu_mul``
+gives each program one ``BLOCK``-column chunk of one row. Inputs whose last dimension is strided are made
+contiguous first; other strides are passed through.
 
-Inputs these kernels do not handle go to the torch implementation instead of failing: tensors
-not on CUDA (CPU tensors are accepted when ``TRITON_INTERPRET=1`` was set before this module was
-imported), dtypes other than fp16/bf16/fp32, mixed input dtypes, shapes that need broadcasting,
-empty tensors.
-
-Imported only on first use (by :mod:`.engine` or :func:`.base.backend_function`): importing it
-imports torch and Triton.
+Inputs these kernels do not handle go to the torch implementation instead of failing: tensors not on CUDA (CPU
+tensors are accepted when ``TRITON_INTERPRET=1`` was set before this module was imported), dtypes other than
+fp16/bf16/fp32, mixed input dtypes, shapes that need broadcasting, empty tensors. Importing this module (on first
+use, by :mod:`.engine` or :func:`.base.backend_function`) imports torch and Triton.
 """
 
 from __future__ import annotations
@@ -31,10 +27,12 @@ import torch
 import triton
 import triton.language as tl
 
+from ..errors import InvalidArgumentTypeError
 from . import torch_ops
 from .base import split_gate_up
 from .rope import RopeShape, check_positions_in_range
 from .rope_triton import launch_rotary, rope_strides
+from .torch_outputs import check_inplace, check_out
 from .triton_launch import BoundCache, cdiv, next_power_of_2
 
 __all__ = [
@@ -57,13 +55,15 @@ LOOP_BLOCK = 4096
 
 
 @triton.jit
-def _load_summed(x_ptr, r_ptr, s_ptr, rows, cols, m, sx, sr, ss, HAS_RES: tl.constexpr):  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
-    """``x[rows, cols]`` in fp32; with ``HAS_RES`` the sum ``x + r``, rounded to x's dtype and stored to ``s``."""
+def _load_summed(x_ptr, r_ptr, s_ptr, rows, cols, m, sx, sr, ss, HAS_RES: tl.constexpr, STORE: tl.constexpr):  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
+    """``x[rows, cols]`` in fp32; with ``HAS_RES`` the sum ``x + r``, rounded to x's dtype (and with ``STORE``
+    stored to ``s``, which may be ``r`` itself: each element is read before it is written, by the same thread)."""
     x = tl.load(x_ptr + rows * sx + cols, mask=m, other=0.0).to(tl.float32)
     if HAS_RES:
         r = tl.load(r_ptr + rows * sr + cols, mask=m, other=0.0).to(tl.float32)
         s = (x + r).to(x_ptr.dtype.element_ty)
-        tl.store(s_ptr + rows * ss + cols, s, mask=m)
+        if STORE:
+            tl.store(s_ptr + rows * ss + cols, s, mask=m)
         x = s.to(tl.float32)
     return x
 
@@ -87,6 +87,8 @@ def _rmsnorm_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
     ROWS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
+    # y may be x and s may be r (add_rmsnorm in place): every element is loaded before it is stored, and the two
+    # passes of a long row store only in the second, so no later load reads a stored value.
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     rmask = (rows < n_rows)[:, None]
     rows = rows.to(tl.int64)[:, None]
@@ -94,7 +96,7 @@ def _rmsnorm_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
     in_ty = x_ptr.dtype.element_ty
     if ONE_PASS:
         m = rmask & (cols < n_cols)
-        x = _load_summed(x_ptr, r_ptr, s_ptr, rows, cols, m, sx, sr, ss, HAS_RES)
+        x = _load_summed(x_ptr, r_ptr, s_ptr, rows, cols, m, sx, sr, ss, HAS_RES, True)
         rstd = tl.rsqrt(tl.sum(x * x, axis=1) / n_cols + eps)
         h = (x * rstd[:, None]).to(in_ty).to(tl.float32)
         w = tl.load(w_ptr + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
@@ -104,16 +106,13 @@ def _rmsnorm_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
         for off in range(0, n_cols, BLOCK):
             c = off + cols
             m = rmask & (c < n_cols)
-            x = _load_summed(x_ptr, r_ptr, s_ptr, rows, c, m, sx, sr, ss, HAS_RES)
+            x = _load_summed(x_ptr, r_ptr, s_ptr, rows, c, m, sx, sr, ss, HAS_RES, False)
             acc += x * x
         rstd = tl.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)[:, None]
         for off in range(0, n_cols, BLOCK):
             c = off + cols
             m = rmask & (c < n_cols)
-            x = tl.load(x_ptr + rows * sx + c, mask=m, other=0.0).to(tl.float32)
-            if HAS_RES:  # recompute the rounded sum rather than read back what this program stored
-                r = tl.load(r_ptr + rows * sr + c, mask=m, other=0.0).to(tl.float32)
-                x = (x + r).to(in_ty).to(tl.float32)
+            x = _load_summed(x_ptr, r_ptr, s_ptr, rows, c, m, sx, sr, ss, HAS_RES, True)
             h = (x * rstd).to(in_ty).to(tl.float32)
             w = tl.load(w_ptr + c, mask=c < n_cols, other=0.0).to(tl.float32)
             tl.store(y_ptr + rows * sy + c, (w * h).to(y_ptr.dtype.element_ty), mask=m)
@@ -237,95 +236,135 @@ def _rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
     return t2, t2.stride(0)
 
 
+def _rows_view(t: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+    """``(t2, row_stride)``: ``t`` as a ``[rows, cols]`` unit-column-stride view, or None when that needs a copy."""
+    if t.is_contiguous():
+        return t, t.shape[-1]
+    if t.stride(-1) != 1:
+        return None
+    try:
+        t2 = t.view(-1, t.shape[-1])
+    except RuntimeError:  # leading dimensions that do not merge without a copy
+        return None
+    return t2, t2.stride(0)
+
+
 def _launch_norm(
-    x: torch.Tensor, r: torch.Tensor | None, w: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    x: torch.Tensor, r: torch.Tensor | None, w: torch.Tensor, eps: float,
+    into: tuple[tuple[torch.Tensor, int], tuple[torch.Tensor, int] | None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """One norm launch; ``into`` gives the result (and sum) buffers as ``(rows view, row stride)`` pairs, else new
+    contiguous tensors are made. Returns the buffers written (``into``'s views when given)."""
     n_cols = x.shape[-1]
     n_rows = x.numel() // n_cols
     x2, sx = _rows(x)
     r2, sr = _rows(r) if r is not None else (x2, sx)
     if w.stride(0) != 1:
         w = w.contiguous()
-    y = torch.empty_like(x, dtype=torch.promote_types(w.dtype, x.dtype), memory_format=torch.contiguous_format)
-    s = torch.empty_like(x, memory_format=torch.contiguous_format) if r is not None else y
+    if into is None:
+        y = torch.empty_like(x, dtype=torch.promote_types(w.dtype, x.dtype), memory_format=torch.contiguous_format)
+        s = torch.empty_like(x, memory_format=torch.contiguous_format) if r is not None else y
+        sy = ss = n_cols
+    else:
+        (y, sy), (s, ss) = into[0], into[1] if into[1] is not None else into[0]
     cfg = norm_config(n_rows, n_cols)
     block, rows, warps = cfg
     has_res = r is not None
     eps = float(eps)
     _NORMS(
-        (x.get_device(), n_rows, n_cols, sx, sr, eps, has_res, cfg),
+        (x.get_device(), n_rows, n_cols, sx, sr, sy, ss, eps, has_res, cfg),
         (cdiv(n_rows, rows),),
-        (x2, r2, w, y, s, n_rows, n_cols, sx, sr, n_cols, n_cols, eps),
+        (x2, r2, w, y, s, n_rows, n_cols, sx, sr, sy, ss, eps),
         {"HAS_RES": has_res, "ONE_PASS": block >= n_cols, "ROWS": rows, "BLOCK": block, "num_warps": warps},
         (x2, r2, w, y, s),
     )
     return y, (s if r is not None else None)
 
 
-def rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """Fused RMS norm (Hugging Face ``LlamaRMSNorm`` semantics, see :func:`.torch_ops.rmsnorm`).
 
     Args:
         x: Input ``[..., H]``.
         w: Weight ``[H]``.
         eps: Added to the mean square.
+        out: Optional result buffer (:func:`.torch_outputs.check_out`).
 
     Returns:
-        A new tensor in the promoted dtype of ``w`` and ``x``.
+        A new tensor in the promoted dtype of ``w`` and ``x``, or ``out``.
     """
     if not _kernel_ok(x, w):
-        return torch_ops.rmsnorm(x, w, eps)
-    return _launch_norm(x, None, w, eps)[0]
+        return torch_ops.rmsnorm(x, w, eps, out=out)
+    if out is None:
+        return _launch_norm(x, None, w, eps)[0]
+    check_out("rmsnorm", out, x.shape, torch.promote_types(w.dtype, x.dtype), x.device, (x, w))
+    _launch_norm(x, None, w, eps, ((out, x.shape[-1]), None))
+    return out
 
 
 def add_rmsnorm(
-    x: torch.Tensor, residual: torch.Tensor, w: torch.Tensor, eps: float = 1e-6
+    x: torch.Tensor, residual: torch.Tensor, w: torch.Tensor, eps: float = 1e-6, *, inplace: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused residual add + RMS norm; returns new tensors, the inputs are not modified.
+    """Fused residual add + RMS norm (:func:`.torch_ops.add_rmsnorm`'s semantics and ``inplace``).
 
     Args:
         x: Input ``[..., H]``.
         residual: Residual, same shape and dtype.
         w: Weight ``[H]``.
         eps: Added to the mean square.
+        inplace: Write the norm into ``x`` and the sum into ``residual`` (vLLM's ``fused_add_rms_norm``).
 
     Returns:
-        ``(rmsnorm(x + residual), x + residual)``.
+        ``(rmsnorm(x + residual), x + residual)``: new tensors, or ``(x, residual)`` in place.
     """
-    if not (_kernel_ok(x, w) and _same(residual, x) and residual.is_cuda == x.is_cuda):
-        return torch_ops.add_rmsnorm(x, residual, w, eps)
-    y, s = _launch_norm(x, residual, w, eps)
-    assert s is not None
-    return y, s
+    fast = _kernel_ok(x, w) and _same(residual, x) and residual.is_cuda == x.is_cuda
+    if inplace is False:
+        if not fast:
+            return torch_ops.add_rmsnorm(x, residual, w, eps)
+        y, s = _launch_norm(x, residual, w, eps)
+        assert s is not None
+        return y, s
+    if inplace is not True:
+        raise InvalidArgumentTypeError(f"add_rmsnorm: inplace must be True or False; got {inplace!r}.")
+    check_inplace(x, residual, w)
+    xv, rv = (_rows_view(x), _rows_view(residual)) if fast else (None, None)
+    if xv is None or rv is None:  # torch, or rows that are no view: compute, then write back
+        return torch_ops.add_rmsnorm(x, residual, w, eps, inplace=True)
+    _launch_norm(xv[0], rv[0], w, eps, (xv, rv))
+    return x, residual
 
 
-def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
+def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """Fused ``silu(gate) * up``: ``silu_mul(gate, up)`` or ``silu_mul(x)`` with ``x = [gate | up]``.
 
     Args:
         x: The gate, or ``[..., 2 * d]`` when ``up`` is ``None``.
         up: The up projection, same shape and dtype as the gate.
+        out: Optional result buffer (:func:`.torch_outputs.check_out`).
 
     Returns:
-        A new ``[..., d]`` tensor.
+        A new ``[..., d]`` tensor, or ``out``.
     """
     if not (_tensor_ok(x) and (up is None or (_same(up, x) and up.is_cuda == x.is_cuda))):
-        return torch_ops.silu_mul(x, up)
+        return torch_ops.silu_mul(x, up, out=out)
     if up is None:
         if x.shape[-1] % 2:
             split_gate_up(x, None)  # raises the odd-size error
         n_cols = x.shape[-1] // 2
         g2, sg = _rows(x)
         u2, su, u_off = g2, sg, n_cols
-        out_shape = (*x.shape[:-1], n_cols)
+        out_shape = torch.Size((*x.shape[:-1], n_cols))
     else:
         n_cols = x.shape[-1]
         g2, sg = _rows(x)
         u2, su = _rows(up)
         u_off = 0
-        out_shape = tuple(x.shape)
+        out_shape = x.shape
     n_rows = x.numel() // x.shape[-1]
-    y = x.new_empty(out_shape)
+    if out is None:
+        y = x.new_empty(out_shape)
+    else:
+        y = check_out("silu_mul", out, out_shape, x.dtype, x.device, (x,) if up is None else (x, up))
     block, _, warps = silu_mul_config(n_rows, n_cols)
     grid = (n_rows, cdiv(n_cols, block))
     _SILU_MUL(

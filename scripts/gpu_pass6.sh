@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One lent-GPU call for the sixth pass: the decode-step bench (eager layers with in-place norms and caller-owned
+# results), the step profile (host cost per call, in-place beside allocating), the chunk/fp8 sweep, then the GPU
+# tests of the engine kernels and decode.
+#
+#   scripts/gpu_pass6.sh OUT
+set -u
+OUT="${1:?usage: scripts/gpu_pass6.sh OUT}"
+. "$(dirname "$0")/gpu_env.sh"
+{
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  step "decode-step bench"
+  timeout 150 $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" \
+    --time-budget 70 > "$OUT/decode_step.txt" 2>&1
+  echo "rc=$?"
+  step "profile"
+  timeout 60 $PY bench/profile_decode_step.py --batches 1 64 > "$OUT/profile.txt" 2>&1
+  echo "rc=$?"
+  step "chunk + fp8 sweep"
+  timeout 100 $PY bench/tune_decode_chunk.py > "$OUT/chunk.txt" 2>&1
+  echo "rc=$?"
+  step "GPU tests"
+  timeout "${TESTS_S:-150}" $PY -m pytest -q -p no:cacheprovider -rs -x \
+    tests/gpu/test_engine_kernels_gpu.py::test_inplace_and_out_equal_the_new_results_bit_for_bit \
+    tests/gpu/test_fused_decode_gpu.py tests/gpu/test_decode_graph_gpu.py tests/gpu/test_attention_fp8_gpu.py \
+    > "$OUT/pytest.txt" 2>&1
+  echo "pytest rc=$?"
+  step done
+} > "$OUT/final.txt" 2>&1
+cat "$OUT/final.txt"
+grep '^|' "$OUT/decode_step.txt" | head -10
+grep -E "^\| (add_rmsnorm|silu_mul|attention|torch.add|F.linear|one eager)|^## eager" "$OUT/profile.txt" | head -30
+grep -v -i warn "$OUT/chunk.txt" | cut -c1-300 | head -40
+grep -E "FAILED|ERROR|passed|failed" "$OUT/pytest.txt" | tail -15

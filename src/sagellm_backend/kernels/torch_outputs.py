@@ -1,0 +1,118 @@
+"""Checks of the caller-owned results of the torch and Triton engine kernels: ``out=`` of ``rmsnorm`` and
+``silu_mul``, ``inplace=True`` of ``add_rmsnorm`` (vLLM's ``rms_norm(out, ...)``, ``silu_and_mul(out, ...)`` and
+in-place ``fused_add_rms_norm``).
+
+An output buffer is a torch tensor of exactly the shape, dtype and device the kernel would return, contiguous, and
+sharing no byte range with any input (checked on address ranges, so interleaved views of one buffer count as
+sharing). In place, ``x`` and ``residual`` are distinct tensors of one shape, dtype and device, sharing no byte range,
+in the dtype the norm returns. Every check runs before anything is written, so a rejected call changes nothing.
+
+Imported lazily (it imports torch).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
+
+__all__ = ["check_inplace", "check_out", "shares_memory"]
+
+
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    """``[lo, hi)``: the byte addresses ``t``'s elements lie in (empty for no elements)."""
+    if t.numel() == 0:
+        return 0, 0
+    extent = 1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))
+    lo = t.data_ptr()
+    return lo, lo + extent * t.element_size()
+
+
+def shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the byte ranges of ``a`` and ``b`` intersect on one device.
+
+    Args:
+        a: A tensor.
+        b: Another.
+
+    Returns:
+        True when they may share memory (address ranges intersect); False when they cannot.
+    """
+    if a.device != b.device:
+        return False
+    lo_a, hi_a = _span(a)
+    lo_b, hi_b = _span(b)
+    return lo_a < hi_b and lo_b < hi_a
+
+
+def check_out(
+    op: str, out: object, shape: torch.Size, dtype: torch.dtype, device: torch.device, inputs: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    """``out`` as the result buffer of ``op``, or a typed error saying what it must be.
+
+    Args:
+        op: The kernel's name, for messages.
+        out: The caller's buffer.
+        shape: The result's shape.
+        dtype: The result's dtype.
+        device: The result's device.
+        inputs: The call's tensors, which ``out`` must not share memory with.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        InvalidArgumentTypeError: ``out`` is not a torch tensor.
+        InvalidArgumentError: Another shape, not contiguous, or sharing memory with an input.
+        UnsupportedDTypeError: Another dtype.
+        InvalidDeviceError: Another device.
+    """
+    if not isinstance(out, torch.Tensor):
+        raise InvalidArgumentTypeError(f"{op}: out must be a torch tensor or None; got {type(out).__name__}.")
+    want = f"{op}: out must be a contiguous tensor of shape {tuple(shape)}, dtype {dtype} on {device}"
+    if out.shape != shape:
+        raise InvalidArgumentError(f"{want}; got shape {tuple(out.shape)}.")
+    if out.dtype != dtype:
+        raise UnsupportedDTypeError(f"{want}; got dtype {out.dtype}.")
+    if out.device != device:
+        raise InvalidDeviceError(f"{want}; got a tensor on {out.device}.")
+    if not out.is_contiguous():
+        raise InvalidArgumentError(f"{want}; got strides {out.stride()}. Pass a contiguous buffer.")
+    if any(shares_memory(out, t) for t in inputs):
+        raise InvalidArgumentError(f"{want}, sharing no memory with the inputs; it overlaps one. Pass another.")
+    return out
+
+
+def check_inplace(x: object, residual: object, w: torch.Tensor) -> None:
+    """The checks of ``add_rmsnorm(x, residual, w, eps, inplace=True)`` beyond those of the out-of-place call.
+
+    Args:
+        x: The input, overwritten with the normalised sum.
+        residual: The residual, overwritten with the sum.
+        w: The weight.
+
+    Raises:
+        InvalidArgumentTypeError: ``x`` or ``residual`` is not a torch tensor.
+        InvalidArgumentError: Different shapes, or the two share memory.
+        UnsupportedDTypeError: Different dtypes, or a weight whose dtype would promote the result past ``x``'s.
+        InvalidDeviceError: Different devices.
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(residual, torch.Tensor):
+        raise InvalidArgumentTypeError(
+            f"add_rmsnorm(inplace=True) writes into x and residual, which must be torch tensors; got "
+            f"{type(x).__name__} and {type(residual).__name__}."
+        )
+    pre = "add_rmsnorm(inplace=True) writes the norm into x and the sum into residual"
+    if x.shape != residual.shape:
+        got = f"{tuple(x.shape)} and {tuple(residual.shape)}"
+        raise InvalidArgumentError(f"{pre}: they must have one shape; got {got}.")
+    promoted = torch.promote_types(w.dtype, x.dtype) if isinstance(w, torch.Tensor) else x.dtype
+    if residual.dtype != x.dtype or promoted != x.dtype:
+        raise UnsupportedDTypeError(
+            f"{pre}: x, residual and the result must share one dtype; got x {x.dtype}, residual {residual.dtype} and "
+            f"a result in {promoted} (the weight's dtype promotes it). Use inplace=False, or a weight in {x.dtype}."
+        )
+    if x.device != residual.device:
+        raise InvalidDeviceError(f"{pre}: they must be on one device; got {x.device} and {residual.device}.")
+    if shares_memory(x, residual):
+        raise InvalidArgumentError(f"{pre}: they must not share memory; they overlap. Pass separate tensors.")
