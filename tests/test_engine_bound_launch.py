@@ -132,8 +132,8 @@ def test_later_calls_are_bound_and_launch_what_the_dispatcher_builds(rig: Any, m
 
 def _more_calls(ops: Any, seed: int) -> list[tuple[Callable[[], Any], dict[str, Any]]]:
     """Layouts the decode layer does not use: in place and into caller buffers, a strided weight (copied per call),
-    an fp32 weight (fp32 output), a separate ``up`` and ``up`` that is the gate, both RoPE styles on ``[T, H, D]`` views with strided tokens, with
-    and without a key, and a key that is the query."""
+    an fp32 weight (fp32 output), a separate ``up`` and ``up`` that is the gate, both RoPE styles on ``[T, H, D]``
+    views with strided tokens, with and without a key, and a key that is the query."""
     w_all = _bf16(128, seed=seed)
     w = w_all[::2]
     x, r = _bf16(4, 64, seed=seed + 1), _bf16(4, 64, seed=seed + 2)
