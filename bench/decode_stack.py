@@ -185,7 +185,7 @@ class OurStack:
         #: Whether this build's kernels take caller-owned results (``add_rmsnorm(inplace=)``, ``silu_mul(out=)``).
         self.inplace_norms = _accepts(self.add_rmsnorm.forward, "inplace")
         self.silu_out = _accepts(self.silu_mul.forward, "out")
-        self._bufs: dict[tuple[int, bool], tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+        self._bufs: dict[tuple[int, bool], tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]] = {}
 
     @staticmethod
     def geometry(shape: Shape) -> KVGeometry:
@@ -213,8 +213,11 @@ class OurStack:
             q, k, v = self.linear(h, lw["qkv"]).view(b, -1, s.head_dim).split(split, 1)  # [B, H, D] views
             if not rope_inside:
                 self.rope(positions, q, k, s.head_dim, self.cos_sin, True)
-            o = attn.attend(i, q, k, v) if attn_out is None else attn.attend(i, q, k, v, out=attn_out)
-            a = self.linear(o.view(b, qd), lw["o"])
+            if attn_out is None:
+                a = self.linear(attn.attend(i, q, k, v).view(b, qd), lw["o"])
+            else:  # the buffer's [B, Hq * D] view, made once
+                attn.attend(i, q, k, v, out=attn_out[0])
+                a = self.linear(attn_out[1], lw["o"])
             if inplace and i > 0:  # the first sum is a new tensor: x stays the caller's
                 h, residual = self.add_rmsnorm(a, residual, lw["ln2"], s.eps, inplace=True)
             else:
@@ -228,15 +231,16 @@ class OurStack:
                 h, residual = self.add_rmsnorm(m, residual, nxt, s.eps)
         return h
 
-    def _buffers(self, batch: int, attn: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """``(silu_mul out, attention out)`` for ``batch`` rows, kept across steps (None where not taken)."""
+    def _buffers(self, batch: int, attn: Any) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
+        """``(silu_mul out, (attention out [B, Hq, D], its [B, Hq * D] view))`` for ``batch`` rows, kept across steps
+        (None where not taken)."""
         taken = bool(getattr(attn, "takes_out", False))
         found = self._bufs.get((batch, taken))
         if found is None:
             s, dev = self.shape, self.device
             act = torch.empty(batch, s.mlp, dtype=s.dtype, device=dev) if self.silu_out else None
             out = torch.empty(batch, s.heads, s.head_dim, dtype=s.dtype, device=dev) if taken else None
-            found = self._bufs[(batch, taken)] = (act, out)
+            found = self._bufs[(batch, taken)] = (act, None if out is None else (out, out.view(batch, -1)))
         return found
 
     def write_kv(self, layer: int, tables: np.ndarray, seq: int, keys: torch.Tensor, values: torch.Tensor) -> None:

@@ -57,6 +57,7 @@ def rig(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[list[Any]]]:
     use_stand_in_driver(monkeypatch)
     monkeypatch.setattr(triton_ops, "INTERPRET", True)  # CPU tensors take the Triton path
     monkeypatch.setattr(triton_ops, "_ROPE_READY", {})  # RoPE fast paths found on the rig stay on it
+    monkeypatch.setattr(triton_ops, "_FAST", {})  # so do the norms' and silu_mul's
     for cache in (triton_ops._NORMS, triton_ops._SILU_MUL, rope_triton._ROPE):
         monkeypatch.setattr(cache, "_bound", {})
     return triton_ops, log
@@ -258,6 +259,42 @@ def test_rope_fast_path_still_checks_what_changes_between_calls(rig: Any) -> Non
     assert torch.equal(strided, want)
 
 
+def test_fast_paths_still_check_what_depends_on_the_pointers(rig: Any) -> None:
+    """A call whose signature an earlier call passed with is launched without the layout checks, but overlaps and
+    alignment depend on the tensors' addresses and are checked at every call."""
+    from sagellm_backend.errors import InvalidArgumentError
+    from sagellm_backend.kernels import triton_ops
+
+    ops, log = rig
+    w = _bf16(64, seed=0)
+    buf = _bf16(8, 64, seed=1)
+    x, r = buf[:4], buf[4:]  # apart: accepted, and now a fast path
+    assert _run(log, lambda: ops.add_rmsnorm(x, r, w, 1e-5, inplace=True))[0] in ("dispatch", "bound")
+    assert len(triton_ops._FAST) == 1
+    assert _run(log, lambda: ops.add_rmsnorm(buf[4:], buf[:4], w, 1e-5, inplace=True))[0] == "bound"
+    wide = _bf16(6, 64, seed=2)
+    x2, r2 = wide[:4], wide[2:]  # the same layouts, overlapping by two rows
+    before, n = wide.clone(), len(log)
+    with pytest.raises(InvalidArgumentError, match="must not share memory"):
+        ops.add_rmsnorm(x2, r2, w, 1e-5, inplace=True)
+    with pytest.raises(InvalidArgumentError, match="weight must not share memory"):
+        ops.add_rmsnorm(x2, _bf16(4, 64, seed=3), wide[0], 1e-5, inplace=True)
+    gu = _bf16(4, 128, seed=4)
+    assert _run(log, lambda: ops.silu_mul(gu, out=torch.empty(4, 64, dtype=torch.bfloat16)))[0] in ("dispatch", "bound")
+    g, u = _bf16(4, 64, seed=9), _bf16(4, 64, seed=10)
+    ops.silu_mul(g, u, out=torch.empty(4, 64, dtype=torch.bfloat16))  # two tensors, accepted
+    big = _bf16(4 * 128, seed=5)
+    before_big, n = big.clone(), len(log)
+    with pytest.raises(InvalidArgumentError, match="out must be"):  # out is the gate, not the up projection
+        ops.silu_mul(big[:256].view(4, 64), u, out=big[:256].view(4, 64))
+    with pytest.raises(InvalidArgumentError, match="out must be"):  # the same layouts, out inside the input
+        ops.silu_mul(big.view(4, 128), out=big[256:].view(4, 64))
+    assert len(log) == n and torch.equal(wide, before) and torch.equal(big, before_big)  # nothing launched or written
+    flat = _bf16(4 * 64 + 8, seed=7)
+    unaligned = flat[1 : 1 + 4 * 64].view(4, 64)
+    assert _run(log, lambda: ops.add_rmsnorm(unaligned, _bf16(4, 64, seed=8), w, 1e-5, inplace=True))[0] == "dispatch"
+
+
 def test_the_rig_leaves_no_fast_path_to_later_tests() -> None:
     """Runs after the rig's tests: a call like theirs, now off the rig (CPU tensors, no interpreter), must take the
     torch path, not a Triton fast path the rig registered."""
@@ -271,3 +308,8 @@ def test_the_rig_leaves_no_fast_path_to_later_tests() -> None:
     torch_ops.rotary_embedding(torch.tensor([0, 5, 31]), want[:, :64], want[:, 64:80], 16, cs, True)
     triton_ops.rotary_embedding(torch.tensor([0, 5, 31]), qkv[:, :64], qkv[:, 64:80], 16, cs, True)
     assert torch.equal(qkv, want)
+    x, r, w = _bf16(4, 64, seed=1), _bf16(4, 64, seed=2), _bf16(64, seed=0)
+    for got, exp in zip(triton_ops.add_rmsnorm(x, r, w, 1e-5), torch_ops.add_rmsnorm(x, r, w, 1e-5)):
+        assert torch.equal(got, exp)
+    gu = _bf16(4, 128, seed=4)
+    assert torch.equal(triton_ops.silu_mul(gu, out=torch.empty(4, 64, dtype=torch.bfloat16)), torch_ops.silu_mul(gu))

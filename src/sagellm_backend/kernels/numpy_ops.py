@@ -198,7 +198,8 @@ def add_rmsnorm(
     x: Any, residual: Any, w: Any, eps: float = 1e-6, *, inplace: bool = False
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """:func:`.torch_ops.add_rmsnorm` (arguments and result as there); with ``inplace=True`` ``x`` and ``residual``
-    must be distinct writeable arrays of one shape and dtype, which the result keeps, sharing no memory."""
+    must be distinct writeable arrays of one shape and dtype, which the result keeps, sharing no memory with each other
+    or the weight."""
     if type(inplace) is not bool:
         raise InvalidArgumentTypeError(f"add_rmsnorm: inplace must be True or False; got {inplace!r}.")
     s = _f(x, "x") + _f(residual, "residual")
@@ -217,6 +218,8 @@ def add_rmsnorm(
         )
     if np.may_share_memory(x, residual):
         raise InvalidArgumentError(f"{pre}: they must not share memory; they overlap. Pass separate arrays.")
+    if np.may_share_memory(w, x) or np.may_share_memory(w, residual):
+        raise InvalidArgumentError(f"{pre}: the weight must not share memory with them; it overlaps. Pass a copy.")
     np.copyto(residual, s)
     np.copyto(x, y)
     return x, residual

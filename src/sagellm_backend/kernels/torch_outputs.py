@@ -16,16 +16,28 @@ import torch
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
 
-__all__ = ["check_inplace", "check_out", "shares_memory"]
+__all__ = ["check_inplace", "check_out", "extent_bytes", "shares_memory"]
+
+
+def extent_bytes(t: torch.Tensor) -> int:
+    """Bytes from ``t``'s first element to the end of its last (0 for no elements): ``[data_ptr, data_ptr + extent)``
+    holds every element, whatever the strides.
+
+    Args:
+        t: A tensor.
+
+    Returns:
+        The extent in bytes.
+    """
+    if t.numel() == 0:
+        return 0
+    return (1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))) * t.element_size()
 
 
 def _span(t: torch.Tensor) -> tuple[int, int]:
     """``[lo, hi)``: the byte addresses ``t``'s elements lie in (empty for no elements)."""
-    if t.numel() == 0:
-        return 0, 0
-    extent = 1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))
     lo = t.data_ptr()
-    return lo, lo + extent * t.element_size()
+    return lo, lo + extent_bytes(t)
 
 
 def shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -93,7 +105,7 @@ def check_inplace(x: object, residual: object, w: torch.Tensor) -> None:
 
     Raises:
         InvalidArgumentTypeError: ``x`` or ``residual`` is not a torch tensor.
-        InvalidArgumentError: Different shapes, or the two share memory.
+        InvalidArgumentError: Different shapes, or the two (or the weight and either) share memory.
         UnsupportedDTypeError: Different dtypes, or a weight whose dtype would promote the result past ``x``'s.
         InvalidDeviceError: Different devices.
     """
@@ -116,3 +128,5 @@ def check_inplace(x: object, residual: object, w: torch.Tensor) -> None:
         raise InvalidDeviceError(f"{pre}: they must be on one device; got {x.device} and {residual.device}.")
     if shares_memory(x, residual):
         raise InvalidArgumentError(f"{pre}: they must not share memory; they overlap. Pass separate tensors.")
+    if isinstance(w, torch.Tensor) and (shares_memory(w, x) or shares_memory(w, residual)):
+        raise InvalidArgumentError(f"{pre}: the weight must not share memory with them; it overlaps. Pass a copy.")

@@ -275,7 +275,7 @@ class BoundCache:
     def launch_new(
         self, token: tuple[Any, ...] | None, grid: tuple[int, ...], args: tuple[Any, ...], kw: dict[str, Any],
         live: tuple[Any, ...],
-    ) -> None:  # fmt: skip
+    ) -> BoundLaunch | None:  # fmt: skip
         """``launch(fn, grid)(*args, **kw)`` for a call :meth:`find` found no binding for, and bind it under
         ``token`` (unless None).
 
@@ -285,20 +285,25 @@ class BoundCache:
             args: Positional arguments.
             kw: Constexprs and launch options.
             live: The tensors :meth:`find` was given.
+
+        Returns:
+            The binding made, or None.
         """
         launch(self._fn, grid)(*args, **kw)
-        if token is not None:
-            made = bind(self._fn, grid, args, kw, live)
-            if made is not None:
-                with _LOCK:
-                    if len(self._bound) >= self._limit:
-                        self._bound.clear()
-                    self._bound[token] = made
+        if token is None:
+            return None
+        made = bind(self._fn, grid, args, kw, live)
+        if made is not None:
+            with _LOCK:
+                if len(self._bound) >= self._limit:
+                    self._bound.clear()
+                self._bound[token] = made
+        return made
 
     def __call__(
         self, key: tuple[Any, ...], grid: tuple[int, ...], args: tuple[Any, ...], kw: dict[str, Any],
         live: tuple[Any, ...],
-    ) -> None:  # fmt: skip
+    ) -> BoundLaunch | None:  # fmt: skip
         """:meth:`find`, then the binding or :meth:`launch_new`, for arguments already built: ``grid`` and the live
         tensors' dtypes join ``key``.
 
@@ -308,9 +313,13 @@ class BoundCache:
             args: Positional arguments.
             kw: Constexprs and launch options.
             live: The tensors among ``args``/``kw`` whose data changes between calls.
+
+        Returns:
+            The binding that launched or was made (a caller may keep it and call it with new live tensors of the
+            same layout, aliasing and alignment), or None.
         """
         token, found, ptrs = self.find((key, grid, *[t.dtype for t in live]), live)
         if found is not None:
             found(live, ptrs)
-        else:
-            self.launch_new(token, grid, args, kw, live)
+            return found
+        return self.launch_new(token, grid, args, kw, live)

@@ -24,26 +24,19 @@ import os
 from typing import Any
 
 import torch
-import triton
-import triton.language as tl
 
 from ..errors import InvalidArgumentTypeError
-from . import torch_ops
+from . import torch_ops, triton_launch
 from .base import split_gate_up
+from .engine_tiles import rmsnorm_kernel as _rmsnorm_kernel
+from .engine_tiles import silu_mul_kernel as _silu_mul_kernel
 from .rope import RopeShape, check_positions_in_range
 from .rope_triton import launch_rotary, rope_strides
-from .torch_outputs import check_inplace, check_out
-from .triton_launch import BoundCache, cdiv, next_power_of_2
+from .torch_outputs import check_inplace, check_out, extent_bytes
+from .triton_launch import BoundCache, BoundLaunch, cdiv, next_power_of_2
 
-__all__ = [
-    "INTERPRET",
-    "add_rmsnorm",
-    "norm_config",
-    "rmsnorm",
-    "rotary_embedding",
-    "silu_mul",
-    "silu_mul_config",
-]
+__all__ = ["INTERPRET", "add_rmsnorm", "norm_config", "out_dtype", "rmsnorm", "rotary_embedding", "silu_mul"]
+__all__ += ["silu_mul_config"]
 
 #: True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1`` at import).
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -52,91 +45,6 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32)
 MAX_ONE_PASS = 8192
 #: Column chunk of the two-pass loop for wider rows.
 LOOP_BLOCK = 4096
-
-
-@triton.jit
-def _load_summed(x_ptr, r_ptr, s_ptr, rows, cols, m, sx, sr, ss, HAS_RES: tl.constexpr, STORE: tl.constexpr):  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
-    """``x[rows, cols]`` in fp32; with ``HAS_RES`` the sum ``x + r``, rounded to x's dtype (and with ``STORE``
-    stored to ``s``, which may be ``r`` itself: each element is read before it is written, by the same thread)."""
-    x = tl.load(x_ptr + rows * sx + cols, mask=m, other=0.0).to(tl.float32)
-    if HAS_RES:
-        r = tl.load(r_ptr + rows * sr + cols, mask=m, other=0.0).to(tl.float32)
-        s = (x + r).to(x_ptr.dtype.element_ty)
-        if STORE:
-            tl.store(s_ptr + rows * ss + cols, s, mask=m)
-        x = s.to(tl.float32)
-    return x
-
-
-@triton.jit
-def _rmsnorm_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
-    x_ptr,
-    r_ptr,
-    w_ptr,
-    y_ptr,
-    s_ptr,
-    n_rows,
-    n_cols,
-    sx,
-    sr,
-    sy,
-    ss,
-    eps,
-    HAS_RES: tl.constexpr,
-    ONE_PASS: tl.constexpr,
-    ROWS: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    # y may be x and s may be r (add_rmsnorm in place): every element is loaded before it is stored, and the two
-    # passes of a long row store only in the second, so no later load reads a stored value.
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    rmask = (rows < n_rows)[:, None]
-    rows = rows.to(tl.int64)[:, None]
-    cols = tl.arange(0, BLOCK)[None, :]
-    in_ty = x_ptr.dtype.element_ty
-    if ONE_PASS:
-        m = rmask & (cols < n_cols)
-        x = _load_summed(x_ptr, r_ptr, s_ptr, rows, cols, m, sx, sr, ss, HAS_RES, True)
-        rstd = tl.rsqrt(tl.sum(x * x, axis=1) / n_cols + eps)
-        h = (x * rstd[:, None]).to(in_ty).to(tl.float32)
-        w = tl.load(w_ptr + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
-        tl.store(y_ptr + rows * sy + cols, (w * h).to(y_ptr.dtype.element_ty), mask=m)
-    else:
-        acc = tl.zeros([ROWS, BLOCK], dtype=tl.float32)
-        for off in range(0, n_cols, BLOCK):
-            c = off + cols
-            m = rmask & (c < n_cols)
-            x = _load_summed(x_ptr, r_ptr, s_ptr, rows, c, m, sx, sr, ss, HAS_RES, False)
-            acc += x * x
-        rstd = tl.rsqrt(tl.sum(acc, axis=1) / n_cols + eps)[:, None]
-        for off in range(0, n_cols, BLOCK):
-            c = off + cols
-            m = rmask & (c < n_cols)
-            x = _load_summed(x_ptr, r_ptr, s_ptr, rows, c, m, sx, sr, ss, HAS_RES, True)
-            h = (x * rstd).to(in_ty).to(tl.float32)
-            w = tl.load(w_ptr + c, mask=c < n_cols, other=0.0).to(tl.float32)
-            tl.store(y_ptr + rows * sy + c, (w * h).to(y_ptr.dtype.element_ty), mask=m)
-
-
-@triton.jit
-def _silu_mul_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
-    g_ptr,
-    u_ptr,
-    y_ptr,
-    n_cols,
-    sg,
-    su,
-    sy,
-    u_off,
-    BLOCK: tl.constexpr,
-):
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    m = cols < n_cols
-    g = tl.load(g_ptr + row * sg + cols, mask=m, other=0.0).to(tl.float32)
-    u = tl.load(u_ptr + u_off + row * su + cols, mask=m, other=0.0).to(tl.float32)
-    a = (g / (1.0 + tl.exp(-g))).to(y_ptr.dtype.element_ty).to(tl.float32)
-    tl.store(y_ptr + row * sy + cols, (a * u).to(y_ptr.dtype.element_ty), mask=m)
 
 
 # Bound launches per shape (the launch arguments that are not tensors, and the device, are the key).
@@ -252,13 +160,15 @@ def _rows_view(t: torch.Tensor) -> tuple[torch.Tensor, int] | None:
 def _launch_norm(
     x: torch.Tensor, r: torch.Tensor | None, w: torch.Tensor, eps: float,
     into: tuple[tuple[torch.Tensor, int], tuple[torch.Tensor, int] | None] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+) -> tuple[torch.Tensor, torch.Tensor | None, BoundLaunch | None]:  # fmt: skip
     """One norm launch; ``into`` gives the result (and sum) buffers as ``(rows view, row stride)`` pairs, else new
-    contiguous tensors are made. Returns the buffers written (``into``'s views when given)."""
+    contiguous tensors are made. Returns the buffers written (``into``'s views when given) and, when no input was
+    copied first, the binding that launched (else None)."""
     n_cols = x.shape[-1]
     n_rows = x.numel() // n_cols
     x2, sx = _rows(x)
     r2, sr = _rows(r) if r is not None else (x2, sx)
+    direct = w.stride(0) == 1 and x2.data_ptr() == x.data_ptr() and (r is None or r2.data_ptr() == r.data_ptr())
     if w.stride(0) != 1:
         w = w.contiguous()
     if into is None:
@@ -271,14 +181,54 @@ def _launch_norm(
     block, rows, warps = cfg
     has_res = r is not None
     eps = float(eps)
-    _NORMS(
+    bound = _NORMS(
         (x.get_device(), n_rows, n_cols, sx, sr, sy, ss, eps, has_res, cfg),
         (cdiv(n_rows, rows),),
         (x2, r2, w, y, s, n_rows, n_cols, sx, sr, sy, ss, eps),
         {"HAS_RES": has_res, "ONE_PASS": block >= n_cols, "ROWS": rows, "BLOCK": block, "num_warps": warps},
         (x2, r2, w, y, s),
     )
-    return y, (s if r is not None else None)
+    return y, (s if r is not None else None), (bound if direct else None)
+
+
+def _sig(*parts: Any) -> tuple[Any, ...] | None:
+    """The fast-path key of a call: each tensor's layout (shape, strides, dtype, device index) and identity pattern,
+    and the other arguments as given; None when a fast path cannot serve it (an argument of another type, a launch
+    override or direct launches off)."""
+    if _OVERRIDE or not triton_launch.DIRECT:
+        return None
+    key: list[Any] = []
+    seen: list[int] = []
+    for p in parts:
+        if isinstance(p, torch.Tensor):
+            i = id(p)
+            key.append((p.shape, p.stride(), p.dtype, p.get_device(), seen.index(i) if i in seen else -1))
+            seen.append(i)
+        elif p is None or type(p) in (bool, float, str):
+            key.append(p)
+        else:
+            return None
+    return tuple(key)
+
+
+def _remember(key: tuple[Any, ...] | None, bound: BoundLaunch | None, *facts: torch.Tensor | int) -> None:
+    """Keep ``bound`` for ``key`` with the byte extents of the tensors among ``facts`` (the per-call overlap checks
+    need them) and the ints as they are."""
+    if key is not None and bound is not None:
+        if len(_FAST) >= 256:
+            _FAST.clear()
+        _FAST[key] = (bound, tuple(f if isinstance(f, int) else extent_bytes(f) for f in facts))
+
+
+def _apart(p: int, e: int, q: int, f: int) -> bool:
+    """Byte ranges ``[p, p + e)`` and ``[q, q + f)`` do not intersect."""
+    return p >= q + f or q >= p + e
+
+
+#: Calls that passed every check and launched through a binding without copying an input, by :func:`_sig`: the
+#: binding, and the byte extents the later calls' overlap checks need. A later call with the same key checks only
+#: what depends on its tensors' data pointers (16-byte alignment, overlaps) before launching.
+_FAST: dict[tuple[Any, ...], tuple[BoundLaunch, tuple[int, ...]]] = {}
 
 
 def rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6, *, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -293,13 +243,28 @@ def rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6, *, out: torch.T
     Returns:
         A new tensor in the promoted dtype of ``w`` and ``x``, or ``out``.
     """
+    key = _sig("rmsnorm", x, w, eps, out)
+    fast = _FAST.get(key) if key is not None else None
+    if fast is not None:
+        px, pw = x.data_ptr(), w.data_ptr()
+        y = torch.empty_like(x, dtype=out_dtype(w, x), memory_format=torch.contiguous_format) if out is None else out
+        py = y.data_ptr()
+        ex, ew, ey = fast[1]
+        if not (px | pw | py) % 16 and (out is None or (_apart(py, ey, px, ex) and _apart(py, ey, pw, ew))):
+            fast[0]((x, x, w, y, y), [px, px, pw, py, py])
+            return y
     if not _kernel_ok(x, w):
         return torch_ops.rmsnorm(x, w, eps, out=out)
-    if out is None:
-        return _launch_norm(x, None, w, eps)[0]
-    check_out("rmsnorm", out, x.shape, torch.promote_types(w.dtype, x.dtype), x.device, (x, w))
-    _launch_norm(x, None, w, eps, ((out, x.shape[-1]), None))
-    return out
+    if out is not None:
+        check_out("rmsnorm", out, x.shape, out_dtype(w, x), x.device, (x, w))
+    y, _, bound = _launch_norm(x, None, w, eps, None if out is None else ((out, x.shape[-1]), None))
+    _remember(key, bound, x, w, y)
+    return y
+
+
+def out_dtype(w: torch.Tensor, x: torch.Tensor) -> torch.dtype:
+    """The dtype a norm of ``x`` with weight ``w`` returns (the promoted one)."""
+    return torch.promote_types(w.dtype, x.dtype)
 
 
 def add_rmsnorm(
@@ -317,20 +282,37 @@ def add_rmsnorm(
     Returns:
         ``(rmsnorm(x + residual), x + residual)``: new tensors, or ``(x, residual)`` in place.
     """
-    fast = _kernel_ok(x, w) and _same(residual, x) and residual.is_cuda == x.is_cuda
+    key = _sig("add_rmsnorm", x, residual, w, eps, inplace)
+    fast = _FAST.get(key) if key is not None else None
+    if fast is not None:
+        px, pr, pw = x.data_ptr(), residual.data_ptr(), w.data_ptr()
+        ex, er, ew = fast[1]
+        if inplace:
+            if not (px | pr | pw) % 16 and _apart(px, ex, pr, er) and _apart(pw, ew, px, ex) and _apart(pw, ew, pr, er):
+                fast[0]((x, residual, w, x, residual), [px, pr, pw, px, pr])
+                return x, residual
+        else:
+            y = torch.empty_like(x, dtype=out_dtype(w, x), memory_format=torch.contiguous_format)
+            s = torch.empty_like(x, memory_format=torch.contiguous_format)
+            py, ps = y.data_ptr(), s.data_ptr()
+            if not (px | pr | pw | py | ps) % 16:
+                fast[0]((x, residual, w, y, s), [px, pr, pw, py, ps])
+                return y, s
+    ok = _kernel_ok(x, w) and _same(residual, x) and residual.is_cuda == x.is_cuda
     if inplace is False:
-        if not fast:
+        if not ok:
             return torch_ops.add_rmsnorm(x, residual, w, eps)
-        y, s = _launch_norm(x, residual, w, eps)
-        assert s is not None
-        return y, s
+        y, s2, bound = _launch_norm(x, residual, w, eps)
+        assert s2 is not None
+        _remember(key, bound, x, residual, w)
+        return y, s2
     if inplace is not True:
         raise InvalidArgumentTypeError(f"add_rmsnorm: inplace must be True or False; got {inplace!r}.")
     check_inplace(x, residual, w)
-    xv, rv = (_rows_view(x), _rows_view(residual)) if fast else (None, None)
+    xv, rv = (_rows_view(x), _rows_view(residual)) if ok else (None, None)
     if xv is None or rv is None:  # torch, or rows that are no view: compute, then write back
         return torch_ops.add_rmsnorm(x, residual, w, eps, inplace=True)
-    _launch_norm(xv[0], rv[0], w, eps, (xv, rv))
+    _remember(key, _launch_norm(xv[0], rv[0], w, eps, (xv, rv))[2], x, residual, w)
     return x, residual
 
 
@@ -345,6 +327,17 @@ def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None, *, out: torch.Tens
     Returns:
         A new ``[..., d]`` tensor, or ``out``.
     """
+    key = _sig("silu_mul", x, up, out)
+    fast = _FAST.get(key) if key is not None else None
+    if fast is not None:
+        u = x if up is None else up
+        px, pu = x.data_ptr(), u.data_ptr()
+        ex, eu, ey, shape = fast[1]
+        y = x.new_empty((*x.shape[:-1], shape)) if out is None else out
+        py = y.data_ptr()
+        if not (px | pu | py) % 16 and (out is None or (_apart(py, ey, px, ex) and _apart(py, ey, pu, eu))):
+            fast[0]((x, u, y), [px, pu, py])
+            return y
     if not (_tensor_ok(x) and (up is None or (_same(up, x) and up.is_cuda == x.is_cuda))):
         return torch_ops.silu_mul(x, up, out=out)
     if up is None:
@@ -367,13 +360,15 @@ def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None, *, out: torch.Tens
         y = check_out("silu_mul", out, out_shape, x.dtype, x.device, (x,) if up is None else (x, up))
     block, _, warps = silu_mul_config(n_rows, n_cols)
     grid = (n_rows, cdiv(n_cols, block))
-    _SILU_MUL(
+    bound = _SILU_MUL(
         (x.get_device(), n_cols, sg, su, u_off, block, warps),
         grid,
         (g2, u2, y, n_cols, sg, su, n_cols, u_off),
         {"BLOCK": block, "num_warps": warps},
         (g2, u2, y),
     )
+    if g2.data_ptr() == x.data_ptr() and (up is None or u2.data_ptr() == up.data_ptr()):
+        _remember(key, bound, x, x if up is None else up, y, n_cols)  # n_cols: the result's last dimension
     return y
 
 
