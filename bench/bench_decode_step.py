@@ -39,7 +39,7 @@ FULL_CASES = [("1x1k", 1, 1024, False), ("8x1k", 8, 1024, False), ("64x1k", 64, 
               ("8x8k", 8, 8192, False), ("64 mixed<=8k", 64, 8192, True), ("1x8k", 1, 8192, False),
               ("64x8k", 64, 8192, False)]  # fmt: skip
 QUICK_CASES = [("1x40", 1, 40, False), ("4 mixed<=60", 4, 60, True)]
-IMPLS = ["floor", "ours eager", "ours graphed", "hf eager", "hf compiled"]
+IMPLS = ["floor", "ours eager", "ours eager, allocating", "ours graphed", "hf eager", "hf compiled"]
 
 
 def sync(dev: torch.device) -> None:
@@ -226,6 +226,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             note=f"attention {attend_us:.0f} us/call on the host",
             attend_us=attend_us,
         )
+        ours.reuse = False  # the same step with every kernel returning new tensors: the baseline of the reuse
+        try:
+            with torch.no_grad():
+                secs = timed(dev, eager_step, warmup, steps)
+        finally:
+            ours.reuse = True
+        row("ours eager, allocating", batch * steps / secs, note="no in-place norms, no out= buffers")
 
         # ours, graphed: capture once per batch size, plan() then replay
         if dev.type != "cuda":

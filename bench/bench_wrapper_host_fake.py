@@ -176,11 +176,15 @@ def _engine_rows(reps: int) -> list[dict[str, Any]]:
         q, k = qkv[:, : hq * d], qkv[:, hq * d : (hq + hkv) * d]
         pos = torch.zeros(batch, dtype=torch.int64)
         cos_sin = torch.zeros(4096, d, dtype=torch.float32)
+        xa, ra = torch.zeros_like(x), torch.zeros_like(x)
+        act = torch.empty(batch, mlp, dtype=torch.bfloat16)
         calls: dict[str, Any] = {
             "torch.add": lambda: torch.add(x, x),
             "rmsnorm": lambda: ops.rmsnorm(x, w, 1e-5),
             "add_rmsnorm": lambda: ops.add_rmsnorm(x, x, w, 1e-5),
+            "add_rmsnorm inplace": lambda: ops.add_rmsnorm(xa, ra, w, 1e-5, inplace=True),
             "silu_mul": lambda: ops.silu_mul(gu),
+            "silu_mul out": lambda: ops.silu_mul(gu, out=act),
             "rotary_embedding": lambda: ops.rotary_embedding(pos, q, k, d, cos_sin, True),
         }
         rows.append({"batch": batch, **{name: round(_median_us(c, reps), 2) for name, c in calls.items()}})

@@ -185,6 +185,8 @@ class OurStack:
         #: Whether this build's kernels take caller-owned results (``add_rmsnorm(inplace=)``, ``silu_mul(out=)``).
         self.inplace_norms = _accepts(self.add_rmsnorm.forward, "inplace")
         self.silu_out = _accepts(self.silu_mul.forward, "out")
+        #: Whether :meth:`step` uses them (False: every kernel returns new tensors, a same-run baseline).
+        self.reuse = True
         self._bufs: dict[tuple[int, bool], tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]] = {}
 
     @staticmethod
@@ -207,8 +209,8 @@ class OurStack:
         positions = attn.positions
         rope_inside = getattr(attn, "rope_inside", False)
         split = (s.heads, s.kv_heads, s.kv_heads)
-        act, attn_out = self._buffers(b, attn)
-        inplace = self.inplace_norms
+        act, attn_out = self._buffers(b, attn) if self.reuse else (None, None)
+        inplace = self.inplace_norms and self.reuse
         for i, lw in enumerate(self.layers):
             q, k, v = self.linear(h, lw["qkv"]).view(b, -1, s.head_dim).split(split, 1)  # [B, H, D] views
             if not rope_inside:

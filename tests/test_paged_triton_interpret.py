@@ -180,7 +180,8 @@ def test_decode_split_policy(
     cfg = DecodeConfig(block_n=block_n, waves=waves, min_chunk=min_chunk)
     splits, chunk = decode_splits(batch, kv_heads, max_tokens, sms, cfg)
     assert chunk % block_n == 0 and chunk > 0
-    assert splits * chunk >= max_tokens > (splits - 1) * chunk  # covers every token, no empty trailing split
+    assert splits * chunk >= max_tokens > (splits * chunk - block_n * splits)  # covers every token, tiles spread
+    assert splits <= -(-max_tokens // block_n)  # never more splits than the span has tiles
     if batch * kv_heads >= waves * sms:
         assert splits == 1
     if splits > 1:

@@ -355,10 +355,13 @@ def decode_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg
         cfg: Launch configuration.
 
     Returns:
-        ``(splits, chunk)``, chunk a multiple of ``cfg.block_n``; ``splits * chunk >= max_tokens``; ``splits`` at
-        most :func:`split_limit`. ``chunk`` is what a span of ``max_tokens`` gets; the kernel spreads each
-        sequence's own span over the splits (:attr:`DecodeConfig.chunk_floor`).
+        ``(splits, chunk)``: ``splits`` is :func:`split_limit` (no more than a span of ``max_tokens`` has tiles);
+        ``chunk``, a multiple of ``cfg.block_n``, is the most tokens a split takes of such a span
+        (``splits * chunk >= max_tokens``). The kernel spreads each sequence's own span over the splits the same
+        way, in whole tiles (:attr:`DecodeConfig.chunk_floor`): the split count is not rounded through ``chunk``,
+        so a short span still finds a split per tile (a 1k context in a launch sized for 8k: 16 one-tile splits
+        where 15 would give it 8 of two tiles).
     """
     splits = split_limit(batch, kv_heads, max_tokens, sm_count, cfg)
-    chunk = cdiv(cdiv(max(max_tokens, 1), splits), cfg.block_n) * cfg.block_n
-    return cdiv(max(max_tokens, 1), chunk), chunk
+    tiles = cdiv(max(max_tokens, 1), cfg.block_n)
+    return splits, cdiv(tiles, splits) * cfg.block_n
