@@ -31,7 +31,10 @@ import torch
 import triton
 from triton.runtime import driver
 
-__all__ = ["DIRECT", "BoundCache", "BoundLaunch", "bind", "cdiv", "current_stream", "launch", "next_power_of_2"]
+__all__ = [
+    "DIRECT", "BoundCache", "BoundLaunch", "bind", "call_signature", "cdiv", "current_stream", "launch",
+    "next_power_of_2",
+]  # fmt: skip
 
 #: Whether direct launches are on for this process.
 DIRECT = os.environ.get("SAGELLM_TRITON_DIRECT_LAUNCH", "1") != "0" and os.environ.get("TRITON_INTERPRET", "0") in (
@@ -323,3 +326,34 @@ class BoundCache:
             found(live, ptrs)
             return found
         return self.launch_new(token, grid, args, kw, live)
+
+
+def call_signature(*parts: Any) -> tuple[Any, ...] | None:
+    """A key for a call's kept binding: each tensor's layout (shape, strides, dtype, device index) and which earlier
+    part it is (identity), every other part as given. Two calls with equal keys pass equal checks and launch the
+    same way on their own data pointers (which the caller still checks: alignment, overlaps).
+
+    Args:
+        *parts: Tensors, None, bools, ints, floats and strings.
+
+    Returns:
+        The key, or None when direct launches are off or a part is of another type (such a call is never kept).
+    """
+    if not DIRECT:
+        return None
+    key: list[Any] = []
+    ids: list[int] = []
+    for p in parts:
+        if isinstance(p, torch.Tensor):
+            key.append((p.shape, p.stride(), p.dtype, p.get_device()))
+            ids.append(id(p))
+        elif p is None or type(p) in _PLAIN:
+            key.append(p)
+        else:
+            return None
+    if len(set(ids)) != len(ids):  # a tensor in two roles: which
+        key.append(tuple(map(ids.index, ids)))
+    return tuple(key)
+
+
+_PLAIN = (bool, int, float, str)

@@ -192,23 +192,8 @@ def _launch_norm(
 
 
 def _sig(*parts: Any) -> tuple[Any, ...] | None:
-    """The fast-path key of a call: each tensor's layout (shape, strides, dtype, device index) and identity pattern,
-    and the other arguments as given; None when a fast path cannot serve it (an argument of another type, a launch
-    override or direct launches off)."""
-    if _OVERRIDE or not triton_launch.DIRECT:
-        return None
-    key: list[Any] = []
-    seen: list[int] = []
-    for p in parts:
-        if isinstance(p, torch.Tensor):
-            i = id(p)
-            key.append((p.shape, p.stride(), p.dtype, p.get_device(), seen.index(i) if i in seen else -1))
-            seen.append(i)
-        elif p is None or type(p) in (bool, float, str):
-            key.append(p)
-        else:
-            return None
-    return tuple(key)
+    """The fast-path key of a call (:func:`.triton_launch.call_signature`); None under a launch override."""
+    return None if _OVERRIDE else triton_launch.call_signature(*parts)
 
 
 def _remember(key: tuple[Any, ...] | None, bound: BoundLaunch | None, *facts: torch.Tensor | int) -> None:
