@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One lent-GPU call for the sixth pass: the decode-step bench (eager layers with in-place norms and caller-owned
-# results), the step profile (host cost per call, in-place beside allocating), the chunk/fp8 sweep, then the GPU
-# tests of the engine kernels and decode.
+# results, beside the same step allocating), the step profile (PROFILE=0 skips it), the attention host cost, the
+# chunk/fp8 sweep, then the GPU tests of decode (TESTS_S seconds).
 #
 #   scripts/gpu_pass6.sh OUT
 set -u
@@ -13,16 +13,22 @@ OUT="${1:?usage: scripts/gpu_pass6.sh OUT}"
   timeout 150 $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" \
     --time-budget 70 > "$OUT/decode_step.txt" 2>&1
   echo "rc=$?"
-  step "profile"
-  timeout 60 $PY bench/profile_decode_step.py --batches 1 64 > "$OUT/profile.txt" 2>&1
+  if [[ "${PROFILE:-1}" == 1 ]]; then
+    step "profile"
+    timeout 60 $PY bench/profile_decode_step.py --batches 1 64 > "$OUT/profile.txt" 2>&1
+    echo "rc=$?"
+  fi
+  step "attention host cost"
+  timeout 90 $PY -m sagellm_backend bench --provider cuda --only "attention host cost" --report "$OUT/host_cost.md" \
+    > "$OUT/host_cost.txt" 2>&1
   echo "rc=$?"
   step "chunk + fp8 sweep"
   timeout 100 $PY bench/tune_decode_chunk.py > "$OUT/chunk.txt" 2>&1
   echo "rc=$?"
   step "GPU tests"
-  timeout "${TESTS_S:-150}" $PY -m pytest -q -p no:cacheprovider -rs -x \
-    tests/gpu/test_engine_kernels_gpu.py::test_inplace_and_out_equal_the_new_results_bit_for_bit \
-    tests/gpu/test_fused_decode_gpu.py tests/gpu/test_decode_graph_gpu.py tests/gpu/test_attention_fp8_gpu.py \
+  timeout "${TESTS_S:-150}" $PY -m pytest -v -p no:cacheprovider -rs -x \
+    tests/gpu/test_decode_graph_gpu.py tests/gpu/test_fused_decode_gpu.py tests/gpu/test_paged_triton_gpu.py \
+    tests/gpu/test_attention_fp8_gpu.py \
     > "$OUT/pytest.txt" 2>&1
   echo "pytest rc=$?"
   step done
@@ -31,4 +37,6 @@ cat "$OUT/final.txt"
 grep '^|' "$OUT/decode_step.txt" | head -10
 grep -E "^\| (add_rmsnorm|silu_mul|attention|torch.add|F.linear|one eager)|^## eager" "$OUT/profile.txt" | head -30
 grep -v -i warn "$OUT/chunk.txt" | cut -c1-300 | head -40
-grep -E "FAILED|ERROR|passed|failed" "$OUT/pytest.txt" | tail -15
+grep -c PASSED "$OUT/pytest.txt"; grep -E "FAILED|ERROR|passed|failed" "$OUT/pytest.txt" | grep -v PASSED | tail -15
+tail -c 300 "$OUT/pytest.txt"
+cat "$OUT/host_cost.md" 2>/dev/null | head -30
