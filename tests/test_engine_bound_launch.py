@@ -295,6 +295,44 @@ def test_fast_paths_still_check_what_depends_on_the_pointers(rig: Any) -> None:
     assert _run(log, lambda: ops.add_rmsnorm(unaligned, _bf16(4, 64, seed=8), w, 1e-5, inplace=True))[0] == "dispatch"
 
 
+def test_fast_path_keys_tell_what_the_layout_does_not(rig: Any) -> None:
+    """What a key holds besides layouts: the type of a flag (``inplace=1`` is refused, as on the checked path), an
+    ``eps`` that is a tensor (never kept: its value is no part of a key), the result's dtype and shape, and an ``out``
+    that overlaps either input of the two-tensor ``silu_mul`` or the input of ``rmsnorm``."""
+    from sagellm_backend.errors import InvalidArgumentError, InvalidArgumentTypeError
+    from sagellm_backend.kernels import triton_ops
+
+    ops, log = rig
+    w = _bf16(64, seed=0)
+    x, r = _bf16(4, 64, seed=1), _bf16(4, 64, seed=2)
+    for flag in (True, False):
+        ops.add_rmsnorm(x, r, w, 1e-5, inplace=flag)
+        ops.add_rmsnorm(x, r, w, 1e-5, inplace=flag)  # kept by now
+        with pytest.raises(InvalidArgumentTypeError, match="inplace must be True or False"):
+            ops.add_rmsnorm(x, r, w, 1e-5, inplace=int(flag))
+    n = len(triton_ops._FAST)
+    ops.rmsnorm(x, w, torch.tensor(1e-5))
+    ops.rmsnorm(x, w, torch.tensor(0.5))
+    assert len(triton_ops._FAST) == n and [a for a in log[-1] if isinstance(a, float)] == [0.5]
+    w32 = _bf16(64, seed=3).float()
+    for _ in range(3):  # checked, kept, fast: an fp32 result from a bf16 input and an fp32 weight
+        assert ops.rmsnorm(x, w32, 1e-5).dtype == torch.float32
+    gu = _bf16(4, 128, seed=4)
+    for _ in range(3):
+        assert ops.silu_mul(gu).shape == (4, 64)
+    g, u = _bf16(4, 64, seed=5), _bf16(4, 64, seed=6)
+    ops.silu_mul(g, u, out=torch.empty(4, 64, dtype=torch.bfloat16))
+    ops.rmsnorm(x, w, 1e-5, out=torch.empty(4, 64, dtype=torch.bfloat16))
+    big = _bf16(2 * 4 * 64, seed=7)
+    g2, u2 = big[:256].view(4, 64), big[256:].view(4, 64)  # the kept layouts; out is the up projection
+    before, m = big.clone(), len(log)
+    with pytest.raises(InvalidArgumentError, match="out must be"):
+        ops.silu_mul(g2, u2, out=big[256:].view(4, 64))
+    with pytest.raises(InvalidArgumentError, match="out must be"):
+        ops.rmsnorm(g2, w, 1e-5, out=big[:256].view(4, 64))
+    assert len(log) == m and torch.equal(big, before)
+
+
 def test_the_rig_leaves_no_fast_path_to_later_tests() -> None:
     """Runs after the rig's tests: a call like theirs, now off the rig (CPU tensors, no interpreter), must take the
     torch path, not a Triton fast path the rig registered."""

@@ -107,6 +107,8 @@ def _inplace_rejections() -> list[tuple[str, Any, type[BackendError]]]:
             UnsupportedDTypeError,
         ),
         ("residual a list", lambda: (_rand(4, 8), [[0.0] * 8] * 4, _rand(8)), InvalidArgumentTypeError),
+        ("residual an expanded row", lambda: (_rand(4, 8), _rand(1, 8).expand(4, 8), _rand(8)), InvalidArgumentError),
+        ("weight inside x", lambda: (buf[:, :8], _rand(4, 8), buf[0, :8]), InvalidArgumentError),
     ]
 
 
@@ -215,4 +217,9 @@ def test_numpy_kernels_take_the_same_caller_buffers(mock: Any) -> None:
         mock.get_kernel("rmsnorm")(x, w, out=np.empty((3, 16), np.float16))
     with pytest.raises(InvalidArgumentTypeError, match="numpy arrays"):
         k(x.tolist(), r, w, inplace=True)
+    with pytest.raises(InvalidArgumentError, match="weight must not share memory"):
+        k(x, r, x[0], inplace=True)
+    row = np.lib.stride_tricks.as_strided(r[0], shape=(3, 16), strides=(0, 4))  # writeable, one row three times
+    with pytest.raises(InvalidArgumentError, match="each element needs its own memory"):
+        k(x, row, w, inplace=True)
     np.testing.assert_array_equal(x, before)

@@ -176,9 +176,11 @@ def test_decode_split_policy(
     pytest.importorskip("torch")
     pytest.importorskip("triton")
     from sagellm_backend.attention.paged_triton import DecodeConfig, decode_splits
+    from sagellm_backend.attention.triton_args import split_limit
 
     cfg = DecodeConfig(block_n=block_n, waves=waves, min_chunk=min_chunk)
     splits, chunk = decode_splits(batch, kv_heads, max_tokens, sms, cfg)
+    assert splits == split_limit(batch, kv_heads, max_tokens, sms, cfg)  # not rounded through the chunk
     assert chunk % block_n == 0 and chunk > 0
     assert splits * chunk >= max_tokens > (splits * chunk - block_n * splits)  # covers every token, tiles spread
     assert splits <= -(-max_tokens // block_n)  # never more splits than the span has tiles

@@ -324,9 +324,8 @@ def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool
 
 
 def split_limit(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> int:
-    """The split count :func:`decode_splits` aims at. It bounds the splits :func:`decode_splits` returns for
-    ``max_tokens`` and for every shorter span (it never decreases as ``max_tokens`` grows, while the returned
-    count, rounded through whole tiles, may): what a workspace must hold.
+    """The split count :func:`decode_splits` returns. It never decreases as ``max_tokens`` grows, so the count of
+    the longest span bounds every shorter one's: what a workspace must hold.
 
     Args:
         batch: Sequences.

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, UnsupportedDTypeError
-from .base import OP_FUNCTIONS, qkv_split_sizes, split_gate_up
+from .base import OP_FUNCTIONS, qkv_split_sizes, split_gate_up, strides_overlap
 from .rope import check_positions_in_range, check_rotary
 
 __all__ = [*OP_FUNCTIONS, "erf"]
@@ -218,6 +218,9 @@ def add_rmsnorm(
         )
     if np.may_share_memory(x, residual):
         raise InvalidArgumentError(f"{pre}: they must not share memory; they overlap. Pass separate arrays.")
+    for name, a in (("x", x), ("residual", residual)):
+        if strides_overlap(a.shape, tuple(st // a.itemsize for st in a.strides)):
+            raise InvalidArgumentError(f"{pre}: each element needs its own memory; {name} has elements that share it.")
     if np.may_share_memory(w, x) or np.may_share_memory(w, residual):
         raise InvalidArgumentError(f"{pre}: the weight must not share memory with them; it overlaps. Pass a copy.")
     np.copyto(residual, s)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
+from .base import strides_overlap
 
 __all__ = ["check_inplace", "check_out", "extent_bytes", "shares_memory"]
 
@@ -105,7 +106,8 @@ def check_inplace(x: object, residual: object, w: torch.Tensor) -> None:
 
     Raises:
         InvalidArgumentTypeError: ``x`` or ``residual`` is not a torch tensor.
-        InvalidArgumentError: Different shapes, or the two (or the weight and either) share memory.
+        InvalidArgumentError: Different shapes, the two (or the weight and either) share memory, or elements of one
+            do.
         UnsupportedDTypeError: Different dtypes, or a weight whose dtype would promote the result past ``x``'s.
         InvalidDeviceError: Different devices.
     """
@@ -126,6 +128,12 @@ def check_inplace(x: object, residual: object, w: torch.Tensor) -> None:
         )
     if x.device != residual.device:
         raise InvalidDeviceError(f"{pre}: they must be on one device; got {x.device} and {residual.device}.")
+    for name, t in (("x", x), ("residual", residual)):
+        if strides_overlap(t.shape, t.stride()):
+            raise InvalidArgumentError(
+                f"{pre}: each element needs its own memory; {name} (shape {tuple(t.shape)}, strides {t.stride()}) "
+                "has elements that share it (an expanded or overlapping view). Pass a materialised tensor."
+            )
     if shares_memory(x, residual):
         raise InvalidArgumentError(f"{pre}: they must not share memory; they overlap. Pass separate tensors.")
     if isinstance(w, torch.Tensor) and (shares_memory(w, x) or shares_memory(w, residual)):

@@ -329,9 +329,9 @@ class BoundCache:
 
 
 def call_signature(*parts: Any) -> tuple[Any, ...] | None:
-    """A key for a call's kept binding: each tensor's layout (shape, strides, dtype, device index) and which earlier
-    part it is (identity), every other part as given. Two calls with equal keys pass equal checks and launch the
-    same way on their own data pointers (which the caller still checks: alignment, overlaps).
+    """A key for a call's kept binding: each tensor's layout (shape, strides, dtype, device index, whether CUDA) and
+    which tensors are one (identity), every other part with its type. Two calls with equal keys pass equal checks and
+    launch the same way on their own data pointers (which the caller still checks: alignment, overlaps).
 
     Args:
         *parts: Tensors, None, bools, ints, floats and strings.
@@ -345,10 +345,10 @@ def call_signature(*parts: Any) -> tuple[Any, ...] | None:
     ids: list[int] = []
     for p in parts:
         if isinstance(p, torch.Tensor):
-            key.append((p.shape, p.stride(), p.dtype, p.get_device()))
+            key.append((p.shape, p.stride(), p.dtype, p.get_device(), p.is_cuda))
             ids.append(id(p))
         elif p is None or type(p) in _PLAIN:
-            key.append(p)
+            key.append((type(p), p))  # 1 and True (equal as keys) are told apart
         else:
             return None
     if len(set(ids)) != len(ids):  # a tensor in two roles: which

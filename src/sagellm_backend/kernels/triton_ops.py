@@ -191,9 +191,12 @@ def _launch_norm(
     return y, (s if r is not None else None), (bound if direct else None)
 
 
-def _sig(*parts: Any) -> tuple[Any, ...] | None:
-    """The fast-path key of a call (:func:`.triton_launch.call_signature`); None under a launch override."""
-    return None if _OVERRIDE else triton_launch.call_signature(*parts)
+def _sig(eps: object, *parts: Any) -> tuple[Any, ...] | None:
+    """The fast-path key of a call (:func:`.triton_launch.call_signature` of ``eps`` and ``parts``); None under a
+    launch override or for an ``eps`` that is not a float (a tensor's value is no part of a key)."""
+    if _OVERRIDE or type(eps) is not float:
+        return None
+    return triton_launch.call_signature(eps, *parts)
 
 
 def _remember(key: tuple[Any, ...] | None, bound: BoundLaunch | None, *facts: torch.Tensor | int) -> None:
@@ -228,7 +231,7 @@ def rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6, *, out: torch.T
     Returns:
         A new tensor in the promoted dtype of ``w`` and ``x``, or ``out``.
     """
-    key = _sig("rmsnorm", x, w, eps, out)
+    key = _sig(eps, "rmsnorm", x, w, out)
     fast = _FAST.get(key) if key is not None else None
     if fast is not None:
         px, pw = x.data_ptr(), w.data_ptr()
@@ -267,7 +270,7 @@ def add_rmsnorm(
     Returns:
         ``(rmsnorm(x + residual), x + residual)``: new tensors, or ``(x, residual)`` in place.
     """
-    key = _sig("add_rmsnorm", x, residual, w, eps, inplace)
+    key = _sig(eps, "add_rmsnorm", x, residual, w, inplace)
     fast = _FAST.get(key) if key is not None else None
     if fast is not None:
         px, pr, pw = x.data_ptr(), residual.data_ptr(), w.data_ptr()
@@ -276,11 +279,11 @@ def add_rmsnorm(
             if not (px | pr | pw) % 16 and _apart(px, ex, pr, er) and _apart(pw, ew, px, ex) and _apart(pw, ew, pr, er):
                 fast[0]((x, residual, w, x, residual), [px, pr, pw, px, pr])
                 return x, residual
-        else:
+        elif not (px | pr | pw) % 16:
             y = torch.empty_like(x, dtype=out_dtype(w, x), memory_format=torch.contiguous_format)
             s = torch.empty_like(x, memory_format=torch.contiguous_format)
             py, ps = y.data_ptr(), s.data_ptr()
-            if not (px | pr | pw | py | ps) % 16:
+            if not (py | ps) % 16:
                 fast[0]((x, residual, w, y, s), [px, pr, pw, py, ps])
                 return y, s
     ok = _kernel_ok(x, w) and _same(residual, x) and residual.is_cuda == x.is_cuda
@@ -312,7 +315,7 @@ def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None, *, out: torch.Tens
     Returns:
         A new ``[..., d]`` tensor, or ``out``.
     """
-    key = _sig("silu_mul", x, up, out)
+    key = _sig(0.0, "silu_mul", x, up, out)
     fast = _FAST.get(key) if key is not None else None
     if fast is not None:
         u = x if up is None else up
