@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One lent-GPU call for the sixth pass: the decode-step bench (eager layers with in-place norms and caller-owned
 # results, beside the same step allocating), the step profile (PROFILE=0 skips it), the attention host cost, the
-# chunk/fp8 sweep, then the GPU tests of decode (TESTS_S seconds).
+# chunk/fp8 sweep (CHUNK=0 skips it), then the GPU tests of decode (TESTS_S seconds; TESTS replaces the list).
 #
 #   scripts/gpu_pass6.sh OUT
 set -u
@@ -22,13 +22,15 @@ OUT="${1:?usage: scripts/gpu_pass6.sh OUT}"
   timeout 90 $PY -m sagellm_backend bench --provider cuda --only "attention host cost" --report "$OUT/host_cost.md" \
     > "$OUT/host_cost.txt" 2>&1
   echo "rc=$?"
-  step "chunk + fp8 sweep"
-  timeout 100 $PY bench/tune_decode_chunk.py > "$OUT/chunk.txt" 2>&1
-  echo "rc=$?"
+  if [[ "${CHUNK:-1}" == 1 ]]; then
+    step "chunk + fp8 sweep"
+    timeout 100 $PY bench/tune_decode_chunk.py > "$OUT/chunk.txt" 2>&1
+    echo "rc=$?"
+  fi
   step "GPU tests"
-  timeout "${TESTS_S:-150}" $PY -m pytest -v -p no:cacheprovider -rs -x \
-    tests/gpu/test_decode_graph_gpu.py tests/gpu/test_fused_decode_gpu.py tests/gpu/test_paged_triton_gpu.py \
-    tests/gpu/test_attention_fp8_gpu.py \
+  # shellcheck disable=SC2086  # TESTS is a list of paths
+  timeout "${TESTS_S:-150}" $PY -m pytest -v -p no:cacheprovider -rs -x ${TESTS:-tests/gpu/test_decode_graph_gpu.py \
+    tests/gpu/test_fused_decode_gpu.py tests/gpu/test_paged_triton_gpu.py tests/gpu/test_attention_fp8_gpu.py} \
     > "$OUT/pytest.txt" 2>&1
   echo "pytest rc=$?"
   step done
