@@ -35,8 +35,16 @@ from .rope_triton import launch_rotary, rope_strides
 from .torch_outputs import check_inplace, check_out, extent_bytes
 from .triton_launch import BoundCache, BoundLaunch, cdiv, next_power_of_2
 
-__all__ = ["INTERPRET", "add_rmsnorm", "norm_config", "out_dtype", "rmsnorm", "rotary_embedding", "silu_mul"]
-__all__ += ["silu_mul_config"]
+__all__ = [
+    "INTERPRET",
+    "add_rmsnorm",
+    "norm_config",
+    "out_dtype",
+    "rmsnorm",
+    "rotary_embedding",
+    "silu_mul",
+    "silu_mul_config",
+]
 
 #: True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1`` at import).
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
