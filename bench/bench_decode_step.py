@@ -154,12 +154,21 @@ def correctness(ours: OurStack, hf: HFStack, pool: Any, width: int, batch: int, 
     x = torch.randn(batch, s.hidden, generator=g).to(device=dev, dtype=s.dtype)
     attn = make_attention(ours, batch, width, trusted=False)
     attn.begin_step(*case.meta(0))
+    x0 = x.clone()
     with torch.no_grad():
         got = ours.step(x, attn).double()
+        ours.reuse = False  # the same step allocating (it stores the same new K/V at the same slots again)
+        try:
+            same = bool(torch.equal(ours.step(x, attn).double(), got) and torch.equal(x, x0))
+        finally:
+            ours.reuse = True
         want = hf.step(hf.model, cache, x, ctx).double()
     pool.free(case.ids)
     err = float((got - want).abs().max() / want.abs().max())
-    return {"batch": batch, "context": ctx, "max_rel_err": err, "dtype": str(s.dtype).removeprefix("torch.")}
+    return {
+        "batch": batch, "context": ctx, "max_rel_err": err, "dtype": str(s.dtype).removeprefix("torch."),
+        "reuse_equals_allocating": same,
+    }  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -197,7 +206,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "copy_rate_gbps": rate / 1e9, "rows": [], "first_call": [],
     }  # fmt: skip
     report["correctness"] = correctness(ours, hf, ours.pool, width, check_batch, check_ctx)
-    print(f"correctness: max rel err ours vs HF = {report['correctness']['max_rel_err']:.3e}", file=sys.stderr)
+    c = report["correctness"]
+    print(f"correctness: max rel err ours vs HF = {c['max_rel_err']:.3e}; in-place step equal to the allocating one "
+          f"and input kept: {c['reuse_equals_allocating']}", file=sys.stderr)  # fmt: skip
     use_compile = args.hf_compile == "on" or (args.hf_compile == "auto" and dev.type == "cuda" and not args.quick)
     compiled = None
     graphs: dict[int, tuple[Any, torch.Tensor, torch.Tensor, Any]] = {}

@@ -62,6 +62,7 @@ def test_ours_matches_hugging_face_on_one_step(report: dict) -> None:
     c = report["correctness"]
     assert c["dtype"] == "float32" and c["batch"] >= 2 and c["context"] > 16  # more than one block per sequence
     assert 0 <= c["max_rel_err"] < 1e-5, c
+    assert c["reuse_equals_allocating"] is True  # in place and into kept buffers: the same bits, the input kept
 
 
 def test_table_printed_and_png_drawn(report: dict) -> None:
