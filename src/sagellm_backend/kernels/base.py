@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidArgumentError, UnavailableError, UnsupportedOperationError
+from ..errors import InvalidArgumentError, InvalidArgumentTypeError, UnavailableError, UnsupportedOperationError
 from ..protocol import DType, coerce_dtype
 from ..selection import select
 
@@ -28,6 +28,7 @@ __all__ = [
     "FunctionKernel",
     "Kernel",
     "backend_function",
+    "check_inplace_flag",
     "qkv_split_sizes",
     "resolve_backend",
     "split_gate_up",
@@ -356,3 +357,16 @@ def strides_overlap(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
             return True
         reach += st * (n - 1)
     return False
+
+
+def check_inplace_flag(inplace: object) -> None:
+    """``add_rmsnorm``'s ``inplace`` must be ``True`` or ``False`` (every backend takes it the same way).
+
+    Args:
+        inplace: The argument.
+
+    Raises:
+        InvalidArgumentTypeError: Anything else (``1``, ``None``, a numpy bool).
+    """
+    if type(inplace) is not bool:
+        raise InvalidArgumentTypeError(f"add_rmsnorm: inplace must be True or False; got {inplace!r}.")

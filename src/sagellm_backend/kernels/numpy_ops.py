@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, UnsupportedDTypeError
-from .base import OP_FUNCTIONS, qkv_split_sizes, split_gate_up, strides_overlap
+from .base import OP_FUNCTIONS, check_inplace_flag, qkv_split_sizes, split_gate_up, strides_overlap
 from .rope import check_positions_in_range, check_rotary
 
 __all__ = [*OP_FUNCTIONS, "erf"]
@@ -200,8 +200,7 @@ def add_rmsnorm(
     """:func:`.torch_ops.add_rmsnorm` (arguments and result as there); with ``inplace=True`` ``x`` and ``residual``
     must be distinct writeable arrays of one shape and dtype, which the result keeps, sharing no memory with each other
     or the weight."""
-    if type(inplace) is not bool:
-        raise InvalidArgumentTypeError(f"add_rmsnorm: inplace must be True or False; got {inplace!r}.")
+    check_inplace_flag(inplace)
     s = _f(x, "x") + _f(residual, "residual")
     y = rmsnorm(s, w, eps)
     if not inplace:

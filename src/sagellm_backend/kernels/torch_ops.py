@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from ..errors import InvalidArgumentTypeError, InvalidDeviceError
-from .base import OP_FUNCTIONS, qkv_split_sizes, split_gate_up
+from ..errors import InvalidDeviceError
+from .base import OP_FUNCTIONS, check_inplace_flag, qkv_split_sizes, split_gate_up
 from .rope import RopeShape, check_positions_in_range, check_rotary
 from .torch_outputs import check_inplace, check_out
 
@@ -164,8 +164,7 @@ def add_rmsnorm(
         ``(rmsnorm(x + residual), x + residual)``; new tensors (the inputs are not modified), or ``(x, residual)``
         holding them with ``inplace=True``.
     """
-    if type(inplace) is not bool:
-        raise InvalidArgumentTypeError(f"add_rmsnorm: inplace must be True or False; got {inplace!r}.")
+    check_inplace_flag(inplace)
     if inplace:
         check_inplace(x, residual, w)
     s = x + residual

@@ -17,7 +17,7 @@ import torch
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
 from .base import strides_overlap
 
-__all__ = ["check_inplace", "check_out", "extent_bytes", "shares_memory"]
+__all__ = ["apart", "check_inplace", "check_out", "extent_bytes", "shares_memory"]
 
 
 def extent_bytes(t: torch.Tensor) -> int:
@@ -35,10 +35,19 @@ def extent_bytes(t: torch.Tensor) -> int:
     return (1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))) * t.element_size()
 
 
-def _span(t: torch.Tensor) -> tuple[int, int]:
-    """``[lo, hi)``: the byte addresses ``t``'s elements lie in (empty for no elements)."""
-    lo = t.data_ptr()
-    return lo, lo + extent_bytes(t)
+def apart(p: int, e: int, q: int, f: int) -> bool:
+    """Whether byte ranges ``[p, p + e)`` and ``[q, q + f)`` do not intersect.
+
+    Args:
+        p: Start of the first.
+        e: Its length.
+        q: Start of the second.
+        f: Its length.
+
+    Returns:
+        True when they share no byte (an empty range shares none).
+    """
+    return e == 0 or f == 0 or p >= q + f or q >= p + e
 
 
 def shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -53,9 +62,7 @@ def shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     """
     if a.device != b.device:
         return False
-    lo_a, hi_a = _span(a)
-    lo_b, hi_b = _span(b)
-    return lo_a < hi_b and lo_b < hi_a
+    return not apart(a.data_ptr(), extent_bytes(a), b.data_ptr(), extent_bytes(b))
 
 
 def check_out(

@@ -25,14 +25,13 @@ from typing import Any
 
 import torch
 
-from ..errors import InvalidArgumentTypeError
 from . import torch_ops, triton_launch
-from .base import split_gate_up
+from .base import check_inplace_flag, split_gate_up
 from .engine_tiles import rmsnorm_kernel as _rmsnorm_kernel
 from .engine_tiles import silu_mul_kernel as _silu_mul_kernel
 from .rope import RopeShape, check_positions_in_range
 from .rope_triton import launch_rotary, rope_strides
-from .torch_outputs import check_inplace, check_out, extent_bytes
+from .torch_outputs import apart, check_inplace, check_out, extent_bytes
 from .triton_launch import BoundCache, BoundLaunch, cdiv, next_power_of_2
 
 __all__ = [
@@ -180,7 +179,7 @@ def _launch_norm(
     if w.stride(0) != 1:
         w = w.contiguous()
     if into is None:
-        y = torch.empty_like(x, dtype=torch.promote_types(w.dtype, x.dtype), memory_format=torch.contiguous_format)
+        y = torch.empty_like(x, dtype=out_dtype(w, x), memory_format=torch.contiguous_format)
         s = torch.empty_like(x, memory_format=torch.contiguous_format) if r is not None else y
         sy = ss = n_cols
     else:
@@ -216,11 +215,6 @@ def _remember(key: tuple[Any, ...] | None, bound: BoundLaunch | None, *facts: to
         _FAST[key] = (bound, tuple(f if isinstance(f, int) else extent_bytes(f) for f in facts))
 
 
-def _apart(p: int, e: int, q: int, f: int) -> bool:
-    """Byte ranges ``[p, p + e)`` and ``[q, q + f)`` do not intersect."""
-    return p >= q + f or q >= p + e
-
-
 #: Calls that passed every check and launched through a binding without copying an input, by :func:`_sig`: the
 #: binding, and the byte extents the later calls' overlap checks need. A later call with the same key checks only
 #: what depends on its tensors' data pointers (16-byte alignment, overlaps) before launching.
@@ -243,12 +237,16 @@ def rmsnorm(x: torch.Tensor, w: torch.Tensor, eps: float = 1e-6, *, out: torch.T
     fast = _FAST.get(key) if key is not None else None
     if fast is not None:
         px, pw = x.data_ptr(), w.data_ptr()
-        y = torch.empty_like(x, dtype=out_dtype(w, x), memory_format=torch.contiguous_format) if out is None else out
-        py = y.data_ptr()
         ex, ew, ey = fast[1]
-        if not (px | pw | py) % 16 and (out is None or (_apart(py, ey, px, ex) and _apart(py, ey, pw, ew))):
-            fast[0]((x, x, w, y, y), [px, px, pw, py, py])
-            return y
+        po = 0 if out is None else out.data_ptr()
+        if not (px | pw) % 16 and (out is None or (apart(po, ey, px, ex) and apart(po, ey, pw, ew))):
+            y = out
+            if y is None:
+                y = torch.empty_like(x, dtype=out_dtype(w, x), memory_format=torch.contiguous_format)
+            py = y.data_ptr()
+            if not py % 16:
+                fast[0]((x, x, w, y, y), [px, px, pw, py, py])
+                return y
     if not _kernel_ok(x, w):
         return torch_ops.rmsnorm(x, w, eps, out=out)
     if out is not None:
@@ -284,7 +282,7 @@ def add_rmsnorm(
         px, pr, pw = x.data_ptr(), residual.data_ptr(), w.data_ptr()
         ex, er, ew = fast[1]
         if inplace:
-            if not (px | pr | pw) % 16 and _apart(px, ex, pr, er) and _apart(pw, ew, px, ex) and _apart(pw, ew, pr, er):
+            if not (px | pr | pw) % 16 and apart(px, ex, pr, er) and apart(pw, ew, px, ex) and apart(pw, ew, pr, er):
                 fast[0]((x, residual, w, x, residual), [px, pr, pw, px, pr])
                 return x, residual
         elif not (px | pr | pw) % 16:
@@ -302,8 +300,7 @@ def add_rmsnorm(
         assert s2 is not None
         _remember(key, bound, x, residual, w)
         return y, s2
-    if inplace is not True:
-        raise InvalidArgumentTypeError(f"add_rmsnorm: inplace must be True or False; got {inplace!r}.")
+    check_inplace_flag(inplace)
     check_inplace(x, residual, w)
     xv, rv = (_rows_view(x), _rows_view(residual)) if ok else (None, None)
     if xv is None or rv is None:  # torch, or rows that are no view: compute, then write back
@@ -329,11 +326,13 @@ def silu_mul(x: torch.Tensor, up: torch.Tensor | None = None, *, out: torch.Tens
         u = x if up is None else up
         px, pu = x.data_ptr(), u.data_ptr()
         ex, eu, ey, shape = fast[1]
-        y = x.new_empty((*x.shape[:-1], shape)) if out is None else out
-        py = y.data_ptr()
-        if not (px | pu | py) % 16 and (out is None or (_apart(py, ey, px, ex) and _apart(py, ey, pu, eu))):
-            fast[0]((x, u, y), [px, pu, py])
-            return y
+        po = 0 if out is None else out.data_ptr()
+        if not (px | pu) % 16 and (out is None or (apart(po, ey, px, ex) and apart(po, ey, pu, eu))):
+            y = x.new_empty((*x.shape[:-1], shape)) if out is None else out
+            py = y.data_ptr()
+            if not py % 16:
+                fast[0]((x, u, y), [px, pu, py])
+                return y
     if not (_tensor_ok(x) and (up is None or (_same(up, x) and up.is_cuda == x.is_cuda))):
         return torch_ops.silu_mul(x, up, out=out)
     if up is None:
