@@ -210,7 +210,7 @@ class OurStack:
         rope_inside = getattr(attn, "rope_inside", False)
         split = (s.heads, s.kv_heads, s.kv_heads)
         act, attn_out = self._buffers(b, attn) if self.reuse else (None, None)
-        inplace = self.inplace_norms and self.reuse
+        ip = {"inplace": True} if self.inplace_norms and self.reuse else {}
         for i, lw in enumerate(self.layers):
             q, k, v = self.linear(h, lw["qkv"]).view(b, -1, s.head_dim).split(split, 1)  # [B, H, D] views
             if not rope_inside:
@@ -220,17 +220,12 @@ class OurStack:
             else:  # the buffer's [B, Hq * D] view, made once
                 attn.attend(i, q, k, v, out=attn_out[0])
                 a = self.linear(attn_out[1], lw["o"])
-            if inplace and i > 0:  # the first sum is a new tensor: x stays the caller's
-                h, residual = self.add_rmsnorm(a, residual, lw["ln2"], s.eps, inplace=True)
-            else:
-                h, residual = self.add_rmsnorm(a, residual, lw["ln2"], s.eps)
+            # the first sum is a new tensor (x stays the caller's); the next ones are added in place
+            h, residual = self.add_rmsnorm(a, residual, lw["ln2"], s.eps, **(ip if i else {}))
             gu = self.linear(h, lw["gate_up"])
             m = self.linear(self.silu_mul(gu) if act is None else self.silu_mul(gu, out=act), lw["down"])
             nxt = self.layers[i + 1]["ln1"] if i + 1 < len(self.layers) else self.final_norm
-            if inplace:
-                h, residual = self.add_rmsnorm(m, residual, nxt, s.eps, inplace=True)
-            else:
-                h, residual = self.add_rmsnorm(m, residual, nxt, s.eps)
+            h, residual = self.add_rmsnorm(m, residual, nxt, s.eps, **ip)
         return h
 
     def _buffers(self, batch: int, attn: Any) -> tuple[torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
