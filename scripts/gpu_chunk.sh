@@ -8,22 +8,16 @@ OUT="${1:?usage: scripts/gpu_chunk.sh OUT}"
 . "$(dirname "$0")/gpu_env.sh"
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-  step "chunk + fp8 sweep"
-  timeout 100 $PY bench/tune_decode_chunk.py > "$OUT/chunk.txt" 2>&1
-  echo "rc=$?"
-  step "decode-step bench"
-  timeout 150 $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" \
-    --time-budget 70 > "$OUT/decode_step.txt" 2>&1
-  echo "rc=$?"
+  run_step "chunk + fp8 sweep" 100 "$OUT/chunk.txt" $PY bench/tune_decode_chunk.py
+  run_step "decode-step bench" 150 "$OUT/decode_step.txt" \
+    $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" --time-budget 70
   step "GPU tests"
   timeout "${TESTS_S:-110}" $PY -m pytest -q -p no:cacheprovider -rs tests/gpu/test_decode_graph_gpu.py \
     tests/gpu/test_paged_triton_gpu.py tests/gpu/test_attention_fp8_gpu.py tests/gpu/test_fused_decode_gpu.py \
     > "$OUT/pytest.txt" 2>&1
   echo "pytest rc=$?"
   if [[ "${PROFILE:-1}" == 1 ]]; then
-    step "profile"
-    timeout 45 $PY bench/profile_decode_step.py > "$OUT/profile.txt" 2>&1
-    echo "rc=$?"
+    run_step "profile" 45 "$OUT/profile.txt" $PY bench/profile_decode_step.py
   fi
   step done
 } > "$OUT/final.txt" 2>&1

@@ -15,29 +15,19 @@ OUT="${1:?usage: scripts/gpu_final.sh OUT}"
   timeout 50 $PY -m pytest -v -p no:cacheprovider -rs tests/gpu/test_attention_fp8_gpu.py -k inline_asm \
     > "$OUT/pytest_asm.txt" 2>&1
   echo "pytest (fp8_v_asm) rc=$?: $(grep -cE ' PASSED' "$OUT/pytest_asm.txt") passed"
-  step "fp8 points"
-  timeout 60 $PY bench/tune_fp8_window.py --no-window --wide --quick --out "$OUT" > "$OUT/fp8.txt" 2>&1
-  echo "rc=$?"
-  step "decode-step bench"
-  timeout 150 $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" \
-    --time-budget 70 > "$OUT/decode_step.txt" 2>&1
-  echo "rc=$?"
-  step "attention host cost"
-  timeout 30 $PY -m sagellm_backend bench --provider cuda --only "attention host cost" --report "$OUT/host_cost.md" \
-    > "$OUT/host_cost.txt" 2>&1
-  echo "rc=$?"
+  run_step "fp8 points" 60 "$OUT/fp8.txt" $PY bench/tune_fp8_window.py --no-window --wide --quick --out "$OUT"
+  run_step "decode-step bench" 150 "$OUT/decode_step.txt" \
+    $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" --time-budget 70
+  run_step "attention host cost" 30 "$OUT/host_cost.txt" \
+    $PY -m sagellm_backend bench --provider cuda --only "attention host cost" --report "$OUT/host_cost.md"
   step "GPU tests"
   timeout 130 $PY -m pytest -v -p no:cacheprovider -rs tests/gpu/test_fused_decode_gpu.py \
     tests/gpu/test_attention_fp8_gpu.py tests/gpu/test_engine_kernels_gpu.py tests/gpu/test_rope_gpu.py \
     tests/gpu/test_triton_launch_gpu.py tests/gpu/test_decode_graph_gpu.py tests/gpu/test_pool_fp8_gpu.py \
     -k "not inline_asm" > "$OUT/pytest.txt" 2>&1
   echo "pytest rc=$?: $(grep -cE ' PASSED' "$OUT/pytest.txt") passed, $(grep -cE ' FAILED| ERROR' "$OUT/pytest.txt") failed/error"
-  step "profile"
-  timeout 45 $PY bench/profile_decode_step.py > "$OUT/profile.txt" 2>&1
-  echo "rc=$?"
-  step "gemv"
-  timeout 30 $PY bench/tune_gemv.py --quick > "$OUT/gemv.txt" 2>&1
-  echo "rc=$?"
+  run_step "profile" 45 "$OUT/profile.txt" $PY bench/profile_decode_step.py
+  run_step "gemv" 30 "$OUT/gemv.txt" $PY bench/tune_gemv.py --quick
   step done
 } > "$OUT/final.txt" 2>&1
 cat "$OUT/final.txt"

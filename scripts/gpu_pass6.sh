@@ -9,23 +9,15 @@ OUT="${1:?usage: scripts/gpu_pass6.sh OUT}"
 . "$(dirname "$0")/gpu_env.sh"
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-  step "decode-step bench"
-  timeout 150 $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" \
-    --time-budget 70 > "$OUT/decode_step.txt" 2>&1
-  echo "rc=$?"
+  run_step "decode-step bench" 150 "$OUT/decode_step.txt" \
+    $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" --time-budget 70
   if [[ "${PROFILE:-1}" == 1 ]]; then
-    step "profile"
-    timeout 60 $PY bench/profile_decode_step.py --batches 1 64 > "$OUT/profile.txt" 2>&1
-    echo "rc=$?"
+    run_step "profile" 60 "$OUT/profile.txt" $PY bench/profile_decode_step.py --batches 1 64
   fi
-  step "attention host cost"
-  timeout 90 $PY -m sagellm_backend bench --provider cuda --only "attention host cost" --report "$OUT/host_cost.md" \
-    > "$OUT/host_cost.txt" 2>&1
-  echo "rc=$?"
+  run_step "attention host cost" 90 "$OUT/host_cost.txt" \
+    $PY -m sagellm_backend bench --provider cuda --only "attention host cost" --report "$OUT/host_cost.md"
   if [[ "${CHUNK:-1}" == 1 ]]; then
-    step "chunk + fp8 sweep"
-    timeout 100 $PY bench/tune_decode_chunk.py > "$OUT/chunk.txt" 2>&1
-    echo "rc=$?"
+    run_step "chunk + fp8 sweep" 100 "$OUT/chunk.txt" $PY bench/tune_decode_chunk.py
   fi
   step "GPU tests"
   # shellcheck disable=SC2086  # TESTS is a list of paths
