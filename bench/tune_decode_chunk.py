@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from sagellm_backend.attention import paged_triton as pt
-from sagellm_backend.attention import triton_args
 from sagellm_backend.attention.kv_quant import fp8_dtype, quantize
 from sagellm_backend.attention.paged_workspace import DecodeWorkspace
 from sagellm_backend.bench.paged_cases import time_cuda
@@ -33,11 +32,11 @@ from sagellm_backend.kernels.triton_launch import cdiv
 HQ, HKV, D, PAGE = 32, 8, 128, 16
 CASES = [(1, 1024), (8, 1024), (64, 1024), (1, 8192), (8, 8192)]
 # (label, chunk_floor: "static" = the partition sized for the table's width, "tight" = a table as wide as the
-# context; merge_width; splits: None = the default count, "limit" = split_limit's count unrounded, or a number).
+# context; merge_width; splits: None = the default count (split_limit's, unrounded since run 23), or a number).
 # Run 22 measured merge width 1 against 4 and the floors 64-512; these points ask what the split count adds.
-FLOORS: list[tuple[str, int | str, int, int | str | None]] = [
-    ("static", "static", 4, None), ("default", 64, 4, None), ("128", 128, 4, None), ("limit", 64, 4, "limit"),
-    ("16 splits", 64, 4, 16), ("32 splits", 64, 4, 32), ("tight", "tight", 4, None),
+FLOORS: list[tuple[str, int | str, int, int | None]] = [
+    ("static", "static", 4, None), ("default", 64, 4, None), ("128", 128, 4, None), ("16 splits", 64, 4, 16),
+    ("32 splits", 64, 4, 32), ("tight", "tight", 4, None),
 ]  # fmt: skip
 FP8_CASES = [(64, 4096), (4, 32768)]
 # DecodeConfig keywords of fp8 points beside the default (64/4/2, fp16 dots, fp8_v_asm where it applies, merge 4;
@@ -123,10 +122,8 @@ def part1(width: int, cases: list[tuple[int, int]]) -> list[dict[str, Any]]:
         splits, static_chunk = pt.decode_splits(batch, HKV, t["bt"].shape[1] * PAGE, sm, base)
         ws = workspace(batch)  # any split count of these launches (the tight table may round to more)
         line = [f"{batch}x{ctx} (table {width}, {splits} splits): ceiling {ceil:.1f} us"]
-        limit = triton_args.split_limit(batch, HKV, t["bt"].shape[1] * PAGE, sm, base)
-        for label, floor, merge, forced in FLOORS:
+        for label, floor, merge, n_split in FLOORS:
             bt = t["bt"]
-            n_split = limit if forced == "limit" else forced
             if floor == "tight":
                 bt = bt[:, : cdiv(ctx, PAGE)].contiguous()
                 cfg = base
