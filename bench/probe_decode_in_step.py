@@ -1,0 +1,120 @@
+"""Why the decode kernel takes longer inside a graphed decode step than alone, on one GPU.
+
+Run 23's step profile timed ``decode_kernel`` at 18.2 us per layer at 1 x 1k (112 us at 64 x 1k), while
+``tune_decode_chunk.py`` timed the same launch alone at 7.7 us (95.7). The step's launch differs in four ways,
+added here one at a time, each launch replayed from a CUDA graph and timed by the profiler (the kernel's own
+device time) and by events (per launch, gaps included):
+
+1. ``alone``: ``paged_decode`` over a contiguous query (what the tune script times; the KV stays in L2 between
+   replays when it fits);
+2. ``+ store``: ``paged_decode_store``, the step's new token stored and attended to in the launch;
+3. ``+ rope``: the query and new key rotated in the launch;
+4. ``+ views``: query, key and value as views of one ``[B, (Hq + 2 Hkv) * D]`` buffer, as the QKV GEMM leaves them;
+5. each of 1 and 4 again after a copy of ``--flush-mb`` MB (the weight GEMMs between two layers' attention evict
+   the KV from L2): ``cold``.
+
+    PYTHONPATH=src python bench/probe_decode_in_step.py [--cases 1x1024,8x1024,64x1024] [--flush-mb 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profile_decode_step import kernel_times
+from sagellm_backend.attention import paged_triton as pt
+from tune_decode_chunk import HKV, HQ, PAGE, D, graph_us, tensors, workspace
+
+
+def kernel_us(fn: Callable[[], None], reps: int = 20) -> float:
+    """Mean device microseconds of ``decode_kernel`` per call, ``fn`` replayed ``reps`` times from one graph."""
+    from torch.profiler import ProfilerActivity, profile
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            g.replay()
+        torch.cuda.synchronize()
+    times = kernel_times(prof).get("decode_kernel", [])
+    return sum(times) / max(len(times), 1)
+
+
+def probe(batch: int, ctx: int, width: int, flush_mb: int) -> None:
+    t = tensors(batch, ctx, width, torch.bfloat16)
+    g = torch.Generator(device="cuda").manual_seed(5)
+    qkv = torch.randn(batch, (HQ + 2 * HKV) * D, device="cuda", generator=g, dtype=torch.bfloat16)
+    q, k, v = qkv.view(batch, HQ + 2 * HKV, D).split((HQ, HKV, HKV), 1)
+    qc, kc, vc = q.contiguous(), k.contiguous(), v.contiguous()
+    pos = ctx - 1
+    slots = (t["bt"][:, pos // PAGE].to(torch.int64) * PAGE + pos % PAGE).contiguous()
+    inv = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
+    f = torch.outer(torch.arange(width + 1, dtype=torch.float64), inv)
+    cos_sin = torch.cat([f.cos(), f.sin()], 1).float().cuda()
+    ws = workspace(batch)
+    scale = D**-0.5
+    src = torch.empty(flush_mb << 20, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+
+    def alone() -> None:
+        pt.paged_decode(qc, t["kc"], t["vc"], t["bt"], t["lens"], scale, t["out"], workspace=ws)
+
+    def fused(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rope: Any) -> Callable[[], None]:
+        def call() -> None:
+            pt.paged_decode_store(
+                query, key, value, t["kc"], t["vc"], t["bt"], t["lens"], slots, scale, t["out"], workspace=ws,
+                rope=rope,
+            )  # fmt: skip
+
+        return call
+
+    def cold(fn: Callable[[], None]) -> Callable[[], None]:
+        def call() -> None:
+            dst.copy_(src)
+            fn()
+
+        return call
+
+    flush = graph_us(lambda: dst.copy_(src))
+    variants = [
+        ("alone", alone), ("+ store", fused(qc, kc, vc, None)), ("+ rope", fused(qc, kc, vc, (cos_sin, True))),
+        ("+ views", fused(q, k, v, (cos_sin, True))), ("alone, cold", cold(alone)),
+        ("+ views, cold", cold(fused(q, k, v, (cos_sin, True)))),
+    ]  # fmt: skip
+    cells = []
+    for label, fn in variants:
+        ev = graph_us(fn) - (flush if "cold" in label else 0.0)
+        cells.append(f"{label}: kernel {kernel_us(fn):.1f} / events {ev:.1f}")
+    print(f"{batch}x{ctx} (table {width}, flush {flush:.0f} us): " + " | ".join(cells), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", default="1x1024,8x1024,64x1024")
+    ap.add_argument("--width", type=int, default=8448, help="block-table width in tokens")
+    ap.add_argument("--flush-mb", type=int, default=256)
+    args = ap.parse_args()
+    print(f"device {torch.cuda.get_device_name()}, us per launch (profiler kernel time / graph events)")
+    for case in args.cases.split(","):
+        b, c = (int(x) for x in case.split("x"))
+        probe(b, c, args.width, args.flush_mb)
+
+
+if __name__ == "__main__":
+    main()
