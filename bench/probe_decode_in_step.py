@@ -11,7 +11,9 @@ device time) and by events (per launch, gaps included):
 3. ``+ rope``: the query and new key rotated in the launch;
 4. ``+ views``: query, key and value as views of one ``[B, (Hq + 2 Hkv) * D]`` buffer, as the QKV GEMM leaves them;
 5. each of 1 and 4 again after a copy of ``--flush-mb`` MB (the weight GEMMs between two layers' attention evict
-   the KV from L2): ``cold``.
+   the KV from L2): ``cold``;
+6. ``wrapper, pool``: the step's own call, ``PagedAttentionWrapper.run`` with RoPE inside after ``plan``, over
+   layer 3 of a block-major 8-layer arena (a pool's layout: a layer's pages 512 KB apart), cold.
 
     PYTHONPATH=src python bench/probe_decode_in_step.py [--cases 1x1024,8x1024,64x1024] [--flush-mb 256]
 """
@@ -29,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_decode_step import kernel_times
 from sagellm_backend.attention import paged_triton as pt
+from sagellm_backend.attention.wrapper import PagedAttentionWrapper
 from tune_decode_chunk import HKV, HQ, PAGE, D, graph_us, tensors, workspace
 
 
@@ -92,10 +95,21 @@ def probe(batch: int, ctx: int, width: int, flush_mb: int) -> None:
         return call
 
     flush = graph_us(lambda: dst.copy_(src))
+    n_blocks = t["kc"].shape[0]
+    arena = torch.randn(n_blocks, 2, 8, PAGE, HKV, D, device="cuda", generator=g, dtype=torch.bfloat16)
+    wrapper = PagedAttentionWrapper(
+        HQ, HKV, D, block_size=PAGE, max_batch=batch, max_blocks_per_seq=t["bt"].shape[1], device="cuda"
+    )
+    wrapper.plan([pos] * batch, t["bt"].cpu().numpy(), slots.cpu().numpy())
+    pool_kv = (arena[:, 0, 3], arena[:, 1, 3])
+
+    def step_call() -> None:
+        wrapper.run(q, k, v, pool_kv, out=t["out"], cos_sin_cache=cos_sin, is_neox=True)
+
     variants = [
         ("alone", alone), ("+ store", fused(qc, kc, vc, None)), ("+ rope", fused(qc, kc, vc, (cos_sin, True))),
         ("+ views", fused(q, k, v, (cos_sin, True))), ("alone, cold", cold(alone)),
-        ("+ views, cold", cold(fused(q, k, v, (cos_sin, True)))),
+        ("+ views, cold", cold(fused(q, k, v, (cos_sin, True)))), ("wrapper, pool, cold", cold(step_call)),
     ]  # fmt: skip
     cells = []
     for label, fn in variants:

@@ -91,9 +91,11 @@ def _prefill_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
     slopes2, ks, vs = head_factors(slopes_ptr, heads, g < G, ks_ptr, vs_ptr, kvh, ks_stride, vs_stride, ALIBI, KV_FP8)
 
     acc, _, l_i = attend_span(
-        q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + seq.to(tl.int64) * sbt_b,
-        skb, skt, svb, svt, kv_lo, full_hi, kv_hi, seq_len, q_pos, qk_scale * ks, offs_d, dmask, BLOCK_M, DP, BS,
-        BLOCK_N, True, PREC, DOT_F32, edge_hi, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI, vs, KV_FP8,
+        tl.zeros([BLOCK_M, DP], dtype=tl.float32), tl.full([BLOCK_M], float("-inf"), dtype=tl.float32),
+        tl.zeros([BLOCK_M], dtype=tl.float32), q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh,
+        bt_ptr + seq.to(tl.int64) * sbt_b, skb, skt, svb, svt, kv_lo, full_hi, kv_hi, seq_len, q_pos, qk_scale * ks,
+        offs_d, dmask, BLOCK_M, DP, BS, BLOCK_N, True, PREC, DOT_F32, edge_hi, window, softcap2, slopes2, WINDOW,
+        SOFTCAP, ALIBI, vs, KV_FP8,
     )  # fmt: skip
     o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     o_ptr = out_ptr + (tok * so_t + heads * so_h)[:, None] + offs_d[None, :] * so_d

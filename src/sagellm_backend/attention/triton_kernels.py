@@ -134,13 +134,10 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
         e = tl.minimum(tl.maximum(14.0 - tl.floor(tl.log2(tl.maximum(qa, 1e-30))), -100.0), 100.0)
         q = (q.to(tl.float32) * tl.exp2(e)).to(tl.float16)
         qs = qs * tl.exp2(-e)
-    acc, m_i, l_i = attend_span(
-        q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, bt_ptr + b.to(tl.int64) * sbt_b,
-        skb, skt, svb, svt, lo, full_hi, hi, n_keys, rows * 0 + seq_len - 1, qs, offs_d, dmask, GP, DP,
-        BS, BLOCK_N, False, PREC, DOT_F32, tl.cdiv(first, BLOCK_N) * BLOCK_N, window, softcap2, slopes2, WINDOW,
-        SOFTCAP, ALIBI, vs, KV_FP8, EARLY_V, V_ASM,
-    )  # fmt: skip
-    if NEW:
+    acc = tl.zeros([GP, DP], dtype=tl.float32)
+    m_i = tl.full([GP], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([GP], dtype=tl.float32)
+    if NEW:  # the step's token first: nothing of it (its K/V, slot, RoPE factors) stays live across the tile loop
         acc, m_i, l_i = attend_new(
             acc, m_i, l_i, q, key_ptr + b.to(tl.int64) * sn_b + kvh.to(tl.int64) * sn_h,
             value_ptr + b.to(tl.int64) * svn_b + kvh.to(tl.int64) * svn_h, sn_d, svn_d,
@@ -148,6 +145,12 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
             (rows * 0 + fresh - sp) == 1, (offs_d * 0 + fresh - sp) == 1, qs, ks, vs, offs_d, dmask, BS,
             softcap2, SOFTCAP, KV_FP8, LIMIT, partner, cos, sin, ROPE,
         )  # fmt: skip
+    acc, m_i, l_i = attend_span(
+        acc, m_i, l_i, q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh,
+        bt_ptr + b.to(tl.int64) * sbt_b, skb, skt, svb, svt, lo, full_hi, hi, n_keys, rows * 0 + seq_len - 1, qs,
+        offs_d, dmask, GP, DP, BS, BLOCK_N, False, PREC, DOT_F32, tl.cdiv(first, BLOCK_N) * BLOCK_N, window,
+        softcap2, slopes2, WINDOW, SOFTCAP, ALIBI, vs, KV_FP8, EARLY_V, V_ASM,
+    )  # fmt: skip
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     o = acc / l_safe[:, None]
     o_ptr = out_ptr + b.to(tl.int64) * so_b + heads[:, None] * so_h + offs_d[None, :] * so_d
@@ -199,9 +202,10 @@ def attend_new(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped 
     # fmt: on
     """Add the step's own token (``k_row``/``v_row`` of the key/value tensors) to the online-softmax state of
     the rows where ``own_rows`` holds, and store it at ``slot`` where ``own_d`` holds (fp8 caches: quantised
-    with saturation, and the quantised value is the one attended to, as if read back). Its ALiBi bias is 0
-    (key position = query position) and a window always contains it. With ``ROPE`` the key is rotated first
-    (:func:`rope_factors`)."""
+    with saturation, and the quantised value is the one attended to, as if read back; its value enters the
+    state unscaled, as cache tiles do, for :func:`.triton_tiles.attend_span` multiplies by ``vs`` after). Its
+    ALiBi bias is 0 (key position = query position) and a window always contains it. With ``ROPE`` the key is
+    rotated first (:func:`rope_factors`)."""
     k = tl.load(k_row + offs_d * sk_d, mask=dmask, other=0.0)
     if ROPE:
         kp = tl.load(k_row + partner * sk_d, mask=dmask, other=0.0).to(tl.float32)
@@ -217,8 +221,6 @@ def attend_new(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped 
     tl.store(vc_base + blk * svb + off * svt + offs_d, v, mask=smask)
     kf = k.to(q.dtype).to(tl.float32)
     vf = v.to(q.dtype).to(tl.float32)
-    if KV_FP8:
-        vf = vf * vs
     s = tl.sum(q.to(tl.float32) * kf[None, :], 1) * qk_scale
     if SOFTCAP:
         s = softcap2 * tanh_exp2(s / softcap2)

@@ -148,22 +148,19 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
 # fmt: off
 @triton.jit
 def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
-    q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, full_hi, hi, seq_len, q_pos, qk_scale, offs_d, dmask,
-    ROWS: tl.constexpr, DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+    acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, full_hi, hi, seq_len, q_pos, qk_scale, offs_d,
+    dmask, ROWS: tl.constexpr, DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
     PREC: tl.constexpr, DOT_F32: tl.constexpr, edge_hi, window, softcap2, slopes2, WINDOW: tl.constexpr,
     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, v_scale, KV_FP8: tl.constexpr, EARLY_V: tl.constexpr = False,
     V_ASM: tl.constexpr = 0,
 ):
     # fmt: on
-    """Fresh online-softmax state ``(acc, m_i, l_i)`` of ``ROWS`` query rows over key tokens ``lo .. hi``:
-    the tiles below ``full_hi`` (which every row sees in full) without masks, the rest masked. With
-    ``WINDOW``, ``lo`` is the first tile of the first row's window and the tiles below ``edge_hi`` (the
-    tile-aligned start of the last row's window) are masked too. With ``KV_FP8`` the accumulator is
-    multiplied by ``v_scale`` (the key scale is in ``qk_scale``). ``EARLY_V`` and ``V_ASM`` as
-    :func:`attend_tiles`."""
-    acc = tl.zeros([ROWS, DP], dtype=tl.float32)
-    m_i = tl.full([ROWS], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([ROWS], dtype=tl.float32)
+    """The online-softmax state ``(acc, m_i, l_i)`` of ``ROWS`` query rows (fresh: zeros, ``-inf``, zeros) carried
+    over key tokens ``lo .. hi``: the tiles below ``full_hi`` (which every row sees in full) without masks, the
+    rest masked. With ``WINDOW``, ``lo`` is the first tile of the first row's window and the tiles below
+    ``edge_hi`` (the tile-aligned start of the last row's window) are masked too. With ``KV_FP8`` the accumulator
+    is multiplied by ``v_scale`` at the end, the given state's part included (the key scale is in ``qk_scale``).
+    ``EARLY_V`` and ``V_ASM`` as :func:`attend_tiles`."""
     if WINDOW:
         edge = tl.minimum(tl.maximum(edge_hi, lo), hi)
         acc, m_i, l_i = attend_tiles(
