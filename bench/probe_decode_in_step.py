@@ -13,7 +13,10 @@ device time) and by events (per launch, gaps included):
 5. each of 1 and 4 again after a copy of ``--flush-mb`` MB (the weight GEMMs between two layers' attention evict
    the KV from L2): ``cold``;
 6. ``wrapper, pool``: the step's own call, ``PagedAttentionWrapper.run`` with RoPE inside after ``plan``, over
-   layer 3 of a block-major 8-layer arena (a pool's layout: a layer's pages 512 KB apart), cold.
+   layer 3 of a block-major 8-layer arena (a pool's layout: a layer's pages 512 KB apart), cold;
+7. ``after GEMM``: 4 again, after the step's QKV GEMM (``F.linear`` of a ``[6144, 4096]`` weight, cuBLAS) instead of
+   the copy, as in the step: besides the data, another kernel's code has run on every SM (merge width 4, the
+   default, and 1: less code); ``after small gemm``: after a GEMM of 2 MB of weights (the code, not the data).
 
     PYTHONPATH=src python bench/probe_decode_in_step.py [--cases 1x1024,8x1024,64x1024] [--flush-mb 256]
 """
@@ -94,6 +97,38 @@ def probe(batch: int, ctx: int, width: int, flush_mb: int) -> None:
 
         return call
 
+    w_qkv = torch.randn((HQ + 2 * HKV) * D, 4096, device="cuda", generator=g, dtype=torch.bfloat16)
+    h = torch.randn(batch, 4096, device="cuda", generator=g, dtype=torch.bfloat16)
+    gemm_out = torch.empty(batch, w_qkv.shape[0], device="cuda", dtype=torch.bfloat16)
+
+    w_small, small_out = w_qkv[:256], gemm_out[:, :256]
+
+    def after_gemm(fn: Callable[[], None], small: bool = False) -> Callable[[], None]:
+        def call() -> None:
+            if small:
+                torch.mm(h, w_small.t(), out=small_out)
+            else:
+                torch.mm(h, w_qkv.t(), out=gemm_out)
+            fn()
+
+        return call
+
+    gemm = graph_us(lambda: torch.mm(h, w_qkv.t(), out=gemm_out))
+    small_gemm = graph_us(lambda: torch.mm(h, w_small.t(), out=small_out))
+
+    def merge(width: int) -> Callable[[], None]:
+        cfg = pt.decode_config(D, torch.bfloat16, HQ // HKV)
+        cfg = pt.DecodeConfig(block_n=cfg.block_n, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                              merge_width=width)  # fmt: skip
+
+        def call() -> None:
+            pt.paged_decode_store(
+                q, k, v, t["kc"], t["vc"], t["bt"], t["lens"], slots, scale, t["out"], workspace=ws,
+                rope=(cos_sin, True), cfg=cfg,
+            )  # fmt: skip
+
+        return call
+
     flush = graph_us(lambda: dst.copy_(src))
     n_blocks = t["kc"].shape[0]
     arena = torch.randn(n_blocks, 2, 8, PAGE, HKV, D, device="cuda", generator=g, dtype=torch.bfloat16)
@@ -110,10 +145,15 @@ def probe(batch: int, ctx: int, width: int, flush_mb: int) -> None:
         ("alone", alone), ("+ store", fused(qc, kc, vc, None)), ("+ rope", fused(qc, kc, vc, (cos_sin, True))),
         ("+ views", fused(q, k, v, (cos_sin, True))), ("alone, cold", cold(alone)),
         ("+ views, cold", cold(fused(q, k, v, (cos_sin, True)))), ("wrapper, pool, cold", cold(step_call)),
+        ("+ views, after GEMM", after_gemm(fused(q, k, v, (cos_sin, True)))),
+        ("merge 1, after GEMM", after_gemm(merge(1))), ("merge 1", merge(1)),
+        ("+ views, after small gemm", after_gemm(fused(q, k, v, (cos_sin, True)), small=True)),
     ]  # fmt: skip
     cells = []
     for label, fn in variants:
-        ev = graph_us(fn) - (flush if "cold" in label else 0.0)
+        ev = graph_us(fn) - (
+            flush if "cold" in label else gemm if "GEMM" in label else small_gemm if "gemm" in label else 0.0
+        )
         cells.append(f"{label}: kernel {kernel_us(fn):.1f} / events {ev:.1f}")
     print(f"{batch}x{ctx} (table {width}, flush {flush:.0f} us): " + " | ".join(cells), flush=True)
 
