@@ -8,6 +8,8 @@ integer and pointer arguments specialised as Triton's launcher specialises them 
 -res-usage`` reports registers per thread and stack bytes; registers bound how many programs share a
 multiprocessor (65,536 registers per SM on sm_80/sm_90). ``cuobjdump -sass`` gives the machine instructions, and
 the PTX the byte-wide loads from shared memory (fp8 value tiles gathered for the dot one byte at a time).
+Rows marked "step" compile the launch a decode step makes (``PagedAttentionWrapper.run``: the new token stored and
+attended to in the launch, RoPE inside, query/key/value as views of the QKV GEMM's output).
 """
 
 from __future__ import annotations
@@ -82,16 +84,26 @@ def main(argv: list[str] | None = None) -> int:
         "programs/SM | SASS instructions | byte loads from shared | loads |"
     )
     print("|---|---|---|---|---|---|---:|---:|---:|---:|---:|---|")
-    for cdt, bn, warps, stages, early, maxnreg, v_asm in POINTS:
+    step_points = [(*POINTS[0], True), (*POINTS[2], True)]  # bf16 and e4m3 (fp8_v_asm) as a decode step launches
+    for cdt, bn, warps, stages, early, maxnreg, v_asm, *step in [*POINTS, *step_points]:
         for splits in (1, 8):
-            q = torch.empty(b, hq, d, dtype=torch.bfloat16)
+            qkv = torch.empty(b, (hq + 2 * hkv) * d, dtype=torch.bfloat16)
+            q, k, v = qkv.view(b, hq + 2 * hkv, d).split((hq, hkv, hkv), 1)
+            extra: dict[str, Any] = {}
+            if step:
+                extra = {"new": (k, v, torch.zeros(b, dtype=torch.int64)), "rope": (torch.empty(64, d), True)}
+            else:
+                q = torch.empty(b, hq, d, dtype=torch.bfloat16)
             cache = torch.empty(64, bs, hkv, d, dtype=cdt)
             table, lens = torch.zeros(b, 8, dtype=torch.int32), torch.ones(b, dtype=torch.int32)
             fp8 = cdt != torch.bfloat16
             scales = {"k_scale": torch.ones(1), "v_scale": torch.ones(1)} if fp8 else {}
             cfg = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=fp8, early_v=early,
                                   maxnreg=maxnreg, fp8_v_asm=v_asm)  # fmt: skip
-            _, a, kw = pt.decode_launch_args(q, cache, cache, table, lens, 0.1, q, cfg=cfg, splits=splits, **scales)
+            out = torch.empty(b, hq, d, dtype=torch.bfloat16)
+            _, a, kw = pt.decode_launch_args(
+                q, cache, cache, table, lens, 0.1, out, cfg=cfg, splits=splits, **scales, **extra
+            )
             opts = {k: kw.pop(k) for k in ("num_warps", "num_stages", "maxnreg") if k in kw}
             compiled = triton.compile(source(a, kw), target=GPUTarget("cuda", args.arch, 32), options=opts)
             with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
@@ -106,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             loads = collections.Counter(re.findall(r"(ld\.global[a-z0-9.]*|cp\.async[a-z0-9.]*)", compiled.asm["ptx"]))
             per_sm = 65536 // max(1, regs * 32 * warps)
             top = ", ".join(f"{k} x{v}" for k, v in loads.most_common(3))
-            print(f"| {str(cdt)[6:]} | {bn}/{warps}/{stages} | {early} | {maxnreg} | {v_asm} | {splits} | {regs} | "
+            name = str(cdt)[6:] + (", step" if step else "")
+            print(f"| {name} | {bn}/{warps}/{stages} | {early} | {maxnreg} | {v_asm} | {splits} | {regs} | "
                   f"{stack} | {per_sm} | {len(ins)} | {lds8} | {top} |")  # fmt: skip
     return 0
 
