@@ -6,7 +6,8 @@ compiled kernel's C launcher (on an H100 that launcher adds a few microseconds p
 comes from ``sagellm-backend bench --provider cuda --only "attention host cost"`` on the GPU.
 
 ``--forward`` times ``PagedAttentionBackend.forward`` with the step's metadata reused (its decode fast path)
-instead, steered onto the Triton ops the same way. ``--engine`` times the Triton engine kernels of one decode
+instead, steered onto the Triton ops the same way (``--output``: into the caller's ``output`` buffer).
+``--engine`` times the Triton engine kernels of one decode
 layer (``rmsnorm``, ``add_rmsnorm``, ``silu_mul``, ``rotary_embedding``) the same way, beside one plain torch call.
 
 Usage: ``PYTHONPATH=src python bench/bench_wrapper_host_fake.py [--variants] [--fp8] [--forward] [--engine]``;
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--variants", action="store_true", help="sliding window + soft cap + ALiBi")
     ap.add_argument("--fp8", action="store_true", help="fp8_e4m3 cache with per-tensor scales")
     ap.add_argument("--forward", action="store_true", help="time forward() with reused metadata instead")
+    ap.add_argument("--output", action="store_true", help="with --forward: into a caller's output buffer")
     ap.add_argument("--reps", type=int, default=20000)
     ap.add_argument("--engine", action="store_true", help="time the Triton engine kernels of a decode layer instead")
     a = ap.parse_args()
@@ -132,8 +134,10 @@ def main() -> None:
             backend = PagedAttentionBackend(bs, **opts)
             md = PagedAttentionMetadataBuilder(bs).build_decode_metadata([width * bs - 1] * batch, table)
 
+            into = {"output": out} if a.output else {}
+
             def call() -> None:
-                backend.forward(q, k, k, md, kv_cache=cache, **sc)
+                backend.forward(q, k, k, md, kv_cache=cache, **sc, **into)
         else:
 
             def call() -> None:
@@ -149,7 +153,7 @@ def main() -> None:
             times.append(time.perf_counter_ns() - t0)
         launches = (_FakeCompiled.launches - before) / a.reps
         rows.append({"batch": batch, "median_us": statistics.median(times) / 1e3, "launches_per_run": launches})
-    print(json.dumps({"variants": a.variants, "fp8": a.fp8, "forward": a.forward, "rows": rows}))
+    print(json.dumps({"variants": a.variants, "fp8": a.fp8, "forward": a.forward, "output": a.output, "rows": rows}))
 
 
 def _median_us(call: Any, reps: int) -> float:

@@ -205,6 +205,33 @@ def test_forward_fast_path_binds_the_fused_launch(rig: Any, monkeypatch: pytest.
     assert len(f.launcher) == 1
 
 
+def test_forward_output_is_the_launch_output_and_shares_the_binding(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``forward(..., output=)`` on the fast path launches the bound decode with the caller's buffer as its output
+    (no allocation), under the same binding as calls without it; the checked first call writes into it too."""
+    from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, paged
+    from sagellm_backend.attention.registry import impls_of
+
+    pt, compiled, dispatched = rig
+    ops = impls_of("paged")[0].load_ops()
+    monkeypatch.setattr(paged, "select_paged_ops", lambda *a, **kw: (ops, "triton"))
+    backend = PagedAttentionBackend(4)
+    md = PagedAttentionMetadataBuilder(4).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
+    for seed in range(5):
+        q, k, v, cache, buf = _tensors(2, seed)
+        with_output = seed != 2  # one call between allocates
+        got = backend.forward(q, k, v, md, kv_cache=cache, output=buf if with_output else None)
+        assert (got is buf) == with_output, seed
+        if seed == 0:  # the checked call's launch (through the dispatcher) took the buffer itself
+            assert any(a is buf for a in dispatched[0]["args"])
+        f = md.step_fast_paths[(id(backend), "ready")]
+        grid, args, kw = pt.decode_launch_args(
+            q, cache[0], cache[1], f.plan.block_tables, f.plan.key_lens, f.scale, got, new=(k, v, f.plan.slot_mapping)
+        )
+        if seed:
+            assert _same(compiled.calls[-1], [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])])
+    assert len(dispatched) == 1 and len(compiled.calls) == 4 and len(f.launcher) == 1
+
+
 def test_forward_binding_serves_the_next_steps(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A new step's metadata (new plan tensors: lengths, tables, slots) reuses the backend's binding: no second
     dispatch, and the launch carries the new step's plan tensors, not the first step's. A step whose block tables

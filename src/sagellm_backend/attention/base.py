@@ -340,7 +340,7 @@ class AttentionBackend(ABC):
     def forward(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_metadata: AttentionMetadata, *,
         kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None, scale: float | None = None,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None, output: torch.Tensor | None = None,
     ) -> torch.Tensor:  # fmt: skip
         """Attention of one layer for one step.
 
@@ -352,9 +352,11 @@ class AttentionBackend(ABC):
             kv_cache: ``(K, V)`` caches of :meth:`get_kv_cache_shape`, for paged backends.
             scale: Softmax scale (default ``D ** -0.5``).
             attn_mask: Optional HF-style mask ``[B, 1, q, kv]`` (bool: True = attend).
+            output: Optional result buffer (vLLM's ``output``): contiguous ``[T, Hq, D]`` in the query's dtype and
+                device, sharing no memory with the inputs or the caches.
 
         Returns:
-            ``[T, Hq, D]`` in the query's dtype.
+            ``[T, Hq, D]`` in the query's dtype (``output`` when given).
         """
 
     def get_kv_cache_shape(

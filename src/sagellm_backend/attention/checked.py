@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .base import AttentionBackend, AttentionMetadata
 from .diagnostics import record_attention_call
-from .validation import QKVShape, check_metadata, check_qkv, resolve_scale
+from .validation import QKVShape, check_metadata, check_output, check_qkv, resolve_scale
 
 if TYPE_CHECKING:
     import torch
@@ -28,6 +28,7 @@ class AttentionCall(NamedTuple):
     kv_cache: object
     k_scale: object = None
     v_scale: object = None
+    output: torch.Tensor | None = None  # checked by :func:`.validation.check_output`
 
 
 class CheckedAttentionBackend(AttentionBackend):
@@ -39,6 +40,7 @@ class CheckedAttentionBackend(AttentionBackend):
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_metadata: AttentionMetadata, *,
         kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None, scale: float | None = None,
         attn_mask: torch.Tensor | None = None, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+        output: torch.Tensor | None = None,
     ) -> torch.Tensor:  # fmt: skip
         """:meth:`AttentionBackend.forward`; what each backend does with the cache and mask is :meth:`_attend`'s.
 
@@ -52,30 +54,37 @@ class CheckedAttentionBackend(AttentionBackend):
             attn_mask: Optional HF mask.
             k_scale: Key scales of an fp8 KV cache (backends built with ``kv_cache_dtype="fp8*"`` only).
             v_scale: Value scales of an fp8 KV cache.
+            output: Optional result buffer (:meth:`AttentionBackend.forward`), checked before anything is written.
 
         Returns:
-            ``[T, Hq, D]`` in the query's dtype.
+            ``[T, Hq, D]`` in the query's dtype (``output`` when given).
 
         Raises:
             InvalidArgumentTypeError: Wrong argument types.
-            InvalidArgumentError: Shapes or lengths that do not fit.
+            InvalidArgumentError: Shapes or lengths that do not fit; an ``output`` that is not contiguous or shares
+                memory with the inputs or the caches.
             UnsupportedDTypeError: Mixed or non-float dtypes.
             InvalidDeviceError: Tensors on different devices.
         """
         return self._checked_forward(
-            query, key, value, attn_metadata, kv_cache, scale, attn_mask, k_scale=k_scale, v_scale=v_scale
-        )[0]
+            query, key, value, attn_metadata, kv_cache, scale, attn_mask, k_scale=k_scale, v_scale=v_scale,
+            output=output,
+        )[0]  # fmt: skip
 
     def _checked_forward(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_metadata: AttentionMetadata,
         kv_cache: tuple[torch.Tensor, torch.Tensor] | None, scale: float | None, attn_mask: torch.Tensor | None,
-        *, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+        *, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None, output: object = None,
     ) -> tuple[torch.Tensor, dict[str, Any] | None]:  # fmt: skip
         """:meth:`forward`'s work; also returns the diagnostics record counted (None if dropped)."""
         md = check_metadata(attn_metadata)
         shp = check_qkv(query, key, value)
         s = resolve_scale(scale, shp.head_dim)
-        out, path = self._attend(AttentionCall(query, key, value, md, shp, s, attn_mask, kv_cache, k_scale, v_scale))
+        buf = None if output is None else check_output(output, query, key, value, kv_cache)
+        call = AttentionCall(query, key, value, md, shp, s, attn_mask, kv_cache, k_scale, v_scale, buf)
+        out, path = self._attend(call)
+        if buf is not None and out is not buf:  # a backend that computed a new tensor
+            out = buf.copy_(out)
         record = record_attention_call(
             backend_name=self.name, path_name=path, is_prefill=md.is_prefill, query_shape=tuple(query.shape),
             key_shape=tuple(key.shape), value_shape=tuple(value.shape), has_kv_cache=kv_cache is not None,

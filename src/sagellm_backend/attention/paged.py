@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import InvalidArgumentTypeError, UnsupportedOperationError
+from ..kernels.overlap import apart, extent_bytes
 from .base import AttentionMetadata, check_device, positive_int, reject_unknown_options
 from .checked import AttentionCall, CheckedAttentionBackend
 from .diagnostics import count_attention_call
@@ -23,7 +24,7 @@ from .paged_dense import dense_prefill, dense_prefill_applies
 from .paged_plan import PagedPlan, ident, plan_paged_call
 from .registry import AttentionRequest, select_impl
 from .sdpa import sdpa_attention
-from .validation import check_kv_cache, check_mask
+from .validation import check_kv_cache, check_mask, check_output
 from .variants import AttentionVariants
 
 if TYPE_CHECKING:
@@ -96,6 +97,26 @@ class _FastDecode(NamedTuple):
     record: dict[str, Any] | None
     launcher: Any = None  # paged_launcher.FusedDecodeLauncher for the Triton ops: the layers' bound launches
     fixed: tuple[Any, ...] | None = None  # the launcher's ``fixed`` key: scale, q/k/cache layouts, plan layouts
+    out_bytes: int = 0  # bytes of a contiguous result (the query's shape and dtype)
+    cache_bytes: int = 0  # bytes each cache of this layout spans (kernels.overlap.extent_bytes)
+
+
+def _output_apart(f: _FastDecode, out: Any, q: Any, k: Any, v: Any, kc: Any, vc: Any) -> bool:
+    """Whether ``out`` is a result buffer the fast path may write into: contiguous, of the query's shape, dtype and
+    device (``f``'s), sharing no byte with the query, key, value or caches (whose extents ``f`` holds). O(1); when
+    False, :func:`.validation.check_output` says why."""
+    t: Any = f.tensor
+    if (
+        not isinstance(out, t) or out.shape != f.q_shape or out.dtype != f.dtype or out.device != f.device
+        or not out.is_contiguous()
+    ):  # fmt: skip
+        return False
+    p, e = out.data_ptr(), f.out_bytes
+    return (
+        apart(p, e, q.data_ptr(), extent_bytes(q)) and apart(p, e, k.data_ptr(), extent_bytes(k))
+        and apart(p, e, v.data_ptr(), extent_bytes(v)) and apart(p, e, kc.data_ptr(), f.cache_bytes)
+        and apart(p, e, vc.data_ptr(), f.cache_bytes)
+    )  # fmt: skip
 
 
 def _md_key(md: AttentionMetadata) -> tuple[Any, ...]:
@@ -201,9 +222,12 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         attn_mask: torch.Tensor | None = None,
         k_scale: torch.Tensor | None = None,
         v_scale: torch.Tensor | None = None,
+        output: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """:meth:`CheckedAttentionBackend.forward`. A decode call identical in every checked property to an
-        earlier call on the same metadata (the next layer of the step) skips the checks and only launches.
+        earlier call on the same metadata (the next layer of the step) skips the checks and only launches; its
+        ``output``, where given, is still checked (contiguous, the query's shape, dtype and device, apart from the
+        inputs and caches) before anything is written.
 
         Args:
             query: ``[T, Hq, D]``.
@@ -215,13 +239,15 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             attn_mask: Optional HF mask.
             k_scale: Key scales of an fp8 KV cache (``kv_cache_dtype="fp8*"`` only).
             v_scale: Value scales of an fp8 KV cache.
+            output: Optional result buffer (vLLM's ``output``): the decode writes into it, other paths copy into it.
 
         Returns:
-            ``[T, Hq, D]`` in the query's dtype.
+            ``[T, Hq, D]`` in the query's dtype (``output`` when given).
 
         Raises:
             InvalidArgumentTypeError: Wrong argument types.
-            InvalidArgumentError: Shapes, lengths or slots that do not fit.
+            InvalidArgumentError: Shapes, lengths or slots that do not fit; an ``output`` that is not contiguous or
+                shares memory with the inputs or caches.
             InvalidBlockError: Block tables too narrow or naming blocks outside the cache.
             UnsupportedDTypeError: Mixed or non-float dtypes.
             InvalidDeviceError: Tensors on different devices.
@@ -236,6 +262,8 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             k_cache, v_cache = kv_cache
             plan = f.plan
             q, k, v = query.contiguous(), key.contiguous(), value.contiguous()
+            if output is not None and not _output_apart(f, output, query, key, value, k_cache, v_cache):
+                check_output(output, query, key, value, kv_cache)  # raises, saying what is wrong with it
             out: torch.Tensor
             if f.launcher is not None:
                 out = f.launcher(
@@ -244,7 +272,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                     v,
                     k_cache,
                     v_cache,
-                    None,
+                    output,
                     plan.block_tables,
                     plan.key_lens,
                     plan.slot_mapping,
@@ -253,13 +281,14 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                     checked=True,  # _same_call: shapes, dtype, device, cache layout as in f.fixed; q, k, v contiguous
                 )
             else:
-                out = _decode_step(f.ops, q, k, v, k_cache, v_cache, plan, f.scale, {})
+                out = _decode_step(f.ops, q, k, v, k_cache, v_cache, plan, f.scale, {}, output)
             if f.record is not None:
                 count_attention_call(f.record)
             return out
         out, record = self._checked_forward(
-            query, key, value, attn_metadata, kv_cache, scale, attn_mask, k_scale=k_scale, v_scale=v_scale
-        )
+            query, key, value, attn_metadata, kv_cache, scale, attn_mask, k_scale=k_scale, v_scale=v_scale,
+            output=output,
+        )  # fmt: skip
         fast = attn_metadata.step_fast_paths
         pending = fast.pop((id(self), "pending"), None)  # left by this call's _attend
         if pending is not None and pending.owner is self:  # the call succeeded: later layers may reuse it
@@ -343,7 +372,8 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         md.step_fast_paths.pop((id(self), "ready"), None)
         md.step_fast_paths.pop((id(self), "pending"), None)
         if plan.tokens and not md.is_prefill:
-            out = _decode_step(ops, q, k, v, k_cache, v_cache, plan, s, kw)
+            into = call.output if plan.token_index is None else None  # padded rows: the result is scattered after
+            out = _decode_step(ops, q, k, v, k_cache, v_cache, plan, s, kw, into)
             fast_ok = not self.variants.names and self.kv_cache_dtype == "auto"
             if fast_ok and mask is None and plan.token_index is None:  # forward keeps it once the call succeeded
                 launcher = None
@@ -363,6 +393,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                     self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
                     tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),
                     os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None, launcher, fixed,
+                    query.numel() * query.element_size(), extent_bytes(k_cache),
                 )  # fmt: skip
         elif plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **store_kw)
@@ -394,18 +425,18 @@ def _fused_decode(ops: Any) -> bool:
 
 def _decode_step(
     ops: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-    plan: PagedPlan, scale: float, kw: dict[str, Any],
+    plan: PagedPlan, scale: float, kw: dict[str, Any], out: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """Store a decode step's new K/V and attend: one fused launch where the ops have ``paged_decode_store`` and
-    it is switched on (:func:`_fused_decode`), else ``store_kv`` then ``paged_decode``; ``kw`` holds the variants
-    and fp8 scales."""
+    """Store a decode step's new K/V and attend (into ``out``, checked, when given): one fused launch where the ops
+    have ``paged_decode_store`` and it is switched on (:func:`_fused_decode`), else ``store_kv`` then
+    ``paged_decode``; ``kw`` holds the variants and fp8 scales."""
     fused = getattr(ops, "paged_decode_store", None) if _fused_decode(ops) else None
     if fused is not None:
-        out: torch.Tensor = fused(
-            q, k, v, k_cache, v_cache, plan.block_tables, plan.key_lens, plan.slot_mapping, scale, **kw
+        res: torch.Tensor = fused(
+            q, k, v, k_cache, v_cache, plan.block_tables, plan.key_lens, plan.slot_mapping, scale, out, **kw
         )
-        return out
+        return res
     scales = {n: kw[n] for n in ("k_scale", "v_scale") if n in kw}
     ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **scales)
-    out = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, scale, **kw)
-    return out
+    res = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, scale, out, **kw)
+    return res

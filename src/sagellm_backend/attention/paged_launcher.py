@@ -54,9 +54,9 @@ class FusedDecodeLauncher:
         them): every call with an equal ``fixed`` passes plan tensors of the same shapes, strides and dtypes, the
         same ``cfg``, ``scale`` and variants, scales of the same shapes and strides, key and value in the query's
         dtype and the value cache in the key cache's; the binding is then looked up without reading them.
-        ``checked`` (with ``fixed``) promises more: ``out`` is None, query, key and value are contiguous, and
-        ``fixed`` holds their shapes, dtype and device and the caches' shape, strides and dtype; the binding is then
-        looked up by ``fixed``, the stream and the aliasing of the tensors alone.
+        ``checked`` (with ``fixed``) promises more: ``out`` is None or contiguous, query, key and value are
+        contiguous, and ``fixed`` holds their shapes, dtype and device (``out``'s too) and the caches' shape, strides
+        and dtype; the binding is then looked up by ``fixed``, the stream and the aliasing of the tensors alone.
 
         Args:
             query: ``[B, Hq, D]``, ``B >= 1``.
@@ -81,7 +81,6 @@ class FusedDecodeLauncher:
         Returns:
             ``out``.
         """
-        fresh = out is None
         if out is None:
             out = torch.empty_like(query, memory_format=torch.contiguous_format)
         live: tuple[torch.Tensor, ...] = (
@@ -101,7 +100,7 @@ class FusedDecodeLauncher:
             ws = (triton_launch.current_stream(), torch.cuda.is_current_stream_capturing())
         else:
             ws = ()
-        if fixed is not None and checked and fresh:
+        if fixed is not None and checked:  # a given out is contiguous, of the query's shape, dtype and device
             sig: tuple[Any, ...] = (fixed, ws, rope_key)
         else:
             per_call = (

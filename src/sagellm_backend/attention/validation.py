@@ -16,7 +16,9 @@ from .base import AttentionMetadata
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["QKVShape", "check_kv_cache", "check_mask", "check_metadata", "check_qkv", "resolve_scale"]
+__all__ = [
+    "QKVShape", "check_kv_cache", "check_mask", "check_metadata", "check_output", "check_qkv", "resolve_scale",
+]  # fmt: skip
 
 #: Element dtypes attention computes in (float64 runs on the torch ops only).
 FLOAT_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
@@ -99,6 +101,38 @@ def check_qkv(query: object, key: object, value: object) -> QKVShape:
     if not (q.device == k.device == v.device):
         raise InvalidDeviceError(f"query/key/value are on different devices: {q.device}, {k.device}, {v.device}.")
     return QKVShape(int(t_), int(hq), int(hkv), int(d))
+
+
+def check_output(
+    output: object, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: object
+) -> torch.Tensor:
+    """A ``forward`` call's ``output`` buffer (vLLM's ``output``), or a typed error saying what it must be.
+
+    Args:
+        output: The caller's buffer.
+        query: The checked query ``[T, Hq, D]``: ``output`` must be contiguous, of its shape, dtype and device.
+        key: The checked keys, which ``output`` must not share memory with (nor the query, value or caches).
+        value: The checked values.
+        kv_cache: The call's ``(K, V)`` pair or None (tensors in it are checked for overlap; the rest of it is
+            checked by the backend).
+
+    Returns:
+        ``output``.
+
+    Raises:
+        InvalidArgumentTypeError: Not a torch tensor.
+        InvalidArgumentError: Another shape, not contiguous, or sharing memory with an input or a cache.
+        UnsupportedDTypeError: Another dtype.
+        InvalidDeviceError: Another device.
+    """
+    import torch
+
+    from ..kernels.torch_outputs import check_out
+
+    inputs = [query, key, value]
+    if isinstance(kv_cache, (tuple, list)):
+        inputs += [c for c in kv_cache if isinstance(c, torch.Tensor)]
+    return check_out("forward", output, query.shape, query.dtype, query.device, tuple(inputs))
 
 
 def resolve_scale(scale: object, head_dim: int) -> float:

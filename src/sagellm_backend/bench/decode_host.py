@@ -2,7 +2,8 @@
 
 Per case (batch x context, 32/8 heads, head 128, 16-token blocks): ``PagedAttentionWrapper.run`` (ours; also
 with a sliding window over an fp8 cache),
-``PagedAttentionBackend.forward`` with the step's metadata reused across layers, ``forward`` with metadata
+``PagedAttentionBackend.forward`` with the step's metadata reused across layers (also into a caller's ``output``),
+``forward`` with metadata
 rebuilt by ``PagedAttentionMetadataBuilder`` every step (the baseline), and ``plan()`` with host inputs
 (validated on the host) and with device inputs (one sync). Each call is timed alone, the device idle before it,
 so the time is the host's (on CUDA the kernels run after the call returns); the median is reported.
@@ -99,6 +100,7 @@ def _case(device: str, quick: bool, batch: int, ctx: int, heads: tuple[int, int,
         "run": lambda: wrapper.run(q, k, k, cache, out=out),
         "run, window + fp8 cache": lambda: variant.run(q, k, k, fp8_cache, out=out, k_scale=one, v_scale=one),
         "forward, same metadata": lambda: backend.forward(q, k, k, md, kv_cache=cache),
+        "forward, same metadata, output=": lambda: backend.forward(q, k, k, md, kv_cache=cache, output=out),
         "forward, metadata rebuilt": lambda: backend.forward(
             q, k, k, builder.build_decode_metadata(ctx_list, table_dev), kv_cache=cache
         ),

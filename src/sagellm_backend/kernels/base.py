@@ -32,7 +32,6 @@ __all__ = [
     "qkv_split_sizes",
     "resolve_backend",
     "split_gate_up",
-    "strides_overlap",
 ]
 
 #: Implementation backends a kernel can come from.
@@ -338,25 +337,6 @@ def qkv_split_sizes(qkv_rows: int, nh: int, nkv: int, hd: int) -> tuple[int, int
             f"= {(nh + 2 * nkv) * hd} expected. Stack the q, k and v weights along dim 0."
         )
     return nh * hd, nkv * hd
-
-
-def strides_overlap(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
-    """Whether a layout may give two elements one address (conservative: dimensions ordered by stride must each
-    step past everything the smaller ones reach).
-
-    Args:
-        shape: Sizes.
-        strides: Strides, in elements.
-
-    Returns:
-        True when two elements may share memory (a stride of 0 over a dimension of 2 or more, for one).
-    """
-    reach = 1
-    for st, n in sorted((abs(st), n) for n, st in zip(shape, strides) if n > 1):
-        if st < reach:
-            return True
-        reach += st * (n - 1)
-    return False
 
 
 def check_inplace_flag(inplace: object) -> None:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, UnsupportedDTypeError
-from .base import OP_FUNCTIONS, check_inplace_flag, qkv_split_sizes, split_gate_up, strides_overlap
+from .base import OP_FUNCTIONS, check_inplace_flag, qkv_split_sizes, split_gate_up
+from .overlap import strides_overlap
 from .rope import check_positions_in_range, check_rotary
 
 __all__ = [*OP_FUNCTIONS, "erf"]

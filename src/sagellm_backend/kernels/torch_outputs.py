@@ -1,6 +1,7 @@
-"""Checks of the caller-owned results of the torch and Triton engine kernels: ``out=`` of ``rmsnorm`` and
-``silu_mul``, ``inplace=True`` of ``add_rmsnorm`` (vLLM's ``rms_norm(out, ...)``, ``silu_and_mul(out, ...)`` and
-in-place ``fused_add_rms_norm``).
+"""Checks of caller-owned results: ``out=`` of the torch and Triton engine kernels ``rmsnorm`` and ``silu_mul`` and
+``output=`` of the attention backends' ``forward``; ``inplace=True`` of ``add_rmsnorm`` (vLLM's
+``rms_norm(out, ...)``, ``silu_and_mul(out, ...)``, in-place ``fused_add_rms_norm`` and ``AttentionImpl.forward``'s
+``output``). Address ranges come from :mod:`.overlap`.
 
 An output buffer is a torch tensor of exactly the shape, dtype and device the kernel would return, contiguous, and
 sharing no byte range with any input (checked on address ranges, so interleaved views of one buffer count as
@@ -15,54 +16,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
-from .base import strides_overlap
+from .overlap import shares_memory, strides_overlap
 
-__all__ = ["apart", "check_inplace", "check_out", "extent_bytes", "shares_memory"]
-
-
-def extent_bytes(t: torch.Tensor) -> int:
-    """Bytes from ``t``'s first element to the end of its last (0 for no elements): ``[data_ptr, data_ptr + extent)``
-    holds every element, whatever the strides.
-
-    Args:
-        t: A tensor.
-
-    Returns:
-        The extent in bytes.
-    """
-    if t.numel() == 0:
-        return 0
-    return (1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))) * t.element_size()
-
-
-def apart(p: int, e: int, q: int, f: int) -> bool:
-    """Whether byte ranges ``[p, p + e)`` and ``[q, q + f)`` do not intersect.
-
-    Args:
-        p: Start of the first.
-        e: Its length.
-        q: Start of the second.
-        f: Its length.
-
-    Returns:
-        True when they share no byte (an empty range shares none).
-    """
-    return e == 0 or f == 0 or p >= q + f or q >= p + e
-
-
-def shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether the byte ranges of ``a`` and ``b`` intersect on one device.
-
-    Args:
-        a: A tensor.
-        b: Another.
-
-    Returns:
-        True when they may share memory (address ranges intersect); False when they cannot.
-    """
-    if a.device != b.device:
-        return False
-    return not apart(a.data_ptr(), extent_bytes(a), b.data_ptr(), extent_bytes(b))
+__all__ = ["check_inplace", "check_out"]
 
 
 def check_out(

@@ -29,9 +29,10 @@ from . import torch_ops, triton_launch
 from .base import check_inplace_flag, split_gate_up
 from .engine_tiles import rmsnorm_kernel as _rmsnorm_kernel
 from .engine_tiles import silu_mul_kernel as _silu_mul_kernel
+from .overlap import apart, extent_bytes
 from .rope import RopeShape, check_positions_in_range
 from .rope_triton import launch_rotary, rope_strides
-from .torch_outputs import apart, check_inplace, check_out, extent_bytes
+from .torch_outputs import check_inplace, check_out
 from .triton_launch import BoundCache, BoundLaunch, cdiv, next_power_of_2
 
 __all__ = [

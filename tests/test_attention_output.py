@@ -1,0 +1,147 @@
+"""``forward(..., output=)`` (vLLM's ``AttentionImpl.forward`` ``output``) on the CPU backends: the result is written
+into the caller's buffer and equals the allocating call bit for bit, on every path (prefill, padded prefill, decode,
+the decode fast path of later layers, SDPA); a buffer that is not one (another shape, dtype or device, strided,
+sharing memory with an input or a cache) is a typed error raised before anything is written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sagellm_backend.attention import (
+    AttentionMetadata,
+    PagedAttentionBackend,
+    PagedAttentionMetadataBuilder,
+    SDPAAttentionBackend,
+)
+from sagellm_backend.errors import (
+    BackendError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidDeviceError,
+    UnsupportedDTypeError,
+)
+
+torch = pytest.importorskip("torch")
+BS, HQ, HKV, D = 4, 4, 2, 8
+
+
+def _caches(seed: int) -> tuple[Any, Any]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(8, BS, HKV, D, generator=g), torch.randn(8, BS, HKV, D, generator=g)
+
+
+def _qkv(t: int, seed: int) -> tuple[Any, Any, Any]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(t, HQ, D, generator=g), torch.randn(t, HKV, D, generator=g), torch.randn(t, HKV, D, generator=g)
+
+
+def _decode_md() -> AttentionMetadata:
+    return PagedAttentionMetadataBuilder(BS).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
+
+
+def test_decode_layers_write_into_output_and_equal_the_allocating_calls() -> None:
+    """Three layers on one metadata (the first checked, the next on the fast path), each with and without output."""
+    backend, md = PagedAttentionBackend(BS), _decode_md()
+    ref_md = _decode_md()
+    for layer in range(3):
+        q, k, v = _qkv(2, layer)
+        cache, ref_cache = _caches(layer), _caches(layer)
+        buf = torch.full((2, HQ, D), float("nan"))
+        got = backend.forward(q, k, v, md, kv_cache=cache, output=buf)
+        want = PagedAttentionBackend(BS).forward(q, k, v, ref_md, kv_cache=ref_cache)
+        assert got is buf and torch.equal(buf, want), layer
+        assert all(torch.equal(a, b) for a, b in zip(cache, ref_cache)), layer
+    assert md.step_fast_paths.get((id(backend), "ready")) is not None  # layers 2 and 3 took the fast path
+
+
+def test_prefill_padded_prefill_and_sdpa_copy_into_output() -> None:
+    md = PagedAttentionMetadataBuilder(BS).build_prefill_metadata(seq_lens=[5, 2], block_tables=[[3, 0], [5, 1]])
+    q, k, v = _qkv(7, 1)
+    cache, ref_cache = _caches(2), _caches(2)
+    buf = torch.empty(7, HQ, D)
+    got = PagedAttentionBackend(BS).forward(q, k, v, md, kv_cache=cache, output=buf)
+    assert got is buf and torch.equal(buf, PagedAttentionBackend(BS).forward(q, k, v, md, kv_cache=ref_cache))
+    lens, width = [3, 2], 3
+    real = torch.zeros(2, width, dtype=torch.bool)
+    for i, n in enumerate(lens):
+        real[i, width - n :] = True
+    mask = (torch.ones(width, width, dtype=torch.bool).tril()[None] & real[:, None, :] & real[:, :, None])[:, None]
+    pq, pk, pv = _qkv(6, 3)
+    pmd = PagedAttentionMetadataBuilder(BS).build_prefill_metadata(seq_lens=lens, block_tables=[[3, 0], [5, 1]])
+    pbuf = torch.full((6, HQ, D), float("nan"))
+    got = PagedAttentionBackend(BS).forward(pq, pk, pv, pmd, kv_cache=_caches(4), attn_mask=mask, output=pbuf)
+    want = PagedAttentionBackend(BS).forward(pq, pk, pv, pmd, kv_cache=_caches(4), attn_mask=mask)
+    assert got is pbuf and torch.equal(pbuf, want)
+    sbuf = torch.empty(7, HQ, D)
+    sdpa = SDPAAttentionBackend()
+    got = sdpa.forward(q, k, v, AttentionMetadata.for_prefill([5, 2]), output=sbuf)
+    assert got is sbuf and torch.equal(sbuf, sdpa.forward(q, k, v, AttentionMetadata.for_prefill([5, 2])))
+
+
+def _bad_outputs(q: Any, kbuf: Any, cache: tuple[Any, Any]) -> list[tuple[str, Any, type[BackendError]]]:
+    wide = torch.empty(2, HQ, 2 * D)
+    return [
+        ("not a tensor", [[0.0]], InvalidArgumentTypeError),
+        ("another shape", torch.empty(2, HQ, D + 1), InvalidArgumentError),
+        ("another dtype", torch.empty(2, HQ, D, dtype=torch.float64), UnsupportedDTypeError),
+        ("another device", torch.empty(2, HQ, D, device="meta"), InvalidDeviceError),
+        ("strided", wide[..., :D], InvalidArgumentError),
+        ("the query itself", q, InvalidArgumentError),
+        ("inside the key cache", cache[0].view(-1)[: 2 * HQ * D].view(2, HQ, D), InvalidArgumentError),
+        ("the buffer the key is a view of", kbuf, InvalidArgumentError),
+    ]
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["checked call", "fast path"])
+def test_bad_outputs_raise_before_anything_is_written(fast: bool) -> None:
+    backend, md = PagedAttentionBackend(BS), _decode_md()
+    if fast:  # a first layer succeeds, so the next calls take the fast path
+        q0, k0, v0 = _qkv(2, 9)
+        backend.forward(q0, k0, v0, md, kv_cache=_caches(9))
+    q, k0, v = _qkv(2, 0)
+    kbuf = torch.zeros(2, HQ, D)
+    k = kbuf[:, :HKV]  # the keys as a strided view of a query-shaped buffer
+    k.copy_(k0)
+    cache = _caches(0)
+    for name, bad, err in _bad_outputs(q, kbuf, cache):
+        before = [c.clone() for c in cache]
+        snapshot = bad.clone() if isinstance(bad, torch.Tensor) and bad.device.type == "cpu" else None
+        with pytest.raises(err):
+            backend.forward(q, k, v, md, kv_cache=cache, output=bad)
+        assert all(torch.equal(a, b) for a, b in zip(cache, before)), name  # the new K/V were not stored
+        if snapshot is not None:
+            assert torch.equal(bad, snapshot) or bad.isnan().equal(snapshot.isnan()), name
+    good = torch.empty(2, HQ, D)
+    assert backend.forward(q, k, v, md, kv_cache=cache, output=good) is good  # the backend still works
+
+
+@settings(max_examples=40, deadline=None)
+@given(offset=st.integers(-2 * HQ * D, 4 * HQ * D), layer=st.integers(0, 2))
+def test_an_output_anywhere_in_a_shared_buffer_is_refused_exactly_when_it_overlaps(offset: int, layer: int) -> None:
+    """The query lives in one buffer at element ``2 * HQ * D``; an output placed at ``offset`` elements from it is
+    accepted exactly when their byte ranges are apart, on the checked call and on the fast path."""
+    backend, md = PagedAttentionBackend(BS), _decode_md()
+    for i in range(layer):
+        qi, ki, vi = _qkv(2, 20 + i)
+        backend.forward(qi, ki, vi, md, kv_cache=_caches(20 + i))
+    n = 2 * HQ * D
+    base = 2 * n
+    buf = torch.zeros(6 * n)
+    q = buf[base : base + n].view(2, HQ, D)
+    q.copy_(_qkv(2, 1)[0])
+    _, k, v = _qkv(2, 1)
+    start = base + offset
+    out = buf[start : start + n].view(2, HQ, D)
+    cache = _caches(1)
+    overlaps = not (start + n <= base or base + n <= start)
+    if overlaps:
+        with pytest.raises(InvalidArgumentError, match="sharing no memory"):
+            backend.forward(q, k, v, md, kv_cache=cache, output=out)
+    else:
+        want = PagedAttentionBackend(BS).forward(q.clone(), k, v, _decode_md(), kv_cache=_caches(1))
+        assert backend.forward(q, k, v, md, kv_cache=cache, output=out) is out
+        assert torch.equal(out, want)
