@@ -522,6 +522,27 @@ def test_wrapper_variant_and_scale_errors_are_typed(monkeypatch: pytest.MonkeyPa
         forced.run(q, k, k, cache)
 
 
+def test_run_refuses_an_out_sharing_memory_with_its_tensors() -> None:
+    """The torch path (CPU): an ``out`` that is the query, a view over the key's buffer or the value cache's memory is
+    refused before the store; the cache is unchanged and a separate buffer then works."""
+    d = Dims()
+    w = _wrapper(d)
+    w.plan([3, 5], [[0, 1], [2, 3]], [3, 2 * d.block_size + 5])
+    kc, vc = _caches(d, torch.float32, 7)[0]
+    g = torch.Generator().manual_seed(8)
+    q = torch.randn(2, d.heads, d.head_dim, generator=g)
+    kbuf = torch.randn(2, d.heads, d.head_dim, generator=g)
+    k = kbuf[:, : d.kv_heads]
+    before = (kc.clone(), vc.clone())
+    for o in (q, kbuf, vc.view(-1)[: q.numel()].view(q.shape)):
+        with pytest.raises(InvalidArgumentError, match="share no memory"):
+            w.run(q, k, k, (kc, vc), out=o)
+        assert torch.equal(kc, before[0]) and torch.equal(vc, before[1])
+    out = torch.empty_like(q)
+    assert w.run(q, k, k, (kc, vc), out=out) is out
+    assert torch.equal(out, w.run(q, k, k, (kc, vc)))
+
+
 def test_a_refused_run_changes_nothing() -> None:
     """A run refused for its dtype leaves the wrapper as it was: it has not learnt the refused call's block count,
     so a valid run on a cache of another size works."""

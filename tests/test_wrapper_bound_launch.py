@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 from launch_rig import use_stand_in_driver  # noqa: E402
+from sagellm_backend.errors import InvalidArgumentError  # noqa: E402
 
 
 class _Compiled:
@@ -203,6 +204,54 @@ def test_forward_fast_path_binds_the_fused_launch(rig: Any, monkeypatch: pytest.
             assert _same(compiled.calls[-1], want), seed
     assert launched == [(1, 0), (1, 1), (1, 2), (1, 3)]
     assert len(f.launcher) == 1
+
+
+def test_run_refuses_an_out_sharing_memory_before_any_launch(rig: Any) -> None:
+    """An ``out`` that shares memory with the query, key, value or a cache is refused by the fused launch path,
+    bound or not (an unaligned buffer is never bound), before anything is dispatched or launched; a separate buffer
+    then runs."""
+    _pt, compiled, dispatched = rig
+    w = _bound_wrapper(rig)
+    q, k, v, cache, out = _tensors(2, 5)
+    kbuf = torch.zeros(2, 8, 16).half()
+    kbuf[:, :2] = k  # the keys as a view of a query-shaped buffer
+    k = kbuf[:, :2]
+    qbuf = torch.zeros(2 * 8 * 16 + 8).half()
+    for _ in range(2):  # bind this layout (the keys strided)
+        assert w.run(q, k, v, cache, out=out) is out
+    d0, c0 = len(dispatched), len(compiled.calls)
+    assert w.run(q, k, v, cache, out=torch.empty_like(out)) is not out
+    assert (len(dispatched), len(compiled.calls)) == (d0, c0 + 1)  # served by the binding
+    launches = d0 + c0 + 1
+    before = [c.clone() for c in cache]
+    bad = {
+        "the query": q,
+        "the key's buffer": kbuf,
+        "the value cache": cache[1].view(-1)[: 2 * 8 * 16].view(2, 8, 16),
+        "unaligned, over the query": qbuf[1 : 1 + 2 * 8 * 16].view(2, 8, 16),
+    }
+    for name, o in bad.items():
+        query = qbuf[: 2 * 8 * 16].view(2, 8, 16) if name.startswith("unaligned") else q
+        n = (len(dispatched), len(compiled.calls))
+        with pytest.raises(InvalidArgumentError, match="share no memory"):
+            w.run(query, k, v, cache, out=o)
+        assert (len(dispatched), len(compiled.calls)) == n, name
+        assert all(torch.equal(a, b) for a, b in zip(cache, before)), name
+    assert len(dispatched) + len(compiled.calls) == launches  # nothing launched since
+    assert w.run(q, k, v, cache, out=out) is out
+
+
+def test_a_refused_first_run_learns_no_cache(rig: Any) -> None:
+    """Before its first run a wrapper has not learnt the caches' block count; a first run refused for an overlapping
+    ``out`` leaves it so (a cache of another size still works after)."""
+    pt, _compiled, dispatched = rig
+    w = _wrapper(pt, 2)
+    q, k, v, cache, out = _tensors(2, 6)
+    with pytest.raises(InvalidArgumentError, match="share no memory"):
+        w.run(q, k, v, cache, out=q)
+    assert not dispatched and w._num_blocks is None
+    big = tuple(torch.cat([c, c]) for c in cache)
+    assert w.run(q, k, v, big, out=out) is out and w._num_blocks == 80
 
 
 def test_forward_output_is_the_launch_output_and_shares_the_binding(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,9 @@ from typing import Any
 
 import torch
 
+from ..errors import InvalidArgumentError
 from ..kernels import triton_launch
+from ..kernels.overlap import extent_bytes
 from . import paged_triton
 from .paged_triton import decode_launch_args
 from .paged_workspace import DecodeWorkspace
@@ -54,9 +56,11 @@ class FusedDecodeLauncher:
         them): every call with an equal ``fixed`` passes plan tensors of the same shapes, strides and dtypes, the
         same ``cfg``, ``scale`` and variants, scales of the same shapes and strides, key and value in the query's
         dtype and the value cache in the key cache's; the binding is then looked up without reading them.
-        ``checked`` (with ``fixed``) promises more: ``out`` is None or contiguous, query, key and value are
-        contiguous, and ``fixed`` holds their shapes, dtype and device (``out``'s too) and the caches' shape, strides
-        and dtype; the binding is then looked up by ``fixed``, the stream and the aliasing of the tensors alone.
+        ``checked`` (with ``fixed``) promises more: ``out`` is None or contiguous and apart from the other tensors,
+        query, key and value are contiguous, and ``fixed`` holds their shapes, dtype and device (``out``'s too) and
+        the caches' shape, strides and dtype; the binding is then looked up by ``fixed``, the stream and the aliasing
+        of the tensors alone. Without ``checked``, a given ``out`` sharing memory with the query, key, value or
+        caches is refused here (byte spans kept with the binding), before the launch.
 
         Args:
             query: ``[B, Hq, D]``, ``B >= 1``.
@@ -80,7 +84,12 @@ class FusedDecodeLauncher:
 
         Returns:
             ``out``.
+
+        Raises:
+            InvalidArgumentError: Without ``checked``, a given ``out`` that shares memory with the query, key, value
+                or caches (nothing is launched).
         """
+        fresh = out is None
         if out is None:
             out = torch.empty_like(query, memory_format=torch.contiguous_format)
         live: tuple[torch.Tensor, ...] = (
@@ -115,6 +124,14 @@ class FusedDecodeLauncher:
                     *[(t.shape, t.stride(), t.dtype) for t in live[6:]],
                 )  # fmt: skip
         token, found, ptrs = self._cache.find(sig, live)
+        spans = None
+        if not (fresh or checked):  # the caller's out: apart from the other tensors, by the byte spans of this layout
+            spans = found.extra if found is not None else None
+            if spans is None:
+                spans = tuple(extent_bytes(t) for t in live[:6])
+                if found is not None:  # bound by a call that allocated its out
+                    found.extra = spans
+            _check_apart(ptrs, spans)
         if found is not None:
             found(live, ptrs)
             return out
@@ -122,5 +139,32 @@ class FusedDecodeLauncher:
             query, k_cache, v_cache, block_tables, seq_lens, scale, out, cfg=cfg, workspace=workspace,
             k_scale=k_scale, v_scale=v_scale, new=(key, value, slot_mapping), rope=rope, **variants,
         )  # fmt: skip
-        self._cache.launch_new(token, grid, args, kw, live)
+        made = self._cache.launch_new(token, grid, args, kw, live)
+        if made is not None:
+            made.extra = spans  # the key fixes every shape and stride, so the spans too (None: not computed)
         return out
+
+
+#: The roles of the first five live tensors of a decode launch, for :func:`_check_apart`'s message.
+_ROLES = ("query", "key", "value", "key cache", "value cache")
+
+
+def _check_apart(ptrs: list[int], spans: tuple[int, ...]) -> None:
+    """Raise unless the output (the sixth live tensor) shares no byte with the first five.
+
+    Args:
+        ptrs: The live tensors' data pointers.
+        spans: Their extents in bytes (:func:`...kernels.overlap.extent_bytes`).
+
+    Raises:
+        InvalidArgumentError: The output overlaps one of them.
+    """
+    p, e = ptrs[5], spans[5]
+    end = p + e
+    for i, role in enumerate(_ROLES):
+        q = ptrs[i]
+        if end > q and q + spans[i] > p and e and spans[i]:  # not kernels.overlap.apart, inlined (per call)
+            raise InvalidArgumentError(
+                f"the decode's out must share no memory with the query, key, value or caches; it overlaps the "
+                f"{role}. Pass a separate buffer."
+            )

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
+from ..kernels.torch_outputs import refuse_overlap
 from .base import positive_int
 from .kv_quant import canonical_kv_cache_dtype, check_scales, fp8_dtype
 from .paged import select_paged_ops
@@ -124,9 +125,7 @@ class PagedAttentionWrapper:
             )
         self._ops: dict[torch.dtype, tuple[Any, str, Any]] = {}
         self._fused: Any = None  # paged_launcher.FusedDecodeLauncher, made with the first Triton ops
-        self._next = 0
-        self._batch = 0
-        self._real = 0
+        self._next, self._batch, self._real = 0, 0, 0
         self._top = -1  # largest block id planned while num_blocks was unknown (checked by the next run)
         self._clamp_pending = False
         self._views(0)
@@ -357,7 +356,8 @@ class PagedAttentionWrapper:
 
         Raises:
             InvalidArgumentError: Shapes that do not match the plan or the wrapper, a cache whose block count
-                differs from the one planned for, a scale of another element count.
+                differs from the one planned for, a scale of another element count, an ``out`` sharing memory
+                with the other tensors.
             InvalidArgumentTypeError: Scales missing for an fp8 cache or given for an ``"auto"`` one.
             UnsupportedDTypeError: Tensors of different dtypes, a cache not of ``kv_cache_dtype``, a dtype
                 attention does not compute in, a scale that is not float32.
@@ -369,21 +369,17 @@ class PagedAttentionWrapper:
         k_cache, v_cache = kv_cache
         q_shape, kv_shape = self._shapes
         if (
-            query.shape != q_shape
-            or key.shape != kv_shape
-            or value.shape != kv_shape
-            or k_cache.shape[1:] != self._page_shape
-            or v_cache.shape != k_cache.shape
+            query.shape != q_shape or key.shape != kv_shape or value.shape != kv_shape
+            or k_cache.shape[1:] != self._page_shape or v_cache.shape != k_cache.shape
             or (out is not None and out.shape != q_shape)
-        ):
+        ):  # fmt: skip
             raise InvalidArgumentError(
                 f"run expects query [{b}, {self.num_heads}, {self.head_size}], key/value [{b}, {self.num_kv_heads}, "
                 f"{self.head_size}] and caches [num_blocks, {self.block_size}, {self.num_kv_heads}, "
                 f"{self.head_size}] (the planned batch and the wrapper's shape); got {tuple(query.shape)}, "
                 f"{tuple(key.shape)}, {tuple(value.shape)}, {tuple(k_cache.shape)}, {tuple(v_cache.shape)}"
-                + ("" if out is None else f", out {tuple(out.shape)}")
-                + "."
-            )
+                + ("" if out is None else f", out {tuple(out.shape)}") + "."
+            )  # fmt: skip
         dt, dev, fp8 = query.dtype, self._dev_index, self._fp8
         cdt = dt if fp8 is None else k_cache.dtype
         if (
@@ -413,7 +409,10 @@ class PagedAttentionWrapper:
             k_cache, v_cache = k_cache.view(fp8), v_cache.view(fp8)
         found = self._ops.get(dt)
         ops, impl, cfg = found if found is not None else self._select(query)  # raises before any state changes
+        given = out is not None
         if self._num_blocks != k_cache.shape[0] or self._clamp_pending:
+            if out is not None:  # checked before the cache is learnt; later, the fused launch checks it per binding
+                refuse_overlap("run", out, (query, key, value, k_cache, v_cache))
             self._bind_cache(k_cache)
         if out is None:
             out = torch.empty_like(query, memory_format=torch.contiguous_format)
@@ -432,14 +431,16 @@ class PagedAttentionWrapper:
                     query, key, value, k_cache, v_cache, out, self._bt, self._kl, self._sl, self.scale, cfg=cfg,
                     workspace=self._workspace, fixed=fixed, rope=rope, **kw,
                 )  # fmt: skip
-        if rope is not None:  # the paths without the fused launch rotate copies first
+        if given:  # the paths without the fused launch (which checks it itself) check out, and rotate copies
+            refuse_overlap("run", out, (query, key, value, k_cache, v_cache))
+        if rope is not None:
             query, key = rotated_copies(self._pos, query, key, rope, self.head_size)
         if impl == "triton":
             ops.store_kv(key, value, k_cache, v_cache, self._sl, **scales)
+            ws = self._workspace
             return ops.paged_decode(  # type: ignore[no-any-return]  # the op returns ``out``
-                query, k_cache, v_cache, self._bt, self._kl, self.scale, out=out, cfg=cfg, workspace=self._workspace,
-                **kw,
-            )  # fmt: skip
+                query, k_cache, v_cache, self._bt, self._kl, self.scale, out=out, cfg=cfg, workspace=ws, **kw
+            )
         ops.store_kv(key, value, k_cache, v_cache, self._sl, **scales)
         n = self._real  # torch ops: real rows only (a row without keys has no softmax)
         if n:

@@ -18,7 +18,7 @@ import torch
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
 from .overlap import shares_memory, strides_overlap
 
-__all__ = ["check_inplace", "check_out"]
+__all__ = ["check_inplace", "check_out", "refuse_overlap"]
 
 
 def check_out(
@@ -101,3 +101,22 @@ def check_inplace(x: object, residual: object, w: torch.Tensor) -> None:
         raise InvalidArgumentError(f"{pre}: they must not share memory; they overlap. Pass separate tensors.")
     if isinstance(w, torch.Tensor) and (shares_memory(w, x) or shares_memory(w, residual)):
         raise InvalidArgumentError(f"{pre}: the weight must not share memory with them; it overlaps. Pass a copy.")
+
+
+def refuse_overlap(op: str, out: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> None:
+    """Raise unless ``out`` shares no byte with any of ``inputs`` (same device).
+
+    Args:
+        op: The call's name, for the message.
+        out: Its output buffer.
+        inputs: The tensors it reads or writes besides (query, key, value, caches).
+
+    Raises:
+        InvalidArgumentError: ``out`` overlaps one of them.
+    """
+    for i, t in enumerate(inputs):
+        if shares_memory(out, t):
+            raise InvalidArgumentError(
+                f"{op}: out must share no memory with its inputs; it overlaps input {i} (shape {tuple(t.shape)}). "
+                "Pass a separate buffer."
+            )

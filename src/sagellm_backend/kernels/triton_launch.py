@@ -177,6 +177,8 @@ class BoundLaunch:
         self._names = names
         self._options = options
         self._device = device
+        #: What the binding's owner keeps with it (the fused decode: the byte spans of its tensors' layout).
+        self.extra: Any = None
 
     def __call__(self, tensors: tuple[Any, ...], ptrs: list[int]) -> None:
         """Launch with ``tensors`` in place of the live ones.
