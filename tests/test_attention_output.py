@@ -145,3 +145,54 @@ def test_an_output_anywhere_in_a_shared_buffer_is_refused_exactly_when_it_overla
         want = PagedAttentionBackend(BS).forward(q.clone(), k, v, _decode_md(), kv_cache=_caches(1))
         assert backend.forward(q, k, v, md, kv_cache=cache, output=out) is out
         assert torch.equal(out, want)
+
+
+def _plan_overlapping_output(fast: bool) -> tuple[Any, ...]:
+    """A decode whose block tables live inside the buffer the output is carved from (as an engine's arena could)."""
+    arena = torch.zeros(2 * HQ * D + 64)
+    out = arena[: 2 * HQ * D].view(2, HQ, D)
+    bt = arena[2 * HQ * D - 8 : 2 * HQ * D].view(torch.int64).view(2, 2)  # the last 32 bytes of out
+    bt.copy_(torch.tensor([[2, 0], [1, 4]]))
+    md = PagedAttentionMetadataBuilder(BS).build_decode_metadata([3, 6], bt)
+    backend = PagedAttentionBackend(BS)
+    if fast:  # a first layer into a separate buffer: the next calls take the fast path
+        q0, k0, v0 = _qkv(2, 9)
+        backend.forward(q0, k0, v0, md, kv_cache=_caches(9), output=torch.empty(2, HQ, D))
+    return backend, md, out, bt
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["checked call", "fast path"])
+def test_an_output_over_the_metadata_tensors_is_refused(fast: bool) -> None:
+    """The decode reads the block tables and slots while it writes the output: an output sharing their memory is
+    refused, and neither the cache nor the tables change."""
+    backend, md, out, bt = _plan_overlapping_output(fast)
+    if md.block_tables.data_ptr() != bt.data_ptr():
+        pytest.skip("the builder copied the table")  # nothing of the caller's to overlap then
+    q, k, v = _qkv(2, 0)
+    cache = _caches(0)
+    before, table = [c.clone() for c in cache], bt.clone()
+    with pytest.raises(InvalidArgumentError, match="sharing no memory"):
+        backend.forward(q, k, v, md, kv_cache=cache, output=out)
+    assert all(torch.equal(a, b) for a, b in zip(cache, before)) and torch.equal(bt, table)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["checked call", "fast path"])
+def test_outputs_torch_would_not_write_are_refused_before_the_store(fast: bool) -> None:
+    """An output that requires grad (the kernels record no autograd) or an inference tensor outside inference mode
+    is a typed error raised before the new K/V are stored; under inference mode the inference tensor is written."""
+    backend, md = PagedAttentionBackend(BS), _decode_md()
+    if fast:
+        q0, k0, v0 = _qkv(2, 9)
+        backend.forward(q0, k0, v0, md, kv_cache=_caches(9))
+    q, k, v = _qkv(2, 0)
+    cache = _caches(0)
+    before = [c.clone() for c in cache]
+    with torch.inference_mode():
+        inference = torch.empty(2, HQ, D)
+    for bad, what in ((torch.empty(2, HQ, D, requires_grad=True), "requires grad"), (inference, "inference")):
+        with pytest.raises(InvalidArgumentError, match=what):
+            backend.forward(q, k, v, md, kv_cache=cache, output=bad)
+        assert all(torch.equal(a, b) for a, b in zip(cache, before)), what
+    with torch.inference_mode():
+        assert backend.forward(q, k, v, md, kv_cache=cache, output=inference) is inference
+    assert torch.equal(inference, PagedAttentionBackend(BS).forward(q, k, v, _decode_md(), kv_cache=_caches(0)))

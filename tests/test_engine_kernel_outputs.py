@@ -109,7 +109,15 @@ def _inplace_rejections() -> list[tuple[str, Any, type[BackendError]]]:
         ("residual a list", lambda: (_rand(4, 8), [[0.0] * 8] * 4, _rand(8)), InvalidArgumentTypeError),
         ("residual an expanded row", lambda: (_rand(4, 8), _rand(1, 8).expand(4, 8), _rand(8)), InvalidArgumentError),
         ("weight inside x", lambda: (buf[:, :8], _rand(4, 8), buf[0, :8]), InvalidArgumentError),
+        ("x requires grad", lambda: (_rand(4, 8).requires_grad_(), _rand(4, 8), _rand(8)), InvalidArgumentError),
+        ("residual an inference tensor", lambda: (_rand(4, 8), _inference(4, 8), _rand(8)), InvalidArgumentError),
     ]
+
+
+def _inference(*shape: int) -> Any:
+    """A tensor made under ``torch.inference_mode`` (which torch lets no one write outside it)."""
+    with torch.inference_mode():
+        return torch.zeros(*shape)
 
 
 @pytest.mark.parametrize("case", range(len(_inplace_rejections())), ids=[c[0] for c in _inplace_rejections()])
@@ -178,6 +186,13 @@ def _out_rejections() -> list[tuple[str, str, Any, type[BackendError]]]:
             lambda: ((gu,), torch.empty(3, 8, dtype=torch.float64)),
             UnsupportedDTypeError,
         ),
+        (
+            "rmsnorm out requires grad",
+            "rmsnorm",
+            lambda: ((x, w), torch.empty(3, 8).requires_grad_()),
+            InvalidArgumentError,
+        ),
+        ("silu_mul out an inference tensor", "silu_mul", lambda: ((gu,), _inference(3, 8)), InvalidArgumentError),
     ]
 
 

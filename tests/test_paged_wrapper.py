@@ -543,6 +543,31 @@ def test_run_refuses_an_out_sharing_memory_with_its_tensors() -> None:
     assert torch.equal(out, w.run(q, k, k, (kc, vc)))
 
 
+def test_run_refuses_outs_it_cannot_write_before_the_store() -> None:
+    """Not a tensor, strided (an expanded view: elements sharing memory), requiring grad, or laid over the wrapper's
+    own plan buffers (which the decode reads): each a typed error before the store; the plan and the cache stay."""
+    d = Dims(max_blocks=64)  # a plan buffer larger than the output, so that one can lie over it
+    w = _wrapper(d)
+    w.plan([3, 5], [[0, 1], [2, 3]], [3, 2 * d.block_size + 5])
+    kc, vc = _caches(d, torch.float32, 7)[0]
+    g = torch.Generator().manual_seed(8)
+    q, k = torch.randn(2, d.heads, d.head_dim, generator=g), torch.randn(2, d.kv_heads, d.head_dim, generator=g)
+    w.run(q, k, k, (kc, vc))  # the cache's block count is learnt: the next refusals come after that
+    storage = w.block_tables.untyped_storage()
+    over_plan = torch.empty(0).set_(storage, (w.block_tables.data_ptr() - storage.data_ptr()) // 4, q.shape)
+    bad: list[tuple[Any, type]] = [
+        ([[0.0]], InvalidArgumentTypeError),
+        (torch.zeros(1, d.heads, d.head_dim).expand(2, -1, -1), InvalidArgumentError),
+        (torch.empty_like(q).requires_grad_(), InvalidArgumentError),
+        (over_plan, InvalidArgumentError),
+    ]
+    plan, before = w.block_tables.clone(), (kc.clone(), vc.clone())
+    for out, err in bad:
+        with pytest.raises(err):
+            w.run(q, k, k, (kc, vc), out=out)
+        assert torch.equal(w.block_tables, plan) and torch.equal(kc, before[0]) and torch.equal(vc, before[1])
+
+
 def test_a_refused_run_changes_nothing() -> None:
     """A run refused for its dtype leaves the wrapper as it was: it has not learnt the refused call's block count,
     so a valid run on a cache of another size works."""

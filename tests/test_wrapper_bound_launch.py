@@ -241,6 +241,28 @@ def test_run_refuses_an_out_sharing_memory_before_any_launch(rig: Any) -> None:
     assert w.run(q, k, v, cache, out=out) is out
 
 
+def test_run_refuses_an_out_over_the_plan_buffers_in_the_bound_launch(rig: Any) -> None:
+    """The decode reads the wrapper's plan (block tables, key lengths, slots) while it writes ``out``: an ``out`` laid
+    over that buffer is refused by the bound launch's span check, nothing launched and the plan unchanged."""
+    from sagellm_backend.attention import PagedAttentionWrapper
+    from sagellm_backend.attention.paged_workspace import DecodeWorkspace
+
+    pt, compiled, dispatched = rig
+    w = PagedAttentionWrapper(8, 2, 16, block_size=4, max_batch=4, max_blocks_per_seq=64, device="cpu")
+    w._ops[torch.float16] = (pt, "triton", pt.decode_config(16, torch.float16, 4))
+    counters = torch.zeros(8, dtype=torch.int32)
+    w._workspace = DecodeWorkspace(torch.empty(4 * 8 * 16 * 16), torch.empty(4 * 8 * 16), counters)
+    w.plan([0, 1], [[0, 9], [1, 9]], [0, 5])
+    for seed in (0, 1):
+        q, k, v, cache, out = _tensors(2, seed)
+        w.run(q, k, v, cache, out=out)
+    over = torch.empty(0, dtype=torch.float16).set_(w.block_tables.untyped_storage(), 0, (2, 8, 16))
+    plan, n = w.block_tables.clone(), len(dispatched) + len(compiled.calls)
+    with pytest.raises(InvalidArgumentError, match=r"overlaps the (block tables|key lengths|slot mapping)"):
+        w.run(q, k, v, cache, out=over)
+    assert len(dispatched) + len(compiled.calls) == n and torch.equal(w.block_tables, plan)
+
+
 def test_a_refused_first_run_learns_no_cache(rig: Any) -> None:
     """Before its first run a wrapper has not learnt the caches' block count; a first run refused for an overlapping
     ``out`` leaves it so (a cache of another size still works after)."""

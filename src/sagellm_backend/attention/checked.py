@@ -80,7 +80,8 @@ class CheckedAttentionBackend(AttentionBackend):
         md = check_metadata(attn_metadata)
         shp = check_qkv(query, key, value)
         s = resolve_scale(scale, shp.head_dim)
-        buf = None if output is None else check_output(output, query, key, value, kv_cache)
+        extra = (md.block_tables, md.slot_mapping, attn_mask, k_scale, v_scale)
+        buf = None if output is None else check_output(output, query, key, value, kv_cache, extra)
         call = AttentionCall(query, key, value, md, shp, s, attn_mask, kv_cache, k_scale, v_scale, buf)
         out, path = self._attend(call)
         if buf is not None and out is not buf:  # a backend that computed a new tensor

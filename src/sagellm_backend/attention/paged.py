@@ -99,23 +99,25 @@ class _FastDecode(NamedTuple):
     fixed: tuple[Any, ...] | None = None  # the launcher's ``fixed`` key: scale, q/k/cache layouts, plan layouts
     out_bytes: int = 0  # bytes of a contiguous result (the query's shape and dtype)
     cache_bytes: int = 0  # bytes each cache of this layout spans (kernels.overlap.extent_bytes)
+    plan_spans: tuple[tuple[int, int], ...] = ()  # (address, bytes) of the plan's tensors, which the decode reads
 
 
 def _output_apart(f: _FastDecode, out: Any, q: Any, k: Any, v: Any, kc: Any, vc: Any) -> bool:
     """Whether ``out`` is a result buffer the fast path may write into: contiguous, of the query's shape, dtype and
-    device (``f``'s), sharing no byte with the query, key, value or caches (whose extents ``f`` holds). O(1); when
-    False, :func:`.validation.check_output` says why."""
+    device (``f``'s), requiring no grad, not an inference tensor, sharing no byte with the query, key, value, caches
+    or plan tensors (whose spans ``f`` holds). O(1); when False, :func:`.validation.check_output` says why (an
+    inference tensor passes it under ``torch.inference_mode``)."""
     t: Any = f.tensor
     if (
         not isinstance(out, t) or out.shape != f.q_shape or out.dtype != f.dtype or out.device != f.device
-        or not out.is_contiguous()
+        or not out.is_contiguous() or out.requires_grad or out.is_inference()
     ):  # fmt: skip
         return False
     p, e = out.data_ptr(), f.out_bytes
     return (
         apart(p, e, q.data_ptr(), extent_bytes(q)) and apart(p, e, k.data_ptr(), extent_bytes(k))
         and apart(p, e, v.data_ptr(), extent_bytes(v)) and apart(p, e, kc.data_ptr(), f.cache_bytes)
-        and apart(p, e, vc.data_ptr(), f.cache_bytes)
+        and apart(p, e, vc.data_ptr(), f.cache_bytes) and all(apart(p, e, a, n) for a, n in f.plan_spans)
     )  # fmt: skip
 
 
@@ -263,7 +265,8 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             plan = f.plan
             q, k, v = query.contiguous(), key.contiguous(), value.contiguous()
             if output is not None and not _output_apart(f, output, query, key, value, k_cache, v_cache):
-                check_output(output, query, key, value, kv_cache)  # raises, saying what is wrong with it
+                plan_tensors = (plan.block_tables, plan.key_lens, plan.slot_mapping)
+                check_output(output, query, key, value, kv_cache, plan_tensors)  # raises, saying what is wrong
             out: torch.Tensor
             if f.launcher is not None:
                 out = f.launcher(
@@ -394,6 +397,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                     tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),
                     os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None, launcher, fixed,
                     query.numel() * query.element_size(), extent_bytes(k_cache),
+                    tuple((t.data_ptr(), extent_bytes(t)) for t in tensors),
                 )  # fmt: skip
         elif plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **store_kw)

@@ -59,8 +59,9 @@ class FusedDecodeLauncher:
         ``checked`` (with ``fixed``) promises more: ``out`` is None or contiguous and apart from the other tensors,
         query, key and value are contiguous, and ``fixed`` holds their shapes, dtype and device (``out``'s too) and
         the caches' shape, strides and dtype; the binding is then looked up by ``fixed``, the stream and the aliasing
-        of the tensors alone. Without ``checked``, a given ``out`` sharing memory with the query, key, value or
-        caches is refused here (byte spans kept with the binding), before the launch.
+        of the tensors alone. Without ``checked``, a given ``out`` sharing memory with any other tensor of the launch
+        (query, key, value, caches, plan tensors, scales, RoPE cache) is refused here (byte spans kept with the
+        binding), before the launch.
 
         Args:
             query: ``[B, Hq, D]``, ``B >= 1``.
@@ -128,7 +129,7 @@ class FusedDecodeLauncher:
         if not (fresh or checked):  # the caller's out: apart from the other tensors, by the byte spans of this layout
             spans = found.extra if found is not None else None
             if spans is None:
-                spans = tuple(extent_bytes(t) for t in live[:6])
+                spans = tuple(extent_bytes(t) for t in live)
                 if found is not None:  # bound by a call that allocated its out
                     found.extra = spans
             _check_apart(ptrs, spans)
@@ -145,12 +146,15 @@ class FusedDecodeLauncher:
         return out
 
 
-#: The roles of the first five live tensors of a decode launch, for :func:`_check_apart`'s message.
-_ROLES = ("query", "key", "value", "key cache", "value cache")
+#: The roles of a decode launch's live tensors, for :func:`_check_apart`'s message.
+_ROLES = (
+    "query", "key", "value", "key cache", "value cache", "out", "block tables", "key lengths", "slot mapping",
+    "key scale", "value scale", "RoPE cache",
+)  # fmt: skip
 
 
 def _check_apart(ptrs: list[int], spans: tuple[int, ...]) -> None:
-    """Raise unless the output (the sixth live tensor) shares no byte with the first five.
+    """Raise unless the output (the sixth live tensor) shares no byte with any other live tensor.
 
     Args:
         ptrs: The live tensors' data pointers.
@@ -161,10 +165,11 @@ def _check_apart(ptrs: list[int], spans: tuple[int, ...]) -> None:
     """
     p, e = ptrs[5], spans[5]
     end = p + e
-    for i, role in enumerate(_ROLES):
-        q = ptrs[i]
-        if end > q and q + spans[i] > p and e and spans[i]:  # not kernels.overlap.apart, inlined (per call)
+    for i, q in enumerate(ptrs):
+        if i != 5 and end > q and q + spans[i] > p and e and spans[i]:  # kernels.overlap.apart, inlined (per call)
+            n = len(ptrs)  # 9 tensors, then the scales (11 or 12) and the RoPE cache (10 or 12)
+            roles = _ROLES[:9] + (_ROLES[9:11] if n in (11, 12) else ()) + (_ROLES[11:] if n in (10, 12) else ())
             raise InvalidArgumentError(
-                f"the decode's out must share no memory with the query, key, value or caches; it overlaps the "
-                f"{role}. Pass a separate buffer."
+                f"the decode's out must share no memory with the tensors the launch reads (query, key, value, "
+                f"caches, plan, scales, RoPE cache); it overlaps the {roles[i]}. Pass a separate buffer."
             )

@@ -229,7 +229,9 @@ def attend_new(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped 
     m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
     alpha = tl.exp2(m_i - m_ref)
     p = tl.exp2(s - m_ref)
-    return acc * alpha[:, None] + p[:, None] * vf[None, :], m_new, l_i * alpha + p
+    # Rows that do not own the token add nothing, even where its value is not finite (padding rows' inputs).
+    pv = tl.where(own_rows[:, None], p[:, None] * vf[None, :], 0.0)
+    return acc * alpha[:, None] + pv, m_new, l_i * alpha + p
 
 
 #: The decode kernel (:func:`decode_launch_args` gives its launch arguments).

@@ -104,8 +104,9 @@ def check_qkv(query: object, key: object, value: object) -> QKVShape:
 
 
 def check_output(
-    output: object, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: object
-) -> torch.Tensor:
+    output: object, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: object,
+    others: tuple[object, ...] = (),
+) -> torch.Tensor:  # fmt: skip
     """A ``forward`` call's ``output`` buffer (vLLM's ``output``), or a typed error saying what it must be.
 
     Args:
@@ -115,13 +116,16 @@ def check_output(
         value: The checked values.
         kv_cache: The call's ``(K, V)`` pair or None (tensors in it are checked for overlap; the rest of it is
             checked by the backend).
+        others: More of the call's arguments the kernels read (the metadata's block tables and slots, the mask,
+            fp8 scales): the tensors among them are checked for overlap too.
 
     Returns:
         ``output``.
 
     Raises:
         InvalidArgumentTypeError: Not a torch tensor.
-        InvalidArgumentError: Another shape, not contiguous, or sharing memory with an input or a cache.
+        InvalidArgumentError: Another shape, not contiguous, not writable in place (requires grad, or an
+            inference tensor outside inference mode), or sharing memory with an input, a cache or ``others``.
         UnsupportedDTypeError: Another dtype.
         InvalidDeviceError: Another device.
     """
@@ -129,10 +133,9 @@ def check_output(
 
     from ..kernels.torch_outputs import check_out
 
-    inputs = [query, key, value]
-    if isinstance(kv_cache, (tuple, list)):
-        inputs += [c for c in kv_cache if isinstance(c, torch.Tensor)]
-    return check_out("forward", output, query.shape, query.dtype, query.device, tuple(inputs))
+    pair = tuple(kv_cache) if isinstance(kv_cache, (tuple, list)) else ()
+    inputs = tuple(t for t in (query, key, value, *pair, *others) if isinstance(t, torch.Tensor))
+    return check_out("forward", output, query.shape, query.dtype, query.device, inputs)
 
 
 def resolve_scale(scale: object, head_dim: int) -> float:

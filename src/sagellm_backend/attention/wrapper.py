@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
-from ..kernels.torch_outputs import refuse_overlap
+from ..kernels.torch_outputs import check_out, plain_out, refuse_overlap
 from .base import positive_int
 from .kv_quant import canonical_kv_cache_dtype, check_scales, fp8_dtype
 from .paged import select_paged_ops
@@ -320,18 +320,10 @@ class PagedAttentionWrapper:
         return ops, impl, cfg
 
     def run(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        kv_cache: tuple[torch.Tensor, torch.Tensor],
-        *,
-        out: torch.Tensor | None = None,
-        k_scale: torch.Tensor | None = None,
-        v_scale: torch.Tensor | None = None,
-        cos_sin_cache: torch.Tensor | None = None,
-        is_neox: bool | None = None,
-    ) -> torch.Tensor:
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kv_cache: tuple[torch.Tensor, torch.Tensor],
+        *, out: torch.Tensor | None = None, k_scale: torch.Tensor | None = None, v_scale: torch.Tensor | None = None,
+        cos_sin_cache: torch.Tensor | None = None, is_neox: bool | None = None,
+    ) -> torch.Tensor:  # fmt: skip
         """One layer: store the step's new K/V at its slots and run paged decode with the wrapper's variants.
         On CUDA this is one fused Triton launch (:func:`~.paged_triton.paged_decode_store` over the wrapper's
         workspace; ``store_kv`` then ``paged_decode`` with ``SAGELLM_FUSED_DECODE=0``): no sync, no allocation
@@ -368,6 +360,8 @@ class PagedAttentionWrapper:
         b = self._batch
         k_cache, v_cache = kv_cache
         q_shape, kv_shape = self._shapes
+        if out is not None and not plain_out(out):  # a tensor, contiguous, writable in place
+            check_out("run", out, q_shape, query.dtype, query.device, ())  # raises, saying what is wrong
         if (
             query.shape != q_shape or key.shape != kv_shape or value.shape != kv_shape
             or k_cache.shape[1:] != self._page_shape or v_cache.shape != k_cache.shape
@@ -405,6 +399,7 @@ class PagedAttentionWrapper:
         rope = None if cos_sin_cache is None and is_neox is None else check_rope(
             cos_sin_cache, is_neox, self.head_size, query.device
         )  # fmt: skip
+        cs = () if rope is None else rope[:1]  # the RoPE cache, which the decode reads too
         if fp8 is not None and cdt != fp8:
             k_cache, v_cache = k_cache.view(fp8), v_cache.view(fp8)
         found = self._ops.get(dt)
@@ -412,7 +407,7 @@ class PagedAttentionWrapper:
         given = out is not None
         if self._num_blocks != k_cache.shape[0] or self._clamp_pending:
             if out is not None:  # checked before the cache is learnt; later, the fused launch checks it per binding
-                refuse_overlap("run", out, (query, key, value, k_cache, v_cache))
+                refuse_overlap("run", out, (query, key, value, k_cache, v_cache, self._bytes, *scales.values(), *cs))
             self._bind_cache(k_cache)
         if out is None:
             out = torch.empty_like(query, memory_format=torch.contiguous_format)
@@ -432,7 +427,7 @@ class PagedAttentionWrapper:
                     workspace=self._workspace, fixed=fixed, rope=rope, **kw,
                 )  # fmt: skip
         if given:  # the paths without the fused launch (which checks it itself) check out, and rotate copies
-            refuse_overlap("run", out, (query, key, value, k_cache, v_cache))
+            refuse_overlap("run", out, (query, key, value, k_cache, v_cache, self._bytes, *scales.values(), *cs))
         if rope is not None:
             query, key = rotated_copies(self._pos, query, key, rope, self.head_size)
         if impl == "triton":

@@ -18,7 +18,7 @@ import torch
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidDeviceError, UnsupportedDTypeError
 from .overlap import shares_memory, strides_overlap
 
-__all__ = ["check_inplace", "check_out", "refuse_overlap"]
+__all__ = ["check_inplace", "check_out", "check_writable", "plain_out", "refuse_overlap"]
 
 
 def check_out(
@@ -39,7 +39,8 @@ def check_out(
 
     Raises:
         InvalidArgumentTypeError: ``out`` is not a torch tensor.
-        InvalidArgumentError: Another shape, not contiguous, or sharing memory with an input.
+        InvalidArgumentError: Another shape, not contiguous, not writable in place (:func:`check_writable`), or
+            sharing memory with an input.
         UnsupportedDTypeError: Another dtype.
         InvalidDeviceError: Another device.
     """
@@ -54,9 +55,49 @@ def check_out(
         raise InvalidDeviceError(f"{want}; got a tensor on {out.device}.")
     if not out.is_contiguous():
         raise InvalidArgumentError(f"{want}; got strides {out.stride()}. Pass a contiguous buffer.")
+    check_writable(op, "out", out)
     if any(shares_memory(out, t) for t in inputs):
         raise InvalidArgumentError(f"{want}, sharing no memory with the inputs; it overlaps one. Pass another.")
     return out
+
+
+def plain_out(out: object) -> bool:
+    """Whether ``out`` is a contiguous torch tensor the kernels may write in place (:func:`check_writable`), checked
+    in a few attribute reads; when False, :func:`check_out` says what is wrong (or accepts an inference tensor under
+    ``torch.inference_mode``).
+
+    Args:
+        out: A caller's result buffer.
+
+    Returns:
+        True for a plain buffer.
+    """
+    return isinstance(out, torch.Tensor) and out.is_contiguous() and not out.requires_grad and not out.is_inference()
+
+
+def check_writable(op: str, name: str, t: torch.Tensor) -> None:
+    """Raise unless the kernels may write ``t`` in place: it requires no grad (the kernels record no autograd, so a
+    write would leave gradients wrong) and is not an inference tensor outside inference mode (torch forbids writing
+    one there; a Triton launch would not notice).
+
+    Args:
+        op: The call's name, for the message.
+        name: The argument's name.
+        t: The tensor.
+
+    Raises:
+        InvalidArgumentError: It requires grad, or is an inference tensor outside ``torch.inference_mode``.
+    """
+    if t.requires_grad:
+        raise InvalidArgumentError(
+            f"{op}: {name} must be writable in place; it requires grad, and the kernels record no autograd. Pass a "
+            "tensor that does not (detach it)."
+        )
+    if t.is_inference() and not torch.is_inference_mode_enabled():
+        raise InvalidArgumentError(
+            f"{op}: {name} must be writable in place; it is an inference tensor, which may be written only under "
+            "torch.inference_mode(). Call there or pass a normal tensor."
+        )
 
 
 def check_inplace(x: object, residual: object, w: torch.Tensor) -> None:
@@ -92,6 +133,7 @@ def check_inplace(x: object, residual: object, w: torch.Tensor) -> None:
     if x.device != residual.device:
         raise InvalidDeviceError(f"{pre}: they must be on one device; got {x.device} and {residual.device}.")
     for name, t in (("x", x), ("residual", residual)):
+        check_writable("add_rmsnorm(inplace=True)", name, t)
         if strides_overlap(t.shape, t.stride()):
             raise InvalidArgumentError(
                 f"{pre}: each element needs its own memory; {name} (shape {tuple(t.shape)}, strides {t.stride()}) "

@@ -331,9 +331,10 @@ class BoundCache:
 
 
 def call_signature(*parts: Any) -> tuple[Any, ...] | None:
-    """A key for a call's kept binding: each tensor's layout (shape, strides, dtype, device index, whether CUDA) and
-    which tensors are one (identity), every other part with its type. Two calls with equal keys pass equal checks and
-    launch the same way on their own data pointers (which the caller still checks: alignment, overlaps).
+    """A key for a call's kept binding: each tensor's layout (shape, strides, dtype, device index, whether CUDA, whether
+    it requires grad: a result buffer that does is refused, so never kept) and which tensors are one (identity), every
+    other part with its type. Two calls with equal keys pass equal checks and launch the same way on their own data
+    pointers (which the caller still checks: alignment, overlaps).
 
     Args:
         *parts: Tensors, None, bools, ints, floats and strings.
@@ -347,7 +348,7 @@ def call_signature(*parts: Any) -> tuple[Any, ...] | None:
     ids: list[int] = []
     for p in parts:
         if isinstance(p, torch.Tensor):
-            key.append((p.shape, p.stride(), p.dtype, p.get_device(), p.is_cuda))
+            key.append((p.shape, p.stride(), p.dtype, p.get_device(), p.is_cuda, p.requires_grad))
             ids.append(id(p))
         elif p is None or type(p) in _PLAIN:
             key.append((type(p), p))  # 1 and True (equal as keys) are told apart
