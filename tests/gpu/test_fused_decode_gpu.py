@@ -66,8 +66,12 @@ def test_fused_decode_matches_two_launches_and_the_reference(kv: str, variant: s
     assert float((fused[1:].double().cpu() - ref).abs().max()) <= 2e-2
 
 
-def test_forward_on_reused_metadata_equals_wrapper_run_bit_for_bit() -> None:
+@pytest.mark.parametrize("into", [False, True], ids=["new results", "caller buffers"])
+def test_forward_on_reused_metadata_equals_wrapper_run_bit_for_bit(into: bool) -> None:
+    """Also with ``forward(output=)`` and ``run(out=)``: the same bits in the caller's buffers, and a buffer over the
+    query refused by both (the bound launches' overlap checks) with the caches unchanged."""
     from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, PagedAttentionWrapper
+    from sagellm_backend.errors import InvalidArgumentError
 
     batch, width = 8, 64
     nb = batch * width + 1
@@ -84,11 +88,21 @@ def test_forward_on_reused_metadata_equals_wrapper_run_bit_for_bit() -> None:
     for layer in range(4):  # layer 0: checked call; 1: fast path binds; 2, 3: bound launches
         q = torch.randn(batch, HQ, D, device="cuda").bfloat16()
         k, v = (torch.randn(batch, HKV, D, device="cuda").bfloat16() for _ in range(2))
-        got = w.run(q, k, v, cache_w)
-        want = backend.forward(q, k, v, md, kv_cache=cache_f)
+        bufs = (torch.empty_like(q), torch.empty_like(q)) if into else (None, None)
+        got = w.run(q, k, v, cache_w, out=bufs[0])
+        want = backend.forward(q, k, v, md, kv_cache=cache_f, output=bufs[1])
         torch.cuda.synchronize()
         assert torch.equal(got, want), layer
+        assert not into or (got is bufs[0] and want is bufs[1]), layer
         assert torch.equal(cache_w[0], cache_f[0]) and torch.equal(cache_w[1], cache_f[1]), layer
+    if into:
+        before = [c.clone() for c in (*cache_w, *cache_f)]
+        with pytest.raises(InvalidArgumentError):
+            w.run(q, k, v, cache_w, out=q)
+        with pytest.raises(InvalidArgumentError):
+            backend.forward(q, k, v, md, kv_cache=cache_f, output=q)
+        torch.cuda.synchronize()
+        assert all(torch.equal(a, b) for a, b in zip(before, (*cache_w, *cache_f)))
 
 
 @pytest.mark.parametrize("neox", [True, False])
