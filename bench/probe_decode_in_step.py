@@ -36,22 +36,14 @@ from profile_decode_step import kernel_times
 from sagellm_backend.attention import paged_triton as pt
 from sagellm_backend.attention.wrapper import PagedAttentionWrapper
 from tune_decode_chunk import HKV, HQ, PAGE, D, graph_us, tensors, workspace
+from tune_gemv import graph_of
 
 
 def kernel_us(fn: Callable[[], None], reps: int = 20) -> float:
     """Mean device microseconds of ``decode_kernel`` per call, ``fn`` replayed ``reps`` times from one graph."""
     from torch.profiler import ProfilerActivity, profile
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
+    g = graph_of(fn, reps)
     g.replay()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -87,8 +87,8 @@ class FusedDecodeLauncher:
             ``out``.
 
         Raises:
-            InvalidArgumentError: Without ``checked``, a given ``out`` that shares memory with the query, key, value
-                or caches (nothing is launched).
+            InvalidArgumentError: Without ``checked``, a given ``out`` that shares memory with another tensor of the
+                launch (nothing is launched).
         """
         fresh = out is None
         if out is None:

@@ -399,36 +399,34 @@ class PagedAttentionWrapper:
         rope = None if cos_sin_cache is None and is_neox is None else check_rope(
             cos_sin_cache, is_neox, self.head_size, query.device
         )  # fmt: skip
-        cs = () if rope is None else rope[:1]  # the RoPE cache, which the decode reads too
         if fp8 is not None and cdt != fp8:
             k_cache, v_cache = k_cache.view(fp8), v_cache.view(fp8)
         found = self._ops.get(dt)
         ops, impl, cfg = found if found is not None else self._select(query)  # raises before any state changes
-        given = out is not None
-        if self._num_blocks != k_cache.shape[0] or self._clamp_pending:
-            if out is not None:  # checked before the cache is learnt; later, the fused launch checks it per binding
-                refuse_overlap("run", out, (query, key, value, k_cache, v_cache, self._bytes, *scales.values(), *cs))
+        if impl == "triton" and self._fused is None:
+            from .paged_launcher import FusedDecodeLauncher
+
+            self._fused = FusedDecodeLauncher()
+        fused = impl == "triton" and self._fused.enabled()
+        learn = self._num_blocks != k_cache.shape[0] or self._clamp_pending
+        if out is not None and (learn or not fused):  # else the fused launch checks it, by its binding's spans
+            cs = () if rope is None else rope[:1]  # the RoPE cache, which the decode reads too
+            refuse_overlap("run", out, (query, key, value, k_cache, v_cache, self._bytes, *scales.values(), *cs))
+        if learn:
             self._bind_cache(k_cache)
         if out is None:
             out = torch.empty_like(query, memory_format=torch.contiguous_format)
         if b == 0:
             return out
         kw = {**self._variant_kw, **scales} if scales else self._variant_kw
-        if impl == "triton":
-            if self._fused is None:
-                from .paged_launcher import FusedDecodeLauncher
-
-                self._fused = FusedDecodeLauncher()
-            if self._fused.enabled():
-                # The plan views of a batch, the workspace, cfg (per dtype), scale and variants are the wrapper's.
-                fixed = (b,) if not scales else (b, *[(s.shape, s.stride()) for s in scales.values()])
-                return self._fused(  # type: ignore[no-any-return]  # the launcher returns ``out``
-                    query, key, value, k_cache, v_cache, out, self._bt, self._kl, self._sl, self.scale, cfg=cfg,
-                    workspace=self._workspace, fixed=fixed, rope=rope, **kw,
-                )  # fmt: skip
-        if given:  # the paths without the fused launch (which checks it itself) check out, and rotate copies
-            refuse_overlap("run", out, (query, key, value, k_cache, v_cache, self._bytes, *scales.values(), *cs))
-        if rope is not None:
+        if fused:
+            # The plan views of a batch, the workspace, cfg (per dtype), scale and variants are the wrapper's.
+            fixed = (b,) if not scales else (b, *[(s.shape, s.stride()) for s in scales.values()])
+            return self._fused(  # type: ignore[no-any-return]  # the launcher returns ``out``
+                query, key, value, k_cache, v_cache, out, self._bt, self._kl, self._sl, self.scale, cfg=cfg,
+                workspace=self._workspace, fixed=fixed, rope=rope, **kw,
+            )  # fmt: skip
+        if rope is not None:  # the paths without the fused launch rotate copies first
             query, key = rotated_copies(self._pos, query, key, rope, self.head_size)
         if impl == "triton":
             ops.store_kv(key, value, k_cache, v_cache, self._sl, **scales)
