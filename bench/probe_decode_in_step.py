@@ -16,7 +16,8 @@ device time) and by events (per launch, gaps included):
    layer 3 of a block-major 8-layer arena (a pool's layout: a layer's pages 512 KB apart), cold;
 7. ``after GEMM``: 4 again, after the step's QKV GEMM (``F.linear`` of a ``[6144, 4096]`` weight, cuBLAS) instead of
    the copy, as in the step: besides the data, another kernel's code has run on every SM (merge width 4, the
-   default, and 1: less code); ``after small gemm``: after a GEMM of 2 MB of weights (the code, not the data).
+   default, and 1: less code; ``32/4/1``: 32-token tiles, one stage, merge width 1, about 60 % of the default's
+   machine code); ``after small gemm``: after a GEMM of 2 MB of weights (the code, not the data).
 
     PYTHONPATH=src python bench/probe_decode_in_step.py [--cases 1x1024,8x1024,64x1024] [--flush-mb 256]
 """
@@ -108,10 +109,10 @@ def probe(batch: int, ctx: int, width: int, flush_mb: int) -> None:
     gemm = graph_us(lambda: torch.mm(h, w_qkv.t(), out=gemm_out))
     small_gemm = graph_us(lambda: torch.mm(h, w_small.t(), out=small_out))
 
-    def merge(width: int) -> Callable[[], None]:
+    def merge(width: int, block_n: int | None = None, stages: int | None = None) -> Callable[[], None]:
         cfg = pt.decode_config(D, torch.bfloat16, HQ // HKV)
-        cfg = pt.DecodeConfig(block_n=cfg.block_n, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-                              merge_width=width)  # fmt: skip
+        cfg = pt.DecodeConfig(block_n=block_n or cfg.block_n, num_warps=cfg.num_warps,
+                              num_stages=stages or cfg.num_stages, merge_width=width)  # fmt: skip
 
         def call() -> None:
             pt.paged_decode_store(
@@ -140,6 +141,7 @@ def probe(batch: int, ctx: int, width: int, flush_mb: int) -> None:
         ("+ views, after GEMM", after_gemm(fused(q, k, v, (cos_sin, True)))),
         ("merge 1, after GEMM", after_gemm(merge(1))), ("merge 1", merge(1)),
         ("+ views, after small gemm", after_gemm(fused(q, k, v, (cos_sin, True)), small=True)),
+        ("32/4/1 merge 1 (less code)", merge(1, 32, 1)), ("32/4/1 merge 1, after GEMM", after_gemm(merge(1, 32, 1))),
     ]  # fmt: skip
     cells = []
     for label, fn in variants:
