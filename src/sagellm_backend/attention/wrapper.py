@@ -25,7 +25,7 @@ from .kv_quant import canonical_kv_cache_dtype, check_scales, fp8_dtype
 from .paged import select_paged_ops
 from .paged_workspace import DecodeWorkspace, decode_workspace
 from .variants import AttentionVariants
-from .wrapper_plan import StepInputs, check_on_device, check_static
+from .wrapper_plan import StepInputs, check_on_device, check_static, pack_host
 from .wrapper_rope import check_rope, rotated_copies
 
 __all__ = ["PagedAttentionWrapper"]
@@ -115,6 +115,7 @@ class PagedAttentionWrapper:
                 if pin:
                     self._events.append(torch.cuda.Event())  # type: ignore[no-untyped-call]  # torch declares no types for it
         self._recorded = [False, False]
+        self._staging_np: list[tuple[Any, ...] | None] = [None] * len(self._staging)
         self._view_cache: dict[int, tuple[torch.Tensor, ...]] = {}
         self._page_shape = torch.Size((self.block_size, self.num_kv_heads, self.head_size))
         self._shapes = (torch.Size(), torch.Size())  # query and key/value shapes of the planned batch
@@ -221,37 +222,16 @@ class PagedAttentionWrapper:
 
     def _fill_from_host(self, step: StepInputs, trusted: bool) -> None:
         """Pack host inputs into the next staging pair (numpy) and copy it to the device (no host sync)."""
-        import numpy as np
-
         k = self._next if len(self._staging) > 1 else 0
-        i32, i64, raw = self._staging[k]
         if self._events and self._recorded[k]:
             self._events[k].synchronize()  # the copy of two plans ago; long finished in any real loop
-        ctx, table, slots = step.ctx.numpy(), step.table.numpy(), step.slots.numpy()
-        if trusted:
-            nb = self._num_blocks
-            table = np.clip(table, 0, None if nb is None else nb - 1)
-            if nb is not None:
-                slots = np.where(slots < nb * self.block_size, slots, -1)
-        n, w = table.shape
-        a32, a64 = i32.numpy(), i64.numpy()
-        mb, width = self.max_batch, self.max_blocks_per_seq
-        # Every element but the alignment gap before the key lengths (zero from the start, never written) is
-        # written: no stale value of an earlier step survives; padding rows: zeros, slot -1.
-        tables = a32[: mb * width].reshape(mb, width)
-        tables[:n, :w] = table
-        tables[:n, w:] = 0
-        tables[n:] = 0
-        kl = self._kl_at
-        a32[kl : kl + n] = np.clip(ctx.astype(np.int64) + 1, 0, width * self.block_size)
-        a32[kl + n :] = 0
-        a64[:n] = slots
-        a64[n:mb] = -1
-        a64[mb : mb + n] = ctx
-        a64[mb + n :] = 0
-        if i32 is self._i32:
+        views = self._staging_np[k]
+        if views is None:  # numpy views of the staging buffers, made once
+            views = self._staging_np[k] = tuple(t.numpy() for t in self._split(*self._staging[k][:2]))
+        pack_host(step, views, self.block_size, self._num_blocks, trusted)
+        if k == 0 and self._staging[0][0] is self._i32:
             return
-        self._bytes.copy_(raw, non_blocking=True)
+        self._bytes.copy_(self._staging[k][2], non_blocking=True)
         if self._events:
             self._events[k].record()
             self._recorded[k] = True

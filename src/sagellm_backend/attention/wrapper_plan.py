@@ -15,7 +15,7 @@ import torch
 
 from ..errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidBlockError
 
-__all__ = ["StepInputs", "check_on_device", "check_static", "index_tensor"]
+__all__ = ["StepInputs", "check_on_device", "check_static", "index_tensor", "pack_host"]
 
 
 def index_tensor(name: str, value: object, ndim: int) -> torch.Tensor:
@@ -190,28 +190,76 @@ def check_on_device(step: StepInputs, block_size: int, num_blocks: int | None) -
 
 def _first_error_host(
     c: Any, t: Any, s: Any, block_size: int, num_blocks: int | None
-) -> tuple[int, int]:  # numpy arrays: cheaper than torch ops on a few thousand ints
+) -> tuple[int, int]:  # numpy arrays: cheaper than torch ops on a few thousand ints; few calls, each costs ~1 us
     """``(-1, largest used block id)`` if the host arrays pass :func:`check_on_device`'s checks, else
     ``(k, 0)`` with ``k`` the first failing check (0 lengths, 1 block ids, 2 slots). With ``num_blocks`` given the
     largest id may be returned as -1 (the caller only keeps it while the cache size is unknown)."""
     import numpy as np
 
-    w = t.shape[1]
-    c = c.astype(np.int64, copy=False)
-    if c.min() < 0 or int(c.max()) + 1 > w * block_size:
+    n, w = t.shape
+    hi = _max_below(c, w * block_size)
+    if hi is None:
         return 0, 0
-    col = c // block_size
-    used = t[:, : int(col.max()) + 1] if col.size else t[:, :0]  # no row uses a column past the longest's
-    # With the cache size known, a rectangle of valid ids holds valid used entries (no mask, no copy); the exact
-    # largest used id is only needed while the size is unknown.
-    if num_blocks is not None and used.size and int(used.min()) >= 0 and int(used.max()) < num_blocks:
+    col, rem = np.divmod(c, block_size)
+    used = t[:, : hi // block_size + 1]  # no row uses a column past the longest's
+    # With the cache size known, a rectangle of valid ids holds valid used entries (no mask, no copy).
+    if num_blocks is not None and (not used.size or _max_below(used, num_blocks) is not None):
         top = -1
     else:
         ids = used[np.arange(used.shape[1])[None, :] <= col[:, None]]  # every used entry (each row uses 0..col)
         top = int(ids.max()) if ids.size else -1
         if (ids.size and int(ids.min()) < 0) or (num_blocks is not None and top >= num_blocks):
             return 1, 0
-    expected = t[np.arange(t.shape[0]), col].astype(np.int64) * block_size + c % block_size
-    if bool(((s >= 0) & (s != expected)).any()):
+    expected = np.multiply(t[np.arange(n), col], block_size, dtype=np.int64)
+    expected += rem
+    differ = s != expected
+    if np.count_nonzero(differ) and np.count_nonzero(s[differ] >= 0):  # a negative slot means "do not store"
         return 2, 0
     return -1, top
+
+
+def _max_below(values: Any, limit: int) -> int | None:
+    """The largest entry of the non-empty integer numpy array ``values`` if every entry is in ``[0, limit)``, else
+    None. Seen as unsigned, a negative int32/int64 is >= 2**31 >= ``limit``: one reduction checks both bounds."""
+    if values.dtype.kind == "i" and values.dtype.itemsize >= 4 and limit <= 2**31:
+        top = int(values.view(f"u{values.dtype.itemsize}").max())
+        return top if top < limit else None
+    top = int(values.max())
+    return top if int(values.min()) >= 0 and top < limit else None
+
+
+def pack_host(step: StepInputs, views: tuple[Any, ...], block_size: int, num_blocks: int | None, trusted: bool) -> None:
+    """Write one step's host inputs into a buffer's numpy views: real rows first, padding after. Every element is
+    written (no stale value of an earlier step survives); padding rows get zeros and slot -1.
+
+    Args:
+        step: The inputs (checked by :func:`check_on_device` unless ``trusted``).
+        views: ``(block_tables [mb, width], key_lens [mb], slot_mapping [mb], positions [mb])`` of the buffer.
+        block_size: Tokens per block.
+        num_blocks: Blocks of the cache, or None when not yet known.
+        trusted: Unchecked inputs: block ids clamped into the cache, slots outside it skipped, key lengths clamped
+            into the row.
+    """
+    import numpy as np
+
+    tables, kl, sl, pos = views
+    mb, width = tables.shape
+    ctx, table, slots = step.ctx.numpy(), step.table.numpy(), step.slots.numpy()
+    n, w = table.shape
+    if trusted:
+        np.clip(table, 0, None if num_blocks is None else num_blocks - 1, out=tables[:n, :w], casting="unsafe")
+        if num_blocks is not None:
+            slots = np.where(slots < num_blocks * block_size, slots, -1)
+        kl[:n] = np.clip(ctx.astype(np.int64) + 1, 0, width * block_size)
+    else:
+        tables[:n, :w] = table
+        np.add(ctx, 1, out=kl[:n], casting="unsafe")  # checked: 1 <= ctx + 1 <= w * block_size
+    if w < width:
+        tables[:n, w:] = 0
+    sl[:n] = slots
+    pos[:n] = ctx
+    if n < mb:
+        tables[n:] = 0
+        kl[n:] = 0
+        sl[n:] = -1
+        pos[n:] = 0
