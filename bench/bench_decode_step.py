@@ -421,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trusted", action="store_true", help="plan(trusted=True): no validation sync per step")
     ap.add_argument("--rope-outside", action="store_true", help="RoPE as its own kernel, not inside the attention")
     ap.add_argument(
+        "--decode-config",
+        metavar="BN/WARPS/STAGES/MERGE",
+        help="an experiment: this Triton decode configuration instead of the default for 16-bit caches",
+    )
+    ap.add_argument(
         "--hf-compile",
         choices=["auto", "on", "off"],
         default="auto",
@@ -437,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error("--device cuda: torch sees no CUDA device; use --device cpu")
+    if args.decode_config:
+        use_decode_config(args.decode_config)
     report = run(args)
     text = markdown(report)
     print(text)
@@ -450,6 +457,21 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)  # fmt: skip
             return 1
     return 0
+
+
+def use_decode_config(spec: str) -> None:
+    """Make ``BN/WARPS/STAGES/MERGE`` the Triton decode configuration of 16-bit caches (fp8 keeps its own)."""
+    from sagellm_backend.attention import paged_triton
+
+    bn, warps, stages, merge = (int(x) for x in spec.split("/"))
+    default = paged_triton.decode_config
+
+    def chosen(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool = False) -> Any:
+        if kv_fp8:
+            return default(head_dim, dtype, group, kv_fp8=True)
+        return paged_triton.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, merge_width=merge)
+
+    paged_triton.decode_config = chosen  # type: ignore[assignment]  # the experiment's choice
 
 
 def _json_default(o: Any) -> Any:
