@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One lent-GPU call for the sixth and seventh passes: the decode kernel inside a step against alone
-# (bench/probe_decode_in_step.py; PROBE=0 skips it), the decode-step bench (eager layers with in-place norms and
+# (bench/probe_decode_in_step.py; PROBE=0 skips it), the graphed step at 1k with the default decode configuration
+# and DECODE_CFG (STEPAB=1), the decode-step bench (eager layers with in-place norms and
 # caller-owned results, beside the same step allocating; BENCH=0 skips it), the step profile (PROFILE=0), the
 # attention host cost (HOST=0), the chunk/fp8 sweep (CHUNK=0), then the GPU tests of decode (TESTS_S seconds, 0
 # skips them; TESTS replaces the list).
@@ -12,11 +13,18 @@ OUT="${1:?usage: scripts/gpu_pass6.sh OUT}"
 {
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   if [[ "${PROBE:-1}" == 1 ]]; then
-    run_step "decode in step probe" 90 "$OUT/probe.txt" $PY bench/probe_decode_in_step.py
+    run_step "decode in step probe" 150 "$OUT/probe.txt" $PY bench/probe_decode_in_step.py
   fi
   if [[ "${BENCH:-1}" == 1 ]]; then
     run_step "decode-step bench" 150 "$OUT/decode_step.txt" \
       $PY bench/bench_decode_step.py --json "$OUT/decode_step.json" --plot "$OUT/decode_step.png" --time-budget 70
+  fi
+  if [[ "${STEPAB:-0}" == 1 ]]; then  # the graphed step at batch 1, 8, 64 x 1k: default decode, then DECODE_CFG
+    for cfg in default "${DECODE_CFG:-32/4/1/1}"; do
+      opt=(); [[ $cfg == default ]] || opt=(--decode-config "$cfg")
+      run_step "decode-step A/B: $cfg" 120 "$OUT/step_ab_${cfg//\//_}.txt" $PY bench/bench_decode_step.py \
+        --cases 1x1k 8x1k 64x1k --hf-compile off "${opt[@]}" --json "$OUT/step_ab_${cfg//\//_}.json"
+    done
   fi
   if [[ "${PROFILE:-1}" == 1 ]]; then
     run_step "profile" 60 "$OUT/profile.txt" $PY bench/profile_decode_step.py --batches 1 64
@@ -41,6 +49,7 @@ OUT="${1:?usage: scripts/gpu_pass6.sh OUT}"
 cat "$OUT/final.txt"
 cut -c1-400 "$OUT/probe.txt" 2>/dev/null
 grep '^|' "$OUT/decode_step.txt" 2>/dev/null | head -12
+for f in "$OUT"/step_ab_*.txt; do [[ -e $f ]] && { echo "$f"; grep -E '^\|' "$f" | head -6; }; done
 grep -E "^\| (add_rmsnorm|silu_mul|attention|torch.add|F.linear|one eager|decode_kernel|rmsnorm_kernel)|^## (eager|graphed)" "$OUT/profile.txt" 2>/dev/null | head -30
 grep -v -i warn "$OUT/chunk.txt" 2>/dev/null | cut -c1-300 | head -40
 grep -c PASSED "$OUT/pytest.txt" 2>/dev/null; grep -E "FAILED|ERROR|passed|failed" "$OUT/pytest.txt" 2>/dev/null | grep -v PASSED | tail -15
