@@ -320,6 +320,24 @@ def test_run_rejects_shapes_and_other_caches() -> None:
         w.run(q, k, k, small)
 
 
+@pytest.mark.parametrize("bad", ["query", "key", "value", "cache pair", "cache three", "cache item"])
+def test_run_refuses_inputs_that_are_not_tensors_typed_and_writes_nothing(bad: str) -> None:
+    d = Dims()
+    w = _wrapper(d)
+    kc, vc = _caches(d, torch.float32, 0)[0]
+    w.plan([1], [[39]], [157])
+    args: list[Any] = [torch.randn(1, d.heads, d.head_dim)] + [torch.randn(1, d.kv_heads, d.head_dim)] * 2
+    cache: Any = (kc, vc)
+    if bad in ("query", "key", "value"):
+        args[["query", "key", "value"].index(bad)] = args[0].tolist()
+    else:
+        cache = {"cache pair": kc, "cache three": (kc, vc, vc), "cache item": (kc, vc.tolist())}[bad]
+    before = kc.clone(), vc.clone()
+    with pytest.raises(InvalidArgumentTypeError, match="run takes tensors"):
+        w.run(*args, cache)
+    assert torch.equal(kc, before[0]) and torch.equal(vc, before[1])
+
+
 @pytest.mark.parametrize(
     "kw,err",
     [({"num_heads": 3}, InvalidArgumentError), ({"block_size": 0}, InvalidArgumentError),

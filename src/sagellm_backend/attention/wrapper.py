@@ -330,7 +330,8 @@ class PagedAttentionWrapper:
             InvalidArgumentError: Shapes that do not match the plan or the wrapper, a cache whose block count
                 differs from the one planned for, a scale of another element count, an ``out`` sharing memory
                 with the other tensors.
-            InvalidArgumentTypeError: Scales missing for an fp8 cache or given for an ``"auto"`` one.
+            InvalidArgumentTypeError: Inputs that are not tensors (``kv_cache`` not a pair of them); scales missing
+                for an fp8 cache or given for an ``"auto"`` one.
             UnsupportedDTypeError: Tensors of different dtypes, a cache not of ``kv_cache_dtype``, a dtype
                 attention does not compute in, a scale that is not float32.
             InvalidDeviceError: A tensor not on the wrapper's device.
@@ -338,13 +339,19 @@ class PagedAttentionWrapper:
                 ``kv_cache_dtype`` (the registry's message says what each supports).
         """
         b = self._batch
-        k_cache, v_cache = kv_cache
+        try:
+            k_cache, v_cache = kv_cache
+            qs, ks, vs, kcs, vcs = query.shape, key.shape, value.shape, k_cache.shape, v_cache.shape
+        except (AttributeError, TypeError, ValueError):
+            raise InvalidArgumentTypeError(
+                "run takes tensors query, key, value and a (K, V) pair of cache tensors; got "
+                f"{type(query).__name__}, {type(key).__name__}, {type(value).__name__}, {type(kv_cache).__name__}."
+            ) from None
         q_shape, kv_shape = self._shapes
         if out is not None and not plain_out(out):  # a tensor, contiguous, writable in place
             check_out("run", out, q_shape, query.dtype, query.device, ())  # raises, saying what is wrong
         if (
-            query.shape != q_shape or key.shape != kv_shape or value.shape != kv_shape
-            or k_cache.shape[1:] != self._page_shape or v_cache.shape != k_cache.shape
+            qs != q_shape or ks != kv_shape or vs != kv_shape or kcs[1:] != self._page_shape or vcs != kcs
             or (out is not None and out.shape != q_shape)
         ):  # fmt: skip
             raise InvalidArgumentError(
