@@ -10,7 +10,10 @@ instead, steered onto the Triton ops the same way (``--output``: into the caller
 ``--engine`` times the Triton engine kernels of one decode
 layer (``rmsnorm``, ``add_rmsnorm``, ``silu_mul``, ``rotary_embedding``) the same way, beside one plain torch call.
 
-Usage: ``PYTHONPATH=src python bench/bench_wrapper_host_fake.py [--variants] [--fp8] [--forward] [--engine]``;
+``--plan`` times ``PagedAttentionWrapper.plan`` with host inputs (and ``trusted=True``): the host checks and packing,
+without the device copy a CUDA wrapper adds.
+
+Usage: ``PYTHONPATH=src python bench/bench_wrapper_host_fake.py [--variants] [--fp8] [--forward] [--engine] [--plan]``;
 prints one JSON line.
 """
 
@@ -85,6 +88,7 @@ def main() -> None:
     ap.add_argument("--fp8", action="store_true", help="fp8_e4m3 cache with per-tensor scales")
     ap.add_argument("--forward", action="store_true", help="time forward() with reused metadata instead")
     ap.add_argument("--output", action="store_true", help="with --forward: into a caller's output buffer")
+    ap.add_argument("--plan", action="store_true", help="time plan() with host inputs (plain and trusted) instead")
     ap.add_argument("--reps", type=int, default=20000)
     ap.add_argument("--engine", action="store_true", help="time the Triton engine kernels of a decode layer instead")
     a = ap.parse_args()
@@ -130,6 +134,13 @@ def main() -> None:
         k = torch.zeros(batch, hkv, d, dtype=torch.bfloat16)
         out = torch.empty_like(q)
         sc: dict[str, Any] = {"k_scale": torch.ones(1), "v_scale": torch.ones(1)} if a.fp8 else {}
+        if a.plan:  # int32 tensors on the host, as the GPU host-cost bench passes them; no device copy on CPU
+            lens, t32 = torch.full((batch,), width * bs - 1, dtype=torch.int32), table.to(torch.int32)
+            slots = t32[:, -1].to(torch.int64) * bs + bs - 1
+            plan_us = _median_us(lambda: w.plan(lens, t32, slots), a.reps)
+            trusted_us = _median_us(lambda: w.plan(lens, t32, slots, trusted=True), a.reps)
+            rows.append({"batch": batch, "plan_us": plan_us, "trusted_us": trusted_us})
+            continue
         if a.forward:
             backend = PagedAttentionBackend(bs, **opts)
             md = PagedAttentionMetadataBuilder(bs).build_decode_metadata([width * bs - 1] * batch, table)
@@ -153,7 +164,8 @@ def main() -> None:
             times.append(time.perf_counter_ns() - t0)
         launches = (_FakeCompiled.launches - before) / a.reps
         rows.append({"batch": batch, "median_us": statistics.median(times) / 1e3, "launches_per_run": launches})
-    print(json.dumps({"variants": a.variants, "fp8": a.fp8, "forward": a.forward, "output": a.output, "rows": rows}))
+    print(json.dumps({"variants": a.variants, "fp8": a.fp8, "forward": a.forward, "output": a.output, "plan": a.plan,
+                      "rows": rows}))  # fmt: skip
 
 
 def _median_us(call: Any, reps: int) -> float:
