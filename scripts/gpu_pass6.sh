@@ -3,7 +3,7 @@
 # (bench/probe_decode_in_step.py; PROBE=0 skips it), the graphed step at 1k with the default decode configuration
 # and DECODE_CFG (STEPAB=1), the decode-step bench (eager layers with in-place norms and
 # caller-owned results, beside the same step allocating; BENCH=0 skips it), the step profile (PROFILE=0), the
-# attention host cost (HOST=0), the chunk/fp8 sweep (CHUNK=0), then the GPU tests of decode (TESTS_S seconds, 0
+# attention host cost (HOST=0), the chunk/fp8 sweep (CHUNK=0; CHUNK_ARGS its options), then the GPU tests of decode (TESTS_S seconds, 0
 # skips them; TESTS replaces the list).
 #
 #   scripts/gpu_pass6.sh OUT
@@ -34,7 +34,8 @@ OUT="${1:?usage: scripts/gpu_pass6.sh OUT}"
       $PY -m sagellm_backend bench --provider cuda --only "attention host cost" --report "$OUT/host_cost.md"
   fi
   if [[ "${CHUNK:-1}" == 1 ]]; then
-    run_step "chunk + fp8 sweep" 100 "$OUT/chunk.txt" $PY bench/tune_decode_chunk.py
+    # shellcheck disable=SC2086  # CHUNK_ARGS is a list of options
+    run_step "chunk + fp8 sweep" 100 "$OUT/chunk.txt" $PY bench/tune_decode_chunk.py ${CHUNK_ARGS:-}
   fi
   if [[ "${TESTS_S:-150}" != 0 ]]; then
     step "GPU tests"
