@@ -22,8 +22,9 @@ OUT="${1:?usage: scripts/gpu_pass6.sh OUT}"
   if [[ "${STEPAB:-0}" == 1 ]]; then  # the graphed step at batch 1, 8, 64 x 1k: default decode, then DECODE_CFG
     for cfg in default "${DECODE_CFG:-32/4/1/1}"; do
       opt=(); [[ $cfg == default ]] || opt=(--decode-config "$cfg")
+      # shellcheck disable=SC2086  # STEPAB_CASES is a list of case names
       run_step "decode-step A/B: $cfg" 120 "$OUT/step_ab_${cfg//\//_}.txt" $PY bench/bench_decode_step.py \
-        --cases 1x1k 8x1k 64x1k --hf-compile off "${opt[@]}" --json "$OUT/step_ab_${cfg//\//_}.json"
+        --cases ${STEPAB_CASES:-1x1k 8x1k 64x1k} --hf-compile off "${opt[@]}" --json "$OUT/step_ab_${cfg//\//_}.json"
     done
   fi
   if [[ "${PROFILE:-1}" == 1 ]]; then
