@@ -363,8 +363,13 @@ BAD_CALLS = [
     ),
     ("cache_shapes_differ", _set("kv_cache", lambda c: (c["kv_cache"][0], c["kv_cache"][1][:5])), InvalidArgumentError),
     (
-        "cache_inner_not_contiguous",
-        _set("kv_cache", lambda c: tuple(x.transpose(1, 2).contiguous().transpose(1, 2) for x in c["kv_cache"])),
+        "cache_d_not_innermost",
+        _set("kv_cache", lambda c: tuple(x.transpose(2, 3).contiguous().transpose(2, 3) for x in c["kv_cache"])),
+        InvalidArgumentError,
+    ),
+    (
+        "cache_blocks_overlap",
+        _set("kv_cache", lambda c: tuple(x[:1].expand_as(x) for x in c["kv_cache"])),
         InvalidArgumentError,
     ),
     ("cache_on_meta", _set("kv_cache", lambda c: tuple(x.to("meta") for x in c["kv_cache"])), InvalidDeviceError),

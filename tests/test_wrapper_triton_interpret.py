@@ -3,7 +3,8 @@ keys (padding) give zeros with any split count (the split merge used to compute 
 caller-owned workspace gives the same bits as fresh buffers and is left with zero counters, and slots past the
 cache are skipped. The fused store + decode (one launch, ``paged_decode_store``) equals ``store_kv`` then
 ``paged_decode`` and the float64 reference with variants and fp8 caches, padding rows (length 0, slot -1), real rows
-whose store is skipped (they read the cache) and 1 to 3 splits.
+whose store is skipped (they read the cache) and 1 to 3 splits; over head-major pages (FlashInfer's HND) the same
+bits as over token-major ones.
 
 The interpreter must be on before Triton is imported, so the checks run in a child process (``python this_file``)
 that prints one JSON object; the tests read it.
@@ -170,6 +171,16 @@ def _fused_checks() -> list[dict[str, Any]]:
                 ks, vs = kc0.clone(), vc0.clone()
                 pt.store_kv(k, v, ks, vs, slots, **sc)
                 apart = pt.paged_decode(q, ks, vs, table, seq, 0.25, cfg=cfg, splits=splits, **var, **sc)
+                # The same launches over head-major pages ([nb, Hkv, bs, D] seen as [nb, bs, Hkv, D]): same bits.
+                kh, vh, kh2, vh2 = (c.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3) for c in (kc0, vc0) * 2)
+                fused_h = pt.paged_decode_store(
+                    q, k, v, kh, vh, table, seq, slots, 0.25, cfg=cfg, splits=splits, **var, **sc
+                )
+                pt.store_kv(k, v, kh2, vh2, slots, **sc)
+                apart_h = pt.paged_decode(q, kh2, vh2, table, seq, 0.25, cfg=cfg, splits=splits, **var, **sc)
+                same_h = [torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in (
+                    (fused_h, fused), (apart_h, apart), (kh, kf), (vh, vf), (kh2, ks), (vh2, vs)
+                )]  # fmt: skip
                 # fp8: the reference reads the cache the fused kernel wrote (the interpreter's fp8 rounding differs
                 # from torch's in the last bit, see test_attention_fp8); fp16: the two stores agree bit for bit.
                 ref = reference_paged_decode(q[1:], kf, vf, table[1:], seq[1:], 0.25, **var, **sc)
@@ -184,6 +195,7 @@ def _fused_checks() -> list[dict[str, Any]]:
                     "same_store": kv != "auto" or (torch.equal(bits[0], bits[2]) and torch.equal(bits[1], bits[3])),
                     "written": written,
                     "want_written": sorted([int(s) // bs, int(s) % bs] for s in slots.tolist() if 0 <= s < nb * bs),
+                    "head_major_same": same_h,
                 })  # fmt: skip
     return cases
 
@@ -382,6 +394,11 @@ def test_fused_store_and_decode_matches_the_reference_and_the_two_launches(verdi
         assert c["written"] == c["want_written"] and len(c["written"]) == 2, c  # rows 1 and 2 only
         assert c["err"] <= 2e-3, c
         assert c["vs_apart"] <= 2e-3, c
+
+
+def test_head_major_pages_give_the_same_bits_as_token_major(verdict: dict[str, Any]) -> None:
+    # fused and two-launch results, and the caches they stored into, for every cache dtype, variant and split count
+    assert [c["head_major_same"] for c in verdict["fused"]] == [[True] * 6] * 12
 
 
 def test_fused_decode_with_fp16_dots_matches_the_reference(verdict: dict[str, Any]) -> None:

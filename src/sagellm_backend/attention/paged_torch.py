@@ -54,9 +54,12 @@ def _workspace(purpose: str, numel: int, dtype: torch.dtype, device: torch.devic
     return buf[:numel]
 
 
-def _pages(cache: torch.Tensor) -> torch.Tensor:
-    """``[num_blocks, block_size*Hkv*D]`` view of a cache whose inner three dims are contiguous."""
+def _pages(cache: torch.Tensor) -> torch.Tensor | None:
+    """``[num_blocks, block_size*Hkv*D]`` view of a cache whose inner three dims are contiguous (token-major pages),
+    else None."""
     n, bs, h, d = cache.shape
+    if cache.stride()[1:] != (h * d, d, 1):
+        return None
     return cache.as_strided((n, bs * h * d), (cache.stride(0), 1), cache.storage_offset())
 
 
@@ -72,9 +75,12 @@ def _gather(
     b, nb = table.shape
     ids = table.reshape(-1).clamp(0, n - 1)
     pages = _pages(cache)
+    shape: tuple[int, ...] = (b * nb, bs * h * d)
+    if pages is None:  # other page layouts (head-major): gathered page by page into [bs, Hkv, D] order
+        pages, shape = cache, (b * nb, bs, h, d)
     ws = _workspace(purpose, b * nb * bs * h * d, cache.dtype, cache.device)
-    out = pages.index_select(0, ids) if ws is None else torch.index_select(pages, 0, ids, out=ws.view(b * nb, -1))
-    out = out.view(b, nb * bs, h, d)
+    out = pages.index_select(0, ids) if ws is None else torch.index_select(pages, 0, ids, out=ws.view(shape))
+    out = out.reshape(b, nb * bs, h, d)
     if out.dtype == compute and scale is None:
         return out
     wide = _workspace(purpose + "/compute", out.numel(), compute, cache.device)

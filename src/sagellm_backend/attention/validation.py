@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "QKVShape", "check_kv_cache", "check_mask", "check_metadata", "check_output", "check_qkv", "resolve_scale",
+    "QKVShape", "check_kv_cache", "check_mask", "check_metadata", "check_output", "check_qkv", "layout_error",
+    "page_layout", "resolve_scale",
 ]  # fmt: skip
 
 #: Element dtypes attention computes in (float64 runs on the torch ops only).
@@ -194,8 +195,8 @@ def check_kv_cache(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Check a ``(K, V)`` pair of ``[num_blocks, block_size, Hkv, D]`` caches matching ``key``.
 
-    Both must have one of ``cache_dtypes`` (default: the key's dtype), the key's device, Hkv and D, and
-    contiguous inner three dims (``stride(0)`` is free).
+    Both must have one of ``cache_dtypes`` (default: the key's dtype), the key's device, Hkv and D, and pages of
+    one of the layouts :func:`page_layout` names.
 
     Args:
         kv_cache: The pair.
@@ -228,12 +229,50 @@ def check_kv_cache(
             raise UnsupportedDTypeError(f"{name} dtype is {c.dtype}; it must be {want}.")
         if c.device != key.device:
             raise InvalidDeviceError(f"{name} is on {c.device} but key/query are on {key.device}.")
-        inner = (c.shape[2] * d, d, 1)
-        if any(c.stride(i) != s and c.shape[i] > 1 for i, s in zip((1, 2, 3), inner)):
-            raise InvalidArgumentError(
-                f"{name} needs contiguous [block_size, Hkv, D] blocks (strides {inner} for dims 1-3); "
-                f"got strides {tuple(c.stride())}."
-            )
+        if page_layout(c) is None:
+            raise InvalidArgumentError(layout_error(name, c))
     if tuple(kc.shape) != tuple(vc.shape):
         raise InvalidArgumentError(f"key and value caches differ in shape: {tuple(kc.shape)} vs {tuple(vc.shape)}.")
     return kc, vc
+
+
+def page_layout(cache: torch.Tensor) -> str | None:
+    """The layout of a ``[num_blocks, block_size, Hkv, D]`` cache's pages, as the kernels read them (any strides,
+    D innermost): ``"NHD"`` when each page is stored ``[block_size, Hkv, D]`` (token-major, contiguous: the shape
+    :meth:`get_kv_cache_shape` gives), ``"HND"`` when stored ``[Hkv, block_size, D]`` (head-major, FlashInfer's
+    HND: one head's page is one contiguous run; pass ``hnd.permute(0, 2, 1, 3)``), None for anything else, including
+    blocks closer together than a page (they would share memory). A dimension of size 1 may have any stride.
+
+    Args:
+        cache: A 4-D tensor.
+
+    Returns:
+        ``"NHD"``, ``"HND"`` or None.
+    """
+    nb, bs, hkv, d = cache.shape
+    st = cache.stride()
+    if nb > 1 and st[0] < bs * hkv * d:
+        return None
+    for name, inner in (("NHD", (hkv * d, d, 1)), ("HND", (d, bs * d, 1))):
+        if all(st[i] == want or cache.shape[i] == 1 for i, want in zip((1, 2, 3), inner)):
+            return name
+    return None
+
+
+def layout_error(name: str, cache: torch.Tensor) -> str:
+    """The message for a cache whose :func:`page_layout` is None.
+
+    Args:
+        name: What the cache is called in the message.
+        cache: The cache.
+
+    Returns:
+        What is wrong and what would work.
+    """
+    _, bs, hkv, d = cache.shape
+    return (
+        f"{name} has strides {tuple(cache.stride())}; its [block_size, Hkv, D] pages must be stored token-major "
+        f"(strides ({hkv * d}, {d}, 1) for dims 1-3, a contiguous cache) or head-major (FlashInfer's HND: "
+        f"({d}, {bs * d}, 1), a [num_blocks, Hkv, block_size, D] tensor passed as .permute(0, 2, 1, 3)), with blocks "
+        f"at least a page ({bs * hkv * d} elements) apart."
+    )

@@ -24,6 +24,7 @@ from .base import positive_int
 from .kv_quant import canonical_kv_cache_dtype, check_scales, fp8_dtype
 from .paged import select_paged_ops
 from .paged_workspace import DecodeWorkspace, decode_workspace
+from .validation import layout_error, page_layout
 from .variants import AttentionVariants
 from .wrapper_plan import StepInputs, check_on_device, check_static, pack_host
 from .wrapper_rope import check_rope, rotated_copies
@@ -128,6 +129,7 @@ class PagedAttentionWrapper:
         self._fused: Any = None  # paged_launcher.FusedDecodeLauncher, made with the first Triton ops
         self._next, self._batch, self._real = 0, 0, 0
         self._top = -1  # largest block id planned while num_blocks was unknown (checked by the next run)
+        self._cache_strides: tuple[tuple[int, ...], ...] = ()  # the last caches' strides, of a layout run reads
         self._clamp_pending = False
         self._views(0)
 
@@ -314,7 +316,8 @@ class PagedAttentionWrapper:
             key: ``[batch_size, Hkv, D]``.
             value: ``[batch_size, Hkv, D]``.
             kv_cache: ``(K, V)``, each ``[num_blocks, block_size, Hkv, D]`` on the device, in the query's dtype
-                (``kv_cache_dtype="auto"``) or the fp8 dtype (or ``torch.uint8``).
+                (``kv_cache_dtype="auto"``) or the fp8 dtype (or ``torch.uint8``); pages token-major (contiguous)
+                or head-major (:func:`.validation.page_layout`).
             out: Optional ``[batch_size, Hq, D]`` result buffer in the query's dtype.
             k_scale: fp8 caches only: float32 device tensor of 1 or ``Hkv`` key scales (:mod:`.kv_quant`).
             v_scale: Same for values.
@@ -327,9 +330,9 @@ class PagedAttentionWrapper:
             ``[batch_size, Hq, D]``; padding rows are zeros.
 
         Raises:
-            InvalidArgumentError: Shapes that do not match the plan or the wrapper, a cache whose block count
-                differs from the one planned for, a scale of another element count, an ``out`` sharing memory
-                with the other tensors.
+            InvalidArgumentError: Shapes that do not match the plan or the wrapper, a cache of another layout, a
+                cache whose block count differs from the one planned for, a scale of another element count, an
+                ``out`` sharing memory with the other tensors.
             InvalidArgumentTypeError: Inputs that are not tensors (``kv_cache`` not a pair of them); scales missing
                 for an fp8 cache or given for an ``"auto"`` one.
             UnsupportedDTypeError: Tensors of different dtypes, a cache not of ``kv_cache_dtype``, a dtype
@@ -382,6 +385,12 @@ class PagedAttentionWrapper:
                 f"run needs every tensor on the wrapper's device {self._i32.device}; got query on {query.device}, "
                 f"key on {key.device}, value on {value.device}, caches on {k_cache.device} and {v_cache.device}."
             )
+        strides = (k_cache.stride(), v_cache.stride())
+        if strides != self._cache_strides:  # a layout not seen yet: token- or head-major pages (page_layout)
+            for name, c in (("key cache", k_cache), ("value cache", v_cache)):
+                if page_layout(c) is None:
+                    raise InvalidArgumentError(layout_error(name, c))
+            self._cache_strides = strides
         scales = check_scales(self.kv_cache_dtype, k_scale, v_scale, self.num_kv_heads, query.device)
         rope = None if cos_sin_cache is None and is_neox is None else check_rope(
             cos_sin_cache, is_neox, self.head_size, query.device
