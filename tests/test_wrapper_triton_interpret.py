@@ -69,6 +69,7 @@ def _checks() -> dict[str, Any]:
     out["store_changed"] = changed
     out["store_row_ok"] = bool(torch.equal(kc[0, 5], k_new[2]))
     out["fused"] = _fused_checks()
+    out["head_major_prefill"] = _head_major_prefill_checks()
     out["fused_f16"] = _fused_f16_checks()
     out["wrapper"] = _wrapper_checks()
     out["rope"] = _rope_checks()
@@ -198,6 +199,35 @@ def _fused_checks() -> list[dict[str, Any]]:
                     "head_major_same": same_h,
                 })  # fmt: skip
     return cases
+
+
+def _head_major_prefill_checks() -> list[bool]:
+    """Triton prefill over head-major pages gives the bits it gives over token-major ones (fp16 and e4m3 caches,
+    with and without a window)."""
+    import torch
+
+    from sagellm_backend.attention import paged_triton_prefill as pp
+    from sagellm_backend.attention.reference import make_block_tables
+
+    g = torch.Generator().manual_seed(8)
+    hq, hkv, d, bs, nb = 4, 2, 16, 8, 24
+    lens, qlens = [37, 9], [5, 9]  # cached context + new tokens, new tokens
+    table = make_block_tables(lens, bs, nb, generator=g, pad_value=0, extra_cols=1).int()
+    cu = torch.tensor([0, 5, 14], dtype=torch.int32)
+    q = torch.randn(sum(qlens), hq, d, generator=g).half()
+    same = []
+    for cdt in (torch.float16, torch.float8_e4m3fn):
+        kc, vc = (torch.randn(nb, bs, hkv, d, generator=g).to(cdt) for _ in range(2))
+        kh, vh = (c.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3) for c in (kc, vc))
+        sc = {} if cdt == torch.float16 else {"k_scale": torch.tensor([0.02]), "v_scale": torch.tensor([0.03])}
+        for window in (None, 20):
+            a, b = (
+                pp.paged_prefill(q, k, v, table, cu, torch.tensor(lens, dtype=torch.int32), 0.25,
+                                 cfg=pp.PrefillConfig(32, 16, 4, 1), sliding_window=window, **sc)
+                for k, v in ((kc, vc), (kh, vh))
+            )  # fmt: skip
+            same.append(bool(torch.equal(a, b)))
+    return same
 
 
 def _fused_f16_checks() -> list[dict[str, Any]]:
@@ -399,6 +429,7 @@ def test_fused_store_and_decode_matches_the_reference_and_the_two_launches(verdi
 def test_head_major_pages_give_the_same_bits_as_token_major(verdict: dict[str, Any]) -> None:
     # fused and two-launch results, and the caches they stored into, for every cache dtype, variant and split count
     assert [c["head_major_same"] for c in verdict["fused"]] == [[True] * 6] * 12
+    assert verdict["head_major_prefill"] == [True] * 4  # prefill: fp16 and e4m3 caches, with and without a window
 
 
 def test_fused_decode_with_fp16_dots_matches_the_reference(verdict: dict[str, Any]) -> None:
