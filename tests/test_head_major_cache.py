@@ -87,3 +87,36 @@ def test_wrapper_run_over_head_major_pages_equals_token_major_and_refuses_other_
             w.run(q, k, v, bad)
         assert all(torch.equal(a, b) for a, b in zip(bad, before))
     assert torch.equal(w.run(q, k, v, hnd), w.run(q, k, v, nhd))
+
+
+def test_pool_head_major_views_store_pages_head_major_and_attend_like_token_major() -> None:
+    from sagellm_backend import DType, InvalidArgumentTypeError, MockBackendProvider, get_provider
+
+    geom = {"num_layers": 2, "num_kv_heads": HKV, "head_dim": D}
+    pool = get_provider("cpu", kv_geometry=geom).create_kv_pool(NB, block_size=BS, dtype=DType.FP32)
+    kh, vh = pool.kv_caches(1, page_layout="HND")
+    assert tuple(kh.shape) == (NB, BS, HKV, D) and page_layout(kh) == "HND" and page_layout(vh) == "HND"
+    (b,) = pool.allocate(1)
+    kh[b, 3, 1] = 7.0  # token 3, head 1 of layer 1's K
+    raw = torch.frombuffer(bytearray(pool.read_block(b)), dtype=torch.float32).view(2, 2, HKV, BS, D)
+    assert bool((raw[0, 1, 1, 3] == 7.0).all()) and int((raw == 7.0).sum()) == D  # stored [Hkv, bs, D]
+    # attention over the pool's head-major views equals token-major caches holding the same values
+    g = torch.Generator().manual_seed(5)
+    pool.arena.copy_(torch.randn(pool.arena.shape, generator=g))
+    nhd = tuple(c.contiguous() for c in pool.kv_caches(1, page_layout="HND"))
+    hnd = pool.kv_caches(1, page_layout="HND")
+    w = PagedAttentionWrapper(HQ, HKV, D, block_size=BS, max_batch=1, max_blocks_per_seq=3, device="cpu")
+    w.plan([9], [[4, 8, 2]], [2 * BS + 1])
+    q, k, v = (torch.randn(1, h, D, generator=g) for h in (HQ, HKV, HKV))
+    assert torch.equal(w.run(q, k, v, hnd), w.run(q, k, v, nhd))
+    assert torch.equal(hnd[0], nhd[0]) and torch.equal(hnd[1], nhd[1])
+    mock_k, _ = (
+        MockBackendProvider(kv_geometry=geom)
+        .create_kv_pool(4, block_size=BS, dtype=DType.FP32)
+        .kv_caches(0, page_layout="HND")
+    )
+    assert tuple(mock_k.shape) == (4, BS, HKV, D) and mock_k.strides[1:] == (D * 4, BS * D * 4, 4)  # numpy views
+    with pytest.raises(InvalidArgumentError, match="HND"):
+        pool.kv_caches(0, page_layout="hnd")
+    with pytest.raises(InvalidArgumentTypeError):
+        pool.kv_caches(0, page_layout=1)  # type: ignore[arg-type]

@@ -114,17 +114,20 @@ class KVCachePool:
         self._state.check_open()
         return self._state.arena
 
-    def kv_caches(self, layer: int | None = None) -> Any:
+    def kv_caches(self, layer: int | None = None, *, page_layout: str = "NHD") -> Any:
         """Per-layer ``(K, V)`` views of the arena for paged attention (see :mod:`.layout`): torch tensors of the
         cache dtype (fp8 as ``torch.float8_e4m3fn``/``float8_e5m2``) on torch providers, numpy arrays on the Mock.
 
         Args:
             layer: A layer index, or ``None`` for every layer.
+            page_layout: ``"NHD"`` (token-major pages) or ``"HND"`` (head-major pages: faster fp8 decode); keep
+                one per pool.
 
         Returns:
-            ``(K, V)``, or a list of them; pool block ids are the block-table ids.
+            ``(K, V)``, or a list of them, each ``[num_blocks, block_size, Hkv, D]``; pool block ids are the
+            block-table ids.
         """
-        return layer_kv_caches(self.arena, self.geometry, self.dtype, layer)
+        return layer_kv_caches(self.arena, self.geometry, self.dtype, layer, page_layout)
 
     @property
     def arena_nbytes(self) -> int:
