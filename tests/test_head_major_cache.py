@@ -120,3 +120,24 @@ def test_pool_head_major_views_store_pages_head_major_and_attend_like_token_majo
         pool.kv_caches(0, page_layout="hnd")
     with pytest.raises(InvalidArgumentTypeError):
         pool.kv_caches(0, page_layout=1)  # type: ignore[arg-type]
+
+
+def test_a_pool_keeps_the_page_layout_of_its_first_views_and_migrates_only_to_the_same() -> None:
+    from sagellm_backend import DType, get_provider
+
+    p = get_provider("cpu", kv_geometry={"num_layers": 2, "num_kv_heads": HKV, "head_dim": D})
+    hnd, nhd, fresh = (p.create_kv_pool(4, block_size=BS, dtype=DType.FP32) for _ in range(3))
+    assert hnd.page_layout is None
+    hnd.kv_caches(page_layout="HND")
+    nhd.kv_caches(0)
+    assert (hnd.page_layout, nhd.page_layout) == ("HND", "NHD")
+    with pytest.raises(InvalidArgumentError, match="HND pages"):
+        hnd.kv_caches(0)  # the default, token-major
+    assert hnd.page_layout == "HND" and hnd.kv_caches(1, page_layout="HND")[0].shape == (4, BS, HKV, D)
+    ids = hnd.allocate(2)
+    before = nhd.stats()
+    with pytest.raises(InvalidArgumentError, match="its pages NHD, these HND"):
+        hnd.migrate_blocks(ids, nhd)
+    assert nhd.stats() == before  # nothing allocated there
+    moved = hnd.migrate_blocks(ids, fresh)  # a pool whose views were never made takes either
+    assert len(moved) == 2 and fresh.page_layout is None

@@ -288,6 +288,43 @@ def test_numpy_inputs_of_any_integer_dtype_and_strides_plan_like_lists(dtype: st
             assert torch.equal(getattr(got, name), getattr(want, name)), (name, t.strides)
 
 
+@pytest.mark.parametrize(
+    "dtype,top", [("int8", 127), ("uint8", 255), ("int16", 32767), ("uint16", 2000), ("uint64", 300)]
+)  # fmt: skip
+@pytest.mark.parametrize("block_size", [1, 128, 256])
+@pytest.mark.parametrize("trusted", [False, True])
+def test_narrow_and_unsigned_tensor_inputs_plan_like_int64_at_the_top_of_their_range(
+    dtype: str, top: int, block_size: int, trusted: bool
+) -> None:
+    tdt = getattr(torch, dtype)
+    width = top // block_size + 1
+    table = torch.arange(width)[None].to(tdt)
+    slot = (top // block_size) * block_size + top % block_size
+    kw: dict[str, Any] = {"block_size": block_size, "max_batch": 2, "max_blocks_per_seq": width, "device": "cpu"}
+    want = PagedAttentionWrapper(4, 2, 8, **kw)
+    want.plan(torch.tensor([top]), table.to(torch.int64), torch.tensor([slot]), batch_size=2, trusted=trusted)
+    got = PagedAttentionWrapper(4, 2, 8, **kw)
+    got.plan(torch.tensor([top], dtype=tdt), table, torch.tensor([slot]), batch_size=2, trusted=trusted)
+    assert want.key_lens.tolist() == [top + 1, 0]
+    for name in ("block_tables", "key_lens", "slot_mapping", "positions"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+
+
+def test_run_layout_memo_follows_the_block_count_and_numpy_inputs_are_typed_errors() -> None:
+    w = PagedAttentionWrapper(2, 1, 4, block_size=4, max_batch=1, max_blocks_per_seq=2, device="cpu", num_blocks=4)
+    w.plan([5], [[2, 3]], [13])
+    q, k = torch.randn(1, 2, 4), torch.randn(1, 1, 4)
+    pages = [torch.randn(16) for _ in range(2)]
+    one = tuple(p.as_strided((1, 4, 1, 4), (0, 4, 4, 1)) for p in pages)  # one block: any block stride
+    with pytest.raises(InvalidArgumentError, match="1 blocks"):
+        w.run(q, k, k, one)
+    aliased = tuple(p.as_strided((4, 4, 1, 4), (0, 4, 4, 1)) for p in pages)  # the same strides, 4 blocks in one
+    with pytest.raises(InvalidArgumentError, match="head-major"):
+        w.run(q, k, k, aliased)
+    with pytest.raises(InvalidArgumentTypeError, match="run takes tensors"):
+        w.run(q.numpy(), k.numpy(), k.numpy(), tuple(p.numpy() for p in aliased))  # type: ignore[arg-type]
+
+
 def test_trusted_plan_clamps_ids_and_run_cannot_write_outside() -> None:
     d = Dims()
     w = _wrapper(d)

@@ -1,9 +1,9 @@
 """Paged attention in Triton, the launches: K/V store into pages and decode with split-K (the kernels are in
 :mod:`.triton_kernels`, the shared tile loop in :mod:`.triton_tiles`, launch arguments in :mod:`.triton_args`).
 
-Caches are ``[num_blocks, block_size, Hkv, D]`` with the inner three dims contiguous and any
-``stride(0)``; every kernel takes the strides. Token ``n`` of a sequence lives in page
-``block_tables[b, n // block_size]`` at row ``n % block_size``; the tile loop gathers ``BLOCK_N``
+Caches are ``[num_blocks, block_size, Hkv, D]`` with D innermost, pages token- or head-major
+(:func:`.validation.page_layout`) and any ``stride(0)``; every kernel takes the strides. Token ``n`` of a
+sequence lives in page ``block_tables[b, n // block_size]`` at row ``n % block_size``; the tile loop gathers ``BLOCK_N``
 tokens at a time through the block table, so ``BLOCK_N`` does not depend on the page size.
 
 All query heads that share one KV head are rows of one program (padded to at least 16 rows for
@@ -103,7 +103,7 @@ def store_kv(
     Args:
         key: ``[T, Hkv, D]``.
         value: ``[T, Hkv, D]``.
-        k_cache: ``[num_blocks, block_size, Hkv, D]``, inner three dims contiguous.
+        k_cache: ``[num_blocks, block_size, Hkv, D]``, D innermost (token- or head-major pages).
         v_cache: Same shape as ``k_cache``.
         slot_mapping: int32/int64 ``[T]``; slot ``s`` is block ``s // block_size``, row ``s % block_size``.
         k_scale: For fp8 caches: 1 or ``Hkv`` float32 key scales; stores ``clamp(key / k_scale)`` in the

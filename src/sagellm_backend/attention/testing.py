@@ -12,7 +12,8 @@ and ``k_scale``, ``v_scale`` (all three ops; :mod:`.kv_quant`): :class:`~.varian
 
 What the checks assume of the caller (the backend validates it) and demand of the ops:
 
-- caches are ``[num_blocks, block_size, Hkv, D]``; the inner three dims are contiguous, ``stride(0)``
+- caches are ``[num_blocks, block_size, Hkv, D]``; the inner three dims are contiguous (the checks use
+  token-major pages; the backend also accepts head-major ones, :func:`.validation.page_layout`), ``stride(0)``
   is arbitrary and the storage offset may be non-zero (the checks use one layer's K or V view of a
   block-major arena ``[num_blocks, 2, num_layers, block_size, Hkv, D]``);
 - index tensors (``slot_mapping``, ``block_tables``, ``seq_lens``, ``cu_seqlens_q``) are int32 or int64

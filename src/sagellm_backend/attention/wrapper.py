@@ -129,7 +129,7 @@ class PagedAttentionWrapper:
         self._fused: Any = None  # paged_launcher.FusedDecodeLauncher, made with the first Triton ops
         self._next, self._batch, self._real = 0, 0, 0
         self._top = -1  # largest block id planned while num_blocks was unknown (checked by the next run)
-        self._cache_strides: tuple[tuple[int, ...], ...] = ()  # the last caches' strides, of a layout run reads
+        self._cache_strides: tuple[Any, ...] = ()  # the last caches' strides and block count, of a layout run reads
         self._clamp_pending = False
         self._views(0)
 
@@ -342,14 +342,18 @@ class PagedAttentionWrapper:
                 ``kv_cache_dtype`` (the registry's message says what each supports).
         """
         b = self._batch
-        try:
-            k_cache, v_cache = kv_cache
-            qs, ks, vs, kcs, vcs = query.shape, key.shape, value.shape, k_cache.shape, v_cache.shape
-        except (AttributeError, TypeError, ValueError):
+        pair = kv_cache if isinstance(kv_cache, (tuple, list)) and len(kv_cache) == 2 else (None, None)
+        k_cache, v_cache = pair
+        t = torch.Tensor
+        if not (
+            isinstance(query, t) and isinstance(key, t) and isinstance(value, t) and isinstance(k_cache, t)
+            and isinstance(v_cache, t)
+        ):  # fmt: skip
             raise InvalidArgumentTypeError(
                 "run takes tensors query, key, value and a (K, V) pair of cache tensors; got "
                 f"{type(query).__name__}, {type(key).__name__}, {type(value).__name__}, {type(kv_cache).__name__}."
-            ) from None
+            )
+        qs, ks, vs, kcs, vcs = query.shape, key.shape, value.shape, k_cache.shape, v_cache.shape
         q_shape, kv_shape = self._shapes
         if out is not None and not plain_out(out):  # a tensor, contiguous, writable in place
             check_out("run", out, q_shape, query.dtype, query.device, ())  # raises, saying what is wrong
@@ -385,7 +389,7 @@ class PagedAttentionWrapper:
                 f"run needs every tensor on the wrapper's device {self._i32.device}; got query on {query.device}, "
                 f"key on {key.device}, value on {value.device}, caches on {k_cache.device} and {v_cache.device}."
             )
-        strides = (k_cache.stride(), v_cache.stride())
+        strides = (k_cache.stride(), v_cache.stride(), k_cache.shape[0])  # page_layout depends on these only
         if strides != self._cache_strides:  # a layout not seen yet: token- or head-major pages (page_layout)
             for name, c in (("key cache", k_cache), ("value cache", v_cache)):
                 if page_layout(c) is None:

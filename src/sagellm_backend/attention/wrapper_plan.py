@@ -27,7 +27,7 @@ def index_tensor(name: str, value: object, ndim: int) -> torch.Tensor:
         ndim: Required rank (1 or 2).
 
     Returns:
-        The tensor (int32 and int64 arrays keep their dtype; lists and other integer arrays become int64).
+        The tensor (int32 and int64 keep their dtype; lists and other integer arrays and tensors become int64).
 
     Raises:
         InvalidArgumentTypeError: Not integers (floats, bools, strings ...).
@@ -59,6 +59,8 @@ def index_tensor(name: str, value: object, ndim: int) -> torch.Tensor:
         raise InvalidArgumentTypeError(f"{name} must be an integer tensor; got dtype {t.dtype}.")
     if t.dim() != ndim:
         raise InvalidArgumentError(f"{name} must be {ndim}-D; got shape {tuple(t.shape)}.")
+    if t.dtype not in (torch.int32, torch.int64):  # narrow or unsigned ints would wrap in the checks' arithmetic
+        t = t.to(torch.int64)
     return t
 
 
@@ -200,7 +202,7 @@ def _first_error_host(
     hi = _max_below(c, w * block_size)
     if hi is None:
         return 0, 0
-    col, rem = np.divmod(c, block_size)
+    col, rem = np.divmod(c, np.int64(block_size))  # an int64 divisor: no overflow in a narrow dtype
     used = t[:, : hi // block_size + 1]  # no row uses a column past the longest's
     # With the cache size known, a rectangle of valid ids holds valid used entries (no mask, no copy).
     if num_blocks is not None and (not used.size or _max_below(used, num_blocks) is not None):

@@ -25,7 +25,7 @@ from ..protocol import DType
 if TYPE_CHECKING:
     from .geometry import KVGeometry
 
-__all__ = ["PAGE_LAYOUTS", "layer_kv_caches"]
+__all__ = ["PAGE_LAYOUTS", "layer_kv_caches", "same_layout"]
 
 _ATTENTION_DTYPES = (DType.FP32, DType.FP16, DType.BF16, DType.FP8)
 #: Page layouts of the views: token-major (``[block_size, Hkv, D]`` pages) and head-major (``[Hkv, block_size, D]``).
@@ -94,3 +94,23 @@ def layer_kv_caches(
 def _address(a: Any) -> int:
     """Address of a torch tensor's or numpy array's first element."""
     return int(a.data_ptr()) if hasattr(a, "data_ptr") else int(a.__array_interface__["data"][0])
+
+
+def same_layout(fixed: str | None, asked: str) -> str:
+    """The page layout a pool keeps: ``asked`` when the pool has none yet or the same one.
+
+    Args:
+        fixed: The pool's layout, or None before its first views.
+        asked: A layout :func:`layer_kv_caches` accepted.
+
+    Returns:
+        The layout.
+
+    Raises:
+        InvalidArgumentError: ``asked`` differs from ``fixed``.
+    """
+    if fixed not in (None, asked):
+        raise InvalidArgumentError(
+            f"this pool's blocks hold {fixed} pages; ask for those views (page_layout={fixed!r})."
+        )
+    return asked

@@ -1,11 +1,10 @@
 """Paged KV-cache pool: one preallocated arena per device, O(1) block ids, reference counts.
 
-Arena layout, block-major (block ``i`` is ``arena[i]``, one contiguous run of bytes, the storage of a
-``KVBlock`` of ``block_size`` tokens: :meth:`KVCachePool.block`): ``(num_blocks, kv_factor, num_layers,
-block_size, num_kv_heads, head_dim)`` (``head_dim // 2`` bytes for packed int4).
-
-A pool's parts are held in its :class:`~.state.PoolState` (id allocator, arena, block mover); it
-reaches its provider only through a :class:`PoolHost`. Every batch operation validates first and
+Arena layout, block-major (block ``i`` is ``arena[i]``, one contiguous run of bytes, the storage of a ``KVBlock``
+of ``block_size`` tokens: :meth:`KVCachePool.block`): ``(num_blocks, kv_factor, num_layers, block_size,
+num_kv_heads, head_dim)`` (``head_dim // 2`` bytes for packed int4; :meth:`KVCachePool.kv_caches` may read a
+layer's pages head-major instead). A pool's parts are held in its :class:`~.state.PoolState` (id allocator, arena,
+block mover); it reaches its provider only through a :class:`PoolHost`. Every batch operation validates first and
 raises before changing anything.
 """
 
@@ -20,7 +19,7 @@ from ..device import normalize_device
 from ..errors import ForeignBlockError, InvalidArgumentError, InvalidArgumentTypeError
 from ..protocol import DType
 from .ids import as_block_id, as_id_list, copy_pairs
-from .layout import layer_kv_caches
+from .layout import layer_kv_caches, same_layout
 from .state import PoolHooks, PoolState, PoolStats
 from .swap import SwappedBlocks
 
@@ -82,9 +81,8 @@ class KVCachePool:
         self.device = device
         self.dtype = dtype
         self._cache_dtype = cache_dtype
-        self.block_size = block_size
-        self.num_blocks = num_blocks
-        self.block_nbytes = block_nbytes
+        self._page_layout: str | None = None  # kv_caches() views' layout, fixed by the first
+        self.block_size, self.num_blocks, self.block_nbytes = block_size, num_blocks, block_nbytes
         self.geometry = geometry
         # a pool dropped without close() still returns its bytes to the provider's accounting
         self._release = weakref.finalize(self, host.released, device, num_blocks * block_nbytes)
@@ -99,6 +97,11 @@ class KVCachePool:
     def closed(self) -> bool:
         """True once :meth:`close` released the arena."""
         return self._state.closed
+
+    @property
+    def page_layout(self) -> str | None:
+        """``"NHD"``/``"HND"``: how this pool's blocks hold pages, fixed by the first :meth:`kv_caches`; None before."""
+        return self._page_layout
 
     @property
     def kv_cache_dtype(self) -> str:
@@ -120,14 +123,18 @@ class KVCachePool:
 
         Args:
             layer: A layer index, or ``None`` for every layer.
-            page_layout: ``"NHD"`` (token-major pages) or ``"HND"`` (head-major pages: faster fp8 decode); keep
-                one per pool.
+            page_layout: ``"NHD"`` (token-major pages) or ``"HND"`` (head-major pages: faster fp8 decode); the
+                first call fixes the pool's :attr:`page_layout`.
 
         Returns:
-            ``(K, V)``, or a list of them, each ``[num_blocks, block_size, Hkv, D]``; pool block ids are the
-            block-table ids.
+            ``(K, V)`` or a list of them, each ``[num_blocks, block_size, Hkv, D]``; block ids are the table ids.
+
+        Raises:
+            InvalidArgumentError: Another layout than the pool's, or one :func:`.layout.layer_kv_caches` refuses.
         """
-        return layer_kv_caches(self.arena, self.geometry, self.dtype, layer, page_layout)
+        views = layer_kv_caches(self.arena, self.geometry, self.dtype, layer, page_layout)
+        self._page_layout = same_layout(self._page_layout, page_layout)
+        return views
 
     @property
     def arena_nbytes(self) -> int:
@@ -313,7 +320,7 @@ class KVCachePool:
 
         Args:
             ids: Live block ids here (they stay allocated).
-            target: A pool of the same provider, same dtype and block size.
+            target: A pool of the same provider, same dtype, block size and (once views were made) page layout.
             stream: Enqueue on this stream.
 
         Returns:
@@ -323,13 +330,15 @@ class KVCachePool:
             raise InvalidArgumentTypeError(f"target must be a KVCachePool; got {type(target).__name__}.")
         if target.owner_id != self.owner_id:
             raise ForeignBlockError(
-                "target pool belongs to another provider instance; create it with this "
-                "provider's create_kv_pool(device=...)."
+                "target pool belongs to another provider instance; create it with its create_kv_pool(device=...)."
             )
-        if (target.kv_cache_dtype, target.block_size) != (self.kv_cache_dtype, self.block_size):
+        mine, theirs = self.page_layout, target.page_layout  # a pool whose views were never made takes either
+        there = (target.kv_cache_dtype, target.block_size, theirs or mine)
+        if there != (self.kv_cache_dtype, self.block_size, mine or theirs):
+            pages = "" if there[2] == (mine or theirs) else f" (its pages {theirs}, these {mine})"
             raise InvalidArgumentError(
                 f"target pool holds {target.block_size}-token {target.kv_cache_dtype} blocks, this one "
-                f"{self.block_size}-token {self.kv_cache_dtype}; they must match."
+                f"{self.block_size}-token {self.kv_cache_dtype}{pages}; they must match."
             )
         # the same class: a pool reads the parts of a pool it checked is one of its provider's
         return self._state.migrate_blocks(ids, target._state, normalize_device(target.device), stream=stream)
