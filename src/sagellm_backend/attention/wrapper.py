@@ -389,7 +389,7 @@ class PagedAttentionWrapper:
                 f"run needs every tensor on the wrapper's device {self._i32.device}; got query on {query.device}, "
                 f"key on {key.device}, value on {value.device}, caches on {k_cache.device} and {v_cache.device}."
             )
-        strides = (k_cache.stride(), v_cache.stride(), k_cache.shape[0])  # page_layout depends on these only
+        strides = (k_cache.stride(), v_cache.stride(), kcs[0])  # page_layout depends on these only
         if strides != self._cache_strides:  # a layout not seen yet: token- or head-major pages (page_layout)
             for name, c in (("key cache", k_cache), ("value cache", v_cache)):
                 if page_layout(c) is None:
