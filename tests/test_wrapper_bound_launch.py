@@ -163,6 +163,23 @@ def test_another_batch_alignment_or_aliasing_is_not_served_by_a_stale_binding(ri
     assert len(w._fused) == 3  # distinct, aliased, batch 2: the misaligned query was never bound
 
 
+def test_a_head_major_cache_is_not_served_by_the_token_major_binding(rig: Any) -> None:
+    pt, compiled, dispatched = rig
+    w = _bound_wrapper(rig)
+    q, k, v, nhd, out = _tensors(2, 5)
+    hnd = tuple(c.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3) for c in nhd)
+    n = len(dispatched)
+    w.run(q, k, v, hnd, out=out)
+    assert len(dispatched) == n + 1  # a new layout: through the dispatcher, with the head-major strides
+    d = dispatched[-1]
+    names = pt.decode_kernel.arg_names[len(d["args"]) :]
+    got = (*(*d["grid"], 1, 1)[:3], 7, "fn", "meta", None, None, None, *d["args"], *(d["kw"][m] for m in names))
+    assert _same(got, _expected(pt, w, q, k, v, hnd, out))
+    for cache in (hnd, nhd, hnd):  # then each layout served by its own binding
+        w.run(q, k, v, cache, out=out)
+        assert len(dispatched) == n + 1 and _same(compiled.calls[-1], _expected(pt, w, q, k, v, cache, out))
+
+
 def test_fp8_scales_are_live_arguments(rig: Any) -> None:
     pt, compiled, dispatched = rig
     w = _wrapper(pt, 2, kv_cache_dtype="fp8_e5m2")

@@ -107,6 +107,7 @@ def _wrapper_checks() -> list[dict[str, Any]]:
         wt._workspace = decode_workspace(4, hq, hkv, d, width * bs, (torch.float16,), torch.device("cpu"))
         init = [torch.randn(nb, bs, hkv, d, generator=g).to(cdt) for _ in range(2)]
         ct, cc = (init[0].clone(), init[1].clone()), (init[0].clone(), init[1].clone())
+        ch = tuple(c.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3) for c in init)  # head-major pages
         sc = {} if kv == "auto" else {"k_scale": torch.tensor([0.01, 0.02]), "v_scale": torch.tensor([0.015])}
         perm = torch.randperm(nb, generator=g).tolist()
         tables = [perm[0:6], perm[6:12], perm[12:18]]
@@ -118,6 +119,7 @@ def _wrapper_checks() -> list[dict[str, Any]]:
             q = torch.randn(4, hq, d, generator=g).half()
             k, v = (torch.randn(4, hkv, d, generator=g).half() for _ in range(2))
             got = wt.run(q, k, v, ct, **sc)
+            got_h = wt.run(q, k, v, ch, **sc)  # the same wrapper, the caches' layout changing between calls
             want = wc.run(q, k, v, cc, **sc)
             ref = reference_paged_decode(
                 q[:n], *ct, torch.tensor([tables[i] for i in range(n)]), torch.tensor(ctx) + 1, d**-0.5,
@@ -130,6 +132,8 @@ def _wrapper_checks() -> list[dict[str, Any]]:
                 "vs_torch": float((got.double() - want.double()).abs().max()),
                 "padding_zero": not bool(got[n:].any()),
                 "same_cache": kv != "auto" or all(torch.equal(a, b) for a, b in zip(ct, cc)),
+                "head_major_same": torch.equal(got_h, got)
+                and all(torch.equal(a.view(torch.uint8), b.view(torch.uint8)) for a, b in zip(ch, ct)),
             })  # fmt: skip
     return rows
 
@@ -430,6 +434,7 @@ def test_head_major_pages_give_the_same_bits_as_token_major(verdict: dict[str, A
     # fused and two-launch results, and the caches they stored into, for every cache dtype, variant and split count
     assert [c["head_major_same"] for c in verdict["fused"]] == [[True] * 6] * 12
     assert verdict["head_major_prefill"] == [True] * 4  # prefill: fp16 and e4m3 caches, with and without a window
+    assert [r["head_major_same"] for r in verdict["wrapper"]] == [True] * 12  # run, two launches and fused
 
 
 def test_fused_decode_with_fp16_dots_matches_the_reference(verdict: dict[str, Any]) -> None:
