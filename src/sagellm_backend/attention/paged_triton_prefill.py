@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from .triton_args import dot_mode, fp8_args, launch_dims, pad_dim, variant_args
-from .triton_tiles import LOG2E, attend_span, head_factors
+from .triton_tiles import LOG2E, attend_span, fresh_state, head_factors
 from .variants import paged_options
 
 if TYPE_CHECKING:
@@ -90,9 +90,9 @@ def _prefill_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
         edge_hi = kv_lo
     slopes2, ks, vs = head_factors(slopes_ptr, heads, g < G, ks_ptr, vs_ptr, kvh, ks_stride, vs_stride, ALIBI, KV_FP8)
 
+    acc, m_i, l_i = fresh_state(BLOCK_M, DP)
     acc, _, l_i = attend_span(
-        tl.zeros([BLOCK_M, DP], dtype=tl.float32), tl.full([BLOCK_M], float("-inf"), dtype=tl.float32),
-        tl.zeros([BLOCK_M], dtype=tl.float32), q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh,
+        acc, m_i, l_i, q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh,
         bt_ptr + seq.to(tl.int64) * sbt_b, skb, skt, svb, svt, kv_lo, full_hi, kv_hi, seq_len, q_pos, qk_scale * ks,
         offs_d, dmask, BLOCK_M, DP, BS, BLOCK_N, True, PREC, DOT_F32, edge_hi, window, softcap2, slopes2, WINDOW,
         SOFTCAP, ALIBI, vs, KV_FP8,

@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from ..kernels.rope_tiles import cos_sin_at
-from .triton_tiles import attend_span, head_factors, quantize_fp8, tanh_exp2
+from .triton_tiles import attend_span, fresh_state, head_factors, quantize_fp8, tanh_exp2
 
 __all__ = ["attend_new", "decode_kernel", "rope_factors", "store_kv_kernel"]
 
@@ -134,9 +134,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
         e = tl.minimum(tl.maximum(14.0 - tl.floor(tl.log2(tl.maximum(qa, 1e-30))), -100.0), 100.0)
         q = (q.to(tl.float32) * tl.exp2(e)).to(tl.float16)
         qs = qs * tl.exp2(-e)
-    acc = tl.zeros([GP, DP], dtype=tl.float32)
-    m_i = tl.full([GP], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([GP], dtype=tl.float32)
+    acc, m_i, l_i = fresh_state(GP, DP)
     if NEW:  # the step's token first: nothing of it (its K/V, slot, RoPE factors) stays live across the tile loop
         acc, m_i, l_i = attend_new(
             acc, m_i, l_i, q, key_ptr + b.to(tl.int64) * sn_b + kvh.to(tl.int64) * sn_h,

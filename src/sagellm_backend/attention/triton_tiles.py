@@ -10,7 +10,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["LOG2E", "attend_span", "attend_tiles", "fp8_to_f16", "head_factors", "quantize_fp8", "tanh_exp2"]
+__all__ = [
+    "LOG2E", "attend_span", "attend_tiles", "fp8_to_f16", "fresh_state", "head_factors", "quantize_fp8", "tanh_exp2",
+]  # fmt: skip
 
 LOG2E = 1.4426950408889634
 
@@ -39,6 +41,15 @@ def fp8_to_f16(x, FMT: tl.constexpr):  # type: ignore[no-untyped-def]  # a Trito
             "{ .reg .b16 lo, hi; mov.b32 {lo, hi}, $2; cvt.rn.f16x2.e5m2x2 $0, lo; cvt.rn.f16x2.e5m2x2 $1, hi; }",
             "=r,=r,r", [x], dtype=tl.float16, is_pure=False, pack=4,
         )  # fmt: skip
+
+
+@triton.jit
+def fresh_state(ROWS: tl.constexpr, DP: tl.constexpr):  # type: ignore[no-untyped-def]  # a Triton JIT function
+    """The online-softmax state of ``ROWS`` query rows before any key: ``(acc, m_i, l_i)`` = zeros, ``-inf``, zeros."""
+    return (
+        tl.zeros([ROWS, DP], dtype=tl.float32), tl.full([ROWS], float("-inf"), dtype=tl.float32),
+        tl.zeros([ROWS], dtype=tl.float32),
+    )  # fmt: skip
 
 
 @triton.jit
@@ -155,7 +166,7 @@ def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped
     V_ASM: tl.constexpr = 0,
 ):
     # fmt: on
-    """The online-softmax state ``(acc, m_i, l_i)`` of ``ROWS`` query rows (fresh: zeros, ``-inf``, zeros) carried
+    """The online-softmax state ``(acc, m_i, l_i)`` of ``ROWS`` query rows (fresh: :func:`fresh_state`) carried
     over key tokens ``lo .. hi``: the tiles below ``full_hi`` (which every row sees in full) without masks, the
     rest masked. With ``WINDOW``, ``lo`` is the first tile of the first row's window and the tiles below
     ``edge_hi`` (the tile-aligned start of the last row's window) are masked too. With ``KV_FP8`` the accumulator
