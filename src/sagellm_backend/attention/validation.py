@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "QKVShape", "check_kv_cache", "check_mask", "check_metadata", "check_output", "check_qkv", "layout_error",
+    "QKVShape", "check_kv_cache", "check_mask", "check_metadata", "check_output", "check_page_layout", "check_qkv",
     "page_layout", "resolve_scale",
 ]  # fmt: skip
 
@@ -229,8 +229,7 @@ def check_kv_cache(
             raise UnsupportedDTypeError(f"{name} dtype is {c.dtype}; it must be {want}.")
         if c.device != key.device:
             raise InvalidDeviceError(f"{name} is on {c.device} but key/query are on {key.device}.")
-        if page_layout(c) is None:
-            raise InvalidArgumentError(layout_error(name, c))
+        check_page_layout(name, c)
     if tuple(kc.shape) != tuple(vc.shape):
         raise InvalidArgumentError(f"key and value caches differ in shape: {tuple(kc.shape)} vs {tuple(vc.shape)}.")
     return kc, vc
@@ -259,18 +258,24 @@ def page_layout(cache: torch.Tensor) -> str | None:
     return None
 
 
-def layout_error(name: str, cache: torch.Tensor) -> str:
-    """The message for a cache whose :func:`page_layout` is None.
+def check_page_layout(name: str, cache: torch.Tensor) -> str:
+    """The :func:`page_layout` of a cache, or a typed error saying which layouts would work.
 
     Args:
         name: What the cache is called in the message.
         cache: The cache.
 
     Returns:
-        What is wrong and what would work.
+        ``"NHD"`` or ``"HND"``.
+
+    Raises:
+        InvalidArgumentError: Any other layout.
     """
+    found = page_layout(cache)
+    if found is not None:
+        return found
     _, bs, hkv, d = cache.shape
-    return (
+    raise InvalidArgumentError(
         f"{name} has strides {tuple(cache.stride())}; its [block_size, Hkv, D] pages must be stored token-major "
         f"(strides ({hkv * d}, {d}, 1) for dims 1-3, a contiguous cache) or head-major (FlashInfer's HND: "
         f"({d}, {bs * d}, 1), a [num_blocks, Hkv, block_size, D] tensor passed as .permute(0, 2, 1, 3)), with blocks "

@@ -24,7 +24,7 @@ from .base import positive_int
 from .kv_quant import canonical_kv_cache_dtype, check_scales, fp8_dtype
 from .paged import select_paged_ops
 from .paged_workspace import DecodeWorkspace, decode_workspace
-from .validation import layout_error, page_layout
+from .validation import check_page_layout
 from .variants import AttentionVariants
 from .wrapper_plan import StepInputs, check_on_device, check_static, pack_host
 from .wrapper_rope import check_rope, rotated_copies
@@ -231,7 +231,7 @@ class PagedAttentionWrapper:
         if views is None:  # numpy views of the staging buffers, made once
             views = self._staging_np[k] = tuple(t.numpy() for t in self._split(*self._staging[k][:2]))
         pack_host(step, views, self.block_size, self._num_blocks, trusted)
-        if k == 0 and self._staging[0][0] is self._i32:
+        if self._staging[k][0] is self._i32:  # CPU: the staging buffer is the wrapper's own
             return
         self._bytes.copy_(self._staging[k][2], non_blocking=True)
         if self._events:
@@ -391,9 +391,8 @@ class PagedAttentionWrapper:
             )
         strides = (k_cache.stride(), v_cache.stride(), kcs[0])  # page_layout depends on these only
         if strides != self._cache_strides:  # a layout not seen yet: token- or head-major pages (page_layout)
-            for name, c in (("key cache", k_cache), ("value cache", v_cache)):
-                if page_layout(c) is None:
-                    raise InvalidArgumentError(layout_error(name, c))
+            check_page_layout("key cache", k_cache)
+            check_page_layout("value cache", v_cache)
             self._cache_strides = strides
         scales = check_scales(self.kv_cache_dtype, k_scale, v_scale, self.num_kv_heads, query.device)
         rope = None if cos_sin_cache is None and is_neox is None else check_rope(
@@ -408,7 +407,7 @@ class PagedAttentionWrapper:
 
             self._fused = FusedDecodeLauncher()
         fused = impl == "triton" and self._fused.enabled()
-        learn = self._num_blocks != k_cache.shape[0] or self._clamp_pending
+        learn = self._num_blocks != kcs[0] or self._clamp_pending
         if out is not None and (learn or not fused):  # else the fused launch checks it, by its binding's spans
             cs = () if rope is None else rope[:1]  # the RoPE cache, which the decode reads too
             refuse_overlap("run", out, (query, key, value, k_cache, v_cache, self._bytes, *scales.values(), *cs))

@@ -202,7 +202,7 @@ def _first_error_host(
     hi = _max_below(c, w * block_size)
     if hi is None:
         return 0, 0
-    col, rem = np.divmod(c, np.int64(block_size))  # an int64 divisor: no overflow in a narrow dtype
+    col, rem = np.divmod(c, np.int64(block_size))  # an int64 divisor: any block size, with int32 lengths too
     used = t[:, : hi // block_size + 1]  # no row uses a column past the longest's
     # With the cache size known, a rectangle of valid ids holds valid used entries (no mask, no copy).
     if num_blocks is not None and (not used.size or _max_below(used, num_blocks) is not None):
@@ -221,9 +221,10 @@ def _first_error_host(
 
 
 def _max_below(values: Any, limit: int) -> int | None:
-    """The largest entry of the non-empty integer numpy array ``values`` if every entry is in ``[0, limit)``, else
-    None. Seen as unsigned, a negative int32/int64 is >= 2**31 >= ``limit``: one reduction checks both bounds."""
-    if values.dtype.kind == "i" and values.dtype.itemsize >= 4 and limit <= 2**31:
+    """The largest entry of the non-empty int32/int64 numpy array ``values`` (:func:`index_tensor` makes every
+    index tensor one) if every entry is in ``[0, limit)``, else None. Seen as unsigned, a negative entry is
+    >= 2**31 >= ``limit``: one reduction checks both bounds."""
+    if limit <= 2**31:
         top = int(values.view(f"u{values.dtype.itemsize}").max())
         return top if top < limit else None
     top = int(values.max())
