@@ -136,7 +136,7 @@ def test_a_pool_keeps_the_page_layout_of_its_first_views_and_migrates_only_to_th
     assert hnd.page_layout == "HND" and hnd.kv_caches(1, page_layout="HND")[0].shape == (4, BS, HKV, D)
     ids = hnd.allocate(2)
     before = nhd.stats()
-    with pytest.raises(InvalidArgumentError, match="its pages NHD, these HND"):
+    with pytest.raises(InvalidArgumentError, match="holds NHD pages, this one HND"):
         hnd.migrate_blocks(ids, nhd)
     assert nhd.stats() == before  # nothing allocated there
     moved = hnd.migrate_blocks(ids, fresh)  # a pool whose views were never made takes either

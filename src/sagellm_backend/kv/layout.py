@@ -73,18 +73,16 @@ def layer_kv_caches(
     index = None if layer is None else check_count("layer", layer, minimum=0)
     if index is not None and not 0 <= index < geometry.num_layers:
         raise InvalidArgumentError(f"layer {index} is out of range: this pool has layers 0..{geometry.num_layers - 1}.")
+    source = arena
     if page_layout == "HND":  # the same bytes, each page [Hkv, block_size, D]; views swap the two back
         nb, kv, nl, bs, hkv, d = arena.shape
-        heads = arena.reshape(nb, kv, nl, hkv, bs, d)
-        if _address(heads) != _address(arena):  # a copy: views of it would not write the pool
+        source = arena.reshape(nb, kv, nl, hkv, bs, d)
+        if _address(source) != _address(arena):  # a copy: views of it would not write the pool
             raise UnsupportedOperationError("this pool's arena is not contiguous; head-major views need it to be.")
 
-        def view(kv_index: int, i: int) -> Any:
-            return heads[:, kv_index, i].swapaxes(1, 2)
-    else:
-
-        def view(kv_index: int, i: int) -> Any:
-            return arena[:, kv_index, i]
+    def view(kv_index: int, i: int) -> Any:
+        v = source[:, kv_index, i]
+        return v.swapaxes(1, 2) if page_layout == "HND" else v
 
     if index is None:
         return [(view(0, i), view(1, i)) for i in range(geometry.num_layers)]

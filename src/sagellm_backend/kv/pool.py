@@ -330,16 +330,16 @@ class KVCachePool:
             raise InvalidArgumentTypeError(f"target must be a KVCachePool; got {type(target).__name__}.")
         if target.owner_id != self.owner_id:
             raise ForeignBlockError(
-                "target pool belongs to another provider instance; create it with its create_kv_pool(device=...)."
+                "target pool belongs to another provider instance; create it with this "
+                "provider's create_kv_pool(device=...)."
             )
-        mine, theirs = self.page_layout, target.page_layout  # a pool whose views were never made takes either
-        there = (target.kv_cache_dtype, target.block_size, theirs or mine)
-        if there != (self.kv_cache_dtype, self.block_size, mine or theirs):
-            pages = "" if there[2] == (mine or theirs) else f" (its pages {theirs}, these {mine})"
+        if (target.kv_cache_dtype, target.block_size) != (self.kv_cache_dtype, self.block_size):
             raise InvalidArgumentError(
                 f"target pool holds {target.block_size}-token {target.kv_cache_dtype} blocks, this one "
-                f"{self.block_size}-token {self.kv_cache_dtype}{pages}; they must match."
+                f"{self.block_size}-token {self.kv_cache_dtype}; they must match."
             )
+        if None not in (self.page_layout, target.page_layout) and self.page_layout != target.page_layout:
+            raise InvalidArgumentError(f"target pool holds {target.page_layout} pages, this one {self.page_layout}.")
         # the same class: a pool reads the parts of a pool it checked is one of its provider's
         return self._state.migrate_blocks(ids, target._state, normalize_device(target.device), stream=stream)
 
