@@ -17,6 +17,7 @@ beside the bf16 default of the same case, and both defaults over head-major page
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -207,18 +208,69 @@ def part2() -> list[dict[str, Any]]:
     return rows
 
 
+# Part 3 (``--hnd-sweep``): fp8 over head-major (and token-major) pages, the default against register caps that
+# let 5 or 6 programs share a multiprocessor (96 / 80 registers: bench/kernel_resources.py) with the splits that
+# fill those slots in one wave (waves), at 4 x 32k (run 27's miss) and 64 x 4k. Run 28 (first sweep): more splits
+# at 4 programs per SM, 3 stages, 8 warps, 128- or 32-token tiles and merge width 1 were all slower.
+HND_POINTS: list[dict[str, Any]] = [
+    {}, {"merge_width": 16}, {"maxnreg": 88, "waves": 5.0}, {"maxnreg": 88, "waves": 5.0, "merge_width": 8},
+    {"maxnreg": 88, "waves": 5.0, "merge_width": 16}, {"maxnreg": 88, "waves": 5.0, "merge_width": 20},
+    {"maxnreg": 96, "waves": 5.0, "merge_width": 20}, {"maxnreg": 96, "waves": 5.0, "merge_width": 32},
+]  # fmt: skip
+
+
+def part3() -> list[dict[str, Any]]:
+    rows = []
+    fp8 = fp8_dtype("fp8_e4m3")
+    base = pt.decode_config(D, torch.bfloat16, HQ // HKV, kv_fp8=True)
+    sm = pt.sm_count(torch.device("cuda"))
+    for batch, ctx in FP8_CASES:
+        t = tensors(batch, ctx, ctx, torch.bfloat16)
+        scale = D**-0.5
+        ks, vs = (c.float().abs().amax().reshape(1) / torch.finfo(fp8).max for c in (t["kc"], t["vc"]))
+        n = t["kc"].shape[0]
+        nhd = [quantize(c.reshape(-1, HKV, D), s, fp8).view(n, PAGE, HKV, D) for c, s in ((t["kc"], ks), (t["vc"], vs))]
+        hnd = [c.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3) for c in nhd]
+        ceil = copy_us(batch * ctx * HKV * D * 2)
+        ws = workspace(batch, splits=128)
+        bf16_us = graph_us(
+            lambda: pt.paged_decode(t["q"], t["kc"], t["vc"], t["bt"], t["lens"], scale, t["out"], workspace=ws)
+        )
+        print(f"{batch}x{ctx}: ceiling {ceil:.1f} us, bf16 default (token-major) {bf16_us:.1f} us", flush=True)
+        for layout, (k8, v8) in (("head-major", hnd), ("token-major", nhd)):
+            for point in HND_POINTS:
+                cfg = dataclasses.replace(base, **point)
+
+                def call(cfg: pt.DecodeConfig = cfg, k8: torch.Tensor = k8, v8: torch.Tensor = v8) -> None:
+                    pt.paged_decode(
+                        t["q"], k8, v8, t["bt"], t["lens"], scale, t["out"], cfg=cfg, workspace=ws, k_scale=ks,
+                        v_scale=vs,
+                    )  # fmt: skip
+
+                us = graph_us(call)
+                splits = pt.decode_splits(batch, HKV, ctx, sm, cfg)[0]
+                tag = " ".join(f"{k}={v}" for k, v in point.items()) or "default"
+                rows.append({"case": f"{batch}x{ctx}", "kind": f"fp8 {layout} {tag}", "us": us, "ceiling_us": ceil,
+                             "bf16_us": bf16_us, "splits": splits})  # fmt: skip
+                print(f"  {batch}x{ctx} fp8 {layout} {tag} ({splits} splits): {us:.1f} us, {bf16_us / us:.2f}x bf16, "
+                      f"{100 * ceil / us:.0f} % of copy", flush=True)  # fmt: skip
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", type=Path)
     ap.add_argument("--width", type=int, default=8448, help="block-table width in tokens of part 1")
     ap.add_argument("--skip-fp8", action="store_true")
     ap.add_argument("--fp8-only", action="store_true", help="part 2 only")
+    ap.add_argument("--hnd-sweep", action="store_true", help="part 3 only: fp8 head-major configurations")
     ap.add_argument("--cases", help="part 1 cases, e.g. 1x8192,8x8192 (default all)")
     args = ap.parse_args()
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}")
     cases = [tuple(map(int, c.split("x"))) for c in args.cases.split(",")] if args.cases else CASES
-    rows = [] if args.fp8_only else part1(args.width, cases)  # type: ignore[arg-type]
-    if not args.skip_fp8:
+    full = not (args.fp8_only or args.hnd_sweep)
+    rows = part3() if args.hnd_sweep else part1(args.width, cases) if full else []  # type: ignore[arg-type]
+    if not args.skip_fp8 and not args.hnd_sweep:
         rows += part2()
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

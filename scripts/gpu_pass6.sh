@@ -4,7 +4,7 @@
 # and DECODE_CFG (STEPAB=1), the decode-step bench (eager layers with in-place norms and
 # caller-owned results, beside the same step allocating; BENCH=0 skips it), the step profile (PROFILE=0), the
 # attention host cost (HOST=0), the chunk/fp8 sweep (CHUNK=0; CHUNK_ARGS its options), then the GPU tests of decode (TESTS_S seconds, 0
-# skips them; TESTS replaces the list).
+# skips them; TESTS replaces the list). CHUNK_S: the sweep's time limit (100 s).
 #
 #   scripts/gpu_pass6.sh OUT
 set -u
@@ -36,7 +36,7 @@ OUT="${1:?usage: scripts/gpu_pass6.sh OUT}"
   fi
   if [[ "${CHUNK:-1}" == 1 ]]; then
     # shellcheck disable=SC2086  # CHUNK_ARGS is a list of options
-    run_step "chunk + fp8 sweep" 100 "$OUT/chunk.txt" $PY bench/tune_decode_chunk.py ${CHUNK_ARGS:-}
+    run_step "chunk + fp8 sweep" "${CHUNK_S:-100}" "$OUT/chunk.txt" $PY bench/tune_decode_chunk.py ${CHUNK_ARGS:-}
   fi
   if [[ "${TESTS_S:-150}" != 0 ]]; then
     step "GPU tests"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
 import pytest
 
 pytest.importorskip("torch")
@@ -17,7 +21,20 @@ def test_decode_host_cost_rows_on_cpu() -> None:
         assert r.ours > 0 and r.naive is not None and r.naive > 0
         assert set(r.extra) == {
             "plan", "plan, device inputs", "plan, trusted", "forward, same metadata", "run, window + fp8 cache",
-            "forward, same metadata, output=",
+            "forward, same metadata, output=", "torch op (reference)",
         }  # fmt: skip
         assert all(v > 0 for v in r.extra.values())
         assert r.met == (r.ours <= 25 and r.extra["forward, same metadata"] <= 25 and r.extra["plan"] <= 100)
+
+
+def test_median_in_rounds_visits_every_call_in_turn_and_reports_each_calls_median() -> None:
+    from sagellm_backend.bench.decode_host import median_us_in_rounds
+
+    order: list[str] = []
+    syncs: list[int] = []
+    steps: dict[str, Callable[[], Any]] = {name: partial(order.append, name) for name in ("a", "b")}
+    us = median_us_in_rounds(steps, reps=6, sync=lambda: syncs.append(1), rounds=3)
+    assert order[:6] == ["a"] * 3 + ["b"] * 3  # the untimed warm-up calls
+    assert order[6:] == ["a", "a", "b", "b"] * 3  # then 3 rounds of 2 samples each, every call in turn
+    assert len(syncs) == 12 + 6  # a sync before each sample and after each step's samples of a round
+    assert set(us) == {"a", "b"} and all(0 < v < 1e5 for v in us.values())

@@ -299,12 +299,20 @@ class DecodeConfig:
         return cdiv(self.chunk_floor or self.block_n, self.block_n) * self.block_n
 
 
+#: Registers per thread of the fp8 decode launches (sm_90: 96 spill nothing and fit five 4-warp programs per SM,
+#: against four at the compiler's 100-107; bench/kernel_resources.py).
+FP8_MAXNREG = 96
+#: Programs per SM a split fp8 decode launch fills (one wave of five, as :data:`FP8_MAXNREG` allows).
+FP8_WAVES = 5.0
+
+
 def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool = False) -> DecodeConfig:
     """Default decode configuration for a head dim, dtype and query-head group size.
 
     Over an fp8 cache with a 16-bit query: 64-token tiles, two pipeline stages, the dots in fp16 (bf16 queries
-    scaled into fp16's range) and the value tiles converted as loaded wherever that applies
-    (docs/PERFORMANCE.md has the sweeps this comes from).
+    scaled into fp16's range), the value tiles converted as loaded wherever that applies, and at most 96
+    registers per thread, so five programs share a multiprocessor and a split launch fills five per SM in one
+    wave (docs/PERFORMANCE.md has the sweeps this comes from).
 
     Args:
         head_dim: D.
@@ -317,7 +325,10 @@ def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool
     """
     wide = pad_dim(head_dim) * pad_dim(group) * (2 if dtype == torch.float32 else 1)
     if kv_fp8 and dtype in (torch.float16, torch.bfloat16) and wide <= 16 * 128:
-        return DecodeConfig(block_n=64, num_warps=4, num_stages=2, fp8_f16_dot=True, fp8_v_asm=None)
+        return DecodeConfig(
+            block_n=64, num_warps=4, num_stages=2, fp8_f16_dot=True, fp8_v_asm=None, maxnreg=FP8_MAXNREG,
+            waves=FP8_WAVES,
+        )  # fmt: skip
     block_n = 64 if wide <= 16 * 128 else 32
     warps = 4 if wide <= 16 * 256 else 8
     return DecodeConfig(block_n=block_n, num_warps=warps, num_stages=2)
