@@ -196,3 +196,36 @@ def test_outputs_torch_would_not_write_are_refused_before_the_store(fast: bool) 
     with torch.inference_mode():
         assert backend.forward(q, k, v, md, kv_cache=cache, output=inference) is inference
     assert torch.equal(inference, PagedAttentionBackend(BS).forward(q, k, v, _decode_md(), kv_cache=_caches(0)))
+
+
+def test_an_output_inside_a_strided_querys_reach_is_refused_on_the_fast_path() -> None:
+    """The query is every other row of a buffer (as q is a view of a fused QKV output); an output placed after the
+    query's first ``numel`` elements but inside its reach overlaps the later rows and is refused."""
+    backend, md = PagedAttentionBackend(BS), _decode_md()
+    n = HQ * D  # one query row
+    buf = torch.zeros(6 * n)
+    q = buf.view(3, 2, HQ, D)[:, 0][:2]  # rows at 0 and 2n: reach 3n, numel 2n
+    q.copy_(_qkv(2, 3)[0])
+    _, k, v = _qkv(2, 3)
+    backend.forward(q, k, v, md, kv_cache=_caches(3), output=torch.empty(2, HQ, D))  # records the fast path
+    assert md.step_fast_paths.get((id(backend), "ready")) is not None
+    out = buf[2 * n : 4 * n].view(2, HQ, D)  # starts at the query's second row
+    before = buf.clone()
+    with pytest.raises(InvalidArgumentError, match="sharing no memory"):
+        backend.forward(q, k, v, md, kv_cache=_caches(3), output=out)
+    assert torch.equal(buf, before)
+
+
+@pytest.mark.parametrize("as_tuple", [False, True], ids=["lists", "tuples"])
+def test_lengths_changed_in_place_on_reused_metadata_are_checked_again(as_tuple: bool) -> None:
+    """An engine that edits a metadata's lengths between layers is checked again, not served the plan of the old
+    lengths: lengths that no longer match the slots are refused; the same lengths as a tuple give the same result."""
+    backend, md = PagedAttentionBackend(BS), _decode_md()
+    q, k, v = _qkv(2, 4)
+    want = backend.forward(q, k, v, md, kv_cache=_caches(4))
+    assert torch.equal(backend.forward(q, k, v, md, kv_cache=_caches(4)), want)  # the fast path
+    md.context_lens = (3, 6) if as_tuple else [3, 6]  # type: ignore[assignment]  # the same lengths
+    assert torch.equal(backend.forward(q, k, v, md, kv_cache=_caches(4)), want)
+    md.context_lens = (2, 6) if as_tuple else [2, 6]  # type: ignore[assignment]  # slot 11 is position 3's
+    with pytest.raises(InvalidArgumentError, match="slot_mapping"):
+        backend.forward(q, k, v, md, kv_cache=_caches(4))

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentTypeError, UnsupportedOperationError
-from ..kernels.overlap import apart, extent_bytes
+from ..kernels.overlap import extent_bytes
 from .base import AttentionMetadata, check_device, positive_int, reject_unknown_options
 from .checked import AttentionCall, CheckedAttentionBackend
 from .diagnostics import count_attention_call
 from .kv_quant import canonical_kv_cache_dtype, check_scales, fp8_dtype
 from .paged_dense import dense_prefill, dense_prefill_applies
-from .paged_plan import PagedPlan, ident, plan_paged_call
+from .paged_fast import FastDecode, md_key, output_apart, same_call
+from .paged_plan import PagedPlan, plan_paged_call
 from .registry import AttentionRequest, select_impl
 from .sdpa import sdpa_attention
 from .validation import check_kv_cache, check_mask, check_output
@@ -72,81 +73,6 @@ def select_paged_ops(
     )
     impl = select_impl("paged", request)
     return impl.load_ops(), impl.name
-
-
-class _FastDecode(NamedTuple):
-    """A checked decode call's properties; a later call on the same metadata that has all of them again (same
-    shapes, dtypes, devices, cache geometry, scale argument, lengths, metadata tensors and their versions,
-    implementation choice) reuses the plan, ops and diagnostics record instead of checking again. Only a
-    backend without variants over an unquantised cache records one, and only that backend (``owner``) reuses it."""
-
-    owner: object
-    tensor: type
-    q_shape: tuple[int, ...]
-    kv_shape: tuple[int, ...]
-    dtype: Any
-    device: Any
-    cache_shape: tuple[int, ...]
-    cache_stride: tuple[int, ...]
-    scale_arg: object
-    scale: float
-    md_key: tuple[Any, ...]
-    impl_env: str | None
-    plan: PagedPlan
-    ops: Any
-    record: dict[str, Any] | None
-    launcher: Any = None  # paged_launcher.FusedDecodeLauncher for the Triton ops: the layers' bound launches
-    fixed: tuple[Any, ...] | None = None  # the launcher's ``fixed`` key: scale, q/k/cache layouts, plan layouts
-    out_bytes: int = 0  # bytes of a contiguous result (the query's shape and dtype)
-    cache_bytes: int = 0  # bytes each cache of this layout spans (kernels.overlap.extent_bytes)
-    plan_spans: tuple[tuple[int, int], ...] = ()  # (address, bytes) of the plan's tensors, which the decode reads
-
-
-def _output_apart(f: _FastDecode, out: Any, q: Any, k: Any, v: Any, kc: Any, vc: Any) -> bool:
-    """Whether ``out`` is a result buffer the fast path may write into: contiguous, of the query's shape, dtype and
-    device (``f``'s), requiring no grad, not an inference tensor, sharing no byte with the query, key, value, caches
-    or plan tensors (whose spans ``f`` holds). O(1); when False, :func:`.validation.check_output` says why (an
-    inference tensor passes it under ``torch.inference_mode``)."""
-    t: Any = f.tensor
-    if (
-        not isinstance(out, t) or out.shape != f.q_shape or out.dtype != f.dtype or out.device != f.device
-        or not out.is_contiguous() or out.requires_grad or out.is_inference()
-    ):  # fmt: skip
-        return False
-    p, e = out.data_ptr(), f.out_bytes
-    return (
-        apart(p, e, q.data_ptr(), extent_bytes(q)) and apart(p, e, k.data_ptr(), extent_bytes(k))
-        and apart(p, e, v.data_ptr(), extent_bytes(v)) and apart(p, e, kc.data_ptr(), f.cache_bytes)
-        and apart(p, e, vc.data_ptr(), f.cache_bytes) and all(apart(p, e, a, n) for a, n in f.plan_spans)
-    )  # fmt: skip
-
-
-def _md_key(md: AttentionMetadata) -> tuple[Any, ...]:
-    return (
-        md.is_prefill, list(md.seq_lens), list(md.context_lens or ()), ident(md.block_tables), ident(md.slot_mapping),
-        md.block_size, md.num_kv_heads, md.head_dim, md.attn_type,
-    )  # fmt: skip
-
-
-def _same_call(f: _FastDecode, q: Any, k: Any, v: Any, md: AttentionMetadata, kv_cache: Any, scale: object) -> bool:
-    """Whether a call has every property ``f`` was checked with (O(1) attribute reads and one list compare)."""
-    if not isinstance(kv_cache, (tuple, list)) or len(kv_cache) != 2:
-        return False
-    kc: Any = kv_cache[0]
-    vc: Any = kv_cache[1]
-    t: Any = f.tensor
-    dt, dev = f.dtype, f.device
-    return (
-        isinstance(q, t) and isinstance(k, t) and isinstance(v, t) and isinstance(kc, t) and isinstance(vc, t)
-        and q.shape == f.q_shape and k.shape == f.kv_shape and v.shape == f.kv_shape
-        and q.dtype == dt and k.dtype == dt and v.dtype == dt and kc.dtype == dt and vc.dtype == dt
-        and q.device == dev and k.device == dev and v.device == dev and kc.device == dev and vc.device == dev
-        and kc.shape == f.cache_shape and vc.shape == f.cache_shape
-        and kc.stride() == f.cache_stride and vc.stride() == f.cache_stride
-        and type(scale) is type(f.scale_arg) and scale == f.scale_arg
-        and os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL") == f.impl_env
-        and _md_key(md) == f.md_key
-    )  # fmt: skip
 
 
 class PagedAttentionBackend(CheckedAttentionBackend):
@@ -258,13 +184,13 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         f = None if fast is None else fast.get((id(self), "ready"))
         if (
             f is not None and f.owner is self and attn_mask is None and k_scale is None and v_scale is None
-            and _same_call(f, query, key, value, attn_metadata, kv_cache, scale)
+            and same_call(f, query, key, value, attn_metadata, kv_cache, scale)
         ):  # fmt: skip
-            assert kv_cache is not None  # _same_call checked the pair
+            assert kv_cache is not None  # same_call checked the pair
             k_cache, v_cache = kv_cache
             plan = f.plan
             q, k, v = query.contiguous(), key.contiguous(), value.contiguous()
-            if output is not None and not _output_apart(f, output, query, key, value, k_cache, v_cache):
+            if output is not None and not output_apart(f, output, query, key, value, k_cache, v_cache):
                 plan_tensors = (plan.block_tables, plan.key_lens, plan.slot_mapping)
                 check_output(output, query, key, value, kv_cache, plan_tensors)  # raises, saying what is wrong
             out: torch.Tensor
@@ -281,7 +207,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                     plan.slot_mapping,
                     f.scale,
                     fixed=f.fixed,
-                    checked=True,  # _same_call: shapes, dtype, device, cache layout as in f.fixed; q, k, v contiguous
+                    checked=True,  # same_call: shapes, dtype, device, cache layout as in f.fixed; q, k, v contiguous
                 )
             else:
                 out = _decode_step(f.ops, q, k, v, k_cache, v_cache, plan, f.scale, {}, output)
@@ -392,12 +318,12 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                     tuple(k_cache.shape), tuple(k_cache.stride()), k_cache.dtype,
                     *[(t.shape, t.stride(), t.dtype) for t in tensors],
                 )  # fmt: skip
-                md.step_fast_paths[(id(self), "pending")] = _FastDecode(
+                md.step_fast_paths[(id(self), "pending")] = FastDecode(
                     self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
-                    tuple(k_cache.shape), tuple(k_cache.stride()), None, s, _md_key(md),
+                    tuple(k_cache.shape), tuple(k_cache.stride()), None, s, md_key(md),
                     os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None, launcher, fixed,
                     query.numel() * query.element_size(), extent_bytes(k_cache),
-                    tuple((t.data_ptr(), extent_bytes(t)) for t in tensors),
+                    tuple((t.data_ptr(), extent_bytes(t)) for t in tensors), key.numel() * key.element_size(),
                 )  # fmt: skip
         elif plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **store_kw)
