@@ -5,7 +5,11 @@ check of a caller's ``output``, the bound launch with and without ``out``, the s
 without a workspace, the allocation), beside one plain torch op. Each timed as the mean of back-to-back calls in
 rounds (median of rounds), the device drained between rounds.
 
-    PYTHONPATH=src python bench/probe_forward_host.py
+    PYTHONPATH=src python bench/probe_forward_host.py [--trust-launcher] [--source FILE]
+
+``--trust-launcher`` lets ``triton_launch.raw_launch`` call past the installed Triton's ``CudaLauncher.__call__``
+even when its source is not one of ``RAW_LAUNCH_SOURCES`` (to measure it before it is reviewed; ``--source`` writes
+that source to FILE for the review). ``SAGELLM_TRITON_RAW_LAUNCH=0`` measures without.
 """
 
 from __future__ import annotations
@@ -38,6 +42,25 @@ def mean_us(fn: Callable[[], Any], n: int = 200, rounds: int = 7) -> float:
 
 
 def main() -> None:
+    import argparse
+    import inspect
+    from pathlib import Path
+
+    import triton
+    from triton.backends.nvidia.driver import CudaLauncher
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trust-launcher", action="store_true")
+    ap.add_argument("--source", type=Path)
+    a = ap.parse_args()
+    digest = triton_launch.launcher_source_digest(CudaLauncher)
+    known = digest in triton_launch.RAW_LAUNCH_SOURCES
+    print(f"triton {triton.__version__}, launcher source {digest} ({'reviewed' if known else 'not reviewed'}), "
+          f"raw launches {'on' if triton_launch.RAW else 'off'}")  # fmt: skip
+    if a.source:
+        a.source.write_text(inspect.getsource(CudaLauncher.__call__))
+    if a.trust_launcher and not known:
+        triton_launch.RAW_LAUNCH_SOURCES[digest] = f"{triton.__version__} (trusted by this probe, not reviewed)"
     dev = torch.device("cuda")
     hq, hkv, d, bs, batch, ctx = 32, 8, 128, 16, 8, 2048
     width = ctx // bs
@@ -78,6 +101,8 @@ def main() -> None:
     }  # fmt: skip
     for fn in parts.values():
         fn()
+    bound = f.launcher._cache._bound  # the probe looks inside: is the layer's launch raw?
+    print("bound launches raw:", [b._raw is not None for b in bound.values()])
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}")
     for name, fn in parts.items():
         print(f"| {name} | {mean_us(fn):.2f} |", flush=True)

@@ -121,7 +121,7 @@ def _registers(seen: set[object]) -> str:
     """Registers and spills of the decode kernels compiled since ``seen`` (Triton's compiled-kernel facts)."""
     facts = [
         f"{getattr(k, 'n_regs', '?')} regs/{getattr(k, 'n_spills', '?')} spills"
-        for key, (k, _) in list(triton_launch._COMPILED.items())
+        for key, (k, *_) in list(triton_launch._COMPILED.items())
         if key not in seen
     ]
     return f" [{', '.join(facts)}]" if facts else ""

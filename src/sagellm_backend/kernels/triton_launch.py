@@ -20,6 +20,9 @@ Imported lazily (it imports torch and triton).
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import os
 import threading
 from collections.abc import Callable
@@ -32,8 +35,8 @@ import triton
 from triton.runtime import driver
 
 __all__ = [
-    "DIRECT", "BoundCache", "BoundLaunch", "bind", "call_signature", "cdiv", "current_stream", "launch",
-    "next_power_of_2",
+    "DIRECT", "RAW", "RAW_LAUNCH_SOURCES", "BoundCache", "BoundLaunch", "bind", "call_signature", "cdiv",
+    "current_stream", "launch", "launcher_source_digest", "next_power_of_2", "raw_launch",
 ]  # fmt: skip
 
 #: Whether direct launches are on for this process.
@@ -41,8 +44,18 @@ DIRECT = os.environ.get("SAGELLM_TRITON_DIRECT_LAUNCH", "1") != "0" and os.envir
     "",
     "0",
 )
+#: SHA-256 of reviewed ``CudaLauncher.__call__`` sources (whitespace collapsed: :func:`launcher_source_digest`) ->
+#: the Triton they come from. Each passes its arguments to the C ``launch`` in the layout :func:`raw_launch` uses
+#: and does nothing else per call for a kernel without scratch memory or sanitizer (tests/test_triton_raw_launch.py
+#: checks the installed one against :func:`raw_launch`).
+RAW_LAUNCH_SOURCES: dict[str, str] = {
+    "6ac1fdd62dbc8cde7cfe80c8f4dc6c99b74ed49362901ba8f2f2977de33e8650": "3.9.0",
+}
+#: Whether bound and direct launches call the C launch themselves where :func:`raw_launch` allows
+#: (``SAGELLM_TRITON_RAW_LAUNCH=0``, read at import, turns it off).
+RAW = os.environ.get("SAGELLM_TRITON_RAW_LAUNCH", "1") != "0"
 _LOCK = threading.Lock()
-_COMPILED: dict[tuple[Any, ...], tuple[Any, tuple[str, ...]]] = {}
+_COMPILED: dict[tuple[Any, ...], tuple[Any, tuple[str, ...], Callable[..., None] | None]] = {}
 _MAX_ENTRIES = 4096
 
 
@@ -79,6 +92,61 @@ def current_stream() -> int:
         The stream handle.
     """
     return int(driver.active.get_current_stream(driver.active.get_current_device()))
+
+
+@functools.cache
+def launcher_source_digest(cls: type) -> str:
+    """SHA-256 of ``cls.__call__``'s source with its whitespace collapsed ("" where there is no source).
+
+    Args:
+        cls: A launcher class.
+
+    Returns:
+        The hex digest.
+    """
+    try:
+        src = inspect.getsource(cls.__call__)
+    except (OSError, TypeError):
+        return ""
+    return hashlib.sha256(" ".join(src.split()).encode()).hexdigest()
+
+
+def raw_launch(kernel: Any) -> Callable[..., None] | None:
+    """The C launch under a compiled kernel's CUDA launcher, with what that launcher's Python adds fixed, for a
+    kernel whose launcher adds nothing per call: no global or profile scratch memory, no sanitizer, no tensor
+    descriptors (its ``launch`` is the driver's own), whose launcher's code is one of :data:`RAW_LAUNCH_SOURCES`. Its
+    Python (scratch
+    allocators asked for nothing, closures made per call) costs microseconds per launch.
+
+    Args:
+        kernel: What ``fn[grid](...)`` returned.
+
+    Returns:
+        ``go(grid_x, grid_y, grid_z, stream, enter_hook, exit_hook, args)`` (``args`` a tuple of every kernel
+        argument, as ``kernel.run`` takes them after its first nine), or None where the launcher must be called.
+    """
+    run: Any = getattr(kernel, "run", None)
+    cls: type = type(run)
+    if not RAW or cls.__name__ != "CudaLauncher" or launcher_source_digest(cls) not in RAW_LAUNCH_SOURCES:
+        return None
+    if getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1):
+        return None
+    c_launch = getattr(run, "launch", None)
+    if getattr(run, "gsan_enabled", True) or c_launch is None or c_launch is not driver.active.utils.launch:
+        return None
+    fn, meta = kernel.function, kernel.packed_metadata
+    coop, pdl, annotations, signature = (
+        run.launch_cooperative_grid,
+        run.launch_pdl,
+        run.arg_annotations,
+        run.kernel_signature,
+    )
+
+    def go(gx: int, gy: int, gz: int, stream: int, enter: Any, leave: Any, args: tuple[Any, ...]) -> None:
+        # No launch metadata, no global or profile scratch (None, as the launcher passes for size 0).
+        c_launch(gx, gy, gz, stream, fn, coop, pdl, meta, None, enter, leave, None, None, annotations, signature, args)
+
+    return go
 
 
 def _hooks() -> tuple[Any, Any, bool]:
@@ -136,12 +204,15 @@ def launch(fn: Any, grid: tuple[int, ...]) -> Callable[..., None]:
                 with _LOCK:
                     if len(_COMPILED) >= _MAX_ENTRIES:
                         _COMPILED.clear()
-                    _COMPILED[key] = (kernel, tuple(fn.arg_names[len(args) :]))
+                    _COMPILED[key] = (kernel, tuple(fn.arg_names[len(args) :]), raw_launch(kernel))
             return
-        kernel, names = found
+        kernel, names, raw = found
         tail = tuple(kw[name] for name in names)  # this call's values: tensors in keywords are runtime pointers
         stream = driver.active.get_current_stream(dev)
         g = (*grid, 1, 1)
+        if raw is not None:
+            raw(g[0], g[1], g[2], stream, enter, leave, (*args, *tail))
+            return
         kernel.run(g[0], g[1], g[2], stream, kernel.function, kernel.packed_metadata, None, enter, leave, *args, *tail)
 
     return run
@@ -164,6 +235,7 @@ class BoundLaunch:
         self._fn = fn
         self._grid = (*grid, 1, 1)[:3]
         self._kernel = kernel
+        self._raw = raw_launch(kernel)
         self._full = full  # holds the bound tensors (and so their memory) while the binding lives
         self._ptrs = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in full]
         # The launch's arguments are picked, in C, from the bound values followed by the live pointers (or, for
@@ -194,8 +266,12 @@ class BoundLaunch:
             n = self._positional
             self._fn[self._grid](*a[:n], **dict(zip(self._names, a[n:])), **self._options)
             return
-        k = self._kernel
         g = self._grid
+        if self._raw is not None:
+            self._raw(g[0], g[1], g[2], driver.active.get_current_stream(dev), enter, leave,
+                      self._pick(self._ptrs + ptrs))  # fmt: skip
+            return
+        k = self._kernel
         k.run(g[0], g[1], g[2], driver.active.get_current_stream(dev), k.function, k.packed_metadata, None, enter,
               leave, *self._pick(self._ptrs + ptrs))  # fmt: skip
 
@@ -224,7 +300,7 @@ def bind(
     found = None if key is None else _COMPILED.get(key)
     if found is None:
         return None
-    kernel, names = found
+    kernel, names, _ = found
     full = [*args, *(kw[name] for name in names)]
     where = tuple(tuple(i for i, x in enumerate(full) if x is t) for t in live)
     for i in (i for group in where for i in group):

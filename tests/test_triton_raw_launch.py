@@ -1,0 +1,83 @@
+"""``triton_launch.raw_launch`` calls the C launch under Triton's CUDA launcher exactly as that launcher's own
+``__call__`` (the installed Triton's code, run here over a stand-in driver) would for a kernel without scratch
+memory, and declines every launcher it cannot stand in for."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+triton = pytest.importorskip("triton")
+nvidia_driver = pytest.importorskip("triton.backends.nvidia.driver")
+
+from sagellm_backend.kernels import triton_launch  # noqa: E402
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def __call__(self, *args: Any) -> None:
+        self.calls.append(args)
+
+
+def _launcher(c_launch: _Recorder, **over: Any) -> Any:
+    run = nvidia_driver.CudaLauncher.__new__(nvidia_driver.CudaLauncher)  # the installed class, its __call__ real
+    attrs = {
+        "gsan_enabled": False, "num_ctas": 1, "launch": c_launch, "global_scratch_size": 0,
+        "global_scratch_align": 1, "profile_scratch_size": 0, "profile_scratch_align": 1,
+        "launch_cooperative_grid": False, "launch_pdl": True, "arg_annotations": ["annotations"],
+        "kernel_signature": b"signature",
+    }  # fmt: skip
+    for k, v in {**attrs, **over}.items():
+        setattr(run, k, v)
+    return run
+
+
+@pytest.fixture
+def c_launch(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
+    rec = _Recorder()
+    fake = SimpleNamespace(utils=SimpleNamespace(launch=rec), allocate_default_profile_scratch=None)
+    monkeypatch.setattr(triton.runtime.driver, "_active", fake)  # what the launcher's __call__ asks for
+    monkeypatch.setattr(triton_launch, "driver", SimpleNamespace(active=fake))
+    digest = triton_launch.launcher_source_digest(nvidia_driver.CudaLauncher)
+    if digest not in triton_launch.RAW_LAUNCH_SOURCES:
+        pytest.skip(f"Triton {triton.__version__}'s launcher (source {digest[:12]}) is not one raw_launch knows")
+    return rec
+
+
+def test_raw_launch_passes_what_the_installed_launcher_passes(c_launch: _Recorder) -> None:
+    kernel = SimpleNamespace(run=_launcher(c_launch), function=1234, packed_metadata=("meta",))
+    args = (7, 0xDEAD00, 3.5, None, 16)
+    enter, leave = object(), object()
+    kernel.run(4, 2, 1, 99, kernel.function, kernel.packed_metadata, None, enter, leave, *args)
+    go = triton_launch.raw_launch(kernel)
+    assert go is not None
+    go(4, 2, 1, 99, enter, leave, args)
+    assert len(c_launch.calls) == 2
+    assert c_launch.calls[1] == c_launch.calls[0]  # every argument, in order: grid, stream, hooks, the args tuple
+
+
+@pytest.mark.parametrize(
+    "over",
+    [{"global_scratch_size": 64}, {"profile_scratch_size": 8}, {"gsan_enabled": True}, {"launch": _Recorder()}],
+    ids=["global scratch", "profile scratch", "sanitizer", "wrapped launch (tensor descriptors)"],
+)
+def test_raw_launch_declines_launchers_that_do_more_per_call(c_launch: _Recorder, over: dict[str, Any]) -> None:
+    kernel = SimpleNamespace(run=_launcher(c_launch, **over), function=1, packed_metadata=())
+    assert triton_launch.raw_launch(kernel) is None
+
+
+def test_raw_launch_declines_other_launchers_and_can_be_turned_off(
+    c_launch: _Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert triton_launch.raw_launch(SimpleNamespace(run=c_launch, function=1, packed_metadata=())) is None
+    kernel = SimpleNamespace(run=_launcher(c_launch), function=1, packed_metadata=())
+    monkeypatch.setattr(triton_launch, "RAW", False)
+    assert triton_launch.raw_launch(kernel) is None
+    monkeypatch.setattr(triton_launch, "RAW", True)
+    monkeypatch.setattr(triton_launch, "RAW_LAUNCH_SOURCES", {})  # a launcher whose code was not reviewed
+    assert triton_launch.raw_launch(kernel) is None
