@@ -1,6 +1,7 @@
 """``triton_launch.raw_launch`` calls the C launch under Triton's CUDA launcher exactly as that launcher's own
-``__call__`` (the installed Triton's code, run here over a stand-in driver) would for a kernel without scratch
-memory, and declines every launcher it cannot stand in for."""
+``__call__`` would for a kernel without scratch memory: the installed Triton's code, and the reviewed Triton 3.6
+code kept in tests/data (each run here over a stand-in driver); and it declines every launcher it cannot stand in
+for."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ def _launcher(c_launch: _Recorder, **over: Any) -> Any:
     return run
 
 
+def _wrapped(*args: Any) -> None:
+    """A launch wrapped in Python (as Triton wraps one whose kernel takes tensor descriptors)."""
+
+
 @pytest.fixture
 def c_launch(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
     rec = _Recorder()
@@ -63,9 +68,9 @@ def test_raw_launch_passes_what_the_installed_launcher_passes(c_launch: _Recorde
 
 @pytest.mark.parametrize(
     "over",
-    [{"global_scratch_size": 64}, {"profile_scratch_size": 8}, {"gsan_enabled": True}, {"launch": _Recorder()}],
+    [{"global_scratch_size": 64}, {"profile_scratch_size": 8}, {"gsan_enabled": True}, {"launch": _wrapped}],
     ids=["global scratch", "profile scratch", "sanitizer", "wrapped launch (tensor descriptors)"],
-)
+)  # fmt: skip
 def test_raw_launch_declines_launchers_that_do_more_per_call(c_launch: _Recorder, over: dict[str, Any]) -> None:
     kernel = SimpleNamespace(run=_launcher(c_launch, **over), function=1, packed_metadata=())
     assert triton_launch.raw_launch(kernel) is None
@@ -81,3 +86,35 @@ def test_raw_launch_declines_other_launchers_and_can_be_turned_off(
     monkeypatch.setattr(triton_launch, "RAW", True)
     monkeypatch.setattr(triton_launch, "RAW_LAUNCH_SOURCES", {})  # a launcher whose code was not reviewed
     assert triton_launch.raw_launch(kernel) is None
+
+
+def test_raw_launch_passes_what_the_reviewed_triton_3_6_launcher_passes(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+    import textwrap
+    from pathlib import Path
+
+    src = (Path(__file__).parent / "data" / "triton_3_6_cuda_launcher_call.py.txt").read_text()
+    module = tmp_path / "triton36_launcher.py"
+    module.write_text("_allocation = None\n\n\nclass CudaLauncher:\n" + textwrap.indent(textwrap.dedent(src), "    "))
+    spec = importlib.util.spec_from_file_location("triton36_launcher", module)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert triton_launch.RAW_LAUNCH_SOURCES[triton_launch.launcher_source_digest(mod.CudaLauncher)] == "3.6"
+    mod.__dict__["_allocation"] = SimpleNamespace(_allocator=None, _profile_allocator=None)  # asked nothing at size 0
+    rec = _Recorder()
+    run = mod.CudaLauncher()
+    for k, v in {"launch": rec, "num_ctas": 1, "global_scratch_size": 0, "global_scratch_align": 1,
+                 "profile_scratch_size": 0, "profile_scratch_align": 1, "launch_cooperative_grid": True,
+                 "launch_pdl": False}.items():  # fmt: skip
+        setattr(run, k, v)
+    kernel = SimpleNamespace(run=run, function=55, packed_metadata=("meta",))
+    args = (3, 0xBEEF00, 0.5, None)
+    enter, leave = object(), object()
+    kernel.run(8, 1, 2, 77, kernel.function, kernel.packed_metadata, None, enter, leave, *args)
+    go = triton_launch.raw_launch(kernel)
+    assert go is not None
+    go(8, 1, 2, 77, enter, leave, args)
+    assert len(rec.calls) == 2 and rec.calls[1] == rec.calls[0]

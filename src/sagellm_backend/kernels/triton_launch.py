@@ -25,6 +25,7 @@ import hashlib
 import inspect
 import os
 import threading
+import types
 from collections.abc import Callable
 from functools import reduce
 from operator import itemgetter, or_
@@ -45,11 +46,12 @@ DIRECT = os.environ.get("SAGELLM_TRITON_DIRECT_LAUNCH", "1") != "0" and os.envir
     "0",
 )
 #: SHA-256 of reviewed ``CudaLauncher.__call__`` sources (whitespace collapsed: :func:`launcher_source_digest`) ->
-#: the Triton they come from. Each passes its arguments to the C ``launch`` in the layout :func:`raw_launch` uses
-#: and does nothing else per call for a kernel without scratch memory or sanitizer (tests/test_triton_raw_launch.py
-#: checks the installed one against :func:`raw_launch`).
+#: how each passes its arguments to the C ``launch`` (the Triton it comes from). For a kernel without scratch memory
+#: or sanitizer each does nothing else per call. tests/test_triton_raw_launch.py checks :func:`raw_launch` against
+#: the installed launcher and against the reviewed 3.6 source (tests/data).
 RAW_LAUNCH_SOURCES: dict[str, str] = {
-    "6ac1fdd62dbc8cde7cfe80c8f4dc6c99b74ed49362901ba8f2f2977de33e8650": "3.9.0",
+    "6ac1fdd62dbc8cde7cfe80c8f4dc6c99b74ed49362901ba8f2f2977de33e8650": "3.9",
+    "b5e4d84a36af22efc4017e23f5873393dc885ae5ca6077a545182aa971d8d324": "3.6",
 }
 #: Whether bound and direct launches call the C launch themselves where :func:`raw_launch` allows
 #: (``SAGELLM_TRITON_RAW_LAUNCH=0``, read at import, turns it off).
@@ -113,10 +115,10 @@ def launcher_source_digest(cls: type) -> str:
 
 def raw_launch(kernel: Any) -> Callable[..., None] | None:
     """The C launch under a compiled kernel's CUDA launcher, with what that launcher's Python adds fixed, for a
-    kernel whose launcher adds nothing per call: no global or profile scratch memory, no sanitizer, no tensor
-    descriptors (its ``launch`` is the driver's own), whose launcher's code is one of :data:`RAW_LAUNCH_SOURCES`. Its
-    Python (scratch
-    allocators asked for nothing, closures made per call) costs microseconds per launch.
+    kernel whose launcher adds nothing per call (no global or profile scratch memory, no sanitizer, no tensor
+    descriptors: its ``launch`` is not wrapped in Python) and whose code is one of :data:`RAW_LAUNCH_SOURCES`. That
+    Python (scratch allocators asked for nothing, a closure made per call, the arguments repacked) costs host time
+    on every launch.
 
     Args:
         kernel: What ``fn[grid](...)`` returned.
@@ -127,26 +129,29 @@ def raw_launch(kernel: Any) -> Callable[..., None] | None:
     """
     run: Any = getattr(kernel, "run", None)
     cls: type = type(run)
-    if not RAW or cls.__name__ != "CudaLauncher" or launcher_source_digest(cls) not in RAW_LAUNCH_SOURCES:
+    layout = RAW_LAUNCH_SOURCES.get(launcher_source_digest(cls)) if cls.__name__ == "CudaLauncher" else None
+    if not RAW or layout is None or getattr(run, "gsan_enabled", False):
         return None
     if getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1):
         return None
     c_launch = getattr(run, "launch", None)
-    if getattr(run, "gsan_enabled", True) or c_launch is None or c_launch is not driver.active.utils.launch:
+    if c_launch is None or isinstance(c_launch, types.FunctionType):  # Python wraps it: tensor descriptors
         return None
     fn, meta = kernel.function, kernel.packed_metadata
-    coop, pdl, annotations, signature = (
-        run.launch_cooperative_grid,
-        run.launch_pdl,
-        run.arg_annotations,
-        run.kernel_signature,
-    )
+    coop, pdl = run.launch_cooperative_grid, run.launch_pdl
+    if layout == "3.6":
 
-    def go(gx: int, gy: int, gz: int, stream: int, enter: Any, leave: Any, args: tuple[Any, ...]) -> None:
-        # No launch metadata, no global or profile scratch (None, as the launcher passes for size 0).
+        def go(gx: int, gy: int, gz: int, stream: int, enter: Any, leave: Any, args: tuple[Any, ...]) -> None:
+            # No global or profile scratch (None, as the launcher passes for size 0), no launch metadata.
+            c_launch(gx, gy, gz, stream, fn, coop, pdl, None, None, meta, None, enter, leave, *args)
+
+        return go
+    annotations, signature = run.arg_annotations, run.kernel_signature
+
+    def go39(gx: int, gy: int, gz: int, stream: int, enter: Any, leave: Any, args: tuple[Any, ...]) -> None:
         c_launch(gx, gy, gz, stream, fn, coop, pdl, meta, None, enter, leave, None, None, annotations, signature, args)
 
-    return go
+    return go39
 
 
 def _hooks() -> tuple[Any, Any, bool]:
