@@ -2,7 +2,8 @@
 
 Ops: the highest-priority implementation of :mod:`.registry` that supports the call: ``paged_triton``
 (Triton kernels) for CUDA tensors whose geometry fits, else ``paged_torch`` (vectorised torch, any device).
-``SAGELLM_PAGED_ATTENTION_IMPL=torch|triton|auto`` forces one; a forced one that cannot serve the call is an
+``SAGELLM_PAGED_ATTENTION_IMPL=torch|triton|auto`` forces one (read by every checked call: a decode step's later
+layers, on its fast path, keep the first layer's choice); a forced one that cannot serve the call is an
 error. Diagnostics key the calls ``"paged:implementation=<ops>"``; prefills on an empty cache that attend
 over their own K/V (:mod:`.paged_dense`) ``"paged:implementation=dense_<batch|runs>"``; calls without a cache
 or block tables run the SDPA semantics and are keyed ``"paged:sdpa_fallback/<path>"``.
@@ -10,7 +11,6 @@ or block tables run the SDPA semantics and are keyed ``"paged:sdpa_fallback/<pat
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -321,7 +321,7 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                 md.step_fast_paths[(id(self), "pending")] = FastDecode(
                     self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
                     tuple(k_cache.shape), tuple(k_cache.stride()), None, s, md_key(md),
-                    os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"), plan, ops, None, launcher, fixed,
+                    plan, ops, None, launcher, fixed,
                     query.numel() * query.element_size(), extent_bytes(k_cache),
                     tuple((t.data_ptr(), extent_bytes(t)) for t in tensors), key.numel() * key.element_size(),
                 )  # fmt: skip

@@ -5,7 +5,6 @@ to reuse it instead of checking again.
 
 from __future__ import annotations
 
-import os
 from typing import Any, NamedTuple
 
 from ..kernels.overlap import apart, extent_bytes
@@ -18,8 +17,9 @@ __all__ = ["FastDecode", "md_key", "output_apart", "same_call", "same_md"]
 class FastDecode(NamedTuple):
     """A checked decode call's properties; a later call on the same metadata that has all of them again (same
     shapes, dtypes, devices, cache geometry, scale argument, lengths, metadata tensors and their versions,
-    implementation choice) reuses the plan, ops and diagnostics record instead of checking again. Only a
-    backend without variants over an unquantised cache records one, and only that backend (``owner``) reuses it."""
+    implementation chosen by the first call) reuses the plan, ops and diagnostics record instead of checking
+    again. Only a backend without variants over an unquantised cache records one, and only that backend
+    (``owner``) reuses it."""
 
     owner: object
     tensor: type
@@ -32,7 +32,6 @@ class FastDecode(NamedTuple):
     scale_arg: object
     scale: float
     md_key: tuple[Any, ...]
-    impl_env: str | None
     plan: PagedPlan
     ops: Any
     record: dict[str, Any] | None
@@ -116,6 +115,5 @@ def same_call(f: FastDecode, q: Any, k: Any, v: Any, md: AttentionMetadata, kv_c
         and kc.shape == f.cache_shape and vc.shape == f.cache_shape
         and kc.stride() == f.cache_stride and vc.stride() == f.cache_stride
         and type(scale) is type(f.scale_arg) and scale == f.scale_arg
-        and os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL") == f.impl_env
         and same_md(md, f.md_key)
     )  # fmt: skip
