@@ -5,11 +5,12 @@ check of a caller's ``output``, the bound launch with and without ``out``, the s
 without a workspace, the allocation), beside one plain torch op. Each timed as the mean of back-to-back calls in
 rounds (median of rounds), the device drained between rounds.
 
-    PYTHONPATH=src python bench/probe_forward_host.py [--trust-launcher] [--source FILE]
+    PYTHONPATH=src python bench/probe_forward_host.py [--trust-launcher 3.6|3.9] [--source FILE]
 
-``--trust-launcher`` lets ``triton_launch.raw_launch`` call past the installed Triton's ``CudaLauncher.__call__``
-even when its source is not one of ``RAW_LAUNCH_SOURCES`` (to measure it before it is reviewed; ``--source`` writes
-that source to FILE for the review). ``SAGELLM_TRITON_RAW_LAUNCH=0`` measures without.
+``--trust-launcher LAYOUT`` lets ``triton_launch.raw_launch`` call past the installed Triton's
+``CudaLauncher.__call__`` with that argument layout even when its source is not one of ``RAW_LAUNCH_SOURCES`` (to
+measure it before it is reviewed; ``--source`` writes that source to FILE for the review).
+``SAGELLM_TRITON_RAW_LAUNCH=0`` measures without.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main() -> None:
     from triton.backends.nvidia.driver import CudaLauncher
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--trust-launcher", action="store_true")
+    ap.add_argument("--trust-launcher", choices=("3.6", "3.9"), help="the argument layout to assume")
     ap.add_argument("--source", type=Path)
     a = ap.parse_args()
     digest = triton_launch.launcher_source_digest(CudaLauncher)
@@ -60,7 +61,7 @@ def main() -> None:
     if a.source:
         a.source.write_text(inspect.getsource(CudaLauncher.__call__))
     if a.trust_launcher and not known:
-        triton_launch.RAW_LAUNCH_SOURCES[digest] = f"{triton.__version__} (trusted by this probe, not reviewed)"
+        triton_launch.RAW_LAUNCH_SOURCES[digest] = a.trust_launcher  # trusted by this probe, not reviewed
     dev = torch.device("cuda")
     hq, hkv, d, bs, batch, ctx = 32, 8, 128, 16, 8, 2048
     width = ctx // bs

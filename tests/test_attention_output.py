@@ -218,8 +218,9 @@ def test_an_output_inside_a_strided_querys_reach_is_refused_on_the_fast_path() -
 
 @pytest.mark.parametrize("as_tuple", [False, True], ids=["lists", "tuples"])
 def test_lengths_changed_in_place_on_reused_metadata_are_checked_again(as_tuple: bool) -> None:
-    """An engine that edits a metadata's lengths between layers is checked again, not served the plan of the old
-    lengths: lengths that no longer match the slots are refused; the same lengths as a tuple give the same result."""
+    """An engine that replaces or edits in place a metadata's lengths between layers is checked again, not served
+    the plan of the old lengths: lengths that no longer match the slots are refused; the same lengths as a tuple
+    give the same result."""
     backend, md = PagedAttentionBackend(BS), _decode_md()
     q, k, v = _qkv(2, 4)
     want = backend.forward(q, k, v, md, kv_cache=_caches(4))
@@ -229,3 +230,48 @@ def test_lengths_changed_in_place_on_reused_metadata_are_checked_again(as_tuple:
     md.context_lens = (2, 6) if as_tuple else [2, 6]  # type: ignore[assignment]  # slot 11 is position 3's
     with pytest.raises(InvalidArgumentError, match="slot_mapping"):
         backend.forward(q, k, v, md, kv_cache=_caches(4))
+    md.context_lens = [3, 6]
+    assert torch.equal(backend.forward(q, k, v, md, kv_cache=_caches(4)), want)  # checked and recorded again
+    md.context_lens[0] = 2  # edited in place: the same list object
+    with pytest.raises(InvalidArgumentError, match="slot_mapping"):
+        backend.forward(q, k, v, md, kv_cache=_caches(4))
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["checked call", "fast path"])
+def test_an_output_over_int32_block_tables_the_plan_copied_is_refused(fast: bool) -> None:
+    """The plan holds int64 copies of int32 block tables; an output over the metadata's own table is still refused
+    (writing it would corrupt the next layer's metadata), before anything is written."""
+    buf = torch.zeros(2 * HQ * D)
+    out = buf.view(2, HQ, D)
+    bt = buf.view(torch.int32)[:4].view(2, 2)  # the metadata's table inside the output's bytes
+    bt.copy_(torch.tensor([[2, 0], [1, 4]], dtype=torch.int32))
+    md = AttentionMetadata.for_decode([3, 6], bt, slot_mapping=torch.tensor([2 * BS + 3, 4 * BS + 2]), block_size=BS)
+    backend = PagedAttentionBackend(BS)
+    q, k, v = _qkv(2, 5)
+    if fast:
+        backend.forward(q, k, v, md, kv_cache=_caches(5), output=torch.empty(2, HQ, D))  # records the fast path
+        assert md.step_fast_paths.get((id(backend), "ready")) is not None
+    before = buf.clone()
+    with pytest.raises(InvalidArgumentError, match="sharing no memory"):
+        backend.forward(q, k, v, md, kv_cache=_caches(5), output=out)
+    assert torch.equal(buf, before)
+    assert backend.forward(q, k, v, md, kv_cache=_caches(5)).shape == (2, HQ, D)  # the metadata is intact
+
+
+def test_a_cpu_forward_under_inference_mode_leaves_later_forwards_on_the_thread_working() -> None:
+    """The torch ops' per-thread gather buffer made during an inference-mode call is an ordinary tensor, so a later
+    call outside inference mode on the same thread can still write it (and the results are the same)."""
+    import threading
+
+    results: list[Any] = []
+
+    def work() -> None:
+        q, k, v = _qkv(2, 6)
+        with torch.inference_mode():
+            first = PagedAttentionBackend(BS).forward(q, k, v, _decode_md(), kv_cache=_caches(6))
+        results.append((first.clone(), PagedAttentionBackend(BS).forward(q, k, v, _decode_md(), kv_cache=_caches(6))))
+
+    t = threading.Thread(target=work)  # a fresh thread: no buffer made before this test
+    t.start()
+    t.join(timeout=60)
+    assert results and torch.equal(results[0][0], results[0][1])

@@ -38,3 +38,5 @@ def test_median_in_rounds_visits_every_call_in_turn_and_reports_each_calls_media
     assert order[6:] == ["a", "a", "b", "b"] * 3  # then 3 rounds of 2 samples each, every call in turn
     assert len(syncs) == 12 + 6  # a sync before each sample and after each step's samples of a round
     assert set(us) == {"a", "b"} and all(0 < v < 1e5 for v in us.values())
+    with pytest.raises(ValueError, match="rounds"):
+        median_us_in_rounds(steps, reps=6, sync=lambda: None, rounds=0)

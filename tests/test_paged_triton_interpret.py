@@ -243,6 +243,27 @@ def test_register_cap_reaches_the_launch_only_when_set() -> None:
     assert "maxnreg" not in decode_launch_args(q, cache, cache, table, lens, 0.25, q)[2]
 
 
+@pytest.mark.parametrize(
+    ("head_dim", "group", "capped"), [(128, 1, True), (128, 4, True), (128, 8, True), (64, 8, True), (128, 16, False)]
+)
+def test_fp8_register_cap_and_waves_only_for_query_tiles_that_do_not_spill(
+    head_dim: int, group: int, capped: bool
+) -> None:
+    """The 96-register cap (five programs per SM, one wave of five) is the fp8 default only where sm_90 ptxas spills
+    nothing under it (groups up to 8; bench/kernel_resources.py); larger groups keep the compiler's registers and
+    four waves, and 16-bit caches never take it."""
+    torch = pytest.importorskip("torch")
+    from sagellm_backend.attention import triton_args as ta
+
+    cfg = ta.decode_config(head_dim, torch.bfloat16, group, kv_fp8=True)
+    assert (cfg.maxnreg, cfg.waves) == ((ta.FP8_MAXNREG, ta.FP8_WAVES) if capped else (None, 4.0))
+    assert cfg.fp8_f16_dot and cfg.block_n == 64
+    plain = ta.decode_config(head_dim, torch.bfloat16, group)
+    assert (plain.maxnreg, plain.waves) == (None, 4.0)
+    b, hkv = 4, 8  # the split count follows the waves: 5 x 132 SMs / 32 programs = 20 splits at 4 x 32k
+    assert ta.split_limit(b, hkv, 32768, 132, cfg) == (20 if capped else 16)
+
+
 @pytest.mark.parametrize("interpret", ["0", "1"])
 def test_fp8_value_conversion_reaches_the_launch_only_where_it_applies(
     interpret: str, monkeypatch: pytest.MonkeyPatch

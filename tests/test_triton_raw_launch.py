@@ -118,3 +118,40 @@ def test_raw_launch_passes_what_the_reviewed_triton_3_6_launcher_passes(
     assert go is not None
     go(8, 1, 2, 77, enter, leave, args)
     assert len(rec.calls) == 2 and rec.calls[1] == rec.calls[0]
+
+
+def test_direct_and_bound_launches_go_raw_with_the_arguments_the_launcher_would_get(
+    c_launch: _Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through ``launch`` (kept compiled kernels) and ``bind`` (bound launches) over the stand-in driver, a kernel
+    whose launcher ``raw_launch`` accepts is launched by the C launch directly, with exactly what the launcher's own
+    ``__call__`` passes for the same call."""
+    import torch
+
+    from launch_rig import use_stand_in_driver
+
+    use_stand_in_driver(monkeypatch)
+    run = _launcher(c_launch)
+    kernel = SimpleNamespace(run=run, function=4321, packed_metadata=(4, 1, 0))
+
+    class Fn:  # a JIT kernel's shape: fn[grid](...) compiles (here: returns the kernel) and launches
+        arg_names = ("x", "y", "n", "BLOCK")
+
+        def __getitem__(self, grid: Any) -> Any:
+            return lambda *a, **kw: kernel
+
+    fn = Fn()
+    x, y = torch.zeros(16), torch.zeros(16)
+    go = triton_launch.launch(fn, (3,))
+    go(x, y, 16, BLOCK=64, num_warps=4)  # compiles; the kernel is kept with its raw launch
+    go(x, y, 16, BLOCK=64, num_warps=4)
+    assert len(c_launch.calls) == 1
+    enter, leave, _ = triton_launch._hooks()
+    run(3, 1, 1, 7, kernel.function, kernel.packed_metadata, None, enter, leave, x, y, 16, 64)
+    assert c_launch.calls[0] == c_launch.calls[1]
+    bound = triton_launch.bind(fn, (3,), (x, y, 16), {"BLOCK": 64, "num_warps": 4}, (x,))
+    assert bound is not None
+    x2 = torch.zeros(16)
+    bound((x2,), [x2.data_ptr()])
+    run(3, 1, 1, 7, kernel.function, kernel.packed_metadata, None, enter, leave, x2.data_ptr(), y.data_ptr(), 16, 64)
+    assert len(c_launch.calls) == 4 and c_launch.calls[2] == c_launch.calls[3]

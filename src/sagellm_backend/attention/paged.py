@@ -75,6 +75,12 @@ def select_paged_ops(
     return impl.load_ops(), impl.name
 
 
+def _own_tensors(md: AttentionMetadata, tensor: type) -> tuple[Any, ...]:
+    """The metadata's own block tables and slot mapping where they are tensors (the plan may hold copies of them; a
+    caller's ``output`` must spare both)."""
+    return tuple(t for t in (md.block_tables, md.slot_mapping) if isinstance(t, tensor))
+
+
 class PagedAttentionBackend(CheckedAttentionBackend):
     """Attention over a paged KV cache ``(K, V)``, each ``[num_blocks, block_size, Hkv, D]``.
 
@@ -191,7 +197,9 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             plan = f.plan
             q, k, v = query.contiguous(), key.contiguous(), value.contiguous()
             if output is not None and not output_apart(f, output, query, key, value, k_cache, v_cache):
-                plan_tensors = (plan.block_tables, plan.key_lens, plan.slot_mapping)
+                plan_tensors = (
+                    plan.block_tables, plan.key_lens, plan.slot_mapping, *_own_tensors(attn_metadata, type(query))
+                )  # fmt: skip
                 check_output(output, query, key, value, kv_cache, plan_tensors)  # raises, saying what is wrong
             out: torch.Tensor
             if f.launcher is not None:
@@ -323,7 +331,8 @@ class PagedAttentionBackend(CheckedAttentionBackend):
                     tuple(k_cache.shape), tuple(k_cache.stride()), None, s, md_key(md),
                     plan, ops, None, launcher, fixed,
                     query.numel() * query.element_size(), extent_bytes(k_cache),
-                    tuple((t.data_ptr(), extent_bytes(t)) for t in tensors), key.numel() * key.element_size(),
+                    tuple((t.data_ptr(), extent_bytes(t)) for t in (*tensors, *_own_tensors(md, type(query)))),
+                    key.numel() * key.element_size(),
                 )  # fmt: skip
         elif plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **store_kw)

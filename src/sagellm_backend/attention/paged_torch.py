@@ -50,7 +50,8 @@ def _workspace(purpose: str, numel: int, dtype: torch.dtype, device: torch.devic
     bufs: dict[tuple[str, torch.dtype], torch.Tensor] = _LOCAL.__dict__.setdefault("bufs", {})
     buf = bufs.get((purpose, dtype))
     if buf is None or buf.numel() < numel:
-        buf = bufs[(purpose, dtype)] = torch.empty(numel, dtype=dtype)
+        with torch.inference_mode(False):  # a normal tensor: later calls outside inference mode may write it too
+            buf = bufs[(purpose, dtype)] = torch.empty(numel, dtype=dtype)
     return buf[:numel]
 
 

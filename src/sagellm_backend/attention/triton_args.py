@@ -299,10 +299,13 @@ class DecodeConfig:
         return cdiv(self.chunk_floor or self.block_n, self.block_n) * self.block_n
 
 
-#: Registers per thread of the fp8 decode launches (sm_90: 96 spill nothing and fit five 4-warp programs per SM,
-#: against four at the compiler's 100-107; bench/kernel_resources.py).
+#: Registers per thread of the fp8 decode launches with at most :data:`FP8_CAP_GROUP` query heads per KV head (sm_90
+#: ptxas, D 64 or 128: 96 spill nothing, plain or as a step launches it, and fit five 4-warp programs per SM, against
+#: four at the compiler's 100-107; with 16 heads per KV head the split launch would spill, so it keeps its choice).
 FP8_MAXNREG = 96
-#: Programs per SM a split fp8 decode launch fills (one wave of five, as :data:`FP8_MAXNREG` allows).
+#: The largest query-head group :data:`FP8_MAXNREG` applies to.
+FP8_CAP_GROUP = 8
+#: Programs per SM a split fp8 decode launch under the cap fills (one wave of five on an H100).
 FP8_WAVES = 5.0
 
 
@@ -310,9 +313,10 @@ def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool
     """Default decode configuration for a head dim, dtype and query-head group size.
 
     Over an fp8 cache with a 16-bit query: 64-token tiles, two pipeline stages, the dots in fp16 (bf16 queries
-    scaled into fp16's range), the value tiles converted as loaded wherever that applies, and at most 96
-    registers per thread, so five programs share a multiprocessor and a split launch fills five per SM in one
-    wave (docs/PERFORMANCE.md has the sweeps this comes from).
+    scaled into fp16's range), the value tiles converted as loaded wherever that applies, and, for groups of up
+    to :data:`FP8_CAP_GROUP` query heads, at most :data:`FP8_MAXNREG` registers per thread, so five programs share a
+    multiprocessor and a split launch fills five per SM in one wave (docs/PERFORMANCE.md has the sweeps this comes
+    from; measured on an H100 with D 128 and groups of 4).
 
     Args:
         head_dim: D.
@@ -325,9 +329,10 @@ def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool
     """
     wide = pad_dim(head_dim) * pad_dim(group) * (2 if dtype == torch.float32 else 1)
     if kv_fp8 and dtype in (torch.float16, torch.bfloat16) and wide <= 16 * 128:
+        capped = group <= FP8_CAP_GROUP
         return DecodeConfig(
-            block_n=64, num_warps=4, num_stages=2, fp8_f16_dot=True, fp8_v_asm=None, maxnreg=FP8_MAXNREG,
-            waves=FP8_WAVES,
+            block_n=64, num_warps=4, num_stages=2, fp8_f16_dot=True, fp8_v_asm=None,
+            maxnreg=FP8_MAXNREG if capped else None, waves=FP8_WAVES if capped else DecodeConfig.waves,
         )  # fmt: skip
     block_n = 64 if wide <= 16 * 128 else 32
     warps = 4 if wide <= 16 * 256 else 8

@@ -49,13 +49,18 @@ def median_us_in_rounds(
 
     Args:
         steps: Name -> call.
-        reps: Samples per step in all.
+        reps: Samples per step in all, rounded to a multiple of ``rounds`` (at least one per round).
         sync: Waits for the device to go idle.
-        rounds: Rounds the samples are spread over.
+        rounds: Rounds the samples are spread over (>= 1).
 
     Returns:
         Name -> median microseconds.
+
+    Raises:
+        ValueError: ``rounds`` < 1.
     """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     for fn in steps.values():
         for _ in range(3):
             fn()

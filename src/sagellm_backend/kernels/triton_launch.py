@@ -96,9 +96,9 @@ def current_stream() -> int:
     return int(driver.active.get_current_stream(driver.active.get_current_device()))
 
 
-@functools.cache
 def launcher_source_digest(cls: type) -> str:
-    """SHA-256 of ``cls.__call__``'s source with its whitespace collapsed ("" where there is no source).
+    """SHA-256 of ``cls.__call__``'s source with its whitespace collapsed ("" where there is no source), computed
+    once per function (a ``__call__`` patched later is a new function, digested anew).
 
     Args:
         cls: A launcher class.
@@ -106,8 +106,13 @@ def launcher_source_digest(cls: type) -> str:
     Returns:
         The hex digest.
     """
+    return _function_digest(cls.__call__)
+
+
+@functools.lru_cache(maxsize=64)
+def _function_digest(fn: Any) -> str:
     try:
-        src = inspect.getsource(cls.__call__)
+        src = inspect.getsource(fn)
     except (OSError, TypeError):
         return ""
     return hashlib.sha256(" ".join(src.split()).encode()).hexdigest()
@@ -118,7 +123,8 @@ def raw_launch(kernel: Any) -> Callable[..., None] | None:
     kernel whose launcher adds nothing per call (no global or profile scratch memory, no sanitizer, no tensor
     descriptors: its ``launch`` is not wrapped in Python) and whose code is one of :data:`RAW_LAUNCH_SOURCES`. That
     Python (scratch allocators asked for nothing, a closure made per call, the arguments repacked) costs host time
-    on every launch.
+    on every launch. Decided when a launch is first compiled or bound: a launcher patched afterwards (a profiler
+    wrapping ``CudaLauncher.__call__``) is not called by the launches decided before.
 
     Args:
         kernel: What ``fn[grid](...)`` returned.
@@ -146,6 +152,8 @@ def raw_launch(kernel: Any) -> Callable[..., None] | None:
             c_launch(gx, gy, gz, stream, fn, coop, pdl, None, None, meta, None, enter, leave, *args)
 
         return go
+    if layout != "3.9":
+        return None
     annotations, signature = run.arg_annotations, run.kernel_signature
 
     def go39(gx: int, gy: int, gz: int, stream: int, enter: Any, leave: Any, args: tuple[Any, ...]) -> None:
