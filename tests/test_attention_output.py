@@ -275,3 +275,23 @@ def test_a_cpu_forward_under_inference_mode_leaves_later_forwards_on_the_thread_
     t.start()
     t.join(timeout=60)
     assert results and torch.equal(results[0][0], results[0][1])
+
+
+def test_numpy_lengths_set_on_metadata_give_the_same_results_as_lists() -> None:
+    """Lengths an engine sets as numpy arrays after building the metadata (a numpy array has no truth value) are
+    read as the sequences they are, on the checked call, on the fast path and in prefill."""
+    import numpy as np
+
+    backend, md = PagedAttentionBackend(BS), _decode_md()
+    q, k, v = _qkv(2, 7)
+    want = PagedAttentionBackend(BS).forward(q, k, v, _decode_md(), kv_cache=_caches(7))
+    md.context_lens = np.array([3, 6])  # type: ignore[assignment]
+    assert torch.equal(backend.forward(q, k, v, md, kv_cache=_caches(7)), want)
+    assert torch.equal(backend.forward(q, k, v, md, kv_cache=_caches(7)), want)  # the fast path
+    builder = PagedAttentionMetadataBuilder(BS)
+    pre = builder.build_prefill_metadata([2, 3], [[2, 0], [1, 4]], cached_lens=[1, 2])
+    pq, pk, pv = _qkv(5, 8)
+    want_pre = PagedAttentionBackend(BS).forward(pq, pk, pv, pre, kv_cache=_caches(8))
+    pre_np = builder.build_prefill_metadata([2, 3], [[2, 0], [1, 4]], cached_lens=[1, 2])
+    pre_np.cached_lens = np.array([1, 2])  # type: ignore[assignment]
+    assert torch.equal(PagedAttentionBackend(BS).forward(pq, pk, pv, pre_np, kv_cache=_caches(8)), want_pre)

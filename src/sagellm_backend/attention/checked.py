@@ -90,7 +90,8 @@ class CheckedAttentionBackend(AttentionBackend):
             backend_name=self.name, path_name=path, is_prefill=md.is_prefill, query_shape=tuple(query.shape),
             key_shape=tuple(key.shape), value_shape=tuple(value.shape), has_kv_cache=kv_cache is not None,
             has_block_tables=md.block_tables is not None, has_context_lens=md.context_lens is not None,
-            num_seqs=md.num_seqs, query_tokens=shp.tokens, max_context_len=max(md.context_lens or [0]),
+            num_seqs=md.num_seqs, query_tokens=shp.tokens,
+            max_context_len=0 if md.context_lens is None else int(max(md.context_lens, default=0)),
             max_blocks_per_seq=0 if md.block_tables is None else int(md.block_tables.shape[1]),
         )  # fmt: skip
         return out, record

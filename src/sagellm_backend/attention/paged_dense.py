@@ -51,7 +51,7 @@ def dense_prefill_applies(
     Returns:
         True when :func:`dense_prefill` computes what the paged prefill op would.
     """
-    return is_prefill and not any(cached_lens or ()) and k_cache.dtype == query.dtype
+    return is_prefill and not any(() if cached_lens is None else cached_lens) and k_cache.dtype == query.dtype
 
 
 def equal_length_runs(lens: list[int]) -> list[tuple[int, int, int]]:

@@ -75,8 +75,8 @@ def md_key(md: AttentionMetadata) -> tuple[Any, ...]:
         The key (compare a later call's with :func:`same_md`).
     """
     return (
-        md.is_prefill, list(md.seq_lens), list(md.context_lens or ()), ident(md.block_tables), ident(md.slot_mapping),
-        md.block_size, md.num_kv_heads, md.head_dim, md.attn_type,
+        md.is_prefill, list(md.seq_lens), list(() if md.context_lens is None else md.context_lens),
+        ident(md.block_tables), ident(md.slot_mapping), md.block_size, md.num_kv_heads, md.head_dim, md.attn_type,
     )  # fmt: skip
 
 
@@ -93,7 +93,7 @@ def same_md(md: AttentionMetadata, key: tuple[Any, ...]) -> bool:
     seq, ctx = md.seq_lens, md.context_lens
     return bool(
         md.is_prefill == key[0] and (seq == key[1] if type(seq) is list else list(seq) == key[1])
-        and (ctx == key[2] if type(ctx) is list else list(ctx or ()) == key[2])
+        and (ctx == key[2] if type(ctx) is list else list(() if ctx is None else ctx) == key[2])
         and ident(md.block_tables) == key[3] and ident(md.slot_mapping) == key[4] and md.block_size == key[5]
         and md.num_kv_heads == key[6] and md.head_dim == key[7] and md.attn_type == key[8]
     )  # fmt: skip

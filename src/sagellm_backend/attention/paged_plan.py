@@ -196,8 +196,9 @@ def plan_paged_call(
             "[B, 1, q, kv] for B rows of q tokens (B*q == tokens)."
         )
     memo = (
-        num_blocks, bs, shp.tokens, str(device), md.is_prefill, tuple(md.seq_lens), tuple(md.context_lens or ()),
-        tuple(md.cached_lens or ()), ident(md.block_tables), ident(md.slot_mapping),
+        num_blocks, bs, shp.tokens, str(device), md.is_prefill, tuple(md.seq_lens),
+        tuple(() if md.context_lens is None else md.context_lens),  # any sequence: a numpy array has no truth value
+        tuple(() if md.cached_lens is None else md.cached_lens), ident(md.block_tables), ident(md.slot_mapping),
         ident(attn_mask) if padded else None,
     )  # fmt: skip
     plan: PagedPlan | None = md.step_plans.get(memo)
