@@ -133,10 +133,11 @@ def timed(dev: torch.device, fn: Any, warmup: int, steps: int) -> float:
 
 def make_attention(ours: OurStack, max_batch: int, width: int, trusted: bool, rope_inside: bool = True) -> Any:
     cls, _ = wrapper_class()
+    scales = ours.kv_scales
     if cls is None:
-        return BackendAttention(ours.shape, ours.caches, ours.device)
+        return BackendAttention(ours.shape, ours.caches, ours.device, scales)
     cos_sin = ours.cos_sin if rope_inside else None
-    return WrapperAttention(cls, ours.shape, ours.caches, ours.device, max_batch, width, trusted, cos_sin)
+    return WrapperAttention(cls, ours.shape, ours.caches, ours.device, max_batch, width, trusted, cos_sin, scales)
 
 
 def correctness(ours: OurStack, hf: HFStack, pool: Any, width: int, batch: int, ctx: int) -> dict[str, Any]:
@@ -148,6 +149,8 @@ def correctness(ours: OurStack, hf: HFStack, pool: Any, width: int, batch: int, 
     for layer in range(s.layers):
         keys = torch.randn(batch, s.kv_heads, ctx, s.head_dim, generator=g).to(device=dev, dtype=s.dtype)
         values = torch.randn(batch, s.kv_heads, ctx, s.head_dim, generator=g).to(device=dev, dtype=s.dtype)
+        if s.kv_fp8 is not None:  # values an fp8 cache holds exactly (scale 1), so both stacks attend to the same
+            keys, values = (t.to(s.kv_fp8).to(s.dtype) for t in (keys, values))
         hf.fill(cache, layer, keys, values)
         for i in range(batch):
             ours.write_kv(layer, case.tables, i, keys[i].transpose(0, 1), values[i].transpose(0, 1))
@@ -177,6 +180,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     shape = QUICK if args.quick else FULL
     if args.layers:
         shape = Shape(**{**shape.__dict__, "layers": args.layers})
+    if args.kv_cache_dtype != "auto":
+        shape = Shape(**{**shape.__dict__, "kv_cache_dtype": args.kv_cache_dtype})
     cases = QUICK_CASES if args.quick else [c for c in FULL_CASES if not args.cases or c[0] in args.cases]
     steps, warmup = args.steps, args.warmup
     max_steps = warmup + steps + 2
@@ -201,7 +206,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "python": platform.python_version()},
         "config": {**{k: str(v) for k, v in shape.__dict__.items()}, "steps": steps, "warmup": warmup,
                    "attention": "PagedAttentionWrapper" if wrapper else "PagedAttentionBackend.forward",
-                   "trusted_plan": args.trusted,
+                   "trusted_plan": args.trusted, "kv_cache_dtype": shape.kv_cache_dtype,
                    "rope": "rotary_embedding kernel" if args.rope_outside else "inside the attention's run"},
         "copy_rate_gbps": rate / 1e9, "rows": [], "first_call": [],
     }  # fmt: skip
@@ -385,6 +390,9 @@ def markdown(report: dict[str, Any]) -> str:
     c = report["correctness"]
     tail = [f"\ncorrectness: ours vs HF, one step, batch {c['batch']} x {c['context']}, {c['dtype']}: "
             f"max rel err {c['max_rel_err']:.2e}; copy rate {report['copy_rate_gbps']:.0f} GB/s"]  # fmt: skip
+    kv = report["config"].get("kv_cache_dtype", "auto")
+    if kv != "auto":
+        tail.append(f"our KV cache: {kv} (the floor counts its bytes); the HF rows read a {c['dtype']} cache")
     return "\n".join(lines + (["", *first] if first else []) + tail)
 
 
@@ -419,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=0, help="override the layer count")
     ap.add_argument("--cases", nargs="*", help="case names to run (default all)")
     ap.add_argument("--trusted", action="store_true", help="plan(trusted=True): no validation sync per step")
+    ap.add_argument(
+        "--kv-cache-dtype",
+        choices=["auto", "fp8_e4m3", "fp8_e5m2"],
+        default="auto",
+        help="our KV cache: the model dtype (auto) or fp8 (the floor counts fp8 KV bytes; the HF rows keep theirs)",
+    )
     ap.add_argument("--rope-outside", action="store_true", help="RoPE as its own kernel, not inside the attention")
     ap.add_argument(
         "--decode-config",

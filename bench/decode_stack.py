@@ -41,6 +41,12 @@ class Shape:
     block_size: int = 16
     theta: float = 500000.0
     eps: float = 1e-5
+    kv_cache_dtype: str = "auto"  # or "fp8_e4m3" / "fp8_e5m2": the pool holds fp8, the attention dequantises
+
+    @property
+    def kv_fp8(self) -> torch.dtype | None:
+        """The cache's fp8 dtype, or None for a cache in the model dtype."""
+        return {"fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}.get(self.kv_cache_dtype)
 
     @property
     def weight_bytes(self) -> int:
@@ -51,7 +57,8 @@ class Shape:
 
     def kv_bytes_per_token(self) -> int:
         """K and V bytes of one cached token over every layer."""
-        return self.layers * 2 * self.kv_heads * self.head_dim * torch.finfo(self.dtype).bits // 8
+        bits = 8 if self.kv_fp8 is not None else torch.finfo(self.dtype).bits
+        return self.layers * 2 * self.kv_heads * self.head_dim * bits // 8
 
 
 def wrapper_class() -> tuple[Any, str]:
@@ -68,10 +75,15 @@ class BackendAttention:
 
     capturable = False
 
-    def __init__(self, shape: Shape, caches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> None:
+    def __init__(
+        self, shape: Shape, caches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
+        scales: dict[str, torch.Tensor] | None = None,
+    ) -> None:  # fmt: skip
         from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder
 
-        self.backend = PagedAttentionBackend(shape.block_size)
+        fp8 = {"kv_cache_dtype": shape.kv_cache_dtype} if shape.kv_fp8 is not None else {}
+        self.backend = PagedAttentionBackend(shape.block_size, **fp8)
+        self.scales = scales or {}
         self.builder = PagedAttentionMetadataBuilder(shape.block_size, device)
         self.caches, self.shape, self.device = caches, shape, device
         self.md: Any = None
@@ -87,7 +99,7 @@ class BackendAttention:
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """One layer's attention, ``[B, Hq, D]``."""
-        out: torch.Tensor = self.backend.forward(q, k, v, self.md, kv_cache=self.caches[layer])
+        out: torch.Tensor = self.backend.forward(q, k, v, self.md, kv_cache=self.caches[layer], **self.scales)
         return out
 
 
@@ -100,12 +112,15 @@ class WrapperAttention:
     def __init__(
         self, cls: Any, shape: Shape, caches: list[tuple[torch.Tensor, torch.Tensor]], device: torch.device,
         max_batch: int, max_blocks: int, trusted: bool = False, cos_sin: torch.Tensor | None = None,
+        scales: dict[str, torch.Tensor] | None = None,
     ) -> None:  # fmt: skip
+        fp8 = {"kv_cache_dtype": shape.kv_cache_dtype} if shape.kv_fp8 is not None else {}
         self.wrapper = cls(
             shape.heads, shape.kv_heads, shape.head_dim, block_size=shape.block_size, max_batch=max_batch,
-            max_blocks_per_seq=max_blocks, device=device,
+            max_blocks_per_seq=max_blocks, device=device, **fp8,
         )  # fmt: skip
         self.caches, self.trusted = caches, trusted
+        self.scales = scales or {}  # an fp8 cache's k_scale / v_scale (persistent: graph-safe)
         self.rope_kw: dict[str, Any] = {}
         if cos_sin is not None and _accepts(self.wrapper.run, "cos_sin_cache"):
             self.rope_kw = {"cos_sin_cache": cos_sin, "is_neox": True}
@@ -131,7 +146,7 @@ class WrapperAttention:
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None = None
     ) -> torch.Tensor:
         """One layer's attention, ``[B, Hq, D]`` (into ``out`` when given)."""
-        res: torch.Tensor = self.wrapper.run(q, k, v, self.caches[layer], out=out, **self.rope_kw)
+        res: torch.Tensor = self.wrapper.run(q, k, v, self.caches[layer], out=out, **self.rope_kw, **self.scales)
         return res
 
 
@@ -175,9 +190,23 @@ class OurStack:
         ]  # fmt: skip
         self.final_norm = norm()
         kv_dtype = {torch.bfloat16: DType.BF16, torch.float16: DType.FP16, torch.float32: DType.FP32}[dt]
-        self.pool = provider.create_kv_pool(num_blocks, block_size=shape.block_size, dtype=kv_dtype)
-        self.pool.arena.normal_(0.0, 1.0, generator=g)
+        self.pool = provider.create_kv_pool(
+            num_blocks, block_size=shape.block_size, dtype=DType.FP8 if shape.kv_fp8 is not None else kv_dtype
+        )
+        if shape.kv_fp8 is None:
+            self.pool.arena.normal_(0.0, 1.0, generator=g)
+        else:  # standard normal values, quantised in slices (no fp8 random kernel; no whole-arena temporary)
+            flat = self.pool.arena.view(-1).view(torch.uint8).view(shape.kv_fp8)
+            for i in range(0, flat.numel(), 1 << 26):
+                part = flat[i : i + (1 << 26)]
+                part.copy_(torch.randn(part.numel(), generator=g, device=dev).to(shape.kv_fp8))
+        #: An fp8 cache's ``k_scale`` / ``v_scale`` (float32 device tensors; 1: the cached values are N(0, 1)).
+        self.kv_scales: dict[str, torch.Tensor] = {}
+        if shape.kv_fp8 is not None:
+            self.kv_scales = {n: torch.ones(1, dtype=torch.float32, device=dev) for n in ("k_scale", "v_scale")}
         self.caches: list[tuple[torch.Tensor, torch.Tensor]] = self.pool.kv_caches()
+        if shape.kv_fp8 is not None:  # the pool's fp8 views are e4m3; an e5m2 cache reads the same bytes as e5m2
+            self.caches = [(k.view(shape.kv_fp8), v.view(shape.kv_fp8)) for k, v in self.caches]
         self.cos_sin = cos_sin_cache(shape, max_pos, dev)
         k = provider.get_kernel
         self.linear, self.rmsnorm, self.add_rmsnorm = k("linear"), k("rmsnorm"), k("add_rmsnorm")
@@ -247,6 +276,11 @@ class OurStack:
         blocks = torch.from_numpy(tables[seq].astype(np.int64))[pos // bs].to(self.device)
         offs = (pos % bs).to(self.device)
         k_cache, v_cache = self.caches[layer]
+        if self.shape.kv_fp8 is not None:
+            from sagellm_backend.attention.kv_quant import quantize
+
+            keys = quantize(keys, self.kv_scales["k_scale"], self.shape.kv_fp8)
+            values = quantize(values, self.kv_scales["v_scale"], self.shape.kv_fp8)
         k_cache[blocks, offs] = keys
         v_cache[blocks, offs] = values
 

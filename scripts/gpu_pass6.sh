@@ -4,7 +4,8 @@
 # and DECODE_CFG (STEPAB=1), the decode-step bench (eager layers with in-place norms and
 # caller-owned results, beside the same step allocating; BENCH=0 skips it), the step profile (PROFILE=0), the
 # attention host cost (HOST=0), the chunk/fp8 sweep (CHUNK=0; CHUNK_ARGS its options), then the GPU tests of decode (TESTS_S seconds, 0
-# skips them; TESTS replaces the list). CHUNK_S: the sweep's time limit (100 s).
+# skips them; TESTS replaces the list). CHUNK_S: the sweep's time limit (100 s). STEPFP8=1: the decode-step bench
+# over an fp8 cache; PROBEHOST=1: bench/probe_forward_host.py with raw launches off and on, alternating.
 #
 #   scripts/gpu_pass6.sh OUT
 set -u
@@ -25,6 +26,18 @@ OUT="${1:?usage: scripts/gpu_pass6.sh OUT}"
       # shellcheck disable=SC2086  # STEPAB_CASES is a list of case names
       run_step "decode-step A/B: $cfg" 120 "$OUT/step_ab_${cfg//\//_}.txt" $PY bench/bench_decode_step.py \
         --cases ${STEPAB_CASES:-1x1k 8x1k 64x1k} --hf-compile off "${opt[@]}" --json "$OUT/step_ab_${cfg//\//_}.json"
+    done
+  fi
+  if [[ "${STEPFP8:-0}" == 1 ]]; then  # the decode step over an fp8 (e4m3) cache, without the compiled HF rows
+    run_step "decode-step bench, fp8 cache" 150 "$OUT/decode_step_fp8.txt" $PY bench/bench_decode_step.py \
+      --kv-cache-dtype fp8_e4m3 --hf-compile off --json "$OUT/decode_step_fp8.json"
+  fi
+  if [[ "${PROBEHOST:-0}" == 1 ]]; then  # forward's host parts, raw launches off then on, twice (neighbours compare)
+    for i in 1 2; do
+      for raw in 0 1; do
+        run_step "forward host parts, raw $raw ($i)" 60 "$OUT/probe_host_raw${raw}_$i.txt" \
+          env SAGELLM_TRITON_RAW_LAUNCH=$raw $PY bench/probe_forward_host.py
+      done
     done
   fi
   if [[ "${PROFILE:-1}" == 1 ]]; then
@@ -54,6 +67,8 @@ grep '^|' "$OUT/decode_step.txt" 2>/dev/null | head -12
 for f in "$OUT"/step_ab_*.txt; do [[ -e $f ]] && { echo "$f"; grep -E '^\|' "$f" | head -6; }; done
 grep -E "^\| (add_rmsnorm|silu_mul|attention|torch.add|F.linear|one eager|decode_kernel|rmsnorm_kernel)|^## (eager|graphed)" "$OUT/profile.txt" 2>/dev/null | head -30
 grep -v -i warn "$OUT/chunk.txt" 2>/dev/null | cut -c1-300 | head -40
+grep '^|' "$OUT/decode_step_fp8.txt" 2>/dev/null | head -10
+for f in "$OUT"/probe_host_raw*.txt; do [[ -e $f ]] && { echo "$f"; grep -E "torch.add|forward|run\(|bound|same_call" "$f"; }; done
 grep -c PASSED "$OUT/pytest.txt" 2>/dev/null; grep -E "FAILED|ERROR|passed|failed" "$OUT/pytest.txt" 2>/dev/null | grep -v PASSED | tail -15
 tail -c 300 "$OUT/pytest.txt" 2>/dev/null
 cat "$OUT/host_cost.md" 2>/dev/null | head -30

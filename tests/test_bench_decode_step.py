@@ -119,3 +119,28 @@ def test_bf16_step_agrees_with_hugging_face_past_the_first_blocks() -> None:
         assert result["dtype"] == "bfloat16" and result["max_rel_err"] < 3e-2, result
     finally:
         p.close()
+
+
+@pytest.mark.parametrize("kv", ["fp8_e4m3", "fp8_e5m2"])
+def test_fp8_cache_step_agrees_with_hugging_face_on_the_values_it_holds(kv: str) -> None:
+    """``--kv-cache-dtype fp8``: our pool holds fp8 (half the KV bytes per token in the floor), the attention gets
+    the scales, and one step over cached values an fp8 cache holds exactly agrees with HF over the same values in
+    bf16 (the step's own new K/V are quantised in ours only), while a bf16 cache's step would hold other bytes."""
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from bench_decode_step import correctness
+        from decode_stack import HFStack, OurStack, Shape
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    base = Shape(hidden=64, heads=4, kv_heads=2, head_dim=16, mlp=96, layers=2, dtype=torch.bfloat16)
+    shape = Shape(**{**base.__dict__, "kv_cache_dtype": kv})
+    assert shape.kv_bytes_per_token() * 2 == base.kv_bytes_per_token()
+    p = get_provider("cpu", kv_geometry=OurStack.geometry(shape))
+    try:
+        ours = OurStack(p, shape, num_blocks=64, max_pos=400)
+        assert ours.caches[0][0].dtype == shape.kv_fp8 and set(ours.kv_scales) == {"k_scale", "v_scale"}
+        assert bool(torch.isfinite(ours.caches[1][1].float()).all()) and float(ours.caches[1][1].float().std()) > 0.5
+        result = correctness(ours, HFStack(ours), ours.pool, width=24, batch=2, ctx=300)
+        assert result["max_rel_err"] < 5e-2, result
+    finally:
+        p.close()
