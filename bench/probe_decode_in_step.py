@@ -18,6 +18,9 @@ device time) and by events (per launch, gaps included):
    the copy, as in the step: besides the data, another kernel's code has run on every SM (merge width 4, the
    default, and 1: less code; ``32/4/1``: 32-token tiles, one stage, merge width 1, about 60 % of the default's
    machine code); ``after small gemm``: after a GEMM of 2 MB of weights (the code, not the data).
+8. ``between GEMMs``: the step's call after the QKV GEMM and before the o-projection GEMM, as in the step;
+   ``pages over N GB``: the step's call with the same number of pages spread over a pool of ``--big-gb`` GB
+   (the bench's 8-layer pool spans about 18 GB), alone and after a flush: address-translation reach.
 
     PYTHONPATH=src python bench/probe_decode_in_step.py [--cases 1x1024,8x1024,64x1024] [--flush-mb 256]
 """
@@ -55,7 +58,7 @@ def kernel_us(fn: Callable[[], None], reps: int = 20) -> float:
     return sum(times) / max(len(times), 1)
 
 
-def probe(batch: int, ctx: int, width: int, flush_mb: int) -> None:
+def probe(batch: int, ctx: int, width: int, flush_mb: int, big_gb: int) -> None:
     t = tensors(batch, ctx, width, torch.bfloat16)
     g = torch.Generator(device="cuda").manual_seed(5)
     qkv = torch.randn(batch, (HQ + 2 * HKV) * D, device="cuda", generator=g, dtype=torch.bfloat16)
@@ -134,6 +137,33 @@ def probe(batch: int, ctx: int, width: int, flush_mb: int) -> None:
     def step_call() -> None:
         wrapper.run(q, k, v, pool_kv, out=t["out"], cos_sin_cache=cos_sin, is_neox=True)
 
+    # The step's sequence around it: the QKV GEMM before and the o-projection GEMM after (a kernel launched
+    # after it may start early if it uses programmatic dependent launch).
+    w_o = torch.randn(4096, HQ * D, device="cuda", generator=g, dtype=torch.bfloat16)
+    o_out = torch.empty(batch, 4096, device="cuda", dtype=torch.bfloat16)
+
+    def between_gemms() -> None:
+        torch.mm(h, w_qkv.t(), out=gemm_out)
+        step_call()
+        torch.mm(t["out"].view(batch, HQ * D), w_o.t(), out=o_out)
+
+    o_gemm = graph_us(lambda: torch.mm(t["out"].view(batch, HQ * D), w_o.t(), out=o_out))
+    # The same pages spread over a pool of --big-gb (the bench's 8-layer pool spans ~18 GB): translation reach.
+    per_block = 2 * 8 * PAGE * HKV * D * 2
+    n_big = max(n_blocks, (big_gb << 30) // per_block)
+    big = torch.empty(n_big, 2, 8, PAGE, HKV, D, device="cuda", dtype=torch.bfloat16)
+    big_table = torch.randperm(n_big, generator=torch.Generator().manual_seed(3))[: t["bt"].numel()]
+    big_table = big_table.view(t["bt"].shape).to(torch.int32)
+    big_wrapper = PagedAttentionWrapper(
+        HQ, HKV, D, block_size=PAGE, max_batch=batch, max_blocks_per_seq=t["bt"].shape[1], device="cuda"
+    )
+    big_slots = big_table[:, pos // PAGE].to(torch.int64) * PAGE + pos % PAGE
+    big_wrapper.plan([pos] * batch, big_table.numpy(), big_slots.numpy())
+    big_kv = (big[:, 0, 3], big[:, 1, 3])
+
+    def big_call() -> None:
+        big_wrapper.run(q, k, v, big_kv, out=t["out"], cos_sin_cache=cos_sin, is_neox=True)
+
     variants = [
         ("alone", alone), ("+ store", fused(qc, kc, vc, None)), ("+ rope", fused(qc, kc, vc, (cos_sin, True))),
         ("+ views", fused(q, k, v, (cos_sin, True))), ("alone, cold", cold(alone)),
@@ -142,12 +172,15 @@ def probe(batch: int, ctx: int, width: int, flush_mb: int) -> None:
         ("merge 1, after GEMM", after_gemm(merge(1))), ("merge 1", merge(1)),
         ("+ views, after small gemm", after_gemm(fused(q, k, v, (cos_sin, True)), small=True)),
         ("32/4/1 merge 1 (less code)", merge(1, 32, 1)), ("32/4/1 merge 1, after GEMM", after_gemm(merge(1, 32, 1))),
+        ("wrapper, pool, between GEMMs", between_gemms), ("wrapper, pool", step_call),
+        (f"wrapper, pages over {big_gb} GB", big_call), (f"wrapper, pages over {big_gb} GB, cold", cold(big_call)),
     ]  # fmt: skip
     cells = []
     for label, fn in variants:
         ev = graph_us(fn) - (
-            flush if "cold" in label else gemm if "GEMM" in label else small_gemm if "gemm" in label else 0.0
-        )
+            flush if "cold" in label else gemm + o_gemm if "between" in label else gemm if "GEMM" in label
+            else small_gemm if "gemm" in label else 0.0
+        )  # fmt: skip
         cells.append(f"{label}: kernel {kernel_us(fn):.1f} / events {ev:.1f}")
     print(f"{batch}x{ctx} (table {width}, flush {flush:.0f} us): " + " | ".join(cells), flush=True)
 
@@ -157,11 +190,12 @@ def main() -> None:
     ap.add_argument("--cases", default="1x1024,8x1024,64x1024")
     ap.add_argument("--width", type=int, default=8448, help="block-table width in tokens")
     ap.add_argument("--flush-mb", type=int, default=256)
+    ap.add_argument("--big-gb", type=int, default=16, help="the pool the scattered pages spread over")
     args = ap.parse_args()
     print(f"device {torch.cuda.get_device_name()}, us per launch (profiler kernel time / graph events)")
     for case in args.cases.split(","):
         b, c = (int(x) for x in case.split("x"))
-        probe(b, c, args.width, args.flush_mb)
+        probe(b, c, args.width, args.flush_mb, args.big_gb)
 
 
 if __name__ == "__main__":
