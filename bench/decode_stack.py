@@ -46,7 +46,9 @@ class Shape:
     @property
     def kv_fp8(self) -> torch.dtype | None:
         """The cache's fp8 dtype, or None for a cache in the model dtype."""
-        return {"fp8_e4m3": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}.get(self.kv_cache_dtype)
+        from sagellm_backend.attention.kv_quant import fp8_dtype
+
+        return None if self.kv_cache_dtype == "auto" else fp8_dtype(self.kv_cache_dtype)
 
     @property
     def weight_bytes(self) -> int:

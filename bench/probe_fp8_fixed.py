@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from sagellm_backend.attention import paged_triton as pt
-from sagellm_backend.attention.kv_quant import fp8_dtype, quantize
-from tune_decode_chunk import HKV, HQ, PAGE, D, copy_us, graph_us, tensors, workspace
+from sagellm_backend.attention.kv_quant import fp8_dtype
+from tune_decode_chunk import HKV, HQ, D, copy_us, fp8_caches, graph_us, head_major, tensors, workspace
 
 SERIES = {4: (8192, 16384, 32768, 65536), 64: (1024, 2048, 4096, 8192)}
 
@@ -44,12 +44,8 @@ def main() -> None:
         series: dict[str, list[tuple[float, float]]] = {}
         for ctx in ctxs:
             t = tensors(batch, ctx, ctx, torch.bfloat16)
-            ks, vs = (c.float().abs().amax().reshape(1) / torch.finfo(fp8).max for c in (t["kc"], t["vc"]))
-            n = t["kc"].shape[0]
-            k8, v8 = (
-                quantize(c.reshape(-1, HKV, D), s, fp8).view(n, PAGE, HKV, D).permute(0, 2, 1, 3).contiguous()
-                .permute(0, 2, 1, 3) for c, s in ((t["kc"], ks), (t["vc"], vs))
-            )  # fmt: skip
+            nhd_k, nhd_v, ks, vs = fp8_caches(t, fp8)
+            k8, v8 = head_major(nhd_k), head_major(nhd_v)
             ws = workspace(batch, splits=128)
             mib = batch * ctx * HKV * D * 2 / 2**20  # fp8 bytes
             us = graph_us(

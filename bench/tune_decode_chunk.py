@@ -102,6 +102,20 @@ def tensors(batch: int, ctx: int, width: int, dtype: torch.dtype) -> dict[str, A
     return {"q": q, "kc": kc, "vc": vc, "bt": bt, "lens": lens, "out": torch.empty_like(q)}
 
 
+def fp8_caches(t: dict[str, Any], fp8: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(k8, v8, k_scale, v_scale)``: :func:`tensors`' bf16 caches quantised to ``fp8`` (token-major pages) with
+    per-tensor scales that map each cache's largest magnitude to the format's largest value."""
+    ks, vs = (c.float().abs().amax().reshape(1) / torch.finfo(fp8).max for c in (t["kc"], t["vc"]))
+    n = t["kc"].shape[0]
+    k8, v8 = (quantize(c.reshape(-1, HKV, D), s, fp8).view(n, PAGE, HKV, D) for c, s in ((t["kc"], ks), (t["vc"], vs)))
+    return k8, v8, ks, vs
+
+
+def head_major(cache: torch.Tensor) -> torch.Tensor:
+    """The same values stored head-major (each page ``[Hkv, PAGE, D]``), seen ``[n, PAGE, Hkv, D]``."""
+    return cache.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+
+
 def copy_us(nbytes: int) -> float:
     """Microseconds to read ``nbytes`` at the rate of a device copy (read + written) measured here: the faster of
     graph-replayed copies (small sizes, no launch gaps) and back-to-back copies timed by events (large sizes; run
@@ -153,11 +167,7 @@ def part2() -> list[dict[str, Any]]:
     for batch, ctx in FP8_CASES:
         t = tensors(batch, ctx, ctx, torch.bfloat16)
         scale = D**-0.5
-        ks, vs = (c.float().abs().amax().reshape(1) / torch.finfo(fp8).max for c in (t["kc"], t["vc"]))
-        n = t["kc"].shape[0]
-        k8, v8 = (
-            quantize(c.reshape(-1, HKV, D), s, fp8).view(n, PAGE, HKV, D) for c, s in ((t["kc"], ks), (t["vc"], vs))
-        )
+        k8, v8, ks, vs = fp8_caches(t, fp8)
         fp8_bytes = batch * ctx * HKV * D * 2
         ceil = copy_us(fp8_bytes)
         ws = workspace(batch)
@@ -177,7 +187,7 @@ def part2() -> list[dict[str, Any]]:
                      "ceiling_us": ceil})  # fmt: skip
         # Head-major pages (FlashInfer's HND): each page stored [Hkv, page, D], so one head's page is one contiguous
         # run (2 KB of fp8) instead of 16 rows 1 KB apart; the kernels take any token/head strides.
-        hnd = [c.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3) for c in (k8, v8, t["kc"], t["vc"])]
+        hnd = [head_major(c) for c in (k8, v8, t["kc"], t["vc"])]
         for label, kc, vc, sc in (("fp8", hnd[0], hnd[1], {"k_scale": ks, "v_scale": vs}), ("bf16", *hnd[2:], {})):
 
             def head_major(kc: torch.Tensor = kc, vc: torch.Tensor = vc, sc: dict[str, Any] = sc) -> None:
@@ -227,10 +237,8 @@ def part3() -> list[dict[str, Any]]:
     for batch, ctx in FP8_CASES:
         t = tensors(batch, ctx, ctx, torch.bfloat16)
         scale = D**-0.5
-        ks, vs = (c.float().abs().amax().reshape(1) / torch.finfo(fp8).max for c in (t["kc"], t["vc"]))
-        n = t["kc"].shape[0]
-        nhd = [quantize(c.reshape(-1, HKV, D), s, fp8).view(n, PAGE, HKV, D) for c, s in ((t["kc"], ks), (t["vc"], vs))]
-        hnd = [c.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3) for c in nhd]
+        k8, v8, ks, vs = fp8_caches(t, fp8)
+        nhd, hnd = [k8, v8], [head_major(k8), head_major(v8)]
         ceil = copy_us(batch * ctx * HKV * D * 2)
         ws = workspace(batch, splits=128)
         bf16_us = graph_us(
