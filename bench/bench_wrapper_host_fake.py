@@ -132,6 +132,7 @@ def main() -> None:
         cache = (torch.zeros(nb, bs, hkv, d, dtype=cdt), torch.zeros(nb, bs, hkv, d, dtype=cdt))
         q = torch.zeros(batch, hq, d, dtype=torch.bfloat16)
         k = torch.zeros(batch, hkv, d, dtype=torch.bfloat16)
+        v = torch.zeros_like(k)  # distinct from the key, as an engine's QKV split gives
         out = torch.empty_like(q)
         sc: dict[str, Any] = {"k_scale": torch.ones(1), "v_scale": torch.ones(1)} if a.fp8 else {}
         if a.plan:  # int32 tensors on the host, as the GPU host-cost bench passes them; no device copy on CPU
@@ -148,11 +149,11 @@ def main() -> None:
             into = {"output": out} if a.output else {}
 
             def call() -> None:
-                backend.forward(q, k, k, md, kv_cache=cache, **sc, **into)
+                backend.forward(q, k, v, md, kv_cache=cache, **sc, **into)
         else:
 
             def call() -> None:
-                w.run(q, k, k, cache, out=out, **sc)
+                w.run(q, k, v, cache, out=out, **sc)
 
         for _ in range(5):
             call()

@@ -56,6 +56,7 @@ def main() -> None:
     slots = table[:, -1].to(torch.int64) * bs + (a.ctx - 1) % bs
     q = torch.randn(a.batch, hq, d, device=dev, dtype=torch.bfloat16)
     k = torch.randn(a.batch, hkv, d, device=dev, dtype=torch.bfloat16)
+    v = torch.randn_like(k)  # distinct from the key, as an engine's QKV split gives
     out = torch.empty_like(q)
     w = PagedAttentionWrapper(hq, hkv, d, block_size=bs, max_batch=a.batch, max_blocks_per_seq=width, device=dev,
                               num_blocks=nb)  # fmt: skip
@@ -65,10 +66,10 @@ def main() -> None:
     # One metadata object per path: its decode fast path keeps the launch mode it was first checked with.
     md2, md1 = (builder.build_decode_metadata(ctx.tolist(), table.to(dev)) for _ in range(2))
     paths: dict[str, tuple[bool, Callable[[], Any]]] = {
-        "run, two launches": (False, lambda: w.run(q, k, k, cache, out=out)),
-        "run, fused": (True, lambda: w.run(q, k, k, cache, out=out)),
-        "forward same md, two launches": (False, lambda: backend.forward(q, k, k, md2, kv_cache=cache)),
-        "forward same md, fused": (True, lambda: backend.forward(q, k, k, md1, kv_cache=cache)),
+        "run, two launches": (False, lambda: w.run(q, k, v, cache, out=out)),
+        "run, fused": (True, lambda: w.run(q, k, v, cache, out=out)),
+        "forward same md, two launches": (False, lambda: backend.forward(q, k, v, md2, kv_cache=cache)),
+        "forward same md, fused": (True, lambda: backend.forward(q, k, v, md1, kv_cache=cache)),
         "plan (host inputs)": (False, lambda: w.plan(ctx, table, slots)),
         "plan trusted": (False, lambda: w.plan(ctx, table, slots, trusted=True)),
     }

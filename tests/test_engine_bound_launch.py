@@ -197,7 +197,7 @@ def test_another_shape_stride_eps_alias_or_alignment_is_not_served_by_a_stale_bi
         (lambda: ops.add_rmsnorm(x5, r5, w, 1e-5), {"x": x5, "r": r5, "w": w}, 1),  # rows
         (lambda: ops.add_rmsnorm(x, r, w, 1e-6), {"x": x, "r": r, "w": w}, 1),  # eps
         (lambda: ops.add_rmsnorm(wide[:, :64], r, w, 1e-5), {"x": wide, "r": r, "w": w}, 1),  # row stride
-        (lambda: ops.add_rmsnorm(x, x, w, 1e-5), {"x": x, "w": w}, 1),  # x is the residual
+        (lambda: ops.add_rmsnorm(x, x, w, 1e-5), {"x": x, "w": w}, 0),  # x is the residual: the first binding
         (lambda: ops.add_rmsnorm(unaligned, r, w, 1e-5), {"x": unaligned, "r": r, "w": w}, 0),  # never bound
         (lambda: ops.add_rmsnorm(unaligned, r, w, 1e-5), {"x": unaligned, "r": r, "w": w}, 0),
         (lambda: ops.add_rmsnorm(r, x, w, 1e-5), {"x": r, "r": x, "w": w}, 0),  # the first binding still serves

@@ -426,13 +426,13 @@ def test_a_failed_decode_leaves_no_fast_path(monkeypatch: pytest.MonkeyPatch) ->
 
     d, md, q, k, cache = _decode_case(1)
     backend = PagedAttentionBackend(d.block_size)
-    real = paged._decode_step
+    real = paged.decode_step
 
     def fail_once(*args: Any, **kw: Any) -> Any:
-        monkeypatch.setattr(paged, "_decode_step", real)
+        monkeypatch.setattr(paged, "decode_step", real)
         raise RuntimeError("injected launch failure")
 
-    monkeypatch.setattr(paged, "_decode_step", fail_once)
+    monkeypatch.setattr(paged, "decode_step", fail_once)
     with pytest.raises(RuntimeError):
         backend.forward(q, k, k, md, kv_cache=cache, scale=0.05)
     assert not md.step_fast_paths

@@ -1,4 +1,4 @@
-"""``triton_launch.raw_launch`` calls the C launch under Triton's CUDA launcher exactly as that launcher's own
+"""``triton_raw.raw_launch`` calls the C launch under Triton's CUDA launcher exactly as that launcher's own
 ``__call__`` would for a kernel without scratch memory: the installed Triton's code, and the reviewed Triton 3.6
 code kept in tests/data (each run here over a stand-in driver); and it declines every launcher it cannot stand in
 for."""
@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 triton = pytest.importorskip("triton")
 nvidia_driver = pytest.importorskip("triton.backends.nvidia.driver")
 
-from sagellm_backend.kernels import triton_launch  # noqa: E402
+from sagellm_backend.kernels import triton_launch, triton_raw  # noqa: E402
 
 
 class _Recorder:
@@ -48,8 +48,8 @@ def c_launch(monkeypatch: pytest.MonkeyPatch) -> _Recorder:
     fake = SimpleNamespace(utils=SimpleNamespace(launch=rec), allocate_default_profile_scratch=None)
     monkeypatch.setattr(triton.runtime.driver, "_active", fake)  # what the launcher's __call__ asks for
     monkeypatch.setattr(triton_launch, "driver", SimpleNamespace(active=fake))
-    digest = triton_launch.launcher_source_digest(nvidia_driver.CudaLauncher)
-    if digest not in triton_launch.RAW_LAUNCH_SOURCES:
+    digest = triton_raw.launcher_source_digest(nvidia_driver.CudaLauncher)
+    if digest not in triton_raw.RAW_LAUNCH_SOURCES:
         pytest.skip(f"Triton {triton.__version__}'s launcher (source {digest[:12]}) is not one raw_launch knows")
     return rec
 
@@ -59,7 +59,7 @@ def test_raw_launch_passes_what_the_installed_launcher_passes(c_launch: _Recorde
     args = (7, 0xDEAD00, 3.5, None, 16)
     enter, leave = object(), object()
     kernel.run(4, 2, 1, 99, kernel.function, kernel.packed_metadata, None, enter, leave, *args)
-    go = triton_launch.raw_launch(kernel)
+    go = triton_raw.raw_launch(kernel)
     assert go is not None
     go(4, 2, 1, 99, enter, leave, args)
     assert len(c_launch.calls) == 2
@@ -73,19 +73,19 @@ def test_raw_launch_passes_what_the_installed_launcher_passes(c_launch: _Recorde
 )  # fmt: skip
 def test_raw_launch_declines_launchers_that_do_more_per_call(c_launch: _Recorder, over: dict[str, Any]) -> None:
     kernel = SimpleNamespace(run=_launcher(c_launch, **over), function=1, packed_metadata=())
-    assert triton_launch.raw_launch(kernel) is None
+    assert triton_raw.raw_launch(kernel) is None
 
 
 def test_raw_launch_declines_other_launchers_and_can_be_turned_off(
     c_launch: _Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert triton_launch.raw_launch(SimpleNamespace(run=c_launch, function=1, packed_metadata=())) is None
+    assert triton_raw.raw_launch(SimpleNamespace(run=c_launch, function=1, packed_metadata=())) is None
     kernel = SimpleNamespace(run=_launcher(c_launch), function=1, packed_metadata=())
-    monkeypatch.setattr(triton_launch, "RAW", False)
-    assert triton_launch.raw_launch(kernel) is None
-    monkeypatch.setattr(triton_launch, "RAW", True)
-    monkeypatch.setattr(triton_launch, "RAW_LAUNCH_SOURCES", {})  # a launcher whose code was not reviewed
-    assert triton_launch.raw_launch(kernel) is None
+    monkeypatch.setattr(triton_raw, "RAW", False)
+    assert triton_raw.raw_launch(kernel) is None
+    monkeypatch.setattr(triton_raw, "RAW", True)
+    monkeypatch.setattr(triton_raw, "RAW_LAUNCH_SOURCES", {})  # a launcher whose code was not reviewed
+    assert triton_raw.raw_launch(kernel) is None
 
 
 def test_raw_launch_passes_what_the_reviewed_triton_3_6_launcher_passes(
@@ -102,7 +102,7 @@ def test_raw_launch_passes_what_the_reviewed_triton_3_6_launcher_passes(
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert triton_launch.RAW_LAUNCH_SOURCES[triton_launch.launcher_source_digest(mod.CudaLauncher)] == "3.6"
+    assert triton_raw.RAW_LAUNCH_SOURCES[triton_raw.launcher_source_digest(mod.CudaLauncher)] == "3.6"
     mod.__dict__["_allocation"] = SimpleNamespace(_allocator=None, _profile_allocator=None)  # asked nothing at size 0
     rec = _Recorder()
     run = mod.CudaLauncher()
@@ -114,7 +114,7 @@ def test_raw_launch_passes_what_the_reviewed_triton_3_6_launcher_passes(
     args = (3, 0xBEEF00, 0.5, None)
     enter, leave = object(), object()
     kernel.run(8, 1, 2, 77, kernel.function, kernel.packed_metadata, None, enter, leave, *args)
-    go = triton_launch.raw_launch(kernel)
+    go = triton_raw.raw_launch(kernel)
     assert go is not None
     go(8, 1, 2, 77, enter, leave, args)
     assert len(rec.calls) == 2 and rec.calls[1] == rec.calls[0]

@@ -148,7 +148,7 @@ def test_another_batch_alignment_or_aliasing_is_not_served_by_a_stale_binding(ri
     t = _tensors(3, 0)
     assert run(*t[:3], *t[3:]) == "dispatcher"
     q, k, v, cache, out = _tensors(3, 1)
-    assert run(q, k, k, cache, out) == "direct"  # key is value: another binding, launched with both roles right
+    assert run(q, k, k, cache, out) == "direct"  # key is value: the distinct tensors' binding, both roles right
     q, k, v, cache, out = _tensors(3, 2)
     assert run(q, k, k, cache, out) == "direct"
     assert run(q, k, v, cache, out) == "direct"  # back to distinct tensors
@@ -160,7 +160,7 @@ def test_another_batch_alignment_or_aliasing_is_not_served_by_a_stale_binding(ri
     odd.copy_(q)
     assert run(odd, k, v, cache, out) == "dispatcher"  # Triton specialises it anew
     assert run(odd, k, v, cache, out) == "direct"
-    assert len(w._fused) == 3  # distinct, aliased, batch 2: the misaligned query was never bound
+    assert len(w._fused) == 2  # batch 3 (also serving key is value), batch 2: the misaligned query never bound
 
 
 def test_a_head_major_cache_is_not_served_by_the_token_major_binding(rig: Any) -> None:
@@ -505,3 +505,53 @@ def test_direct_launches_off_send_bound_calls_through_the_dispatcher(rig: Any, m
     q, k, v, cache, out = _tensors(2, 2)
     w.run(q, k, v, cache, out=out)
     assert len(dispatched) == 2 and len(compiled.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {"sliding_window": 5, "logits_soft_cap": 2.0, "alibi_slopes": [0.1] * 8},
+        {"kv_cache_dtype": "fp8_e5m2"},
+        {"kv_cache_dtype": "fp8_e4m3", "sliding_window": 3},
+        {"kv_cache_dtype": "fp8_e4m3", "scales": "0-d"},
+    ],
+)
+def test_forward_fast_path_binds_variant_and_fp8_launches(
+    rig: Any, monkeypatch: pytest.MonkeyPatch, opts: dict[str, Any]
+) -> None:
+    """A backend with variants or an fp8 cache keeps a fast path too: the later layers' calls launch the bound fused
+    decode with the variants' arguments and each call's own scales (live arguments: new values every layer), the
+    arguments the dispatcher path builds; one dispatch in all."""
+    from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, paged, triton_args
+    from sagellm_backend.attention.kv_quant import fp8_dtype
+    from sagellm_backend.attention.registry import impls_of
+
+    pt, compiled, dispatched = rig
+    ops = impls_of("paged")[0].load_ops()
+    monkeypatch.setattr(paged, "select_paged_ops", lambda *a, **kw: (ops, "triton"))
+    monkeypatch.setattr(triton_args, "_capability", lambda device: (9, 0))  # as on an H100
+    opts = dict(opts)
+    zero_d = opts.pop("scales", None) == "0-d"  # scalar tensors, which the launch takes as 1-element views
+    backend = PagedAttentionBackend(4, **opts)
+    md = PagedAttentionMetadataBuilder(4).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
+    fp8 = opts.get("kv_cache_dtype")
+    for seed in range(4):
+        q, k, v, (kc, vc), _ = _tensors(2, seed)
+        sc: dict[str, Any] = {}
+        if fp8 is not None:
+            kc, vc = kc.to(fp8_dtype(fp8)), vc.to(fp8_dtype(fp8))
+            sc = {"k_scale": torch.rand(2) + 0.5, "v_scale": torch.rand(1) + 0.5}  # per KV head, per tensor
+            if zero_d:
+                sc = {n: t[0].clone() for n, t in sc.items()}
+        out = backend.forward(q, k, v, md, kv_cache=(kc, vc), **sc)
+        sc = {n: t.reshape(-1) for n, t in sc.items()}
+        f = md.step_fast_paths[(id(backend), "ready")]
+        assert f.launcher is not None
+        plan = f.plan
+        grid, args, kw = pt.decode_launch_args(
+            q, kc, vc, plan.block_tables, plan.key_lens, f.scale, out, new=(k, v, plan.slot_mapping),
+            **backend.variants.op_kwargs(8, q.device), **sc,
+        )  # fmt: skip
+        if seed:
+            assert _same(compiled.calls[-1], [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])])
+    assert len(dispatched) == 1 and len(compiled.calls) == 3

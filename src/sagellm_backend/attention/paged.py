@@ -12,20 +12,18 @@ or block tables run the SDPA semantics and are keyed ``"paged:sdpa_fallback/<pat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import InvalidArgumentTypeError, UnsupportedOperationError
-from ..kernels.overlap import extent_bytes
 from .base import AttentionMetadata, check_device, positive_int, reject_unknown_options
 from .checked import AttentionCall, CheckedAttentionBackend
-from .diagnostics import count_attention_call
 from .kv_quant import canonical_kv_cache_dtype, check_scales, fp8_dtype
 from .paged_dense import dense_prefill, dense_prefill_applies
-from .paged_fast import FastDecode, md_key, output_apart, same_call
-from .paged_plan import PagedPlan, plan_paged_call
+from .paged_fast import decode_step, fast_forward, record_decode, same_call
+from .paged_plan import plan_paged_call
 from .registry import AttentionRequest, select_impl
 from .sdpa import sdpa_attention
-from .validation import check_kv_cache, check_mask, check_output
+from .validation import check_kv_cache, check_mask
 from .variants import AttentionVariants
 
 if TYPE_CHECKING:
@@ -73,12 +71,6 @@ def select_paged_ops(
     )
     impl = select_impl("paged", request)
     return impl.load_ops(), impl.name
-
-
-def _own_tensors(md: AttentionMetadata, tensor: type) -> tuple[Any, ...]:
-    """The metadata's own block tables and slot mapping where they are tensors (the plan may hold copies of them; a
-    caller's ``output`` must spare both)."""
-    return tuple(t for t in (md.block_tables, md.slot_mapping) if isinstance(t, tensor))
 
 
 class PagedAttentionBackend(CheckedAttentionBackend):
@@ -189,38 +181,11 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         fast = attn_metadata.step_fast_paths if isinstance(attn_metadata, AttentionMetadata) else None
         f = None if fast is None else fast.get((id(self), "ready"))
         if (
-            f is not None and f.owner is self and attn_mask is None and k_scale is None and v_scale is None
-            and same_call(f, query, key, value, attn_metadata, kv_cache, scale)
+            f is not None and f.owner is self and attn_mask is None
+            and f.mode[0] is self.variants and f.mode[1] == self.kv_cache_dtype
+            and same_call(f, query, key, value, attn_metadata, kv_cache, scale, k_scale, v_scale)
         ):  # fmt: skip
-            assert kv_cache is not None  # same_call checked the pair
-            k_cache, v_cache = kv_cache
-            plan = f.plan
-            q, k, v = query.contiguous(), key.contiguous(), value.contiguous()
-            if output is not None and not output_apart(f, output, query, key, value, k_cache, v_cache):
-                plan_tensors = (
-                    plan.block_tables, plan.key_lens, plan.slot_mapping, *_own_tensors(attn_metadata, type(query))
-                )  # fmt: skip
-                check_output(output, query, key, value, kv_cache, plan_tensors)  # raises, saying what is wrong
-            out: torch.Tensor
-            if f.launcher is not None:
-                out = f.launcher(
-                    q,
-                    k,
-                    v,
-                    k_cache,
-                    v_cache,
-                    output,
-                    plan.block_tables,
-                    plan.key_lens,
-                    plan.slot_mapping,
-                    f.scale,
-                    fixed=f.fixed,
-                    checked=True,  # same_call: shapes, dtype, device, cache layout as in f.fixed; q, k, v contiguous
-                )
-            else:
-                out = _decode_step(f.ops, q, k, v, k_cache, v_cache, plan, f.scale, {}, output)
-            if f.record is not None:
-                count_attention_call(f.record)
+            out: torch.Tensor = fast_forward(f, query, key, value, attn_metadata, kv_cache, k_scale, v_scale, output)
             return out
         out, record = self._checked_forward(
             query, key, value, attn_metadata, kv_cache, scale, attn_mask, k_scale=k_scale, v_scale=v_scale,
@@ -310,29 +275,20 @@ class PagedAttentionBackend(CheckedAttentionBackend):
         md.step_fast_paths.pop((id(self), "pending"), None)
         if plan.tokens and not md.is_prefill:
             into = call.output if plan.token_index is None else None  # padded rows: the result is scattered after
-            out = _decode_step(ops, q, k, v, k_cache, v_cache, plan, s, kw, into)
-            fast_ok = not self.variants.names and self.kv_cache_dtype == "auto"
-            if fast_ok and mask is None and plan.token_index is None:  # forward keeps it once the call succeeded
+            fused = _fused_decode(ops)
+            out = decode_step(ops, q, k, v, k_cache, v_cache, plan, s, kw, into, fused)
+            if mask is None and plan.token_index is None:  # forward keeps it once the call succeeded
                 launcher = None
-                if _fused_decode(ops):
+                if fused:
                     if self._launcher is None:  # one per backend: its bindings serve every later step
                         from .paged_launcher import FusedDecodeLauncher
 
                         self._launcher = FusedDecodeLauncher()
                     launcher = self._launcher
-                tensors = (plan.block_tables, plan.key_lens, plan.slot_mapping)
-                fixed = (
-                    "forward", s, tuple(query.shape), tuple(key.shape), query.dtype, query.device,
-                    tuple(k_cache.shape), tuple(k_cache.stride()), k_cache.dtype,
-                    *[(t.shape, t.stride(), t.dtype) for t in tensors],
-                )  # fmt: skip
-                md.step_fast_paths[(id(self), "pending")] = FastDecode(
-                    self, type(query), tuple(query.shape), tuple(key.shape), query.dtype, query.device,
-                    tuple(k_cache.shape), tuple(k_cache.stride()), None, s, md_key(md),
-                    plan, ops, None, launcher, fixed,
-                    query.numel() * query.element_size(), extent_bytes(k_cache),
-                    tuple((t.data_ptr(), extent_bytes(t)) for t in (*tensors, *_own_tensors(md, type(query)))),
-                    key.numel() * key.element_size(),
+                variant_kw = {n: kw[n] for n in kw if n not in store_kw}
+                md.step_fast_paths[(id(self), "pending")] = record_decode(
+                    self, query, key, cast(Any, call.kv_cache)[0], k_cache, (call.k_scale, call.v_scale), store_kw,
+                    variant_kw, md, plan, ops, launcher, s,
                 )  # fmt: skip
         elif plan.tokens:
             ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **store_kw)
@@ -360,22 +316,3 @@ def _fused_decode(ops: Any) -> bool:
     from . import paged_triton  # only the Triton ops have a fused decode
 
     return paged_triton.FUSED_DECODE
-
-
-def _decode_step(
-    ops: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-    plan: PagedPlan, scale: float, kw: dict[str, Any], out: torch.Tensor | None = None,
-) -> torch.Tensor:  # fmt: skip
-    """Store a decode step's new K/V and attend (into ``out``, checked, when given): one fused launch where the ops
-    have ``paged_decode_store`` and it is switched on (:func:`_fused_decode`), else ``store_kv`` then
-    ``paged_decode``; ``kw`` holds the variants and fp8 scales."""
-    fused = getattr(ops, "paged_decode_store", None) if _fused_decode(ops) else None
-    if fused is not None:
-        res: torch.Tensor = fused(
-            q, k, v, k_cache, v_cache, plan.block_tables, plan.key_lens, plan.slot_mapping, scale, out, **kw
-        )
-        return res
-    scales = {n: kw[n] for n in ("k_scale", "v_scale") if n in kw}
-    ops.store_kv(k, v, k_cache, v_cache, plan.slot_mapping, **scales)
-    res = ops.paged_decode(q, k_cache, v_cache, plan.block_tables, plan.key_lens, scale, out, **kw)
-    return res

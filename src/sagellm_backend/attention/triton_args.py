@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InvalidArgumentError, UnsupportedOperationError
-from ..kernels.triton_launch import cdiv, next_power_of_2
+from ..kernels.launch_math import cdiv, next_power_of_2
 from .triton_tiles import LOG2E
 
 __all__ = [

@@ -116,6 +116,7 @@ def _case(device: str, quick: bool, batch: int, ctx: int, heads: tuple[int, int,
     slots_host = table_host[:, -1].to(torch.int64) * bs + (ctx - 1) % bs
     q = torch.randn(batch, hq, d, device=dev).to(dtype)
     k = torch.randn(batch, hkv, d, device=dev).to(dtype)
+    v = torch.randn(batch, hkv, d, device=dev).to(dtype)  # distinct tensors, as an engine's QKV split gives
     out = torch.empty_like(q)
     wrapper = PagedAttentionWrapper(
         hq, hkv, d, block_size=bs, max_batch=batch, max_blocks_per_seq=width, device=dev, num_blocks=nb
@@ -126,8 +127,9 @@ def _case(device: str, quick: bool, batch: int, ctx: int, heads: tuple[int, int,
     )  # fmt: skip
     k8 = torch.zeros(nb, bs, hkv, d, dtype=torch.float8_e4m3fn, device=dev)
     fp8_cache = (k8, torch.zeros_like(k8))
-    one = torch.ones(1, device=dev)
+    k_one, v_one = torch.ones(1, device=dev), torch.ones(1, device=dev)
     backend = PagedAttentionBackend(bs)
+    vbackend = PagedAttentionBackend(bs, sliding_window=max(ctx // 2, 1), kv_cache_dtype="fp8_e4m3")
     builder = PagedAttentionMetadataBuilder(bs, device=dev)
     md = builder.build_decode_metadata(ctx_list, table_dev)
     steps: dict[str, Callable[[], Any]] = {
@@ -135,22 +137,25 @@ def _case(device: str, quick: bool, batch: int, ctx: int, heads: tuple[int, int,
         "plan": lambda: wrapper.plan(ctx_host, table_host, slots_host),
         "plan, device inputs": lambda: wrapper.plan(ctx_host.to(dev), table_dev, slots_host.to(dev)),
         "plan, trusted": lambda: wrapper.plan(ctx_host, table_host, slots_host, trusted=True),
-        "run": lambda: wrapper.run(q, k, k, cache, out=out),
-        "run, window + fp8 cache": lambda: variant.run(q, k, k, fp8_cache, out=out, k_scale=one, v_scale=one),
-        "forward, same metadata": lambda: backend.forward(q, k, k, md, kv_cache=cache),
-        "forward, same metadata, output=": lambda: backend.forward(q, k, k, md, kv_cache=cache, output=out),
+        "run": lambda: wrapper.run(q, k, v, cache, out=out),
+        "run, window + fp8 cache": lambda: variant.run(q, k, v, fp8_cache, out=out, k_scale=k_one, v_scale=v_one),
+        "forward, same metadata": lambda: backend.forward(q, k, v, md, kv_cache=cache),
+        "forward, same metadata, output=": lambda: backend.forward(q, k, v, md, kv_cache=cache, output=out),
+        "forward, window + fp8 cache": lambda: vbackend.forward(
+            q, k, v, md, kv_cache=fp8_cache, k_scale=k_one, v_scale=v_one
+        ),
         "forward, metadata rebuilt": lambda: backend.forward(
-            q, k, k, builder.build_decode_metadata(ctx_list, table_dev), kv_cache=cache
+            q, k, v, builder.build_decode_metadata(ctx_list, table_dev), kv_cache=cache
         ),
     }
     variant.plan(ctx_host, table_host, slots_host)
     us = median_us_in_rounds(steps, reps, sync)
-    if not torch.equal(wrapper.run(q, k, k, cache), backend.forward(q, k, k, md, kv_cache=cache)):
+    if not torch.equal(wrapper.run(q, k, v, cache), backend.forward(q, k, v, md, kv_cache=cache)):
         raise AssertionError("wrapper.run and forward disagree on the same step")
     met = us["run"] <= 25 and us["forward, same metadata"] <= 25 and us["plan"] <= 100
     return Result(
         "attention host cost", f"{batch} x {ctx}, {hq}/{hkv} heads, d {d}", "us/call", None,
         us["forward, metadata rebuilt"], us["run"],
-        extra={n: v for n, v in us.items() if n not in ("run", "forward, metadata rebuilt")},
+        extra={name: t for name, t in us.items() if name not in ("run", "forward, metadata rebuilt")},
         target="run and forward <= 25 us/call, plan <= 100 us", met=met, higher_is_better=False,
     )  # fmt: skip

@@ -20,24 +20,24 @@ Imported lazily (it imports torch and triton).
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import inspect
+import dataclasses
 import os
 import threading
-import types
-from collections.abc import Callable
-from functools import reduce
-from operator import itemgetter, or_
+from collections.abc import Callable, Hashable
+from math import gcd
+from operator import itemgetter
 from typing import Any
 
 import torch
 import triton
 from triton.runtime import driver
 
+from . import triton_raw
+from .launch_math import cdiv, next_power_of_2
+
 __all__ = [
-    "DIRECT", "RAW", "RAW_LAUNCH_SOURCES", "BoundCache", "BoundLaunch", "bind", "call_signature", "cdiv",
-    "current_stream", "launch", "launcher_source_digest", "next_power_of_2", "raw_launch",
+    "DIRECT", "BoundCache", "BoundLaunch", "bind", "call_signature", "cdiv", "current_stream", "launch",
+    "next_power_of_2",
 ]  # fmt: skip
 
 #: Whether direct launches are on for this process.
@@ -45,45 +45,10 @@ DIRECT = os.environ.get("SAGELLM_TRITON_DIRECT_LAUNCH", "1") != "0" and os.envir
     "",
     "0",
 )
-#: SHA-256 of reviewed ``CudaLauncher.__call__`` sources (whitespace collapsed: :func:`launcher_source_digest`) ->
-#: how each passes its arguments to the C ``launch`` (the Triton it comes from). For a kernel without scratch memory
-#: or sanitizer each does nothing else per call. tests/test_triton_raw_launch.py checks :func:`raw_launch` against
-#: the installed launcher and against the reviewed 3.6 source (tests/data).
-RAW_LAUNCH_SOURCES: dict[str, str] = {
-    "6ac1fdd62dbc8cde7cfe80c8f4dc6c99b74ed49362901ba8f2f2977de33e8650": "3.9",
-    "b5e4d84a36af22efc4017e23f5873393dc885ae5ca6077a545182aa971d8d324": "3.6",
-}
-#: Whether bound and direct launches call the C launch themselves where :func:`raw_launch` allows
-#: (``SAGELLM_TRITON_RAW_LAUNCH=0``, read at import, turns it off).
-RAW = os.environ.get("SAGELLM_TRITON_RAW_LAUNCH", "1") != "0"
 _LOCK = threading.Lock()
+_data_ptr = torch.Tensor.data_ptr
 _COMPILED: dict[tuple[Any, ...], tuple[Any, tuple[str, ...], Callable[..., None] | None]] = {}
 _MAX_ENTRIES = 4096
-
-
-def cdiv(a: int, b: int) -> int:
-    """``ceil(a / b)`` for ints (``triton.cdiv`` is a constexpr function: microseconds per call from Python).
-
-    Args:
-        a: Dividend.
-        b: Divisor (> 0).
-
-    Returns:
-        The rounded-up quotient.
-    """
-    return -(-a // b)
-
-
-def next_power_of_2(n: int) -> int:
-    """The smallest power of two ``>= n`` (1 for ``n <= 1``), as ``triton.next_power_of_2`` without its call cost.
-
-    Args:
-        n: Size.
-
-    Returns:
-        The power of two.
-    """
-    return 1 if n <= 1 else 1 << (n - 1).bit_length()
 
 
 def current_stream() -> int:
@@ -94,72 +59,6 @@ def current_stream() -> int:
         The stream handle.
     """
     return int(driver.active.get_current_stream(driver.active.get_current_device()))
-
-
-def launcher_source_digest(cls: type) -> str:
-    """SHA-256 of ``cls.__call__``'s source with its whitespace collapsed ("" where there is no source), computed
-    once per function (a ``__call__`` patched later is a new function, digested anew).
-
-    Args:
-        cls: A launcher class.
-
-    Returns:
-        The hex digest.
-    """
-    return _function_digest(cls.__call__)
-
-
-@functools.lru_cache(maxsize=64)
-def _function_digest(fn: Any) -> str:
-    try:
-        src = inspect.getsource(fn)
-    except (OSError, TypeError):
-        return ""
-    return hashlib.sha256(" ".join(src.split()).encode()).hexdigest()
-
-
-def raw_launch(kernel: Any) -> Callable[..., None] | None:
-    """The C launch under a compiled kernel's CUDA launcher, with what that launcher's Python adds fixed, for a
-    kernel whose launcher adds nothing per call (no global or profile scratch memory, no sanitizer, no tensor
-    descriptors: its ``launch`` is not wrapped in Python) and whose code is one of :data:`RAW_LAUNCH_SOURCES`. That
-    Python (scratch allocators asked for nothing, a closure made per call, the arguments repacked) costs host time
-    on every launch. Decided when a launch is first compiled or bound: a launcher patched afterwards (a profiler
-    wrapping ``CudaLauncher.__call__``) is not called by the launches decided before.
-
-    Args:
-        kernel: What ``fn[grid](...)`` returned.
-
-    Returns:
-        ``go(grid_x, grid_y, grid_z, stream, enter_hook, exit_hook, args)`` (``args`` a tuple of every kernel
-        argument, as ``kernel.run`` takes them after its first nine), or None where the launcher must be called.
-    """
-    run: Any = getattr(kernel, "run", None)
-    cls: type = type(run)
-    layout = RAW_LAUNCH_SOURCES.get(launcher_source_digest(cls)) if cls.__name__ == "CudaLauncher" else None
-    if not RAW or layout is None or getattr(run, "gsan_enabled", False):
-        return None
-    if getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1):
-        return None
-    c_launch = getattr(run, "launch", None)
-    if c_launch is None or isinstance(c_launch, types.FunctionType):  # Python wraps it: tensor descriptors
-        return None
-    fn, meta = kernel.function, kernel.packed_metadata
-    coop, pdl = run.launch_cooperative_grid, run.launch_pdl
-    if layout == "3.6":
-
-        def go(gx: int, gy: int, gz: int, stream: int, enter: Any, leave: Any, args: tuple[Any, ...]) -> None:
-            # No global or profile scratch (None, as the launcher passes for size 0), no launch metadata.
-            c_launch(gx, gy, gz, stream, fn, coop, pdl, None, None, meta, None, enter, leave, *args)
-
-        return go
-    if layout != "3.9":
-        return None
-    annotations, signature = run.arg_annotations, run.kernel_signature
-
-    def go39(gx: int, gy: int, gz: int, stream: int, enter: Any, leave: Any, args: tuple[Any, ...]) -> None:
-        c_launch(gx, gy, gz, stream, fn, coop, pdl, meta, None, enter, leave, None, None, annotations, signature, args)
-
-    return go39
 
 
 def _hooks() -> tuple[Any, Any, bool]:
@@ -217,7 +116,7 @@ def launch(fn: Any, grid: tuple[int, ...]) -> Callable[..., None]:
                 with _LOCK:
                     if len(_COMPILED) >= _MAX_ENTRIES:
                         _COMPILED.clear()
-                    _COMPILED[key] = (kernel, tuple(fn.arg_names[len(args) :]), raw_launch(kernel))
+                    _COMPILED[key] = (kernel, tuple(fn.arg_names[len(args) :]), triton_raw.raw_launch(kernel))
             return
         kernel, names, raw = found
         tail = tuple(kw[name] for name in names)  # this call's values: tensors in keywords are runtime pointers
@@ -248,7 +147,7 @@ class BoundLaunch:
         self._fn = fn
         self._grid = (*grid, 1, 1)[:3]
         self._kernel = kernel
-        self._raw = raw_launch(kernel)
+        self._raw = triton_raw.raw_launch(kernel)
         self._full = full  # holds the bound tensors (and so their memory) while the binding lives
         self._ptrs = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in full]
         # The launch's arguments are picked, in C, from the bound values followed by the live pointers (or, for
@@ -322,6 +221,15 @@ def bind(
     return BoundLaunch(fn, grid, kernel, full, len(args), names, options, where, dev)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Aliased:
+    """The token of a binding made from live tensors that repeat one: the caller's key and which tensor each is
+    (never equal to a caller's key, which is a tuple)."""
+
+    key: tuple[Any, ...]
+    pattern: tuple[int, ...]
+
+
 class BoundCache:
     """Bound launches of one kernel, found by a key the caller builds.
 
@@ -340,15 +248,17 @@ class BoundCache:
     def __init__(self, fn: Any, limit: int = 256) -> None:
         self._fn = fn
         self._limit = limit
-        self._bound: dict[tuple[Any, ...], BoundLaunch] = {}
+        self._bound: dict[Hashable, BoundLaunch] = {}
 
     def __len__(self) -> int:
         return len(self._bound)
 
     def find(
         self, key: tuple[Any, ...], live: tuple[Any, ...]
-    ) -> tuple[tuple[Any, ...] | None, BoundLaunch | None, list[int]]:
-        """The binding of ``key`` for these live tensors, if any.
+    ) -> tuple[Hashable | None, BoundLaunch | None, list[int]]:
+        """The binding of ``key`` for these live tensors, if any: one bound from live tensors that were all distinct
+        serves any call (each argument position takes its own tensor); a call whose live tensors repeat one (a tensor
+        in two roles) is otherwise served only by a binding made with the same repetition.
 
         Args:
             key: The caller's key (hashable; see the class).
@@ -359,15 +269,20 @@ class BoundCache:
             with ``token`` (None when a pointer is unaligned or direct launches are off: such a launch is never
             bound); ``ptrs`` are the live tensors' data pointers.
         """
-        ptrs = [t.data_ptr() for t in live]
-        if reduce(or_, ptrs, 0) % 16 or not DIRECT:
+        ptrs = list(map(_data_ptr, live))
+        if gcd(*ptrs) % 16 or not DIRECT:  # every pointer 16-byte aligned (gcd(0, 0) is 0)
             return None, None, ptrs
+        found = self._bound.get(key)
+        if found is not None:
+            return key, found, ptrs
         ids = tuple(map(id, live))
-        token = (key, None if len(set(ids)) == len(ids) else tuple(map(ids.index, ids)))  # a tensor in two roles
+        if len(set(ids)) == len(ids):
+            return key, None, ptrs
+        token = _Aliased(key, tuple(map(ids.index, ids)))  # a tensor in two roles: which
         return token, self._bound.get(token), ptrs
 
     def launch_new(
-        self, token: tuple[Any, ...] | None, grid: tuple[int, ...], args: tuple[Any, ...], kw: dict[str, Any],
+        self, token: Hashable | None, grid: tuple[int, ...], args: tuple[Any, ...], kw: dict[str, Any],
         live: tuple[Any, ...],
     ) -> BoundLaunch | None:  # fmt: skip
         """``launch(fn, grid)(*args, **kw)`` for a call :meth:`find` found no binding for, and bind it under
