@@ -6,9 +6,10 @@ must pass to reuse it instead of checking again (:func:`same_call`, :func:`outpu
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, NamedTuple
 
-from ..kernels.overlap import apart, extent_bytes
+from ..kernels.overlap import extent_bytes
 from .base import AttentionMetadata
 from .diagnostics import count_attention_call
 from .paged_plan import PagedPlan, ident
@@ -47,7 +48,7 @@ class FastDecode(NamedTuple):
     ops: Any
     record: dict[str, Any] | None
     launcher: Any = None  # paged_launcher.FusedDecodeLauncher for the Triton ops: the layers' bound launches
-    fixed: tuple[Any, ...] | None = None  # the launcher's ``fixed`` key: scale, q/k/cache layouts, plan layouts
+    fixed: int | None = None  # the launcher's ``fixed`` key: scale, q/k/cache layouts, plan layouts (interned)
     out_bytes: int = 0  # bytes of a contiguous result (the query's shape and dtype)
     cache_bytes: int = 0  # bytes each cache of this layout spans (kernels.overlap.extent_bytes)
     plan_spans: tuple[tuple[int, int], ...] = ()  # (address, bytes) of the plan's tensors and ALiBi slopes
@@ -99,11 +100,11 @@ def record_decode(
     vsc = scales.get("v_scale")
     layout = None if ks is None or vsc is None else (ks.shape, ks.stride(), vsc.shape, vsc.stride())
     slopes = kw.get("alibi_slopes")
-    fixed = (
+    fixed = _interned(
         "forward", s, tuple(query.shape), tuple(key.shape), query.dtype, query.device, tuple(k_cache.shape),
         tuple(k_cache.stride()), k_cache.dtype, *[(t.shape, t.stride(), t.dtype) for t in tensors], layout,
-        tuple((n, id(v)) for n, v in kw.items()),
-    )  # fmt: skip
+        tuple((n, ("tensor", id(v)) if isinstance(v, type(query)) else v) for n, v in kw.items()),
+    )  # fmt: skip  # a tensor (the ALiBi slopes) by identity: a binding holds the one it was made with
     spans = tuple(
         (t.data_ptr(), extent_bytes(t))
         for t in (*tensors, *own_tensors(md, type(query)), *(() if slopes is None else (slopes,)))
@@ -119,6 +120,21 @@ def record_decode(
     )  # fmt: skip
 
 
+_FIXED: dict[tuple[Any, ...], int] = {}
+_FIXED_IDS = itertools.count()
+
+
+def _interned(*key: Any) -> int:
+    """One int per distinct ``key`` (hashed once here, not by every launch's lookup); never the same int for
+    another key, also after the table starts over (at 4,096 keys)."""
+    found = _FIXED.get(key)
+    if found is None:
+        if len(_FIXED) >= 4096:
+            _FIXED.clear()
+        found = _FIXED.setdefault(key, next(_FIXED_IDS))
+    return found
+
+
 def output_apart(f: FastDecode, out: Any, q: Any, k: Any, v: Any, kc: Any, vc: Any, ks: Any, vs: Any) -> bool:
     """Whether ``out`` is a result buffer the fast path may write into: contiguous, of the query's shape, dtype and
     device (``f``'s), requiring no grad, not an inference tensor, sharing no byte with the query, key, value, caches,
@@ -130,17 +146,17 @@ def output_apart(f: FastDecode, out: Any, q: Any, k: Any, v: Any, kc: Any, vc: A
         or not out.is_contiguous() or out.requires_grad or out.is_inference()
     ):  # fmt: skip
         return False
-    p, e, kv = out.data_ptr(), f.out_bytes, f.kv_bytes  # the extents of contiguous q, k, v (of f's shapes)
-    eq = e if q.is_contiguous() else extent_bytes(q)
-    ek = kv if k.is_contiguous() else extent_bytes(k)
-    ev = kv if v.is_contiguous() else extent_bytes(v)
-    return (
-        apart(p, e, q.data_ptr(), eq) and apart(p, e, k.data_ptr(), ek) and apart(p, e, v.data_ptr(), ev)
-        and apart(p, e, kc.data_ptr(), f.cache_bytes) and apart(p, e, vc.data_ptr(), f.cache_bytes)
-        and (ks is None or apart(p, e, ks.data_ptr(), f.scale_bytes[0]))
-        and (vs is None or apart(p, e, vs.data_ptr(), f.scale_bytes[1]))
-        and all(apart(p, e, a, n) for a, n in f.plan_spans)
+    p, kv = out.data_ptr(), f.kv_bytes  # the extents of contiguous q, k, v (of f's shapes)
+    end = p + f.out_bytes  # > p: the fast path records only calls with tokens
+    spans = (
+        (q.data_ptr(), f.out_bytes if q.is_contiguous() else extent_bytes(q)),
+        (k.data_ptr(), kv if k.is_contiguous() else extent_bytes(k)),
+        (v.data_ptr(), kv if v.is_contiguous() else extent_bytes(v)),
+        (kc.data_ptr(), f.cache_bytes), (vc.data_ptr(), f.cache_bytes),
+        *(() if ks is None else ((ks.data_ptr(), f.scale_bytes[0]), (vs.data_ptr(), f.scale_bytes[1]))),
+        *f.plan_spans,
     )  # fmt: skip
+    return not any(a < end and p < a + n for a, n in spans if n)  # kernels.overlap.apart, inlined
 
 
 def md_key(md: AttentionMetadata) -> tuple[Any, ...]:

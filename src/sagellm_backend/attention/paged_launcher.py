@@ -91,8 +91,8 @@ class FusedDecodeLauncher:
                 launch (nothing is launched).
         """
         fresh = out is None
-        if out is None:
-            out = torch.empty_like(query, memory_format=torch.contiguous_format)
+        if out is None:  # a checked call's query is contiguous: empty_like keeps that without being asked
+            out = torch.empty_like(query) if checked else torch.empty_like(query, memory_format=torch.contiguous_format)
         live: tuple[torch.Tensor, ...] = (
             query, key, value, k_cache, v_cache, out, block_tables, seq_lens, slot_mapping,
         )  # fmt: skip
@@ -104,10 +104,12 @@ class FusedDecodeLauncher:
             live = (*live, cs)
             rope_key = (cs.shape, cs.stride(), cs.dtype, neox)
         # Ids of the workspace buffers and slopes a binding holds stay theirs while it lives.
+        where = None  # the current device and stream, where read here (the bound launch then reads neither)
         if workspace is not None:
             ws: tuple[Any, ...] = (id(workspace.partial_out), id(workspace.partial_lse), id(workspace.counters))
         elif query.is_cuda:  # split buffers of its own: one binding per stream, none shared by a graph
-            ws = (triton_launch.current_stream(), torch.cuda.is_current_stream_capturing())
+            where = triton_launch.current_device_stream()
+            ws = (where[1], torch.cuda.is_current_stream_capturing())
         else:
             ws = ()
         if fixed is not None and checked:  # a given out is contiguous, of the query's shape, dtype and device
@@ -134,7 +136,7 @@ class FusedDecodeLauncher:
                     found.extra = spans
             _check_apart(ptrs, spans)
         if found is not None:
-            found(live, ptrs)
+            found(live, ptrs, where)
             return out
         grid, args, kw = decode_launch_args(
             query, k_cache, v_cache, block_tables, seq_lens, scale, out, cfg=cfg, workspace=workspace,

@@ -20,7 +20,6 @@ Imported lazily (it imports torch and triton).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from collections.abc import Callable, Hashable
@@ -36,8 +35,8 @@ from . import triton_raw
 from .launch_math import cdiv, next_power_of_2
 
 __all__ = [
-    "DIRECT", "BoundCache", "BoundLaunch", "bind", "call_signature", "cdiv", "current_stream", "launch",
-    "next_power_of_2",
+    "DIRECT", "BoundCache", "BoundLaunch", "bind", "call_signature", "cdiv", "current_device_stream",
+    "current_stream", "launch", "next_power_of_2",
 ]  # fmt: skip
 
 #: Whether direct launches are on for this process.
@@ -58,7 +57,19 @@ def current_stream() -> int:
     Returns:
         The stream handle.
     """
-    return int(driver.active.get_current_stream(driver.active.get_current_device()))
+    return current_device_stream()[1]
+
+
+def current_device_stream() -> tuple[Any, int]:
+    """The current device as Triton's driver names it, and the raw handle of its current stream (what a
+    :class:`BoundLaunch` call takes as ``where``).
+
+    Returns:
+        ``(device, stream)``.
+    """
+    active = driver.active
+    dev = active.get_current_device()
+    return dev, int(active.get_current_stream(dev))
 
 
 def _hooks() -> tuple[Any, Any, bool]:
@@ -164,14 +175,15 @@ class BoundLaunch:
         #: What the binding's owner keeps with it (the fused decode: the byte spans of its tensors' layout).
         self.extra: Any = None
 
-    def __call__(self, tensors: tuple[Any, ...], ptrs: list[int]) -> None:
+    def __call__(self, tensors: tuple[Any, ...], ptrs: list[int], where: tuple[Any, int] | None = None) -> None:
         """Launch with ``tensors`` in place of the live ones.
 
         Args:
             tensors: One per live tensor, in order.
             ptrs: Their ``data_ptr()`` values, in the same order (a list).
+            where: :func:`current_device_stream`, where the caller has just read it (else read here).
         """
-        dev = driver.active.get_current_device()
+        dev, stream = current_device_stream() if where is None else where
         enter, leave, busy = _hooks()
         if busy or dev != self._device:
             a = self._pick([*self._full, *tensors])
@@ -180,12 +192,11 @@ class BoundLaunch:
             return
         g = self._grid
         if self._raw is not None:
-            self._raw(g[0], g[1], g[2], driver.active.get_current_stream(dev), enter, leave,
-                      self._pick(self._ptrs + ptrs))  # fmt: skip
+            self._raw(g[0], g[1], g[2], stream, enter, leave, self._pick(self._ptrs + ptrs))
             return
         k = self._kernel
-        k.run(g[0], g[1], g[2], driver.active.get_current_stream(dev), k.function, k.packed_metadata, None, enter,
-              leave, *self._pick(self._ptrs + ptrs))  # fmt: skip
+        k.run(g[0], g[1], g[2], stream, k.function, k.packed_metadata, None, enter, leave,
+              *self._pick(self._ptrs + ptrs))  # fmt: skip
 
 
 def bind(
@@ -221,13 +232,9 @@ def bind(
     return BoundLaunch(fn, grid, kernel, full, len(args), names, options, where, dev)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Aliased:
-    """The token of a binding made from live tensors that repeat one: the caller's key and which tensor each is
-    (never equal to a caller's key, which is a tuple)."""
-
-    key: tuple[Any, ...]
-    pattern: tuple[int, ...]
+#: The first item of the token of a binding made from live tensors that repeat one (``(_ALIASED, key, pattern)``):
+#: no caller's key starts with it, so such a token never equals a caller's key.
+_ALIASED = object()
 
 
 class BoundCache:
@@ -278,7 +285,7 @@ class BoundCache:
         ids = tuple(map(id, live))
         if len(set(ids)) == len(ids):
             return key, None, ptrs
-        token = _Aliased(key, tuple(map(ids.index, ids)))  # a tensor in two roles: which
+        token = (_ALIASED, key, tuple(map(ids.index, ids)))  # a tensor in two roles: which
         return token, self._bound.get(token), ptrs
 
     def launch_new(
