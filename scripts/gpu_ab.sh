@@ -1,3 +1,14 @@
+#!/usr/bin/env bash
+# One lent-GPU call comparing two source trees in neighbouring processes (the GPU hosts' speed drifts within a call,
+# so only adjacent processes compare): bench/host_ab.py three times per tree, the decode-step bench at 1 x 1k and
+# 64 x 1k twice per tree, alternating; then the attention host-cost bench and GPU tests of the new tree.
+# old_src/ is the other tree's src (untracked, carried to the device with the working tree), made with
+#   rm -rf /tmp/t old_src && mkdir /tmp/t && git archive REV src | tar -x -C /tmp/t && mv /tmp/t/src old_src
+#
+#   OUT=DIR scripts/gpu_ab.sh
+set -u
+: "${OUT:?set OUT}"
+mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=name --format=csv,noheader
 for i in 1 2 3; do for t in old_src src; do PYTHONPATH=$t timeout 60 python3 bench/host_ab.py --label "$t $i" 2>/dev/null; done; done | tee $OUT/ab.txt
