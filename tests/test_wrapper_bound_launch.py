@@ -555,3 +555,34 @@ def test_forward_fast_path_binds_variant_and_fp8_launches(
         if seed:
             assert _same(compiled.calls[-1], [grid, *args, *(kw[n] for n in pt.decode_kernel.arg_names[len(args) :])])
     assert len(dispatched) == 1 and len(compiled.calls) == 3
+
+
+def test_forward_fast_path_follows_a_change_of_scale_layout(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers alternating per-KV-head and per-tensor key scales on one step: each launch carries its own scale's
+    layout (stride 1 or 0), never the recorded layer's."""
+    from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, paged, triton_args
+    from sagellm_backend.attention.registry import impls_of
+
+    pt, compiled, dispatched = rig
+    ops = impls_of("paged")[0].load_ops()
+    monkeypatch.setattr(paged, "select_paged_ops", lambda *a, **kw: (ops, "triton"))
+    monkeypatch.setattr(triton_args, "_capability", lambda device: (9, 0))
+    backend = PagedAttentionBackend(4, kv_cache_dtype="fp8_e4m3")
+    md = PagedAttentionMetadataBuilder(4).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
+    for seed in range(6):
+        q, k, v, (kc, vc), _ = _tensors(2, seed)
+        kc, vc = kc.to(torch.float8_e4m3fn), vc.to(torch.float8_e4m3fn)
+        sc = {"k_scale": torch.rand(2 if seed % 2 == 0 else 1) + 0.5, "v_scale": torch.rand(1) + 0.5}
+        n = len(dispatched)
+        out = backend.forward(q, k, v, md, kv_cache=(kc, vc), **sc)
+        plan = md.step_fast_paths[(id(backend), "ready")].plan
+        grid, args, kw = pt.decode_launch_args(
+            q, kc, vc, plan.block_tables, plan.key_lens, q.shape[-1] ** -0.5, out, new=(k, v, plan.slot_mapping), **sc
+        )
+        names = pt.decode_kernel.arg_names[len(args) :]
+        if len(dispatched) > n:  # compiled for this layout now: Triton's dispatcher launched it
+            d = dispatched[-1]
+            got = (*(*d["grid"], 1, 1)[:3], 7, "fn", "meta", None, None, None, *d["args"], *(d["kw"][m] for m in names))
+        else:
+            got = compiled.calls[-1]
+        assert _same(got, [grid, *args, *(kw[m] for m in names)]), seed
