@@ -123,7 +123,9 @@ def test_a_backend_whose_options_changed_is_checked_again(monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize("which", ["k_scale", "v_scale"])
-def test_an_output_over_a_scale_is_refused_before_anything_is_written(which: str) -> None:
+def test_an_output_over_a_scale_is_refused_before_anything_is_written(
+    which: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     opts = OPTS[1]
     backend = PagedAttentionBackend(BS, **opts)
     md = PagedAttentionMetadataBuilder(BS).build_decode_metadata(CTX, TABLE)
@@ -136,8 +138,10 @@ def test_an_output_over_a_scale_is_refused_before_anything_is_written(which: str
     y["sc"][which] = buf[2 * HQ * D - n : 2 * HQ * D]  # the scale is the output's last elements
     y["sc"][which].fill_(1.0)
     before = (buf.clone(), *(c.clone() for c in y["cache"]))
+    calls = _counting(monkeypatch)
     with pytest.raises(InvalidArgumentError, match=r"overlap|share"):
         backend.forward(y["q"], y["k"], y["v"], md, kv_cache=y["cache"], output=out, **y["sc"])
+    assert not calls  # refused by the fast path's own check of the output
     assert all(torch.equal(a, b) for a, b in zip(before, (buf, *y["cache"])))
 
 
@@ -259,3 +263,48 @@ def test_a_later_layer_the_checked_path_refuses_is_refused(bad: str) -> None:
     assert all(torch.equal(a, b) for a, b in zip(y["cache"], before))
     ref, _ = _checked_result(opts, y)
     assert torch.equal(backend.forward(y["q"], y["k"], y["v"], md, kv_cache=y["cache"], **y["sc"]), ref)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_alibi_slopes_are_copied_so_the_callers_tensor_may_be_overwritten(fast: bool) -> None:
+    """ALiBi slopes given as a CPU float32 view are copied when the backend is made: the caller's buffer may be
+    overwritten afterwards, even as a call's ``output`` (checked, or a later layer's fast path), and the results keep
+    the slopes given."""
+    values = [0.5, 0.25, 0.125, 0.0625]
+    buf = torch.zeros(2 * HQ * D + 8)
+    slopes = buf[2 * HQ * D - HQ : 2 * HQ * D]
+    slopes.copy_(torch.tensor(values))
+    backend = PagedAttentionBackend(BS, alibi_slopes=slopes)
+    md = PagedAttentionMetadataBuilder(BS).build_decode_metadata(CTX, TABLE)
+    if fast:
+        x = _layer(0, {})
+        backend.forward(x["q"], x["k"], x["v"], md, kv_cache=x["cache"])
+        assert md.step_fast_paths.get((id(backend), "ready")) is not None
+    y = _layer(1, {})
+    ref, _ = _checked_result({"alibi_slopes": values}, y)
+    out = buf[: 2 * HQ * D].view(2, HQ, D)
+    got = backend.forward(y["q"], y["k"], y["v"], md, kv_cache=y["cache"], output=out)
+    assert got is out and torch.equal(got, ref)
+
+
+def test_variant_options_are_fixed_once_made() -> None:
+    backend = PagedAttentionBackend(BS, sliding_window=3)
+    with pytest.raises(AttributeError, match="fixed"):
+        backend.variants.sliding_window = 8  # type: ignore[misc]
+    assert backend.variants.sliding_window == 3
+
+
+def test_a_backend_whose_kv_cache_dtype_changed_views_uint8_caches_as_the_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    backend = PagedAttentionBackend(BS, kv_cache_dtype="fp8_e4m3")
+    md = PagedAttentionMetadataBuilder(BS).build_decode_metadata(CTX, TABLE)
+    x = _layer(0, {"kv_cache_dtype": "fp8_e4m3"}, uint8=True)
+    backend.forward(x["q"], x["k"], x["v"], md, kv_cache=x["cache"], **x["sc"])
+    backend.kv_cache_dtype = "fp8_e5m2"
+    y = _layer(1, {"kv_cache_dtype": "fp8_e5m2"}, uint8=True)
+    ref, ref_cache = _checked_result({"kv_cache_dtype": "fp8_e5m2"}, y)
+    calls = _counting(monkeypatch)
+    got = backend.forward(y["q"], y["k"], y["v"], md, kv_cache=y["cache"], **y["sc"])
+    assert torch.equal(got, ref) and len(calls) == 1
+    assert all(torch.equal(a, b) for a, b in zip(y["cache"], ref_cache))

@@ -558,8 +558,8 @@ def test_forward_fast_path_binds_variant_and_fp8_launches(
 
 
 def test_forward_fast_path_follows_a_change_of_scale_layout(rig: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Layers alternating per-KV-head and per-tensor key scales on one step: each launch carries its own scale's
-    layout (stride 1 or 0), never the recorded layer's."""
+    """Layers alternating per-KV-head and per-tensor key and value scales on one step: each launch carries its own
+    scales' layout (stride 1 or 0), never the recorded layer's."""
     from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, paged, triton_args
     from sagellm_backend.attention.registry import impls_of
 
@@ -569,10 +569,13 @@ def test_forward_fast_path_follows_a_change_of_scale_layout(rig: Any, monkeypatc
     monkeypatch.setattr(triton_args, "_capability", lambda device: (9, 0))
     backend = PagedAttentionBackend(4, kv_cache_dtype="fp8_e4m3")
     md = PagedAttentionMetadataBuilder(4).build_decode_metadata([3, 6], [[2, 0], [1, 4]])
-    for seed in range(6):
+    # (k_scale, v_scale) elements per layer: 2 per KV head, 1 per tensor; from one layer to the next the same,
+    # only v_scale's, only k_scale's or both change
+    layouts = [(2, 1), (2, 1), (2, 2), (2, 2), (1, 2), (1, 1), (2, 1)]
+    for seed, (nk, nv) in enumerate(layouts):
         q, k, v, (kc, vc), _ = _tensors(2, seed)
         kc, vc = kc.to(torch.float8_e4m3fn), vc.to(torch.float8_e4m3fn)
-        sc = {"k_scale": torch.rand(2 if seed % 2 == 0 else 1) + 0.5, "v_scale": torch.rand(1) + 0.5}
+        sc = {"k_scale": torch.rand(nk) + 0.5, "v_scale": torch.rand(nv) + 0.5}
         n = len(dispatched)
         out = backend.forward(q, k, v, md, kv_cache=(kc, vc), **sc)
         plan = md.step_fast_paths[(id(backend), "ready")].plan
@@ -580,9 +583,45 @@ def test_forward_fast_path_follows_a_change_of_scale_layout(rig: Any, monkeypatc
             q, kc, vc, plan.block_tables, plan.key_lens, q.shape[-1] ** -0.5, out, new=(k, v, plan.slot_mapping), **sc
         )
         names = pt.decode_kernel.arg_names[len(args) :]
-        if len(dispatched) > n:  # compiled for this layout now: Triton's dispatcher launched it
-            d = dispatched[-1]
-            got = (*(*d["grid"], 1, 1)[:3], 7, "fn", "meta", None, None, None, *d["args"], *(d["kw"][m] for m in names))
-        else:
-            got = compiled.calls[-1]
-        assert _same(got, [grid, *args, *(kw[m] for m in names)]), seed
+        assert _same(_last_launch(dispatched, compiled, n, names), [grid, *args, *(kw[m] for m in names)]), seed
+
+
+def test_forward_fast_path_launches_replaced_variants_not_the_bound_ones(
+    rig: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend whose variants are replaced between steps (another window, cap, slopes): the next steps' launches
+    carry the new options, not a binding made with the old ones."""
+    from sagellm_backend.attention import PagedAttentionBackend, PagedAttentionMetadataBuilder, paged
+    from sagellm_backend.attention.registry import impls_of
+    from sagellm_backend.attention.variants import AttentionVariants
+
+    pt, compiled, dispatched = rig
+    ops = impls_of("paged")[0].load_ops()
+    monkeypatch.setattr(paged, "select_paged_ops", lambda *a, **kw: (ops, "triton"))
+    backend = PagedAttentionBackend(4, sliding_window=5, logits_soft_cap=2.0, alibi_slopes=[0.1] * 8)
+    builder = PagedAttentionMetadataBuilder(4)
+    options = [(5, 2.0, 0.1), (3, 4.0, 0.2), (5, 2.0, 0.1)]
+    for step, (window, cap, slope) in enumerate(options):
+        backend.variants = AttentionVariants(window, cap, [slope] * 8)
+        md = builder.build_decode_metadata([3, 6], [[2, 0], [1, 4]])
+        for layer in range(3):
+            q, k, v, cache, _ = _tensors(2, 10 * step + layer)
+            n = len(dispatched)
+            out = backend.forward(q, k, v, md, kv_cache=cache)
+            plan = md.step_fast_paths[(id(backend), "ready")].plan
+            grid, args, kw = pt.decode_launch_args(
+                q, cache[0], cache[1], plan.block_tables, plan.key_lens, q.shape[-1] ** -0.5, out,
+                new=(k, v, plan.slot_mapping), **backend.variants.op_kwargs(8, q.device),
+            )  # fmt: skip
+            names = pt.decode_kernel.arg_names[len(args) :]
+            want = [grid, *args, *(kw[m] for m in names)]
+            assert _same(_last_launch(dispatched, compiled, n, names), want), (step, layer)
+
+
+def _last_launch(dispatched: list[dict[str, Any]], compiled: Any, before: int, names: Any) -> tuple[Any, ...]:
+    """The last launch as the compiled launcher gets it: from Triton's dispatcher where it launched since
+    ``before`` dispatches (a layout compiled anew), else the compiled launcher's last call."""
+    if len(dispatched) > before:
+        d = dispatched[-1]
+        return (*(*d["grid"], 1, 1)[:3], 7, "fn", "meta", None, None, None, *d["args"], *(d["kw"][m] for m in names))
+    return tuple(compiled.calls[-1])

@@ -1,6 +1,6 @@
 """The decode fast path of :class:`~.paged.PagedAttentionBackend`: what a checked decode call recorded
-(:class:`FastDecode`, :func:`record`), the O(1) tests a later call on the same metadata (the next layer of the step)
-must pass to reuse it instead of checking again (:func:`same_call`, :func:`output_apart`), and the call itself
+(:class:`FastDecode`, :func:`record_decode`), the O(1) tests a later call on the same metadata (the next layer of the
+step) must pass to reuse it instead of checking again (:func:`same_call`, :func:`output_apart`), and the call itself
 (:func:`fast_forward`), for plain, variant (window, soft cap, ALiBi) and fp8-cache backends alike.
 """
 

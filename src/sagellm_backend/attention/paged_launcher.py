@@ -7,6 +7,7 @@ Imported lazily (it imports torch and Triton).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -47,7 +48,7 @@ class FusedDecodeLauncher:
         v_cache: torch.Tensor, out: torch.Tensor | None, block_tables: torch.Tensor, seq_lens: torch.Tensor,
         slot_mapping: torch.Tensor, scale: float, *, cfg: DecodeConfig | None = None,
         workspace: DecodeWorkspace | None = None, k_scale: torch.Tensor | None = None,
-        v_scale: torch.Tensor | None = None, fixed: tuple[Any, ...] | None = None, checked: bool = False,
+        v_scale: torch.Tensor | None = None, fixed: Hashable | None = None, checked: bool = False,
         rope: tuple[torch.Tensor, bool] | None = None, **variants: Any,
     ) -> torch.Tensor:  # fmt: skip
         """:func:`.paged_triton.paged_decode_store` (same arguments; the variants as keywords).
@@ -57,11 +58,11 @@ class FusedDecodeLauncher:
         same ``cfg``, ``scale`` and variants, scales of the same shapes and strides, key and value in the query's
         dtype and the value cache in the key cache's; the binding is then looked up without reading them.
         ``checked`` (with ``fixed``) promises more: ``out`` is None or contiguous and apart from the other tensors,
-        query, key and value are contiguous, and ``fixed`` holds their shapes, dtype and device (``out``'s too) and
-        the caches' shape, strides and dtype; the binding is then looked up by ``fixed``, the stream and the aliasing
-        of the tensors alone. Without ``checked``, a given ``out`` sharing memory with any other tensor of the launch
-        (query, key, value, caches, plan tensors, scales, RoPE cache) is refused here (byte spans kept with the
-        binding), before the launch.
+        query, key and value are contiguous, and ``fixed`` holds their shapes, dtype and device (``out``'s too) and the
+        caches' shape, strides and dtype; the binding is then looked up by ``fixed`` and the stream alone (the aliasing
+        of the tensors only where no binding made from distinct tensors exists). Without ``checked``, a given ``out``
+        sharing memory with any other tensor of the launch (query, key, value, caches, plan tensors, scales, RoPE cache)
+        is refused here (byte spans kept with the binding), before the launch.
 
         Args:
             query: ``[B, Hq, D]``, ``B >= 1``.

@@ -92,6 +92,20 @@ class AttentionVariants:
         self.names: frozenset[str] = frozenset(names)
         self._on_device: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: object) -> None:
+        """Refuse to change an option after construction (a backend's decode fast path and its bound launches keep
+        the options they were made with): make a new ``AttentionVariants`` instead.
+
+        Raises:
+            AttributeError: After construction.
+        """
+        if getattr(self, "_frozen", False):
+            raise AttributeError(
+                f"AttentionVariants options are fixed once made; build a new AttentionVariants to change {name!r}."
+            )
+        object.__setattr__(self, name, value)
 
     def op_kwargs(self, num_heads: int, device: torch.device) -> dict[str, Any]:
         """The keyword arguments of the ops for this call (only the variants in use).
@@ -159,7 +173,7 @@ def _slopes(value: object) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         if not value.dtype.is_floating_point:
             raise InvalidArgumentTypeError(f"alibi_slopes must be a float tensor; got dtype {value.dtype}.")
-        t = value.detach().to(device="cpu", dtype=torch.float32)
+        t = value.detach().to(device="cpu", dtype=torch.float32, copy=True)  # the backend's own: fixed once made
     elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in value):
             raise InvalidArgumentTypeError(f"alibi_slopes must hold numbers; got {list(value)[:8]!r}.")

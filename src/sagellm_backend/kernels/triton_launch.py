@@ -144,12 +144,13 @@ def launch(fn: Any, grid: tuple[int, ...]) -> Callable[..., None]:
 class BoundLaunch:
     """A compiled kernel's launch with every argument fixed but the ``live`` tensors (:func:`bind`).
 
-    Calling it with new tensors (in ``live``'s order) and their data pointers launches on the current stream. The
-    caller guarantees that they match the bound ones in dtype, device and 16-byte alignment of the data pointer, and
-    alias each other as the bound ones did; every other argument keeps its bound value. The compiled kernel's
-    launcher gets every pointer as an int (its fast path: no ``data_ptr()`` call and no driver pointer query per
-    tensor argument). Under launch hooks or on another current device the launch goes through Triton's dispatcher,
-    with the tensors.
+    Calling it with new tensors (in ``live``'s order) and their data pointers launches on the current stream. The caller
+    guarantees that they match the bound ones in dtype, device and 16-byte alignment of the data pointer and, where the
+    bound ones repeated a tensor, repeat it the same way (a binding made from distinct tensors puts each position's own
+    pointer in place, so it serves any repetition); every other argument keeps its bound value. The compiled kernel's
+    launcher gets every pointer as an int (its fast path: no ``data_ptr()`` call and no driver pointer query per tensor
+    argument). Under launch hooks or on another current device the launch goes through Triton's dispatcher, with the
+    tensors.
     """
 
     def __init__(self, fn: Any, grid: tuple[int, ...], kernel: Any, full: list[Any], positional: int,
