@@ -8,8 +8,6 @@ import pytest
 pytestmark = pytest.mark.gpu
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA GPU visible", allow_module_level=True)
 
 
 def test_key_separates_every_specialised_property() -> None:
