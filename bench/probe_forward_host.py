@@ -91,7 +91,7 @@ def main() -> None:
         "  count_attention_call": lambda: count_attention_call(f.record),
         "  os.environ.get": lambda: os.environ.get("SAGELLM_PAGED_ATTENTION_IMPL"),
         "  torch.empty_like": lambda: torch.empty_like(q),
-        "  current_stream()": triton_launch.current_stream,
+        "  current_device_stream()": triton_launch.current_device_stream,
         "  is_current_stream_capturing()": torch.cuda.is_current_stream_capturing,
         "  bound launch, out given": lambda: f.launcher(
             q, k, v, kc, vc, out, pl.block_tables, pl.key_lens, pl.slot_mapping, f.scale, fixed=f.fixed, checked=True

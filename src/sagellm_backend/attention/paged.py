@@ -264,7 +264,8 @@ class PagedAttentionBackend(CheckedAttentionBackend):
             kv_cache_dtype=self.kv_cache_dtype,
             variants=self.variants.names,
         )
-        kw = {**self.variants.op_kwargs(shp.num_heads, query.device), **store_kw}
+        variant_kw = self.variants.op_kwargs(shp.num_heads, query.device)
+        kw = {**variant_kw, **store_kw}
         q, k, v = query, key, value
         if plan.token_index is not None:
             q, k, v = (t.index_select(0, plan.token_index) for t in (query, key, value))
@@ -285,7 +286,6 @@ class PagedAttentionBackend(CheckedAttentionBackend):
 
                         self._launcher = FusedDecodeLauncher()
                     launcher = self._launcher
-                variant_kw = {n: kw[n] for n in kw if n not in store_kw}
                 md.step_fast_paths[(id(self), "pending")] = record_decode(
                     self, query, key, cast(Any, call.kv_cache)[0], k_cache, (call.k_scale, call.v_scale), store_kw,
                     variant_kw, md, plan, ops, launcher, s,

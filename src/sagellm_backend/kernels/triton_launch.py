@@ -35,8 +35,8 @@ from . import triton_raw
 from .launch_math import cdiv, next_power_of_2
 
 __all__ = [
-    "DIRECT", "BoundCache", "BoundLaunch", "bind", "call_signature", "cdiv", "current_device_stream",
-    "current_stream", "launch", "next_power_of_2",
+    "DIRECT", "BoundCache", "BoundLaunch", "bind", "call_signature", "cdiv", "current_device_stream", "launch",
+    "next_power_of_2",
 ]  # fmt: skip
 
 #: Whether direct launches are on for this process.
@@ -50,19 +50,10 @@ _COMPILED: dict[tuple[Any, ...], tuple[Any, tuple[str, ...], Callable[..., None]
 _MAX_ENTRIES = 4096
 
 
-def current_stream() -> int:
-    """The raw handle of the current stream on the current device, as Triton's launcher reads it (one C call;
-    ``torch.cuda.current_stream()`` costs several microseconds of Python).
-
-    Returns:
-        The stream handle.
-    """
-    return current_device_stream()[1]
-
-
 def current_device_stream() -> tuple[Any, int]:
-    """The current device as Triton's driver names it, and the raw handle of its current stream (what a
-    :class:`BoundLaunch` call takes as ``where``).
+    """The current device as Triton's driver names it, and the raw handle of its current stream as Triton's launcher
+    reads it (C calls; ``torch.cuda.current_stream()`` costs several microseconds of Python): what a
+    :class:`BoundLaunch` call takes as ``where``.
 
     Returns:
         ``(device, stream)``.
