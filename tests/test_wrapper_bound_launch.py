@@ -134,11 +134,7 @@ def test_another_batch_alignment_or_aliasing_is_not_served_by_a_stale_binding(ri
         w.run(q, k, v, cache, out=out)
         want = _expected(pt, w, q, k, v, cache, out)
         if len(dispatched) > seen[0]:
-            d = dispatched[-1]
-            names = pt.decode_kernel.arg_names[len(d["args"]) :]
-            grid3 = (*d["grid"], 1, 1)[:3]
-            got = (*grid3, 7, "fn", "meta", None, None, None, *d["args"], *(d["kw"][n] for n in names))
-            path = "dispatcher"
+            got, path = _dispatched_launch(pt, dispatched[-1]), "dispatcher"
         else:
             got, path = compiled.calls[-1], "direct"
         seen[:] = [len(dispatched), len(compiled.calls)]
@@ -171,10 +167,7 @@ def test_a_head_major_cache_is_not_served_by_the_token_major_binding(rig: Any) -
     n = len(dispatched)
     w.run(q, k, v, hnd, out=out)
     assert len(dispatched) == n + 1  # a new layout: through the dispatcher, with the head-major strides
-    d = dispatched[-1]
-    names = pt.decode_kernel.arg_names[len(d["args"]) :]
-    got = (*(*d["grid"], 1, 1)[:3], 7, "fn", "meta", None, None, None, *d["args"], *(d["kw"][m] for m in names))
-    assert _same(got, _expected(pt, w, q, k, v, hnd, out))
+    assert _same(_dispatched_launch(pt, dispatched[-1]), _expected(pt, w, q, k, v, hnd, out))
     for cache in (hnd, nhd, hnd):  # then each layout served by its own binding
         w.run(q, k, v, cache, out=out)
         assert len(dispatched) == n + 1 and _same(compiled.calls[-1], _expected(pt, w, q, k, v, cache, out))
@@ -368,10 +361,7 @@ def test_launch_hooks_send_bound_launches_through_the_dispatcher(rig: Any) -> No
         hook.remove(seen)
     assert len(dispatched) == 2 and len(compiled.calls) == 1  # a hook sees every launch: Triton's own path
     d = dispatched[-1]
-    names = pt.decode_kernel.arg_names[len(d["args"]) :]
-    grid3 = (*d["grid"], 1, 1)[:3]
-    got = (*grid3, 7, "fn", "meta", None, None, None, *d["args"], *(d["kw"][n] for n in names))
-    assert _same(got, _expected(pt, w, q, k, v, cache, out))
+    assert _same(_dispatched_launch(pt, d), _expected(pt, w, q, k, v, cache, out))
     assert {"num_warps", "num_stages"} <= set(d["kw"])  # the launch options travel too
     q, k, v, cache, out = _tensors(2, 6)
     w.run(q, k, v, cache, out=out)  # hook gone: bound again
@@ -583,7 +573,7 @@ def test_forward_fast_path_follows_a_change_of_scale_layout(rig: Any, monkeypatc
             q, kc, vc, plan.block_tables, plan.key_lens, q.shape[-1] ** -0.5, out, new=(k, v, plan.slot_mapping), **sc
         )
         names = pt.decode_kernel.arg_names[len(args) :]
-        assert _same(_last_launch(dispatched, compiled, n, names), [grid, *args, *(kw[m] for m in names)]), seed
+        assert _same(_last_launch(pt, dispatched, compiled, n), [grid, *args, *(kw[m] for m in names)]), seed
 
 
 def test_forward_fast_path_launches_replaced_variants_not_the_bound_ones(
@@ -615,13 +605,19 @@ def test_forward_fast_path_launches_replaced_variants_not_the_bound_ones(
             )  # fmt: skip
             names = pt.decode_kernel.arg_names[len(args) :]
             want = [grid, *args, *(kw[m] for m in names)]
-            assert _same(_last_launch(dispatched, compiled, n, names), want), (step, layer)
+            assert _same(_last_launch(pt, dispatched, compiled, n), want), (step, layer)
 
 
-def _last_launch(dispatched: list[dict[str, Any]], compiled: Any, before: int, names: Any) -> tuple[Any, ...]:
+def _dispatched_launch(pt: Any, d: dict[str, Any]) -> tuple[Any, ...]:
+    """A launch Triton's dispatcher made, as the compiled launcher would get it (grid, stand-in stream 7, function,
+    metadata, the three launcher slots, then every kernel argument)."""
+    names = pt.decode_kernel.arg_names[len(d["args"]) :]
+    return (*(*d["grid"], 1, 1)[:3], 7, "fn", "meta", None, None, None, *d["args"], *(d["kw"][m] for m in names))
+
+
+def _last_launch(pt: Any, dispatched: list[dict[str, Any]], compiled: Any, before: int) -> tuple[Any, ...]:
     """The last launch as the compiled launcher gets it: from Triton's dispatcher where it launched since
     ``before`` dispatches (a layout compiled anew), else the compiled launcher's last call."""
     if len(dispatched) > before:
-        d = dispatched[-1]
-        return (*(*d["grid"], 1, 1)[:3], 7, "fn", "meta", None, None, None, *d["args"], *(d["kw"][m] for m in names))
+        return _dispatched_launch(pt, dispatched[-1])
     return tuple(compiled.calls[-1])
