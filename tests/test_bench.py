@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,27 @@ def test_cli_unknown_only_is_an_error(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["bench", "--provider", "mock", "--quick", "--only", "nonesuch"]) == 2
     err = capsys.readouterr().err
     assert "'nonesuch'" in err and "'copy_blocks 1 pair (Python lists)'" in err
+
+
+def test_measure_propagates_errors_and_only_named_baselines_may_be_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import math
+
+    from sagellm_backend.bench import paged_cases
+
+    monkeypatch.setattr(paged_cases, "time_cuda", lambda fn: (fn(), 2.5)[1])  # the call, then its "time"
+
+    def broken(exc: BaseException) -> Callable[[], None]:
+        def fn() -> None:
+            raise exc
+
+        return fn
+
+    assert paged_cases.measure(lambda: None) == 2.5
+    with pytest.raises(RuntimeError, match="kernel failed"):  # ours failing is an error, never a NaN row
+        paged_cases.measure(broken(RuntimeError("kernel failed")))
+    for exc in (RuntimeError("No available kernel"), NotImplementedError("no"), ImportError("no flex")):
+        with pytest.warns(UserWarning, match=r"SDPA cudnn cannot run with this torch build, reported as NaN: "):
+            assert math.isnan(paged_cases.measure_optional(broken(exc), "SDPA cudnn"))
+    with pytest.raises(ValueError, match="bad shape"):  # not a missing baseline: propagates
+        paged_cases.measure_optional(broken(ValueError("bad shape")), "SDPA cudnn")
+    assert paged_cases.measure_optional(lambda: None, "SDPA cudnn") == 2.5

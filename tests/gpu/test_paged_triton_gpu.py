@@ -130,3 +130,34 @@ def test_caches_with_large_block_stride_and_offset() -> None:
     assert float((got.double().cpu() - ref).abs().max()) < 1e-2
     del arena
     torch.cuda.empty_cache()
+
+
+def test_programmatic_dependent_launch_is_bit_equal_eager_and_in_a_graph() -> None:
+    """``DecodeConfig(pdl=True)`` after a store into the same pages (the kernel before it writes what it reads):
+    bit-equal to ``pdl=False``, eager and replayed from a CUDA graph with the stored K/V changed between replays."""
+    q, kc, vc, table, lens, _ = _decode_case(torch.bfloat16, 128, 16, 32, 8, [1, 17, 4000, 9000])
+    slots = torch.stack([table[i, (int(n) - 1) // 16] * 16 + (int(n) - 1) % 16 for i, n in enumerate(lens)])
+    k_new, v_new = (torch.randn(4, 8, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    outs = {flag: torch.empty_like(q) for flag in (False, True)}
+
+    def step(flag: bool) -> None:
+        pt.store_kv(k_new, v_new, kc, vc, slots)
+        pt.paged_decode_with(q, kc, vc, table, lens, 128**-0.5, outs[flag], cfg=pt.DecodeConfig(pdl=flag), splits=7)
+
+    for flag in (False, True):
+        step(flag)
+    assert torch.equal(outs[False], outs[True])
+    graphs = {}
+    for flag in (False, True):
+        graphs[flag] = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graphs[flag]):
+            step(flag)
+    for _ in range(3):
+        k_new.normal_()
+        v_new.normal_()
+        for flag in (False, True):
+            graphs[flag].replay()
+        torch.cuda.synchronize()
+        assert torch.equal(outs[False], outs[True])
+        step(False)  # eager, on what the replays stored
+        assert torch.equal(outs[False], outs[True])

@@ -34,6 +34,7 @@ from .triton_args import (
     fp8_args,
     launch_dims,
     pad_dim,
+    pdl_launch,
     rope_args,
     sm_count,
     supports,
@@ -124,6 +125,12 @@ def store_kv(
         QUANT=quant, LIMIT=float(torch.finfo(k_cache.dtype).max) if quant else 0.0,
         num_warps=4 if h * d >= 2048 else 1,
     )  # fmt: skip
+
+
+def _pdl_kw(pdl: bool | None, device: torch.device) -> dict[str, bool]:
+    """The ``PDL`` constexpr of a decode launch, with Triton's ``launch_pdl`` option where it is on."""
+    on = pdl_launch(pdl, device)
+    return {"PDL": True, "launch_pdl": True} if on else {"PDL": False}
 
 
 class DecodeOptions(PagedOptions, total=False):
@@ -328,7 +335,7 @@ def decode_launch_args(
         "NEW": new is not None, "num_warps": cfg.num_warps, "num_stages": cfg.stages(n_split),
         "F16_DOT": f16, "EARLY_V": cfg.early_v, **rope_args(query, rope),
         "V_ASM": value_convert(cfg, k_cache.dtype, f16 or query.dtype == torch.float16, query.device),
-        "MERGE": cfg.merge_width,
+        "MERGE": cfg.merge_width, **_pdl_kw(cfg.pdl, query.device),
     }  # fmt: skip
     if cfg.maxnreg is not None:
         kw["maxnreg"] = cfg.maxnreg

@@ -26,6 +26,7 @@ __all__ = [
     "fp8_args",
     "launch_dims",
     "pad_dim",
+    "pdl_launch",
     "rope_args",
     "sm_count",
     "split_limit",
@@ -100,6 +101,38 @@ def value_convert(cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool, d
             f"{cc[0]}.{cc[1]}. Set fp8_v_asm=False, or None to use it only where it applies."
         )
     return fmt
+
+
+def pdl_launch(pdl: bool | None, device: torch.device) -> bool:
+    """Whether a launch is a programmatic dependent launch (the ``PDL`` constexpr and Triton's ``launch_pdl``):
+    its programs may be scheduled while the kernel before it on the stream finishes, and wait
+    (``griddepcontrol.wait``) for that kernel's completion and memory before their first global access, so no
+    value read or written differs from a plain launch; only the gap between the two kernels shrinks. None takes
+    it wherever it applies: an NVIDIA GPU of compute capability 9.0 or later, outside ``TRITON_INTERPRET=1``.
+
+    Args:
+        pdl: The configuration's choice (``DecodeConfig.pdl``): True, False or None.
+        device: The launch's device.
+
+    Returns:
+        Whether to launch with ``launch_pdl``.
+
+    Raises:
+        UnsupportedOperationError: ``pdl=True`` where it does not apply.
+    """
+    if pdl is False:
+        return False
+    applies = (
+        device.type == "cuda" and not _interpreting() and torch.version.hip is None and _capability(device) >= (9, 0)
+    )
+    if pdl is None or applies:
+        return applies
+    where = "under TRITON_INTERPRET=1" if _interpreting() else f"on {device}"
+    raise UnsupportedOperationError(
+        f"DecodeConfig.pdl=True needs programmatic dependent launch, on an NVIDIA GPU of compute capability 9.0 or "
+        f"later outside TRITON_INTERPRET=1; asked for {where}. Set pdl=False, or None to use it only where it "
+        f"applies."
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -257,6 +290,8 @@ class DecodeConfig:
             laid out for the dot; the results are the same (both conversions are exact). None: wherever it
             applies (:func:`value_convert`).
         merge_width: Splits the merging program reads per step of its loop (unrolled, so their loads overlap).
+        pdl: Launch as a programmatic dependent launch (:func:`pdl_launch`): True, False, or None wherever it
+            applies.
     """
 
     block_n: int = 64
@@ -271,6 +306,7 @@ class DecodeConfig:
     maxnreg: int | None = None
     fp8_v_asm: bool | None = False
     merge_width: int = 4
+    pdl: bool | None = False
 
     def __post_init__(self) -> None:
         if self.merge_width < 1 or (self.chunk_floor is not None and self.chunk_floor < 1):

@@ -16,6 +16,15 @@ __all__ = ["attend_new", "decode_kernel", "rope_factors", "store_kv_kernel"]
 
 
 # ------------------------------------------------------------------ kernels
+@triton.jit
+def dependent_launch():  # type: ignore[no-untyped-def]  # a Triton JIT function
+    """The start of a programmatic dependent launch (``PDL``): wait until the kernel before this one on the stream
+    has finished and its writes are visible, before any global access of this program. The kernel after this one
+    is released when this one's programs exit, not earlier: programs of the next launch placed while these still
+    run land unevenly over the SMs (docs/PERFORMANCE.md, programmatic dependent launch)."""
+    tl.extra.cuda.gdc_wait()
+
+
 # fmt: off
 @triton.jit
 def store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
@@ -78,9 +87,11 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr, slot_ptr,
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
     F16_DOT: tl.constexpr, EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr,
-    V_ASM: tl.constexpr, MERGE: tl.constexpr,
+    V_ASM: tl.constexpr, MERGE: tl.constexpr, PDL: tl.constexpr,
 ):
     # fmt: on
+    if PDL:
+        dependent_launch()
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     sp = tl.program_id(2)

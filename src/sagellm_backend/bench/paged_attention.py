@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .harness import Result
-from .paged_cases import CASES, HEAD_DIM, HKV, PAGE, PagedCase, build_case, measure, sdpa_fn
+from .paged_cases import CASES, HEAD_DIM, HKV, PAGE, PagedCase, build_case, measure, measure_optional, sdpa_fn
 
 __all__ = ["bench_case", "bench_paged_attention"]
 
@@ -145,12 +145,16 @@ def _extras(case: PagedCase, t: dict[str, Any], fns: dict[str, Callable[[], Any]
             with sdpa_kernel([backend]):
                 return fns["sdpa"]()
 
-        extra[f"SDPA {name} only"] = case.work() / measure(forced) / per
+        extra[f"SDPA {name} only"] = case.work() / measure_optional(forced, f"SDPA {name}") / per
     if flex:
-        try:
-            extra["flex (compiled, contiguous KV)"] = case.work() / measure(_flex_fn(case, t)) / per
-        except Exception:  # compile failure: n/a
-            extra["flex (compiled, contiguous KV)"] = math.nan
+        built: list[Callable[[], Any]] = []
+
+        def flex_call() -> Any:  # built at the first call, inside measure_optional: torch 2.4 has no Flex
+            if not built:
+                built.append(_flex_fn(case, t))
+            return built[0]()
+
+        extra["flex (compiled, contiguous KV)"] = case.work() / measure_optional(flex_call, "compiled Flex") / per
     if case.path == "backend":
         extra.update(_backend_parts(case, t))
     ref, got = fns["sdpa"](), fns["ours"]()

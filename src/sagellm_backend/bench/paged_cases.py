@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "PagedCase",
     "build_case",
     "measure",
+    "measure_optional",
     "sdpa_fn",
     "time_cuda",
 ]
@@ -178,15 +180,31 @@ def sdpa_fn(case: PagedCase, t: dict[str, Any]) -> tuple[Callable[[Any, Any], An
 
 
 def measure(fn: Callable[[], Any]) -> float:
-    """Seconds per call of ``fn`` (:func:`time_cuda`), or NaN when this torch build cannot run it.
+    """Seconds per call of ``fn`` (:func:`time_cuda`); an error in ``fn`` propagates.
 
     Args:
         fn: The call.
+
+    Returns:
+        Median seconds per call.
+    """
+    return time_cuda(fn)
+
+
+def measure_optional(fn: Callable[[], Any], what: str) -> float:
+    """Seconds per call of a baseline this torch build may lack (a forced SDPA backend, compiled FlexAttention),
+    or NaN with a warning naming it and the error where it cannot run (torch raises ``RuntimeError``,
+    ``NotImplementedError`` or, for a module it lacks, ``ImportError`` then); any other error propagates.
+
+    Args:
+        fn: The call.
+        what: The baseline's name, for the warning.
 
     Returns:
         Median seconds per call, or NaN.
     """
     try:
         return time_cuda(fn)
-    except Exception:  # a variant this torch build cannot run: reported as NaN
+    except (RuntimeError, NotImplementedError, ImportError) as e:
+        warnings.warn(f"{what} cannot run with this torch build, reported as NaN: {e}", stacklevel=2)
         return math.nan
