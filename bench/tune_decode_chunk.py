@@ -35,10 +35,11 @@ HQ, HKV, D, PAGE = 32, 8, 128, 16
 CASES = [(1, 1024), (8, 1024), (64, 1024), (1, 8192), (8, 8192)]
 # (label, chunk_floor: "static" = the partition sized for the table's width, "tight" = a table as wide as the
 # context; merge_width; splits: None = the default count (split_limit's, unrounded since run 23), or a number).
-# Run 22 measured merge width 1 against 4 and the floors 64-512; these points ask what the split count adds.
+# Run 22 measured merge width 1 against 4 and the floors 64-512; these points ask what the split count adds, and
+# (eleventh pass) whether merging 8 or 16 splits per step shortens a short context's launch.
 FLOORS: list[tuple[str, int | str, int, int | None]] = [
     ("static", "static", 4, None), ("default", 64, 4, None), ("128", 128, 4, None), ("16 splits", 64, 4, 16),
-    ("32 splits", 64, 4, 32), ("tight", "tight", 4, None),
+    ("32 splits", 64, 4, 32), ("tight", "tight", 4, None), ("merge 8", 64, 8, None), ("merge 16", 64, 16, None),
 ]  # fmt: skip
 FP8_CASES = [(64, 4096), (4, 32768)]
 # DecodeConfig keywords of fp8 points beside the default (64/4/2, fp16 dots, fp8_v_asm where it applies, merge 4;
