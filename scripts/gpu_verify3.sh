@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The shortest lent-GPU check of the eleventh pass's changes: the PDL equality test (eager and graph-replayed) and
+# the two mended GPU tests (memory stats, dense-prefill diagnostics).
+#
+#   OUT=DIR scripts/gpu_verify3.sh
+set -u
+: "${OUT:?set OUT}"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
+nvidia-smi --query-gpu=name --format=csv,noheader
+run_step pytest 200 "$OUT/pytest.txt" $PY -m pytest -q -p no:cacheprovider -rs \
+  "tests/gpu/test_paged_triton_gpu.py::test_programmatic_dependent_launch_is_bit_equal_eager_and_in_a_graph" \
+  tests/gpu/test_cuda.py tests/gpu/test_paged_attention_gpu.py tests/gpu/test_forward_fast_gpu.py
+tail -25 "$OUT/pytest.txt"
