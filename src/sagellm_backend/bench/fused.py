@@ -93,7 +93,7 @@ def device_time_per_call(fn: Callable[[], Any], *, quick: bool = False, calls: i
         with torch.cuda.graph(graph):
             for _ in range(calls):
                 fn()
-    except Exception:  # not capturable (a host sync inside): report no device time
+    except RuntimeError:  # not capturable (torch refuses a host sync inside a capture): report no device time
         return None
     t = time_per_call(graph.replay, quick=quick, budget_s=0.01) / calls
     del graph

@@ -172,7 +172,7 @@ def sdpa_fn(case: PagedCase, t: dict[str, Any]) -> tuple[Callable[[Any, Any], An
         return (
             lambda k, v: F.scaled_dot_product_attention(q4, k, v, attn_mask=bias, scale=scale, enable_gqa=True)
         ), "causal_lower_right bias"
-    except Exception:  # this build's CausalBias does not take enable_gqa: a dense boolean mask
+    except (RuntimeError, TypeError, ValueError, NotImplementedError):  # this build's CausalBias refuses enable_gqa
         keep = torch.ones(case.new, case.keys, dtype=torch.bool, device=q4.device).tril(case.cached)
         return (
             lambda k, v: F.scaled_dot_product_attention(q4, k, v, attn_mask=keep, scale=scale, enable_gqa=True)
