@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The shortest lent-GPU check of the eleventh pass's changes: the PDL equality test (eager and graph-replayed) and
-# the two mended GPU tests (memory stats, dense-prefill diagnostics).
+# The shortest lent-GPU call of the eleventh pass: decode time against the split count on mixed lengths
+# (bench/probe_mixed_split.py), then the PDL equality test (eager and graph-replayed), the two mended GPU tests
+# (memory stats, dense-prefill diagnostics) and forward's fast path.
 #
 #   OUT=DIR scripts/gpu_verify3.sh
 set -u
 : "${OUT:?set OUT}"
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 nvidia-smi --query-gpu=name --format=csv,noheader
-run_step pytest 200 "$OUT/pytest.txt" $PY -m pytest -q -p no:cacheprovider -rs \
+run_step "mixed split" 90 "$OUT/mixed.txt" $PY bench/probe_mixed_split.py --json "$OUT/mixed.json"
+cat "$OUT/mixed.txt"
+run_step pytest 170 "$OUT/pytest.txt" $PY -m pytest -q -p no:cacheprovider -rs \
   "tests/gpu/test_paged_triton_gpu.py::test_programmatic_dependent_launch_is_bit_equal_eager_and_in_a_graph" \
   tests/gpu/test_cuda.py tests/gpu/test_paged_attention_gpu.py tests/gpu/test_forward_fast_gpu.py
 tail -25 "$OUT/pytest.txt"
