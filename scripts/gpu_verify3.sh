@@ -8,9 +8,9 @@ set -u
 : "${OUT:?set OUT}"
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 nvidia-smi --query-gpu=name --format=csv,noheader
-run_step "mixed split" 90 "$OUT/mixed.txt" $PY bench/probe_mixed_split.py --json "$OUT/mixed.json"
+run_step "mixed split" 100 "$OUT/mixed.txt" $PY bench/probe_mixed_split.py --json "$OUT/mixed.json"
 cat "$OUT/mixed.txt"
-run_step pytest 170 "$OUT/pytest.txt" $PY -m pytest -q -p no:cacheprovider -rs \
+run_step pytest 150 "$OUT/pytest.txt" $PY -m pytest -q -p no:cacheprovider -rs \
   "tests/gpu/test_paged_triton_gpu.py::test_programmatic_dependent_launch_is_bit_equal_eager_and_in_a_graph" \
   tests/gpu/test_cuda.py tests/gpu/test_paged_attention_gpu.py tests/gpu/test_forward_fast_gpu.py
 tail -25 "$OUT/pytest.txt"
