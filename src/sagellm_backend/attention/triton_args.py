@@ -83,8 +83,7 @@ def value_convert(cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool, d
     if cfg.fp8_v_asm is False or not fmt:
         return 0
     if cfg.fp8_v_asm is None:
-        auto = f16_dots and not _interpreting() and torch.version.hip is None and _capability(device) >= (8, 9)
-        return fmt if auto else 0
+        return fmt if f16_dots and _nvidia_ptx(device, (8, 9)) else 0
     if not f16_dots:
         raise InvalidArgumentError(
             "DecodeConfig.fp8_v_asm converts fp8 value tiles to fp16, so it needs fp16 dots: an fp16 query, or a "
@@ -122,9 +121,7 @@ def pdl_launch(pdl: bool | None, device: torch.device) -> bool:
     """
     if pdl is False:
         return False
-    applies = (
-        device.type == "cuda" and not _interpreting() and torch.version.hip is None and _capability(device) >= (9, 0)
-    )
+    applies = device.type == "cuda" and _nvidia_ptx(device, (9, 0))
     if pdl is None or applies:
         return applies
     where = "under TRITON_INTERPRET=1" if _interpreting() else f"on {device}"
@@ -133,6 +130,12 @@ def pdl_launch(pdl: bool | None, device: torch.device) -> bool:
         f"later outside TRITON_INTERPRET=1; asked for {where}. Set pdl=False, or None to use it only where it "
         f"applies."
     )
+
+
+def _nvidia_ptx(device: torch.device, cc: tuple[int, int]) -> bool:
+    """Whether a launch on ``device`` runs compiled PTX of compute capability ``cc`` or later: outside
+    ``TRITON_INTERPRET=1``, not on ROCm, and the device's capability at least ``cc``."""
+    return not _interpreting() and torch.version.hip is None and _capability(device) >= cc
 
 
 @functools.lru_cache(maxsize=16)
