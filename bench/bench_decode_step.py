@@ -440,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
         help="an experiment: this Triton decode configuration instead of the default for 16-bit caches",
     )
     ap.add_argument(
+        "--long-splits",
+        type=int,
+        metavar="N",
+        help="an experiment: DecodeConfig.long_splits=N in every default decode configuration (and workspace)",
+    )
+    ap.add_argument(
         "--hf-compile",
         choices=["auto", "on", "off"],
         default="auto",
@@ -458,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--device cuda: torch sees no CUDA device; use --device cpu")
     if args.decode_config:
         use_decode_config(args.decode_config)
+    if args.long_splits is not None:
+        use_long_splits(args.long_splits)
     report = run(args)
     text = markdown(report)
     print(text)
@@ -486,6 +494,20 @@ def use_decode_config(spec: str) -> None:
         return paged_triton.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, merge_width=merge)
 
     paged_triton.decode_config = chosen  # type: ignore[assignment]  # the experiment's choice
+
+
+def use_long_splits(n: int) -> None:
+    """Make ``long_splits=n`` part of every default decode configuration, the workspace's sizing included."""
+    import dataclasses
+
+    from sagellm_backend.attention import paged_triton, triton_args
+
+    default = triton_args.decode_config
+
+    def chosen(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool = False) -> Any:
+        return dataclasses.replace(default(head_dim, dtype, group, kv_fp8=kv_fp8), long_splits=n)
+
+    paged_triton.decode_config = triton_args.decode_config = chosen  # type: ignore[assignment]  # the experiment
 
 
 def _json_default(o: Any) -> Any:

@@ -7,7 +7,9 @@ Needs no GPU: Triton compiles the kernel for ``sm_<arch>`` (its bundled ptxas) w
 integer and pointer arguments specialised as Triton's launcher specialises them (divisible by 16). ``cuobjdump
 -res-usage`` reports registers per thread and stack bytes; registers bound how many programs share a
 multiprocessor (65,536 registers per SM on sm_80/sm_90). ``cuobjdump -sass`` gives the machine instructions, and
-the PTX the byte-wide loads from shared memory (fp8 value tiles gathered for the dot one byte at a time).
+the PTX the byte-wide loads from shared memory (fp8 value tiles gathered for the dot one byte at a time). Each
+point compiles one, eight and the default split count with ``long_splits=6`` (``(long)``: the launch a mixed batch
+of 64 gets, which reads the batch's lengths to split only its long spans).
 Rows marked "step" compile the launch a decode step makes (``PagedAttentionWrapper.run``: the new token stored and
 attended to in the launch, RoPE inside, query/key/value as views of the QKV GEMM's output).
 """
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---:|---:|---:|---:|---:|---|")
     step_points = [(*p, True) for p in DEFAULTS]  # bf16 and e4m3 defaults as a decode step launches them
     for cdt, bn, warps, stages, early, maxnreg, v_asm, *step in [*POINTS, *step_points]:
-        for splits in (1, 8):
+        for splits in (1, 8, None):  # None: the default count with long splits (a mixed batch's launch)
             qkv = torch.empty(b, (hq + 2 * hkv) * d, dtype=torch.bfloat16)
             q, k, v = qkv.view(b, hq + 2 * hkv, d).split((hq, hkv, hkv), 1)
             extra: dict[str, Any] = {}
@@ -99,16 +101,17 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 q = torch.empty(b, hq, d, dtype=torch.bfloat16)
             cache = torch.empty(64, bs, hkv, d, dtype=cdt)
-            table, lens = torch.zeros(b, 8, dtype=torch.int32), torch.ones(b, dtype=torch.int32)
+            table, lens = torch.zeros(b, 520, dtype=torch.int32), torch.ones(b, dtype=torch.int32)  # 8,320 tokens
             fp8 = cdt != torch.bfloat16
             scales = {"k_scale": torch.ones(1), "v_scale": torch.ones(1)} if fp8 else {}
             cfg = pt.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, fp8_f16_dot=fp8, early_v=early,
-                                  maxnreg=maxnreg, fp8_v_asm=v_asm)  # fmt: skip
+                                  maxnreg=maxnreg, fp8_v_asm=v_asm, long_splits=6)  # fmt: skip
             out = torch.empty(b, hq, d, dtype=torch.bfloat16)
-            _, a, kw = pt.decode_launch_args(
+            grid, a, kw = pt.decode_launch_args(
                 q, cache, cache, table, lens, 0.1, out, cfg=cfg, splits=splits, **scales, **extra
             )
             opts = {k: kw.pop(k) for k in ("num_warps", "num_stages", "maxnreg") if k in kw}
+            splits = f"{grid[2]} (long)" if kw["BALANCE"] else grid[2]
             compiled = triton.compile(source(a, kw), target=GPUTarget("cuda", args.arch, 32), options=opts)
             with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
                 f.write(compiled.asm["cubin"])

@@ -66,6 +66,50 @@ def _cases() -> list[dict[str, Any]]:
         out.append(chk.OpCheckResult("counters", {"nonzero": left}, float(left), float(left)))
         return out
 
+    def long_spans() -> list[Any]:
+        # A mixed batch whose launch holds long splits (fill 1: 6 rows x 2 KV heads > 16 slots / 2): only the spans
+        # longer than 1.25 x the mean of the non-empty rows (241.4) split, into pieces of at least 0.5 x the mean.
+        from sagellm_backend.attention.paged_workspace import DecodeWorkspace
+
+        g = torch.Generator().manual_seed(5)
+        lens = [5, 40, 333, 129, 0, 700]
+        _, kc, vc = make_arena_caches(200, 8, 2, 64, torch.float16, "cpu", generator=g)
+        table = make_block_tables(lens, 8, 200, generator=g, pad_value=-1)
+        q = torch.randn(6, 6, 64, generator=g).half()
+        cfg = pt.DecodeConfig(block_n=16, waves=1.0, min_chunk=16, long_splits=4)
+        out = []
+        for window in (None, 300):
+            opts: dict[str, Any] = {} if window is None else {"sliding_window": window}
+            grid, _, kw = pt.decode_launch_args(q, kc, vc, table.int(), torch.tensor(lens), 0.125, q, cfg=cfg, **opts)
+            ws = DecodeWorkspace(
+                torch.full((6 * 6 * 4 * 64,), float("nan")), torch.full((6 * 6 * 4,), float("nan")),
+                torch.zeros(12, dtype=torch.int32),
+            )  # fmt: skip
+            got = pt.paged_decode_with(q, kc, vc, table.int(), torch.tensor(lens), 0.125, cfg=cfg, workspace=ws, **opts)
+            ref = reference_paged_decode(q, kc, vc, table, torch.tensor(lens), 0.125, **opts)
+            err = float((got.double() - ref).abs().max())
+            written = (~ws.partial_lse.view(6, 6, 4).isnan()).sum(dim=2)[:, 0].tolist()  # splits per sequence
+            case = {"window": window, "grid": grid, "balance": kw["BALANCE"], "partials": written,
+                    "counters": int(ws.counters.abs().sum())}  # fmt: skip
+            out.append(chk.OpCheckResult("paged_decode", case, err, err / 1e-2))
+        # 130 rows, more than the 128 the kernel reads: the mean comes from a strided sample of them.
+        lens = [1 + i % 8 for i in range(130)]
+        lens[77] = 600
+        _, kc, vc = make_arena_caches(320, 8, 1, 16, torch.float32, "cpu", generator=g)
+        table = make_block_tables(lens, 8, 320, generator=g, pad_value=-1)
+        q = torch.randn(130, 2, 16, generator=g)
+        cfg = pt.DecodeConfig(block_n=16, waves=1.0, min_chunk=16, long_splits=2)
+        ws = DecodeWorkspace(
+            torch.full((130 * 2 * 2 * 16,), float("nan")), torch.full((130 * 2 * 2,), float("nan")),
+            torch.zeros(130, dtype=torch.int32),
+        )  # fmt: skip
+        got = pt.paged_decode_with(q, kc, vc, table.int(), torch.tensor(lens), 0.25, cfg=cfg, workspace=ws)
+        err = float((got.double() - reference_paged_decode(q, kc, vc, table, torch.tensor(lens), 0.25)).abs().max())
+        split = (~ws.partial_lse.view(130, 2, 2).isnan()).sum(dim=2)[:, 0]
+        case = {"rows": 130, "split rows": split.nonzero().flatten().tolist(), "splits": int(split.max())}
+        out.append(chk.OpCheckResult("paged_decode", case, err, err / 1e-4))
+        return out
+
     t0 = time.perf_counter()
     run("grid", lambda: chk.check_paged_ops(Ops, "cpu", head_dims=(64, 256), long_context=False))
     f16 = (torch.float16,)
@@ -77,6 +121,7 @@ def _cases() -> list[dict[str, Any]]:
         for dt in (torch.float32, torch.bfloat16)
     ])  # fmt: skip
     run("splits", split_decode)
+    run("long spans", long_spans)
     verdicts.append({"group": "time", "op": "", "case": "", "ratio": time.perf_counter() - t0, "error": None})
     return verdicts
 
@@ -126,6 +171,20 @@ def test_forced_split_counts_merge_exactly(verdicts: list[dict[str, Any]]) -> No
     assert all(r["ratio"] <= 1.0 for r in rows)
 
 
+def test_long_spans_of_a_mixed_batch_split_and_the_rest_do_not(verdicts: list[dict[str, Any]]) -> None:
+    rows = _group(verdicts, "long spans")
+    assert all(r["ratio"] <= 1.0 for r in rows)
+    # Partials written per sequence: one used split stores its result directly (none written). Lengths 5, 40, 333,
+    # 129, 0, 700, mean 241.4: 700 -> 176-token pieces (4), 333 -> 128-token pieces (the floor, 3). Within a window
+    # of 300 the mean of the windowed lengths is 154.8: 700's span (from the window's first tile, 300) and 333's
+    # (301) are long, in 80-token pieces (a quarter of the span, above the 80-token floor) -> 4 each.
+    assert [r["case"] for r in rows] == [
+        str({"window": None, "grid": (6, 2, 4), "balance": 8, "partials": [0, 0, 3, 0, 0, 4], "counters": 0}),
+        str({"window": 300, "grid": (6, 2, 4), "balance": 8, "partials": [0, 0, 4, 0, 0, 4], "counters": 0}),
+        str({"rows": 130, "split rows": [77], "splits": 2}),
+    ]
+
+
 def test_supports_hook() -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("triton")
@@ -169,26 +228,30 @@ def test_interpreted_checks_stay_fast(verdicts: list[dict[str, Any]]) -> None:
     block_n=st.sampled_from([16, 32, 64, 128]),
     min_chunk=st.sampled_from([64, 256, 1024]),
     waves=st.sampled_from([1.0, 2.0, 4.0]),
+    long_splits=st.sampled_from([1, 4, 6]),
 )
 def test_decode_split_policy(
-    batch: int, kv_heads: int, max_tokens: int, sms: int, block_n: int, min_chunk: int, waves: float
+    batch: int, kv_heads: int, max_tokens: int, sms: int, block_n: int, min_chunk: int, waves: float, long_splits: int
 ) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("triton")
     from sagellm_backend.attention.paged_triton import DecodeConfig, decode_splits
-    from sagellm_backend.attention.triton_args import split_limit
+    from sagellm_backend.attention.triton_args import fill_splits, split_limit
 
-    cfg = DecodeConfig(block_n=block_n, waves=waves, min_chunk=min_chunk)
+    cfg = DecodeConfig(block_n=block_n, waves=waves, min_chunk=min_chunk, long_splits=long_splits)
     splits, chunk = decode_splits(batch, kv_heads, max_tokens, sms, cfg)
     assert splits == split_limit(batch, kv_heads, max_tokens, sms, cfg)  # not rounded through the chunk
     assert chunk % block_n == 0 and chunk > 0
     assert splits * chunk >= max_tokens > (splits * chunk - block_n * splits)  # covers every token, tiles spread
     assert splits <= -(-max_tokens // block_n)  # never more splits than the span has tiles
+    fill = fill_splits(batch, kv_heads, max_tokens, sms, cfg)
+    most = max(1, max_tokens // max(min_chunk, block_n))
+    assert splits == max(fill, min(long_splits, most))  # the long splits add to the grid, never remove
     if batch * kv_heads >= waves * sms:
-        assert splits == 1
-    if splits > 1:
-        assert chunk >= min_chunk
-        assert batch * kv_heads * splits <= waves * sms  # never a partial extra wave
+        assert fill == 1
+    if fill > 1:
+        assert max_tokens // fill >= min_chunk  # no fill split shorter than min_chunk
+        assert batch * kv_heads * fill <= waves * sms  # never a partial extra wave
 
 
 @settings(max_examples=60, deadline=None)
@@ -334,3 +397,18 @@ def test_decode_config_rejects_a_merge_width_or_chunk_floor_below_one(bad: dict[
 
 if __name__ == "__main__":
     print(json.dumps(_cases()))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"long_splits": 0}, {"long_ratio": 0.9}, {"long_ratio": float("nan")}, {"long_piece": 0.0},
+     {"long_piece": 1.5}, {"long_piece": float("nan")}],
+)  # fmt: skip
+def test_long_split_settings_out_of_range_are_rejected(fields: dict[str, Any]) -> None:
+    pytest.importorskip("torch")
+    from sagellm_backend.attention.triton_args import DecodeConfig
+    from sagellm_backend.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="long_splits >= 1, long_ratio >= 1 and 0 < long_piece <= 1"):
+        DecodeConfig(**fields)
+    DecodeConfig(long_splits=6, long_ratio=1.0, long_piece=1.0)  # the bounds themselves are valid

@@ -4,6 +4,7 @@ launch configurations other than the defaults."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -161,3 +162,55 @@ def test_programmatic_dependent_launch_is_bit_equal_eager_and_in_a_graph() -> No
         assert torch.equal(outs[False], outs[True])
         step(False)  # eager, on what the replays stored
         assert torch.equal(outs[False], outs[True])
+
+
+@pytest.mark.parametrize("kv", ["bf16", "fp8"])
+def test_long_splits_of_a_mixed_batch_match_the_reference_and_replay_bit_equal(kv: str) -> None:
+    """``DecodeConfig(long_splits=6)`` on a batch of 48 (one split fills the GPU): the long spans split, the result
+    matches float64; a CUDA graph of the launch replayed with new lengths (a padding row, a new outlier) equals the
+    eager launch on the same lengths bit for bit, and leaves the counters zero."""
+    from sagellm_backend.attention.kv_quant import fp8_dtype, quantize
+    from sagellm_backend.attention.paged_workspace import DecodeWorkspace
+
+    lens = [100 + 7 * i for i in range(46)] + [5000, 9000]
+    q, kc, vc, table, lens_t, ref = _decode_case(torch.bfloat16, 128, 16, 32, 8, lens)
+    sc: dict[str, Any] = {}
+    if kv == "fp8":
+        f8 = fp8_dtype("fp8_e4m3")
+        ks, vs = (c.float().abs().amax().reshape(1) / torch.finfo(f8).max for c in (kc, vc))
+        shape = kc.shape
+        kc, vc = (quantize(c.reshape(-1, 8, 128), s, f8).view(shape) for c, s in ((kc, ks), (vc, vs)))
+        sc = {"k_scale": ks, "v_scale": vs}
+        deq_k, deq_v = (c.float().cpu() * s.cpu() for c, s in ((kc, ks), (vc, vs)))
+        ref = reference_paged_decode(q.cpu(), deq_k, deq_v, table.cpu(), lens_t.cpu(), 128**-0.5)
+    base = pt.decode_config(128, torch.bfloat16, 4, kv_fp8=kv == "fp8")
+    cfg = dataclasses.replace(base, long_splits=6)
+    ws = DecodeWorkspace(
+        torch.empty(48 * 32 * 6 * 128, device="cuda"), torch.empty(48 * 32 * 6, device="cuda"),
+        torch.zeros(48 * 8, dtype=torch.int32, device="cuda"),
+    )  # fmt: skip
+    grid, _, kw = pt.decode_launch_args(q, kc, vc, table, lens_t, 128**-0.5, q, cfg=cfg, workspace=ws, **sc)
+    assert grid[2] == 6 and kw["BALANCE"] == 64
+    out = torch.empty_like(q)
+
+    def call() -> None:
+        pt.paged_decode(q, kc, vc, table, lens_t, 128**-0.5, out, cfg=cfg, workspace=ws, **sc)
+
+    call()
+    err = (out.double().cpu() - ref).abs()
+    assert float((err / (3e-2 + 3e-2 * ref.abs())).max()) <= 1.0
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        call()
+    gen = torch.Generator(device="cpu").manual_seed(4)
+    for step in range(3):
+        new = torch.minimum(torch.randint(1, 300, (48,), generator=gen), torch.tensor(lens))  # within each table
+        new[int(torch.randint(0, 46, (1,), generator=gen))] = 0  # a padding row
+        new[46 + step % 2] = int(torch.randint(2000, lens[46 + step % 2] + 1, (1,), generator=gen))  # one long row
+        lens_t.copy_(new)
+        g.replay()
+        torch.cuda.synchronize()
+        replayed = out.clone()
+        call()
+        assert torch.equal(replayed, out)
+        assert int(ws.counters.abs().sum()) == 0

@@ -19,6 +19,7 @@ Imported lazily (it imports torch and triton); runs under ``TRITON_INTERPRET=1``
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from .triton_args import (
     decode_config,
     decode_splits,
     dot_mode,
+    fill_splits,
     fp8_args,
     launch_dims,
     pad_dim,
@@ -292,7 +294,9 @@ def decode_launch_args(
     max_tokens = block_tables.shape[1] * bs
     if sliding_window is not None:
         max_tokens = min(max_tokens, sliding_window + cfg.block_n)
-    n_split = decode_splits(b, hkv, max_tokens, sm_count(query.device), cfg)[0] if splits is None else splits
+    sms = sm_count(query.device)
+    n_split = decode_splits(b, hkv, max_tokens, sms, cfg)[0] if splits is None else splits
+    n_fill = fill_splits(b, hkv, max_tokens, sms, cfg) if splits is None else splits
     dp = pad_dim(d)
     prec, dot_f32 = dot_mode(query.dtype)
     direct = n_split == 1
@@ -335,7 +339,9 @@ def decode_launch_args(
         "NEW": new is not None, "num_warps": cfg.num_warps, "num_stages": cfg.stages(n_split),
         "F16_DOT": f16, "EARLY_V": cfg.early_v, **rope_args(query, rope),
         "V_ASM": value_convert(cfg, k_cache.dtype, f16 or query.dtype == torch.float16, query.device),
-        "MERGE": cfg.merge_width, **_pdl_kw(cfg.pdl, query.device),
+        "MERGE": cfg.merge_width, **_pdl_kw(cfg.pdl, query.device), "n_fill": n_fill,
+        "slots": max(1, math.floor(cfg.waves * sms)), "long_ratio": cfg.long_ratio, "long_piece": cfg.long_piece,
+        "BALANCE": min(next_power_of_2(b), 128) if n_split > n_fill else 0,
     }  # fmt: skip
     if cfg.maxnreg is not None:
         kw["maxnreg"] = cfg.maxnreg

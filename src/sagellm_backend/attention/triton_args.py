@@ -23,6 +23,7 @@ __all__ = [
     "decode_config",
     "decode_splits",
     "dot_mode",
+    "fill_splits",
     "fp8_args",
     "launch_dims",
     "pad_dim",
@@ -295,6 +296,12 @@ class DecodeConfig:
         merge_width: Splits the merging program reads per step of its loop (unrolled, so their loads overlap).
         pdl: Launch as a programmatic dependent launch (:func:`pdl_launch`): True, False, or None wherever it
             applies.
+        long_splits: Splits a long span of a mixed batch may use where filling the device needs fewer (1: off).
+            A launch then holds ``max(fill, long_splits)`` splits (:func:`split_limit`); in the kernel a span longer
+            than ``long_ratio`` x the launch's mean span uses them, in pieces of at least ``long_piece`` x that
+            mean per fill split, and any other span keeps the fill count (:func:`.triton_kernels.long_spans`).
+        long_ratio: How much longer than the mean a span must be to use the long splits.
+        long_piece: The fewest tokens per split of a long span, as a fraction of the mean span per fill split.
     """
 
     block_n: int = 64
@@ -310,12 +317,20 @@ class DecodeConfig:
     fp8_v_asm: bool | None = False
     merge_width: int = 4
     pdl: bool | None = False
+    long_splits: int = 1
+    long_ratio: float = 1.25
+    long_piece: float = 0.5
 
     def __post_init__(self) -> None:
         if self.merge_width < 1 or (self.chunk_floor is not None and self.chunk_floor < 1):
             raise InvalidArgumentError(
                 f"DecodeConfig needs merge_width >= 1 and chunk_floor None or >= 1; got merge_width="
                 f"{self.merge_width}, chunk_floor={self.chunk_floor}."
+            )
+        if self.long_splits < 1 or not self.long_ratio >= 1.0 or not 0.0 < self.long_piece <= 1.0:
+            raise InvalidArgumentError(
+                f"DecodeConfig needs long_splits >= 1, long_ratio >= 1 and 0 < long_piece <= 1; got long_splits="
+                f"{self.long_splits}, long_ratio={self.long_ratio}, long_piece={self.long_piece}."
             )
 
     def stages(self, n_split: int) -> int:
@@ -378,9 +393,9 @@ def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool
     return DecodeConfig(block_n=block_n, num_warps=warps, num_stages=2)
 
 
-def split_limit(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> int:
-    """The split count :func:`decode_splits` returns. It never decreases as ``max_tokens`` grows, so the count of
-    the longest span bounds every shorter one's: what a workspace must hold.
+def fill_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> int:
+    """The splits that fill the device with ``batch`` spans of ``max_tokens``: while ``batch * kv_heads * splits``
+    stays within ``cfg.waves`` x the SM count, and no split shorter than ``cfg.min_chunk``.
 
     Args:
         batch: Sequences.
@@ -394,8 +409,30 @@ def split_limit(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: 
     """
     programs = max(1, batch * kv_heads)
     want = max(1, math.floor(cfg.waves * sm_count / programs))
-    most = max(1, max_tokens // max(cfg.min_chunk, cfg.block_n))
-    return min(want, most)
+    return min(want, _most_splits(max_tokens, cfg))
+
+
+def _most_splits(max_tokens: int, cfg: DecodeConfig) -> int:
+    return max(1, max_tokens // max(cfg.min_chunk, cfg.block_n))
+
+
+def split_limit(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> int:
+    """The split count :func:`decode_splits` returns: :func:`fill_splits`, or ``cfg.long_splits`` where that is
+    more (bounded like the fill count by ``cfg.min_chunk``). It never decreases as ``max_tokens`` grows, so the
+    count of the longest span bounds every shorter one's: what a workspace must hold.
+
+    Args:
+        batch: Sequences.
+        kv_heads: KV heads.
+        max_tokens: Upper bound of any sequence's length.
+        sm_count: Streaming multiprocessors (or equivalent) of the device.
+        cfg: Launch configuration.
+
+    Returns:
+        The split count, >= 1.
+    """
+    fill = fill_splits(batch, kv_heads, max_tokens, sm_count, cfg)
+    return max(fill, min(cfg.long_splits, _most_splits(max_tokens, cfg)))
 
 
 def decode_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> tuple[int, int]:

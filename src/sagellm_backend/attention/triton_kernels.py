@@ -12,7 +12,7 @@ import triton.language as tl
 from ..kernels.rope_tiles import cos_sin_at
 from .triton_tiles import attend_span, fresh_state, head_factors, quantize_fp8, tanh_exp2
 
-__all__ = ["attend_new", "decode_kernel", "rope_factors", "store_kv_kernel"]
+__all__ = ["attend_new", "decode_kernel", "decode_split", "long_spans", "rope_factors", "store_kv_kernel"]
 
 
 # ------------------------------------------------------------------ kernels
@@ -87,7 +87,8 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr, slot_ptr,
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
     F16_DOT: tl.constexpr, EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr,
-    V_ASM: tl.constexpr, MERGE: tl.constexpr, PDL: tl.constexpr,
+    V_ASM: tl.constexpr, MERGE: tl.constexpr, PDL: tl.constexpr, n_fill, slots, long_ratio, long_piece,
+    BALANCE: tl.constexpr,
 ):
     # fmt: on
     if PDL:
@@ -111,12 +112,48 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
         first = tl.maximum(seq_len - window, 0)
     else:
         first = seq_len * 0
-    # Each sequence's span (from the first tile to its last key) is spread over the splits in whole tiles, at
+    # Each sequence's span (from the first tile to its last key) is spread over its splits in whole tiles, at
     # least chunk_floor tokens per split: a short context uses more of a launch sized for the longest one.
     start = (first // BLOCK_N) * BLOCK_N
     span = tl.maximum(n_keys - start, 0)
-    chunk = tl.maximum(tl.cdiv(tl.cdiv(span, BLOCK_N), n_splits) * BLOCK_N, chunk_floor)
-    lo = start + sp * chunk
+    if BALANCE:  # the grid has splits for the long spans of a mixed batch; other spans keep n_fill
+        n_here, floor = long_spans(
+            sl_ptr, tl.num_programs(0), tl.num_programs(1), span, n_fill, n_splits, chunk_floor, slots, long_ratio,
+            long_piece, window, WINDOW, BLOCK_N, BALANCE,
+        )  # fmt: skip
+    else:
+        n_here = n_splits
+        floor = chunk_floor
+    chunk = tl.maximum(tl.cdiv(tl.cdiv(span, BLOCK_N), n_here) * BLOCK_N, floor)
+    # Splits past the span hold nothing and do nothing (split 0 holds at least the step's own token).
+    n_used = tl.maximum(tl.minimum(tl.cdiv(span, chunk), n_splits), 1)
+    if sp < n_used:
+        decode_split(
+            q_ptr, kc_ptr, vc_ptr, bt_ptr, out_ptr, po_ptr, plse_ptr, cnt_ptr, sq_b, sq_h, sq_d, so_b, so_h, so_d,
+            sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, G, GP, D, DP, BS, BLOCK_N, DIRECT, PREC, DOT_F32, window,
+            softcap2, slopes_ptr, WINDOW, SOFTCAP, ALIBI, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8, key_ptr,
+            value_ptr, sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, LIMIT, NEW, F16_DOT, EARLY_V, cs_ptr, s_cs, max_pos,
+            ROPE, HALF, V_ASM, MERGE, b, kvh, sp, n_splits, n_used, seq_len, slot, fresh, n_keys, first, chunk,
+            start + sp * chunk,
+        )  # fmt: skip
+
+
+# fmt: off
+@triton.jit
+def decode_split(  # type: ignore[no-untyped-def]  # a Triton JIT function: untyped pointers and constexprs
+    q_ptr, kc_ptr, vc_ptr, bt_ptr, out_ptr, po_ptr, plse_ptr, cnt_ptr, sq_b, sq_h, sq_d, so_b, so_h, so_d,
+    sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+    DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, DIRECT: tl.constexpr, PREC: tl.constexpr,
+    DOT_F32: tl.constexpr, window, softcap2, slopes_ptr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
+    ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr,
+    sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, LIMIT: tl.constexpr, NEW: tl.constexpr, F16_DOT: tl.constexpr,
+    EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr, V_ASM: tl.constexpr,
+    MERGE: tl.constexpr, b, kvh, sp, n_splits, n_used, seq_len, slot, fresh, n_keys, first, chunk, lo,
+):
+    # fmt: on
+    """One used split of :func:`decode_kernel`: keys ``[lo, lo + chunk)`` of sequence ``b``'s span for KV head
+    ``kvh``'s query heads; with one used split the result is stored as it is, else as a partial that the last of
+    the ``n_used`` splits to finish merges."""
     hi = tl.maximum(tl.minimum(lo + chunk, n_keys), lo)
     full_hi = lo + ((hi - lo) // BLOCK_N) * BLOCK_N
 
@@ -163,7 +200,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     o = acc / l_safe[:, None]
     o_ptr = out_ptr + b.to(tl.int64) * so_b + heads[:, None] * so_h + offs_d[None, :] * so_d
-    if DIRECT:
+    if DIRECT or n_used == 1:
         tl.store(o_ptr, o.to(out_ptr.dtype.element_ty), mask=qmask)
     else:
         base = (b.to(tl.int64) * (tl.num_programs(1) * G) + heads) * n_splits
@@ -173,14 +210,12 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
         # resets the counter for the next launch.
         tl.debug_barrier()
         lock = cnt_ptr + b * tl.num_programs(1) + kvh
-        if tl.atomic_add(lock, 1, sem="acq_rel") == n_splits - 1:
+        if tl.atomic_add(lock, 1, sem="acq_rel") == n_used - 1:
             tl.store(lock, 0)
             m_all = tl.full([GP], float("-inf"), dtype=tl.float32)
             den = tl.zeros([GP], dtype=tl.float32)
             num = tl.zeros([GP, DP], dtype=tl.float32)
-            # Splits past the span hold nothing (split 0 holds at least the step's own token). MERGE splits per
-            # step, unrolled: their loads do not wait on each other's arithmetic.
-            n_used = tl.maximum(tl.minimum(tl.cdiv(span, chunk), n_splits), 1)
+            # MERGE splits per step, unrolled: their loads do not wait on each other's arithmetic.
             for s0 in range(0, n_used, MERGE):
                 for j in tl.static_range(MERGE):
                     s = s0 + j
@@ -199,6 +234,33 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
                     m_all = m_new
             den = tl.where(den > 0, den, 1.0)
             tl.store(o_ptr, (num / den[:, None]).to(out_ptr.dtype.element_ty), mask=qmask)
+
+
+# fmt: off
+@triton.jit
+def long_spans(  # type: ignore[no-untyped-def]  # a Triton JIT function: untyped pointers and constexprs
+    sl_ptr, n_rows, n_kvh, span, n_fill, n_splits, chunk_floor, slots, long_ratio, long_piece, window,
+    WINDOW: tl.constexpr, BLOCK_N: tl.constexpr, ROWS: tl.constexpr,
+):
+    # fmt: on
+    """``(splits, floor)`` for a span of a launch whose grid holds more splits (``n_splits``) than filling the
+    device needs (``n_fill``), from this launch's lengths: a span longer than ``long_ratio`` x the mean span of
+    the non-empty rows may use every split, each at least ``long_piece`` x that mean over the splits per row that
+    ``slots`` programs allow; any other span keeps ``n_fill`` splits and ``chunk_floor``. Equal lengths therefore
+    split as a launch of ``n_fill`` splits, and a mixed batch no longer waits on its longest sequence walked by one
+    program. Spans are approximated by the lengths (within a window where there is one)."""
+    offs = tl.arange(0, ROWS)
+    idx = tl.where(n_rows > ROWS, offs * n_rows // ROWS, offs)  # a batch of more than ROWS rows: a strided sample
+    ln = tl.maximum(tl.load(sl_ptr + idx, mask=idx < n_rows, other=0).to(tl.float32), 0.0)
+    if WINDOW:
+        ln = tl.minimum(ln, window)
+    seen = tl.sum(tl.where(ln > 0, 1.0, 0.0), 0)
+    mean = tl.sum(ln, 0) / tl.maximum(seen, 1.0)
+    rows = tl.maximum(seen * n_rows / tl.minimum(n_rows, ROWS), 1.0).to(tl.int32)  # non-empty rows of the batch
+    per_row = tl.maximum(slots // (rows * n_kvh), 1)
+    piece = tl.cdiv((long_piece * mean / per_row.to(tl.float32)).to(tl.int32), BLOCK_N)
+    long = span.to(tl.float32) > long_ratio * mean
+    return tl.where(long, n_splits, n_fill), tl.where(long, tl.maximum(piece * BLOCK_N, chunk_floor), chunk_floor)
 
 
 # fmt: off
