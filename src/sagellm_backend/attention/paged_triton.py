@@ -9,7 +9,8 @@ tokens at a time through the block table, so ``BLOCK_N`` does not depend on the 
 All query heads that share one KV head are rows of one program (padded to at least 16 rows for
 ``tl.dot``), so each KV page is read once per KV head. Softmax is online, in base 2, accumulated
 in fp32. Decode splits each sequence's context into chunks when ``B * Hkv`` programs are too few
-to fill the device; the last chunk of a (sequence, KV head) to finish merges all chunks exactly by
+to fill the device, and with ``DecodeConfig.long_splits`` the spans of a batch much longer than its mean
+length also where they fill it; the last chunk of a (sequence, KV head) to finish merges all chunks exactly by
 their log-sum-exp, in the same launch. :func:`paged_decode_store` also stores each sequence's new token
 in that launch and attends to it from the key/value tensors (:class:`FusedDecodeLauncher` repeats it with
 bound arguments).
