@@ -40,6 +40,10 @@ POINTS: list[tuple[str, dict[str, Any]]] = [
     ("off", {"long_splits": 1}), ("4", {"long_splits": 4}), ("6", {"long_splits": 6}), ("8", {"long_splits": 8}),
     ("6 p.25", {"long_splits": 6, "long_piece": 0.25}), ("8 p.25", {"long_splits": 8, "long_piece": 0.25}),
     ("6 p1", {"long_splits": 6, "long_piece": 1.0}), ("6 r1.5", {"long_splits": 6, "long_ratio": 1.5}),
+    ("2", {"long_splits": 2}),
+    # Six splits forced with a floor no span reaches: one used split per sequence and five that do nothing, without
+    # the kernel's long-span code (what the grid and its idle programs cost by themselves).
+    ("z6 idle", {"splits": 6, "chunk_floor": 1 << 20}),
 ]  # fmt: skip
 
 
@@ -59,10 +63,13 @@ def lengths(batch: int, ctx: int, how: str) -> torch.Tensor:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--cases", nargs="*", help="case names to run (default all)")
+    ap.add_argument("--points", nargs="*", help="point labels to run (default all; 'off' always runs first)")
     args = ap.parse_args()
+    points = [p for p in POINTS if p[0] == "off" or not args.points or p[0] in args.points]
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     rows: list[dict[str, Any]] = []
-    for name, batch, ctx, how in CASES:
+    for name, batch, ctx, how in (c for c in CASES if not args.cases or c[0] in args.cases):
         t = tensors(batch, ctx, WIDTH, torch.bfloat16)
         t["lens"] = lengths(batch, ctx, how)
         k8, v8, ks, vs = fp8_caches(t, fp8_dtype("fp8_e4m3"))
@@ -76,18 +83,22 @@ def main() -> None:
             base = pt.decode_config(D, torch.bfloat16, HQ // HKV, kv_fp8=kind == "fp8")
             ref = None
             parts = [f"{name} {kind} (ceiling {ceil:.1f} us)"]
-            for label, fields in POINTS:
+            for label, fields in points:
+                fields = dict(fields)
+                forced = fields.pop("splits", None)
                 cfg = dataclasses.replace(base, **fields)
 
-                def call(cfg: pt.DecodeConfig = cfg, kc: Any = kc, vc: Any = vc, sc: dict[str, Any] = sc) -> Any:
+                def call(
+                    cfg: pt.DecodeConfig = cfg, kc: Any = kc, vc: Any = vc, sc: dict[str, Any] = sc, n: Any = forced
+                ) -> Any:
                     q, bt, lens, o = t["q"], t["bt"], t["lens"], t["out"]
-                    return pt.paged_decode(q, kc, vc, bt, lens, scale, o, cfg=cfg, workspace=ws, **sc)
+                    return pt.paged_decode(q, kc, vc, bt, lens, scale, o, cfg=cfg, splits=n, workspace=ws, **sc)
 
                 out = call().clone()
                 ref = out if ref is None else ref
                 err = float((out.float() - ref.float()).abs().max())
                 us = graph_us(call)
-                splits = pt.decode_splits(batch, HKV, WIDTH, pt.sm_count(torch.device("cuda")), cfg)[0]
+                splits = forced or pt.decode_splits(batch, HKV, WIDTH, pt.sm_count(torch.device("cuda")), cfg)[0]
                 rows.append({"case": name, "kind": kind, "point": label, "splits": splits, "us": us,
                              "ceiling_us": ceil, "max_abs_diff_vs_off": err})  # fmt: skip
                 parts.append(f"{label}: {us:.1f} ({100 * ceil / us:.0f} %, diff {err:.0e})")
