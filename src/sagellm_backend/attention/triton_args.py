@@ -296,10 +296,11 @@ class DecodeConfig:
         merge_width: Splits the merging program reads per step of its loop (unrolled, so their loads overlap).
         pdl: Launch as a programmatic dependent launch (:func:`pdl_launch`): True, False, or None wherever it
             applies.
-        long_splits: Splits a long span of a mixed batch may use where filling the device needs fewer (1: off).
-            A launch then holds ``max(fill, long_splits)`` splits (:func:`split_limit`); in the kernel a span longer
-            than ``long_ratio`` x the launch's mean span uses them, in pieces of at least ``long_piece`` x that
-            mean per fill split, and any other span keeps the fill count (:func:`.triton_kernels.long_spans`).
+        long_splits: Splits a long span of a mixed batch may use where filling the device needs fewer (1: off,
+            the default: where lengths are equal such a launch is slower, docs/PERFORMANCE.md). A launch then holds
+            ``max(fill, long_splits)`` splits (:func:`split_limit`); in the kernel a span longer than ``long_ratio``
+            x the launch's mean span uses them, in pieces of at least ``long_piece`` x that mean per fill split,
+            and any other span keeps the fill count (:func:`.triton_kernels.long_spans`).
         long_ratio: How much longer than the mean a span must be to use the long splits.
         long_piece: The fewest tokens per split of a long span, as a fraction of the mean span per fill split.
     """
