@@ -20,7 +20,6 @@ Imported lazily (it imports torch and triton); runs under ``TRITON_INTERPRET=1``
 
 from __future__ import annotations
 
-import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -33,16 +32,17 @@ from .triton_args import (
     decode_config,
     decode_splits,
     dot_mode,
-    fill_splits,
     fp8_args,
     launch_dims,
     pad_dim,
     pdl_launch,
     rope_args,
     sm_count,
+    split_counts,
     supports,
     value_convert,
     variant_args,
+    wave_slots,
 )
 from .triton_kernels import decode_kernel, store_kv_kernel
 from .triton_tiles import LOG2E
@@ -296,8 +296,7 @@ def decode_launch_args(
     if sliding_window is not None:
         max_tokens = min(max_tokens, sliding_window + cfg.block_n)
     sms = sm_count(query.device)
-    n_split = decode_splits(b, hkv, max_tokens, sms, cfg)[0] if splits is None else splits
-    n_fill = fill_splits(b, hkv, max_tokens, sms, cfg) if splits is None else splits
+    n_fill, n_split = split_counts(b, hkv, max_tokens, sms, cfg) if splits is None else (splits, splits)
     dp = pad_dim(d)
     prec, dot_f32 = dot_mode(query.dtype)
     direct = n_split == 1
@@ -341,7 +340,7 @@ def decode_launch_args(
         "F16_DOT": f16, "EARLY_V": cfg.early_v, **rope_args(query, rope),
         "V_ASM": value_convert(cfg, k_cache.dtype, f16 or query.dtype == torch.float16, query.device),
         "MERGE": cfg.merge_width, **_pdl_kw(cfg.pdl, query.device), "n_fill": n_fill,
-        "slots": max(1, math.floor(cfg.waves * sms)), "long_ratio": cfg.long_ratio, "long_piece": cfg.long_piece,
+        "slots": wave_slots(sms, cfg), "long_ratio": cfg.long_ratio, "long_piece": cfg.long_piece,
         "BALANCE": min(next_power_of_2(b), 128) if n_split > n_fill else 0,
     }  # fmt: skip
     if cfg.maxnreg is not None:

@@ -30,10 +30,12 @@ __all__ = [
     "pdl_launch",
     "rope_args",
     "sm_count",
+    "split_counts",
     "split_limit",
     "supports",
     "value_convert",
     "variant_args",
+    "wave_slots",
 ]
 
 
@@ -408,19 +410,49 @@ def fill_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: 
     Returns:
         The split count, >= 1.
     """
-    programs = max(1, batch * kv_heads)
-    want = max(1, math.floor(cfg.waves * sm_count / programs))
+    want = max(1, wave_slots(sm_count, cfg) // max(1, batch * kv_heads))
     return min(want, _most_splits(max_tokens, cfg))
+
+
+def wave_slots(sm_count: int, cfg: DecodeConfig) -> int:
+    """Programs a launch runs at once: ``cfg.waves`` x the SM count (what :func:`fill_splits` fills, and what the
+    kernel divides among the rows of a launch with long splits).
+
+    Args:
+        sm_count: Streaming multiprocessors (or equivalent) of the device.
+        cfg: Launch configuration.
+
+    Returns:
+        The program count, >= 1.
+    """
+    return max(1, math.floor(cfg.waves * sm_count))
 
 
 def _most_splits(max_tokens: int, cfg: DecodeConfig) -> int:
     return max(1, max_tokens // max(cfg.min_chunk, cfg.block_n))
 
 
+def split_counts(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> tuple[int, int]:
+    """The fill count and the launch's split count: :func:`fill_splits`, and that or ``cfg.long_splits`` where it
+    is more (bounded like the fill count by ``cfg.min_chunk``). The split count never decreases as ``max_tokens``
+    grows, so the count of the longest span bounds every shorter one's: what a workspace must hold.
+
+    Args:
+        batch: Sequences.
+        kv_heads: KV heads.
+        max_tokens: Upper bound of any sequence's length.
+        sm_count: Streaming multiprocessors (or equivalent) of the device.
+        cfg: Launch configuration.
+
+    Returns:
+        ``(fill, splits)``, both >= 1; ``splits > fill`` only with long splits.
+    """
+    fill = fill_splits(batch, kv_heads, max_tokens, sm_count, cfg)
+    return fill, max(fill, min(cfg.long_splits, _most_splits(max_tokens, cfg)))
+
+
 def split_limit(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> int:
-    """The split count :func:`decode_splits` returns: :func:`fill_splits`, or ``cfg.long_splits`` where that is
-    more (bounded like the fill count by ``cfg.min_chunk``). It never decreases as ``max_tokens`` grows, so the
-    count of the longest span bounds every shorter one's: what a workspace must hold.
+    """The split count :func:`decode_splits` returns (:func:`split_counts`' second value).
 
     Args:
         batch: Sequences.
@@ -432,8 +464,7 @@ def split_limit(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: 
     Returns:
         The split count, >= 1.
     """
-    fill = fill_splits(batch, kv_heads, max_tokens, sm_count, cfg)
-    return max(fill, min(cfg.long_splits, _most_splits(max_tokens, cfg)))
+    return split_counts(batch, kv_heads, max_tokens, sm_count, cfg)[1]
 
 
 def decode_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> tuple[int, int]:
