@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 q, cache, cache, table, lens, 0.1, out, cfg=cfg, splits=splits, **scales, **extra
             )
             opts = {k: kw.pop(k) for k in ("num_warps", "num_stages", "maxnreg") if k in kw}
-            splits = f"{grid[2]} (long)" if kw["BALANCE"] else grid[2]
+            splits = f"{grid[2]} (long)" if kw["LONG_ROWS"] else grid[2]
             compiled = triton.compile(source(a, kw), target=GPUTarget("cuda", args.arch, 32), options=opts)
             with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
                 f.write(compiled.asm["cubin"])

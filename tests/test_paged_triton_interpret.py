@@ -89,7 +89,7 @@ def _cases() -> list[dict[str, Any]]:
             ref = reference_paged_decode(q, kc, vc, table, torch.tensor(lens), 0.125, **opts)
             err = float((got.double() - ref).abs().max())
             written = (~ws.partial_lse.view(6, 6, 4).isnan()).sum(dim=2)[:, 0].tolist()  # splits per sequence
-            case = {"window": window, "grid": grid, "balance": kw["BALANCE"], "partials": written,
+            case = {"window": window, "grid": grid, "long_rows": kw["LONG_ROWS"], "partials": written,
                     "counters": int(ws.counters.abs().sum())}  # fmt: skip
             out.append(chk.OpCheckResult("paged_decode", case, err, err / 1e-2))
         # 130 rows, more than the 128 the kernel reads: the mean comes from a strided sample of them.
@@ -179,8 +179,8 @@ def test_long_spans_of_a_mixed_batch_split_and_the_rest_do_not(verdicts: list[di
     # of 300 the mean of the windowed lengths is 154.8: 700's span (from the window's first tile, 300) and 333's
     # (301) are long, in 80-token pieces (a quarter of the span, above the 80-token floor) -> 4 each.
     assert [r["case"] for r in rows] == [
-        str({"window": None, "grid": (6, 2, 4), "balance": 8, "partials": [0, 0, 3, 0, 0, 4], "counters": 0}),
-        str({"window": 300, "grid": (6, 2, 4), "balance": 8, "partials": [0, 0, 4, 0, 0, 4], "counters": 0}),
+        str({"window": None, "grid": (6, 2, 4), "long_rows": 8, "partials": [0, 0, 3, 0, 0, 4], "counters": 0}),
+        str({"window": 300, "grid": (6, 2, 4), "long_rows": 8, "partials": [0, 0, 4, 0, 0, 4], "counters": 0}),
         str({"rows": 130, "split rows": [77], "splits": 2}),
     ]
 

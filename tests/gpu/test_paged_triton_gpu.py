@@ -190,7 +190,7 @@ def test_long_splits_of_a_mixed_batch_match_the_reference_and_replay_bit_equal(k
         torch.zeros(48 * 8, dtype=torch.int32, device="cuda"),
     )  # fmt: skip
     grid, _, kw = pt.decode_launch_args(q, kc, vc, table, lens_t, 128**-0.5, q, cfg=cfg, workspace=ws, **sc)
-    assert grid[2] == 6 and kw["BALANCE"] == 64
+    assert grid[2] == 6 and kw["LONG_ROWS"] == 64
     out = torch.empty_like(q)
 
     def call() -> None:

@@ -341,7 +341,7 @@ def decode_launch_args(
         "V_ASM": value_convert(cfg, k_cache.dtype, f16 or query.dtype == torch.float16, query.device),
         "MERGE": cfg.merge_width, **_pdl_kw(cfg.pdl, query.device), "n_fill": n_fill,
         "slots": wave_slots(sms, cfg), "long_ratio": cfg.long_ratio, "long_piece": cfg.long_piece,
-        "BALANCE": min(next_power_of_2(b), 128) if n_split > n_fill else 0,
+        "LONG_ROWS": min(next_power_of_2(b), 128) if n_split > n_fill else 0,  # 0: no long splits
     }  # fmt: skip
     if cfg.maxnreg is not None:
         kw["maxnreg"] = cfg.maxnreg

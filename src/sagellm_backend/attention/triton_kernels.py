@@ -88,7 +88,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
     F16_DOT: tl.constexpr, EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr,
     V_ASM: tl.constexpr, MERGE: tl.constexpr, PDL: tl.constexpr, n_fill, slots, long_ratio, long_piece,
-    BALANCE: tl.constexpr,
+    LONG_ROWS: tl.constexpr,
 ):
     # fmt: on
     if PDL:
@@ -116,10 +116,10 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     # least chunk_floor tokens per split: a short context uses more of a launch sized for the longest one.
     start = (first // BLOCK_N) * BLOCK_N
     span = tl.maximum(n_keys - start, 0)
-    if BALANCE:  # the grid has splits for the long spans of a mixed batch; other spans keep n_fill
+    if LONG_ROWS:  # the grid has splits for the long spans of a mixed batch (their mean read over LONG_ROWS rows)
         n_here, floor = long_spans(
             sl_ptr, tl.num_programs(0), tl.num_programs(1), span, n_fill, n_splits, chunk_floor, slots, long_ratio,
-            long_piece, window, WINDOW, BLOCK_N, BALANCE,
+            long_piece, window, WINDOW, BLOCK_N, LONG_ROWS,
         )  # fmt: skip
     else:
         n_here = n_splits
