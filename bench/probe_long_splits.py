@@ -6,7 +6,9 @@ holds), each launch replayed from a CUDA graph.
     PYTHONPATH=src python3 bench/probe_long_splits.py [--json FILE]
 
 Cases: mixed batches (64 and 32 lengths drawn uniformly from 1..8k; 63 x 1k beside one 8k; 64 lengths of
-900..1,100) and equal lengths (64 x 8k, 64 x 1k, 8 x 8k), where long splits must cost nothing. The ceiling is the
+900..1,100) and equal lengths (64 x 8k, 64 x 1k, 8 x 8k), where long splits must cost nothing. Points beside the
+default: long-split settings, and split counts forced on every sequence (``N splits``; run 46's figures came from
+``--cases "64 mixed<=8k" 64x8k 64x1k 8x8k --points "2 splits" "3 splits" "4 splits" "6 splits"``). The ceiling is the
 KV bytes of the lengths at the rate of a device copy of the same run; every point's output is compared with the
 default's.
 """
@@ -41,6 +43,8 @@ POINTS: list[tuple[str, dict[str, Any]]] = [
     ("6 p.25", {"long_splits": 6, "long_piece": 0.25}), ("8 p.25", {"long_splits": 8, "long_piece": 0.25}),
     ("6 p1", {"long_splits": 6, "long_piece": 1.0}), ("6 r1.5", {"long_splits": 6, "long_ratio": 1.5}),
     ("2", {"long_splits": 2}),
+    # Every sequence split the same number of times (run 46, the eleventh pass's probe_mixed_split.py).
+    ("2 splits", {"splits": 2}), ("3 splits", {"splits": 3}), ("4 splits", {"splits": 4}), ("6 splits", {"splits": 6}),
     # Six splits forced with a floor no span reaches: one used split per sequence and five that do nothing, without
     # the kernel's long-span code (what the grid and its idle programs cost by themselves).
     ("z6 idle", {"splits": 6, "chunk_floor": 1 << 20}),
