@@ -21,6 +21,7 @@ import math
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -483,29 +484,33 @@ def main(argv: list[str] | None = None) -> int:
 
 def use_decode_config(spec: str) -> None:
     """Make ``BN/WARPS/STAGES/MERGE`` the Triton decode configuration of 16-bit caches (fp8 keeps its own)."""
-    from sagellm_backend.attention import paged_triton
+    from sagellm_backend.attention.triton_args import DecodeConfig
 
     bn, warps, stages, merge = (int(x) for x in spec.split("/"))
-    default = paged_triton.decode_config
-
-    def chosen(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool = False) -> Any:
-        if kv_fp8:
-            return default(head_dim, dtype, group, kv_fp8=True)
-        return paged_triton.DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, merge_width=merge)
-
-    paged_triton.decode_config = chosen  # type: ignore[assignment]  # the experiment's choice
+    chosen = DecodeConfig(block_n=bn, num_warps=warps, num_stages=stages, merge_width=merge)
+    _patch_decode_config(lambda cfg, kv_fp8: cfg if kv_fp8 else chosen)
 
 
 def use_long_splits(n: int) -> None:
     """Make ``long_splits=n`` part of every default decode configuration, the workspace's sizing included."""
     import dataclasses
 
+    _patch_decode_config(lambda cfg, kv_fp8: dataclasses.replace(cfg, long_splits=n))
+
+
+def _patch_decode_config(change: Callable[[Any, bool], Any]) -> None:
+    """Replace the default decode configuration wherever it is looked up: the launch (``paged_triton``) and the
+    workspace's sizing (``triton_args``), so that an experiment's configuration is also what the workspace holds.
+
+    Args:
+        change: Maps (the current default configuration, whether the cache is fp8) to the experiment's.
+    """
     from sagellm_backend.attention import paged_triton, triton_args
 
-    default = triton_args.decode_config
+    default = paged_triton.decode_config
 
     def chosen(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool = False) -> Any:
-        return dataclasses.replace(default(head_dim, dtype, group, kv_fp8=kv_fp8), long_splits=n)
+        return change(default(head_dim, dtype, group, kv_fp8=kv_fp8), kv_fp8)
 
     paged_triton.decode_config = triton_args.decode_config = chosen  # type: ignore[assignment]  # the experiment
 

@@ -144,3 +144,28 @@ def test_fp8_cache_step_agrees_with_hugging_face_on_the_values_it_holds(kv: str)
         assert result["max_rel_err"] < 5e-2, result
     finally:
         p.close()
+
+
+def test_experiment_configurations_reach_the_launch_and_the_workspace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--decode-config`` and ``--long-splits`` change the default where the launch and the workspace's sizing both
+    look it up, so a configuration with more splits gets a workspace that holds them."""
+    pytest.importorskip("triton")
+    from sagellm_backend.attention import paged_triton, triton_args
+
+    for mod in (paged_triton, triton_args):  # restored after the test
+        monkeypatch.setattr(mod, "decode_config", triton_args.decode_config)
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from bench_decode_step import use_decode_config, use_long_splits
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    fp8_default = triton_args.decode_config(128, torch.bfloat16, 4, kv_fp8=True)
+    use_decode_config("32/4/1/2")
+    use_long_splits(6)
+    for mod in (paged_triton, triton_args):
+        cfg = mod.decode_config(128, torch.bfloat16, 4)
+        assert (cfg.block_n, cfg.num_warps, cfg.num_stages, cfg.merge_width, cfg.long_splits) == (32, 4, 1, 2, 6)
+        fp8 = mod.decode_config(128, torch.bfloat16, 4, kv_fp8=True)
+        assert fp8.long_splits == 6 and fp8.block_n == fp8_default.block_n
+    small = triton_args.split_limit(64, 8, 8192, 132, triton_args.DecodeConfig())
+    assert triton_args.split_limit(64, 8, 8192, 132, triton_args.decode_config(128, torch.bfloat16, 4)) == 6 > small
