@@ -47,7 +47,9 @@ POINTS: list[tuple[str, dict[str, Any]]] = [
     ("2 splits", {"splits": 2}), ("3 splits", {"splits": 3}), ("4 splits", {"splits": 4}), ("6 splits", {"splits": 6}),
     # Six splits forced with a floor no span reaches: one used split per sequence and five that do nothing, without
     # the kernel's long-span code (what the grid and its idle programs cost by themselves).
-    ("z6 idle", {"splits": 6, "chunk_floor": 1 << 20}),
+    ("z6 idle", {"splits": 6, "chunk_floor": 1 << 20}), ("z2 idle", {"splits": 2, "chunk_floor": 1 << 20}),
+    # The default again, last: a drift over the case's points (clocks, heat) shows as a difference from "off".
+    ("off again", {"long_splits": 1}),
 ]  # fmt: skip
 
 

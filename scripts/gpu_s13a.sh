@@ -12,7 +12,7 @@ for i in 1 2; do for t in old_src src; do
   PYTHONPATH=$t timeout 45 $PY bench/probe_split_ab.py --label "$t $i" 2>&1 | tee -a "$OUT/ab.txt" | grep -v Warn
 done; done
 run_step "long splits diagnosis" 70 "$OUT/diag.txt" $PY bench/probe_long_splits.py --json "$OUT/diag.json" \
-  --cases "64 mixed<=8k" 64x8k 64x1k --points 6 "z6 idle"
+  --cases "64 mixed<=8k" 64x8k 64x1k --points 6 "z6 idle" "z2 idle" "off again"
 cat "$OUT/diag.txt"
 run_step "decode step" 250 "$OUT/step.txt" $PY bench/bench_decode_step.py --json "$OUT/step.json" \
   --plot "$OUT/step.png" --time-budget 70
