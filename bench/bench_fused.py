@@ -22,9 +22,9 @@ from sagellm_backend.bench.fused import (
     INTERMEDIATE,
     TOKENS,
     bench_fused_kernels,
-    device_time_per_call,
     fused_table,
 )
+from sagellm_backend.bench.timing import device_time_per_call
 from sagellm_backend.kernels import triton_ops
 
 NORM_CONFIGS = [(4096, rows, warps) for rows in (1, 2, 4) for warps in (4, 8, 16)]

@@ -44,3 +44,18 @@ def test_backend_row_forward_computes_the_ceilings_attention_on_cpu() -> None:
     assert torch.equal(t["kc"], pages_before[0]) and torch.equal(
         t["vc"], pages_before[1]
     )  # the packed K/V are the pages: the row rewrites them unchanged
+
+
+def test_variant_rows_time_graph_replays_and_fall_back_to_eager_calls_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sliding-window and fp8 rows compare device work (graph replays); where any call cannot be captured,
+    every call of the row is timed eagerly, so a row never mixes the two, and the row says which it used."""
+    from sagellm_backend.bench import paged_variants as pv
+
+    graph = {"a": 2e-6, "b": 3e-6}
+    eager = {"a": 5e-5, "b": 7e-5}
+    fns = {k: (lambda k=k: k) for k in graph}
+    monkeypatch.setattr(pv, "device_time_per_call", lambda fn: graph[fn()])
+    monkeypatch.setattr(pv, "measure", lambda fn: eager[fn()])
+    assert pv.device_seconds(fns) == (graph, 1.0)
+    graph["b"] = None  # type: ignore[assignment]  # not capturable
+    assert pv.device_seconds(fns) == (eager, 0.0)
