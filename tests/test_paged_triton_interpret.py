@@ -236,7 +236,7 @@ def test_decode_split_policy(
     pytest.importorskip("torch")
     pytest.importorskip("triton")
     from sagellm_backend.attention.paged_triton import DecodeConfig, decode_splits
-    from sagellm_backend.attention.triton_args import fill_splits, split_limit
+    from sagellm_backend.attention.triton_args import split_counts, split_limit
 
     cfg = DecodeConfig(block_n=block_n, waves=waves, min_chunk=min_chunk, long_splits=long_splits)
     splits, chunk = decode_splits(batch, kv_heads, max_tokens, sms, cfg)
@@ -244,7 +244,7 @@ def test_decode_split_policy(
     assert chunk % block_n == 0 and chunk > 0
     assert splits * chunk >= max_tokens > (splits * chunk - block_n * splits)  # covers every token, tiles spread
     assert splits <= -(-max_tokens // block_n)  # never more splits than the span has tiles
-    fill = fill_splits(batch, kv_heads, max_tokens, sms, cfg)
+    fill = split_counts(batch, kv_heads, max_tokens, sms, cfg)[0]
     most = max(1, max_tokens // max(min_chunk, block_n))
     assert splits == max(fill, min(long_splits, most))  # the long splits add to the grid, never remove
     if batch * kv_heads >= waves * sms:

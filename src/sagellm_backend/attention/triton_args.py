@@ -23,7 +23,6 @@ __all__ = [
     "decode_config",
     "decode_splits",
     "dot_mode",
-    "fill_splits",
     "fp8_args",
     "launch_dims",
     "pad_dim",
@@ -396,27 +395,9 @@ def decode_config(head_dim: int, dtype: torch.dtype, group: int, *, kv_fp8: bool
     return DecodeConfig(block_n=block_n, num_warps=warps, num_stages=2)
 
 
-def fill_splits(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> int:
-    """The splits that fill the device with ``batch`` spans of ``max_tokens``: while ``batch * kv_heads * splits``
-    stays within ``cfg.waves`` x the SM count, and no split shorter than ``cfg.min_chunk``.
-
-    Args:
-        batch: Sequences.
-        kv_heads: KV heads.
-        max_tokens: Upper bound of any sequence's length.
-        sm_count: Streaming multiprocessors (or equivalent) of the device.
-        cfg: Launch configuration.
-
-    Returns:
-        The split count, >= 1.
-    """
-    want = max(1, wave_slots(sm_count, cfg) // max(1, batch * kv_heads))
-    return min(want, _most_splits(max_tokens, cfg))
-
-
 def wave_slots(sm_count: int, cfg: DecodeConfig) -> int:
-    """Programs a launch runs at once: ``cfg.waves`` x the SM count (what :func:`fill_splits` fills, and what the
-    kernel divides among the rows of a launch with long splits).
+    """Programs a launch runs at once: ``cfg.waves`` x the SM count (what the fill count of :func:`split_counts`
+    fills, and what the kernel divides among the rows of a launch with long splits).
 
     Args:
         sm_count: Streaming multiprocessors (or equivalent) of the device.
@@ -428,14 +409,12 @@ def wave_slots(sm_count: int, cfg: DecodeConfig) -> int:
     return max(1, math.floor(cfg.waves * sm_count))
 
 
-def _most_splits(max_tokens: int, cfg: DecodeConfig) -> int:
-    return max(1, max_tokens // max(cfg.min_chunk, cfg.block_n))
-
-
 def split_counts(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> tuple[int, int]:
-    """The fill count and the launch's split count: :func:`fill_splits`, and that or ``cfg.long_splits`` where it
-    is more (bounded like the fill count by ``cfg.min_chunk``). The split count never decreases as ``max_tokens``
-    grows, so the count of the longest span bounds every shorter one's: what a workspace must hold.
+    """The fill count and the launch's split count. The fill count is the splits that fill the device with ``batch``
+    spans of ``max_tokens``: while ``batch * kv_heads * splits`` stays within :func:`wave_slots`, and no split
+    shorter than ``cfg.min_chunk``. The launch's count is that, or ``cfg.long_splits`` where it is more (bounded
+    the same way by ``cfg.min_chunk``). The split count never decreases as ``max_tokens`` grows, so the count of
+    the longest span bounds every shorter one's: what a workspace must hold.
 
     Args:
         batch: Sequences.
@@ -447,8 +426,9 @@ def split_counts(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg:
     Returns:
         ``(fill, splits)``, both >= 1; ``splits > fill`` only with long splits.
     """
-    fill = fill_splits(batch, kv_heads, max_tokens, sm_count, cfg)
-    return fill, max(fill, min(cfg.long_splits, _most_splits(max_tokens, cfg)))
+    most = max(1, max_tokens // max(cfg.min_chunk, cfg.block_n))
+    fill = min(max(1, wave_slots(sm_count, cfg) // max(1, batch * kv_heads)), most)
+    return fill, max(fill, min(cfg.long_splits, most))
 
 
 def split_limit(batch: int, kv_heads: int, max_tokens: int, sm_count: int, cfg: DecodeConfig) -> int:
