@@ -119,9 +119,9 @@ def device_seconds(fns: dict[str, Callable[[], Any]]) -> tuple[dict[str, float],
     Returns:
         ``(seconds per call by name, 1.0 if from graph replays else 0.0)``.
     """
-    graphed = {k: device_time_per_call(fn) for k, fn in fns.items()}
-    if all(v is not None for v in graphed.values()):
-        return {k: float(v or 0.0) for k, v in graphed.items()}, 1.0
+    graphed = {k: t for k, fn in fns.items() if (t := device_time_per_call(fn)) is not None}
+    if len(graphed) == len(fns):
+        return graphed, 1.0
     return {k: measure(fn) for k, fn in fns.items()}, 0.0
 
 
