@@ -395,10 +395,6 @@ def test_decode_config_rejects_a_merge_width_or_chunk_floor_below_one(bad: dict[
     assert DecodeConfig(block_n=64).floor_tokens() == 64
 
 
-if __name__ == "__main__":
-    print(json.dumps(_cases()))
-
-
 @pytest.mark.parametrize(
     "fields",
     [{"long_splits": 0}, {"long_ratio": 0.9}, {"long_ratio": float("nan")}, {"long_piece": 0.0},
@@ -412,3 +408,7 @@ def test_long_split_settings_out_of_range_are_rejected(fields: dict[str, Any]) -
     with pytest.raises(InvalidArgumentError, match="long_splits >= 1, long_ratio >= 1 and 0 < long_piece <= 1"):
         DecodeConfig(**fields)
     DecodeConfig(long_splits=6, long_ratio=1.0, long_piece=1.0)  # the bounds themselves are valid
+
+
+if __name__ == "__main__":
+    print(json.dumps(_cases()))
