@@ -6,6 +6,7 @@ The interpreter must be switched on before Triton is imported, so the checks run
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -62,6 +63,11 @@ def _cases() -> list[dict[str, Any]]:
             got = pt.paged_decode_with(q, kc, vc, table.int(), torch.tensor(lens), 0.125, cfg=cfg, splits=splits)
             err = float((got.double() - ref).abs().max())
             out.append(chk.OpCheckResult("paged_decode", {"splits": splits}, err, err / 1e-2))
+            if splits > 1:  # the grid's slices given the splits in reverse: the same result, bit for bit
+                rev = dataclasses.replace(cfg, reverse_splits=True)
+                again = pt.paged_decode_with(q, kc, vc, table.int(), torch.tensor(lens), 0.125, cfg=rev, splits=splits)
+                same = bool(torch.equal(again, got))
+                out.append(chk.OpCheckResult("paged_decode", {"splits": splits, "reversed, equal": same}, err, 0.0))
         left = sum(int(c.abs().sum()) for c in pt._COUNTERS.values())  # every launch resets its counters
         out.append(chk.OpCheckResult("counters", {"nonzero": left}, float(left), float(left)))
         return out
@@ -76,9 +82,9 @@ def _cases() -> list[dict[str, Any]]:
         _, kc, vc = make_arena_caches(200, 8, 2, 64, torch.float16, "cpu", generator=g)
         table = make_block_tables(lens, 8, 200, generator=g, pad_value=-1)
         q = torch.randn(6, 6, 64, generator=g).half()
-        cfg = pt.DecodeConfig(block_n=16, waves=1.0, min_chunk=16, long_splits=4)
         out = []
-        for window in (None, 300):
+        for window, reverse in ((None, False), (300, False), (None, True)):
+            cfg = pt.DecodeConfig(block_n=16, waves=1.0, min_chunk=16, long_splits=4, reverse_splits=reverse)
             opts: dict[str, Any] = {} if window is None else {"sliding_window": window}
             grid, _, kw = pt.decode_launch_args(q, kc, vc, table.int(), torch.tensor(lens), 0.125, q, cfg=cfg, **opts)
             ws = DecodeWorkspace(
@@ -89,8 +95,8 @@ def _cases() -> list[dict[str, Any]]:
             ref = reference_paged_decode(q, kc, vc, table, torch.tensor(lens), 0.125, **opts)
             err = float((got.double() - ref).abs().max())
             written = (~ws.partial_lse.view(6, 6, 4).isnan()).sum(dim=2)[:, 0].tolist()  # splits per sequence
-            case = {"window": window, "grid": grid, "long_rows": kw["LONG_ROWS"], "partials": written,
-                    "counters": int(ws.counters.abs().sum())}  # fmt: skip
+            case = {"window": window, "grid": grid, "long_rows": kw["LONG_ROWS"], "reversed": kw["REV_SPLITS"],
+                    "partials": written, "counters": int(ws.counters.abs().sum())}  # fmt: skip
             out.append(chk.OpCheckResult("paged_decode", case, err, err / 1e-2))
         # 130 rows, more than the 128 the kernel reads: the mean comes from a strided sample of them.
         lens = [1 + i % 8 for i in range(130)]
@@ -167,7 +173,10 @@ def test_long_context_decode_splits_by_default(verdicts: list[dict[str, Any]]) -
 
 def test_forced_split_counts_merge_exactly(verdicts: list[dict[str, Any]]) -> None:
     rows = _group(verdicts, "splits")
-    assert [r["case"] for r in rows] == [*(str({"splits": s}) for s in (1, 3, 11)), str({"nonzero": 0})]
+    assert [r["case"] for r in rows] == [
+        str({"splits": 1}), str({"splits": 3}), str({"splits": 3, "reversed, equal": True}), str({"splits": 11}),
+        str({"splits": 11, "reversed, equal": True}), str({"nonzero": 0}),
+    ]  # fmt: skip
     assert all(r["ratio"] <= 1.0 for r in rows)
 
 
@@ -179,8 +188,36 @@ def test_long_spans_of_a_mixed_batch_split_and_the_rest_do_not(verdicts: list[di
     # of 300 the mean of the windowed lengths is 154.8: 700's span (from the window's first tile, 300) and 333's
     # (301) are long, in 80-token pieces (a quarter of the span, above the 80-token floor) -> 4 each.
     assert [r["case"] for r in rows] == [
-        str({"window": None, "grid": (6, 2, 4), "long_rows": 8, "partials": [0, 0, 3, 0, 0, 4], "counters": 0}),
-        str({"window": 300, "grid": (6, 2, 4), "long_rows": 8, "partials": [0, 0, 4, 0, 0, 4], "counters": 0}),
+        str(
+            {
+                "window": None,
+                "grid": (6, 2, 4),
+                "long_rows": 8,
+                "reversed": False,
+                "partials": [0, 0, 3, 0, 0, 4],
+                "counters": 0,
+            }
+        ),
+        str(
+            {
+                "window": 300,
+                "grid": (6, 2, 4),
+                "long_rows": 8,
+                "reversed": False,
+                "partials": [0, 0, 4, 0, 0, 4],
+                "counters": 0,
+            }
+        ),
+        str(
+            {
+                "window": None,
+                "grid": (6, 2, 4),
+                "long_rows": 8,
+                "reversed": True,
+                "partials": [0, 0, 3, 0, 0, 4],
+                "counters": 0,
+            }
+        ),
         str({"rows": 130, "split rows": [77], "splits": 2}),
     ]
 

@@ -88,15 +88,18 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
     F16_DOT: tl.constexpr, EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr,
     V_ASM: tl.constexpr, MERGE: tl.constexpr, PDL: tl.constexpr, n_fill, slots, long_ratio, long_piece,
-    LONG_ROWS: tl.constexpr,
+    LONG_ROWS: tl.constexpr, REV_SPLITS: tl.constexpr,
 ):
     # fmt: on
     if PDL:
         dependent_launch()
     b = tl.program_id(0)
     kvh = tl.program_id(1)
-    sp = tl.program_id(2)
     n_splits = tl.num_programs(2)
+    if REV_SPLITS:  # noqa: SIM108  # a constexpr branch; the later (idle-prone) splits are placed first
+        sp = n_splits - 1 - tl.program_id(2)
+    else:
+        sp = tl.program_id(2)
     seq_len = tl.load(sl_ptr + b).to(tl.int32)
     # NEW: the step's token (position seq_len - 1) comes from key/value, not the cache, when its slot is in the
     # cache; split 0 stores it there. No program reads that slot, so the store needs no ordering.
