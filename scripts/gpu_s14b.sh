@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Fourteenth pass, second call: do the split slices given in reverse (DecodeConfig.reverse_splits: the idle-prone
+# later splits placed first) take back the loss of idle split programs (run 51-52: placement, not the wave)? Then the
+# decode step with long splits, reversed, against the default, bf16 and fp8, in the same call. Limits add up to 560 s.
+#
+#   OUT=DIR scripts/gpu_s14b.sh
+set -u
+: "${OUT:?set OUT}"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+run_step "reverse" 200 "$OUT/rev.txt" $PY bench/probe_long_splits.py --json "$OUT/rev.json" \
+  --cases "64 mixed<=8k" 64x8k 64x1k 8x8k "63x1k+8k" "32 mixed<=8k" \
+  --points 6 "6 rev" 8 "8 rev" "z2 idle" "z2 idle rev" "z6 idle" "z6 idle rev" "off again"
+cat "$OUT/rev.txt"
+CASES=("64 mixed<=8k" 64x8k 64x1k 8x8k)
+for kv in auto fp8_e4m3; do
+  for mode in default long; do
+    extra=()
+    [ "$mode" = long ] && extra=(--long-splits 8 --reverse-splits)
+    run_step "step $kv $mode" 90 "$OUT/step_${kv}_$mode.txt" $PY bench/bench_decode_step.py --hf-compile off \
+      --kv-cache-dtype "$kv" --cases "${CASES[@]}" --json "$OUT/step_${kv}_$mode.json" "${extra[@]}"
+    grep -E "^\| [0-9]" "$OUT/step_${kv}_$mode.txt"
+  done
+done
