@@ -3,10 +3,11 @@ decode launches whose later splits do nothing (``probe_wave_fit.py``'s "z2 idle"
 whether or not the grid fits one wave).
 
 Each program records its SM (``%smid``) and its start and end (``%globaltimer``); an active program spins for
-``--spin-us``, an idle one exits. Grids ``(rows, 8, splits)`` with only split 0 active ("split last", the decode
-kernel's order) and ``(splits, rows, 8)`` with only split 0 active ("split first"), at 4 and 16 warps per program
-(4 and 16 warps: at most 16 and 4 resident programs per SM by threads). Prints, per grid, how many SMs hold an
-active program and the most active programs on one SM.
+``--spin-us``, an idle one exits. Grids of rows x 8 KV heads x splits in which only split 0 works, in four orders:
+``(rows, 8, splits)`` ("split last", the decode kernel's), the same with split 0 in the last slice ("split last,
+reversed": ``DecodeConfig.reverse_splits``), ``(rows, splits, 8)`` ("split middle") and ``(splits, rows, 8)`` ("split
+first"); 4 and 16 warps per program (at most 16 and 4 resident programs per SM by threads). Prints, per grid, how
+many SMs hold a working program and the most working programs on one SM.
 
     PYTHONPATH=src python3 bench/probe_sm_placement.py [--json FILE]
 """
@@ -25,13 +26,18 @@ import triton.language as tl
 
 
 @triton.jit
-def _place(rec_ptr, spin_ns, SPLIT_FIRST: tl.constexpr):  # type: ignore[no-untyped-def]  # a Triton JIT kernel
+def _place(rec_ptr, spin_ns, ORDER: tl.constexpr):  # type: ignore[no-untyped-def]  # a Triton JIT kernel
     p0 = tl.program_id(0)
     p1 = tl.program_id(1)
     p2 = tl.program_id(2)
     lin = p0 + tl.num_programs(0) * (p1 + tl.num_programs(1) * p2)
-    if SPLIT_FIRST:  # noqa: SIM108  # a constexpr branch: only one side is compiled
+    # Which program is split 0 (the working one) under each order of the grid's axes.
+    if ORDER == "split first":
         active = p0 == 0
+    elif ORDER == "split middle":
+        active = p1 == 0
+    elif ORDER == "split last, reversed":
+        active = p2 == tl.num_programs(2) - 1
     else:
         active = p2 == 0
     sm = tl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r,r", [p0], dtype=tl.int32, is_pure=False, pack=1)
@@ -48,6 +54,9 @@ def _place(rec_ptr, spin_ns, SPLIT_FIRST: tl.constexpr):  # type: ignore[no-unty
     tl.store(rec_ptr + lin * 4 + 3, t)
 
 
+ORDERS = ("split last", "split last, reversed", "split middle", "split first")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
@@ -59,14 +68,16 @@ def main() -> None:
     for warps in (4, 16):
         for batch in (32, 64):
             for splits in (1, 2, 3):
-                for first in (False, True):
-                    if splits == 1 and first:
+                for order in ORDERS:
+                    if splits == 1 and order != "split last":
                         continue
-                    grid = (splits, batch, 8) if first else (batch, 8, splits)
+                    grid = {"split first": (splits, batch, 8), "split middle": (batch, splits, 8)}.get(
+                        order, (batch, 8, splits)
+                    )
                     n = batch * 8 * splits
                     rec = torch.zeros(n * 4, dtype=torch.int64, device="cuda")
                     for _ in range(3):  # the last of three launches is kept
-                        _place[grid](rec, int(args.spin_us * 1e3), SPLIT_FIRST=first, num_warps=warps)
+                        _place[grid](rec, int(args.spin_us * 1e3), ORDER=order, num_warps=warps)
                     torch.cuda.synchronize()
                     r = rec.view(n, 4).cpu()
                     act = r[r[:, 1] == 1]
@@ -78,7 +89,7 @@ def main() -> None:
                         "warps": warps,
                         "batch": batch,
                         "splits": splits,
-                        "order": "split first" if first else "split last",
+                        "order": order,
                         "programs": n,
                         "active": len(act),
                         "sms_with_active": len(per_sm),
