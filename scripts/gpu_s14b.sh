@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fourteenth pass, second call: do the split slices given in reverse (DecodeConfig.reverse_splits: the idle-prone
 # later splits placed first) take back the loss of idle split programs (run 51-52: placement, not the wave)? Then the
-# decode step with long splits, reversed, against the default, bf16 and fp8, in the same call. Limits add up to 620 s; the step rows
+# decode step with long splits, reversed, against the default, bf16 and fp8, in the same call. Limits add up to 580 s; the step rows
 # take about 40 s each.
 #
 #   OUT=DIR scripts/gpu_s14b.sh
@@ -9,11 +9,11 @@ set -u
 : "${OUT:?set OUT}"
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-run_step "reverse" 200 "$OUT/rev.txt" $PY bench/probe_long_splits.py --json "$OUT/rev.json" \
+run_step "reverse" 180 "$OUT/rev.txt" $PY bench/probe_long_splits.py --json "$OUT/rev.json" \
   --cases "64 mixed<=8k" 64x8k 64x1k 8x8k "63x1k+8k" "32 mixed<=8k" \
   --points 6 "6 rev" 8 "8 rev" "z2 idle" "z2 idle rev" "z6 idle" "z6 idle rev" "off again"
 cat "$OUT/rev.txt"
-run_step "placement" 60 "$OUT/place.txt" $PY bench/probe_sm_placement.py --json "$OUT/place.json"
+run_step "placement" 40 "$OUT/place.txt" $PY bench/probe_sm_placement.py --json "$OUT/place.json"
 cat "$OUT/place.txt"
 CASES=("64 mixed<=8k" 64x8k 64x1k 8x8k)
 for kv in auto fp8_e4m3; do
