@@ -183,43 +183,20 @@ def test_forced_split_counts_merge_exactly(verdicts: list[dict[str, Any]]) -> No
 def test_long_spans_of_a_mixed_batch_split_and_the_rest_do_not(verdicts: list[dict[str, Any]]) -> None:
     rows = _group(verdicts, "long spans")
     assert all(r["ratio"] <= 1.0 for r in rows)
+
     # Partials written per sequence: one used split stores its result directly (none written). Lengths 5, 40, 333,
     # 129, 0, 700, mean 241.4: 700 -> 176-token pieces (4), 333 -> 128-token pieces (the floor, 3). Within a window
     # of 300 the mean of the windowed lengths is 154.8: 700's span (from the window's first tile, 300) and 333's
     # (301) are long, in 80-token pieces (a quarter of the span, above the 80-token floor) -> 4 each.
+    def spans(window: int | None, reversed_: bool, partials: list[int]) -> str:
+        case = {"window": window, "grid": (6, 2, 4), "long_rows": 8, "reversed": reversed_, "partials": partials}
+        return str({**case, "counters": 0})
+
     assert [r["case"] for r in rows] == [
-        str(
-            {
-                "window": None,
-                "grid": (6, 2, 4),
-                "long_rows": 8,
-                "reversed": False,
-                "partials": [0, 0, 3, 0, 0, 4],
-                "counters": 0,
-            }
-        ),
-        str(
-            {
-                "window": 300,
-                "grid": (6, 2, 4),
-                "long_rows": 8,
-                "reversed": False,
-                "partials": [0, 0, 4, 0, 0, 4],
-                "counters": 0,
-            }
-        ),
-        str(
-            {
-                "window": None,
-                "grid": (6, 2, 4),
-                "long_rows": 8,
-                "reversed": True,
-                "partials": [0, 0, 3, 0, 0, 4],
-                "counters": 0,
-            }
-        ),
+        spans(None, False, [0, 0, 3, 0, 0, 4]), spans(300, False, [0, 0, 4, 0, 0, 4]),
+        spans(None, True, [0, 0, 3, 0, 0, 4]),  # the split slices in reverse: the same splits used
         str({"rows": 130, "split rows": [77], "splits": 2}),
-    ]
+    ]  # fmt: skip
 
 
 def test_supports_hook() -> None:
