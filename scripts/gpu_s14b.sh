@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fourteenth pass, second call: do the split slices given in reverse (DecodeConfig.reverse_splits: the idle-prone
 # later splits placed first) take back the loss of idle split programs (run 51-52: placement, not the wave)? Then the
-# decode step with long splits, reversed, against the default, bf16 and fp8, in the same call. Limits add up to 430 s; the step rows
+# decode step with long splits, reversed, against the default, bf16 and fp8, in the same call. Limits add up to 310 s; the step rows
 # take about 40 s each.
 #
 #   OUT=DIR scripts/gpu_s14b.sh
@@ -15,7 +15,7 @@ run_step "reverse" 150 "$OUT/rev.txt" $PY bench/probe_long_splits.py --json "$OU
 cat "$OUT/rev.txt"
 run_step "placement" 40 "$OUT/place.txt" $PY bench/probe_sm_placement.py --json "$OUT/place.json"
 cat "$OUT/place.txt"
-for kv in auto fp8_e4m3; do
+for kv in auto; do
   CASES=("64 mixed<=8k" 64x8k)
   for mode in default long; do
     extra=()
