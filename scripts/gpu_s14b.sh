@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fourteenth pass, second call: do the split slices given in reverse (DecodeConfig.reverse_splits: the idle-prone
 # later splits placed first) take back the loss of idle split programs (run 51-52: placement, not the wave)? Then the
-# decode step with long splits, reversed, against the default, bf16 and fp8, in the same call. Limits add up to 310 s; the step rows
-# take about 40 s each.
+# decode step with long splits, reversed, against the default (bf16), in the same call. Limits add up to 310 s; the
+# step rows take about 40 s each.
 #
 #   OUT=DIR scripts/gpu_s14b.sh
 set -u
