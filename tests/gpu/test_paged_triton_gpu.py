@@ -164,11 +164,13 @@ def test_programmatic_dependent_launch_is_bit_equal_eager_and_in_a_graph() -> No
         assert torch.equal(outs[False], outs[True])
 
 
+@pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("kv", ["bf16", "fp8"])
-def test_long_splits_of_a_mixed_batch_match_the_reference_and_replay_bit_equal(kv: str) -> None:
+def test_long_splits_of_a_mixed_batch_match_the_reference_and_replay_bit_equal(kv: str, reverse: bool) -> None:
     """``DecodeConfig(long_splits=6)`` on a batch of 48 (one split fills the GPU): the long spans split, the result
     matches float64; a CUDA graph of the launch replayed with new lengths (a padding row, a new outlier) equals the
-    eager launch on the same lengths bit for bit, and leaves the counters zero."""
+    eager launch on the same lengths bit for bit, and leaves the counters zero. With ``reverse_splits`` the first
+    result also equals the unreversed launch's bit for bit."""
     from sagellm_backend.attention.kv_quant import fp8_dtype, quantize
     from sagellm_backend.attention.paged_workspace import DecodeWorkspace
 
@@ -184,7 +186,7 @@ def test_long_splits_of_a_mixed_batch_match_the_reference_and_replay_bit_equal(k
         deq_k, deq_v = (c.float().cpu() * s.cpu() for c, s in ((kc, ks), (vc, vs)))
         ref = reference_paged_decode(q.cpu(), deq_k, deq_v, table.cpu(), lens_t.cpu(), 128**-0.5)
     base = pt.decode_config(128, torch.bfloat16, 4, kv_fp8=kv == "fp8")
-    cfg = dataclasses.replace(base, long_splits=6)
+    cfg = dataclasses.replace(base, long_splits=6, reverse_splits=reverse)
     ws = DecodeWorkspace(
         torch.empty(48 * 32 * 6 * 128, device="cuda"), torch.empty(48 * 32 * 6, device="cuda"),
         torch.zeros(48 * 8, dtype=torch.int32, device="cuda"),
@@ -199,6 +201,11 @@ def test_long_splits_of_a_mixed_batch_match_the_reference_and_replay_bit_equal(k
     call()
     err = (out.double().cpu() - ref).abs()
     assert float((err / (3e-2 + 3e-2 * ref.abs())).max()) <= 1.0
+    assert kw["REV_SPLITS"] == reverse
+    if reverse:
+        plain = dataclasses.replace(cfg, reverse_splits=False)
+        unreversed = pt.paged_decode(q, kc, vc, table, lens_t, 128**-0.5, cfg=plain, workspace=ws, **sc)
+        assert torch.equal(unreversed, out)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         call()
