@@ -2,9 +2,8 @@
 # Fourteenth pass, second call (prepared, not run). Do the split slices given in reverse (DecodeConfig.reverse_splits:
 # the idle-prone later splits placed first) take back the loss of idle split programs (runs 51-52: placement, not
 # the wave)? The reversed points of probe_long_splits.py, the long-split GPU test (reversed launches bit-equal to the
-# unreversed ones), the placement orders, then
-# the decode step with long splits, reversed, against the default (bf16). Limits add up to 370 s; the step rows take
-# about 40 s each.
+# unreversed ones), the placement orders, then the decode step with long splits, reversed, against the default
+# (bf16). Limits add up to 370 s; the step rows take about 40 s each.
 #
 #   OUT=DIR scripts/gpu_s14b.sh
 set -u
