@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sagellm_backend.attention import paged_triton as pt
 from sagellm_backend.attention.kv_quant import fp8_dtype
-from tune_decode_chunk import HKV, HQ, D, copy_us, fp8_caches, graph_us, tensors, workspace
+from tune_decode_chunk import HKV, HQ, D, copy_us, fp8_caches, tensors, timed_point, workspace
 
 WIDTH = 8448
 # (name, batch, context of the equal rows, how lengths are drawn)
@@ -104,10 +104,7 @@ def main() -> None:
                     q, bt, lens, o = t["q"], t["bt"], t["lens"], t["out"]
                     return pt.paged_decode(q, kc, vc, bt, lens, scale, o, cfg=cfg, splits=n, workspace=ws, **sc)
 
-                out = call().clone()
-                ref = out if ref is None else ref
-                err = float((out.float() - ref.float()).abs().max())
-                us = graph_us(call)
+                ref, err, us = timed_point(call, ref)
                 splits = forced or pt.decode_splits(batch, HKV, WIDTH, pt.sm_count(torch.device("cuda")), cfg)[0]
                 rows.append({"case": name, "kind": kind, "point": label, "splits": splits, "us": us,
                              "ceiling_us": ceil, "max_abs_diff_vs_off": err})  # fmt: skip

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sagellm_backend.attention import paged_triton as pt
 from sagellm_backend.attention.kv_quant import fp8_dtype
 from sagellm_backend.kernels.triton_launch import launch
-from tune_decode_chunk import HKV, HQ, D, copy_us, fp8_caches, graph_us, tensors, workspace
+from tune_decode_chunk import HKV, HQ, D, copy_us, fp8_caches, tensors, timed_point, workspace
 
 WIDTH, CTX = 8448, 8192
 
@@ -66,10 +66,7 @@ def main() -> None:
             for label, cfg, n, direct in (("1 split", base, 1, True), ("1 split, split code", base, 1, False),
                                           ("z2 idle", idle, 2, True), ("z3 idle", idle, 3, True),
                                           ("1 split again", base, 1, True)):  # fmt: skip
-                out = call(cfg, n, direct).clone()
-                ref = out if ref is None else ref
-                err = float((out.float() - ref.float()).abs().max())
-                us = graph_us(lambda cfg=cfg, n=n, direct=direct: call(cfg, n, direct))
+                ref, err, us = timed_point(lambda cfg=cfg, n=n, direct=direct: call(cfg, n, direct), ref)
                 rows.append({"batch": batch, "kind": kind, "point": label, "programs": batch * HKV * n, "us": us,
                              "ceiling_us": ceil, "max_abs_diff": err})  # fmt: skip
                 parts.append(

@@ -80,6 +80,18 @@ def graph_us(fn: Any, reps: int = 20, trials: int = 7) -> float:
     return float(statistics.median(times))
 
 
+def timed_point(fn: Any, ref: torch.Tensor | None) -> tuple[torch.Tensor, float, float]:
+    """One point of a probe: ``fn``'s output (a copy), its largest difference from ``ref`` (the first point's output;
+    None makes this output the reference) and :func:`graph_us` of ``fn``.
+
+    Returns:
+        ``(reference, max abs difference, us per call)``.
+    """
+    out = fn().clone()
+    ref = out if ref is None else ref
+    return ref, float((out.float() - ref.float()).abs().max()), graph_us(fn)
+
+
 def workspace(batch: int, splits: int = 64) -> DecodeWorkspace:
     """Partials and counters for ``batch`` sequences and ``splits`` splits."""
     dev = torch.device("cuda")
