@@ -60,7 +60,7 @@ def source(args: tuple[Any, ...], kw: dict[str, Any]) -> ASTSource:
     consts: dict[tuple[int, ...], Any] = {}
     attrs: dict[tuple[int, ...], list[list[Any]]] = {}
     for i, (name, v) in enumerate(zip(names, values)):
-        if name in constexpr:
+        if name in constexpr or v is None:  # None: Triton specialises it as a constant
             sig[name] = "constexpr"
             consts[(i,)] = v
             continue

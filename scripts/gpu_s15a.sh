@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fifteenth pass, first call: issue 22's targets in one run (the attention host cost beside the decode-step table),
-# then the prepared reversed-split experiment of scripts/gpu_s14b.sh (reversed points of probe_long_splits.py, the
+# the traced decode launches (bench/probe_decode_trace.py: where a launch's time goes, program by program), then the
+# prepared reversed-split experiment of scripts/gpu_s14b.sh (reversed points of probe_long_splits.py, the
 # long-split GPU test, the placement orders, the step with long splits reversed against the default). Ordered by
-# priority; limits add up to about 560 s.
+# priority; limits add up to about 710 s (the call stops at 600).
 #
 #   OUT=DIR scripts/gpu_s15a.sh
 set -u
@@ -15,6 +16,11 @@ grep "^| attention" "$OUT/host.md"
 run_step "decode step" 170 "$OUT/step.txt" $PY bench/bench_decode_step.py --json "$OUT/step.json" \
   --plot "$OUT/step.png" --time-budget 70
 grep -E "^\|" "$OUT/step.txt"
+run_step "trace" 90 "$OUT/trace.txt" $PY bench/probe_decode_trace.py --json "$OUT/trace.json"
+cat "$OUT/trace.txt"
+run_step "trace test" 60 "$OUT/trace_test.txt" $PY -m pytest -q -p no:cacheprovider -k traced \
+  tests/gpu/test_paged_triton_gpu.py
+tail -3 "$OUT/trace_test.txt"
 run_step "reverse" 120 "$OUT/rev.txt" $PY bench/probe_long_splits.py --json "$OUT/rev.json" \
   --cases "64 mixed<=8k" 64x8k 64x1k 8x8k "63x1k+8k" "32 mixed<=8k" \
   --points 8 "8 rev" "z2 idle" "z2 idle rev" "z6 idle" "z6 idle rev" "off again"

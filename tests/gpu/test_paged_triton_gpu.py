@@ -221,3 +221,29 @@ def test_long_splits_of_a_mixed_batch_match_the_reference_and_replay_bit_equal(k
         call()
         assert torch.equal(replayed, out)
         assert int(ws.counters.abs().sum()) == 0
+
+
+@pytest.mark.parametrize("splits", [1, 7])
+def test_traced_decode_equals_the_plain_launch_and_records_ordered_times(splits: int) -> None:
+    """``TRACE`` (the diagnostic of ``bench/probe_decode_trace.py``) leaves the result bit-equal to the plain launch
+    and records, per program with keys, a start <= end of keys <= counted <= end, its SM, and one merging program
+    per (sequence, KV head); programs past their span record no end."""
+    from sagellm_backend.attention.triton_kernels import TRACE_FIELDS
+    from sagellm_backend.kernels.triton_launch import launch
+
+    q, kc, vc, table, lens, _ = _decode_case(torch.bfloat16, 128, 16, 32, 8, [1, 700, 4000, 9000])
+    out = torch.empty_like(q)
+    grid, a, kw = pt.decode_launch_args(q, kc, vc, table, lens, 128**-0.5, out, splits=splits)
+    launch(pt.decode_kernel, grid)(*a, **kw)
+    plain = out.clone()
+    trace = torch.full((grid[0] * grid[1] * grid[2], TRACE_FIELDS), -1, dtype=torch.int64, device="cuda")
+    launch(pt.decode_kernel, grid)(*a, **{**kw, "TRACE": True, "trace_ptr": trace})
+    assert torch.equal(out, plain)
+    t = trace.cpu()
+    assert bool((t[:, 0] > 0).all())  # every program records its start
+    used = t[:, 3] >= 0
+    assert int(used.sum()) > 0 and (splits == 1) == bool(used.all())
+    u = t[used]
+    assert bool((u[:, 0] <= u[:, 1]).all() and (u[:, 1] <= u[:, 2]).all() and (u[:, 2] <= u[:, 3]).all())
+    assert bool(((u[:, 5] >= 0) & (u[:, 5] < pt.sm_count(torch.device("cuda")))).all())
+    assert int(u[:, 4].sum()) == 4 * 8  # one program stores each (sequence, KV head)'s result

@@ -77,6 +77,24 @@ def rope_factors(  # type: ignore[no-untyped-def]  # a Triton JIT function: unty
     return tl.where(rot, partner, offs_d), cos, sin * sign
 
 
+#: int64 fields per program of a traced decode launch (:func:`trace_point`).
+TRACE_FIELDS: tl.constexpr = tl.constexpr(8)
+
+
+@triton.jit
+def trace_point(row, field: tl.constexpr, after):  # type: ignore[no-untyped-def]  # a Triton JIT function
+    """Store the GPU's nanosecond clock (``%globaltimer``) at ``row[field]``, read once ``after`` (any int32 scalar
+    the moment depends on) is known. A traced decode launch (``TRACE``, a diagnostic for
+    ``bench/probe_decode_trace.py``; never on by the library) writes per program, at ``trace_ptr + program *
+    TRACE_FIELDS``: 0 its start, 1 the end of its keys, 2 its partial counted (or its result stored), 3 its end
+    (after the merge where it merged), 4 whether it stored the result (1) or only a partial (0), 5 its SM. Programs
+    past their span write nothing. CUDA only (inline assembly; not under the interpreter)."""
+    t = tl.inline_asm_elementwise(
+        "mov.u64 $0, %globaltimer;", "=l,r", [after], dtype=tl.int64, is_pure=False, pack=1
+    )  # fmt: skip
+    tl.store(row + field, t)
+
+
 # fmt: off
 @triton.jit
 def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
@@ -88,7 +106,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
     F16_DOT: tl.constexpr, EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr,
     V_ASM: tl.constexpr, MERGE: tl.constexpr, PDL: tl.constexpr, n_fill, slots, long_ratio, long_piece,
-    LONG_ROWS: tl.constexpr, REV_SPLITS: tl.constexpr,
+    LONG_ROWS: tl.constexpr, REV_SPLITS: tl.constexpr, trace_ptr, TRACE: tl.constexpr,
 ):
     # fmt: on
     if PDL:
@@ -100,6 +118,13 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
         sp = n_splits - 1 - tl.program_id(2)
     else:
         sp = tl.program_id(2)
+    if TRACE:  # the program's start and SM (a diagnostic launch: see :func:`trace_point`)
+        row = trace_ptr + ((sp * tl.num_programs(1) + kvh) * tl.num_programs(0) + b).to(tl.int64) * TRACE_FIELDS
+        trace_point(row, 0, b)
+        tl.store(row + 5, tl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r,r", [b], dtype=tl.int32,
+                                                    is_pure=False, pack=1).to(tl.int64))  # fmt: skip
+    else:
+        row = trace_ptr
     seq_len = tl.load(sl_ptr + b).to(tl.int32)
     # NEW: the step's token (position seq_len - 1) comes from key/value, not the cache, when its slot is in the
     # cache; split 0 stores it there. No program reads that slot, so the store needs no ordering.
@@ -137,7 +162,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
             softcap2, slopes_ptr, WINDOW, SOFTCAP, ALIBI, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8, key_ptr,
             value_ptr, sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, LIMIT, NEW, F16_DOT, EARLY_V, cs_ptr, s_cs, max_pos,
             ROPE, HALF, V_ASM, MERGE, b, kvh, sp, n_splits, n_used, seq_len, slot, fresh, n_keys, first, chunk,
-            start + sp * chunk,
+            start + sp * chunk, row, TRACE,
         )  # fmt: skip
 
 
@@ -151,12 +176,13 @@ def decode_split(  # type: ignore[no-untyped-def]  # a Triton JIT function: unty
     ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr,
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, LIMIT: tl.constexpr, NEW: tl.constexpr, F16_DOT: tl.constexpr,
     EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr, V_ASM: tl.constexpr,
-    MERGE: tl.constexpr, b, kvh, sp, n_splits, n_used, seq_len, slot, fresh, n_keys, first, chunk, lo,
+    MERGE: tl.constexpr, b, kvh, sp, n_splits, n_used, seq_len, slot, fresh, n_keys, first, chunk, lo, row,
+    TRACE: tl.constexpr,
 ):
     # fmt: on
     """One used split of :func:`decode_kernel`: keys ``[lo, lo + chunk)`` of sequence ``b``'s span for KV head
     ``kvh``'s query heads; with one used split the result is stored as it is, else as a partial that the last of
-    the ``n_used`` splits to finish merges."""
+    the ``n_used`` splits to finish merges. With ``TRACE``, ``row`` is the program's :func:`trace_point` row."""
     hi = tl.maximum(tl.minimum(lo + chunk, n_keys), lo)
     full_hi = lo + ((hi - lo) // BLOCK_N) * BLOCK_N
 
@@ -202,9 +228,15 @@ def decode_split(  # type: ignore[no-untyped-def]  # a Triton JIT function: unty
     )  # fmt: skip
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     o = acc / l_safe[:, None]
+    if TRACE:  # the keys walked (the time depends on the state they left)
+        trace_point(row, 1, tl.sum(tl.sum(o, 1), 0).to(tl.int32, bitcast=True))
     o_ptr = out_ptr + b.to(tl.int64) * so_b + heads[:, None] * so_h + offs_d[None, :] * so_d
     if DIRECT or n_used == 1:
         tl.store(o_ptr, o.to(out_ptr.dtype.element_ty), mask=qmask)
+        if TRACE:
+            trace_point(row, 2, sp)
+            trace_point(row, 3, sp)
+            tl.store(row + 4, 1)
     else:
         base = (b.to(tl.int64) * (tl.num_programs(1) * G) + heads) * n_splits
         tl.store(po_ptr + (base + sp)[:, None] * DP + offs_d[None, :], o, mask=qmask)
@@ -213,7 +245,11 @@ def decode_split(  # type: ignore[no-untyped-def]  # a Triton JIT function: unty
         # resets the counter for the next launch.
         tl.debug_barrier()
         lock = cnt_ptr + b * tl.num_programs(1) + kvh
-        if tl.atomic_add(lock, 1, sem="acq_rel") == n_used - 1:
+        arrived = tl.atomic_add(lock, 1, sem="acq_rel")
+        if TRACE:  # the partial stored and counted; merged: whether this program merges
+            trace_point(row, 2, arrived)
+            tl.store(row + 4, tl.where(arrived == n_used - 1, 1, 0).to(tl.int64))
+        if arrived == n_used - 1:
             tl.store(lock, 0)
             m_all = tl.full([GP], float("-inf"), dtype=tl.float32)
             den = tl.zeros([GP], dtype=tl.float32)
@@ -237,6 +273,10 @@ def decode_split(  # type: ignore[no-untyped-def]  # a Triton JIT function: unty
                     m_all = m_new
             den = tl.where(den > 0, den, 1.0)
             tl.store(o_ptr, (num / den[:, None]).to(out_ptr.dtype.element_ty), mask=qmask)
+            if TRACE:
+                trace_point(row, 3, tl.sum(den, 0).to(tl.int32, bitcast=True))
+        elif TRACE:
+            trace_point(row, 3, arrived)
 
 
 # fmt: off
