@@ -24,6 +24,7 @@ approximate).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -39,7 +40,7 @@ from sagellm_backend.attention import paged_triton as pt
 from sagellm_backend.attention.kv_quant import fp8_dtype
 from sagellm_backend.attention.triton_kernels import TRACE_FIELDS
 from sagellm_backend.kernels.triton_launch import launch
-from tune_decode_chunk import HKV, D, copy_us, fp8_caches, graph_us, head_major, tensors, workspace
+from tune_decode_chunk import HKV, HQ, D, copy_us, fp8_caches, graph_us, head_major, tensors, workspace
 
 #: name -> (cache kind, batch, context, block-table width in tokens)
 CASES: dict[str, tuple[str, int, int, int]] = {
@@ -49,6 +50,19 @@ CASES: dict[str, tuple[str, int, int, int]] = {
     "bf16x1x1k": ("bf16", 1, 1024, 8448),
     "bf16x8x1k": ("bf16", 8, 1024, 8448),
 }
+
+
+def changes(spec: str) -> dict[str, Any]:
+    """``'field=value,...'`` as DecodeConfig keywords (``'default'``: none)."""
+    if spec == "default":
+        return {}
+    out: dict[str, Any] = {}
+    for part in spec.split(","):
+        key, value = part.split("=")
+        out[key] = {"true": True, "false": False}.get(value.lower())
+        if out[key] is None:
+            out[key] = int(value)
+    return out
 
 
 def summary(trace: torch.Tensor, used: torch.Tensor) -> dict[str, Any]:
@@ -84,13 +98,18 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--cases", nargs="*", default=list(CASES))
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument(
+        "--configs", nargs="*", default=["default"],
+        help="DecodeConfig changes to trace, each 'default' or 'field=value,...' (ints or true/false)",
+    )  # fmt: skip
+    ap.add_argument("--raw", type=Path, help="also save each case's fastest traced launch, one JSON file per case here")
     args = ap.parse_args()
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
         raise SystemExit(f"unknown cases {unknown}; choose from {list(CASES)}")
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     rows: list[dict[str, Any]] = []
-    for name in args.cases:
+    for name, spec in [(c, k) for c in args.cases for k in args.configs]:
         kind, batch, ctx, width = CASES[name]
         t = tensors(batch, ctx, width, torch.bfloat16)
         if kind == "fp8":
@@ -100,7 +119,9 @@ def main() -> None:
             kc, vc, sc = t["kc"], t["vc"], {}
         ws = workspace(batch, splits=64)
         q, bt, lens, out = t["q"], t["bt"], t["lens"], t["out"]
-        grid, a, kw = pt.decode_launch_args(q, kc, vc, bt, lens, D**-0.5, out, workspace=ws, **sc)
+        cfg = pt.decode_config(D, torch.bfloat16, HQ // HKV, kv_fp8=kind == "fp8")
+        cfg = dataclasses.replace(cfg, **changes(spec))
+        grid, a, kw = pt.decode_launch_args(q, kc, vc, bt, lens, D**-0.5, out, cfg=cfg, workspace=ws, **sc)
         n_prog = grid[0] * grid[1] * grid[2]
         trace = torch.full((n_prog, TRACE_FIELDS), -1, dtype=torch.int64, device="cuda")
         traced = {**kw, "TRACE": True, "trace_ptr": trace}
@@ -121,14 +142,21 @@ def main() -> None:
             s = summary(trace.cpu(), used.cpu())
             if best is None or s["end"] < best["end"]:
                 best = s
+                raw = trace.cpu().tolist()
         assert best is not None
         same = bool(torch.equal(out, ref))
-        row = {"case": name, "grid": list(grid), "graph_us": round(graph, 2), "ceiling_us": round(ceil, 2),
-               "traced_equal": same, **best}  # fmt: skip
+        row = {"case": name, "config": spec, "grid": list(grid), "graph_us": round(graph, 2),
+               "ceiling_us": round(ceil, 2), "traced_equal": same, **best}  # fmt: skip
         rows.append(row)
+        if args.raw:
+            args.raw.mkdir(parents=True, exist_ok=True)
+            (args.raw / f"{name}_{spec.replace('=', '').replace(',', '_')}.json").write_text(
+                json.dumps({"grid": list(grid), "fields": int(TRACE_FIELDS), "rows": raw})
+            )
         print(
-            f"{name}: grid {tuple(grid)}, {best['programs']} programs with keys; graph {graph:.1f} us (ceiling "
-            f"{ceil:.1f}, {100 * ceil / graph:.1f} %); traced span {best['end']:.1f} us, result equal {same}\n"
+            f"{name} ({spec}): grid {tuple(grid)}, {best['programs']} programs with keys; "
+            f"graph {graph:.1f} us (ceiling {ceil:.1f}, {100 * ceil / graph:.1f} %); traced span {best['end']:.1f} us, "
+            f"result equal {same}\n"
             f"  starts med/max {best['starts'][1]}/{best['starts'][2]} | keys done min/med/max {best['keys_done']} | "
             f"walk min/med/max {best['walk']}\n"
             f"  counted after keys min/med/max {best['counted_after_keys']} | merge min/med/max {best['merge']} | "

@@ -80,11 +80,14 @@ def _decode_case(dtype: Any, d: int, bs: int, hq: int, hkv: int, lens: list[int]
     return q, kc, vc, table.cuda(), torch.tensor(lens, device="cuda"), ref
 
 
+@pytest.mark.parametrize("pages", [False, True])
 @pytest.mark.parametrize("splits", [1, 2, 7, 64, 300])
 @pytest.mark.parametrize("block_n", [16, 64, 128])
-def test_decode_forced_splits(splits: int, block_n: int) -> None:
+def test_decode_forced_splits(splits: int, block_n: int, pages: bool) -> None:
+    """Forced split counts against float64; with ``split_pages`` the splits end inside tiles (9000 over 7 splits:
+    81 pages, 1,296 tokens, 20.25 tiles of 64)."""
     q, kc, vc, table, lens, ref = _decode_case(torch.bfloat16, 128, 16, 32, 8, [1, 17, 4000, 9000])
-    cfg = pt.DecodeConfig(block_n=block_n, num_warps=4, num_stages=3)
+    cfg = pt.DecodeConfig(block_n=block_n, num_warps=4, num_stages=3, split_pages=pages)
     got = pt.paged_decode_with(q, kc, vc, table, lens, 128**-0.5, cfg=cfg, splits=splits)
     err = (got.double().cpu() - ref).abs()
     assert float((err / (3e-2 + 3e-2 * ref.abs())).max()) <= 1.0

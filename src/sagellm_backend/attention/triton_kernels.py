@@ -106,7 +106,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
     F16_DOT: tl.constexpr, EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr,
     V_ASM: tl.constexpr, MERGE: tl.constexpr, PDL: tl.constexpr, n_fill, slots, long_ratio, long_piece,
-    LONG_ROWS: tl.constexpr, REV_SPLITS: tl.constexpr, trace_ptr, TRACE: tl.constexpr,
+    LONG_ROWS: tl.constexpr, REV_SPLITS: tl.constexpr, SPLIT_PAGES: tl.constexpr, trace_ptr, TRACE: tl.constexpr,
 ):
     # fmt: on
     if PDL:
@@ -140,8 +140,10 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
         first = tl.maximum(seq_len - window, 0)
     else:
         first = seq_len * 0
-    # Each sequence's span (from the first tile to its last key) is spread over its splits in whole tiles, at
-    # least chunk_floor tokens per split: a short context uses more of a launch sized for the longest one.
+    # Each sequence's span (from the first tile to its last key) is spread over its splits, at least chunk_floor
+    # tokens per split: a short context uses more of a launch sized for the longest one. Every split but the last
+    # takes the same count, rounded up to whole pages (SPLIT_PAGES) or whole tiles; a window's splits keep whole
+    # tiles (its masked first tiles end at a tile boundary).
     start = (first // BLOCK_N) * BLOCK_N
     span = tl.maximum(n_keys - start, 0)
     if LONG_ROWS:  # the grid has splits for the long spans of a mixed batch (their mean read over LONG_ROWS rows)
@@ -152,7 +154,11 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     else:
         n_here = n_splits
         floor = chunk_floor
-    chunk = tl.maximum(tl.cdiv(tl.cdiv(span, BLOCK_N), n_here) * BLOCK_N, floor)
+    if SPLIT_PAGES and not WINDOW:
+        gran = BS
+    else:
+        gran = BLOCK_N
+    chunk = tl.maximum(tl.cdiv(tl.cdiv(span, gran), n_here) * gran, floor)
     # Splits past the span hold nothing and do nothing (split 0 holds at least the step's own token).
     n_used = tl.maximum(tl.minimum(tl.cdiv(span, chunk), n_splits), 1)
     if sp < n_used:
@@ -222,7 +228,7 @@ def decode_split(  # type: ignore[no-untyped-def]  # a Triton JIT function: unty
         )  # fmt: skip
     acc, m_i, l_i = attend_span(
         acc, m_i, l_i, q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh,
-        bt_ptr + b.to(tl.int64) * sbt_b, skb, skt, svb, svt, lo, full_hi, hi, n_keys, rows * 0 + seq_len - 1, qs,
+        bt_ptr + b.to(tl.int64) * sbt_b, skb, skt, svb, svt, lo, full_hi, hi, hi, rows * 0 + seq_len - 1, qs,
         offs_d, dmask, GP, DP, BS, BLOCK_N, False, PREC, DOT_F32, tl.cdiv(first, BLOCK_N) * BLOCK_N, window,
         softcap2, slopes2, WINDOW, SOFTCAP, ALIBI, vs, KV_FP8, EARLY_V, V_ASM,
     )  # fmt: skip
