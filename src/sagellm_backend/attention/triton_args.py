@@ -322,7 +322,7 @@ class DecodeConfig:
     split_stages: int | None = None
     maxnreg: int | None = None
     fp8_v_asm: bool | None = False
-    merge_width: int = 4
+    merge_width: int = 8
     pdl: bool | None = False
     long_splits: int = 1
     long_ratio: float = 1.25
