@@ -154,7 +154,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     else:
         n_here = n_splits
         floor = chunk_floor
-    if SPLIT_PAGES and not WINDOW:
+    if SPLIT_PAGES and not WINDOW:  # noqa: SIM108  # a constexpr branch: only one side is compiled
         gran = BS
     else:
         gran = BLOCK_N
