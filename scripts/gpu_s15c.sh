@@ -12,7 +12,7 @@ run_step "attention host cost" 50 "$OUT/host.txt" \
   $PY -m sagellm_backend bench --provider cuda --only "attention host cost" --report "$OUT/host.md"
 grep "^| attention" "$OUT/host.md"
 run_step "decode step" 200 "$OUT/step.txt" $PY bench/bench_decode_step.py --json "$OUT/step.json" \
-  --plot "$OUT/step.png" --time-budget 70
+  --time-budget 70
 grep -E "^\|" "$OUT/step.txt"
 run_step pytest 150 "$OUT/pytest.txt" $PY -m pytest -q -p no:cacheprovider tests/gpu/test_paged_triton_gpu.py
 tail -3 "$OUT/pytest.txt"
@@ -23,3 +23,4 @@ grep -E "us,|PASSED|FAILED|passed|failed" "$OUT/rows.txt" | tail -8
 run_step "trace" 50 "$OUT/trace.txt" $PY bench/probe_decode_trace.py --json "$OUT/trace.json" \
   --cases fp8x4x32k bf16x4x32k bf16x1x1k bf16x8x1k --configs default merge_width=4 default
 grep -E "^[a-z0-9]+x" "$OUT/trace.txt"
+rm -f "$OUT/host.txt"  # a call returns a few files only
