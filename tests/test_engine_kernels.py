@@ -140,22 +140,6 @@ def test_linear_three_args_two_args_and_none_bias(cpu) -> None:
     assert torch.allclose(_both(k, x, w), ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_linear_of_2d_inputs_without_bias_equals_f_linear_bit_for_bit(cpu, dtype: torch.dtype) -> None:
-    """The decode step's case (2-D input and weight, no bias; a transposed weight view too) takes ``torch.mm``:
-    the same values as ``F.linear``, bit for bit; mismatched shapes still raise."""
-    k = cpu.get_kernel("linear")
-    g = torch.Generator().manual_seed(3)
-    x, w = torch.randn(3, 64, generator=g).to(dtype), torch.randn(40, 64, generator=g).to(dtype)
-    for weight in (w, torch.randn(64, 40, generator=g).to(dtype).t()):
-        assert torch.equal(k(x, weight), torch.nn.functional.linear(x, weight))
-        assert torch.equal(k(x, weight, None), torch.nn.functional.linear(x, weight))
-    with pytest.raises(RuntimeError, match="cannot be multiplied"):
-        k(x, w[:, :63])
-    v = torch.randn(64, generator=g).to(dtype)  # a 1-D weight: F.linear's vector product
-    assert torch.equal(k(x, v), torch.nn.functional.linear(x, v))
-
-
 def test_embedding_int64_ids_including_a_position_table(cpu) -> None:
     k = cpu.get_kernel("embedding")
     table = _rand(11, 4)

@@ -43,9 +43,7 @@ __all__ = [*OP_FUNCTIONS]
 
 
 def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
-    """``x @ w.T + b`` (``F.linear``). A decode step's case, a 2-D input and weight without a bias, calls
-    ``torch.mm(x, w.t())``: the matrix product ``F.linear`` reaches through ``linear`` and ``matmul``, with two
-    dispatches fewer on the host and the same result.
+    """``x @ w.T + b`` (``F.linear``).
 
     Args:
         x: Input ``[..., in]``.
@@ -55,8 +53,6 @@ def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     Returns:
         ``[..., out]``.
     """
-    if b is None and type(x) is torch.Tensor and type(w) is torch.Tensor and x.dim() == 2 and w.dim() == 2:
-        return torch.mm(x, w.t())
     return F.linear(x, w, b)
 
 
