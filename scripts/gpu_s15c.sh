@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fifteenth pass, third call, after the merge width's default became 8 and `linear` took torch.mm: issue 22's targets
+# Fifteenth pass, third call, after the merge width's default became 8: issue 22's targets
 # in one run (attention host cost beside the decode-step table), the paged Triton GPU tests, the fp8 and
 # sliding-window bench rows, then the traced launches at the new default. Limits add up to 520 s.
 #
