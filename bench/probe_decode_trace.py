@@ -59,9 +59,8 @@ def changes(spec: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for part in spec.split(","):
         key, value = part.split("=")
-        out[key] = {"true": True, "false": False}.get(value.lower())
-        if out[key] is None:
-            out[key] = int(value)
+        flag = {"true": True, "false": False}.get(value.lower())
+        out[key] = flag if flag is not None else float(value) if "." in value else int(value)
     return out
 
 
@@ -100,7 +99,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument(
         "--configs", nargs="*", default=["default"],
-        help="DecodeConfig changes to trace, each 'default' or 'field=value,...' (ints or true/false)",
+        help="DecodeConfig changes to trace, each 'default' or 'field=value,...' (ints, floats or true/false)",
     )  # fmt: skip
     ap.add_argument("--raw", type=Path, help="also save each case's fastest traced launch, one JSON file per case here")
     args = ap.parse_args()
