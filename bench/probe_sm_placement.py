@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from sagellm_backend.attention.triton_kernels import gpu_clock, sm_id
+
 
 @triton.jit
 def _place(rec_ptr, spin_ns, ORDER: tl.constexpr):  # type: ignore[no-untyped-def]  # a Triton JIT kernel
@@ -40,14 +42,12 @@ def _place(rec_ptr, spin_ns, ORDER: tl.constexpr):  # type: ignore[no-untyped-de
         active = p2 == tl.num_programs(2) - 1
     else:
         active = p2 == 0
-    sm = tl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r,r", [p0], dtype=tl.int32, is_pure=False, pack=1)
-    t0 = tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [p0], dtype=tl.int64, is_pure=False, pack=1)
+    sm = sm_id(p0)
+    t0 = gpu_clock(p0)
     t = t0
     if active:
         while t - t0 < spin_ns:
-            t = tl.inline_asm_elementwise(
-                "mov.u64 $0, %globaltimer;", "=l,r", [p0], dtype=tl.int64, is_pure=False, pack=1
-            )
+            t = gpu_clock(p0)
     tl.store(rec_ptr + lin * 4, sm.to(tl.int64))
     tl.store(rec_ptr + lin * 4 + 1, active.to(tl.int64))
     tl.store(rec_ptr + lin * 4 + 2, t0)

@@ -12,7 +12,10 @@ import triton.language as tl
 from ..kernels.rope_tiles import cos_sin_at
 from .triton_tiles import attend_span, fresh_state, head_factors, quantize_fp8, tanh_exp2
 
-__all__ = ["attend_new", "decode_kernel", "decode_split", "long_spans", "rope_factors", "store_kv_kernel"]
+__all__ = [
+    "attend_new", "decode_kernel", "decode_split", "gpu_clock", "long_spans", "rope_factors", "sm_id",
+    "store_kv_kernel", "trace_point",
+]  # fmt: skip
 
 
 # ------------------------------------------------------------------ kernels
@@ -82,6 +85,21 @@ TRACE_FIELDS: tl.constexpr = tl.constexpr(8)
 
 
 @triton.jit
+def gpu_clock(after):  # type: ignore[no-untyped-def]  # a Triton JIT function
+    """The GPU's nanosecond clock (``%globaltimer``, int64), read once ``after`` (an int32 scalar) is known. CUDA
+    only (inline assembly; not under the interpreter)."""
+    return tl.inline_asm_elementwise(
+        "mov.u64 $0, %globaltimer;", "=l,r", [after], dtype=tl.int64, is_pure=False, pack=1
+    )  # fmt: skip
+
+
+@triton.jit
+def sm_id(after):  # type: ignore[no-untyped-def]  # a Triton JIT function
+    """The SM this program runs on (``%smid``, int32), read once ``after`` (an int32 scalar) is known. CUDA only."""
+    return tl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r,r", [after], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
 def trace_point(row, field: tl.constexpr, after):  # type: ignore[no-untyped-def]  # a Triton JIT function
     """Store the GPU's nanosecond clock (``%globaltimer``) at ``row[field]``, read once ``after`` (any int32 scalar
     the moment depends on) is known. A traced decode launch (``TRACE``, a diagnostic for
@@ -89,10 +107,7 @@ def trace_point(row, field: tl.constexpr, after):  # type: ignore[no-untyped-def
     TRACE_FIELDS``: 0 its start, 1 the end of its keys, 2 its partial counted (or its result stored), 3 its end
     (after the merge where it merged), 4 whether it stored the result (1) or only a partial (0), 5 its SM. Programs
     past their span write nothing. CUDA only (inline assembly; not under the interpreter)."""
-    t = tl.inline_asm_elementwise(
-        "mov.u64 $0, %globaltimer;", "=l,r", [after], dtype=tl.int64, is_pure=False, pack=1
-    )  # fmt: skip
-    tl.store(row + field, t)
+    tl.store(row + field, gpu_clock(after))
 
 
 # fmt: off
@@ -121,8 +136,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     if TRACE:  # the program's start and SM (a diagnostic launch: see :func:`trace_point`)
         row = trace_ptr + ((sp * tl.num_programs(1) + kvh) * tl.num_programs(0) + b).to(tl.int64) * TRACE_FIELDS
         trace_point(row, 0, b)
-        tl.store(row + 5, tl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r,r", [b], dtype=tl.int32,
-                                                    is_pure=False, pack=1).to(tl.int64))  # fmt: skip
+        tl.store(row + 5, sm_id(b).to(tl.int64))
     else:
         row = trace_ptr
     seq_len = tl.load(sl_ptr + b).to(tl.int32)
