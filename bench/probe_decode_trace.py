@@ -40,27 +40,13 @@ from sagellm_backend.attention import paged_triton as pt
 from sagellm_backend.attention.kv_quant import fp8_dtype
 from sagellm_backend.attention.triton_kernels import TRACE_FIELDS
 from sagellm_backend.kernels.triton_launch import launch
-from tune_decode_chunk import (
-    HKV,
-    HQ,
-    D,
-    copy_us,
-    fp8_caches,
-    graph_us,
-    head_major,
-    tensors,
-    transposed_pages,
-    workspace,
-)
+from tune_decode_chunk import HKV, HQ, D, copy_us, fp8_caches, graph_us, head_major, tensors, workspace
 
-#: name -> (cache kind, batch, context, block-table width in tokens); fp8 pages head-major (HND), fp8vt: head-major
-#: keys, transposed value pages (HDN)
+#: name -> (cache kind, batch, context, block-table width in tokens)
 CASES: dict[str, tuple[str, int, int, int]] = {
     "fp8x4x32k": ("fp8", 4, 32768, 32768),
-    "fp8vtx4x32k": ("fp8vt", 4, 32768, 32768),
     "bf16x4x32k": ("bf16", 4, 32768, 32768),
     "fp8x64x4k": ("fp8", 64, 4096, 4096),
-    "fp8vtx64x4k": ("fp8vt", 64, 4096, 4096),
     "bf16x1x1k": ("bf16", 1, 1024, 8448),
     "bf16x8x1k": ("bf16", 8, 1024, 8448),
 }
@@ -125,15 +111,14 @@ def main() -> None:
     for name, spec in [(c, k) for c in args.cases for k in args.configs]:
         kind, batch, ctx, width = CASES[name]
         t = tensors(batch, ctx, width, torch.bfloat16)
-        if kind.startswith("fp8"):
+        if kind == "fp8":
             k8, v8, ks, vs = fp8_caches(t, fp8_dtype("fp8_e4m3"))
-            values = transposed_pages(v8) if kind == "fp8vt" else head_major(v8)
-            kc, vc, sc = head_major(k8), values, {"k_scale": ks, "v_scale": vs}
+            kc, vc, sc = head_major(k8), head_major(v8), {"k_scale": ks, "v_scale": vs}
         else:
             kc, vc, sc = t["kc"], t["vc"], {}
         ws = workspace(batch, splits=64)
         q, bt, lens, out = t["q"], t["bt"], t["lens"], t["out"]
-        cfg = pt.decode_config(D, torch.bfloat16, HQ // HKV, kv_fp8=kind != "bf16")
+        cfg = pt.decode_config(D, torch.bfloat16, HQ // HKV, kv_fp8=kind == "fp8")
         cfg = dataclasses.replace(cfg, **changes(spec))
         grid, a, kw = pt.decode_launch_args(q, kc, vc, bt, lens, D**-0.5, out, cfg=cfg, workspace=ws, **sc)
         n_prog = grid[0] * grid[1] * grid[2]
@@ -146,7 +131,7 @@ def main() -> None:
         plain()
         ref = out.clone()
         graph = graph_us(plain)
-        ceil = copy_us(batch * ctx * HKV * D * (4 if kind == "bf16" else 2))
+        ceil = copy_us(batch * ctx * HKV * D * (2 if kind == "fp8" else 4))
         best: dict[str, Any] | None = None
         for _ in range(args.rounds + 2):
             trace.fill_(-1)

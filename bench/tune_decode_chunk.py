@@ -129,12 +129,6 @@ def head_major(cache: torch.Tensor) -> torch.Tensor:
     return cache.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
 
 
-def transposed_pages(cache: torch.Tensor) -> torch.Tensor:
-    """The same values stored head-major with each page transposed (``[Hkv, D, PAGE]``, HDN), seen ``[n, PAGE,
-    Hkv, D]``."""
-    return cache.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
-
-
 def copy_us(nbytes: int) -> float:
     """Microseconds to read ``nbytes`` at the rate of a device copy (read + written) measured here: the faster of
     graph-replayed copies (small sizes, no launch gaps) and back-to-back copies timed by events (large sizes; run

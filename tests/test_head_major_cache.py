@@ -1,9 +1,7 @@
 """Caches whose pages are stored head-major (FlashInfer's HND: ``[num_blocks, Hkv, block_size, D]`` passed as its
 ``.permute(0, 2, 1, 3)`` view) work wherever contiguous (token-major) caches do, with the same bits: prefill and
 decode through ``forward``, ``PagedAttentionWrapper.run``; any other layout (D not innermost, blocks that overlap) is
-a typed error before anything is written. So are value caches whose pages are stored ``[Hkv, D, block_size]``
-(HDN, vLLM's original value layout: ``[num_blocks, Hkv, D, block_size]`` passed as ``.permute(0, 3, 1, 2)``) beside
-head-major keys; keys in that layout are refused. The Triton kernels over head-major pages are checked under the
+a typed error before anything is written. The Triton kernels over head-major pages are checked under the
 interpreter in ``test_wrapper_triton_interpret.py``."""
 
 from __future__ import annotations
@@ -33,15 +31,6 @@ def head_major(cache: torch.Tensor) -> torch.Tensor:
     return cache.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
 
 
-def transposed_pages(cache: torch.Tensor) -> torch.Tensor:
-    """The same values as ``cache``, stored ``[num_blocks, Hkv, D, block_size]``, seen ``[nb, bs, Hkv, D]``."""
-    return cache.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
-
-
-#: Value-cache page layouts beside head-major keys.
-VALUE_PAGES = {"HND": head_major, "HDN": transposed_pages}
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     sizes=st.tuples(*[st.integers(2, 5)] * 4), order=st.sampled_from(list(itertools.permutations((1, 2, 3))))
@@ -51,7 +40,7 @@ def test_page_layout_names_exactly_token_and_head_major_pages(sizes: tuple[int, 
     stored = torch.zeros([nb, *(sizes[i] for i in order)])
     view = stored.permute(0, *(1 + order.index(i) for i in (1, 2, 3)))  # seen [nb, bs, hkv, d]
     assert tuple(view.shape) == sizes
-    want = {(1, 2, 3): "NHD", (2, 1, 3): "HND", (2, 3, 1): "HDN"}.get(order)
+    want = {(1, 2, 3): "NHD", (2, 1, 3): "HND"}.get(order)
     assert page_layout(view) == want
     assert page_layout(view[:1].expand(nb, bs, hkv, d)) is None  # every block the same memory
 
@@ -61,11 +50,10 @@ def _caches(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(NB, BS, HKV, D, generator=g), torch.randn(NB, BS, HKV, D, generator=g)
 
 
-@pytest.mark.parametrize("values", sorted(VALUE_PAGES))
-def test_forward_prefill_then_decode_over_head_major_pages_equals_token_major(values: str) -> None:
+def test_forward_prefill_then_decode_over_head_major_pages_equals_token_major() -> None:
     g = torch.Generator().manual_seed(3)
     nhd = _caches(1)
-    hnd = (head_major(nhd[0]), VALUE_PAGES[values](nhd[1]))
+    hnd = tuple(head_major(c) for c in nhd)
     backend = PagedAttentionBackend(BS)
     builder = PagedAttentionMetadataBuilder(BS)
     tables = [[3, 7, 1], [5, 0, 9]]
@@ -91,17 +79,11 @@ def test_wrapper_run_over_head_major_pages_equals_token_major_and_refuses_other_
     q, k, v = (torch.randn(2, h, D, generator=g) for h in (HQ, HKV, HKV))
     assert torch.equal(w.run(q, k, v, nhd), w.run(q, k, v, hnd))  # the layout changes between calls
     assert torch.equal(nhd[0], hnd[0]) and torch.equal(nhd[1], hnd[1])
-    hdn = (hnd[0], transposed_pages(nhd[1]))  # values stored [nb, Hkv, D, bs]
-    assert torch.equal(w.run(q, k, v, hdn), w.run(q, k, v, nhd))
-    assert torch.equal(nhd[1], hdn[1])
     d_major = tuple(c.transpose(2, 3).contiguous().transpose(2, 3) for c in nhd)
     overlapping = tuple(c[:1].expand_as(c) for c in nhd)
-    for bad, says in (
-        (d_major, "head-major"), (overlapping, "head-major"), ((nhd[0], d_major[1]), "HDN"),
-        ((transposed_pages(nhd[0]), nhd[1]), "value caches only"),
-    ):  # fmt: skip
+    for bad in (d_major, overlapping, (nhd[0], d_major[1])):
         before = [c.clone() for c in bad]
-        with pytest.raises(InvalidArgumentError, match=says):
+        with pytest.raises(InvalidArgumentError, match="head-major"):
             w.run(q, k, v, bad)
         assert all(torch.equal(a, b) for a, b in zip(bad, before))
     assert torch.equal(w.run(q, k, v, hnd), w.run(q, k, v, nhd))
@@ -134,7 +116,7 @@ def test_pool_head_major_views_store_pages_head_major_and_attend_like_token_majo
         .kv_caches(0, page_layout="HND")
     )
     assert tuple(mock_k.shape) == (4, BS, HKV, D) and mock_k.strides[1:] == (D * 4, BS * D * 4, 4)  # numpy views
-    with pytest.raises(InvalidArgumentError, match="HND_HDN"):
+    with pytest.raises(InvalidArgumentError, match="HND"):
         pool.kv_caches(0, page_layout="hnd")
     with pytest.raises(InvalidArgumentTypeError):
         pool.kv_caches(0, page_layout=1)  # type: ignore[arg-type]
@@ -159,40 +141,3 @@ def test_a_pool_keeps_the_page_layout_of_its_first_views_and_migrates_only_to_th
     assert nhd.stats() == before  # nothing allocated there
     moved = hnd.migrate_blocks(ids, fresh)  # a pool whose views were never made takes either
     assert len(moved) == 2 and fresh.page_layout is None
-
-
-@pytest.mark.parametrize("dtype", ["fp32", "fp8_e4m3"])
-def test_pool_views_with_transposed_value_pages_store_values_d_major_and_attend_like_token_major(dtype: str) -> None:
-    from sagellm_backend import DType, MockBackendProvider, get_provider
-
-    geom = {"num_layers": 2, "num_kv_heads": HKV, "head_dim": D}
-    pool = get_provider("cpu", kv_geometry=geom).create_kv_pool(NB, block_size=BS, dtype=dtype)
-    kh, vt = pool.kv_caches(1, page_layout="HND_HDN")
-    assert tuple(vt.shape) == (NB, BS, HKV, D) and page_layout(kh) == "HND" and page_layout(vt) == "HDN"
-    assert pool.page_layout == "HND_HDN"
-    (b,) = pool.allocate(1)
-    pool.arena[b] = 0.0
-    vt[b, 3, 1, 5] = 7.0  # token 3, head 1, dim 5 of layer 1's V
-    kh[b, 2, 0] = 3.0
-    item = torch.float32 if dtype == "fp32" else torch.float8_e4m3fn
-    raw = torch.frombuffer(bytearray(pool.read_block(b)), dtype=torch.uint8).view(item).float().view(2, 2, -1)
-    assert float(raw[1, 1].view(HKV, D, BS)[1, 5, 3]) == 7.0 and int((raw == 7.0).sum()) == 1  # stored [Hkv, D, bs]
-    assert bool((raw[0, 1].view(HKV, BS, D)[0, 2] == 3.0).all()) and int((raw == 3.0).sum()) == D
-    with pytest.raises(InvalidArgumentError, match="HND_HDN pages"):
-        pool.kv_caches(0, page_layout="HND")
-    if dtype == "fp32":  # attention over the views equals token-major copies of the same values
-        g = torch.Generator().manual_seed(6)
-        pool.arena.copy_(torch.randn(pool.arena.shape, generator=g))
-        views = pool.kv_caches(1, page_layout="HND_HDN")
-        nhd = tuple(c.contiguous() for c in views)
-        w = PagedAttentionWrapper(HQ, HKV, D, block_size=BS, max_batch=1, max_blocks_per_seq=3, device="cpu")
-        w.plan([9], [[4, 8, 2]], [2 * BS + 1])
-        q, k, v = (torch.randn(1, h, D, generator=g) for h in (HQ, HKV, HKV))
-        assert torch.equal(w.run(q, k, v, views), w.run(q, k, v, nhd))
-        assert torch.equal(views[1], nhd[1])  # the new token's value written d-major
-    _, mock_v = (
-        MockBackendProvider(kv_geometry=geom)
-        .create_kv_pool(4, block_size=BS, dtype=DType.FP32)
-        .kv_caches(0, page_layout="HND_HDN")
-    )
-    assert tuple(mock_v.shape) == (4, BS, HKV, D) and mock_v.strides[1:] == (4, D * BS * 4, BS * 4)  # numpy views

@@ -122,7 +122,7 @@ def store_kv(
         key, value, k_cache, v_cache, slot_mapping,
         key.stride(0), key.stride(1), key.stride(2), value.stride(0), value.stride(1), value.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), v_cache.stride(3), k_cache.shape[0] * k_cache.shape[1],
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), k_cache.shape[0] * k_cache.shape[1],
         H=h, D=d, HP=next_power_of_2(h), DP=next_power_of_2(d), BS=k_cache.shape[1],
         **{k: v for k, v in fp8_args(key, k_scale, v_scale).items() if k != "KV_FP8"},
         QUANT=quant, LIMIT=float(torch.finfo(k_cache.dtype).max) if quant else 0.0,
@@ -329,7 +329,7 @@ def decode_launch_args(
         query, k_cache, v_cache, block_tables, seq_lens, out, po, plse, cnt,
         query.stride(0), query.stride(1), query.stride(2), out.stride(0), out.stride(1), out.stride(2),
         block_tables.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), v_cache.stride(3), scale * LOG2E, cfg.floor_tokens(),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), scale * LOG2E, cfg.floor_tokens(),
     )  # fmt: skip
     kw: dict[str, Any] = {
         "G": g, "GP": pad_dim(g), "D": d, "DP": dp, "BS": bs, "BLOCK_N": cfg.block_n, "DIRECT": direct,
@@ -338,15 +338,12 @@ def decode_launch_args(
         "LIMIT": float(torch.finfo(k_cache.dtype).max) if fp8["KV_FP8"] and new is not None else 0.0,
         "NEW": new is not None, "num_warps": cfg.num_warps, "num_stages": cfg.stages(n_split),
         "F16_DOT": f16, "EARLY_V": cfg.early_v, **rope_args(query, rope),
-        "V_ASM": value_convert(
-            cfg, k_cache.dtype, f16 or query.dtype == torch.float16, query.device, v_cache.stride(3) != 1
-        ),
+        "V_ASM": value_convert(cfg, k_cache.dtype, f16 or query.dtype == torch.float16, query.device),
         "MERGE": cfg.merge_width, **_pdl_kw(cfg.pdl, query.device), "n_fill": n_fill,
         "slots": wave_slots(sms, cfg), "long_ratio": cfg.long_ratio, "long_piece": cfg.long_piece,
         "LONG_ROWS": min(next_power_of_2(b), 128) if n_split > n_fill else 0,  # 0: no long splits
         "REV_SPLITS": cfg.reverse_splits and n_split > 1,
         "SPLIT_PAGES": cfg.split_pages and n_split > 1, "trace_ptr": None, "TRACE": False,
-        "V_T": v_cache.stride(3) != 1,
     }  # fmt: skip
     if cfg.maxnreg is not None:
         kw["maxnreg"] = cfg.maxnreg

@@ -38,10 +38,10 @@ __all__ = ["PrefillConfig", "paged_prefill", "paged_prefill_with", "prefill_conf
 @triton.jit
 def _prefill_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     q_ptr, kc_ptr, vc_ptr, bt_ptr, sl_ptr, cu_ptr, out_ptr, sq_t, sq_h, sq_d, so_t, so_h, so_d, sbt_b, skb,
-    skt, skh, svb, svt, svh, svd, qk_scale, num_seqs, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+    skt, skh, svb, svt, svh, qk_scale, num_seqs, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
     DP: tl.constexpr, BS: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, PREC: tl.constexpr,
     DOT_F32: tl.constexpr, window, softcap2, slopes_ptr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
-    ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, V_T: tl.constexpr,
+    ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr,
 ):
     # fmt: on
     tile = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -93,9 +93,9 @@ def _prefill_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
     acc, m_i, l_i = fresh_state(BLOCK_M, DP)
     acc, _, l_i = attend_span(
         acc, m_i, l_i, q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh,
-        bt_ptr + seq.to(tl.int64) * sbt_b, skb, skt, svb, svt, svd, kv_lo, full_hi, kv_hi, seq_len, q_pos,
-        qk_scale * ks, offs_d, dmask, BLOCK_M, DP, BS, BLOCK_N, True, PREC, DOT_F32, edge_hi, window, softcap2,
-        slopes2, WINDOW, SOFTCAP, ALIBI, vs, KV_FP8, False, 0, V_T,
+        bt_ptr + seq.to(tl.int64) * sbt_b, skb, skt, svb, svt, kv_lo, full_hi, kv_hi, seq_len, q_pos, qk_scale * ks,
+        offs_d, dmask, BLOCK_M, DP, BS, BLOCK_N, True, PREC, DOT_F32, edge_hi, window, softcap2, slopes2, WINDOW,
+        SOFTCAP, ALIBI, vs, KV_FP8,
     )  # fmt: skip
     o = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     o_ptr = out_ptr + (tok * so_t + heads * so_h)[:, None] + offs_d[None, :] * so_d
@@ -185,11 +185,10 @@ def paged_prefill(
         query, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, out,
         query.stride(0), query.stride(1), query.stride(2), out.stride(0), out.stride(1), out.stride(2),
         block_tables.stride(0), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), v_cache.stride(3), scale * LOG2E, n_seqs,
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), scale * LOG2E, n_seqs,
         G=g, GP=gp, D=d, DP=pad_dim(d), BS=bs, BLOCK_Q=block_q, BLOCK_N=cfg.block_n,
         PREC=prec, DOT_F32=dot_f32, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         **variant_args(query, sliding_window, logits_soft_cap, alibi_slopes), **fp8_args(query, k_scale, v_scale),
-        V_T=v_cache.stride(3) != 1,
     )  # fmt: skip
     return out
 

@@ -61,21 +61,17 @@ def dot_mode(dtype: torch.dtype) -> tuple[str, bool]:
 _FP8_FMT = {torch.float8_e4m3fn: 1, torch.float8_e5m2: 2}
 
 
-def value_convert(
-    cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool, device: torch.device, transposed_values: bool = False
-) -> int:
+def value_convert(cfg: DecodeConfig, cache_dtype: torch.dtype, f16_dots: bool, device: torch.device) -> int:
     """The ``V_ASM`` constexpr of a decode launch: :func:`.triton_tiles.fp8_to_f16`'s ``FMT`` when ``cfg.fp8_v_asm``
     applies to this cache, else 0 (also under ``TRITON_INTERPRET=1``, which runs no inline assembly; the
     conversion it stands for gives the same values). ``fp8_v_asm=None`` takes it wherever it applies: fp16 dots
-    on an NVIDIA GPU of compute capability 8.9 or later, over value pages that are not transposed (HDN pages reach
-    the dot's layout as loaded, and the compiler converts them there).
+    on an NVIDIA GPU of compute capability 8.9 or later.
 
     Args:
         cfg: The launch's configuration.
         cache_dtype: The cache dtype.
         f16_dots: Whether the launch's dots run in fp16.
         device: The launch's device.
-        transposed_values: Whether the value pages are HDN (:func:`.validation.page_layout`).
 
     Returns:
         0, 1 (e4m3) or 2 (e5m2).
@@ -89,7 +85,7 @@ def value_convert(
     if cfg.fp8_v_asm is False or not fmt:
         return 0
     if cfg.fp8_v_asm is None:
-        return fmt if f16_dots and not transposed_values and _nvidia_ptx(device, (8, 9)) else 0
+        return fmt if f16_dots and _nvidia_ptx(device, (8, 9)) else 0
     if not f16_dots:
         raise InvalidArgumentError(
             "DecodeConfig.fp8_v_asm converts fp8 value tiles to fp16, so it needs fp16 dots: an fp16 query, or a "

@@ -32,7 +32,7 @@ def dependent_launch():  # type: ignore[no-untyped-def]  # a Triton JIT function
 @triton.jit
 def store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     key_ptr, value_ptr, kc_ptr, vc_ptr, slot_ptr, sk_t, sk_h, sk_d, sv_t, sv_h, sv_d, skc_b, skc_t, skc_h,
-    svc_b, svc_t, svc_h, svc_d, n_slots, H: tl.constexpr, D: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr,
+    svc_b, svc_t, svc_h, n_slots, H: tl.constexpr, D: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr,
     BS: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, QUANT: tl.constexpr, LIMIT: tl.constexpr,
 ):
     # fmt: on
@@ -52,7 +52,7 @@ def store_kv_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: unt
         k = quantize_fp8(k, ks, LIMIT).to(kc_ptr.dtype.element_ty)
         v = quantize_fp8(v, vs, LIMIT).to(vc_ptr.dtype.element_ty)
     tl.store(kc_ptr + blk * skc_b + off * skc_t + h * skc_h + d, k, mask=m)
-    tl.store(vc_ptr + blk * svc_b + off * svc_t + h * svc_h + d * svc_d, v, mask=m)
+    tl.store(vc_ptr + blk * svc_b + off * svc_t + h * svc_h + d, v, mask=m)
 
 
 
@@ -114,7 +114,7 @@ def trace_point(row, field: tl.constexpr, after):  # type: ignore[no-untyped-def
 @triton.jit
 def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
     q_ptr, kc_ptr, vc_ptr, bt_ptr, sl_ptr, out_ptr, po_ptr, plse_ptr, cnt_ptr, sq_b, sq_h, sq_d, so_b, so_h, so_d,
-    sbt_b, skb, skt, skh, svb, svt, svh, svd, qk_scale, chunk_floor, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+    sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, chunk_floor, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
     DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, DIRECT: tl.constexpr, PREC: tl.constexpr,
     DOT_F32: tl.constexpr, window, softcap2, slopes_ptr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
     ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr, slot_ptr,
@@ -122,7 +122,6 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     F16_DOT: tl.constexpr, EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr,
     V_ASM: tl.constexpr, MERGE: tl.constexpr, PDL: tl.constexpr, n_fill, slots, long_ratio, long_piece,
     LONG_ROWS: tl.constexpr, REV_SPLITS: tl.constexpr, SPLIT_PAGES: tl.constexpr, trace_ptr, TRACE: tl.constexpr,
-    V_T: tl.constexpr = False,
 ):
     # fmt: on
     if PDL:
@@ -179,11 +178,11 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     if sp < n_used:
         decode_split(
             q_ptr, kc_ptr, vc_ptr, bt_ptr, out_ptr, po_ptr, plse_ptr, cnt_ptr, sq_b, sq_h, sq_d, so_b, so_h, so_d,
-            sbt_b, skb, skt, skh, svb, svt, svh, svd, qk_scale, G, GP, D, DP, BS, BLOCK_N, DIRECT, PREC, DOT_F32,
-            window, softcap2, slopes_ptr, WINDOW, SOFTCAP, ALIBI, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8,
-            key_ptr, value_ptr, sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, LIMIT, NEW, F16_DOT, EARLY_V, cs_ptr, s_cs,
-            max_pos, ROPE, HALF, V_ASM, MERGE, b, kvh, sp, n_splits, n_used, seq_len, slot, fresh, n_keys, first,
-            chunk, start + sp * chunk, row, TRACE, V_T,
+            sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, G, GP, D, DP, BS, BLOCK_N, DIRECT, PREC, DOT_F32, window,
+            softcap2, slopes_ptr, WINDOW, SOFTCAP, ALIBI, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8, key_ptr,
+            value_ptr, sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, LIMIT, NEW, F16_DOT, EARLY_V, cs_ptr, s_cs, max_pos,
+            ROPE, HALF, V_ASM, MERGE, b, kvh, sp, n_splits, n_used, seq_len, slot, fresh, n_keys, first, chunk,
+            start + sp * chunk, row, TRACE,
         )  # fmt: skip
 
 
@@ -191,14 +190,14 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
 @triton.jit
 def decode_split(  # type: ignore[no-untyped-def]  # a Triton JIT function: untyped pointers and constexprs
     q_ptr, kc_ptr, vc_ptr, bt_ptr, out_ptr, po_ptr, plse_ptr, cnt_ptr, sq_b, sq_h, sq_d, so_b, so_h, so_d,
-    sbt_b, skb, skt, skh, svb, svt, svh, svd, qk_scale, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+    sbt_b, skb, skt, skh, svb, svt, svh, qk_scale, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
     DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, DIRECT: tl.constexpr, PREC: tl.constexpr,
     DOT_F32: tl.constexpr, window, softcap2, slopes_ptr, WINDOW: tl.constexpr, SOFTCAP: tl.constexpr,
     ALIBI: tl.constexpr, ks_ptr, vs_ptr, ks_stride, vs_stride, KV_FP8: tl.constexpr, key_ptr, value_ptr,
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, LIMIT: tl.constexpr, NEW: tl.constexpr, F16_DOT: tl.constexpr,
     EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr, V_ASM: tl.constexpr,
     MERGE: tl.constexpr, b, kvh, sp, n_splits, n_used, seq_len, slot, fresh, n_keys, first, chunk, lo, row,
-    TRACE: tl.constexpr, V_T: tl.constexpr,
+    TRACE: tl.constexpr,
 ):
     # fmt: on
     """One used split of :func:`decode_kernel`: keys ``[lo, lo + chunk)`` of sequence ``b``'s span for KV head
@@ -237,15 +236,15 @@ def decode_split(  # type: ignore[no-untyped-def]  # a Triton JIT function: unty
         acc, m_i, l_i = attend_new(
             acc, m_i, l_i, q, key_ptr + b.to(tl.int64) * sn_b + kvh.to(tl.int64) * sn_h,
             value_ptr + b.to(tl.int64) * svn_b + kvh.to(tl.int64) * svn_h, sn_d, svn_d,
-            kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, skb, skt, svb, svt, svd, slot,
+            kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh, skb, skt, svb, svt, slot,
             (rows * 0 + fresh - sp) == 1, (offs_d * 0 + fresh - sp) == 1, qs, ks, vs, offs_d, dmask, BS,
             softcap2, SOFTCAP, KV_FP8, LIMIT, partner, cos, sin, ROPE,
         )  # fmt: skip
     acc, m_i, l_i = attend_span(
         acc, m_i, l_i, q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh,
-        bt_ptr + b.to(tl.int64) * sbt_b, skb, skt, svb, svt, svd, lo, full_hi, hi, hi, rows * 0 + seq_len - 1, qs,
+        bt_ptr + b.to(tl.int64) * sbt_b, skb, skt, svb, svt, lo, full_hi, hi, hi, rows * 0 + seq_len - 1, qs,
         offs_d, dmask, GP, DP, BS, BLOCK_N, False, PREC, DOT_F32, tl.cdiv(first, BLOCK_N) * BLOCK_N, window,
-        softcap2, slopes2, WINDOW, SOFTCAP, ALIBI, vs, KV_FP8, EARLY_V, V_ASM, V_T,
+        softcap2, slopes2, WINDOW, SOFTCAP, ALIBI, vs, KV_FP8, EARLY_V, V_ASM,
     )  # fmt: skip
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     o = acc / l_safe[:, None]
@@ -330,7 +329,7 @@ def long_spans(  # type: ignore[no-untyped-def]  # a Triton JIT function: untype
 # fmt: off
 @triton.jit
 def attend_new(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
-    acc, m_i, l_i, q, k_row, v_row, sk_d, sv_d, kc_base, vc_base, skb, skt, svb, svt, svd, slot, own_rows, own_d,
+    acc, m_i, l_i, q, k_row, v_row, sk_d, sv_d, kc_base, vc_base, skb, skt, svb, svt, slot, own_rows, own_d,
     qk_scale, ks, vs, offs_d, dmask, BS: tl.constexpr, softcap2, SOFTCAP: tl.constexpr, KV_FP8: tl.constexpr,
     LIMIT: tl.constexpr, partner, cos, sin, ROPE: tl.constexpr,
 ):
@@ -353,7 +352,7 @@ def attend_new(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped 
     blk = slot // BS
     off = slot % BS
     tl.store(kc_base + blk * skb + off * skt + offs_d, k, mask=smask)
-    tl.store(vc_base + blk * svb + off * svt + offs_d * svd, v, mask=smask)
+    tl.store(vc_base + blk * svb + off * svt + offs_d, v, mask=smask)
     kf = k.to(q.dtype).to(tl.float32)
     vf = v.to(q.dtype).to(tl.float32)
     s = tl.sum(q.to(tl.float32) * kf[None, :], 1) * qk_scale

@@ -11,8 +11,7 @@ import triton
 import triton.language as tl
 
 __all__ = [
-    "LOG2E", "attend_span", "attend_tiles", "fp8_to_f16", "fresh_state", "head_factors", "load_values", "quantize_fp8",
-    "tanh_exp2",
+    "LOG2E", "attend_span", "attend_tiles", "fp8_to_f16", "fresh_state", "head_factors", "quantize_fp8", "tanh_exp2",
 ]  # fmt: skip
 
 LOG2E = 1.4426950408889634
@@ -77,28 +76,14 @@ def head_factors(  # type: ignore[no-untyped-def]  # a Triton JIT function: unty
     return slopes2, ks, vs
 
 
-@triton.jit
-def load_values(  # type: ignore[no-untyped-def]  # a Triton JIT function
-    v_base, page, tok, svb, svt, svd, offs_d, ld_mask, dmask, V_T: tl.constexpr
-):
-    """A ``[BLOCK_N, DP]`` value tile of :func:`attend_tiles`: masked by ``ld_mask``, or with ``V_T`` (transposed
-    pages, read in whole pages) by ``dmask`` alone."""
-    ptrs = v_base + (page * svb + tok * svt)[:, None] + offs_d[None, :] * svd
-    if V_T:  # noqa: SIM108  # a constexpr branch: only one side is compiled
-        v = tl.load(ptrs, mask=dmask[None, :], other=0.0)
-    else:
-        v = tl.load(ptrs, mask=ld_mask, other=0.0)
-    return v
-
-
 # fmt: off
 @triton.jit
 def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
-    acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, svd, lo, hi, seq_len, q_pos, qk_scale, offs_d,
+    acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, hi, seq_len, q_pos, qk_scale, offs_d,
     dmask, BS: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
     PREC: tl.constexpr, DOT_F32: tl.constexpr, window, softcap2, slopes2, WINDOW: tl.constexpr,
     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, KV_FP8: tl.constexpr, EARLY_V: tl.constexpr = False,
-    V_ASM: tl.constexpr = 0, V_T: tl.constexpr = False,
+    V_ASM: tl.constexpr = 0,
 ):
     # fmt: on
     """Online-softmax update of ``(acc, m_i, l_i)`` with key tokens ``lo .. hi`` (step ``BLOCK_N``).
@@ -111,18 +96,13 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
     ``KV_FP8``: the caches hold fp8, converted to the query's dtype in registers (the callers fold the
     scales into ``qk_scale`` and the final accumulator). ``EARLY_V`` issues a tile's value load before its key
     dot (both tiles in flight at once without software pipelining). ``V_ASM`` (fp8 caches, fp16 query only): the
-    value tiles are converted by :func:`fp8_to_f16` with that ``FMT``. ``V_T``: the value pages are stored ``[D,
-    block_size]`` per head (``svd`` apart, tokens ``svt`` = 1 apart), and a masked tile reads whole pages (each
-    value row one run of a page's tokens) and zeroes the values of tokens ``>= seq_len`` in registers.
+    value tiles are converted by :func:`fp8_to_f16` with that ``FMT``.
     """
     for start in range(lo, hi, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         if MASK:
             in_seq = offs_n < seq_len
-            if V_T:  # a constexpr branch: only one side is compiled
-                page = tl.load(bt_row + offs_n // BS, mask=(offs_n // BS) * BS < seq_len, other=0).to(tl.int64)
-            else:
-                page = tl.load(bt_row + offs_n // BS, mask=in_seq, other=0).to(tl.int64)
+            page = tl.load(bt_row + offs_n // BS, mask=in_seq, other=0).to(tl.int64)
             ld_mask = in_seq[:, None] & dmask[None, :]
         else:
             page = tl.load(bt_row + offs_n // BS).to(tl.int64)
@@ -130,7 +110,7 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
         tok = offs_n % BS
         k = tl.load(k_base + (page * skb + tok * skt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
         if EARLY_V:
-            v = load_values(v_base, page, tok, svb, svt, svd, offs_d, ld_mask, dmask, V_T)
+            v = tl.load(v_base + (page * svb + tok * svt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
         if KV_FP8:
             k = k.to(q.dtype)
         if DOT_F32:
@@ -163,14 +143,12 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
         p = tl.exp2(s * s_scale - m_sub[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         if not EARLY_V:
-            v = load_values(v_base, page, tok, svb, svt, svd, offs_d, ld_mask, dmask, V_T)
+            v = tl.load(v_base + (page * svb + tok * svt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
         if KV_FP8:
             if V_ASM:  # noqa: SIM108  # a constexpr branch: only one side is compiled
                 v = fp8_to_f16(v, V_ASM)
             else:
                 v = v.to(q.dtype)
-        if V_T and MASK:  # past seq_len: whatever a page holds there (p is 0, but 0 * NaN is not)
-            v = tl.where(in_seq[:, None], v, 0.0)
         if DOT_F32:
             v = v.to(tl.float32)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
@@ -181,12 +159,11 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
 # fmt: off
 @triton.jit
 def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
-    acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, svd, lo, full_hi, hi, seq_len, q_pos, qk_scale,
-    offs_d,
+    acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, full_hi, hi, seq_len, q_pos, qk_scale, offs_d,
     dmask, ROWS: tl.constexpr, DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
     PREC: tl.constexpr, DOT_F32: tl.constexpr, edge_hi, window, softcap2, slopes2, WINDOW: tl.constexpr,
     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, v_scale, KV_FP8: tl.constexpr, EARLY_V: tl.constexpr = False,
-    V_ASM: tl.constexpr = 0, V_T: tl.constexpr = False,
+    V_ASM: tl.constexpr = 0,
 ):
     # fmt: on
     """The online-softmax state ``(acc, m_i, l_i)`` of ``ROWS`` query rows (fresh: :func:`fresh_state`) carried
@@ -194,27 +171,27 @@ def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped
     rest masked. With ``WINDOW``, ``lo`` is the first tile of the first row's window and the tiles below
     ``edge_hi`` (the tile-aligned start of the last row's window) are masked too. With ``KV_FP8`` the accumulator
     is multiplied by ``v_scale`` at the end, the given state's part included (the key scale is in ``qk_scale``).
-    ``EARLY_V``, ``V_ASM`` and ``V_T`` as :func:`attend_tiles`."""
+    ``EARLY_V`` and ``V_ASM`` as :func:`attend_tiles`."""
     if WINDOW:
         edge = tl.minimum(tl.maximum(edge_hi, lo), hi)
         acc, m_i, l_i = attend_tiles(
-            acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, svd, lo, edge, seq_len, q_pos, qk_scale,
+            acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, edge, seq_len, q_pos, qk_scale,
             offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP,
-            ALIBI, KV_FP8, EARLY_V, V_ASM, V_T,
+            ALIBI, KV_FP8, EARLY_V, V_ASM,
         )  # fmt: skip
         mid = tl.maximum(full_hi, edge)
     else:
         edge = lo
         mid = full_hi
     acc, m_i, l_i = attend_tiles(
-        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, svd, edge, mid, seq_len, q_pos, qk_scale,
+        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, edge, mid, seq_len, q_pos, qk_scale,
         offs_d, dmask, BS, BLOCK_N, False, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
-        KV_FP8, EARLY_V, V_ASM, V_T,
+        KV_FP8, EARLY_V, V_ASM,
     )  # fmt: skip
     acc, m_i, l_i = attend_tiles(
-        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, svd, mid, hi, seq_len, q_pos, qk_scale,
+        acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, mid, hi, seq_len, q_pos, qk_scale,
         offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
-        KV_FP8, EARLY_V, V_ASM, V_T,
+        KV_FP8, EARLY_V, V_ASM,
     )  # fmt: skip
     if KV_FP8:
         acc = acc * v_scale

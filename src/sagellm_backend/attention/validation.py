@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "CACHE_PAGE_LAYOUTS", "QKVShape", "check_kv_cache", "check_mask", "check_metadata", "check_output",
-    "check_page_layout", "check_qkv", "page_layout", "resolve_scale",
+    "QKVShape", "check_kv_cache", "check_mask", "check_metadata", "check_output", "check_page_layout", "check_qkv",
+    "page_layout", "resolve_scale",
 ]  # fmt: skip
 
 #: Element dtypes attention computes in (float64 runs on the torch ops only).
@@ -236,62 +236,48 @@ def check_kv_cache(
 
 
 def page_layout(cache: torch.Tensor) -> str | None:
-    """The layout of a ``[num_blocks, block_size, Hkv, D]`` cache's pages, as the kernels read them (any
-    ``stride(0)``): ``"NHD"`` when each page is stored ``[block_size, Hkv, D]`` (token-major, contiguous: the shape
+    """The layout of a ``[num_blocks, block_size, Hkv, D]`` cache's pages, as the kernels read them (any strides,
+    D innermost): ``"NHD"`` when each page is stored ``[block_size, Hkv, D]`` (token-major, contiguous: the shape
     :meth:`get_kv_cache_shape` gives), ``"HND"`` when stored ``[Hkv, block_size, D]`` (head-major, FlashInfer's
-    HND: one head's page is one contiguous run; pass ``hnd.permute(0, 2, 1, 3)``), ``"HDN"`` when stored ``[Hkv, D,
-    block_size]`` (head-major with each head's page transposed, vLLM's original value-cache layout: value caches
-    only, see :func:`check_page_layout`; pass ``hdn.permute(0, 3, 1, 2)``), None for anything else, including
+    HND: one head's page is one contiguous run; pass ``hnd.permute(0, 2, 1, 3)``), None for anything else, including
     blocks closer together than a page (they would share memory). A dimension of size 1 may have any stride.
 
     Args:
         cache: A 4-D tensor.
 
     Returns:
-        ``"NHD"``, ``"HND"``, ``"HDN"`` or None.
+        ``"NHD"``, ``"HND"`` or None.
     """
     nb, bs, hkv, d = cache.shape
     st = cache.stride()
     if nb > 1 and st[0] < bs * hkv * d:
         return None
-    for name, inner in (("NHD", (hkv * d, d, 1)), ("HND", (d, bs * d, 1)), ("HDN", (1, bs * d, bs))):
+    for name, inner in (("NHD", (hkv * d, d, 1)), ("HND", (d, bs * d, 1))):
         if all(st[i] == want or cache.shape[i] == 1 for i, want in zip((1, 2, 3), inner)):
             return name
     return None
-
-
-#: The page layouts the kernels read, per cache (:func:`page_layout`): keys token- or head-major, values also
-#: head-major with each page transposed.
-CACHE_PAGE_LAYOUTS = {"key cache": ("NHD", "HND"), "value cache": ("NHD", "HND", "HDN")}
 
 
 def check_page_layout(name: str, cache: torch.Tensor) -> str:
     """The :func:`page_layout` of a cache, or a typed error saying which layouts would work.
 
     Args:
-        name: ``"key cache"`` or ``"value cache"`` (the layouts :data:`CACHE_PAGE_LAYOUTS` allows it; also what
-            the cache is called in the message).
+        name: What the cache is called in the message.
         cache: The cache.
 
     Returns:
-        ``"NHD"``, ``"HND"`` or (a value cache) ``"HDN"``.
+        ``"NHD"`` or ``"HND"``.
 
     Raises:
         InvalidArgumentError: Any other layout.
     """
     found = page_layout(cache)
-    allowed = CACHE_PAGE_LAYOUTS[name]
-    if found in allowed:
+    if found is not None:
         return found
     _, bs, hkv, d = cache.shape
-    hdn = (
-        f", or head-major with each head's page transposed (HDN: (1, {bs * d}, {bs}), a [num_blocks, Hkv, D, "
-        "block_size] tensor passed as .permute(0, 3, 1, 2))"
-        if "HDN" in allowed else " (HDN pages, D not innermost, are read for value caches only)"
-    )  # fmt: skip
     raise InvalidArgumentError(
         f"{name} has strides {tuple(cache.stride())}; its [block_size, Hkv, D] pages must be stored token-major "
         f"(strides ({hkv * d}, {d}, 1) for dims 1-3, a contiguous cache) or head-major (FlashInfer's HND: "
-        f"({d}, {bs * d}, 1), a [num_blocks, Hkv, block_size, D] tensor passed as .permute(0, 2, 1, 3)){hdn}, with "
-        f"blocks at least a page ({bs * hkv * d} elements) apart."
+        f"({d}, {bs * d}, 1), a [num_blocks, Hkv, block_size, D] tensor passed as .permute(0, 2, 1, 3)), with blocks "
+        f"at least a page ({bs * hkv * d} elements) apart."
     )

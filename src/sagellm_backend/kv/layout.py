@@ -10,10 +10,8 @@ block-table ids. Writing through the views writes the pool's blocks, so ``copy_b
 With ``page_layout="HND"`` the same bytes are read as ``(num_blocks, kv_factor, num_layers, num_kv_heads,
 block_size, head_dim)``: each layer's page is stored head-major (FlashInfer's HND) and the views are its
 ``(num_blocks, block_size, num_kv_heads, head_dim)`` permutation, which paged attention reads as it reads token-major
-pages. With ``page_layout="HND_HDN"`` the keys are stored so and each value page ``[Hkv, D, block_size]`` (each head's
-page transposed, vLLM's original value-cache layout: an fp8 value tile then reaches the dot without a transpose
-through shared memory). The pool moves whole blocks and never interprets them, so every layout works with every
-pool operation; one pool's users must keep to one layout.
+pages. The pool moves whole blocks and never interprets them, so either layout works with every pool operation;
+one pool's users must keep to one layout.
 """
 
 from __future__ import annotations
@@ -30,9 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["PAGE_LAYOUTS", "layer_kv_caches", "same_layout"]
 
 _ATTENTION_DTYPES = (DType.FP32, DType.FP16, DType.BF16, DType.FP8)
-#: Page layouts of the views: token-major (``[block_size, Hkv, D]`` pages), head-major (``[Hkv, block_size, D]``),
-#: and head-major keys with values stored ``[Hkv, D, block_size]``.
-PAGE_LAYOUTS = ("NHD", "HND", "HND_HDN")
+#: Page layouts of the views: token-major (``[block_size, Hkv, D]`` pages) and head-major (``[Hkv, block_size, D]``).
+PAGE_LAYOUTS = ("NHD", "HND")
 
 
 def layer_kv_caches(
@@ -45,8 +42,7 @@ def layer_kv_caches(
         geometry: Its geometry (K and V).
         dtype: Its dtype (fp32/fp16/bf16, or FP8 of either format).
         layer: Layer index, or ``None`` for all layers.
-        page_layout: ``"NHD"`` (token-major pages, contiguous views), ``"HND"`` (head-major pages, permuted views)
-            or ``"HND_HDN"`` (head-major key pages, value pages ``[Hkv, D, block_size]``; permuted views).
+        page_layout: ``"NHD"`` (token-major pages, contiguous views) or ``"HND"`` (head-major pages, permuted views).
 
     Returns:
         ``(K, V)`` or ``[(K, V), ...]``; each ``(num_blocks, block_size, num_kv_heads, head_dim)``: torch tensors
@@ -77,22 +73,16 @@ def layer_kv_caches(
     index = None if layer is None else check_count("layer", layer, minimum=0)
     if index is not None and not 0 <= index < geometry.num_layers:
         raise InvalidArgumentError(f"layer {index} is out of range: this pool has layers 0..{geometry.num_layers - 1}.")
-    nb, kv, nl, bs, hkv, d = arena.shape
-    # The same bytes seen as the pages are stored; the views swap the axes back to [nb, bs, Hkv, D].
-    keys = values = arena
-    if page_layout != "NHD":
-        keys = values = arena.reshape(nb, kv, nl, hkv, bs, d)
-        if page_layout == "HND_HDN":
-            values = arena.reshape(nb, kv, nl, hkv, d, bs)
-        if _address(keys) != _address(arena) or _address(values) != _address(arena):  # copies would not write it
+    source = arena
+    if page_layout == "HND":  # the same bytes, each page [Hkv, block_size, D]; views swap the two back
+        nb, kv, nl, bs, hkv, d = arena.shape
+        source = arena.reshape(nb, kv, nl, hkv, bs, d)
+        if _address(source) != _address(arena):  # a copy: views of it would not write the pool
             raise UnsupportedOperationError("this pool's arena is not contiguous; head-major views need it to be.")
 
     def view(kv_index: int, i: int) -> Any:
-        if page_layout == "NHD":
-            return arena[:, kv_index, i]
-        if kv_index == 1 and page_layout == "HND_HDN":
-            return values[:, 1, i].swapaxes(2, 3).swapaxes(1, 2)  # [nb, Hkv, D, bs] -> [nb, bs, Hkv, D]
-        return keys[:, kv_index, i].swapaxes(1, 2)
+        v = source[:, kv_index, i]
+        return v.swapaxes(1, 2) if page_layout == "HND" else v
 
     if index is None:
         return [(view(0, i), view(1, i)) for i in range(geometry.num_layers)]

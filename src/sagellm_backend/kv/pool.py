@@ -123,9 +123,8 @@ class KVCachePool:
 
         Args:
             layer: A layer index, or ``None`` for every layer.
-            page_layout: ``"NHD"`` (token-major pages), ``"HND"`` (head-major pages: faster fp8 decode) or
-                ``"HND_HDN"`` (head-major keys, value pages ``[Hkv, D, block_size]``); the first call fixes the
-                pool's :attr:`page_layout`.
+            page_layout: ``"NHD"`` (token-major pages) or ``"HND"`` (head-major pages: faster fp8 decode); the
+                first call fixes the pool's :attr:`page_layout`.
 
         Returns:
             ``(K, V)`` or a list of them, each ``[num_blocks, block_size, Hkv, D]``; block ids are the table ids.
