@@ -59,3 +59,11 @@ def test_variant_rows_time_graph_replays_and_fall_back_to_eager_calls_together(m
     assert pv.device_seconds(fns) == (graph, 1.0)
     graph["b"] = None  # type: ignore[assignment]  # not capturable
     assert pv.device_seconds(fns) == (eager, 0.0)
+
+
+def test_fp8_row_refuses_a_page_layout_the_pool_does_not_offer_before_any_work() -> None:
+    from sagellm_backend.bench.paged_variants import bench_fp8_decode
+    from sagellm_backend.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=r"\('NHD', 'HND'\)"):
+        bench_fp8_decode(CASES[0], "no-such-device", page_layout="HDN")

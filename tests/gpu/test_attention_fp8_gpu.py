@@ -173,4 +173,5 @@ def test_fp8_decode_bench_rows(case_index: int) -> None:
     row = bench_fp8_decode(CASES[case_index], "cuda")
     print(f"\n{row.case}: fp8 {row.ours:.1f} us, bf16 {row.naive:.1f} us, {row.extra}")
     assert row.extra["max abs diff vs bf16 x1e3"] < 100
+    assert row.extra["same result in every layout"] == 1.0  # token-major and head-major pages
     assert row.ours <= 1.1 * row.naive, row

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import InvalidArgumentError
+from ..kv.layout import PAGE_LAYOUTS
 from .harness import Result
 from .paged_cases import CASES, HEAD_DIM, HKV, PAGE, PagedCase, build_case, measure
 from .timing import device_time_per_call
@@ -53,22 +55,38 @@ def bench_sliding_window(device: str = "cuda", *, batch: int = 4, context: int =
     )  # fmt: skip
 
 
-def bench_fp8_decode(case: PagedCase, device: str = "cuda", kv_cache_dtype: str = "fp8_e4m3") -> Result:
+def _stored(cache: Any, page_layout: str) -> Any:
+    """A token-major ``[nb, bs, Hkv, D]`` cache's values with each page stored ``page_layout`` (``"NHD"`` or
+    ``"HND"``: :data:`..kv.layout.PAGE_LAYOUTS`), seen ``[nb, bs, Hkv, D]``."""
+    return cache if page_layout == "NHD" else cache.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+
+
+def bench_fp8_decode(
+    case: PagedCase, device: str = "cuda", kv_cache_dtype: str = "fp8_e4m3", page_layout: str = "HND"
+) -> Result:
     """Decode over an fp8 KV cache against the bf16 paged decode of the same case, in one run.
 
-    The fp8 pages are the bf16 pages quantised with per-tensor scales. Times in microseconds of device work per
-    call (:func:`device_seconds`): the ceiling is half the time of a device copy of the fp8 KV bytes (reading
-    them once at the copy bandwidth, which counts read + written bytes), the baseline the bf16 ``paged_decode``.
+    The fp8 pages are the bf16 pages quantised with per-tensor scales, stored in each of a pool's page layouts.
+    Times in microseconds of device work per call (:func:`device_seconds`): the ceiling is half the time of a device
+    copy of the fp8 KV bytes (reading them once at the copy bandwidth, which counts read + written bytes), the
+    baseline the bf16 ``paged_decode`` (token-major pages).
 
     Args:
         case: A decode case.
         device: CUDA device.
         kv_cache_dtype: ``"fp8_e4m3"`` or ``"fp8_e5m2"``.
+        page_layout: The fp8 pages of the row (``"NHD"`` or ``"HND"``, the faster for fp8 on an H100: see
+            docs/PERFORMANCE.md); ``extra`` times both.
 
     Returns:
-        The row (lower is better); ``extra`` has the speed-up over bf16, both bandwidths and the largest
-        difference from the bf16 result.
+        The row (lower is better); ``extra`` has the speed-up over bf16, both bandwidths, the time over each page
+        layout and the largest difference from the bf16 result.
+
+    Raises:
+        InvalidArgumentError: Another page layout.
     """
+    if page_layout not in PAGE_LAYOUTS:
+        raise InvalidArgumentError(f"page_layout must be one of {PAGE_LAYOUTS}; got {page_layout!r}.")
     import torch
 
     from ..attention.kv_quant import fp8_dtype, quantize
@@ -85,24 +103,33 @@ def bench_fp8_decode(case: PagedCase, device: str = "cuda", kv_cache_dtype: str 
     read = case.work() / 2  # fp8 bytes of K + V read
     src = torch.empty(int(read), dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
+
+    def fp8_call(lay: str) -> Callable[[], Any]:
+        kp, vp = _stored(k8, lay), _stored(v8, lay)
+        return lambda: paged_decode(q, kp, vp, bt, lens, scale, k_scale=ks, v_scale=vs)
+
     fns: dict[str, Callable[[], Any]] = {
         "copy": lambda: dst.copy_(src),
         "bf16": lambda: paged_decode(q, kc, vc, bt, lens, scale),
-        "fp8": lambda: paged_decode(q, k8, v8, bt, lens, scale, k_scale=ks, v_scale=vs),
+        **{lay: fp8_call(lay) for lay in PAGE_LAYOUTS},
     }
     sec, graphed = device_seconds(fns)
+    sec["fp8"] = sec[page_layout]
     copy_bw = 2 * read / sec["copy"]
-    diff = float((fns["fp8"]().float() - fns["bf16"]().float()).abs().max())
+    diff = float((fns[page_layout]().float() - fns["bf16"]().float()).abs().max())
     extra = {
         "speed-up over bf16": sec["bf16"] / sec["fp8"],
         "fp8 KV read GB/s": read / sec["fp8"] / 1e9,
         "copy GB/s (read + written)": copy_bw / 1e9,
+        **{f"fp8 us, {lay} pages": 1e6 * sec[lay] for lay in PAGE_LAYOUTS},
         "max abs diff vs bf16 x1e3": 1e3 * diff,
+        "same result in every layout": float(all(torch.equal(fns[lay](), fns["NHD"]()) for lay in PAGE_LAYOUTS)),
         GRAPHED: graphed,
     }
     met = sec["fp8"] * 1.8 <= sec["bf16"] and read / sec["fp8"] >= 0.9 * copy_bw
     return Result(
-        "paged attention", f"{case.label}, {kv_cache_dtype} KV cache", "us/call", 1e6 * sec["copy"] / 2,
+        "paged attention", f"{case.label}, {kv_cache_dtype} KV cache, {page_layout} pages", "us/call",
+        1e6 * sec["copy"] / 2,
         1e6 * sec["bf16"], 1e6 * sec["fp8"], extra, ">= 1.8x bf16 paged decode and >= 90% of the copy bandwidth",
         met, higher_is_better=False,
     )  # fmt: skip
