@@ -68,8 +68,8 @@ def bench_fp8_decode(
 
     The fp8 pages are the bf16 pages quantised with per-tensor scales, stored in each of a pool's page layouts.
     Times in microseconds of device work per call (:func:`device_seconds`): the ceiling is half the time of a device
-    copy of the fp8 KV bytes (reading them once at the copy bandwidth, which counts read + written bytes), the
-    baseline the bf16 ``paged_decode`` (token-major pages).
+    copy of the fp8 KV bytes (reading them once at the copy bandwidth, which counts read + written bytes; the faster
+    of its graph-replayed and its event-timed copies), the baseline the bf16 ``paged_decode`` (token-major pages).
 
     Args:
         case: A decode case.
@@ -114,6 +114,9 @@ def bench_fp8_decode(
         **{lay: fp8_call(lay) for lay in PAGE_LAYOUTS},
     }
     sec, graphed = device_seconds(fns)
+    # The faster of the two timings of the copy: graph-replayed copies of more than about 0.5 GB run slower than
+    # back-to-back ones timed by events (2.4 against 3.0 TB/s on an H100).
+    sec["copy"] = min(sec["copy"], measure(fns["copy"]))
     sec["fp8"] = sec[page_layout]
     copy_bw = 2 * read / sec["copy"]
     diff = float((fns[page_layout]().float() - fns["bf16"]().float()).abs().max())
