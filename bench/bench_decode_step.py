@@ -447,11 +447,6 @@ def main(argv: list[str] | None = None) -> int:
         help="an experiment: DecodeConfig.long_splits=N in every default decode configuration (and workspace)",
     )
     ap.add_argument(
-        "--reverse-splits",
-        action="store_true",
-        help="an experiment: DecodeConfig.reverse_splits=True in every default decode configuration",
-    )
-    ap.add_argument(
         "--hf-compile",
         choices=["auto", "on", "off"],
         default="auto",
@@ -472,8 +467,6 @@ def main(argv: list[str] | None = None) -> int:
         use_decode_config(args.decode_config)
     if args.long_splits is not None:
         use_long_splits(args.long_splits)
-    if args.reverse_splits:
-        use_reverse_splits()
     report = run(args)
     text = markdown(report)
     print(text)
@@ -503,13 +496,6 @@ def use_long_splits(n: int) -> None:
     import dataclasses
 
     _patch_decode_config(lambda cfg, kv_fp8: dataclasses.replace(cfg, long_splits=n))
-
-
-def use_reverse_splits() -> None:
-    """Make ``reverse_splits=True`` part of every default decode configuration."""
-    import dataclasses
-
-    _patch_decode_config(lambda cfg, kv_fp8: dataclasses.replace(cfg, reverse_splits=True))
 
 
 def _patch_decode_config(change: Callable[[Any, bool], Any]) -> None:

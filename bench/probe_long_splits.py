@@ -48,10 +48,8 @@ POINTS: list[tuple[str, dict[str, Any]]] = [
     # Six splits forced with a floor no span reaches: one used split per sequence and five that do nothing, without
     # the kernel's long-span code (what the grid and its idle programs cost by themselves).
     ("z6 idle", {"splits": 6, "chunk_floor": 1 << 20}), ("z2 idle", {"splits": 2, "chunk_floor": 1 << 20}),
-    # The same with the splits given to the grid's slices in reverse: the idle-prone later splits placed first.
-    ("6 rev", {"long_splits": 6, "reverse_splits": True}), ("8 rev", {"long_splits": 8, "reverse_splits": True}),
-    ("z6 idle rev", {"splits": 6, "chunk_floor": 1 << 20, "reverse_splits": True}),
-    ("z2 idle rev", {"splits": 2, "chunk_floor": 1 << 20, "reverse_splits": True}),
+    # (Reversed split slices, "6 rev" and others, were points here until DecodeConfig.reverse_splits, measured
+    # slower in run 53, was removed.)
     # The default again, last: a drift over the case's points (clocks, heat) shows as a difference from "off".
     ("off again", {"long_splits": 1}),
 ]  # fmt: skip

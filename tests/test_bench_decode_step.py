@@ -147,7 +147,7 @@ def test_fp8_cache_step_agrees_with_hugging_face_on_the_values_it_holds(kv: str)
 
 
 def test_experiment_configurations_reach_the_launch_and_the_workspace(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--decode-config``, ``--long-splits`` and ``--reverse-splits`` change the default where the launch and the
+    """``--decode-config`` and ``--long-splits`` change the default where the launch and the
     workspace's sizing both look it up, so a configuration with more splits gets a workspace that holds them."""
     pytest.importorskip("triton")
     from sagellm_backend.attention import paged_triton, triton_args
@@ -156,18 +156,16 @@ def test_experiment_configurations_reach_the_launch_and_the_workspace(monkeypatc
         monkeypatch.setattr(mod, "decode_config", triton_args.decode_config)
     sys.path.insert(0, str(BENCH.parent))
     try:
-        from bench_decode_step import use_decode_config, use_long_splits, use_reverse_splits
+        from bench_decode_step import use_decode_config, use_long_splits
     finally:
         sys.path.remove(str(BENCH.parent))
     fp8_default = triton_args.decode_config(128, torch.bfloat16, 4, kv_fp8=True)
     use_decode_config("32/4/1/2")
     use_long_splits(6)
-    use_reverse_splits()
     for mod in (paged_triton, triton_args):
         cfg = mod.decode_config(128, torch.bfloat16, 4)
         assert (cfg.block_n, cfg.num_warps, cfg.num_stages, cfg.merge_width, cfg.long_splits) == (32, 4, 1, 2, 6)
         fp8 = mod.decode_config(128, torch.bfloat16, 4, kv_fp8=True)
         assert fp8.long_splits == 6 and fp8.block_n == fp8_default.block_n
-        assert cfg.reverse_splits and fp8.reverse_splits
     small = triton_args.split_limit(64, 8, 8192, 132, triton_args.DecodeConfig())
     assert triton_args.split_limit(64, 8, 8192, 132, triton_args.decode_config(128, torch.bfloat16, 4)) == 6 > small

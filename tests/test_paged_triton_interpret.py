@@ -6,7 +6,6 @@ The interpreter must be switched on before Triton is imported, so the checks run
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -63,17 +62,6 @@ def _cases() -> list[dict[str, Any]]:
             got = pt.paged_decode_with(q, kc, vc, table.int(), torch.tensor(lens), 0.125, cfg=cfg, splits=splits)
             err = float((got.double() - ref).abs().max())
             out.append(chk.OpCheckResult("paged_decode", {"splits": splits}, err, err / 1e-2))
-            if splits > 1:  # the grid's slices given the splits in reverse: the same result, bit for bit
-                rev = dataclasses.replace(cfg, reverse_splits=True)
-                again = pt.paged_decode_with(q, kc, vc, table.int(), torch.tensor(lens), 0.125, cfg=rev, splits=splits)
-                same = bool(torch.equal(again, got))
-                out.append(chk.OpCheckResult("paged_decode", {"splits": splits, "reversed, equal": same}, err, 0.0))
-        # Spans spread in whole pages: chunks that end inside a tile (333 over 5 splits: 72 tokens, 4.5 tiles).
-        for splits in (5,):
-            cfg = pt.DecodeConfig(block_n=16, num_warps=4, num_stages=2, split_pages=True)
-            got = pt.paged_decode_with(q, kc, vc, table.int(), torch.tensor(lens), 0.125, cfg=cfg, splits=splits)
-            err = float((got.double() - ref).abs().max())
-            out.append(chk.OpCheckResult("paged_decode", {"splits": splits, "pages": True}, err, err / 1e-2))
         left = sum(int(c.abs().sum()) for c in pt._COUNTERS.values())  # every launch resets its counters
         out.append(chk.OpCheckResult("counters", {"nonzero": left}, float(left), float(left)))
         return out
@@ -89,11 +77,8 @@ def _cases() -> list[dict[str, Any]]:
         table = make_block_tables(lens, 8, 200, generator=g, pad_value=-1)
         q = torch.randn(6, 6, 64, generator=g).half()
         out = []
-        for window, reverse, pages in ((None, False, False), (300, False, False), (None, True, False),
-                                       (None, False, True)):  # fmt: skip
-            cfg = pt.DecodeConfig(
-                block_n=16, waves=1.0, min_chunk=16, long_splits=4, reverse_splits=reverse, split_pages=pages
-            )
+        for window in (None, 300):
+            cfg = pt.DecodeConfig(block_n=16, waves=1.0, min_chunk=16, long_splits=4)
             opts: dict[str, Any] = {} if window is None else {"sliding_window": window}
             grid, _, kw = pt.decode_launch_args(q, kc, vc, table.int(), torch.tensor(lens), 0.125, q, cfg=cfg, **opts)
             ws = DecodeWorkspace(
@@ -104,8 +89,7 @@ def _cases() -> list[dict[str, Any]]:
             ref = reference_paged_decode(q, kc, vc, table, torch.tensor(lens), 0.125, **opts)
             err = float((got.double() - ref).abs().max())
             written = (~ws.partial_lse.view(6, 6, 4).isnan()).sum(dim=2)[:, 0].tolist()  # splits per sequence
-            case = {"window": window, "grid": grid, "long_rows": kw["LONG_ROWS"], "reversed": kw["REV_SPLITS"],
-                    "pages": kw["SPLIT_PAGES"], "partials": written,
+            case = {"window": window, "grid": grid, "long_rows": kw["LONG_ROWS"], "partials": written,
                     "counters": int(ws.counters.abs().sum())}  # fmt: skip
             out.append(chk.OpCheckResult("paged_decode", case, err, err / 1e-2))
         # 130 rows, more than the 128 the kernel reads: the mean comes from a strided sample of them.
@@ -184,8 +168,7 @@ def test_long_context_decode_splits_by_default(verdicts: list[dict[str, Any]]) -
 def test_forced_split_counts_merge_exactly(verdicts: list[dict[str, Any]]) -> None:
     rows = _group(verdicts, "splits")
     assert [r["case"] for r in rows] == [
-        str({"splits": 1}), str({"splits": 3}), str({"splits": 3, "reversed, equal": True}), str({"splits": 11}),
-        str({"splits": 11, "reversed, equal": True}), str({"splits": 5, "pages": True}), str({"nonzero": 0}),
+        str({"splits": 1}), str({"splits": 3}), str({"splits": 11}), str({"nonzero": 0}),
     ]  # fmt: skip
     assert all(r["ratio"] <= 1.0 for r in rows)
 
@@ -198,17 +181,11 @@ def test_long_spans_of_a_mixed_batch_split_and_the_rest_do_not(verdicts: list[di
     # 129, 0, 700, mean 241.4: 700 -> 176-token pieces (4), 333 -> 128-token pieces (the floor, 3). Within a window
     # of 300 the mean of the windowed lengths is 154.8: 700's span (from the window's first tile, 300) and 333's
     # (301) are long, in 80-token pieces (a quarter of the span, above the 80-token floor) -> 4 each.
-    # In whole pages (8 tokens) the same: the pieces are whole tiles (the floor; a quarter of 700's 88 pages: 22
-    # pages = 11 tiles).
-    def spans(window: int | None, reversed_: bool, partials: list[int], pages: bool = False) -> str:
-        case = {"window": window, "grid": (6, 2, 4), "long_rows": 8, "reversed": reversed_, "pages": pages,
-                "partials": partials}  # fmt: skip
-        return str({**case, "counters": 0})
+    def spans(window: int | None, partials: list[int]) -> str:
+        return str({"window": window, "grid": (6, 2, 4), "long_rows": 8, "partials": partials, "counters": 0})
 
     assert [r["case"] for r in rows] == [
-        spans(None, False, [0, 0, 3, 0, 0, 4]), spans(300, False, [0, 0, 4, 0, 0, 4]),
-        spans(None, True, [0, 0, 3, 0, 0, 4]),  # the split slices in reverse: the same splits used
-        spans(None, False, [0, 0, 3, 0, 0, 4], True),
+        spans(None, [0, 0, 3, 0, 0, 4]), spans(300, [0, 0, 4, 0, 0, 4]),
         str({"rows": 130, "split rows": [77], "splits": 2}),
     ]  # fmt: skip
 

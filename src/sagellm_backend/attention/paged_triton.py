@@ -342,8 +342,7 @@ def decode_launch_args(
         "MERGE": cfg.merge_width, **_pdl_kw(cfg.pdl, query.device), "n_fill": n_fill,
         "slots": wave_slots(sms, cfg), "long_ratio": cfg.long_ratio, "long_piece": cfg.long_piece,
         "LONG_ROWS": min(next_power_of_2(b), 128) if n_split > n_fill else 0,  # 0: no long splits
-        "REV_SPLITS": cfg.reverse_splits and n_split > 1,
-        "SPLIT_PAGES": cfg.split_pages and n_split > 1, "trace_ptr": None, "TRACE": False,
+        "trace_ptr": None, "TRACE": False,
     }  # fmt: skip
     if cfg.maxnreg is not None:
         kw["maxnreg"] = cfg.maxnreg

@@ -304,11 +304,6 @@ class DecodeConfig:
             and any other span keeps the fill count (:func:`.triton_kernels.long_spans`).
         long_ratio: How much longer than the mean a span must be to use the long splits.
         long_piece: The fewest tokens per split of a long span, as a fraction of the mean span per fill split.
-        reverse_splits: Give split ``n - 1 - z`` to the programs of grid slice ``z``, so that the later splits, the
-            ones a short span leaves idle, are the first programs the GPU places (the outputs are the same).
-        split_pages: Spread each span over its splits in whole pages instead of whole tiles (``block_n``), so that
-            the longest split of an equal-length batch is at most a page, not a tile, over the mean; the split's
-            last tile is then partly masked (a window's splits keep whole tiles).
     """
 
     block_n: int = 64
@@ -327,8 +322,6 @@ class DecodeConfig:
     long_splits: int = 1
     long_ratio: float = 1.25
     long_piece: float = 0.5
-    reverse_splits: bool = False
-    split_pages: bool = False
 
     def __post_init__(self) -> None:
         if self.merge_width < 1 or (self.chunk_floor is not None and self.chunk_floor < 1):

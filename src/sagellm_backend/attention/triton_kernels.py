@@ -121,7 +121,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     sn_b, sn_h, sn_d, svn_b, svn_h, svn_d, n_slots, LIMIT: tl.constexpr, NEW: tl.constexpr,
     F16_DOT: tl.constexpr, EARLY_V: tl.constexpr, cs_ptr, s_cs, max_pos, ROPE: tl.constexpr, HALF: tl.constexpr,
     V_ASM: tl.constexpr, MERGE: tl.constexpr, PDL: tl.constexpr, n_fill, slots, long_ratio, long_piece,
-    LONG_ROWS: tl.constexpr, REV_SPLITS: tl.constexpr, SPLIT_PAGES: tl.constexpr, trace_ptr, TRACE: tl.constexpr,
+    LONG_ROWS: tl.constexpr, trace_ptr, TRACE: tl.constexpr,
 ):
     # fmt: on
     if PDL:
@@ -129,10 +129,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     n_splits = tl.num_programs(2)
-    if REV_SPLITS:  # noqa: SIM108  # a constexpr branch; the later (idle-prone) splits are placed first
-        sp = n_splits - 1 - tl.program_id(2)
-    else:
-        sp = tl.program_id(2)
+    sp = tl.program_id(2)
     if TRACE:  # the program's start and SM (a diagnostic launch: see :func:`trace_point`)
         row = trace_ptr + ((sp * tl.num_programs(1) + kvh) * tl.num_programs(0) + b).to(tl.int64) * TRACE_FIELDS
         trace_point(row, 0, b)
@@ -156,8 +153,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
         first = seq_len * 0
     # Each sequence's span (from the first tile to its last key) is spread over its splits, at least chunk_floor
     # tokens per split: a short context uses more of a launch sized for the longest one. Every split but the last
-    # takes the same count, rounded up to whole pages (SPLIT_PAGES) or whole tiles; a window's splits keep whole
-    # tiles (its masked first tiles end at a tile boundary).
+    # takes the same count, rounded up to whole tiles (a window's masked first tiles end at a tile boundary).
     start = (first // BLOCK_N) * BLOCK_N
     span = tl.maximum(n_keys - start, 0)
     if LONG_ROWS:  # the grid has splits for the long spans of a mixed batch (their mean read over LONG_ROWS rows)
@@ -168,11 +164,7 @@ def decode_kernel(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyp
     else:
         n_here = n_splits
         floor = chunk_floor
-    if SPLIT_PAGES and not WINDOW:  # noqa: SIM108  # a constexpr branch: only one side is compiled
-        gran = BS
-    else:
-        gran = BLOCK_N
-    chunk = tl.maximum(tl.cdiv(tl.cdiv(span, gran), n_here) * gran, floor)
+    chunk = tl.maximum(tl.cdiv(tl.cdiv(span, BLOCK_N), n_here) * BLOCK_N, floor)
     # Splits past the span hold nothing and do nothing (split 0 holds at least the step's own token).
     n_used = tl.maximum(tl.minimum(tl.cdiv(span, chunk), n_splits), 1)
     if sp < n_used:
