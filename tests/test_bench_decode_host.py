@@ -40,3 +40,20 @@ def test_median_in_rounds_visits_every_call_in_turn_and_reports_each_calls_media
     assert set(us) == {"a", "b"} and all(0 < v < 1e5 for v in us.values())
     with pytest.raises(ValueError, match="rounds"):
         median_us_in_rounds(steps, reps=6, sync=lambda: None, rounds=0)
+
+
+def test_every_case_is_timed_in_the_same_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cases' calls go through one ``median_us_in_rounds``: a slow spell of the host falls on every case."""
+    from sagellm_backend.bench import decode_host
+
+    calls: list[list[str]] = []
+    real = decode_host.median_us_in_rounds
+
+    def spy(steps: dict[str, Callable[[], Any]], reps: int, sync: Callable[[], None]) -> dict[str, float]:
+        calls.append(list(steps))
+        return real(steps, reps, sync)
+
+    monkeypatch.setattr(decode_host, "median_us_in_rounds", spy)
+    rows = decode_host.bench_decode_host_cost("cpu", quick=True, cases=((2, 64), (3, 32)), heads=(4, 2, 16))
+    assert len(calls) == 1 and {"0|run", "1|run", "0|plan", "1|plan"} <= set(calls[0])
+    assert len(calls[0]) == 2 * 10 and [r.case for r in rows] == ["2 x 64, 4/2 heads, d 16", "3 x 32, 4/2 heads, d 16"]

@@ -7,9 +7,9 @@ with a sliding window over an fp8 cache),
 rebuilt by ``PagedAttentionMetadataBuilder`` every step (the baseline), and ``plan()`` with host inputs
 (validated on the host) and with device inputs (one sync); beside them one plain torch op (``torch.add`` into a
 buffer), what any launch costs this host. Each call is timed alone, the device idle before it, so the time is the
-host's (on CUDA the kernels run after the call returns). The calls are timed in rounds, each round taking some
-samples of every call in turn, so a slow spell of a shared host falls on every row alike; the median of all a
-call's samples is reported.
+host's (on CUDA the kernels run after the call returns). The calls of every case are timed in the same rounds, each
+round taking some samples of every call of every case in turn, so a slow spell of a shared host falls on every row
+and every case alike; the median of all a call's samples is reported.
 """
 
 from __future__ import annotations
@@ -87,12 +87,35 @@ def bench_decode_host_cost(
     Returns:
         One row per case: ours = ``run``, baseline = ``forward`` with rebuilt metadata; extras for ``forward``
         with reused metadata and the plans.
+
+    Raises:
+        AssertionError: ``run`` and ``forward`` disagree on a case's step.
     """
-    return [_case(device, quick, batch, ctx, heads) for batch, ctx in cases]
+    import torch
+
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    made = [_case_steps(device, batch, ctx, heads) for batch, ctx in cases]
+    steps = {f"{i}|{name}": fn for i, (case_steps, _) in enumerate(made) for name, fn in case_steps.items()}
+    us = median_us_in_rounds(steps, 30 if quick else 200, sync)
+    rows = []
+    for i, ((batch, ctx), (case_steps, check)) in enumerate(zip(cases, made)):
+        check()
+        mine = {name: us[f"{i}|{name}"] for name in case_steps}
+        met = mine["run"] <= 25 and mine["forward, same metadata"] <= 25 and mine["plan"] <= 100
+        rows.append(Result(
+            "attention host cost", f"{batch} x {ctx}, {heads[0]}/{heads[1]} heads, d {heads[2]}", "us/call", None,
+            mine["forward, metadata rebuilt"], mine["run"],
+            extra={name: t for name, t in mine.items() if name not in ("run", "forward, metadata rebuilt")},
+            target="run and forward <= 25 us/call, plan <= 100 us", met=met, higher_is_better=False,
+        ))  # fmt: skip
+    return rows
 
 
-def _case(device: str, quick: bool, batch: int, ctx: int, heads: tuple[int, int, int]) -> Result:
-    """One row of :func:`bench_decode_host_cost`."""
+def _case_steps(
+    device: str, batch: int, ctx: int, heads: tuple[int, int, int]
+) -> tuple[dict[str, Callable[[], Any]], Callable[[], None]]:
+    """The timed calls of one case of :func:`bench_decode_host_cost`, and a check that its ``run`` and ``forward``
+    agree (to call after the timing)."""
     import torch
 
     from ..attention.builder import PagedAttentionMetadataBuilder
@@ -103,8 +126,6 @@ def _case(device: str, quick: bool, batch: int, ctx: int, heads: tuple[int, int,
     bs = 16
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    reps = 30 if quick else 200
     width = ctx // bs
     nb = batch * width + 1
     k_cache = torch.zeros(nb, bs, hkv, d, dtype=dtype, device=dev)
@@ -149,13 +170,9 @@ def _case(device: str, quick: bool, batch: int, ctx: int, heads: tuple[int, int,
         ),
     }
     variant.plan(ctx_host, table_host, slots_host)
-    us = median_us_in_rounds(steps, reps, sync)
-    if not torch.equal(wrapper.run(q, k, v, cache), backend.forward(q, k, v, md, kv_cache=cache)):
-        raise AssertionError("wrapper.run and forward disagree on the same step")
-    met = us["run"] <= 25 and us["forward, same metadata"] <= 25 and us["plan"] <= 100
-    return Result(
-        "attention host cost", f"{batch} x {ctx}, {hq}/{hkv} heads, d {d}", "us/call", None,
-        us["forward, metadata rebuilt"], us["run"],
-        extra={name: t for name, t in us.items() if name not in ("run", "forward, metadata rebuilt")},
-        target="run and forward <= 25 us/call, plan <= 100 us", met=met, higher_is_better=False,
-    )  # fmt: skip
+
+    def check() -> None:
+        if not torch.equal(wrapper.run(q, k, v, cache), backend.forward(q, k, v, md, kv_cache=cache)):
+            raise AssertionError(f"wrapper.run and forward disagree on the same step ({batch} x {ctx})")
+
+    return steps, check
