@@ -67,3 +67,12 @@ def test_fp8_row_refuses_a_page_layout_the_pool_does_not_offer_before_any_work()
 
     with pytest.raises(InvalidArgumentError, match=r"\('NHD', 'HND'\)"):
         bench_fp8_decode(CASES[0], "no-such-device", page_layout="HDN")
+
+
+@pytest.mark.parametrize("page_size", [0, 4, 24, 16.0, True])
+def test_fp8_row_refuses_a_page_size_the_kernels_do_not_take_before_any_work(page_size: object) -> None:
+    from sagellm_backend.bench.paged_variants import bench_fp8_decode
+    from sagellm_backend.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="power of two >= 8"):
+        bench_fp8_decode(CASES[0], "no-such-device", page_size=page_size)  # type: ignore[arg-type]

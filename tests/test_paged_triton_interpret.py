@@ -110,6 +110,54 @@ def _cases() -> list[dict[str, Any]]:
         out.append(chk.OpCheckResult("paged_decode", case, err, err / 1e-4))
         return out
 
+    def one_page() -> list[Any]:
+        # 32-token pages with 32-token tiles (one page per tile: its number read once per tile) against the same
+        # bytes seen as 16-token pages (each tile spans two, numbers read per token): the tiles and their order are
+        # the same, so the results are too, bit for bit; head-major 32-token pages as well.
+        g = torch.Generator().manual_seed(11)
+        lens, nb, hkv, d = [1, 40, 333, 129, 64], 60, 2, 32
+        kc = torch.randn(nb, 32, hkv, d, generator=g).half()
+        vc = torch.randn(nb, 32, hkv, d, generator=g).half()
+        t32 = torch.randperm(nb, generator=g)[: 5 * 11].view(5, 11).int()
+        t16 = torch.stack((2 * t32, 2 * t32 + 1), dim=2).view(5, 22)
+        q = torch.randn(5, 4, d, generator=g).half()
+        sl = torch.tensor(lens, dtype=torch.int32)
+        cfg = pt.DecodeConfig(block_n=32, num_warps=4, num_stages=2)
+        fp8 = torch.float8_e4m3fn
+        k8, v8 = (c.clamp(-400, 400).to(fp8) for c in (kc, vc))
+        one = {"k_scale": torch.full((1,), 0.5), "v_scale": torch.full((1,), 0.25)}
+
+        def hnd(c: Any) -> Any:
+            return c.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+
+        out = []
+        for name, (k, v), opts in (
+            ("plain", (kc, vc), {}), ("splits 3", (kc, vc), {"splits": 3}), ("window 50", (kc, vc),
+            {"sliding_window": 50, "splits": 2}), ("fp8", (k8, v8), one),
+        ):  # fmt: skip
+            got = pt.paged_decode(q, k, v, t32, sl, 0.2, cfg=cfg, **opts)
+            same16 = pt.paged_decode(q, k.view(2 * nb, 16, hkv, d), v.view(2 * nb, 16, hkv, d), t16, sl, 0.2, cfg=cfg,
+                                     **opts)  # fmt: skip
+            head_major = pt.paged_decode(q, hnd(k), hnd(v), t32, sl, 0.2, cfg=cfg, **opts)
+            variants = {n: o for n, o in opts.items() if n == "sliding_window"}
+            deq = (k.float() * 0.5, v.float() * 0.25) if k.dtype == fp8 else (k, v)
+            err = float((got.double() - reference_paged_decode(q, *deq, t32, sl, 0.2, **variants)).abs().max())
+            differ = int((got != same16).sum()) + int((got != head_major).sum())
+            out.append(chk.OpCheckResult("paged_decode", {"case": name, "differ": differ}, err, err / 1e-2))
+        # The step's store and decode in one launch (the token at position len - 1 comes from key/value).
+        key, value = torch.randn(5, hkv, d, generator=g).half(), torch.randn(5, hkv, d, generator=g).half()
+        pos = sl.long() - 1
+        slots = t32.long().gather(1, (pos // 32)[:, None])[:, 0] * 32 + pos % 32
+        caches = [(kc.clone(), vc.clone()) for _ in range(2)]
+        a = pt.paged_decode_store(q, key, value, *caches[0], t32, sl, slots, 0.2, cfg=cfg, splits=2)
+        k16, v16 = (c.view(2 * nb, 16, hkv, d) for c in caches[1])
+        b = pt.paged_decode_store(q, key, value, k16, v16, t16, sl, slots, 0.2, cfg=cfg, splits=2)
+        ref = reference_paged_decode(q, *caches[0], t32, sl, 0.2)
+        err = float((a.double() - ref).abs().max())
+        differ = int((a != b).sum()) + int((caches[0][0] != caches[1][0]).sum() + (caches[0][1] != caches[1][1]).sum())
+        out.append(chk.OpCheckResult("paged_decode_store", {"case": "store", "differ": differ}, err, err / 1e-2))
+        return out
+
     t0 = time.perf_counter()
     run("grid", lambda: chk.check_paged_ops(Ops, "cpu", head_dims=(64, 256), long_context=False))
     f16 = (torch.float16,)
@@ -122,6 +170,7 @@ def _cases() -> list[dict[str, Any]]:
     ])  # fmt: skip
     run("splits", split_decode)
     run("long spans", long_spans)
+    run("one page", one_page)
     verdicts.append({"group": "time", "op": "", "case": "", "ratio": time.perf_counter() - t0, "error": None})
     return verdicts
 
@@ -188,6 +237,13 @@ def test_long_spans_of_a_mixed_batch_split_and_the_rest_do_not(verdicts: list[di
         spans(None, [0, 0, 3, 0, 0, 4]), spans(300, [0, 0, 4, 0, 0, 4]),
         str({"rows": 130, "split rows": [77], "splits": 2}),
     ]  # fmt: skip
+
+
+def test_tiles_within_one_page_read_its_number_once_and_give_the_same_bits(verdicts: list[dict[str, Any]]) -> None:
+    rows = _group(verdicts, "one page")
+    assert [eval(r["case"])["case"] for r in rows] == ["plain", "splits 3", "window 50", "fp8", "store"]
+    assert all(eval(r["case"])["differ"] == 0 for r in rows), rows
+    assert all(r["ratio"] <= 1.0 for r in rows), rows
 
 
 def test_supports_hook() -> None:

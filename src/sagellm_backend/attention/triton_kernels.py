@@ -236,7 +236,7 @@ def decode_split(  # type: ignore[no-untyped-def]  # a Triton JIT function: unty
         acc, m_i, l_i, q, kc_ptr + kvh.to(tl.int64) * skh, vc_ptr + kvh.to(tl.int64) * svh,
         bt_ptr + b.to(tl.int64) * sbt_b, skb, skt, svb, svt, lo, full_hi, hi, hi, rows * 0 + seq_len - 1, qs,
         offs_d, dmask, GP, DP, BS, BLOCK_N, False, PREC, DOT_F32, tl.cdiv(first, BLOCK_N) * BLOCK_N, window,
-        softcap2, slopes2, WINDOW, SOFTCAP, ALIBI, vs, KV_FP8, EARLY_V, V_ASM,
+        softcap2, slopes2, WINDOW, SOFTCAP, ALIBI, vs, KV_FP8, EARLY_V, V_ASM, BS % BLOCK_N == 0,
     )  # fmt: skip
     l_safe = tl.where(l_i > 0, l_i, 1.0)
     o = acc / l_safe[:, None]

@@ -12,6 +12,7 @@ import triton.language as tl
 
 __all__ = [
     "LOG2E", "attend_span", "attend_tiles", "fp8_to_f16", "fresh_state", "head_factors", "quantize_fp8", "tanh_exp2",
+    "tile_at",
 ]  # fmt: skip
 
 LOG2E = 1.4426950408889634
@@ -76,6 +77,18 @@ def head_factors(  # type: ignore[no-untyped-def]  # a Triton JIT function: unty
     return slopes2, ks, vs
 
 
+@triton.jit
+def tile_at(base, page, tok, sb, st, offs_d, ONE_PAGE: tl.constexpr):  # type: ignore[no-untyped-def]  # Triton JIT
+    """The addresses of a tile's rows ``tok`` of page(s) ``page`` (block stride ``sb``, token stride ``st``), each
+    ``offs_d`` wide. ``ONE_PAGE``: ``page`` is one number (the tile lies in one page) and the tokens' offsets within
+    it are 32-bit; else ``page`` holds each token's page."""
+    if ONE_PAGE:  # noqa: SIM108  # a constexpr branch: only one side is compiled
+        rows = base + page * sb + (tok * st)[:, None]
+    else:
+        rows = base + (page * sb + tok * st)[:, None]
+    return rows + offs_d[None, :]
+
+
 # fmt: off
 @triton.jit
 def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped pointers and constexprs
@@ -83,7 +96,7 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
     dmask, BS: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
     PREC: tl.constexpr, DOT_F32: tl.constexpr, window, softcap2, slopes2, WINDOW: tl.constexpr,
     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, KV_FP8: tl.constexpr, EARLY_V: tl.constexpr = False,
-    V_ASM: tl.constexpr = 0,
+    V_ASM: tl.constexpr = 0, ONE_PAGE: tl.constexpr = False,
 ):
     # fmt: on
     """Online-softmax update of ``(acc, m_i, l_i)`` with key tokens ``lo .. hi`` (step ``BLOCK_N``).
@@ -96,21 +109,31 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
     ``KV_FP8``: the caches hold fp8, converted to the query's dtype in registers (the callers fold the
     scales into ``qk_scale`` and the final accumulator). ``EARLY_V`` issues a tile's value load before its key
     dot (both tiles in flight at once without software pipelining). ``V_ASM`` (fp8 caches, fp16 query only): the
-    value tiles are converted by :func:`fp8_to_f16` with that ``FMT``.
+    value tiles are converted by :func:`fp8_to_f16` with that ``FMT``. ``ONE_PAGE``: every tile lies in one page
+    (``lo`` a multiple of ``BLOCK_N``, which divides ``BS``), whose number is read once per tile, not per token.
     """
     for start in range(lo, hi, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         if MASK:
             in_seq = offs_n < seq_len
-            page = tl.load(bt_row + offs_n // BS, mask=in_seq, other=0).to(tl.int64)
             ld_mask = in_seq[:, None] & dmask[None, :]
         else:
-            page = tl.load(bt_row + offs_n // BS).to(tl.int64)
             ld_mask = dmask[None, :]
-        tok = offs_n % BS
-        k = tl.load(k_base + (page * skb + tok * skt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
+        if ONE_PAGE:  # one page number per tile
+            if MASK:
+                page = tl.load(bt_row + start // BS, mask=start < seq_len, other=0).to(tl.int64)
+            else:
+                page = tl.load(bt_row + start // BS).to(tl.int64)
+            tok = (start % BS) + tl.arange(0, BLOCK_N)
+        else:
+            if MASK:
+                page = tl.load(bt_row + offs_n // BS, mask=in_seq, other=0).to(tl.int64)
+            else:
+                page = tl.load(bt_row + offs_n // BS).to(tl.int64)
+            tok = offs_n % BS
+        k = tl.load(tile_at(k_base, page, tok, skb, skt, offs_d, ONE_PAGE), mask=ld_mask, other=0.0)
         if EARLY_V:
-            v = tl.load(v_base + (page * svb + tok * svt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
+            v = tl.load(tile_at(v_base, page, tok, svb, svt, offs_d, ONE_PAGE), mask=ld_mask, other=0.0)
         if KV_FP8:
             k = k.to(q.dtype)
         if DOT_F32:
@@ -143,7 +166,7 @@ def attend_tiles(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untype
         p = tl.exp2(s * s_scale - m_sub[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         if not EARLY_V:
-            v = tl.load(v_base + (page * svb + tok * svt)[:, None] + offs_d[None, :], mask=ld_mask, other=0.0)
+            v = tl.load(tile_at(v_base, page, tok, svb, svt, offs_d, ONE_PAGE), mask=ld_mask, other=0.0)
         if KV_FP8:
             if V_ASM:  # noqa: SIM108  # a constexpr branch: only one side is compiled
                 v = fp8_to_f16(v, V_ASM)
@@ -163,7 +186,7 @@ def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped
     dmask, ROWS: tl.constexpr, DP: tl.constexpr, BS: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
     PREC: tl.constexpr, DOT_F32: tl.constexpr, edge_hi, window, softcap2, slopes2, WINDOW: tl.constexpr,
     SOFTCAP: tl.constexpr, ALIBI: tl.constexpr, v_scale, KV_FP8: tl.constexpr, EARLY_V: tl.constexpr = False,
-    V_ASM: tl.constexpr = 0,
+    V_ASM: tl.constexpr = 0, ONE_PAGE: tl.constexpr = False,
 ):
     # fmt: on
     """The online-softmax state ``(acc, m_i, l_i)`` of ``ROWS`` query rows (fresh: :func:`fresh_state`) carried
@@ -171,13 +194,13 @@ def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped
     rest masked. With ``WINDOW``, ``lo`` is the first tile of the first row's window and the tiles below
     ``edge_hi`` (the tile-aligned start of the last row's window) are masked too. With ``KV_FP8`` the accumulator
     is multiplied by ``v_scale`` at the end, the given state's part included (the key scale is in ``qk_scale``).
-    ``EARLY_V`` and ``V_ASM`` as :func:`attend_tiles`."""
+    ``EARLY_V``, ``V_ASM`` and ``ONE_PAGE`` as :func:`attend_tiles`."""
     if WINDOW:
         edge = tl.minimum(tl.maximum(edge_hi, lo), hi)
         acc, m_i, l_i = attend_tiles(
             acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, lo, edge, seq_len, q_pos, qk_scale,
             offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP,
-            ALIBI, KV_FP8, EARLY_V, V_ASM,
+            ALIBI, KV_FP8, EARLY_V, V_ASM, ONE_PAGE,
         )  # fmt: skip
         mid = tl.maximum(full_hi, edge)
     else:
@@ -186,12 +209,12 @@ def attend_span(  # type: ignore[no-untyped-def]  # a Triton JIT kernel: untyped
     acc, m_i, l_i = attend_tiles(
         acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, edge, mid, seq_len, q_pos, qk_scale,
         offs_d, dmask, BS, BLOCK_N, False, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
-        KV_FP8, EARLY_V, V_ASM,
+        KV_FP8, EARLY_V, V_ASM, ONE_PAGE,
     )  # fmt: skip
     acc, m_i, l_i = attend_tiles(
         acc, m_i, l_i, q, k_base, v_base, bt_row, skb, skt, svb, svt, mid, hi, seq_len, q_pos, qk_scale,
         offs_d, dmask, BS, BLOCK_N, True, CAUSAL, PREC, DOT_F32, window, softcap2, slopes2, WINDOW, SOFTCAP, ALIBI,
-        KV_FP8, EARLY_V, V_ASM,
+        KV_FP8, EARLY_V, V_ASM, ONE_PAGE,
     )  # fmt: skip
     if KV_FP8:
         acc = acc * v_scale

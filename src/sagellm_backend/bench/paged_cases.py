@@ -106,13 +106,14 @@ def time_cuda(fn: Callable[[], Any], *, trials: int = 7, target_s: float = 0.03)
     return float(statistics.median(event_trials(fn, torch.cuda.Event, reps, trials)))
 
 
-def build_case(case: PagedCase, device: str, seed: int = 0) -> dict[str, Any]:
+def build_case(case: PagedCase, device: str, seed: int = 0, page: int = PAGE) -> dict[str, Any]:
     """Tensors of one case: shuffled pages, the same K/V contiguous, queries, index tensors.
 
     Args:
         case: The case.
         device: CUDA device.
         seed: Random seed.
+        page: Tokens per page.
 
     Returns:
         ``q`` (``[B, Hq, D]`` decode or packed ``[T, Hq, D]``), ``q4`` (``[B, Hq, L, D]`` view), ``kc``, ``vc``,
@@ -123,13 +124,13 @@ def build_case(case: PagedCase, device: str, seed: int = 0) -> dict[str, Any]:
     torch.manual_seed(seed)
     dt = torch.bfloat16
     b, s = case.batch, case.keys
-    pages = math.ceil(s / PAGE)
+    pages = math.ceil(s / page)
     n_blocks = b * pages + 7
-    arena = torch.randn(n_blocks, 2, PAGE, HKV, HEAD_DIM, device=device, dtype=dt)
+    arena = torch.randn(n_blocks, 2, page, HKV, HEAD_DIM, device=device, dtype=dt)
     kc, vc = arena[:, 0], arena[:, 1]
     bt = torch.randperm(n_blocks, device=device)[: b * pages].view(b, pages).to(torch.int32)
-    k = kc[bt.long()].reshape(b, pages * PAGE, HKV, HEAD_DIM)[:, :s].transpose(1, 2).contiguous()
-    v = vc[bt.long()].reshape(b, pages * PAGE, HKV, HEAD_DIM)[:, :s].transpose(1, 2).contiguous()
+    k = kc[bt.long()].reshape(b, pages * page, HKV, HEAD_DIM)[:, :s].transpose(1, 2).contiguous()
+    v = vc[bt.long()].reshape(b, pages * page, HKV, HEAD_DIM)[:, :s].transpose(1, 2).contiguous()
     seq_lens = torch.full((b,), s, device=device, dtype=torch.int32)
     if case.kind == "decode":
         q = torch.randn(b, HQ, HEAD_DIM, device=device, dtype=dt)

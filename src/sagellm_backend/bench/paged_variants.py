@@ -62,8 +62,9 @@ def _stored(cache: Any, page_layout: str) -> Any:
 
 
 def bench_fp8_decode(
-    case: PagedCase, device: str = "cuda", kv_cache_dtype: str = "fp8_e4m3", page_layout: str = "HND"
-) -> Result:
+    case: PagedCase, device: str = "cuda", kv_cache_dtype: str = "fp8_e4m3", page_layout: str = "HND",
+    page_size: int = PAGE,
+) -> Result:  # fmt: skip
     """Decode over an fp8 KV cache against the bf16 paged decode of the same case, in one run.
 
     The fp8 pages are the bf16 pages quantised with per-tensor scales, stored in each of a pool's page layouts.
@@ -77,28 +78,32 @@ def bench_fp8_decode(
         kv_cache_dtype: ``"fp8_e4m3"`` or ``"fp8_e5m2"``.
         page_layout: The fp8 pages of the row (``"NHD"`` or ``"HND"``, the faster for fp8 on an H100: see
             docs/PERFORMANCE.md); ``extra`` times both.
+        page_size: Tokens per page, of the bf16 and the fp8 caches alike.
 
     Returns:
         The row (lower is better); ``extra`` has the speed-up over bf16, both bandwidths, the time over each page
         layout and the largest difference from the bf16 result.
 
     Raises:
-        InvalidArgumentError: Another page layout.
+        InvalidArgumentError: Another page layout, or a page size that is not a power of two >= 8.
     """
     if page_layout not in PAGE_LAYOUTS:
         raise InvalidArgumentError(f"page_layout must be one of {PAGE_LAYOUTS}; got {page_layout!r}.")
+    if type(page_size) is not int or page_size < 8 or page_size & (page_size - 1):
+        raise InvalidArgumentError(f"page_size must be a power of two >= 8 (tokens per page); got {page_size!r}.")
     import torch
 
     from ..attention.kv_quant import fp8_dtype, quantize
     from ..attention.paged_triton import paged_decode
 
-    t = build_case(case, device)
+    t = build_case(case, device, page=page_size)
     q, kc, vc, bt, lens, scale = t["q"], t["kc"], t["vc"], t["bt"], t["seq_lens"], t["scale"]
     fp8 = fp8_dtype(kv_cache_dtype)
     ks, vs = (c.float().abs().amax().reshape(1) / torch.finfo(fp8).max for c in (kc, vc))
     n = kc.shape[0]
     k8, v8 = (
-        quantize(c.reshape(-1, HKV, HEAD_DIM), s_, fp8).view(n, PAGE, HKV, HEAD_DIM) for c, s_ in ((kc, ks), (vc, vs))
+        quantize(c.reshape(-1, HKV, HEAD_DIM), s_, fp8).view(n, page_size, HKV, HEAD_DIM)
+        for c, s_ in ((kc, ks), (vc, vs))
     )
     read = case.work() / 2  # fp8 bytes of K + V read
     src = torch.empty(int(read), dtype=torch.uint8, device=device)
@@ -132,7 +137,8 @@ def bench_fp8_decode(
     }
     met = sec["fp8"] * 1.8 <= sec["bf16"] and read / sec["fp8"] >= 0.9 * copy_bw
     return Result(
-        "paged attention", f"{case.label}, {kv_cache_dtype} KV cache, {page_layout} pages", "us/call",
+        "paged attention", f"{case.label}, {kv_cache_dtype} KV cache, {page_layout} pages"
+        + ("" if page_size == PAGE else f" of {page_size} tokens"), "us/call",
         1e6 * sec["copy"] / 2,
         1e6 * sec["bf16"], 1e6 * sec["fp8"], extra, ">= 1.8x bf16 paged decode and >= 90% of the copy bandwidth",
         met, higher_is_better=False,
