@@ -25,7 +25,8 @@ def main() -> None:
     args = ap.parse_args()
     pages = [int(p) for p in args.pages.split(",")]
     rows: list[dict[str, Any]] = []
-    print(f"{'case':<28} {'page':>4} {'ceiling':>8} {'bf16':>7} {'fp8 NHD':>8} {'fp8 HND':>8} {'x bf16':>6} {'% copy':>6}")
+    head = ("case", "page", "ceiling", "bf16", "fp8 NHD", "fp8 HND", "x bf16", "% copy")
+    print(f"{head[0]:<28} {head[1]:>4} " + " ".join(f"{h:>8}" for h in head[2:6]) + f" {head[6]:>6} {head[7]:>6}")
     for r in range(args.rounds):
         for case in CASES[:2]:
             for page in pages:

@@ -76,3 +76,15 @@ def test_fp8_row_refuses_a_page_size_the_kernels_do_not_take_before_any_work(pag
 
     with pytest.raises(InvalidArgumentError, match="power of two >= 8"):
         bench_fp8_decode(CASES[0], "no-such-device", page_size=page_size)  # type: ignore[arg-type]
+
+
+def test_variant_bench_times_each_fp8_case_at_each_row_page_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sagellm_backend.bench import paged_variants as pv
+
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(pv, "bench_sliding_window", lambda device: "window")
+    monkeypatch.setattr(pv, "bench_fp8_decode", lambda case, device, page_size: calls.append((case.label, page_size)))
+    rows = pv.bench_paged_variants("cuda")
+    decode = [c.label for c in CASES if c.kind == "decode"]
+    assert calls == [(label, p) for label in decode for p in (16, 128)]
+    assert pv.FP8_ROW_PAGES == (16, 128) and rows[0] == "window" and len(rows) == 1 + 2 * len(decode)

@@ -14,7 +14,14 @@ from .timing import device_time_per_call
 #: The ``extra`` entry saying how a row was timed: 1.0 from CUDA-graph replays (device time), 0.0 eagerly.
 GRAPHED = "timed from CUDA graph replays (1) or eagerly (0)"
 
-__all__ = ["GRAPHED", "bench_fp8_decode", "bench_paged_variants", "bench_sliding_window", "device_seconds"]
+__all__ = [
+    "FP8_ROW_PAGES",
+    "GRAPHED",
+    "bench_fp8_decode",
+    "bench_paged_variants",
+    "bench_sliding_window",
+    "device_seconds",
+]
 
 
 def bench_sliding_window(device: str = "cuda", *, batch: int = 4, context: int = 32768, window: int = 4096) -> Result:
@@ -162,8 +169,14 @@ def device_seconds(fns: dict[str, Callable[[], Any]]) -> tuple[dict[str, float],
     return {k: measure(fn) for k, fn in fns.items()}, 0.0
 
 
+#: Page sizes of the fp8 rows: the bench's pages, and the pages with which fp8 decode reaches the copy rate's 90 % at
+#: 4 x 32k on an H100 (docs/PERFORMANCE.md, seventeenth pass).
+FP8_ROW_PAGES = (PAGE, 128)
+
+
 def bench_paged_variants(device: str = "cuda") -> list[Result]:
-    """:func:`bench_sliding_window`, then :func:`bench_fp8_decode` of the decode cases of :data:`.paged_cases.CASES`.
+    """:func:`bench_sliding_window`, then :func:`bench_fp8_decode` of the decode cases of :data:`.paged_cases.CASES`
+    at each page size of :data:`FP8_ROW_PAGES`.
 
     Args:
         device: CUDA device.
@@ -171,4 +184,5 @@ def bench_paged_variants(device: str = "cuda") -> list[Result]:
     Returns:
         One row each.
     """
-    return [bench_sliding_window(device), *(bench_fp8_decode(c, device) for c in CASES if c.kind == "decode")]
+    fp8 = [bench_fp8_decode(c, device, page_size=p) for c in CASES if c.kind == "decode" for p in FP8_ROW_PAGES]
+    return [bench_sliding_window(device), *fp8]
