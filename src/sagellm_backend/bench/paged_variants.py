@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..attention.registry import impls_of
 from ..errors import InvalidArgumentError
 from ..kv.layout import PAGE_LAYOUTS
 from .harness import Result
@@ -92,12 +93,15 @@ def bench_fp8_decode(
         layout and the largest difference from the bf16 result.
 
     Raises:
-        InvalidArgumentError: Another page layout, or a page size that is not a power of two >= 8.
+        InvalidArgumentError: Another page layout, or a page size the Triton paged decode does not take.
     """
     if page_layout not in PAGE_LAYOUTS:
         raise InvalidArgumentError(f"page_layout must be one of {PAGE_LAYOUTS}; got {page_layout!r}.")
-    if type(page_size) is not int or page_size < 8 or page_size & (page_size - 1):
-        raise InvalidArgumentError(f"page_size must be a power of two >= 8 (tokens per page); got {page_size!r}.")
+    sizes = next(i.block_sizes for i in impls_of("paged") if i.name == "triton")  # the decode it times
+    if type(page_size) is not int or sizes is None or not sizes.fits(page_size):
+        raise InvalidArgumentError(
+            f"page_size must be a block size the Triton paged decode takes ({sizes}); got {page_size!r}."
+        )
     import torch
 
     from ..attention.kv_quant import fp8_dtype, quantize
