@@ -48,8 +48,6 @@ POINTS: list[tuple[str, dict[str, Any]]] = [
     # Six splits forced with a floor no span reaches: one used split per sequence and five that do nothing, without
     # the kernel's long-span code (what the grid and its idle programs cost by themselves).
     ("z6 idle", {"splits": 6, "chunk_floor": 1 << 20}), ("z2 idle", {"splits": 2, "chunk_floor": 1 << 20}),
-    # (Reversed split slices, "6 rev" and others, were points here until DecodeConfig.reverse_splits, measured
-    # slower in run 53, was removed.)
     # The default again, last: a drift over the case's points (clocks, heat) shows as a difference from "off".
     ("off again", {"long_splits": 1}),
 ]  # fmt: skip

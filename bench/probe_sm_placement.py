@@ -5,9 +5,9 @@ whether or not the grid fits one wave).
 Each program records its SM (``%smid``) and its start and end (``%globaltimer``); an active program spins for
 ``--spin-us``, an idle one exits. Grids of rows x 8 KV heads x splits in which only split 0 works, in four orders:
 ``(rows, 8, splits)`` ("split last", the decode kernel's), the same with split 0 in the last slice ("split last,
-reversed": the order of ``DecodeConfig.reverse_splits``, removed since), ``(rows, splits, 8)`` ("split middle")
-and ``(splits, rows, 8)`` ("split first"); 4 and 16 warps per program (at most 16 and 4 resident programs per SM
-by threads). Prints, per grid, how many SMs hold a working program and the most working programs on one SM.
+reversed"), ``(rows, splits, 8)`` ("split middle") and ``(splits, rows, 8)`` ("split first"); 4 and 16 warps per
+program (at most 16 and 4 resident programs per SM by threads). Prints, per grid, how many SMs hold a working
+program and the most working programs on one SM.
 
     PYTHONPATH=src python3 bench/probe_sm_placement.py [--json FILE]
 """

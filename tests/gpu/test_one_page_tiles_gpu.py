@@ -29,16 +29,22 @@ def _head_major(cache: torch.Tensor) -> torch.Tensor:
     return cache.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
 
 
-@pytest.mark.parametrize("kv", list(CACHE))
-@pytest.mark.parametrize("opts", [{}, {"splits": 1}, {"sliding_window": 1000}], ids=["default", "one split", "window"])
-def test_decode_over_64_token_pages_equals_16_token_pages_bit_for_bit(kv: str, opts: dict[str, Any]) -> None:
-    g = torch.Generator().manual_seed(5)
-    kc, vc = (torch.randn(NB, 64, HKV, D, generator=g).cuda().to(CACHE[kv]) for _ in range(2))
+def _step(kv: str, g: torch.Generator) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor,
+                                                dict[str, Any]]:  # fmt: skip
+    """Random 64-token-page caches, a block table over them, :data:`LENS`, a bf16 query and the fp8 scales."""
+    caches = [torch.randn(NB, 64, HKV, D, generator=g).cuda().to(CACHE[kv]) for _ in range(2)]
     table = torch.randperm(NB, generator=g)[: len(LENS) * 79].view(len(LENS), 79).int().cuda()
     lens = torch.tensor(LENS, dtype=torch.int32, device="cuda")
     q = torch.randn(len(LENS), HQ, D, generator=g).cuda().bfloat16()
     sc = {} if kv == "bf16" else {"k_scale": torch.full((1,), 0.03, device="cuda"),
                                    "v_scale": torch.full((1,), 0.02, device="cuda")}  # fmt: skip
+    return caches, table, lens, q, sc
+
+
+@pytest.mark.parametrize("kv", list(CACHE))
+@pytest.mark.parametrize("opts", [{}, {"splits": 1}, {"sliding_window": 1000}], ids=["default", "one split", "window"])
+def test_decode_over_64_token_pages_equals_16_token_pages_bit_for_bit(kv: str, opts: dict[str, Any]) -> None:
+    (kc, vc), table, lens, q, sc = _step(kv, torch.Generator().manual_seed(5))
     got = pt.paged_decode(q, kc, vc, table, lens, D**-0.5, **sc, **opts)
     as16 = pt.paged_decode(
         q, kc.view(4 * NB, 16, HKV, D), vc.view(4 * NB, 16, HKV, D), _quarters(table), lens, D**-0.5, **sc, **opts
@@ -52,16 +58,11 @@ def test_decode_over_64_token_pages_equals_16_token_pages_bit_for_bit(kv: str, o
 @pytest.mark.parametrize("kv", list(CACHE))
 def test_fused_store_and_decode_over_64_token_pages_equals_16_token_pages(kv: str) -> None:
     g = torch.Generator().manual_seed(6)
-    base = [torch.randn(NB, 64, HKV, D, generator=g).cuda().to(CACHE[kv]) for _ in range(2)]
+    base, table, lens, q, sc = _step(kv, g)
     caches = [[c.clone() for c in base] for _ in range(2)]
-    table = torch.randperm(NB, generator=g)[: len(LENS) * 79].view(len(LENS), 79).int().cuda()
-    lens = torch.tensor(LENS, dtype=torch.int32, device="cuda")
     pos = lens.long() - 1
     slots = table.long().gather(1, (pos // 64)[:, None])[:, 0] * 64 + pos % 64
-    q = torch.randn(len(LENS), HQ, D, generator=g).cuda().bfloat16()
     key, value = (torch.randn(len(LENS), HKV, D, generator=g).cuda().bfloat16() for _ in range(2))
-    sc = {} if kv == "bf16" else {"k_scale": torch.full((1,), 0.03, device="cuda"),
-                                   "v_scale": torch.full((1,), 0.02, device="cuda")}  # fmt: skip
     a = pt.paged_decode_store(q, key, value, *caches[0], table, lens, slots, D**-0.5, **sc)
     k16, v16 = (c.view(4 * NB, 16, HKV, D) for c in caches[1])
     b = pt.paged_decode_store(q, key, value, k16, v16, _quarters(table), lens, slots, D**-0.5, **sc)
